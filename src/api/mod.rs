@@ -1,0 +1,248 @@
+//! The HTTP surface: one dispatcher in front of a route table, so the `/vX.Y` prefix, version
+//! checks, common headers and the 404 for unknown routes behave as moby's mux does, and every
+//! error leaves through [`error_response`].
+
+mod body;
+mod filters;
+mod plugins;
+pub mod routes;
+mod system;
+pub mod version;
+
+use std::sync::Arc;
+
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::plugin::manager::Manager;
+use routes::{recognize, split_version, RouteId};
+use version::{ApiVersion, Compat, DEFAULT_API_VERSION, MAX_API_VERSION, MIN_API_VERSION};
+
+/// What handlers share: the services behind the API and the daemon's identity.
+pub struct ApiState {
+    pub plugins: Arc<Manager>,
+    pub daemon: system::DaemonIdentity,
+}
+
+/// One request after routing: the version it asked for, its `{name}`, and the raw request.
+pub struct Call {
+    pub req: HttpRequest,
+    pub compat: Compat,
+    pub name: String,
+    pub state: web::Data<ApiState>,
+}
+
+impl Call {
+    /// A query parameter, or "" when absent (Go's `r.Form.Get`).
+    pub fn query(&self, key: &str) -> String {
+        web::Query::<Vec<(String, String)>>::from_query(self.req.query_string())
+            .ok()
+            .and_then(|q| q.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone()))
+            .unwrap_or_default()
+    }
+
+    /// moby's `httputils.BoolValue`: false only for "", "0", "no", "false", "none".
+    pub fn query_bool(&self, key: &str) -> bool {
+        let value = self.query(key);
+        !matches!(
+            value.trim().to_ascii_lowercase().as_str(),
+            "" | "0" | "no" | "false" | "none"
+        )
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.req.headers().get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// The identity `/version` and `/info` report for a daemon started now.
+pub fn system_identity(
+    api_version: &str,
+    data_root: &std::path::Path,
+    exec_root: &std::path::Path,
+) -> system::DaemonIdentity {
+    system::DaemonIdentity {
+        api_version: api_version.to_string(),
+        data_root: data_root.display().to_string(),
+        exec_root: exec_root.display().to_string(),
+        started: chrono::Utc::now(),
+    }
+}
+
+/// Binds every `--host` socket and serves until the process is told to stop.
+pub async fn serve(
+    state: ApiState,
+    listeners: Vec<std::os::unix::net::UnixListener>,
+) -> std::io::Result<()> {
+    let state = web::Data::new(state);
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            // Bodies are streamed by the handlers themselves; no size limit applies here.
+            .app_data(web::PayloadConfig::new(usize::MAX))
+            .default_service(web::to(dispatch))
+    })
+    .workers(2);
+    for listener in listeners {
+        server = server.listen_uds(listener)?;
+    }
+    server.run().await
+}
+
+async fn dispatch(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<ApiState>,
+) -> HttpResponse {
+    let advertised = state.daemon.api_version.clone();
+    if req.method() == actix_web::http::Method::OPTIONS {
+        let mut response = HttpResponse::Ok().finish();
+        add_common_headers(&mut response, &advertised, true);
+        return response;
+    }
+    let decoded = routes::decode_path(req.path());
+    let clean = routes::clean_path(&decoded);
+    if clean != decoded {
+        let mut location = clean;
+        if !req.query_string().is_empty() {
+            location = format!("{location}?{}", req.query_string());
+        }
+        return HttpResponse::MovedPermanently()
+            .insert_header(("location", location))
+            .finish();
+    }
+    let (requested, path) = split_version(&decoded);
+    let Some(matched) = recognize(req.method().as_str(), path) else {
+        return json_message(StatusCode::NOT_FOUND, "page not found");
+    };
+    let version = requested
+        .map(ApiVersion::parse)
+        .unwrap_or_else(|| ApiVersion::parse(DEFAULT_API_VERSION));
+    let compat = Compat::new(version.clone());
+
+    // moby's experimental middleware sits inside the version check, so a refused version gets
+    // no `Docker-Experimental` header.
+    let mut version_accepted = false;
+    let result = match check_version(&version, requested, path, &req, matched.route.min_version) {
+        Err(e) => Err(e),
+        Ok(()) => {
+            version_accepted = true;
+            let call = Call {
+                req,
+                compat: compat.clone(),
+                name: matched.name.unwrap_or_default(),
+                state,
+            };
+            handle(matched.route.id, call, payload).await
+        }
+    };
+    let mut response = result.unwrap_or_else(|e| error_response(&e, &compat));
+    add_common_headers(&mut response, &advertised, version_accepted);
+    response
+}
+
+async fn handle(id: RouteId, call: Call, payload: web::Payload) -> Result<HttpResponse> {
+    match id {
+        RouteId::Ping => system::ping(call, false).await,
+        RouteId::PingHead => system::ping(call, true).await,
+        RouteId::Version => system::version(call).await,
+        RouteId::Info => system::info(call).await,
+        RouteId::PluginList => plugins::list(call).await,
+        RouteId::PluginCreate => plugins::create(call, payload).await,
+        RouteId::PluginInspect => plugins::inspect(call).await,
+        RouteId::PluginSet => plugins::set(call, payload).await,
+        RouteId::PluginRemove => plugins::remove(call).await,
+    }
+}
+
+fn check_version(
+    version: &ApiVersion,
+    requested: Option<&str>,
+    path: &str,
+    req: &HttpRequest,
+    route_min: Option<&str>,
+) -> Result<()> {
+    if requested.is_none() {
+        return Ok(());
+    }
+    if *version > ApiVersion::parse(MAX_API_VERSION) {
+        return Err(Error::InvalidParameter(format!(
+            "client version {version} is too new. Maximum supported API version is {MAX_API_VERSION}"
+        )));
+    }
+    if version.less_than(MIN_API_VERSION) {
+        return Err(Error::InvalidParameter(format!(
+            "client version {version} is too old. Minimum supported API version is {MIN_API_VERSION}, please upgrade your client to a newer version"
+        )));
+    }
+    if let Some(min) = route_min {
+        if version.less_than(min) {
+            return Err(Error::InvalidParameter(format!(
+                "{} {path} requires minimum API version {min}",
+                req.method()
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn add_common_headers(response: &mut HttpResponse, api_version: &str, experimental: bool) {
+    let headers = response.headers_mut();
+    let server = format!("berth/{} (linux)", env!("CARGO_PKG_VERSION"));
+    let mut common = vec![
+        ("api-version", api_version),
+        ("server", server.as_str()),
+        ("ostype", "linux"),
+    ];
+    if experimental {
+        common.push(("docker-experimental", "false"));
+    }
+    for (name, value) in common {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    }
+}
+
+/// The one place an error becomes a response: Docker's status for its class and a
+/// `{"message": ...}` body whose Content-Type is exactly `application/json` (the CLI compares
+/// the header as a string before decoding).
+pub fn error_response(error: &Error, compat: &Compat) -> HttpResponse {
+    let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if status.is_server_error() {
+        log::error!("Handler for request returned an error: {}", error.message());
+    } else {
+        log::debug!("request failed ({}): {}", status.as_u16(), error.message());
+    }
+    if compat.plain_text_errors() {
+        return HttpResponse::build(status)
+            .insert_header(("content-type", "text/plain; charset=utf-8"))
+            .insert_header(("x-content-type-options", "nosniff"))
+            .body(format!("{}\n", error.message()));
+    }
+    json_message(status, error.message())
+}
+
+fn json_message(status: StatusCode, message: &str) -> HttpResponse {
+    #[derive(Serialize)]
+    struct Message<'a> {
+        message: &'a str,
+    }
+    json_response(status, &Message { message })
+}
+
+/// A JSON body as Go's encoder writes it: trailing newline, exact Content-Type.
+pub fn json_response<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> HttpResponse {
+    match serde_json::to_vec(value) {
+        Ok(mut body) => {
+            body.push(b'\n');
+            HttpResponse::build(status)
+                .insert_header(("content-type", "application/json"))
+                .body(body)
+        }
+        Err(e) => HttpResponse::InternalServerError().body(e.to_string()),
+    }
+}

@@ -1,0 +1,92 @@
+//! `/plugins` handlers: decode the request, call the plugin manager, encode the reply.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse};
+use futures_util::StreamExt;
+
+use super::body::{self, ChannelReader};
+use super::filters::Filters;
+use super::{json_response, Call};
+use crate::error::{Error, Result};
+use crate::plugin::manager::{parse_capability, EnabledFilter};
+
+/// Runs blocking store work off the async workers.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    web::block(f)
+        .await
+        .map_err(|e| Error::System(format!("worker failed: {e}")))?
+}
+
+pub async fn list(call: Call) -> Result<HttpResponse> {
+    let compat = call.compat.clone();
+    let filters = Filters::parse(&call.query("filters"), |message| {
+        if compat.legacy() {
+            Error::System(message)
+        } else {
+            Error::InvalidParameter("invalid filter".into())
+        }
+    })?;
+    filters.validate(&["enabled", "capability"], &call.compat)?;
+    let enabled = if !filters.contains("enabled") {
+        EnabledFilter::Any
+    } else if filters.exact_match("enabled", "true") {
+        EnabledFilter::EnabledOnly
+    } else if filters.exact_match("enabled", "false") {
+        EnabledFilter::DisabledOnly
+    } else {
+        return Err(filters.invalid_value(&call.compat, "enabled"));
+    };
+    let plugins = call.state.plugins.list(enabled, |plugin| {
+        !filters.contains("capability")
+            || plugin.config.interface.types.iter().flatten().all(|t| {
+                let capability = parse_capability(t).map(|(_, c)| c).unwrap_or_default();
+                filters.matches("capability", &capability)
+            })
+    });
+    Ok(json_response(StatusCode::OK, &plugins))
+}
+
+pub async fn inspect(call: Call) -> Result<HttpResponse> {
+    let plugin = call.state.plugins.get(&call.name)?;
+    Ok(json_response(StatusCode::OK, &plugin))
+}
+
+pub async fn set(call: Call, payload: web::Payload) -> Result<HttpResponse> {
+    let args = body::read_string_list(&call, payload).await?;
+    let manager = call.state.plugins.clone();
+    let name = call.name.clone();
+    blocking(move || manager.set(&name, &args)).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+pub async fn remove(call: Call) -> Result<HttpResponse> {
+    let force = call.query_bool("force");
+    let manager = call.state.plugins.clone();
+    let name = call.name.clone();
+    blocking(move || manager.remove(&name, force)).await?;
+    Ok(HttpResponse::Ok().finish())
+}
+
+/// The upload is streamed into the unpacker as it arrives; nothing is buffered whole.
+pub async fn create(call: Call, mut payload: web::Payload) -> Result<HttpResponse> {
+    let name = call.query("name");
+    let manager = call.state.plugins.clone();
+    let (sender, reader) = ChannelReader::pair(16);
+    let job = actix_web::rt::task::spawn_blocking(move || manager.create(&name, reader));
+    let mut receiving = true;
+    while let Some(chunk) = payload.next().await {
+        if !receiving {
+            // The unpacker has stopped (it failed); drain so the client reads our answer.
+            continue;
+        }
+        let item = chunk.map_err(|e| e.to_string());
+        let failed = item.is_err();
+        if sender.send(item).await.is_err() || failed {
+            receiving = false;
+        }
+    }
+    drop(sender);
+    job.await
+        .map_err(|e| Error::System(format!("worker failed: {e}")))??;
+    Ok(HttpResponse::NoContent().finish())
+}

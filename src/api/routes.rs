@@ -1,0 +1,156 @@
+//! The route table: every (method, path) berth serves, as data, so the OpenAPI document can be
+//! checked against it and the dispatcher cannot drift from it.
+
+/// What a request addresses once the `/vX.Y` prefix is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteId {
+    Ping,
+    PingHead,
+    Version,
+    Info,
+    PluginList,
+    PluginCreate,
+    PluginInspect,
+    PluginSet,
+    PluginRemove,
+}
+
+/// One served route. `{name}` matches greedily (plugin names hold `/` and `:`).
+pub struct Route {
+    pub method: &'static str,
+    pub pattern: &'static str,
+    pub id: RouteId,
+    /// Lowest API version the route answers to (moby's per-route minimums).
+    pub min_version: Option<&'static str>,
+}
+
+const fn route(method: &'static str, pattern: &'static str, id: RouteId) -> Route {
+    Route {
+        method,
+        pattern,
+        id,
+        min_version: None,
+    }
+}
+
+/// Order matters where patterns overlap: literal routes come before `{name}` routes.
+pub const ROUTES: &[Route] = &[
+    route("GET", "/_ping", RouteId::Ping),
+    route("HEAD", "/_ping", RouteId::PingHead),
+    route("GET", "/version", RouteId::Version),
+    route("GET", "/info", RouteId::Info),
+    route("GET", "/plugins", RouteId::PluginList),
+    route("POST", "/plugins/create", RouteId::PluginCreate),
+    route("GET", "/plugins/{name}/json", RouteId::PluginInspect),
+    route("POST", "/plugins/{name}/set", RouteId::PluginSet),
+    route("DELETE", "/plugins/{name}", RouteId::PluginRemove),
+];
+
+/// A matched route and its `{name}` parameter, if the pattern has one.
+pub struct Matched {
+    pub route: &'static Route,
+    pub name: Option<String>,
+}
+
+/// Splits a `/vX.Y` prefix off a path. The prefix counts only when its version text is made of
+/// digits and dots, as moby's `/v{version:[0-9.]+}` pattern requires.
+pub fn split_version(path: &str) -> (Option<&str>, &str) {
+    if let Some(rest) = path.strip_prefix("/v") {
+        let end = rest.find('/').unwrap_or(rest.len());
+        let version = &rest[..end];
+        if !version.is_empty() && version.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+            return (Some(version), &rest[end..]);
+        }
+    }
+    (None, path)
+}
+
+/// Go's `path.Clean` as gorilla/mux applies it before routing (a trailing slash is kept): a
+/// path that is not clean is answered with a redirect to the clean one.
+pub fn clean_path(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for segment in path.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            other => parts.push(other),
+        }
+    }
+    let mut clean = format!("/{}", parts.join("/"));
+    if path.ends_with('/') && clean != "/" {
+        clean.push('/');
+    }
+    clean
+}
+
+/// The path as Go's `URL.Path` holds it: percent-escapes decoded (so `%2F` in a plugin name
+/// is a `/`).
+pub fn decode_path(raw: &str) -> String {
+    percent_encoding::percent_decode_str(raw)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+pub fn recognize(method: &str, path: &str) -> Option<Matched> {
+    ROUTES
+        .iter()
+        .filter(|r| r.method == method)
+        .find_map(|route| match_pattern(route.pattern, path).map(|name| Matched { route, name }))
+}
+
+fn match_pattern(pattern: &str, path: &str) -> Option<Option<String>> {
+    match pattern.split_once("{name}") {
+        None => (pattern == path).then_some(None),
+        Some((prefix, suffix)) => {
+            let inner = path.strip_prefix(prefix)?.strip_suffix(suffix)?;
+            Some(Some(inner.to_string()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_prefix_is_split_only_for_numeric_versions() {
+        assert_eq!(split_version("/v1.41/plugins"), (Some("1.41"), "/plugins"));
+        assert_eq!(split_version("/v1.41"), (Some("1.41"), ""));
+        assert_eq!(split_version("/vx/plugins"), (None, "/vx/plugins"));
+        assert_eq!(split_version("/plugins"), (None, "/plugins"));
+        assert_eq!(split_version("/volumes"), (None, "/volumes"));
+    }
+
+    #[test]
+    fn paths_are_cleaned_like_go_and_decoded() {
+        assert_eq!(clean_path("/v1.41//plugins"), "/v1.41/plugins");
+        assert_eq!(clean_path("/plugins/./a/../b/"), "/plugins/b/");
+        assert_eq!(clean_path("/_ping"), "/_ping");
+        assert_eq!(
+            decode_path("/plugins/sample%2Fa%3A1.0/json"),
+            "/plugins/sample/a:1.0/json"
+        );
+    }
+
+    #[test]
+    fn names_with_slashes_and_colons_match_greedily() {
+        let m = recognize("GET", "/plugins/vieux/sshfs:latest/json").unwrap();
+        assert_eq!(m.route.id, RouteId::PluginInspect);
+        assert_eq!(m.name.as_deref(), Some("vieux/sshfs:latest"));
+        let m = recognize("DELETE", "/plugins/localhost:5000/a/b:v1").unwrap();
+        assert_eq!(m.name.as_deref(), Some("localhost:5000/a/b:v1"));
+    }
+
+    #[test]
+    fn literal_routes_win_and_wrong_methods_do_not_match() {
+        assert_eq!(
+            recognize("POST", "/plugins/create").unwrap().route.id,
+            RouteId::PluginCreate
+        );
+        assert!(recognize("PUT", "/plugins/create").is_none());
+        assert!(recognize("GET", "/nosuch").is_none());
+        assert!(recognize("POST", "/_ping").is_none());
+    }
+}

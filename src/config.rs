@@ -1,0 +1,247 @@
+//! `berth daemon` configuration: flags, an optional daemon.json-style file, and defaults.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use clap::Args;
+
+pub const DEFAULT_HOST: &str = "unix:///run/berth/berth.sock";
+pub const DEFAULT_DATA_ROOT: &str = "/var/lib/berth";
+pub const DEFAULT_EXEC_ROOT: &str = "/run/berth";
+pub const DEFAULT_CONFIG_FILE: &str = "/etc/berth/daemon.json";
+
+/// Flags of `berth daemon`. Every flag may instead be set in the config file under the same
+/// name (`hosts` for `--host`); setting one in both places is an error, as with dockerd.
+#[derive(Debug, Clone, Default, Args)]
+pub struct DaemonFlags {
+    /// Unix socket to serve the API on (repeatable), e.g. unix:///run/berth/berth.sock
+    #[arg(short = 'H', long = "host", value_name = "unix://PATH")]
+    pub hosts: Vec<String>,
+    /// Root of persistent state (plugins, blobs)
+    #[arg(long, value_name = "DIR")]
+    pub data_root: Option<PathBuf>,
+    /// Root of runtime state (plugin sockets)
+    #[arg(long, value_name = "DIR")]
+    pub exec_root: Option<PathBuf>,
+    /// Log level: debug, info, warn, error, fatal
+    #[arg(short = 'l', long, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+    /// daemon.json-style configuration file (read when present)
+    #[arg(long, value_name = "FILE", default_value = DEFAULT_CONFIG_FILE)]
+    pub config_file: PathBuf,
+}
+
+/// The effective configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaemonConfig {
+    /// Socket paths to listen on.
+    pub sockets: Vec<PathBuf>,
+    pub data_root: PathBuf,
+    pub exec_root: PathBuf,
+    pub log_level: log::LevelFilter,
+}
+
+const FILE_KEYS: &[&str] = &["hosts", "data-root", "exec-root", "log-level"];
+
+impl DaemonFlags {
+    pub fn resolve(&self) -> anyhow::Result<DaemonConfig> {
+        let file = read_config_file(&self.config_file)?;
+        resolve(self, &file).with_context(|| {
+            format!(
+                "unable to configure the berth daemon with file {}",
+                self.config_file.display()
+            )
+        })
+    }
+}
+
+fn read_config_file(path: &Path) -> anyhow::Result<BTreeMap<String, serde_json::Value>> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .with_context(|| format!("invalid configuration file {}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+fn resolve(
+    flags: &DaemonFlags,
+    file: &BTreeMap<String, serde_json::Value>,
+) -> anyhow::Result<DaemonConfig> {
+    let unknown: Vec<&str> = file
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !FILE_KEYS.contains(k))
+        .collect();
+    if !unknown.is_empty() {
+        bail!(
+            "the following directives don't match any configuration option: {}",
+            unknown.join(", ")
+        );
+    }
+    let file_string = |key: &str| -> anyhow::Result<Option<String>> {
+        match file.get(key) {
+            None => Ok(None),
+            Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+            Some(other) => bail!("{key} must be a string, not {other}"),
+        }
+    };
+    let file_hosts: Option<Vec<String>> = match file.get("hosts") {
+        None => None,
+        Some(v) => {
+            Some(serde_json::from_value(v.clone()).context("hosts must be a list of strings")?)
+        }
+    };
+
+    let mut conflicts = Vec::new();
+    if let (false, Some(h)) = (flags.hosts.is_empty(), &file_hosts) {
+        conflicts.push(format!(
+            "hosts: (from flag: {:?}, from file: {:?})",
+            flags.hosts, h
+        ));
+    }
+    let data_root_file = file_string("data-root")?;
+    let exec_root_file = file_string("exec-root")?;
+    let log_level_file = file_string("log-level")?;
+    for (key, flag, from_file) in [
+        (
+            "data-root",
+            flags.data_root.as_ref().map(|p| p.display().to_string()),
+            &data_root_file,
+        ),
+        (
+            "exec-root",
+            flags.exec_root.as_ref().map(|p| p.display().to_string()),
+            &exec_root_file,
+        ),
+        ("log-level", flags.log_level.clone(), &log_level_file),
+    ] {
+        if let (Some(flag), Some(from_file)) = (flag, from_file) {
+            conflicts.push(format!(
+                "{key}: (from flag: {flag}, from file: {from_file})"
+            ));
+        }
+    }
+    if !conflicts.is_empty() {
+        bail!(
+            "the following directives are specified both as a flag and in the configuration file: {}",
+            conflicts.join(", ")
+        );
+    }
+
+    let hosts = if !flags.hosts.is_empty() {
+        flags.hosts.clone()
+    } else {
+        file_hosts.unwrap_or_else(|| vec![DEFAULT_HOST.to_string()])
+    };
+    let sockets = hosts
+        .iter()
+        .map(|h| parse_host(h))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let data_root = flags
+        .data_root
+        .clone()
+        .or(data_root_file.map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_ROOT));
+    let exec_root = flags
+        .exec_root
+        .clone()
+        .or(exec_root_file.map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_EXEC_ROOT));
+    let level = flags
+        .log_level
+        .clone()
+        .or(log_level_file)
+        .unwrap_or_else(|| "info".into());
+    Ok(DaemonConfig {
+        sockets,
+        data_root: absolute(data_root)?,
+        exec_root: absolute(exec_root)?,
+        log_level: parse_log_level(&level)?,
+    })
+}
+
+fn absolute(path: PathBuf) -> anyhow::Result<PathBuf> {
+    if path.is_absolute() {
+        Ok(path)
+    } else {
+        Ok(std::env::current_dir()?.join(path))
+    }
+}
+
+/// Only unix sockets are served: the API grants root on this machine, and a TCP listener
+/// without TLS client auth would hand that to the network.
+pub fn parse_host(host: &str) -> anyhow::Result<PathBuf> {
+    let path = host.strip_prefix("unix://").unwrap_or(host);
+    if path.contains("://") || !path.starts_with('/') {
+        bail!("invalid host {host:?}: berth serves only unix sockets (unix:///absolute/path)");
+    }
+    Ok(PathBuf::from(path))
+}
+
+pub fn parse_log_level(level: &str) -> anyhow::Result<log::LevelFilter> {
+    Ok(match level {
+        "debug" => log::LevelFilter::Debug,
+        "info" => log::LevelFilter::Info,
+        "warn" => log::LevelFilter::Warn,
+        "error" | "fatal" => log::LevelFilter::Error,
+        other => bail!("unable to parse logging level: {other}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(json: &str) -> BTreeMap<String, serde_json::Value> {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn defaults_apply_without_flags_or_file() {
+        let cfg = resolve(&DaemonFlags::default(), &BTreeMap::new()).unwrap();
+        assert_eq!(cfg.sockets, vec![PathBuf::from("/run/berth/berth.sock")]);
+        assert_eq!(cfg.data_root, PathBuf::from(DEFAULT_DATA_ROOT));
+        assert_eq!(cfg.exec_root, PathBuf::from(DEFAULT_EXEC_ROOT));
+        assert_eq!(cfg.log_level, log::LevelFilter::Info);
+    }
+
+    #[test]
+    fn file_values_apply_and_flags_may_not_repeat_them() {
+        let f = file(
+            r#"{"data-root":"/srv/b","hosts":["unix:///tmp/a.sock","unix:///tmp/b.sock"],"log-level":"debug"}"#,
+        );
+        let cfg = resolve(&DaemonFlags::default(), &f).unwrap();
+        assert_eq!(cfg.data_root, PathBuf::from("/srv/b"));
+        assert_eq!(cfg.sockets.len(), 2);
+        assert_eq!(cfg.log_level, log::LevelFilter::Debug);
+
+        let flags = DaemonFlags {
+            data_root: Some("/x".into()),
+            ..Default::default()
+        };
+        let err = resolve(&flags, &f).unwrap_err().to_string();
+        assert!(err.contains("specified both as a flag and in the configuration file: data-root: (from flag: /x, from file: /srv/b)"), "{err}");
+    }
+
+    #[test]
+    fn unknown_file_keys_and_non_unix_hosts_are_refused() {
+        let err = resolve(&DaemonFlags::default(), &file(r#"{"storage-driver":"x"}"#)).unwrap_err();
+        assert!(err
+            .to_string()
+            .contains("don't match any configuration option: storage-driver"));
+        assert!(parse_host("tcp://0.0.0.0:2375").is_err());
+        assert!(parse_host("unix://relative.sock").is_err());
+        assert_eq!(
+            parse_host("unix:///run/b.sock").unwrap(),
+            PathBuf::from("/run/b.sock")
+        );
+    }
+
+    #[test]
+    fn log_levels_follow_dockerd_names() {
+        assert_eq!(parse_log_level("fatal").unwrap(), log::LevelFilter::Error);
+        assert!(parse_log_level("loud").is_err());
+    }
+}

@@ -1,0 +1,4 @@
+//! Plugin content: the blob store and safe extraction.
+
+pub mod blobstore;
+pub mod extract;

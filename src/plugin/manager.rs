@@ -1,0 +1,344 @@
+//! The plugin manager: the one owner of the plugin store and the lifecycle operations on it.
+//! Heavy work (unpacking, hashing) runs outside the store lock; each operation commits with a
+//! single durable record write under it.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::{BufWriter, Read};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use super::config::{decode_created_config, PluginConfigRootfs, PluginSettings};
+use super::reference::Reference;
+use super::settable::apply_set_args;
+use super::store::{new_plugin_id, Plugin, PluginRecord, Store};
+use crate::distribution::blobstore::{BlobStore, StagedBlob};
+use crate::distribution::extract::{unpack_create_context, ExtractError};
+use crate::error::{Error, Result};
+use crate::fsutil;
+
+pub const MEDIA_TYPE_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const MEDIA_TYPE_PLUGIN_CONFIG: &str = "application/vnd.docker.plugin.v1+json";
+pub const MEDIA_TYPE_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+
+pub struct Manager {
+    plugins_root: PathBuf,
+    blobs: BlobStore,
+    store: Mutex<Store>,
+}
+
+/// Plugin names by capability, as `/info` reports them.
+#[derive(Debug, Default, Clone)]
+pub struct CapabilitySummary {
+    pub volume: Vec<String>,
+    pub network: Vec<String>,
+    pub authorization: Option<Vec<String>>,
+    pub log: Vec<String>,
+}
+
+/// Which plugins `list` returns (moby's `enabled` filter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnabledFilter {
+    Any,
+    EnabledOnly,
+    DisabledOnly,
+}
+
+impl Manager {
+    /// Opens the store under `<data_root>/plugins`, finishing or undoing whatever a crash
+    /// interrupted: staging directories, half-written blobs, unreferenced blobs.
+    pub fn open(data_root: &Path) -> Result<Manager> {
+        let plugins_root = data_root.join("plugins");
+        let store = Store::load(&plugins_root)?;
+        let blobs = BlobStore::open(&plugins_root.join("storage"))?;
+        blobs.sweep_ingest()?;
+        let tmp = plugins_root.join("tmp");
+        fsutil::remove_all(&tmp)?;
+        fsutil::create_dir_mode(&tmp, 0o700)?;
+        let removed = blobs.collect_garbage(&store.referenced_blobs())?;
+        if removed > 0 {
+            log::info!("removed {removed} unreferenced blobs");
+        }
+        Ok(Manager {
+            plugins_root,
+            blobs,
+            store: Mutex::new(store),
+        })
+    }
+
+    fn store(&self) -> MutexGuard<'_, Store> {
+        // A panic while holding the lock cannot leave the on-disk state half-written (every
+        // write is atomic), so the in-memory map is still usable.
+        self.store
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn list(&self, enabled: EnabledFilter, keep: impl Fn(&Plugin) -> bool) -> Vec<Plugin> {
+        self.store()
+            .records()
+            .map(|r| &r.plugin)
+            .filter(|p| match enabled {
+                EnabledFilter::Any => true,
+                EnabledFilter::EnabledOnly => p.enabled,
+                EnabledFilter::DisabledOnly => !p.enabled,
+            })
+            .filter(|p| keep(p))
+            .cloned()
+            .collect()
+    }
+
+    pub fn get(&self, name: &str) -> Result<Plugin> {
+        Ok(self.store().resolve(name)?.plugin.clone())
+    }
+
+    pub fn summary(&self) -> CapabilitySummary {
+        let mut volume = BTreeSet::new();
+        let mut network = BTreeSet::new();
+        let mut log = BTreeSet::new();
+        for record in self.store().records().filter(|r| r.plugin.enabled) {
+            for capability in plugin_capabilities(&record.plugin) {
+                match capability.as_str() {
+                    "volumedriver" => volume.insert(record.plugin.name.clone()),
+                    "networkdriver" => network.insert(record.plugin.name.clone()),
+                    "logdriver" => log.insert(record.plugin.name.clone()),
+                    _ => false,
+                };
+            }
+        }
+        CapabilitySummary {
+            volume: volume.into_iter().collect(),
+            network: network.into_iter().collect(),
+            authorization: None,
+            log: log.into_iter().collect(),
+        }
+    }
+
+    /// `docker plugin set`: validated and applied atomically, then persisted.
+    pub fn set(&self, name: &str, args: &[String]) -> Result<()> {
+        let mut store = self.store();
+        let mut record = store.resolve(name)?.clone();
+        if record.plugin.enabled {
+            return Err(Error::System(
+                "cannot set on an active plugin, disable plugin before setting".into(),
+            ));
+        }
+        let plugin = &mut record.plugin;
+        apply_set_args(&mut plugin.config, &mut plugin.settings, args).map_err(Error::System)?;
+        store.save(record)
+    }
+
+    /// `docker plugin rm`. The record is gone once this returns; the directory and blobs
+    /// nobody else uses are deleted before it returns too, but outside the lock.
+    pub fn remove(&self, name: &str, force: bool) -> Result<()> {
+        let aside = {
+            let mut store = self.store();
+            let record = store.resolve(name)?;
+            if record.plugin.enabled && !force {
+                return Err(Error::Conflict(format!("plugin {name} is enabled")));
+            }
+            let id = record.plugin.id.clone();
+            store.remove(&id)?
+        };
+        if let Err(e) = fsutil::remove_all(&aside) {
+            log::error!("failed to remove {}: {e}", aside.display());
+        }
+        let store = self.store();
+        self.blobs.collect_garbage(&store.referenced_blobs())?;
+        Ok(())
+    }
+
+    /// `docker plugin create`: `context` is the tar the CLI uploads (config.json + rootfs/).
+    /// Blocking: call it from a blocking thread. Returns the plugin's name.
+    pub fn create(&self, requested_name: &str, context: impl Read) -> Result<String> {
+        let reference = Reference::parse_normalized(requested_name).map_err(|e| {
+            Error::System(format!("failed to parse reference {requested_name}: {e}"))
+        })?;
+        if reference.digest.is_some() {
+            return Err(Error::System(
+                "canonical references are not permitted".into(),
+            ));
+        }
+        let name = reference.with_default_tag().familiar_string();
+        // A fast check before reading the upload; the binding one is at commit.
+        self.ensure_name_free(&self.store(), &name)?;
+
+        let staging = self
+            .plugins_root
+            .join("tmp")
+            .join(format!(".rootfs{}", fsutil::random_hex(8)));
+        fs::create_dir(&staging)?;
+        let mut staged = Vec::new();
+        let result = self
+            .stage_create(context, &staging, &mut staged)
+            .and_then(|record_parts| self.commit_new(&name, record_parts, &staging, &staged));
+        if result.is_err() {
+            let _ = fsutil::remove_all(&staging);
+            for blob in &staged {
+                self.blobs.discard(blob);
+            }
+        }
+        result.map(|()| name)
+    }
+
+    fn ensure_name_free(&self, store: &Store, name: &str) -> Result<()> {
+        if store.name_taken(name) {
+            return Err(Error::Conflict(format!("plugin {name} already exists")));
+        }
+        Ok(())
+    }
+
+    /// Unpacks the context into `rootfs`, stages the layer, config and manifest blobs.
+    fn stage_create(
+        &self,
+        context: impl Read,
+        rootfs: &Path,
+        staged: &mut Vec<StagedBlob>,
+    ) -> Result<NewPluginParts> {
+        let layer_path = self.blobs.ingest_path();
+        let layer_file = fs::File::create(&layer_path)?;
+        // Registered before writing so a failure below still discards the partial file.
+        staged.push(StagedBlob {
+            path: layer_path.clone(),
+            digest: String::new(),
+            size: 0,
+        });
+        let mut writer = BufWriter::new(layer_file);
+        let unpacked =
+            unpack_create_context(context, rootfs, &mut writer).map_err(|e| match e {
+                ExtractError::Io(m) => Error::System(m),
+                other => Error::System(other.to_string()),
+            })?;
+        let layer_file = writer
+            .into_inner()
+            .map_err(|e| Error::System(e.to_string()))?;
+        layer_file.sync_all()?;
+        let layer = staged.last_mut().expect("layer staged above");
+        layer.digest = unpacked.layer_digest.clone();
+        layer.size = unpacked.layer_size;
+
+        let mut config = decode_created_config(&unpacked.config_json)
+            .map_err(|e| Error::System(format!("failed to parse config: {e}")))?;
+        // dockerd 20.10 (whose API version berth advertises) stamps its version here.
+        config.docker_version = env!("CARGO_PKG_VERSION").to_string();
+        config.rootfs = Some(PluginConfigRootfs {
+            diff_ids: Some(vec![unpacked.layer_digest.clone()]),
+            kind: "layers".into(),
+        });
+        let config_bytes = serde_json::to_vec(&config).map_err(|e| Error::System(e.to_string()))?;
+        let config_blob = self.blobs.stage_bytes(&config_bytes)?;
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": MEDIA_TYPE_MANIFEST,
+            "config": {"mediaType": MEDIA_TYPE_PLUGIN_CONFIG, "size": config_blob.size, "digest": config_blob.digest},
+            "layers": [{"mediaType": MEDIA_TYPE_LAYER_GZIP, "size": unpacked.layer_size, "digest": unpacked.layer_digest}],
+        });
+        let manifest_bytes =
+            serde_json::to_vec(&manifest).map_err(|e| Error::System(e.to_string()))?;
+        let manifest_blob = self.blobs.stage_bytes(&manifest_bytes)?;
+        let parts = NewPluginParts {
+            settings: PluginSettings::init_from(&config),
+            config,
+            config_digest: config_blob.digest.clone(),
+            blobsums: vec![unpacked.layer_digest],
+            manifest_digest: manifest_blob.digest.clone(),
+        };
+        staged.push(config_blob);
+        staged.push(manifest_blob);
+        Ok(parts)
+    }
+
+    /// The commit point of create: under the lock, the name is checked again, the rootfs and
+    /// blobs move into place and the record is written last.
+    fn commit_new(
+        &self,
+        name: &str,
+        parts: NewPluginParts,
+        staging: &Path,
+        staged: &[StagedBlob],
+    ) -> Result<()> {
+        let mut store = self.store();
+        self.ensure_name_free(&store, name)?;
+        let id = new_plugin_id();
+        let dir = store.plugin_dir(&id);
+        let result = (|| {
+            fsutil::create_dir_mode(&dir, 0o700)?;
+            fs::rename(staging, dir.join("rootfs"))?;
+            for blob in staged {
+                self.blobs.commit(blob)?;
+            }
+            let record = PluginRecord {
+                plugin: Plugin {
+                    config: parts.config,
+                    enabled: false,
+                    id: id.clone(),
+                    name: name.to_string(),
+                    plugin_reference: name.to_string(),
+                    settings: parts.settings,
+                },
+                config_digest: parts.config_digest,
+                blobsums: parts.blobsums,
+                manifest_digest: parts.manifest_digest,
+            };
+            store.save(record)
+        })();
+        if result.is_err() {
+            let _ = fsutil::remove_all(&dir);
+            let _ = self.blobs.collect_garbage(&store.referenced_blobs());
+        }
+        result
+    }
+
+    /// The blob store, for readers such as push.
+    pub fn blobs(&self) -> &BlobStore {
+        &self.blobs
+    }
+}
+
+struct NewPluginParts {
+    config: super::config::PluginConfig,
+    settings: PluginSettings,
+    config_digest: String,
+    blobsums: Vec<String>,
+    manifest_digest: String,
+}
+
+/// The capabilities a plugin declares (`docker.<capability>/<version>`), lower-cased; types
+/// whose prefix is not `docker` are ignored as moby ignores them.
+pub fn plugin_capabilities(plugin: &Plugin) -> Vec<String> {
+    plugin
+        .config
+        .interface
+        .types
+        .iter()
+        .flatten()
+        .filter_map(|t| parse_capability(t))
+        .filter(|(prefix, _)| prefix == "docker")
+        .map(|(_, capability)| capability.to_ascii_lowercase())
+        .collect()
+}
+
+/// Splits `<prefix>.<capability>/<version>`: at the first `/`, then the last `.`.
+pub fn parse_capability(text: &str) -> Option<(String, String)> {
+    let head = text.split_once('/').map(|(h, _)| h).unwrap_or(text);
+    let (prefix, capability) = head.rsplit_once('.')?;
+    Some((prefix.to_string(), capability.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capability_strings_split_like_moby() {
+        assert_eq!(
+            parse_capability("docker.volumedriver/1.0"),
+            Some(("docker".into(), "volumedriver".into()))
+        );
+        assert_eq!(
+            parse_capability("com.example.foo.logdriver/2"),
+            Some(("com.example.foo".into(), "logdriver".into()))
+        );
+        assert_eq!(parse_capability("nodot/1.0"), None);
+    }
+}

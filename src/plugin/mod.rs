@@ -1,0 +1,8 @@
+//! The managed plugin system.
+
+pub mod config;
+pub mod manager;
+pub mod privileges;
+pub mod reference;
+pub mod settable;
+pub mod store;

@@ -1,0 +1,455 @@
+//! `docker plugin set` rules (moby `v2/settable.go` + `Plugin.Set`).
+//! OWNER: helper "config".
+//!
+//! Confirmed against dockerd 20.10: the messages below are moby's (note the capital `P` in
+//! `Plugin config has no mount source` / `Plugin config has no device path`), and every one is
+//! an untyped error (HTTP 500). `cannot set on an active plugin, disable plugin before setting`
+//! is the caller's check (this function does not know whether the plugin is enabled).
+
+use super::config::{go_quote, PluginConfig, PluginSettings};
+
+const ERR_INVALID_FORMAT: &str = "invalid format, must be <name>[.<field>][=<value>]";
+const ERR_MULTIPLE_FIELDS: &str = "multiple fields are settable, one must be specified";
+const ERR_NO_MOUNT_SOURCE: &str = "Plugin config has no mount source";
+const ERR_NO_DEVICE_PATH: &str = "Plugin config has no device path";
+
+const ALLOWED_ENV: &[&str] = &["value"];
+const ALLOWED_ARGS: &[&str] = &["value"];
+const ALLOWED_DEVICES: &[&str] = &["path"];
+const ALLOWED_MOUNTS: &[&str] = &["source"];
+
+/// One parsed argument: `<name>[.<field>][=<value>]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Settable {
+    name: String,
+    field: String,
+    value: String,
+}
+
+impl Settable {
+    /// moby `newSettable`: the first `=` separates the value (none: empty value; at position
+    /// 0: invalid); the key splits at its last `.` when that is not its first character.
+    fn parse(arg: &str) -> Result<Settable, String> {
+        let (key, value) = match arg.find('=') {
+            Some(0) => return Err(ERR_INVALID_FORMAT.to_string()),
+            Some(i) => (&arg[..i], &arg[i + 1..]),
+            None => (arg, ""),
+        };
+        let (name, field) = match key.rfind('.') {
+            Some(i) if i > 0 => (&key[..i], &key[i + 1..]),
+            _ => (key, ""),
+        };
+        Ok(Settable {
+            name: name.to_string(),
+            field: field.to_string(),
+            value: value.to_string(),
+        })
+    }
+
+    /// moby `isSettable`: infers the field from a single-entry `Settable` (keeping it for the
+    /// error text), refuses to guess among several, then needs the field to be both allowed for
+    /// the kind and listed.
+    fn check(&mut self, allowed: &[&str], settable: Option<&Vec<String>>) -> Result<(), String> {
+        let settable: &[String] = settable.map_or(&[], |s| s.as_slice());
+        if self.field.is_empty() {
+            match settable.len() {
+                0 => {}
+                1 => self.field = settable[0].clone(),
+                _ => return Err(ERR_MULTIPLE_FIELDS.to_string()),
+            }
+        }
+        if allowed.contains(&self.field.as_str()) && settable.contains(&self.field) {
+            Ok(())
+        } else {
+            Err(format!("{} is not settable", go_quote(&self.pretty_name())))
+        }
+    }
+
+    fn pretty_name(&self) -> String {
+        if self.field.is_empty() {
+            self.name.clone()
+        } else {
+            format!("{}.{}", self.name, self.field)
+        }
+    }
+}
+
+/// Apply `set` arguments (`<name>[.<field>][=<value>]`) atomically: on any error neither
+/// `config` nor `settings` is changed. The error text is moby's (all are HTTP 500 in moby).
+///
+/// Each argument is resolved in order against `Config.Env`, `Config.Mounts`,
+/// `Config.Linux.Devices`, then `Config.Args` (first name match wins). Env writes
+/// `Settings.Env` (replace `NAME=…` in place or append); mounts and devices write the new
+/// source/path to both `Config` and `Settings` (moby shares the pointer); args replace
+/// `Settings.Args` with the value split on single spaces.
+pub fn apply_set_args(
+    config: &mut PluginConfig,
+    settings: &mut PluginSettings,
+    args: &[String],
+) -> Result<(), String> {
+    // All arguments are parsed before any is applied (moby `newSettables`).
+    let sets = args
+        .iter()
+        .map(|a| Settable::parse(a))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut new_config = config.clone();
+    let mut new_settings = settings.clone();
+    for set in sets {
+        apply_one(&mut new_config, &mut new_settings, set)?;
+    }
+    *config = new_config;
+    *settings = new_settings;
+    Ok(())
+}
+
+fn apply_one(
+    config: &mut PluginConfig,
+    settings: &mut PluginSettings,
+    mut set: Settable,
+) -> Result<(), String> {
+    if let Some(env) = config.env.iter().flatten().find(|e| e.name == set.name) {
+        set.check(ALLOWED_ENV, env.settable.as_ref())?;
+        let entry = format!("{}={}", set.name, set.value);
+        match settings
+            .env
+            .iter_mut()
+            .find(|e| e.split('=').next() == Some(set.name.as_str()))
+        {
+            Some(e) => *e = entry,
+            None => settings.env.push(entry),
+        }
+        return Ok(());
+    }
+
+    if let Some((i, mount)) = config
+        .mounts
+        .iter_mut()
+        .flatten()
+        .enumerate()
+        .find(|(_, m)| m.name == set.name)
+    {
+        set.check(ALLOWED_MOUNTS, mount.settable.as_ref())?;
+        let Some(source) = mount.source.as_mut() else {
+            return Err(ERR_NO_MOUNT_SOURCE.to_string());
+        };
+        *source = set.value.clone();
+        if let Some(m) = paired(&mut settings.mounts, i, |m| m.name == set.name) {
+            m.source = Some(set.value);
+        }
+        return Ok(());
+    }
+
+    if let Some((i, device)) = config
+        .linux
+        .devices
+        .iter_mut()
+        .flatten()
+        .enumerate()
+        .find(|(_, d)| d.name == set.name)
+    {
+        set.check(ALLOWED_DEVICES, device.settable.as_ref())?;
+        let Some(path) = device.path.as_mut() else {
+            return Err(ERR_NO_DEVICE_PATH.to_string());
+        };
+        *path = set.value.clone();
+        if let Some(d) = paired(&mut settings.devices, i, |d| d.name == set.name) {
+            d.path = Some(set.value);
+        }
+        return Ok(());
+    }
+
+    if config.args.name == set.name {
+        set.check(ALLOWED_ARGS, config.args.settable.as_ref())?;
+        settings.args = set.value.split(' ').map(str::to_string).collect();
+        return Ok(());
+    }
+
+    Err(format!(
+        "setting {} not found in the plugin configuration",
+        go_quote(&set.name)
+    ))
+}
+
+/// The Settings entry that shares the config entry's source/path in moby: Settings were
+/// copied from the config, so normally the same index; otherwise (a config replaced by
+/// upgrade) the first entry with the same name.
+fn paired<T>(list: &mut [T], index: usize, same: impl Fn(&T) -> bool) -> Option<&mut T> {
+    if list.get(index).is_some_and(&same) {
+        return list.get_mut(index);
+    }
+    list.iter_mut().find(|t| same(t))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugin::config::decode_config;
+
+    /// The config of the `setprobe` plugin created on dockerd 20.10 to confirm the rules.
+    const SETPROBE: &str = r#"{"Description":"set probe","Entrypoint":["/x"],"Interface":{"Types":["docker.volumedriver/1.0"],"Socket":"s.sock"},
+ "Env":[{"Name":"DEBUG","Settable":["value"],"Value":"0"},{"Name":"LOCKED","Settable":null,"Value":"1"},
+        {"Name":"MULTI","Settable":["value","path"],"Value":"m"},{"Name":"PATHONLY","Settable":["path"],"Value":"p"},
+        {"Name":"NOVAL","Settable":["value"],"Value":null},{"Name":"a.b","Settable":["value"],"Value":"ab"},
+        {"Name":"dup","Settable":["value"],"Value":"d1"},{"Name":"state","Settable":["value"],"Value":"envstate"}],
+ "Mounts":[{"Name":"state","Settable":["source"],"Source":"/var/lib/x","Destination":"/mnt/state","Type":"bind","Options":["rbind"]},
+           {"Name":"nosrc","Settable":["source"],"Source":null,"Destination":"/mnt/n","Type":"bind"},
+           {"Name":"fixed","Settable":null,"Source":"/f","Destination":"/mnt/f","Type":"bind"},
+           {"Name":"fuse","Settable":["source"],"Source":"/m","Destination":"/mnt/m","Type":"bind"}],
+ "Linux":{"Devices":[{"Name":"fuse","Settable":["path"],"Path":"/dev/fuse"},{"Name":"nopath","Settable":["path"],"Path":null},
+        {"Name":"dev2","Settable":["path"],"Path":"/dev/null"}]},
+ "Args":{"Name":"args","Settable":["value"],"Value":["--a"]}}"#;
+
+    fn probe() -> (PluginConfig, PluginSettings) {
+        let c = decode_config(SETPROBE.as_bytes()).unwrap();
+        let s = PluginSettings::init_from(&c);
+        (c, s)
+    }
+
+    fn set(c: &mut PluginConfig, s: &mut PluginSettings, args: &[&str]) -> Result<(), String> {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        apply_set_args(c, s, &args)
+    }
+
+    /// Set on a fresh probe; on error also check that nothing changed.
+    fn try_set(args: &[&str]) -> Result<(PluginConfig, PluginSettings), String> {
+        let (mut c, mut s) = probe();
+        match set(&mut c, &mut s, args) {
+            Ok(()) => Ok((c, s)),
+            Err(e) => {
+                assert_eq!((c, s), probe(), "{args:?} failed but changed state");
+                Err(e)
+            }
+        }
+    }
+
+    fn set_err(args: &[&str]) -> String {
+        try_set(args).expect_err("should fail")
+    }
+
+    #[test]
+    fn parse_grammar() {
+        let p = |a: &str| Settable::parse(a).map(|s| (s.name, s.field, s.value));
+        let t = |n: &str, f: &str, v: &str| Ok((n.to_string(), f.to_string(), v.to_string()));
+        assert_eq!(p("DEBUG=1"), t("DEBUG", "", "1"));
+        assert_eq!(p("DEBUG"), t("DEBUG", "", ""));
+        assert_eq!(p("DEBUG="), t("DEBUG", "", ""));
+        assert_eq!(p("a=b=c"), t("a", "", "b=c"));
+        assert_eq!(p("a.b.c=x"), t("a.b", "c", "x"));
+        assert_eq!(p("a.b=x.y"), t("a", "b", "x.y"));
+        assert_eq!(p("a.b=X=Y"), t("a", "b", "X=Y"));
+        assert_eq!(p("m.source=/a.b"), t("m", "source", "/a.b"));
+        assert_eq!(p("DEBUG.=1"), t("DEBUG", "", "1"));
+        // a leading `.` does not split
+        assert_eq!(p(".x=1"), t(".x", "", "1"));
+        assert_eq!(p("."), t(".", "", ""));
+        assert_eq!(p(""), t("", "", ""));
+        assert_eq!(p("=1"), Err(ERR_INVALID_FORMAT.to_string()));
+        assert_eq!(p("="), Err(ERR_INVALID_FORMAT.to_string()));
+    }
+
+    /// Every message confirmed on dockerd 20.10 with the SETPROBE plugin.
+    #[test]
+    fn error_messages() {
+        let fmt = "invalid format, must be <name>[.<field>][=<value>]";
+        assert_eq!(set_err(&["=1"]), fmt);
+        assert_eq!(set_err(&["="]), fmt);
+        // the format of every argument is checked before any is applied
+        assert_eq!(set_err(&["DEBUG=1", "=x"]), fmt);
+        assert_eq!(set_err(&["LOCKED=2"]), "\"LOCKED\" is not settable");
+        assert_eq!(
+            set_err(&["LOCKED.value=1"]),
+            "\"LOCKED.value\" is not settable"
+        );
+        assert_eq!(set_err(&["DEBUG.path=3"]), "\"DEBUG.path\" is not settable");
+        assert_eq!(
+            set_err(&["fixed.source=/x"]),
+            "\"fixed.source\" is not settable"
+        );
+        assert_eq!(
+            set_err(&["dev2.source=/x"]),
+            "\"dev2.source\" is not settable"
+        );
+        assert_eq!(set_err(&["args.foo=1"]), "\"args.foo\" is not settable");
+        // an inferred field shows in the message
+        assert_eq!(
+            set_err(&["PATHONLY=1"]),
+            "\"PATHONLY.path\" is not settable"
+        );
+        assert_eq!(
+            set_err(&["MULTI=1"]),
+            "multiple fields are settable, one must be specified"
+        );
+        assert_eq!(set_err(&["nosrc=/x"]), "Plugin config has no mount source");
+        assert_eq!(
+            set_err(&["nosrc.source=/x"]),
+            "Plugin config has no mount source"
+        );
+        assert_eq!(set_err(&["nopath=/x"]), "Plugin config has no device path");
+        assert_eq!(
+            set_err(&["nopath.path=/x"]),
+            "Plugin config has no device path"
+        );
+        let nf = |n: &str| format!("setting {n} not found in the plugin configuration");
+        assert_eq!(set_err(&["nosuch=1"]), nf("\"nosuch\""));
+        assert_eq!(set_err(&["no\"such=1"]), nf(r#""no\"such""#));
+        assert_eq!(set_err(&["x.y.z=1"]), nf("\"x.y\""));
+        assert_eq!(set_err(&["args.value.x=1"]), nf("\"args.value\""));
+        assert_eq!(set_err(&["a.b=X=Y"]), nf("\"a\""));
+        assert_eq!(set_err(&[""]), nf("\"\""));
+        assert_eq!(set_err(&["."]), nf("\".\""));
+        assert_eq!(set_err(&[".x=1"]), nf("\".x\""));
+        // env is looked up before mounts: `state` is both
+        assert_eq!(
+            set_err(&["state.source=/new"]),
+            "\"state.source\" is not settable"
+        );
+    }
+
+    #[test]
+    fn settable_field_rules() {
+        // no field + exactly one Settable entry: that entry
+        assert!(try_set(&["DEBUG=1"]).is_ok());
+        // an empty field after the last `.` counts as no field
+        assert!(try_set(&["DEBUG.=1"]).is_ok());
+        assert!(try_set(&["DEBUG.value=1"]).is_ok());
+        // field listed in Settable but not allowed for the kind
+        let mut c = decode_config(
+            br#"{"Env":[{"Name":"E","Settable":["source","value"]}],
+            "Mounts":[{"Name":"M","Source":"/s","Settable":["value","source"]}],
+            "Linux":{"Devices":[{"Name":"D","Path":"/d","Settable":["source","path"]}]},
+            "Args":{"Name":"A","Settable":["path","value"]}}"#,
+        )
+        .unwrap();
+        let mut s = PluginSettings::init_from(&c);
+        for (arg, msg) in [
+            ("E.source=1", "\"E.source\" is not settable"),
+            ("M.value=1", "\"M.value\" is not settable"),
+            ("D.source=1", "\"D.source\" is not settable"),
+            ("A.path=1", "\"A.path\" is not settable"),
+            ("E=1", ERR_MULTIPLE_FIELDS),
+            ("M=1", ERR_MULTIPLE_FIELDS),
+            ("D=1", ERR_MULTIPLE_FIELDS),
+            ("A=1", ERR_MULTIPLE_FIELDS),
+        ] {
+            assert_eq!(set(&mut c, &mut s, &[arg]).unwrap_err(), msg, "{arg}");
+        }
+        set(
+            &mut c,
+            &mut s,
+            &["E.value=1", "M.source=/n", "D.path=/e", "A.value=x y"],
+        )
+        .unwrap();
+        assert_eq!(s.env, vec!["E=1".to_string()]);
+        assert_eq!(s.args, vec!["x".to_string(), "y".to_string()]);
+        // an empty Settable list is as good as none
+        let mut c = decode_config(br#"{"Env":[{"Name":"E","Settable":[]}]}"#).unwrap();
+        let mut s = PluginSettings::init_from(&c);
+        assert_eq!(
+            set(&mut c, &mut s, &["E=1"]).unwrap_err(),
+            "\"E\" is not settable"
+        );
+    }
+
+    #[test]
+    fn env_effects() {
+        let (_, s) = try_set(&["DEBUG"]).unwrap();
+        assert_eq!(s.env[0], "DEBUG=");
+        let (c, s) = try_set(&["DEBUG=x=y"]).unwrap();
+        assert_eq!(s.env[0], "DEBUG=x=y");
+        // the config's default is untouched
+        assert_eq!(c.env.unwrap()[0].value.as_deref(), Some("0"));
+        // a null-valued env is appended at the end
+        let (_, s) = try_set(&["NOVAL=5"]).unwrap();
+        assert_eq!(s.env.last().unwrap(), "NOVAL=5");
+        assert_eq!(s.env.len(), 8);
+        // dotted names need their field spelled out
+        let (_, s) = try_set(&["a.b.value=Z"]).unwrap();
+        assert!(s.env.contains(&"a.b=Z".to_string()));
+    }
+
+    #[test]
+    fn mount_and_device_writes_go_to_config_and_settings() {
+        let (c, s) = try_set(&["fuse=/mnt/new", "dev2=/dev/zero"]).unwrap();
+        // `fuse` is a mount (mounts before devices), `dev2` a device
+        assert_eq!(
+            c.mounts.as_ref().unwrap()[3].source.as_deref(),
+            Some("/mnt/new")
+        );
+        assert_eq!(s.mounts[3].source.as_deref(), Some("/mnt/new"));
+        let devices = c.linux.devices.as_ref().unwrap();
+        assert_eq!(devices[0].path.as_deref(), Some("/dev/fuse"));
+        assert_eq!(devices[2].path.as_deref(), Some("/dev/zero"));
+        assert_eq!(s.devices[2].path.as_deref(), Some("/dev/zero"));
+        // a Settings list that no longer lines up (config replaced by upgrade): match by name
+        let (mut c, mut s) = probe();
+        s.mounts.reverse();
+        set(&mut c, &mut s, &["fuse.source=/z"]).unwrap();
+        assert_eq!(s.mounts[0].source.as_deref(), Some("/z"));
+        assert_eq!(c.mounts.as_ref().unwrap()[3].source.as_deref(), Some("/z"));
+    }
+
+    #[test]
+    fn args_split_on_single_spaces() {
+        let args = |v: &str| try_set(&[v]).unwrap().1.args;
+        assert_eq!(args("args=--x --y"), vec!["--x", "--y"]);
+        assert_eq!(args("args=--x  --y"), vec!["--x", "", "--y"]);
+        assert_eq!(args("args="), vec![""]);
+        assert_eq!(args("args"), vec![""]);
+        assert_eq!(args("args.value= a"), vec!["", "a"]);
+        // the config's default is untouched
+        assert_eq!(
+            try_set(&["args=1"]).unwrap().0.args.value,
+            Some(vec!["--a".to_string()])
+        );
+    }
+
+    #[test]
+    fn atomic_on_failure() {
+        // dockerd keeps `DEBUG=partial` in memory here; berth changes nothing
+        let (mut c, mut s) = probe();
+        let err = set(&mut c, &mut s, &["DEBUG=partial", "fuse=/x", "nosuch=1"]).unwrap_err();
+        assert_eq!(
+            err,
+            "setting \"nosuch\" not found in the plugin configuration"
+        );
+        assert_eq!((c, s), probe());
+    }
+
+    #[test]
+    fn empty_argument_list_is_a_no_op() {
+        assert_eq!(try_set(&[]).unwrap(), probe());
+    }
+
+    /// The sequence of successful sets run against dockerd 20.10, then its `Settings`
+    /// (dockerd's DEBUG is `partial` from the failed, partly applied set).
+    #[test]
+    fn matches_dockerd_sequence() {
+        let (mut c, mut s) = probe();
+        for args in [
+            &["fuse.source=/dev/null"][..],
+            &["DEBUG.=1"],
+            &["dev2=/dev/zero"],
+            &["DEBUG"],
+            &["NOVAL=5"],
+            &["a.b.value=Z"],
+            &["args=--x  --y"],
+            &["state=/new/src"],
+            &["fuse=/mnt/new"],
+            &["DEBUG=partial", "nosuch=1"],
+            &["args="],
+            &["args"],
+        ] {
+            let _ = set(&mut c, &mut s, args);
+        }
+        let dockerd = r#"{"Args":[""],"Devices":[{"Description":"","Name":"fuse","Path":"/dev/fuse","Settable":["path"]},{"Description":"","Name":"nopath","Path":null,"Settable":["path"]},{"Description":"","Name":"dev2","Path":"/dev/zero","Settable":["path"]}],"Env":["DEBUG=partial","LOCKED=1","MULTI=m","PATHONLY=p","a.b=Z","dup=d1","state=/new/src","NOVAL=5"],"Mounts":[{"Description":"","Destination":"/mnt/state","Name":"state","Options":["rbind"],"Settable":["source"],"Source":"/var/lib/x","Type":"bind"},{"Description":"","Destination":"/mnt/n","Name":"nosrc","Options":null,"Settable":["source"],"Source":null,"Type":"bind"},{"Description":"","Destination":"/mnt/f","Name":"fixed","Options":null,"Settable":null,"Source":"/f","Type":"bind"},{"Description":"","Destination":"/mnt/m","Name":"fuse","Options":null,"Settable":["source"],"Source":"/mnt/new","Type":"bind"}]}"#.replace("DEBUG=partial", "DEBUG=");
+        assert_eq!(serde_json::to_string(&s).unwrap(), dockerd);
+        assert_eq!(
+            serde_json::to_string(&c.mounts).unwrap(),
+            serde_json::to_string(&s.mounts).unwrap()
+        );
+        assert_eq!(
+            serde_json::to_string(&c.linux.devices.unwrap()).unwrap(),
+            serde_json::to_string(&s.devices).unwrap()
+        );
+    }
+}
