@@ -1,0 +1,284 @@
+//! Shared test support: a real berth daemon on a temporary socket and data root, and a raw
+//! HTTP/1.1 client over its unix socket.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    pub data_root: PathBuf,
+    pub exec_root: PathBuf,
+    child: Option<Child>,
+}
+
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+    /// The `message` of a Docker error body.
+    pub fn message(&self) -> String {
+        self.json()["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+impl Daemon {
+    pub fn start() -> Daemon {
+        let dir = tempfile::Builder::new()
+            .prefix("berth-it")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let mut daemon = Daemon {
+            socket: dir.path().join("berth.sock"),
+            data_root: dir.path().join("data"),
+            exec_root: dir.path().join("exec"),
+            dir,
+            child: None,
+        };
+        daemon.spawn();
+        daemon
+    }
+
+    /// Starts (or restarts) the process on the same socket and roots.
+    pub fn spawn(&mut self) {
+        let child = Command::new(env!("CARGO_BIN_EXE_berth"))
+            .arg("daemon")
+            .arg("--host")
+            .arg(format!("unix://{}", self.socket.display()))
+            .arg("--data-root")
+            .arg(&self.data_root)
+            .arg("--exec-root")
+            .arg(&self.exec_root)
+            .arg("--config-file")
+            .arg(self.dir.path().join("no-daemon.json"))
+            .arg("--log-level")
+            .arg("debug")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.dir.path().join("berth.log")).unwrap())
+            .spawn()
+            .expect("start berth");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(r) = self.try_request("GET", "/_ping", &[], &[]) {
+                if r.status == 200 {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("berth did not answer /_ping; log:\n{}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("berth.log")).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// SIGTERM and wait: a clean stop.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGKILL and wait: a crash.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Response {
+        self.try_request(method, path, headers, body)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    pub fn get(&self, path: &str) -> Response {
+        self.request("GET", path, &[], &[])
+    }
+
+    pub fn post_json(&self, path: &str, body: &str) -> Response {
+        self.request(
+            "POST",
+            path,
+            &[("Content-Type", "application/json")],
+            body.as_bytes(),
+        )
+    }
+
+    pub fn try_request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> std::io::Result<Response> {
+        raw_request(&self.socket, method, path, headers, body)
+    }
+
+    pub fn create_plugin(&self, name: &str, tar: &[u8]) -> Response {
+        self.request(
+            "POST",
+            &format!("/v1.41/plugins/create?name={name}"),
+            &[("Content-Type", "application/x-tar")],
+            tar,
+        )
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+pub fn raw_request(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Response> {
+    let mut stream = UnixStream::connect(socket)?;
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: berth\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(body)?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    parse_response(&raw)
+}
+
+fn parse_response(raw: &[u8]) -> std::io::Result<Response> {
+    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| bad("no header end"))?;
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().ok_or_else(|| bad("no status line"))?;
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad("bad status line"))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    if chunked {
+        body = dechunk(&body);
+    }
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(line_end) = data.windows(2).position(|w| w == b"\r\n") {
+        let size = usize::from_str_radix(String::from_utf8_lossy(&data[..line_end]).trim(), 16)
+            .unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        let start = line_end + 2;
+        out.extend_from_slice(&data[start..start + size]);
+        data = &data[start + size + 2..];
+    }
+    out
+}
+
+/// A tar header as the docker CLI writes them (owner root, fixed time).
+pub fn header(kind: tar::EntryType, size: u64, mode: u32) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_size(size);
+    h.set_mode(mode);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(1_700_000_000);
+    h.set_cksum();
+    h
+}
+
+/// Builds a plugin create context: `config.json` plus `rootfs/` with the given files.
+pub fn plugin_context(config: &str, files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut h = header(tar::EntryType::Regular, config.len() as u64, 0o644);
+    builder
+        .append_data(&mut h, "config.json", config.as_bytes())
+        .unwrap();
+    let mut dir = header(tar::EntryType::Directory, 0, 0o755);
+    builder.append_data(&mut dir, "rootfs/", &[][..]).unwrap();
+    for (path, data) in files {
+        let mut h = header(tar::EntryType::Regular, data.len() as u64, 0o755);
+        builder
+            .append_data(&mut h, format!("rootfs/{path}"), *data)
+            .unwrap();
+    }
+    builder.into_inner().unwrap()
+}
+
+pub const VOLUME_PLUGIN_CONFIG: &str = r#"{
+  "Description": "sample volume plugin",
+  "Documentation": "https://example.invalid/doc",
+  "Entrypoint": ["/bin/plugin", "--serve"],
+  "Env": [{"Name": "DEBUG", "Description": "debug level", "Settable": ["value"], "Value": "0"},
+          {"Name": "LOCKED", "Settable": null, "Value": "1"}],
+  "Interface": {"Socket": "sample.sock", "Types": ["docker.volumedriver/1.0"]},
+  "Linux": {"Capabilities": ["CAP_SYS_ADMIN"], "Devices": [{"Name": "fuse", "Path": "/dev/fuse", "Settable": ["path"]}]},
+  "Mounts": [{"Name": "state", "Source": "/var/lib/sample", "Destination": "/state", "Type": "bind", "Options": ["rbind"], "Settable": ["source"]}],
+  "Network": {"Type": "host"},
+  "PropagatedMount": "/mnt/volumes",
+  "Args": {"Name": "args", "Settable": ["value"], "Value": ["--a"]}
+}"#;
