@@ -1,0 +1,39 @@
+"""pytest wiring for the compatibility harness: `--target berth|dockerd` and the session daemon."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import harness  # noqa: E402
+
+
+def pytest_addoption(parser):
+    parser.addoption("--target", action="store", default=None, choices=harness.TARGETS,
+                     help="daemon to run the compatibility scenarios against "
+                          "(default: $BERTH_COMPAT_TARGET or berth)")
+
+
+@pytest.fixture(scope="session")
+def target_name(request) -> str:
+    return harness.selected_target(request.config.getoption("--target"))
+
+
+@pytest.fixture(scope="session")
+def daemon(target_name):
+    """One daemon per pytest session, started lazily by the first scenario that needs it."""
+    try:
+        d = harness.make_daemon(target_name)
+        d.start()
+    except harness.HarnessError as e:
+        pytest.fail(str(e), pytrace=False)
+    try:
+        yield d
+    finally:
+        d.stop()
+
+
+def pytest_report_header(config):
+    return f"berth compat target: {harness.selected_target(config.getoption('--target'))}"

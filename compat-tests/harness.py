@@ -1,0 +1,894 @@
+#!/usr/bin/env python3
+"""berth compatibility harness.
+
+Starts a target daemon (berth or a private dockerd), runs scenario files
+(`scenarios/*.scn`) against it with the stock docker CLI and raw HTTP over
+the unix socket, masks volatile values and compares with the expectations
+written in the scenario file.  See README.md for the scenario syntax.
+
+It can be used through pytest (test_compat.py) or directly:
+
+    python3 harness.py --target dockerd scenarios/plugin-ls.scn
+    python3 harness.py --target dockerd --print-actual scenarios/new.scn
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import difflib
+import gzip
+import http.client
+import io
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+SCENARIO_DIR = HERE / "scenarios"
+FIXTURE_DIR = HERE / "fixtures"
+
+TARGETS = ("berth", "dockerd")
+DEFAULT_TARGET = "berth"
+DOCKER_CLI = os.environ.get("DOCKER_CLI", "/usr/local/bin/docker")
+DOCKERD_BIN = os.environ.get("DOCKERD_BIN", "dockerd")
+STEP_TIMEOUT = float(os.environ.get("BERTH_COMPAT_STEP_TIMEOUT", "60"))
+KEEP_TMP = os.environ.get("BERTH_COMPAT_KEEP", "") not in ("", "0")
+
+
+class HarnessError(Exception):
+    """Problem with the harness itself or a scenario file (not a mismatch)."""
+
+
+def selected_target(cli_value: str | None = None) -> str:
+    target = cli_value or os.environ.get("BERTH_COMPAT_TARGET") or DEFAULT_TARGET
+    if target not in TARGETS:
+        raise HarnessError(f"unknown target {target!r}; expected one of {', '.join(TARGETS)}")
+    return target
+
+
+# --------------------------------------------------------------------------------------------
+# HTTP over a unix socket
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, sock_path: str, timeout: float):
+        super().__init__("localhost", timeout=timeout)
+        self._sock_path = sock_path
+
+    def connect(self):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(self.timeout)
+        s.connect(self._sock_path)
+        self.sock = s
+
+
+@dataclass
+class HTTPResult:
+    status: int
+    reason: str
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        for k, v in self.headers:
+            if k.lower() == name.lower():
+                return v
+        return None
+
+
+def http_request(sock_path: str, method: str, path: str, body: bytes | None = None,
+                 headers: dict[str, str] | None = None, timeout: float = 30.0) -> HTTPResult:
+    conn = _UnixHTTPConnection(sock_path, timeout)
+    try:
+        conn.putrequest(method, path, skip_accept_encoding=True)
+        hdrs = dict(headers or {})
+        if body is not None and not any(k.lower() == "content-length" for k in hdrs):
+            hdrs["Content-Length"] = str(len(body))
+        for k, v in hdrs.items():
+            conn.putheader(k, v)
+        conn.endheaders(body)
+        resp = conn.getresponse()
+        data = resp.read()
+        return HTTPResult(resp.status, resp.reason, resp.getheaders(), data)
+    finally:
+        conn.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Target daemons
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie still answers kill(0); treat it as gone
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _pid_cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _unmount_below(prefix: str) -> None:
+    """Lazily unmount everything mounted at or below `prefix` (dockerd bind-mounts its data root)."""
+    prefix = prefix.rstrip("/")
+    points = []
+    try:
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                mp = line.split()[4].replace("\\040", " ")
+                if mp == prefix or mp.startswith(prefix + "/"):
+                    points.append(mp)
+    except OSError:
+        return
+    for mp in sorted(set(points), key=len, reverse=True):
+        subprocess.run(["umount", "-l", mp], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+class Daemon:
+    """A daemon started (and owned) by the harness."""
+
+    name = "?"
+    sock_name = "d.sock"
+
+    def __init__(self):
+        # keep this short: unix socket paths are limited to 108 bytes and plugin sockets live
+        # several levels below the exec root.
+        self.tmp = tempfile.mkdtemp(prefix="bc", dir="/tmp")
+        self.sock = os.path.join(self.tmp, self.sock_name)
+        self.data_root = os.path.join(self.tmp, "data")
+        self.exec_root = os.path.join(self.tmp, "exec")
+        self.log_path = os.path.join(self.tmp, "daemon.log")
+        self.proc: subprocess.Popen | None = None
+        self._stopped = False
+
+    # -- to override
+    def argv(self) -> list[str]:
+        raise NotImplementedError
+
+    def stop_grace(self) -> float:
+        return 5.0
+
+    def extra_cleanup(self) -> None:
+        pass
+
+    # -- common
+    @property
+    def host(self) -> str:
+        return "unix://" + self.sock
+
+    def start(self, ready_timeout: float = 60.0) -> None:
+        argv = self.argv()
+        log = open(self.log_path, "ab")
+        try:
+            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                         start_new_session=True, cwd=self.tmp)
+        except OSError as e:
+            raise HarnessError(f"cannot start {self.name}: {shlex.join(argv)}: {e}") from e
+        finally:
+            log.close()
+        atexit.register(self.stop)
+        deadline = time.monotonic() + ready_timeout
+        last_err = "no answer yet"
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise HarnessError(f"{self.name} exited with {self.proc.returncode} during startup\n"
+                                   f"command: {shlex.join(argv)}\n{self.log_tail()}")
+            if os.path.exists(self.sock):
+                try:
+                    r = http_request(self.sock, "GET", "/_ping", timeout=2)
+                    if r.status == 200:
+                        return
+                    last_err = f"GET /_ping -> {r.status}"
+                except OSError as e:
+                    last_err = str(e)
+            time.sleep(0.1)
+        self.stop()
+        raise HarnessError(f"{self.name} did not answer GET /_ping within {ready_timeout}s "
+                           f"({last_err})\ncommand: {shlex.join(argv)}\n{self.log_tail()}")
+
+    def log_tail(self, n: int = 40) -> str:
+        try:
+            with open(self.log_path, errors="replace") as f:
+                lines = f.readlines()[-n:]
+        except OSError:
+            return "(no daemon log)"
+        return f"--- last lines of {self.log_path}:\n" + "".join(lines)
+
+    def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=self.stop_grace())
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self.extra_cleanup()
+        _unmount_below(self.tmp)
+        if not KEEP_TMP:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+class BerthDaemon(Daemon):
+    name = "berth"
+    sock_name = "berth.sock"
+
+    def __init__(self):
+        self.binary = os.environ.get("BERTH_BIN") or str(REPO / "target" / "debug" / "berth")
+        if not os.access(self.binary, os.X_OK):
+            raise HarnessError(f"berth binary not found at {self.binary} "
+                               "(build it with `cargo build` or set BERTH_BIN)")
+        super().__init__()
+
+    def argv(self) -> list[str]:
+        return [self.binary, "daemon", "--host", self.host, "--data-root", self.data_root,
+                "--exec-root", self.exec_root]
+
+
+class DockerdDaemon(Daemon):
+    name = "dockerd"
+    sock_name = "docker.sock"
+
+    def __init__(self):
+        super().__init__()
+        self.pidfile = os.path.join(self.tmp, "docker.pid")
+        # an explicit empty config file keeps /etc/docker/daemon.json out of the picture
+        self.config_file = os.path.join(self.tmp, "daemon.json")
+        with open(self.config_file, "w") as f:
+            f.write("{}\n")
+
+    def argv(self) -> list[str]:
+        return [DOCKERD_BIN, "--config-file", self.config_file,
+                "--data-root", self.data_root, "--exec-root", self.exec_root,
+                "-H", self.host, "--pidfile", self.pidfile,
+                "--iptables=false", "--bridge=none"]
+
+    def stop_grace(self) -> float:
+        return 30.0
+
+    def extra_cleanup(self) -> None:
+        # dockerd normally stops the containerd it supervises; make sure of it, but only ever
+        # signal a process whose command line names our own exec root.
+        pidfile = os.path.join(self.exec_root, "containerd", "containerd.pid")
+        try:
+            pid = int(open(pidfile).read().strip())
+        except (OSError, ValueError):
+            return
+        if not _pid_alive(pid) or self.exec_root not in _pid_cmdline(pid):
+            return
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(50):
+            if not _pid_alive(pid):
+                return
+            time.sleep(0.1)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def make_daemon(target: str) -> Daemon:
+    if target == "berth":
+        return BerthDaemon()
+    if target == "dockerd":
+        return DockerdDaemon()
+    raise HarnessError(f"unknown target {target!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# Scenario files
+
+STEP_COMMANDS = ("docker", "http", "sh", "write", "mkdir")
+DIRECTIVES = ("exit", "stderr", "stderr-contains", "contains", "status", "header", "no-header",
+              "body", "any-stdout", "any-stderr", "timeout")
+
+
+@dataclass
+class Step:
+    lineno: int
+    line: str                      # text after "$ "
+    command: str                   # docker | http | sh | write | mkdir
+    rest: str                      # text after the command word
+    capture: str | None = None     # variable name for VAR=command
+    input_lines: list[str] | None = None
+    expected: list[str] = field(default_factory=list)
+    stderr: list[str] = field(default_factory=list)
+    stderr_contains: list[str] = field(default_factory=list)
+    contains: list[str] = field(default_factory=list)   # substrings of stdout / body
+    exit: int = 0
+    status: int | None = None
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    no_headers: list[str] = field(default_factory=list)
+    body_mode: str = "raw"
+    any_stdout: bool = False
+    any_stderr: bool = False
+    timeout: float = STEP_TIMEOUT
+
+
+@dataclass
+class Scenario:
+    path: Path
+    title: str
+    targets: list[str]
+    masks: list[tuple[re.Pattern, str]]
+    steps: list[Step]
+
+    @property
+    def id(self) -> str:
+        return self.path.stem
+
+    def runs_on(self, target: str) -> bool:
+        return not self.targets or target in self.targets
+
+
+_STEP_RE = re.compile(r"^(?:(?P<var>[A-Za-z_][A-Za-z0-9_]*)=)?(?P<cmd>[a-z]+)(?:\s+(?P<rest>.*))?$")
+_DIRECTIVE_RE = re.compile(r"^!\s*(?P<key>[a-z][a-z-]*)(?::\s?|\s+|$)(?P<val>.*)$")
+
+
+def parse_scenario(path: Path | str) -> Scenario:
+    path = Path(path)
+    text = path.read_text()
+    title = ""
+    targets: list[str] = []
+    masks: list[tuple[re.Pattern, str]] = []
+    steps: list[Step] = []
+    cur: Step | None = None
+
+    def err(lineno: int, msg: str) -> HarnessError:
+        return HarnessError(f"{path}:{lineno}: {msg}")
+
+    for lineno, line in enumerate(text.split("\n"), start=1):
+        if line.startswith("#"):
+            body = line[1:].strip()
+            m = re.match(r"^(target|mask):\s*(.*)$", body)
+            if m and cur is None:
+                if m.group(1) == "target":
+                    for t in re.split(r"[,\s]+", m.group(2).strip()):
+                        if t not in TARGETS:
+                            raise err(lineno, f"unknown target {t!r}")
+                        targets.append(t)
+                else:
+                    if "=>" not in m.group(2):
+                        raise err(lineno, "mask needs the form `# mask: REGEX => REPLACEMENT`")
+                    rx, repl = m.group(2).split("=>", 1)
+                    try:
+                        masks.append((re.compile(rx.strip()), repl.strip()))
+                    except re.error as e:
+                        raise err(lineno, f"bad mask regex: {e}") from e
+            elif not title and body and cur is None:
+                title = body
+            continue
+        if line.startswith("$ "):
+            m = _STEP_RE.match(line[2:].strip())
+            if not m or m.group("cmd") not in STEP_COMMANDS:
+                raise err(lineno, f"unknown step {line!r}; steps start with one of "
+                                  f"{', '.join(STEP_COMMANDS)} (optionally VAR=...)")
+            cur = Step(lineno=lineno, line=line[2:].strip(), command=m.group("cmd"),
+                       rest=m.group("rest") or "", capture=m.group("var"))
+            if cur.capture:
+                cur.any_stdout = True
+            steps.append(cur)
+            continue
+        if cur is None:
+            if line.strip():
+                raise err(lineno, "text before the first `$ ` step (comments start with `#`)")
+            continue
+        if line.startswith("!"):
+            m = _DIRECTIVE_RE.match(line)
+            if not m or m.group("key") not in DIRECTIVES:
+                raise err(lineno, f"unknown directive {line!r}")
+            key, val = m.group("key"), m.group("val")
+            try:
+                if key == "exit":
+                    cur.exit = int(val)
+                elif key == "stderr":
+                    cur.stderr.append(val)
+                elif key == "stderr-contains":
+                    cur.stderr_contains.append(val)
+                elif key == "contains":
+                    cur.contains.append(val)
+                    cur.any_stdout = True
+                elif key == "status":
+                    cur.status = int(val)
+                elif key == "header":
+                    name, _, value = val.partition(":")
+                    cur.headers.append((name.strip(), value.strip()))
+                elif key == "no-header":
+                    cur.no_headers.append(val.strip())
+                elif key == "body":
+                    mode = val.strip()
+                    if mode not in ("raw", "pretty") and not re.match(r"^field \S+$", mode):
+                        raise ValueError("body mode must be raw, pretty or `field NAME`")
+                    cur.body_mode = mode
+                elif key == "any-stdout":
+                    cur.any_stdout = True
+                elif key == "any-stderr":
+                    cur.any_stderr = True
+                elif key == "timeout":
+                    cur.timeout = float(val)
+            except ValueError as e:
+                raise err(lineno, f"bad directive value in {line!r}: {e}") from e
+            continue
+        if line.startswith(">"):
+            if cur.input_lines is None:
+                cur.input_lines = []
+            cur.input_lines.append(line[2:] if line.startswith("> ") else line[1:])
+            continue
+        if line.startswith("\\"):
+            line = line[1:]
+        cur.expected.append(line)
+
+    for st in steps:
+        while st.expected and st.expected[-1].strip() == "":
+            st.expected.pop()
+        if st.command in ("http",) and st.status is None:
+            st.status = 200
+    if not steps:
+        raise HarnessError(f"{path}: no steps")
+    return Scenario(path=path, title=title or path.stem, targets=targets, masks=masks, steps=steps)
+
+
+def discover_scenarios() -> list[Path]:
+    return sorted(SCENARIO_DIR.glob("*.scn"))
+
+
+# --------------------------------------------------------------------------------------------
+# Masking and comparison
+
+DEFAULT_MASKS: list[tuple[re.Pattern, str]] = [
+    # the daemon's own version string, stamped into plugin configs by `plugin create` on 20.10
+    (re.compile(r'("DockerVersion"\s*:\s*)"[^"]*"'), r'\1"<VERSION>"'),
+    (re.compile(r"\b\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:\d{2})"), "<TIME>"),
+    (re.compile(r"\b[0-9a-f]{64}\b"), "<ID>"),
+    # 12 characters wide, so that `plugin ls` tables keep their column alignment
+    (re.compile(r"\b[0-9a-f]{12}\b"), "<short-id12>"),
+]
+
+NOEOL = "<noeol>"
+
+
+def cli_lines(text: str) -> list[str]:
+    """CLI output normalisation: trailing blanks on each line and trailing empty lines dropped."""
+    lines = [ln.rstrip() for ln in text.split("\n")]
+    while lines and lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+def body_lines(body: str) -> list[str]:
+    """Raw body: exact, with a final `<noeol>` line when the body does not end in a newline."""
+    if body == "":
+        return []
+    lines = body.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    else:
+        lines.append(NOEOL)
+    return lines
+
+
+def unified(expected: list[str], actual: list[str], what: str) -> str:
+    diff = difflib.unified_diff(expected, actual, fromfile=f"expected {what}",
+                                tofile=f"actual {what}", lineterm="")
+    return "\n".join(diff)
+
+
+# --------------------------------------------------------------------------------------------
+# Running
+
+
+def _tar_dir(directory: str) -> bytes:
+    """Uncompressed tar of a directory with relative entry names (as `docker plugin create`)."""
+    buf = io.BytesIO()
+    root = Path(directory)
+    if not root.is_dir():
+        raise HarnessError(f"@tar: {directory} is not a directory")
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for p in sorted(root.rglob("*")):
+            tf.add(p, arcname=str(p.relative_to(root)), recursive=False)
+    return buf.getvalue()
+
+
+_PLACEHOLDER_RE = re.compile(r"\{(fixture|var|tmp|config|sock|goarch)(?::([^{}]*))?\}")
+_GOARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386", "i386": "386",
+           "ppc64le": "ppc64le", "s390x": "s390x", "riscv64": "riscv64"}
+_VAR_SLICE_RE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(?:\[(-?\d*):(-?\d*)\])?$")
+
+
+class ScenarioRun:
+    def __init__(self, daemon: Daemon, scenario: Scenario, print_actual: bool = False):
+        self.daemon = daemon
+        self.sc = scenario
+        self.print_actual = print_actual
+        self.tmp = tempfile.mkdtemp(prefix="bcs-")
+        self.config_dir = os.path.join(self.tmp, "dockercfg")
+        os.makedirs(self.config_dir)
+        self.vars: dict[str, str] = {}
+        self.fixture_uses: dict[str, int] = {}
+        self.failures: list[str] = []
+        self.notes: list[str] = []
+
+    # -- environment
+    def env(self) -> dict[str, str]:
+        path = os.environ.get("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        cli_dir = os.path.dirname(DOCKER_CLI)
+        return {
+            "PATH": f"{cli_dir}:{path}",
+            "HOME": self.tmp,
+            "DOCKER_HOST": self.daemon.host,
+            "DOCKER_CONFIG": self.config_dir,
+            "NO_COLOR": "1",
+        }
+
+    # -- masking
+    def mask(self, text: str) -> str:
+        text = text.replace(self.daemon.sock, "<SOCK>")
+        text = text.replace(self.tmp, "<TMP>")
+        for rx, repl in DEFAULT_MASKS + self.sc.masks:
+            text = rx.sub(repl, text)
+        return text
+
+    # -- placeholders
+    def fixture(self, name: str) -> str:
+        src = FIXTURE_DIR / name
+        if not src.is_dir():
+            raise HarnessError(f"no fixture directory {src}")
+        n = self.fixture_uses.get(name, 0) + 1
+        self.fixture_uses[name] = n
+        dst = os.path.join(self.tmp, name if n == 1 else f"{name}-{n}")
+        shutil.copytree(src, dst, symlinks=True)
+        rootfs = os.path.join(dst, "rootfs")
+        if os.path.isdir(rootfs):
+            # dockerd 20.10 refuses to create a second plugin whose rootfs blob is byte-identical
+            # to an existing one ("content sha256:...: already exists"), so every copy differs.
+            with open(os.path.join(rootfs, ".compat-nonce"), "w") as f:
+                f.write(uuid.uuid4().hex + "\n")
+        return dst
+
+    def expand(self, text: str, allow_fixture: bool = True) -> str:
+        def repl(m: re.Match) -> str:
+            kind, arg = m.group(1), m.group(2)
+            if kind == "tmp":
+                return self.tmp
+            if kind == "config":
+                return self.config_dir
+            if kind == "sock":
+                return self.daemon.sock
+            if kind == "goarch":
+                machine = os.uname().machine
+                return _GOARCH.get(machine, machine)
+            if kind == "fixture":
+                if not allow_fixture:
+                    raise HarnessError(f"{{fixture:...}} is not allowed here: {text!r}")
+                if not arg:
+                    raise HarnessError("{fixture:NAME} needs a name")
+                return self.fixture(arg)
+            vm = _VAR_SLICE_RE.match(arg or "")
+            if not vm:
+                raise HarnessError(f"bad variable reference {m.group(0)!r}")
+            name = vm.group(1)
+            if name not in self.vars:
+                raise HarnessError(f"variable {name!r} is not set (capture it with `$ {name}=docker ...`)")
+            value = self.vars[name]
+            if m.group(2) and "[" in m.group(2):
+                lo = int(vm.group(2)) if vm.group(2) else None
+                hi = int(vm.group(3)) if vm.group(3) else None
+                value = value[lo:hi]
+            return value
+        return _PLACEHOLDER_RE.sub(repl, text)
+
+    # -- reporting
+    def fail(self, step: Step, problems: list[str]) -> None:
+        head = f"--- {self.sc.path.name}:{step.lineno}: $ {step.line}"
+        self.failures.append(head + "\n" + "\n".join(problems))
+
+    def compare_lines(self, problems: list[str], what: str, expected: list[str], actual: list[str]) -> None:
+        exp = [self.mask(x) for x in expected]
+        act = [self.mask(x) for x in actual]
+        if exp != act:
+            problems.append(unified(exp, act, what))
+
+    def check_contains(self, problems: list[str], what: str, subs: list[str], actual: str) -> None:
+        masked = self.mask(actual)
+        for sub in subs:
+            sub = self.mask(self.expand(sub, False))
+            if sub not in masked:
+                problems.append(f"{what} does not contain {sub!r}; {what} was:\n{masked}")
+
+    # -- steps
+    def run(self) -> list[str]:
+        try:
+            for step in self.sc.steps:
+                try:
+                    self.run_step(step)
+                except HarnessError as e:
+                    self.failures.append(f"--- {self.sc.path.name}:{step.lineno}: $ {step.line}\n"
+                                         f"harness error: {e}")
+                    break
+        finally:
+            if not KEEP_TMP:
+                shutil.rmtree(self.tmp, ignore_errors=True)
+        if self.failures and self.notes:
+            self.failures.insert(0, "\n".join(self.notes))
+        return self.failures
+
+    def run_step(self, step: Step) -> None:
+        handler = getattr(self, "step_" + step.command)
+        handler(step)
+
+    def _input_bytes(self, step: Step, trailing_newline: bool) -> bytes | None:
+        if step.input_lines is None:
+            return None
+        text = "\n".join(self.expand(x) for x in step.input_lines)
+        if trailing_newline:
+            text += "\n"
+        return text.encode()
+
+    def step_write(self, step: Step) -> None:
+        args = [self.expand(a) for a in shlex.split(step.rest)]
+        if len(args) != 1:
+            raise HarnessError("usage: $ write PATH  (content on following `> ` lines)")
+        data = self._input_bytes(step, trailing_newline=True) or b""
+        os.makedirs(os.path.dirname(args[0]) or ".", exist_ok=True)
+        with open(args[0], "wb") as f:
+            f.write(data)
+
+    def step_mkdir(self, step: Step) -> None:
+        for a in shlex.split(step.rest):
+            os.makedirs(self.expand(a), exist_ok=True)
+
+    def _run_process(self, step: Step, argv: list[str] | None, script: str | None) -> None:
+        stdin = self._input_bytes(step, trailing_newline=True)
+        try:
+            if script is not None:
+                argv = ["/bin/sh", "-c", script]
+            cp = subprocess.run(argv, input=stdin if stdin is not None else None,
+                                stdin=subprocess.DEVNULL if stdin is None else None,
+                                capture_output=True, env=self.env(), cwd=self.tmp,
+                                timeout=step.timeout)
+            rc, out, errout = cp.returncode, cp.stdout, cp.stderr
+        except subprocess.TimeoutExpired as e:
+            rc, out, errout = "timeout", e.stdout or b"", e.stderr or b""
+        out_s = out.decode(errors="replace")
+        err_s = errout.decode(errors="replace")
+        if step.capture:
+            self.vars[step.capture] = out_s.strip()
+        if self.print_actual:
+            self._print_actual_cli(step, rc, out_s, err_s)
+        problems = []
+        if rc != step.exit:
+            problems.append(f"exit code: expected {step.exit}, got {rc}")
+        if not step.any_stdout or step.expected:
+            self.compare_lines(problems, "stdout", [self.expand(x, False) for x in step.expected],
+                               cli_lines(out_s))
+        self.check_contains(problems, "stdout", step.contains, out_s)
+        if not step.any_stderr:
+            if step.stderr_contains:
+                self.check_contains(problems, "stderr", step.stderr_contains, err_s)
+                if step.stderr:
+                    self.compare_lines(problems, "stderr", [self.expand(x, False) for x in step.stderr],
+                                       cli_lines(err_s))
+            else:
+                self.compare_lines(problems, "stderr", [self.expand(x, False) for x in step.stderr],
+                                   cli_lines(err_s))
+        if problems:
+            self.fail(step, problems)
+
+    def step_docker(self, step: Step) -> None:
+        args = [self.expand(a) for a in shlex.split(step.rest)]
+        self._run_process(step, [DOCKER_CLI] + args, None)
+
+    def step_sh(self, step: Step) -> None:
+        self._run_process(step, None, self.expand(step.rest))
+
+    def step_http(self, step: Step) -> None:
+        words = [self.expand(a) for a in shlex.split(step.rest)]
+        headers: dict[str, str] = {}
+        while words and words[0] == "-H":
+            if len(words) < 2:
+                raise HarnessError("-H needs a 'Name: value' argument")
+            name, _, value = words[1].partition(":")
+            headers[name.strip()] = value.strip()
+            words = words[2:]
+        if len(words) not in (2, 3):
+            raise HarnessError("usage: $ http [-H 'K: V']... METHOD PATH [@tar:DIR|@targz:DIR|@file:PATH]")
+        method, path = words[0], words[1]
+        body = self._input_bytes(step, trailing_newline=False)
+        if len(words) == 3:
+            spec = words[2]
+            if body is not None:
+                raise HarnessError("give the body either as a @spec or as `> ` lines, not both")
+            if spec.startswith("@tar:"):
+                body = _tar_dir(spec[5:])
+                headers.setdefault("Content-Type", "application/x-tar")
+            elif spec.startswith("@targz:"):
+                body = gzip.compress(_tar_dir(spec[7:]), mtime=0)
+                headers.setdefault("Content-Type", "application/x-tar")
+            elif spec.startswith("@file:"):
+                body = Path(spec[6:]).read_bytes()
+            else:
+                raise HarnessError(f"unknown body spec {spec!r}")
+        try:
+            res = http_request(self.daemon.sock, method, path, body, headers, timeout=step.timeout)
+        except (OSError, http.client.HTTPException) as e:
+            self.fail(step, [f"request failed: {e!r}"])
+            return
+        text = res.body.decode(errors="replace")
+        if step.capture:
+            self.vars[step.capture] = text.strip()
+        if self.print_actual:
+            self._print_actual_http(step, res, text)
+        problems = []
+        if res.status != step.status:
+            problems.append(f"status: expected {step.status}, got {res.status} {res.reason}")
+        for name, value in step.headers:
+            got = res.header(name)
+            want = self.mask(self.expand(value, False))
+            if got is None:
+                problems.append(f"header {name}: expected {want!r}, header missing")
+            elif self.mask(got) != want:
+                problems.append(f"header {name}: expected {want!r}, got {self.mask(got)!r}")
+        for name in step.no_headers:
+            got = res.header(name)
+            if got is not None:
+                problems.append(f"header {name}: expected absent, got {got!r}")
+        if not step.any_stdout or step.expected:
+            self.compare_lines(problems, "body", [self.expand(x, False) for x in step.expected],
+                               self._body_view(step, text))
+        self.check_contains(problems, "body", step.contains, text)
+        if problems:
+            problems.append("(response headers: " + ", ".join(f"{k}: {v}" for k, v in res.headers) + ")")
+            self.fail(step, problems)
+
+    def _body_view(self, step: Step, text: str) -> list[str]:
+        if step.body_mode.startswith("field "):
+            key = step.body_mode.split(None, 1)[1]
+            try:
+                doc = json.loads(text)
+            except ValueError:
+                return ["<body is not JSON>"] + body_lines(text)
+            items = doc if isinstance(doc, list) else [doc]
+            out = []
+            for item in items:
+                v = item.get(key, "<missing>") if isinstance(item, dict) else "<not an object>"
+                out.append(v if isinstance(v, str) else json.dumps(v))
+            return out
+        if step.body_mode == "pretty" and text.strip():
+            try:
+                doc = json.loads(text)
+            except ValueError:
+                return ["<body is not JSON>"] + body_lines(text)
+            lines = json.dumps(doc, indent=4, ensure_ascii=False).split("\n")
+            if not text.endswith("\n"):
+                lines.append(NOEOL)
+            return lines
+        return body_lines(text)
+
+    # -- authoring aid
+    def _print_actual_cli(self, step: Step, rc, out: str, err: str) -> None:
+        print(f"$ {step.line}")
+        for ln in cli_lines(self.mask(out)):
+            print("\\" + ln if ln.startswith(("!", ">", "$ ", "#", "\\")) else ln)
+        if rc != 0:
+            print(f"! exit {rc}")
+        for ln in cli_lines(self.mask(err)):
+            print(f"! stderr: {ln}")
+
+    def _print_actual_http(self, step: Step, res: HTTPResult, text: str) -> None:
+        print(f"$ {step.line}")
+        print(f"! status {res.status}")
+        for k, v in res.headers:
+            print(f"#   {k}: {self.mask(v)}")
+        for ln in self._body_view(step, self.mask(text)):
+            print("\\" + ln if ln.startswith(("!", ">", "$ ", "#", "\\")) else ln)
+
+
+def reset_state(daemon: Daemon) -> list[str]:
+    """Remove every plugin (and, best effort, every volume) so a scenario starts clean."""
+    notes = []
+    cfg = tempfile.mkdtemp(prefix="bcr-")
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": cfg, "DOCKER_HOST": daemon.host,
+           "DOCKER_CONFIG": cfg, "NO_COLOR": "1"}
+
+    def docker(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([DOCKER_CLI, *args], capture_output=True, env=env,
+                              stdin=subprocess.DEVNULL, timeout=STEP_TIMEOUT, text=True)
+
+    try:
+        for kind in ("plugin", "volume"):
+            ls = docker(kind, "ls", "-q", *(["--no-trunc"] if kind == "plugin" else []))
+            if ls.returncode != 0:
+                if kind == "plugin":
+                    notes.append(f"(state reset: `docker plugin ls -q` failed: {ls.stderr.strip()})")
+                continue
+            for name in ls.stdout.split():
+                rm = docker(kind, "rm", "-f", name)
+                if rm.returncode != 0:
+                    notes.append(f"(state reset: `docker {kind} rm -f {name}` failed: {rm.stderr.strip()})")
+        left = docker("plugin", "ls", "-q")
+        if left.returncode == 0 and left.stdout.strip():
+            notes.append(f"(state reset: plugins left over: {left.stdout.split()})")
+    finally:
+        shutil.rmtree(cfg, ignore_errors=True)
+    return notes
+
+
+def run_scenario(daemon: Daemon, scenario: Scenario, print_actual: bool = False) -> list[str]:
+    notes = reset_state(daemon)
+    run = ScenarioRun(daemon, scenario, print_actual=print_actual)
+    run.notes = notes
+    return run.run()
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--target", choices=TARGETS, default=None,
+                    help="daemon to test (default: $BERTH_COMPAT_TARGET or berth)")
+    ap.add_argument("--print-actual", action="store_true",
+                    help="print what each step actually produced, in scenario syntax (authoring aid)")
+    ap.add_argument("files", nargs="*", help="scenario files (default: all)")
+    ns = ap.parse_args(argv)
+    target = selected_target(ns.target)
+    files = [Path(f) for f in ns.files] or discover_scenarios()
+    scenarios = [parse_scenario(f) for f in files]
+    runnable = [s for s in scenarios if s.runs_on(target)]
+    daemon = make_daemon(target)
+    failed = 0
+    try:
+        daemon.start()
+        for sc in runnable:
+            if ns.print_actual:
+                print(f"# ===== {sc.path}")
+            failures = run_scenario(daemon, sc, print_actual=ns.print_actual)
+            status = "FAIL" if failures else "ok"
+            print(f"{status:4} {sc.path.name}  ({sc.title})", file=sys.stderr)
+            for f in failures:
+                print(f, file=sys.stderr)
+            failed += bool(failures)
+    finally:
+        daemon.stop()
+    skipped = len(scenarios) - len(runnable)
+    print(f"{len(runnable) - failed} passed, {failed} failed, {skipped} skipped (target {target})",
+          file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except HarnessError as e:
+        print(f"harness error: {e}", file=sys.stderr)
+        sys.exit(2)
