@@ -1,0 +1,349 @@
+#!/usr/bin/env bash
+# Build managed-plugin directories (config.json + rootfs/) for berth's runtime and volume tests,
+# from Debian-packaged binaries and the in-tree test plugin. No network access is needed.
+#
+#   scripts/make-test-plugins.sh OUTDIR [NAME...]
+#
+# NAME is any of (default: all):
+#   testdriver             src/bin/berth-test-plugin.rs as an unprivileged volume plugin
+#                          (socket testdriver.sock, PropagatedMount /data, every TEST_* knob as a
+#                          settable Env entry, settable Args)
+#   testdriver-privileged  the same binary with CAP_SYS_ADMIN and device /dev/fuse
+#   rclone                 Debian's rclone with rclone's published managed-plugin config.json
+#                          (cmd/serve/docker/contrib/plugin/config.json, verbatim): `rclone serve
+#                          docker`, rclone.sock, CAP_SYS_ADMIN, /dev/fuse, host network, settable
+#                          mounts config/cache, PropagatedMount /mnt
+#   rclone-noprivs         rclone without any privilege: no capabilities, no devices, private
+#                          network, no mounts (config/cache live in the rootfs). It still starts
+#                          and answers Plugin.Activate, Capabilities, List, Create, Get, Path and
+#                          Remove (volume records only; a remote is validated, not contacted);
+#                          Mount fails because FUSE is unavailable.
+#
+# Each OUTDIR/NAME is deleted and rebuilt on every run.
+#
+# Environment:
+#   BERTH_TEST_PLUGIN_BIN   use this berth-test-plugin binary instead of building one
+#                           (a dynamic binary gets its shared libraries copied, found with ldd)
+#   BERTH_RCLONE_STATE_DIR  host directory whose config/ and cache/ subdirectories (created here)
+#                           become the Source of rclone's `config` and `cache` mounts, instead of
+#                           rclone's defaults /var/lib/docker-plugins/rclone/{config,cache}
+#                           (which this script never creates; `docker plugin set
+#                           config.source=... cache.source=...` changes them too)
+#
+# Needs: cargo (for the test plugin); for the rclone plugins the Debian packages rclone and fuse3.
+set -euo pipefail
+
+usage() {
+  sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'
+}
+
+if [ $# -lt 1 ] || [ "$1" = "-h" ] || [ "$1" = "--help" ]; then
+  usage >&2
+  exit 2
+fi
+OUTDIR=$1
+shift
+ALL=(testdriver testdriver-privileged rclone rclone-noprivs)
+if [ $# -gt 0 ]; then NAMES=("$@"); else NAMES=("${ALL[@]}"); fi
+for n in "${NAMES[@]}"; do
+  case " ${ALL[*]} " in
+    *" $n "*) ;;
+    *) echo "make-test-plugins: unknown plugin $n (known: ${ALL[*]})" >&2; exit 2 ;;
+  esac
+done
+want() { case " ${NAMES[*]} " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+mkdir -p "$OUTDIR"
+OUTDIR=$(cd "$OUTDIR" && pwd)
+
+# --- prerequisites ---------------------------------------------------------------------------
+if want rclone || want rclone-noprivs; then
+  missing=()
+  command -v rclone >/dev/null 2>&1 || missing+=(rclone)
+  command -v fusermount3 >/dev/null 2>&1 || missing+=(fuse3)
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "make-test-plugins: missing ${missing[*]}; install with: apt-get install -y ${missing[*]}" >&2
+    exit 1
+  fi
+  if ! rclone serve docker --help >/dev/null 2>&1; then
+    echo "make-test-plugins: $(command -v rclone) has no 'serve docker' (need rclone >= 1.56)" >&2
+    exit 1
+  fi
+fi
+
+# --- helpers ---------------------------------------------------------------------------------
+
+# copy_libs ROOTFS BINARY: copy the shared libraries BINARY needs (per ldd), at their host paths.
+copy_libs() {
+  local rootfs=$1 bin=$2 out lib
+  out=$(ldd "$bin" 2>&1) || return 0 # "not a dynamic executable": nothing to copy
+  case "$out" in *"statically linked"*) return 0 ;; esac
+  while read -r lib; do
+    [ -n "$lib" ] || continue
+    [ -e "$rootfs$lib" ] && continue
+    mkdir -p "$rootfs$(dirname "$lib")"
+    cp -L "$lib" "$rootfs$lib"
+  done < <(printf '%s\n' "$out" | awk '
+    $2 == "=>" && $3 ~ /^\// { print $3; next }
+    $1 ~ /^\// { print $1 }')
+}
+
+# install_bin ROOTFS SRC DEST: copy an executable into the rootfs with its libraries.
+install_bin() {
+  local rootfs=$1 src=$2 dest=$3
+  mkdir -p "$rootfs$(dirname "$dest")"
+  cp --reflink=auto -L "$src" "$rootfs$dest"
+  chmod 0755 "$rootfs$dest"
+  copy_libs "$rootfs" "$src"
+}
+
+# skeleton ROOTFS: the directories and files every plugin rootfs gets.
+skeleton() {
+  local rootfs=$1
+  mkdir -p "$rootfs"/{dev,proc,sys,etc,root,run/docker/plugins,tmp,mnt,data}
+  chmod 1777 "$rootfs/tmp"
+  chmod 0700 "$rootfs/root"
+  printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n' \
+    >"$rootfs/etc/passwd"
+  printf 'root:x:0:\nnogroup:x:65534:\n' >"$rootfs/etc/group"
+  ln -sfn /proc/mounts "$rootfs/etc/mtab"
+}
+
+# fresh NAME: delete and recreate OUTDIR/NAME; prints its rootfs path.
+fresh() {
+  rm -rf "${OUTDIR:?}/$1"
+  mkdir -p "$OUTDIR/$1/rootfs"
+  echo "$OUTDIR/$1/rootfs"
+}
+
+report() {
+  local dir=$OUTDIR/$1
+  printf 'built %-40s rootfs %s\n' "$dir" "$(du -sh "$dir/rootfs" | cut -f1)"
+}
+
+# --- the test plugin binary ------------------------------------------------------------------
+TEST_BIN=
+test_plugin_bin() {
+  [ -n "$TEST_BIN" ] && return 0
+  if [ -n "${BERTH_TEST_PLUGIN_BIN:-}" ]; then
+    [ -x "$BERTH_TEST_PLUGIN_BIN" ] || {
+      echo "make-test-plugins: BERTH_TEST_PLUGIN_BIN=$BERTH_TEST_PLUGIN_BIN is not executable" >&2
+      exit 1
+    }
+    TEST_BIN=$BERTH_TEST_PLUGIN_BIN
+    return 0
+  fi
+  # A static, stripped, unoptimised build in its own target dir: static glibc needs nothing in
+  # the rootfs, and skipping optimisation halves the first build (the berth library comes along).
+  local triple=x86_64-unknown-linux-gnu
+  if (cd "$REPO" && RUSTFLAGS='-C target-feature=+crt-static' cargo build -q \
+    --bin berth-test-plugin --target "$triple" --target-dir target/static \
+    --config 'profile.test-plugin.inherits="dev"' --config 'profile.test-plugin.debug=0' \
+    --config 'profile.test-plugin.strip=true' --profile test-plugin) >&2; then
+    TEST_BIN=$REPO/target/static/$triple/test-plugin/berth-test-plugin
+  else
+    echo "make-test-plugins: static build failed; using a dynamic release build" >&2
+    (cd "$REPO" && cargo build -q --release --bin berth-test-plugin) >&2
+    TEST_BIN=$REPO/target/release/berth-test-plugin
+  fi
+}
+
+# testdriver_config PRIVILEGED(0|1)
+testdriver_config() {
+  local linux
+  if [ "$1" = 1 ]; then
+    linux='{
+    "AllowAllDevices": false,
+    "Capabilities": ["CAP_SYS_ADMIN"],
+    "Devices": [{"Description": "FUSE", "Name": "fuse", "Path": "/dev/fuse", "Settable": ["path"]}]
+  }'
+  else
+    linux='{"AllowAllDevices": false, "Capabilities": null, "Devices": null}'
+  fi
+  local env='' name value desc
+  while IFS='|' read -r name value desc; do
+    [ -n "$name" ] || continue
+    [ -n "$env" ] && env+=$',\n'
+    env+="    {\"Description\": \"$desc\", \"Name\": \"$name\", \"Settable\": [\"value\"], \"Value\": $value}"
+  done <<'EOF'
+TEST_ROOT|"/data"|directory holding the volume directories (Mountpoint root)
+TEST_SOCKET|null|socket file name in /run/docker/plugins (default testdriver.sock)
+TEST_START_DELAY_MS|null|sleep this long before listening
+TEST_CRASH_AFTER_MS|null|exit with status 3 this long after start
+TEST_NEVER_LISTEN|null|1: never create the socket
+TEST_STDERR_LINES|null|print N numbered lines to stderr at start
+TEST_REPORT|null|1: print capabilities, pid, hostname, uid, cwd and args to stdout at start
+TEST_TRY_MOUNT|null|mount a tmpfs on this directory at start and print the result
+TEST_OPEN_DEVICE|null|open this path read-write at start and print the result
+TEST_MKNOD_FUSE|null|mknod c 10:229 at this path, open it, print the results
+TEST_SLOW_CALL_MS|null|delay every RPC answer
+TEST_HANG_ON|null|never answer these methods (comma list; VolumeDriver.List, List or *)
+TEST_IGNORE_SIGTERM|null|1: ignore SIGTERM
+TEST_IMPLEMENTS|null|Plugin.Activate Implements list (comma list, default VolumeDriver)
+TEST_SCOPE|null|VolumeDriver.Capabilities scope (default local)
+TEST_GET_NULL|null|1: Get of an unknown volume answers Volume null instead of an error
+TEST_CALL_LOG|null|append one line per RPC to this file (- for stdout)
+EOF
+  cat <<EOF
+{
+  "Args": {"Description": "TEST_X=value arguments override the environment", "Name": "args", "Settable": ["value"], "Value": []},
+  "Description": "berth test volume plugin",
+  "Documentation": "src/bin/berth-test-plugin.rs",
+  "Entrypoint": ["/berth-test-plugin"],
+  "Env": [
+$env
+  ],
+  "Interface": {"Socket": "testdriver.sock", "Types": ["docker.volumedriver/1.0"]},
+  "IpcHost": false,
+  "Linux": $linux,
+  "Mounts": null,
+  "Network": {"Type": ""},
+  "PidHost": false,
+  "PropagatedMount": "/data",
+  "User": {},
+  "WorkDir": ""
+}
+EOF
+}
+
+build_testdriver() {
+  local name=$1 privileged=$2 rootfs
+  test_plugin_bin
+  rootfs=$(fresh "$name")
+  skeleton "$rootfs"
+  install_bin "$rootfs" "$TEST_BIN" /berth-test-plugin
+  testdriver_config "$privileged" >"$OUTDIR/$name/config.json"
+  report "$name"
+}
+
+# --- rclone ----------------------------------------------------------------------------------
+
+# rclone_config PRIVILEGED(0|1) CONFIG_SOURCE CACHE_SOURCE
+# PRIVILEGED=1 is rclone's published config.json verbatim apart from the mount sources.
+rclone_config() {
+  local linux network mounts
+  if [ "$1" = 1 ]; then
+    linux='"linux": {
+        "capabilities": [
+            "CAP_SYS_ADMIN"
+        ],
+        "devices": [
+            {
+                "path": "/dev/fuse"
+            }
+        ]
+    },
+    "network": {
+        "type": "host"
+    },
+    '
+    mounts=',
+    "mounts": [
+        {
+            "name": "config",
+            "source": "'"$2"'",
+            "destination": "/data/config",
+            "type": "bind",
+            "options": ["rbind"],
+            "settable": ["source"]
+        },
+        {
+            "name": "cache",
+            "source": "'"$3"'",
+            "destination": "/data/cache",
+            "type": "bind",
+            "options": ["rbind"],
+            "settable": ["source"]
+        }
+    ]'
+  else
+    linux=''
+    mounts=''
+  fi
+  local description="Rclone volume plugin for Docker"
+  [ "$1" = 1 ] || description="Rclone volume plugin for Docker (no privileges)"
+  cat <<EOF
+{
+    "description": "$description",
+    "documentation": "https://rclone.org/",
+    "interface": {
+        "socket": "rclone.sock",
+        "types": ["docker.volumedriver/1.0"]
+    },
+    $linux"entrypoint": ["/usr/local/bin/rclone", "serve", "docker"],
+    "workdir": "/data",
+    "args": {
+        "name": "args",
+        "value": [],
+        "settable": ["value"]
+    },
+    "env": [
+        {
+            "name": "RCLONE_VERBOSE",
+            "value": "0",
+            "settable": ["value"]
+        },
+        {
+            "name": "RCLONE_CONFIG",
+            "value": "/data/config/rclone.conf"
+        },
+        {
+            "name": "RCLONE_CACHE_DIR",
+            "value": "/data/cache"
+        },
+        {
+            "name": "RCLONE_BASE_DIR",
+            "value": "/mnt"
+        },
+        {
+            "name": "HTTP_PROXY",
+            "value": "",
+            "settable": ["value"]
+        },
+        {
+            "name": "HTTPS_PROXY",
+            "value": "",
+            "settable": ["value"]
+        },
+        {
+            "name": "NO_PROXY",
+            "value": "",
+            "settable": ["value"]
+        }
+    ]$mounts,
+    "propagatedMount": "/mnt"
+}
+EOF
+}
+
+build_rclone() {
+  local name=$1 privileged=$2 rootfs conf_src cache_src
+  rootfs=$(fresh "$name")
+  skeleton "$rootfs"
+  mkdir -p "$rootfs"/data/{config,cache} "$rootfs/usr/bin"
+  # rclone's plugin image has it at /usr/local/bin/rclone (its entrypoint); /usr/bin too.
+  install_bin "$rootfs" "$(command -v rclone)" /usr/local/bin/rclone
+  ln -sfn ../local/bin/rclone "$rootfs/usr/bin/rclone"
+  # rclone mounts by running `fusermount` (found on PATH); fuse3 provides fusermount3.
+  install_bin "$rootfs" "$(command -v fusermount3)" /usr/bin/fusermount3
+  ln -sfn fusermount3 "$rootfs/usr/bin/fusermount"
+  [ -f /etc/fuse.conf ] && cp /etc/fuse.conf "$rootfs/etc/fuse.conf"
+  if [ -n "${BERTH_RCLONE_STATE_DIR:-}" ]; then
+    mkdir -p "$BERTH_RCLONE_STATE_DIR"/{config,cache}
+    conf_src=$(cd "$BERTH_RCLONE_STATE_DIR/config" && pwd)
+    cache_src=$(cd "$BERTH_RCLONE_STATE_DIR/cache" && pwd)
+  else
+    conf_src=/var/lib/docker-plugins/rclone/config
+    cache_src=/var/lib/docker-plugins/rclone/cache
+  fi
+  rclone_config "$privileged" "$conf_src" "$cache_src" >"$OUTDIR/$name/config.json"
+  report "$name"
+}
+
+# --- main ------------------------------------------------------------------------------------
+want testdriver && build_testdriver testdriver 0
+want testdriver-privileged && build_testdriver testdriver-privileged 1
+want rclone && build_rclone rclone 1
+want rclone-noprivs && build_rclone rclone-noprivs 0
+exit 0

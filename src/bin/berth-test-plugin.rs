@@ -1,0 +1,899 @@
+//! `berth-test-plugin`: a small, dependency-light Docker volume plugin used by berth's runtime and
+//! volume tests, as a managed plugin (`scripts/make-test-plugins.sh` packs it into plugin
+//! directories) or directly on the host as a legacy plugin.
+//!
+//! It speaks the plugin RPC protocol (HTTP/1.1 over a unix socket, `POST /<Interface>.<Method>`
+//! with a JSON body): `Plugin.Activate` and every `VolumeDriver.*` method. Volumes are directories
+//! `<TEST_ROOT>/<name>`; per-volume metadata (creation time, options) lives in
+//! `<TEST_ROOT>/.berth-test-plugin/<name>.json`, so volumes survive a plugin restart. Mounts are
+//! refcounted by caller ID in memory, as real plugins do.
+//!
+//! Behaviour is steered by environment variables (a managed plugin's `Settings.Env`); plugin
+//! arguments of the form `TEST_X=value` override the environment. See [`USAGE`].
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Map, Value};
+
+const USAGE: &str = "\
+berth-test-plugin: a Docker volume plugin for tests (HTTP/1.1 JSON RPC on a unix socket)
+
+Knobs (environment, or arguments TEST_X=value which override the environment):
+  TEST_SOCKET_PATH=<path>    listen here (wins over TEST_SOCKET)
+  TEST_SOCKET=<file>         listen on /run/docker/plugins/<file> (default testdriver.sock)
+  TEST_ROOT=<dir>            volume directories live here (default /data)
+  TEST_START_DELAY_MS=<n>    sleep before listening
+  TEST_CRASH_AFTER_MS=<n>    exit with status 3 that long after start
+  TEST_NEVER_LISTEN=1        never create the socket
+  TEST_STDERR_LINES=<n>      print `test-plugin stderr line <i>` for i in 1..=n to stderr
+  TEST_REPORT=1              print `caps: CapEff=.. CapBnd=.. pid=.. hostname=.. uid=.. gid=.. cwd=..`
+                             and `args: [..]` to stdout
+  TEST_TRY_MOUNT=<dir>       mount a tmpfs there, print `mount <dir>: ok|<errno>`
+  TEST_OPEN_DEVICE=<path>    open read-write, print `open <path>: ok|<errno>`
+  TEST_MKNOD_FUSE=<path>     mknod c 10:229 there and open it, print `mknod ..` and `open ..`
+  TEST_SLOW_CALL_MS=<n>      delay every RPC answer
+  TEST_HANG_ON=<m>[,<m>..]   never answer these methods (`VolumeDriver.List`, `List`, or `*`)
+  TEST_IGNORE_SIGTERM=1      ignore SIGTERM (otherwise: remove the socket, exit 0)
+  TEST_IMPLEMENTS=<a>[,<b>]  Plugin.Activate answer (default VolumeDriver)
+  TEST_SCOPE=<scope>         VolumeDriver.Capabilities scope (default local)
+  TEST_GET_NULL=1            Get of an unknown volume answers {\"Volume\":null,\"Err\":\"\"}
+  TEST_CALL_LOG=<path>|-     append `<Method> <body>` per RPC to a file (`-`: stdout)
+
+Volume options: `-o error=<text>` makes VolumeDriver.Create fail with that Err text.
+";
+
+/// `Content-Type` of successful answers, as go-plugins-helpers sends it.
+const CONTENT_TYPE: &str = "application/vnd.docker.plugins.v1.1+json";
+const META_DIR: &str = ".berth-test-plugin";
+const MAX_HEADER_BYTES: usize = 64 * 1024;
+const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+
+/// The socket this process bound, removed on SIGTERM.
+static BOUND_SOCKET: OnceLock<PathBuf> = OnceLock::new();
+
+struct Knobs {
+    overrides: HashMap<String, String>,
+}
+
+impl Knobs {
+    fn get(&self, name: &str) -> Option<String> {
+        self.overrides
+            .get(name)
+            .cloned()
+            .or_else(|| std::env::var(name).ok())
+            .filter(|v| !v.is_empty())
+    }
+    fn flag(&self, name: &str) -> bool {
+        matches!(
+            self.get(name).as_deref(),
+            Some("1" | "true" | "yes" | "on" | "TRUE" | "True")
+        )
+    }
+    fn millis(&self, name: &str) -> Option<Duration> {
+        let v = self.get(name)?;
+        match v.trim().parse::<u64>() {
+            Ok(ms) => Some(Duration::from_millis(ms)),
+            Err(_) => {
+                eprintln!("berth-test-plugin: ignoring {name}={v:?}: not a number of milliseconds");
+                None
+            }
+        }
+    }
+}
+
+struct Config {
+    root: PathBuf,
+    slow: Option<Duration>,
+    hang_on: Vec<String>,
+    implements: Vec<String>,
+    scope: String,
+    get_null: bool,
+    call_log: Option<String>,
+}
+
+struct Driver {
+    cfg: Config,
+    /// Volume name → IDs of the callers that mounted it.
+    mounts: Mutex<HashMap<String, HashSet<String>>>,
+    /// Serialises create/remove and call-log appends.
+    fs_lock: Mutex<()>,
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        print!("{USAGE}");
+        return;
+    }
+    let mut overrides = HashMap::new();
+    for a in &args {
+        match a.split_once('=') {
+            Some((k, v)) if k.starts_with("TEST_") => {
+                overrides.insert(k.to_string(), v.to_string());
+            }
+            _ => eprintln!("berth-test-plugin: ignoring argument {a:?} (expected TEST_X=value)"),
+        }
+    }
+    let knobs = Knobs { overrides };
+
+    setup_signals(knobs.flag("TEST_IGNORE_SIGTERM"));
+
+    if let Some(after) = knobs.millis("TEST_CRASH_AFTER_MS") {
+        thread::spawn(move || {
+            thread::sleep(after);
+            eprintln!("berth-test-plugin: crashing with status 3 (TEST_CRASH_AFTER_MS)");
+            std::process::exit(3);
+        });
+    }
+
+    if let Some(n) = knobs.get("TEST_STDERR_LINES") {
+        let n: u64 = n.trim().parse().unwrap_or(0);
+        let mut err = io::stderr().lock();
+        for i in 1..=n {
+            let _ = writeln!(err, "test-plugin stderr line {i}");
+        }
+    }
+    if knobs.flag("TEST_REPORT") {
+        println!("{}", report_line());
+        println!("args: {}", Value::from(args.clone()));
+    }
+    if let Some(dir) = knobs.get("TEST_TRY_MOUNT") {
+        println!("mount {dir}: {}", try_mount(Path::new(&dir)));
+    }
+    if let Some(dev) = knobs.get("TEST_OPEN_DEVICE") {
+        println!("open {dev}: {}", try_open(Path::new(&dev)));
+    }
+    if let Some(node) = knobs.get("TEST_MKNOD_FUSE") {
+        println!("mknod {node}: {}", try_mknod_fuse(Path::new(&node)));
+        println!("open {node}: {}", try_open(Path::new(&node)));
+    }
+
+    if let Some(delay) = knobs.millis("TEST_START_DELAY_MS") {
+        thread::sleep(delay);
+    }
+    if knobs.flag("TEST_NEVER_LISTEN") {
+        eprintln!("berth-test-plugin: not listening (TEST_NEVER_LISTEN)");
+        loop {
+            thread::park();
+        }
+    }
+
+    let cfg = Config {
+        root: PathBuf::from(knobs.get("TEST_ROOT").unwrap_or_else(|| "/data".into())),
+        slow: knobs.millis("TEST_SLOW_CALL_MS"),
+        hang_on: split_list(knobs.get("TEST_HANG_ON")),
+        implements: {
+            let l = split_list(knobs.get("TEST_IMPLEMENTS"));
+            if l.is_empty() {
+                vec!["VolumeDriver".to_string()]
+            } else {
+                l
+            }
+        },
+        scope: knobs.get("TEST_SCOPE").unwrap_or_else(|| "local".into()),
+        get_null: knobs.flag("TEST_GET_NULL"),
+        call_log: knobs.get("TEST_CALL_LOG"),
+    };
+    if let Err(e) = fs::create_dir_all(&cfg.root) {
+        eprintln!(
+            "berth-test-plugin: cannot create root {}: {e}",
+            cfg.root.display()
+        );
+    }
+
+    let socket = match knobs.get("TEST_SOCKET_PATH") {
+        Some(p) => PathBuf::from(p),
+        None => Path::new("/run/docker/plugins").join(
+            knobs
+                .get("TEST_SOCKET")
+                .unwrap_or_else(|| "testdriver.sock".into()),
+        ),
+    };
+    let listener = match bind(&socket) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("berth-test-plugin: listen on {}: {e}", socket.display());
+            std::process::exit(1);
+        }
+    };
+    let _ = BOUND_SOCKET.set(socket.clone());
+    eprintln!("listening on {}", socket.display());
+
+    let driver = Arc::new(Driver {
+        cfg,
+        mounts: Mutex::new(HashMap::new()),
+        fs_lock: Mutex::new(()),
+    });
+    for conn in listener.incoming() {
+        match conn {
+            Ok(stream) => {
+                let driver = Arc::clone(&driver);
+                thread::spawn(move || serve_connection(stream, &driver));
+            }
+            Err(e) => {
+                eprintln!("berth-test-plugin: accept: {e}");
+                thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+}
+
+fn split_list(v: Option<String>) -> Vec<String> {
+    v.unwrap_or_default()
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+fn bind(socket: &Path) -> io::Result<UnixListener> {
+    if let Some(dir) = socket.parent() {
+        fs::create_dir_all(dir)?;
+    }
+    match fs::remove_file(socket) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    UnixListener::bind(socket)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Signals
+
+/// SIGTERM/SIGINT are blocked in every thread and collected by one thread with `sigwait`, which
+/// also works when the plugin is PID 1 of its namespace (blocked signals are never discarded as
+/// "default action for init"). With `ignore_sigterm`, SIGTERM is set to SIG_IGN instead.
+fn setup_signals(ignore_sigterm: bool) {
+    use nix::sys::signal::{signal, SigHandler, SigSet, Signal};
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGINT);
+    // SAFETY: installing SIG_IGN/SIG_DFL runs no code in signal context; no threads exist yet.
+    unsafe {
+        if ignore_sigterm {
+            let _ = signal(Signal::SIGTERM, SigHandler::SigIgn);
+        } else {
+            let _ = signal(Signal::SIGTERM, SigHandler::SigDfl);
+            set.add(Signal::SIGTERM);
+        }
+        let _ = signal(Signal::SIGINT, SigHandler::SigDfl);
+    }
+    if ignore_sigterm {
+        eprintln!("berth-test-plugin: ignoring SIGTERM (TEST_IGNORE_SIGTERM)");
+    }
+    if let Err(e) = set.thread_block() {
+        eprintln!("berth-test-plugin: blocking signals: {e}");
+        return;
+    }
+    thread::spawn(move || loop {
+        if let Ok(sig) = set.wait() {
+            if let Some(path) = BOUND_SOCKET.get() {
+                let _ = fs::remove_file(path);
+            }
+            eprintln!("berth-test-plugin: received {}, exiting", sig.as_str());
+            std::process::exit(0);
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Start-up probes
+
+fn errno_text(e: &io::Error) -> String {
+    match e.raw_os_error() {
+        Some(code) => nix::errno::Errno::from_raw(code).to_string(),
+        None => e.to_string(),
+    }
+}
+
+fn report_line() -> String {
+    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
+            .unwrap_or_else(|| "?".into())
+    };
+    let first = |v: String| v.split_whitespace().next().unwrap_or("?").to_string();
+    let hostname = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "?".into());
+    let cwd = std::env::current_dir()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "?".into());
+    format!(
+        "caps: CapEff={} CapBnd={} pid={} hostname={} uid={} gid={} cwd={}",
+        field("CapEff:"),
+        field("CapBnd:"),
+        std::process::id(),
+        hostname,
+        first(field("Uid:")),
+        first(field("Gid:")),
+        cwd
+    )
+}
+
+fn try_mount(dir: &Path) -> String {
+    use nix::mount::{mount, MsFlags};
+    let _ = fs::create_dir_all(dir);
+    match mount(
+        Some("tmpfs"),
+        dir,
+        Some("tmpfs"),
+        MsFlags::empty(),
+        Some("size=1m"),
+    ) {
+        Ok(()) => {
+            // A marker a test can look for through mount propagation.
+            let _ = fs::write(dir.join("mounted-by-test-plugin"), b"tmpfs\n");
+            "ok".into()
+        }
+        Err(e) => e.to_string(),
+    }
+}
+
+fn try_open(path: &Path) -> String {
+    match fs::OpenOptions::new().read(true).write(true).open(path) {
+        Ok(_) => "ok".into(),
+        Err(e) => errno_text(&e),
+    }
+}
+
+fn try_mknod_fuse(path: &Path) -> String {
+    use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+    match mknod(
+        path,
+        SFlag::S_IFCHR,
+        Mode::from_bits_truncate(0o666),
+        makedev(10, 229),
+    ) {
+        Ok(()) => "ok".into(),
+        Err(e) => e.to_string(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP/1.1 server
+
+/// Any HTTP method is accepted, as Go's `ServeMux` in go-plugins-helpers does.
+struct Request {
+    path: String,
+    body: Vec<u8>,
+    keep_alive: bool,
+}
+
+struct Reply {
+    status: u16,
+    content_type: &'static str,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn json(status: u16, v: Value) -> Reply {
+        let mut body = serde_json::to_vec(&v).unwrap_or_default();
+        body.push(b'\n');
+        Reply {
+            status,
+            content_type: CONTENT_TYPE,
+            body,
+        }
+    }
+    fn ok(v: Value) -> Reply {
+        Reply::json(200, v)
+    }
+    /// go-plugins-helpers: driver errors are 500 with `{"Err":"…"}`.
+    fn err(msg: impl Into<String>) -> Reply {
+        Reply::json(500, json!({ "Err": msg.into() }))
+    }
+    fn text(status: u16, msg: &str) -> Reply {
+        Reply {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            body: format!("{msg}\n").into_bytes(),
+        }
+    }
+}
+
+fn serve_connection(stream: UnixStream, driver: &Driver) {
+    let Ok(write_half) = stream.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::new(stream);
+    let mut writer = write_half;
+    loop {
+        let req = match read_request(&mut reader, &mut writer) {
+            Ok(Some(r)) => r,
+            Ok(None) => return,
+            Err(e) => {
+                let reply = Reply::text(400, &format!("bad request: {e}"));
+                let _ = write_reply(&mut writer, &reply, false);
+                return;
+            }
+        };
+        let reply = driver.handle(&req);
+        if write_reply(&mut writer, &reply, req.keep_alive).is_err() || !req.keep_alive {
+            return;
+        }
+    }
+}
+
+fn read_line(r: &mut impl BufRead, budget: &mut usize) -> io::Result<Option<String>> {
+    let mut buf = Vec::new();
+    let n = r.take((*budget as u64) + 1).read_until(b'\n', &mut buf)?;
+    if n == 0 {
+        return Ok(None);
+    }
+    if n > *budget {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "header too large",
+        ));
+    }
+    *budget -= n;
+    if buf.last() != Some(&b'\n') {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "connection closed mid-request",
+        ));
+    }
+    while matches!(buf.last(), Some(b'\n' | b'\r')) {
+        buf.pop();
+    }
+    String::from_utf8(buf)
+        .map(Some)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "header is not UTF-8"))
+}
+
+/// One request, or `None` when the client closed the connection between requests.
+fn read_request(r: &mut impl BufRead, w: &mut impl Write) -> io::Result<Option<Request>> {
+    let invalid = |m: &str| io::Error::new(io::ErrorKind::InvalidData, m.to_string());
+    let mut budget = MAX_HEADER_BYTES;
+    // Tolerate stray empty lines before a request line (RFC 9112 §2.2).
+    let line = loop {
+        match read_line(r, &mut budget)? {
+            None => return Ok(None),
+            Some(l) if l.is_empty() => continue,
+            Some(l) => break l,
+        }
+    };
+    let mut parts = line.split_whitespace();
+    let (Some(_method), Some(target), Some(version)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(invalid("malformed request line"));
+    };
+    if !version.starts_with("HTTP/1.") {
+        return Err(invalid("unsupported HTTP version"));
+    }
+    let mut keep_alive = version != "HTTP/1.0";
+    let mut content_length: Option<usize> = None;
+    let mut chunked = false;
+    let mut expect_continue = false;
+    loop {
+        let Some(h) = read_line(r, &mut budget)? else {
+            return Err(invalid("connection closed in headers"));
+        };
+        if h.is_empty() {
+            break;
+        }
+        let Some((name, value)) = h.split_once(':') else {
+            return Err(invalid("malformed header"));
+        };
+        let value = value.trim();
+        match name.trim().to_ascii_lowercase().as_str() {
+            "content-length" => {
+                content_length = Some(value.parse().map_err(|_| invalid("bad Content-Length"))?)
+            }
+            "transfer-encoding" => chunked = value.to_ascii_lowercase().contains("chunked"),
+            "connection" => {
+                let v = value.to_ascii_lowercase();
+                if v.contains("close") {
+                    keep_alive = false;
+                } else if v.contains("keep-alive") {
+                    keep_alive = true;
+                }
+            }
+            "expect" => expect_continue = value.eq_ignore_ascii_case("100-continue"),
+            _ => {}
+        }
+    }
+    if expect_continue {
+        w.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+        w.flush()?;
+    }
+    let body = if chunked {
+        read_chunked(r)?
+    } else {
+        let len = content_length.unwrap_or(0);
+        if len > MAX_BODY_BYTES {
+            return Err(invalid("body too large"));
+        }
+        let mut body = vec![0; len];
+        r.read_exact(&mut body)?;
+        body
+    };
+    // Origin form `/X.Y?q`, or absolute form `http://host/X.Y`.
+    let path = match target.find("://") {
+        Some(i) => {
+            let rest = &target[i + 3..];
+            rest.find('/').map(|j| &rest[j..]).unwrap_or("/")
+        }
+        None => target,
+    };
+    let path = path.split(['?', '#']).next().unwrap_or("/").to_string();
+    Ok(Some(Request {
+        path,
+        body,
+        keep_alive,
+    }))
+}
+
+fn read_chunked(r: &mut impl BufRead) -> io::Result<Vec<u8>> {
+    let invalid = |m: &str| io::Error::new(io::ErrorKind::InvalidData, m.to_string());
+    let mut body = Vec::new();
+    loop {
+        let mut budget = 4096;
+        let line = read_line(r, &mut budget)?.ok_or_else(|| invalid("eof in chunk size"))?;
+        let size = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16)
+            .map_err(|_| invalid("bad chunk size"))?;
+        if size == 0 {
+            // Trailers, up to the empty line.
+            let mut budget = MAX_HEADER_BYTES;
+            while let Some(l) = read_line(r, &mut budget)? {
+                if l.is_empty() {
+                    break;
+                }
+            }
+            return Ok(body);
+        }
+        if body.len() + size > MAX_BODY_BYTES {
+            return Err(invalid("body too large"));
+        }
+        let start = body.len();
+        body.resize(start + size, 0);
+        r.read_exact(&mut body[start..])?;
+        let mut crlf = String::new();
+        r.read_line(&mut crlf)?;
+    }
+}
+
+fn write_reply(w: &mut impl Write, reply: &Reply, keep_alive: bool) -> io::Result<()> {
+    let reason = match reply.status {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        500 => "Internal Server Error",
+        _ => "Unknown",
+    };
+    let head = format!(
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{}\r\n",
+        reply.status,
+        reason,
+        reply.content_type,
+        reply.body.len(),
+        if keep_alive {
+            ""
+        } else {
+            "Connection: close\r\n"
+        },
+    );
+    let mut out = head.into_bytes();
+    out.extend_from_slice(&reply.body);
+    w.write_all(&out)?;
+    w.flush()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The driver
+
+/// A JSON object field, matched case-insensitively as Go's encoding/json does.
+fn field<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
+    let obj = v.as_object()?;
+    obj.get(name).or_else(|| {
+        obj.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    })
+}
+
+fn str_field(v: &Value, name: &str) -> String {
+    field(v, name)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
+}
+
+impl Driver {
+    fn handle(&self, req: &Request) -> Reply {
+        let method = req.path.trim_start_matches('/').to_string();
+        self.log_call(&method, &req.body);
+        let short = method.rsplit('.').next().unwrap_or("");
+        if self
+            .cfg
+            .hang_on
+            .iter()
+            .any(|h| h == "*" || *h == method || h == short)
+        {
+            eprintln!("berth-test-plugin: hanging on {method} (TEST_HANG_ON)");
+            loop {
+                thread::park();
+            }
+        }
+        if let Some(d) = self.cfg.slow {
+            thread::sleep(d);
+        }
+        let needs_args = !matches!(
+            method.as_str(),
+            "Plugin.Activate" | "VolumeDriver.List" | "VolumeDriver.Capabilities"
+        );
+        let args: Value = if req.body.iter().all(u8::is_ascii_whitespace) {
+            if needs_args && method.starts_with("VolumeDriver.") {
+                // json.Decoder on an empty body.
+                return Reply::text(400, "EOF");
+            }
+            Value::Object(Map::new())
+        } else {
+            match serde_json::from_slice(&req.body) {
+                Ok(v) => v,
+                Err(e) => return Reply::text(400, &e.to_string()),
+            }
+        };
+        match method.as_str() {
+            "Plugin.Activate" => Reply::ok(json!({ "Implements": self.cfg.implements })),
+            "VolumeDriver.Capabilities" => {
+                Reply::ok(json!({ "Capabilities": { "Scope": self.cfg.scope } }))
+            }
+            "VolumeDriver.Create" => self.create(&args),
+            "VolumeDriver.Remove" => self.remove(&args),
+            "VolumeDriver.Get" => self.get(&args),
+            "VolumeDriver.List" => self.list(),
+            "VolumeDriver.Path" => self.path(&args),
+            "VolumeDriver.Mount" => self.mount(&args),
+            "VolumeDriver.Unmount" => self.unmount(&args),
+            _ => Reply::text(404, "404 page not found"),
+        }
+    }
+
+    fn log_call(&self, method: &str, body: &[u8]) {
+        let Some(target) = &self.cfg.call_log else {
+            return;
+        };
+        let body = String::from_utf8_lossy(body);
+        let body = body.trim();
+        let line = format!("{method} {}\n", if body.is_empty() { "-" } else { body });
+        let _guard = self.fs_lock.lock().unwrap_or_else(|e| e.into_inner());
+        if target == "-" {
+            print!("{line}");
+            let _ = io::stdout().flush();
+        } else if let Ok(mut f) = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(target)
+        {
+            let _ = f.write_all(line.as_bytes());
+        }
+    }
+
+    fn volume_dir(&self, name: &str) -> PathBuf {
+        self.cfg.root.join(name)
+    }
+
+    fn meta_path(&self, name: &str) -> PathBuf {
+        self.cfg.root.join(META_DIR).join(format!("{name}.json"))
+    }
+
+    /// The validated volume name of a request, or the error reply.
+    fn name_of(&self, args: &Value) -> Result<String, Reply> {
+        let name = str_field(args, "Name");
+        if name.is_empty() {
+            return Err(Reply::err("volume name is required"));
+        }
+        if name.starts_with('.') || name.contains('/') || name.contains('\0') {
+            return Err(Reply::err(format!("invalid volume name {name:?}")));
+        }
+        Ok(name)
+    }
+
+    fn exists(&self, name: &str) -> bool {
+        self.volume_dir(name).is_dir()
+    }
+
+    fn create(&self, args: &Value) -> Reply {
+        let name = match self.name_of(args) {
+            Ok(n) => n,
+            Err(r) => return r,
+        };
+        let opts = field(args, "Opts").cloned().unwrap_or(Value::Null);
+        if let Some(msg) = field(&opts, "error").and_then(Value::as_str) {
+            return Reply::err(msg);
+        }
+        let _guard = self.fs_lock.lock().unwrap_or_else(|e| e.into_inner());
+        if self.exists(&name) {
+            // Idempotent, as the local driver is.
+            return Reply::ok(json!({ "Err": "" }));
+        }
+        if let Err(e) = fs::create_dir_all(self.volume_dir(&name)) {
+            return Reply::err(format!("create {name}: {e}"));
+        }
+        let meta = json!({ "CreatedAt": now_secs(), "Opts": opts });
+        let _ = fs::create_dir_all(self.cfg.root.join(META_DIR));
+        let _ = fs::write(self.meta_path(&name), meta.to_string());
+        Reply::ok(json!({ "Err": "" }))
+    }
+
+    fn remove(&self, args: &Value) -> Reply {
+        let name = match self.name_of(args) {
+            Ok(n) => n,
+            Err(r) => return r,
+        };
+        let _guard = self.fs_lock.lock().unwrap_or_else(|e| e.into_inner());
+        if !self.exists(&name) {
+            return Reply::err("no such volume");
+        }
+        if self.mount_count(&name) > 0 {
+            return Reply::err(format!("volume {name} is in use"));
+        }
+        if let Err(e) = fs::remove_dir_all(self.volume_dir(&name)) {
+            return Reply::err(format!("remove {name}: {e}"));
+        }
+        let _ = fs::remove_file(self.meta_path(&name));
+        Reply::ok(json!({ "Err": "" }))
+    }
+
+    fn get(&self, args: &Value) -> Reply {
+        let name = match self.name_of(args) {
+            Ok(n) => n,
+            Err(r) => return r,
+        };
+        if !self.exists(&name) {
+            if self.cfg.get_null {
+                return Reply::ok(json!({ "Volume": null, "Err": "" }));
+            }
+            return Reply::err("no such volume");
+        }
+        let meta: Value = fs::read(self.meta_path(&name))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or(Value::Null);
+        let created = field(&meta, "CreatedAt")
+            .and_then(Value::as_u64)
+            .or_else(|| {
+                fs::metadata(self.volume_dir(&name))
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                    .map(|d| d.as_secs())
+            })
+            .unwrap_or(0);
+        let mut status = Map::new();
+        status.insert("Mounts".into(), json!(self.mount_count(&name)));
+        if let Some(opts) = field(&meta, "Opts").filter(|o| o.is_object()) {
+            status.insert("Opts".into(), opts.clone());
+        }
+        Reply::ok(json!({
+            "Volume": {
+                "Name": name,
+                "Mountpoint": self.volume_dir(&name).display().to_string(),
+                "CreatedAt": rfc3339(created),
+                "Status": status,
+            },
+            "Err": "",
+        }))
+    }
+
+    fn list(&self) -> Reply {
+        let mut names = Vec::new();
+        match fs::read_dir(&self.cfg.root) {
+            Ok(entries) => {
+                for e in entries.flatten() {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    if !name.starts_with('.') && e.path().is_dir() {
+                        names.push(name);
+                    }
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Reply::err(format!("list: {e}")),
+        }
+        names.sort();
+        let vols: Vec<Value> = names
+            .iter()
+            .map(|n| json!({ "Name": n, "Mountpoint": self.volume_dir(n).display().to_string() }))
+            .collect();
+        Reply::ok(json!({ "Volumes": vols, "Err": "" }))
+    }
+
+    fn path(&self, args: &Value) -> Reply {
+        let name = match self.name_of(args) {
+            Ok(n) => n,
+            Err(r) => return r,
+        };
+        if !self.exists(&name) {
+            return Reply::err("no such volume");
+        }
+        Reply::ok(json!({ "Mountpoint": self.volume_dir(&name).display().to_string(), "Err": "" }))
+    }
+
+    fn mount(&self, args: &Value) -> Reply {
+        let name = match self.name_of(args) {
+            Ok(n) => n,
+            Err(r) => return r,
+        };
+        if !self.exists(&name) {
+            return Reply::err("no such volume");
+        }
+        let id = str_field(args, "ID");
+        self.mounts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(name.clone())
+            .or_default()
+            .insert(id);
+        Reply::ok(json!({ "Mountpoint": self.volume_dir(&name).display().to_string(), "Err": "" }))
+    }
+
+    fn unmount(&self, args: &Value) -> Reply {
+        let name = match self.name_of(args) {
+            Ok(n) => n,
+            Err(r) => return r,
+        };
+        if !self.exists(&name) {
+            return Reply::err("no such volume");
+        }
+        let id = str_field(args, "ID");
+        let mut mounts = self.mounts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(ids) = mounts.get_mut(&name) {
+            ids.remove(&id);
+            if ids.is_empty() {
+                mounts.remove(&name);
+            }
+        }
+        Reply::ok(json!({ "Err": "" }))
+    }
+
+    fn mount_count(&self, name: &str) -> usize {
+        self.mounts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .map_or(0, HashSet::len)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Time
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Seconds since the epoch as RFC 3339 UTC (`2026-01-02T03:04:05Z`).
+fn rfc3339(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
