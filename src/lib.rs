@@ -26,5 +26,6 @@ pub mod error;
 pub mod fsutil;
 pub mod gojson;
 pub mod plugin;
+pub mod runtime;
 
 pub use error::{Error, Result};

@@ -1,0 +1,800 @@
+//! The built-in executor: runs a plugin's rootfs in Linux namespaces with nix + caps.
+//! OWNER: helper "executor".
+//!
+//! berth is multi-threaded, so no mount or namespace work happens in a forked copy of it.
+//! [`LinuxExecutor::start`]:
+//! 1. makes the host side ready: the socket directory; the propagated-mount directory bound
+//!    onto itself and made `rshared` on the host (as moby does), so mounts the plugin makes
+//!    under its `PropagatedMount` show up at `<data-root>/plugins/<id>/propagated-mount`;
+//! 2. writes an [`init::InitRequest`] (spec + host choices) to `<exec-root>/plugins/.<id>.init.json`;
+//! 3. spawns `berth plugin-init <request> <report-fd>` (re-executing `/proc/self/exe`) with stdin
+//!    null and stdout/stderr piped; between fork and exec the child only arms
+//!    `PR_SET_PDEATHSIG(SIGKILL)` (the plugin dies with the thread that spawned it, so a
+//!    `kill -9` of berth takes plugins down), starts a new session and `unshare`s the namespaces
+//!    the spec asks for (mount, UTS, IPC, network, PID);
+//! 4. waits (bounded) on the report pipe until the entrypoint was exec'd, or returns the
+//!    setup error `plugin-init` reported, after undoing everything.
+//!
+//! The rest happens in [`init`] (`plugin-init`), a fresh single-threaded process.
+//! [`PluginProcess::wait`] and [`Executor::cleanup`] release the devices cgroup (killing
+//! whatever is left in it) and every host mount under the plugin's propagated mount.
+
+#[path = "init.rs"]
+pub mod init;
+
+use std::ffi::OsString;
+use std::fs;
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, OpenOptionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Component, Path, PathBuf};
+use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::libc;
+use nix::mount::{MntFlags, MsFlags};
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+
+use super::executor::{Executor, PluginProcess};
+use super::spec::PluginSpec;
+use init::InitRequest;
+
+/// Entry point of the hidden `berth plugin-init` subcommand. `main` must call it first thing,
+/// before any thread exists, with the arguments that follow `plugin-init`:
+///
+/// ```ignore
+/// let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+/// if args.get(1).is_some_and(|a| a == "plugin-init") {
+///     berth::runtime::linux::init_main(&args[2..]);
+/// }
+/// ```
+pub fn init_main(args: &[OsString]) -> ! {
+    init::run(args)
+}
+
+/// Where the init program is by default: this very binary, even if it was replaced on disk.
+pub const SELF_EXE: &str = "/proc/self/exe";
+
+/// The built-in namespaces executor.
+#[derive(Debug, Clone)]
+pub struct LinuxExecutor {
+    init_program: PathBuf,
+    /// Mount point of the v1 `devices` hierarchy, if the host has one.
+    devices_hierarchy: Option<PathBuf>,
+    /// Directory under the devices hierarchy that holds one cgroup per plugin.
+    cgroup_parent: String,
+    cgroup2_only: bool,
+    setup_timeout: Duration,
+}
+
+impl Default for LinuxExecutor {
+    fn default() -> Self {
+        LinuxExecutor::new()
+    }
+}
+
+impl LinuxExecutor {
+    /// Looks at the host's cgroup mounts once: a v1 `devices` hierarchy is used for device
+    /// rules (`<hierarchy>/berth/<id>`); without one device rules are not enforced and every
+    /// plugin start logs a warning.
+    pub fn new() -> LinuxExecutor {
+        let mounts = read_mountinfo().unwrap_or_default();
+        let devices_hierarchy = mounts
+            .iter()
+            .find(|m| m.fstype == "cgroup" && m.super_options.split(',').any(|o| o == "devices"))
+            .map(|m| m.mount_point.clone());
+        let cgroup2_only = mounts
+            .iter()
+            .rev()
+            .find(|m| m.mount_point == Path::new("/sys/fs/cgroup"))
+            .is_some_and(|m| m.fstype == "cgroup2");
+        if devices_hierarchy.is_none() {
+            log::warn!(
+                "no cgroup v1 devices hierarchy: plugin device rules will not be enforced{}",
+                if cgroup2_only {
+                    " (cgroup v2 device control needs BPF programs, not implemented)"
+                } else {
+                    ""
+                }
+            );
+        }
+        LinuxExecutor {
+            init_program: PathBuf::from(SELF_EXE),
+            devices_hierarchy,
+            cgroup_parent: "berth".into(),
+            cgroup2_only,
+            setup_timeout: Duration::from_secs(60),
+        }
+    }
+
+    /// The program run as `<program> plugin-init ...` (tests point it at the built `berth`).
+    pub fn with_init_program(mut self, program: impl Into<PathBuf>) -> Self {
+        self.init_program = program.into();
+        self
+    }
+
+    /// The directory under the devices hierarchy holding the plugins' cgroups (`berth`).
+    pub fn with_cgroup_parent(mut self, name: impl Into<String>) -> Self {
+        self.cgroup_parent = name.into();
+        self
+    }
+
+    /// How long `start` waits for `plugin-init` to exec the entrypoint.
+    pub fn with_setup_timeout(mut self, timeout: Duration) -> Self {
+        self.setup_timeout = timeout;
+        self
+    }
+
+    /// `<devices hierarchy>/<parent>/<id>`, when device rules can be enforced.
+    pub fn devices_cgroup(&self, id: &str) -> Option<PathBuf> {
+        self.devices_hierarchy
+            .as_ref()
+            .map(|h| h.join(&self.cgroup_parent).join(id))
+    }
+}
+
+fn check_id(id: &str) -> io::Result<()> {
+    let ok = !id.is_empty() && id != "." && id != ".." && !id.contains('/') && !id.contains('\0');
+    if ok {
+        Ok(())
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("invalid plugin ID {id:?}"),
+        ))
+    }
+}
+
+/// The init request file lives next to the plugin's socket directory (hidden, transient).
+fn request_path(spec: &PluginSpec) -> PathBuf {
+    let dir = spec
+        .paths
+        .socket_dir
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(std::env::temp_dir);
+    dir.join(format!(".{}.init.json", spec.id))
+}
+
+fn clone_flags(spec: &PluginSpec) -> libc::c_int {
+    let ns = &spec.namespaces;
+    let mut flags = libc::CLONE_NEWNS;
+    if ns.uts {
+        flags |= libc::CLONE_NEWUTS;
+    }
+    if ns.ipc {
+        flags |= libc::CLONE_NEWIPC;
+    }
+    if ns.network {
+        flags |= libc::CLONE_NEWNET;
+    }
+    if ns.pid {
+        flags |= libc::CLONE_NEWPID;
+    }
+    flags
+}
+
+/// Host paths whose mounts belong to a running plugin: the propagated-mount directory when
+/// the spec binds it (the executor bound it onto itself on the host).
+fn propagated_sources(spec: &PluginSpec) -> Vec<PathBuf> {
+    spec.mounts
+        .iter()
+        .filter(|m| Path::new(&m.source) == spec.paths.propagated_mount)
+        .map(|_| spec.paths.propagated_mount.clone())
+        .take(1)
+        .collect()
+}
+
+/// What `plugin-init` said on the report pipe.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    /// `S`, then end-of-file: the entrypoint was exec'd.
+    Exec,
+    /// `S` then `E<message>`.
+    Failed(String),
+    /// End-of-file without `S`: the init program never ran as plugin-init.
+    NotStarted,
+    TimedOut,
+}
+
+fn read_report(fd: &OwnedFd, timeout: Duration) -> io::Result<Outcome> {
+    let deadline = Instant::now() + timeout;
+    let mut buf = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(Outcome::TimedOut);
+        }
+        let mut pfd = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = left.as_millis().clamp(1, i32::MAX as u128) as libc::c_int;
+        // SAFETY: one valid pollfd.
+        let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if rc == 0 {
+            continue;
+        }
+        let mut chunk = [0u8; 4096];
+        // SAFETY: reading into a local buffer from an fd we own.
+        let n = unsafe { libc::read(fd.as_raw_fd(), chunk.as_mut_ptr().cast(), chunk.len()) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n as usize]);
+    }
+    Ok(match buf.split_first() {
+        None => Outcome::NotStarted,
+        Some((b'S', [])) => Outcome::Exec,
+        Some((b'S', [b'E', message @ ..])) => {
+            Outcome::Failed(String::from_utf8_lossy(message).into_owned())
+        }
+        Some(_) => Outcome::Failed(format!(
+            "unexpected report from plugin-init: {:?}",
+            String::from_utf8_lossy(&buf)
+        )),
+    })
+}
+
+/// What has to be undone when a plugin process is gone.
+#[derive(Debug, Clone)]
+struct Release {
+    id: String,
+    cgroup: Option<PathBuf>,
+    host_mounts: Vec<PathBuf>,
+}
+
+impl Release {
+    fn run(&self) -> io::Result<()> {
+        let mut first_error = None;
+        if let Some(dir) = &self.cgroup {
+            if let Err(e) = remove_cgroup(dir) {
+                first_error.get_or_insert(e);
+            }
+        }
+        if !self.host_mounts.is_empty() {
+            let roots = self.host_mounts.clone();
+            if let Err(e) = unmount_all(|mp| roots.iter().any(|r| mp.starts_with(r))) {
+                first_error.get_or_insert(e);
+            }
+        }
+        match first_error {
+            None => Ok(()),
+            Some(e) => Err(io::Error::new(
+                e.kind(),
+                format!("releasing plugin {}: {e}", self.id),
+            )),
+        }
+    }
+}
+
+impl Executor for LinuxExecutor {
+    fn start(&self, spec: &PluginSpec) -> io::Result<Box<dyn PluginProcess>> {
+        check_id(&spec.id)?;
+        if spec.args.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "plugin has no entrypoint: Config.Entrypoint and Settings.Args are empty",
+            ));
+        }
+        if !spec.namespaces.mount {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the Linux executor needs a private mount namespace",
+            ));
+        }
+        let cgroup = self.devices_cgroup(&spec.id);
+        // A cgroup left by an earlier instance (berth killed): its processes must not survive.
+        if let Some(dir) = &cgroup {
+            remove_cgroup(dir)?;
+        }
+        if !spec.paths.socket_dir.exists() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&spec.paths.socket_dir)?;
+        }
+        let mut release = Release {
+            id: spec.id.clone(),
+            cgroup: cgroup.clone(),
+            host_mounts: Vec::new(),
+        };
+        for path in propagated_sources(spec) {
+            let prepared = make_rshared_mount(&path);
+            release.host_mounts.push(canonical(&path));
+            if let Err(e) = prepared {
+                let _ = release.run();
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("preparing propagated mount {}: {e}", path.display()),
+                ));
+            }
+        }
+
+        let request = InitRequest {
+            spec: spec.clone(),
+            devices_cgroup: cgroup,
+            cgroup2_only: self.cgroup2_only,
+        };
+        let request_file = request_path(spec);
+        let written = serde_json::to_vec(&request)
+            .map_err(io::Error::other)
+            .and_then(|bytes| {
+                let _ = fs::remove_file(&request_file);
+                let mut f = fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&request_file)?;
+                io::Write::write_all(&mut f, &bytes)
+            });
+        if let Err(e) = written {
+            let _ = release.run();
+            return Err(io::Error::new(
+                e.kind(),
+                format!("writing {}: {e}", request_file.display()),
+            ));
+        }
+
+        let result = self.spawn(spec, &request_file);
+        let _ = fs::remove_file(&request_file);
+        match result {
+            Ok(child) => Ok(Box::new(LinuxProcess {
+                child,
+                status: None,
+                release: Some(release),
+            })),
+            Err(e) => {
+                if let Err(cleanup) = release.run() {
+                    log::warn!("{cleanup}");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn cleanup(&self, id: &str, spec: Option<&PluginSpec>) -> io::Result<()> {
+        check_id(id)?;
+        if let Some(dir) = self.devices_cgroup(id) {
+            remove_cgroup(&dir)?;
+        }
+        match spec {
+            Some(spec) => {
+                let roots = [
+                    canonical(&spec.paths.propagated_mount),
+                    canonical(&spec.paths.socket_dir),
+                    canonical(&spec.paths.rootfs),
+                ];
+                unmount_all(|mp| roots.iter().any(|r| mp.starts_with(r)))?;
+                remove_stale_sockets(&spec.paths.socket_dir)?;
+                let _ = fs::remove_file(request_path(spec));
+            }
+            None => {
+                // Without a spec: anything mounted below a `plugins/<id>` directory.
+                unmount_all(|mp| below_plugin_dir(mp, id))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl LinuxExecutor {
+    /// Spawns plugin-init and waits until it exec'd the entrypoint or failed.
+    fn spawn(&self, spec: &PluginSpec, request_file: &Path) -> io::Result<Child> {
+        let (read_end, write_end) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)?;
+        let write_fd = write_end.as_raw_fd();
+        let flags = clone_flags(spec);
+        let mut command = Command::new(&self.init_program);
+        if self.init_program == Path::new(SELF_EXE) {
+            command.arg0("berth");
+        }
+        command
+            .arg("plugin-init")
+            .arg(request_file)
+            .arg(write_fd.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        // SAFETY: only async-signal-safe syscalls between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::fcntl(write_fd, libc::F_SETFD, 0) < 0
+                    || libc::prctl(
+                        libc::PR_SET_PDEATHSIG,
+                        libc::SIGKILL as libc::c_ulong,
+                        0,
+                        0,
+                        0,
+                    ) < 0
+                    || libc::setsid() < 0
+                    || libc::unshare(flags) < 0
+                {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let spawned = command.spawn();
+        drop(write_end);
+        let mut child = spawned.map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "starting {} plugin-init: {}",
+                    self.init_program.display(),
+                    init::error_text(&e)
+                ),
+            )
+        })?;
+        let outcome = read_report(&read_end, self.setup_timeout);
+        let message = match outcome {
+            Ok(Outcome::Exec) => return Ok(child),
+            Ok(Outcome::Failed(message)) => message,
+            Ok(Outcome::TimedOut) => format!(
+                "plugin-init did not finish the setup within {:?}",
+                self.setup_timeout
+            ),
+            Ok(Outcome::NotStarted) => {
+                let status = wait_bounded(&mut child, Duration::from_secs(5));
+                let mut output = String::new();
+                if let Some(mut stderr) = child.stderr.take() {
+                    let _ = stderr.read_to_string(&mut output);
+                }
+                format!(
+                    "{} plugin-init did not run ({}): {}",
+                    self.init_program.display(),
+                    status
+                        .map(|s| s.to_string())
+                        .unwrap_or_else(|| "still running".into()),
+                    output.trim()
+                )
+            }
+            Err(e) => format!("reading the plugin-init report: {e}"),
+        };
+        let _ = child.kill();
+        let _ = child.wait();
+        Err(io::Error::other(message))
+    }
+}
+
+fn wait_bounded(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            _ => return None,
+        }
+    }
+}
+
+/// A started plugin: the process berth spawned (the PID-namespace shim, or the plugin itself
+/// when it shares the host's PID namespace).
+struct LinuxProcess {
+    child: Child,
+    status: Option<ExitStatus>,
+    release: Option<Release>,
+}
+
+impl LinuxProcess {
+    fn exited(&mut self, status: ExitStatus) -> ExitStatus {
+        self.status = Some(status);
+        if let Some(release) = self.release.take() {
+            if let Err(e) = release.run() {
+                log::warn!("{e}");
+            }
+        }
+        status
+    }
+}
+
+impl PluginProcess for LinuxProcess {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn take_output(&mut self) -> Option<(ChildStdout, ChildStderr)> {
+        match (self.child.stdout.take(), self.child.stderr.take()) {
+            (Some(out), Some(err)) => Some((out, err)),
+            _ => None,
+        }
+    }
+
+    fn signal(&self, signal: Signal) -> io::Result<()> {
+        if self.status.is_some() {
+            return Err(io::Error::from_raw_os_error(libc::ESRCH));
+        }
+        nix::sys::signal::kill(Pid::from_raw(self.child.id() as i32), signal)
+            .map_err(io::Error::from)
+    }
+
+    fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
+        if let Some(status) = self.status {
+            return Ok(Some(status));
+        }
+        Ok(self.child.try_wait()?.map(|s| self.exited(s)))
+    }
+
+    fn wait(&mut self) -> io::Result<ExitStatus> {
+        if let Some(status) = self.status {
+            return Ok(status);
+        }
+        let status = self.child.wait()?;
+        Ok(self.exited(status))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Host-side helpers.
+
+/// One line of `/proc/self/mountinfo`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountInfo {
+    pub id: u32,
+    pub parent: u32,
+    pub mount_point: PathBuf,
+    /// `shared:N`, `master:N`, ...
+    pub optional: Vec<String>,
+    pub fstype: String,
+    pub source: String,
+    pub super_options: String,
+}
+
+fn unescape_mountinfo(field: &str) -> OsString {
+    use std::os::unix::ffi::OsStringExt;
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes.get(i + 1..i + 4);
+        if bytes[i] == b'\\' && octal.is_some_and(|o| o.iter().all(|b| (b'0'..=b'7').contains(b))) {
+            let o = octal.unwrap_or_default();
+            let value = o.iter().fold(0u32, |acc, b| acc * 8 + u32::from(b - b'0'));
+            out.push(value as u8);
+            i += 4;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    OsString::from_vec(out)
+}
+
+pub fn parse_mountinfo(text: &str) -> Vec<MountInfo> {
+    text.lines()
+        .filter_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            let mut l = left.split(' ');
+            let id = l.next()?.parse().ok()?;
+            let parent = l.next()?.parse().ok()?;
+            let _dev = l.next()?;
+            let _root = l.next()?;
+            let mount_point = PathBuf::from(unescape_mountinfo(l.next()?));
+            let _options = l.next()?;
+            let optional = l.map(String::from).collect();
+            let mut r = right.split(' ');
+            let fstype = r.next()?.to_string();
+            let source = r.next().unwrap_or("").to_string();
+            let super_options = r.next().unwrap_or("").to_string();
+            Some(MountInfo {
+                id,
+                parent,
+                mount_point,
+                optional,
+                fstype,
+                source,
+                super_options,
+            })
+        })
+        .collect()
+}
+
+pub fn read_mountinfo() -> io::Result<Vec<MountInfo>> {
+    Ok(parse_mountinfo(&fs::read_to_string(
+        "/proc/self/mountinfo",
+    )?))
+}
+
+/// The path as mountinfo shows it (symlinks resolved) when it exists.
+fn canonical(path: &Path) -> PathBuf {
+    fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// `<...>/plugins/<id>[/...]`.
+fn below_plugin_dir(mount_point: &Path, id: &str) -> bool {
+    let parts: Vec<Component> = mount_point.components().collect();
+    parts
+        .windows(2)
+        .any(|w| w[0].as_os_str() == "plugins" && w[1].as_os_str() == id)
+}
+
+/// Lazily unmounts every mount whose mount point matches, deepest (then newest) first, until
+/// none is left.
+fn unmount_all(matches: impl Fn(&Path) -> bool) -> io::Result<()> {
+    for _ in 0..32 {
+        let mut targets: Vec<MountInfo> = read_mountinfo()?
+            .into_iter()
+            .filter(|m| matches(&m.mount_point))
+            .collect();
+        if targets.is_empty() {
+            return Ok(());
+        }
+        targets.sort_by_key(|m| {
+            (
+                std::cmp::Reverse(m.mount_point.components().count()),
+                std::cmp::Reverse(m.id),
+            )
+        });
+        for m in targets {
+            match nix::mount::umount2(&m.mount_point, MntFlags::MNT_DETACH) {
+                Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
+                Err(e) => {
+                    return Err(io::Error::new(
+                        io::Error::from(e).kind(),
+                        format!("unmounting {}: {}", m.mount_point.display(), e.desc()),
+                    ))
+                }
+            }
+        }
+    }
+    Err(io::Error::other("mounts keep reappearing"))
+}
+
+/// Binds `path` onto itself unless it is a mount point already, then makes it `rshared`
+/// (moby: `mount.MakeRShared(propRoot)`).
+fn make_rshared_mount(path: &Path) -> io::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(path)?;
+    let real = fs::canonicalize(path)?;
+    let mounted = read_mountinfo()?.iter().any(|m| m.mount_point == real);
+    if !mounted {
+        nix::mount::mount(
+            Some(&real),
+            &real,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(io::Error::from)?;
+    }
+    nix::mount::mount(
+        None::<&str>,
+        &real,
+        None::<&str>,
+        MsFlags::MS_SHARED | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(io::Error::from)
+}
+
+fn cgroup_pids(dir: &Path) -> io::Result<Vec<i32>> {
+    match fs::read_to_string(dir.join("cgroup.procs")) {
+        Ok(text) => Ok(text.lines().filter_map(|l| l.trim().parse().ok()).collect()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Kills every process left in the cgroup and removes it (idempotent, bounded to 10 s).
+fn remove_cgroup(dir: &Path) -> io::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if !dir.exists() {
+            return Ok(());
+        }
+        let pids = cgroup_pids(dir)?;
+        for pid in &pids {
+            let _ = nix::sys::signal::kill(Pid::from_raw(*pid), Signal::SIGKILL);
+        }
+        if pids.is_empty() {
+            match fs::remove_dir(dir) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
+                Err(e) => {
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!("removing cgroup {}: {e}", dir.display()),
+                    ))
+                }
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(io::Error::other(format!(
+                "cgroup {} still holds processes {pids:?}",
+                dir.display()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn remove_stale_sockets(dir: &Path) -> io::Result<()> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_socket()) {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_lines() {
+        let text = "27 1 254:0 / / rw,relatime - ext4 /dev/vda rw,discard\n\
+                    42 27 254:0 /tmp/dk /tmp/with\\040space rw,relatime shared:1 master:3 - ext4 /dev/vda rw\n\
+                    36 31 0:33 / /sys/fs/cgroup/devices rw,relatime - cgroup cgroup rw,devices\n";
+        let m = parse_mountinfo(text);
+        assert_eq!(m.len(), 3);
+        assert_eq!(m[1].mount_point, Path::new("/tmp/with space"));
+        assert_eq!(m[1].optional, ["shared:1", "master:3"]);
+        assert_eq!(m[1].parent, 27);
+        assert_eq!(m[2].fstype, "cgroup");
+        assert_eq!(m[2].super_options, "rw,devices");
+    }
+
+    #[test]
+    fn plugin_dir_matching() {
+        let id = "abcdef";
+        assert!(below_plugin_dir(
+            Path::new("/var/lib/berth/plugins/abcdef/propagated-mount/v"),
+            id
+        ));
+        assert!(below_plugin_dir(Path::new("/run/berth/plugins/abcdef"), id));
+        assert!(!below_plugin_dir(Path::new("/var/lib/abcdef/x"), id));
+        assert!(!below_plugin_dir(
+            Path::new("/var/lib/berth/plugins/abcdefg"),
+            id
+        ));
+        assert!(check_id("../x").is_err());
+        assert!(check_id("").is_err());
+    }
+
+    #[test]
+    fn report_protocol() {
+        use std::io::Write;
+        let outcome = |bytes: &[u8]| {
+            let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+            let mut w = fs::File::from(w);
+            w.write_all(bytes).unwrap();
+            drop(w);
+            read_report(&r, Duration::from_secs(1)).unwrap()
+        };
+        assert_eq!(outcome(b"S"), Outcome::Exec);
+        assert_eq!(outcome(b""), Outcome::NotStarted);
+        assert_eq!(outcome(b"SEboom"), Outcome::Failed("boom".into()));
+        let (r, _w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+        assert_eq!(
+            read_report(&r, Duration::from_millis(20)).unwrap(),
+            Outcome::TimedOut
+        );
+    }
+}
