@@ -27,6 +27,9 @@ pub struct DaemonFlags {
     /// Log level: debug, info, warn, error, fatal
     #[arg(short = 'l', long, value_name = "LEVEL")]
     pub log_level: Option<String>,
+    /// Seconds `plugin enable` waits for a plugin's socket to accept a connection [default: 30]
+    #[arg(long, value_name = "SECONDS")]
+    pub plugin_start_timeout: Option<f64>,
     /// daemon.json-style configuration file (read when present)
     #[arg(long, value_name = "FILE", default_value = DEFAULT_CONFIG_FILE)]
     pub config_file: PathBuf,
@@ -40,9 +43,17 @@ pub struct DaemonConfig {
     pub data_root: PathBuf,
     pub exec_root: PathBuf,
     pub log_level: log::LevelFilter,
+    pub plugin_start_timeout: std::time::Duration,
 }
 
-const FILE_KEYS: &[&str] = &["hosts", "data-root", "exec-root", "log-level"];
+const FILE_KEYS: &[&str] = &[
+    "hosts",
+    "data-root",
+    "exec-root",
+    "log-level",
+    "plugin-start-timeout",
+];
+const DEFAULT_PLUGIN_START_TIMEOUT: f64 = 30.0;
 
 impl DaemonFlags {
     pub fn resolve(&self) -> anyhow::Result<DaemonConfig> {
@@ -123,6 +134,18 @@ fn resolve(
             ));
         }
     }
+    let start_timeout_file = match file.get("plugin-start-timeout") {
+        None => None,
+        Some(v) => Some(
+            v.as_f64()
+                .context("plugin-start-timeout must be a number of seconds")?,
+        ),
+    };
+    if let (Some(flag), Some(from_file)) = (flags.plugin_start_timeout, start_timeout_file) {
+        conflicts.push(format!(
+            "plugin-start-timeout: (from flag: {flag}, from file: {from_file})"
+        ));
+    }
     if !conflicts.is_empty() {
         bail!(
             "the following directives are specified both as a flag and in the configuration file: {}",
@@ -154,7 +177,15 @@ fn resolve(
         .clone()
         .or(log_level_file)
         .unwrap_or_else(|| "info".into());
+    let start_timeout = flags
+        .plugin_start_timeout
+        .or(start_timeout_file)
+        .unwrap_or(DEFAULT_PLUGIN_START_TIMEOUT);
+    if !(start_timeout.is_finite() && start_timeout > 0.0) {
+        bail!("plugin-start-timeout must be a positive number of seconds, not {start_timeout}");
+    }
     Ok(DaemonConfig {
+        plugin_start_timeout: std::time::Duration::from_secs_f64(start_timeout),
         sockets,
         data_root: absolute(data_root)?,
         exec_root: absolute(exec_root)?,
@@ -205,6 +236,34 @@ mod tests {
         assert_eq!(cfg.data_root, PathBuf::from(DEFAULT_DATA_ROOT));
         assert_eq!(cfg.exec_root, PathBuf::from(DEFAULT_EXEC_ROOT));
         assert_eq!(cfg.log_level, log::LevelFilter::Info);
+        assert_eq!(cfg.plugin_start_timeout, std::time::Duration::from_secs(30));
+    }
+
+    #[test]
+    fn plugin_start_timeout_comes_from_flag_or_file() {
+        let flags = DaemonFlags {
+            plugin_start_timeout: Some(2.5),
+            ..Default::default()
+        };
+        let cfg = resolve(&flags, &BTreeMap::new()).unwrap();
+        assert_eq!(
+            cfg.plugin_start_timeout,
+            std::time::Duration::from_millis(2500)
+        );
+        let cfg = resolve(
+            &DaemonFlags::default(),
+            &file(r#"{"plugin-start-timeout": 4}"#),
+        )
+        .unwrap();
+        assert_eq!(cfg.plugin_start_timeout, std::time::Duration::from_secs(4));
+        assert!(resolve(
+            &DaemonFlags {
+                plugin_start_timeout: Some(0.0),
+                ..Default::default()
+            },
+            &BTreeMap::new()
+        )
+        .is_err());
     }
 
     #[test]

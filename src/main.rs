@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 
 use berth::api::{self, version::DEFAULT_API_VERSION, ApiState};
 use berth::config::{DaemonConfig, DaemonFlags};
-use berth::plugin::manager::Manager;
+use berth::plugin::manager::{Manager, RuntimeOptions};
 
 #[derive(Parser)]
 #[command(
@@ -31,6 +31,12 @@ enum Command {
 }
 
 fn main() {
+    // The executor re-executes this binary to set up a plugin's namespaces in a fresh,
+    // single-threaded process; that entry point bypasses flag parsing.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == "plugin-init") {
+        berth::runtime::plugin_init(&args[2..]);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Daemon(flags) => flags.resolve().and_then(run_daemon),
@@ -45,16 +51,34 @@ fn main() {
 fn init_logging(level: log::LevelFilter) {
     env_logger::Builder::new()
         .filter_level(level)
+        // actix's own start-up chatter is not the daemon's business at info level.
+        .filter_module("actix_server", log::LevelFilter::Warn)
         .format(|buf, record| {
-            writeln!(
+            write!(
                 buf,
                 "time=\"{}\" level={} msg=\"{}\"",
                 chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
                 record.level().as_str().to_ascii_lowercase(),
                 record.args().to_string().replace('"', "\\\"")
-            )
+            )?;
+            // Key-value pairs such as `plugin=<id>` follow the message, as in dockerd's log.
+            let mut fields = KeyValues(buf);
+            let _ = record.key_values().visit(&mut fields);
+            writeln!(fields.0)
         })
         .init();
+}
+
+struct KeyValues<'a>(&'a mut env_logger::fmt::Formatter);
+
+impl<'kvs> log::kv::VisitSource<'kvs> for KeyValues<'_> {
+    fn visit_pair(
+        &mut self,
+        key: log::kv::Key<'kvs>,
+        value: log::kv::Value<'kvs>,
+    ) -> Result<(), log::kv::Error> {
+        write!(self.0, " {key}={value}").map_err(|_| log::kv::Error::msg("write failed"))
+    }
 }
 
 fn run_daemon(config: DaemonConfig) -> anyhow::Result<()> {
@@ -63,14 +87,23 @@ fn run_daemon(config: DaemonConfig) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))?;
     }
-    let manager = Manager::open(&config.data_root).context("opening the plugin store")?;
+    let executor = berth::runtime::default_executor(&config.exec_root);
+    let options = RuntimeOptions {
+        start_timeout: config.plugin_start_timeout,
+        ..RuntimeOptions::default()
+    };
+    let manager = Manager::open(&config.data_root, &config.exec_root, executor, options)
+        .context("opening the plugin store")?;
+    let manager = Arc::new(manager);
+    // Plugins that were enabled run again before the API answers.
+    manager.restore();
     let listeners = config
         .sockets
         .iter()
         .map(|path| bind_socket(path))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let state = ApiState {
-        plugins: Arc::new(manager),
+        plugins: manager.clone(),
         daemon: api::system_identity(DEFAULT_API_VERSION, &config.data_root, &config.exec_root),
     };
     for path in &config.sockets {
@@ -80,6 +113,7 @@ fn run_daemon(config: DaemonConfig) -> anyhow::Result<()> {
     for path in &config.sockets {
         let _ = std::fs::remove_file(path);
     }
+    manager.shutdown();
     log::info!("daemon stopped");
     served.context("serving the API")
 }

@@ -155,6 +155,9 @@ async fn handle(id: RouteId, call: Call, payload: web::Payload) -> Result<HttpRe
         RouteId::PluginInspect => plugins::inspect(call).await,
         RouteId::PluginSet => plugins::set(call, payload).await,
         RouteId::PluginRemove => plugins::remove(call).await,
+        RouteId::PluginEnable => plugins::enable(call).await,
+        RouteId::PluginDisable => plugins::disable(call).await,
+        RouteId::PluginLogs => plugins::logs(call).await,
     }
 }
 

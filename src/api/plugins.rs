@@ -67,6 +67,56 @@ pub async fn remove(call: Call) -> Result<HttpResponse> {
     Ok(HttpResponse::Ok().finish())
 }
 
+pub async fn enable(call: Call) -> Result<HttpResponse> {
+    // moby parses the mandatory `timeout` with strconv.Atoi and reports its error verbatim.
+    let text = call.query("timeout");
+    let seconds: i64 = text.parse().map_err(|_| {
+        let message = format!(
+            "strconv.Atoi: parsing {}: invalid syntax",
+            crate::gojson::go_quote(&text)
+        );
+        if call.compat.legacy() {
+            Error::System(message)
+        } else {
+            Error::InvalidParameter(message)
+        }
+    })?;
+    let rpc_timeout = std::time::Duration::from_secs(seconds.max(0) as u64);
+    let manager = call.state.plugins.clone();
+    let name = call.name.clone();
+    blocking(move || manager.enable(&name, rpc_timeout)).await?;
+    Ok(HttpResponse::Ok().finish())
+}
+
+pub async fn disable(call: Call) -> Result<HttpResponse> {
+    let force = call.query_bool("force");
+    let manager = call.state.plugins.clone();
+    let name = call.name.clone();
+    blocking(move || manager.disable(&name, force)).await?;
+    Ok(HttpResponse::Ok().finish())
+}
+
+/// berth extension: the plugin's recent output, one line per entry
+/// (`<RFC3339 time> <stdout|stderr|daemon> <text>`); `?tail=N` keeps the last N.
+pub async fn logs(call: Call) -> Result<HttpResponse> {
+    let tail = match call.query("tail").as_str() {
+        "" | "all" => None,
+        n => Some(n.parse::<usize>().map_err(|_| {
+            Error::InvalidParameter(format!(
+                "invalid tail value {n:?}: expected a number or \"all\""
+            ))
+        })?),
+    };
+    let lines = call.state.plugins.logs(&call.name, tail)?;
+    let mut body = lines.join("\n");
+    if !body.is_empty() {
+        body.push('\n');
+    }
+    Ok(HttpResponse::Ok()
+        .insert_header(("content-type", "text/plain; charset=utf-8"))
+        .body(body))
+}
+
 /// The upload is streamed into the unpacker as it arrives; nothing is buffered whole.
 pub async fn create(call: Call, mut payload: web::Payload) -> Result<HttpResponse> {
     let name = call.query("name");

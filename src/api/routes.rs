@@ -13,6 +13,9 @@ pub enum RouteId {
     PluginInspect,
     PluginSet,
     PluginRemove,
+    PluginEnable,
+    PluginDisable,
+    PluginLogs,
 }
 
 /// One served route. `{name}` matches greedily (plugin names hold `/` and `:`).
@@ -44,6 +47,9 @@ pub const ROUTES: &[Route] = &[
     route("GET", "/plugins/{name}/json", RouteId::PluginInspect),
     route("POST", "/plugins/{name}/set", RouteId::PluginSet),
     route("DELETE", "/plugins/{name}", RouteId::PluginRemove),
+    route("POST", "/plugins/{name}/enable", RouteId::PluginEnable),
+    route("POST", "/plugins/{name}/disable", RouteId::PluginDisable),
+    route("GET", "/plugins/{name}/logs", RouteId::PluginLogs),
 ];
 
 /// A matched route and its `{name}` parameter, if the pattern has one.

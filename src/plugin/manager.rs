@@ -2,11 +2,13 @@
 //! Heavy work (unpacking, hashing) runs outside the store lock; each operation commits with a
 //! single durable record write under it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fs;
 use std::io::{BufWriter, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
 use super::config::{decode_created_config, PluginConfigRootfs, PluginSettings};
 use super::reference::Reference;
@@ -16,15 +18,54 @@ use crate::distribution::blobstore::{BlobStore, StagedBlob};
 use crate::distribution::extract::{unpack_create_context, ExtractError};
 use crate::error::{Error, Result};
 use crate::fsutil;
+use crate::runtime::executor::Executor;
+use crate::runtime::logs::LogStore;
+use crate::runtime::supervisor::Supervisor;
 
 pub const MEDIA_TYPE_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 pub const MEDIA_TYPE_PLUGIN_CONFIG: &str = "application/vnd.docker.plugin.v1+json";
 pub const MEDIA_TYPE_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 
 pub struct Manager {
-    plugins_root: PathBuf,
-    blobs: BlobStore,
+    pub(super) plugins_root: PathBuf,
+    /// `<exec-root>/plugins`: one socket directory per running plugin.
+    pub(super) exec_plugins: PathBuf,
+    pub(super) blobs: BlobStore,
     store: Mutex<Store>,
+    pub(super) runtime: Runtime,
+    /// One lock per plugin, held for a whole lifecycle operation (enable may wait seconds for
+    /// a socket) so operations on one plugin never interleave while others proceed.
+    operation_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Users of a plugin (volumes, networks) by plugin ID: an in-use plugin is not disabled or
+    /// removed unless forced.
+    pub(super) refcounts: Mutex<HashMap<String, usize>>,
+}
+
+/// How plugins are run: the executor behind its supervisor, their logs, and the timing knobs.
+pub struct Runtime {
+    pub supervisor: Supervisor,
+    pub executor: Arc<dyn Executor>,
+    pub logs: LogStore,
+    pub options: RuntimeOptions,
+    /// RPC timeout per plugin, from `enable?timeout=` (0 = none).
+    pub rpc_timeouts: Mutex<HashMap<String, Duration>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RuntimeOptions {
+    /// How long `enable` waits for the plugin socket to accept a connection.
+    pub start_timeout: Duration,
+    /// Between SIGTERM and SIGKILL when a plugin is stopped.
+    pub stop_grace: Duration,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        RuntimeOptions {
+            start_timeout: Duration::from_secs(30),
+            stop_grace: Duration::from_secs(10),
+        }
+    }
 }
 
 /// Plugin names by capability, as `/info` reports them.
@@ -47,8 +88,17 @@ pub enum EnabledFilter {
 impl Manager {
     /// Opens the store under `<data_root>/plugins`, finishing or undoing whatever a crash
     /// interrupted: staging directories, half-written blobs, unreferenced blobs.
-    pub fn open(data_root: &Path) -> Result<Manager> {
+    pub fn open(
+        data_root: &Path,
+        exec_root: &Path,
+        executor: Arc<dyn Executor>,
+        options: RuntimeOptions,
+    ) -> Result<Manager> {
         let plugins_root = data_root.join("plugins");
+        let exec_plugins = exec_root.join("plugins");
+        fsutil::create_dir_mode(&exec_plugins, 0o700)?;
+        let logs = LogStore::default();
+        let supervisor = Supervisor::spawn(executor.clone(), logs.clone())?;
         let store = Store::load(&plugins_root)?;
         let blobs = BlobStore::open(&plugins_root.join("storage"))?;
         blobs.sweep_ingest()?;
@@ -59,14 +109,40 @@ impl Manager {
         if removed > 0 {
             log::info!("removed {removed} unreferenced blobs");
         }
+        for record in store.records() {
+            logs.open(
+                &record.plugin.id,
+                plugins_root.join(&record.plugin.id).join("plugin.log"),
+            );
+        }
         Ok(Manager {
             plugins_root,
+            exec_plugins,
             blobs,
             store: Mutex::new(store),
+            runtime: Runtime {
+                supervisor,
+                executor,
+                logs,
+                options,
+                rpc_timeouts: Mutex::new(HashMap::new()),
+            },
+            operation_locks: Mutex::new(HashMap::new()),
+            refcounts: Mutex::new(HashMap::new()),
         })
     }
 
-    fn store(&self) -> MutexGuard<'_, Store> {
+    /// The lock serialising lifecycle operations on plugin `id`.
+    pub(super) fn operation_lock(&self, id: &str) -> Arc<Mutex<()>> {
+        self.operation_locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(id.to_string())
+            .or_default()
+            .clone()
+    }
+
+    pub(super) fn store(&self) -> MutexGuard<'_, Store> {
         // A panic while holding the lock cannot leave the on-disk state half-written (every
         // write is atomic), so the in-memory map is still usable.
         self.store
@@ -131,15 +207,30 @@ impl Manager {
     /// `docker plugin rm`. The record is gone once this returns; the directory and blobs
     /// nobody else uses are deleted before it returns too, but outside the lock.
     pub fn remove(&self, name: &str, force: bool) -> Result<()> {
+        let id = self.store().resolve(name)?.plugin.id.clone();
+        let lock = self.operation_lock(&id);
+        let _operation = lock.lock().unwrap_or_else(|p| p.into_inner());
         let aside = {
             let mut store = self.store();
-            let record = store.resolve(name)?;
-            if record.plugin.enabled && !force {
-                return Err(Error::Conflict(format!("plugin {name} is enabled")));
+            let record = store.resolve(&id)?;
+            if !force {
+                if self.in_use(&id) {
+                    return Err(Error::Conflict(format!("plugin {name} is in use")));
+                }
+                if record.plugin.enabled {
+                    return Err(Error::Conflict(format!("plugin {name} is enabled")));
+                }
             }
-            let id = record.plugin.id.clone();
+            if record.plugin.enabled {
+                drop(store);
+                if let Err(e) = self.stop_plugin(&id) {
+                    log::error!("disabling plugin {name} for removal: {e}");
+                }
+                store = self.store();
+            }
             store.remove(&id)?
         };
+        self.runtime.logs.forget(&id);
         if let Err(e) = fsutil::remove_all(&aside) {
             log::error!("failed to remove {}: {e}", aside.display());
         }
@@ -282,6 +373,9 @@ impl Manager {
             };
             store.save(record)
         })();
+        if result.is_ok() {
+            self.runtime.logs.open(&id, dir.join("plugin.log"));
+        }
         if result.is_err() {
             let _ = fsutil::remove_all(&dir);
             let _ = self.blobs.collect_garbage(&store.referenced_blobs());

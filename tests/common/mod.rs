@@ -9,6 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub struct Daemon {
+    /// Extra `berth daemon` flags for the next spawn.
+    pub extra_args: Vec<String>,
     pub dir: tempfile::TempDir,
     pub socket: PathBuf,
     pub data_root: PathBuf,
@@ -47,11 +49,16 @@ impl Response {
 
 impl Daemon {
     pub fn start() -> Daemon {
+        Daemon::start_with(&[])
+    }
+
+    pub fn start_with(extra_args: &[&str]) -> Daemon {
         let dir = tempfile::Builder::new()
-            .prefix("berth-it")
+            .prefix("bt")
             .tempdir_in("/tmp")
             .unwrap();
         let mut daemon = Daemon {
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             socket: dir.path().join("berth.sock"),
             data_root: dir.path().join("data"),
             exec_root: dir.path().join("exec"),
@@ -76,6 +83,7 @@ impl Daemon {
             .arg(self.dir.path().join("no-daemon.json"))
             .arg("--log-level")
             .arg("debug")
+            .args(&self.extra_args)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(self.dir.path().join("berth.log")).unwrap())
             .spawn()
@@ -282,3 +290,130 @@ pub const VOLUME_PLUGIN_CONFIG: &str = r#"{
   "PropagatedMount": "/mnt/volumes",
   "Args": {"Name": "args", "Settable": ["value"], "Value": ["--a"]}
 }"#;
+
+/// Host files a dynamically linked binary needs (itself excluded), from `ldd`.
+pub fn shared_libraries(binary: &Path) -> Vec<PathBuf> {
+    let out = Command::new("ldd").arg(binary).output().expect("ldd");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| {
+            let path = match line.split_once("=>") {
+                Some((_, rest)) => rest.split_whitespace().next(),
+                None => line.split_whitespace().next(),
+            }?;
+            path.starts_with('/').then(|| PathBuf::from(path))
+        })
+        .collect()
+}
+
+/// A create context whose rootfs holds the project's test plugin (and its libraries) at
+/// `/bin/berth-test-plugin`, with `config` as config.json.
+pub fn test_plugin_context(config: &str) -> Vec<u8> {
+    let binary = PathBuf::from(env!("CARGO_BIN_EXE_berth-test-plugin"));
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut h = header(tar::EntryType::Regular, config.len() as u64, 0o644);
+    builder
+        .append_data(&mut h, "config.json", config.as_bytes())
+        .unwrap();
+    for dir in [
+        "rootfs/",
+        "rootfs/bin/",
+        "rootfs/data/",
+        "rootfs/tmp/",
+        "rootfs/etc/",
+    ] {
+        let mut d = header(tar::EntryType::Directory, 0, 0o755);
+        builder.append_data(&mut d, dir, &[][..]).unwrap();
+    }
+    let mut files = vec![(binary.clone(), PathBuf::from("bin/berth-test-plugin"))];
+    for lib in shared_libraries(&binary) {
+        let inside = lib.strip_prefix("/").unwrap().to_path_buf();
+        files.push((lib, inside));
+    }
+    let mut dirs_done = std::collections::HashSet::new();
+    for (host, inside) in files {
+        let mut parent = PathBuf::from("rootfs");
+        for component in inside.parent().into_iter().flat_map(|p| p.components()) {
+            parent.push(component);
+            let name = format!("{}/", parent.display());
+            if dirs_done.insert(name.clone())
+                && !["rootfs/bin/", "rootfs/etc/"].contains(&name.as_str())
+            {
+                let mut d = header(tar::EntryType::Directory, 0, 0o755);
+                builder.append_data(&mut d, &name, &[][..]).unwrap();
+            }
+        }
+        let data = std::fs::read(&host).unwrap();
+        let mut f = header(tar::EntryType::Regular, data.len() as u64, 0o755);
+        builder
+            .append_data(&mut f, format!("rootfs/{}", inside.display()), &data[..])
+            .unwrap();
+    }
+    builder.into_inner().unwrap()
+}
+
+/// config.json of the test volume driver; `extra` is spliced into the top-level object
+/// (e.g. `"Linux": {...},`).
+pub fn test_plugin_config(extra: &str) -> String {
+    format!(
+        r#"{{{extra}
+  "Description": "berth test volume driver",
+  "Entrypoint": ["/bin/berth-test-plugin"],
+  "Interface": {{"Socket": "testdriver.sock", "Types": ["docker.volumedriver/1.0"]}},
+  "PropagatedMount": "/data",
+  "Env": [
+    {{"Name": "TEST_START_DELAY_MS", "Settable": ["value"], "Value": null}},
+    {{"Name": "TEST_CRASH_AFTER_MS", "Settable": ["value"], "Value": null}},
+    {{"Name": "TEST_NEVER_LISTEN", "Settable": ["value"], "Value": null}},
+    {{"Name": "TEST_STDERR_LINES", "Settable": ["value"], "Value": null}},
+    {{"Name": "TEST_REPORT", "Settable": ["value"], "Value": null}},
+    {{"Name": "TEST_TRY_MOUNT", "Settable": ["value"], "Value": null}},
+    {{"Name": "TEST_OPEN_DEVICE", "Settable": ["value"], "Value": null}},
+    {{"Name": "TEST_MKNOD_FUSE", "Settable": ["value"], "Value": null}},
+    {{"Name": "TEST_IGNORE_SIGTERM", "Settable": ["value"], "Value": null}}
+  ]
+}}"#
+    )
+}
+
+/// Mount points below `dir` in this mount namespace.
+pub fn mounts_under(dir: &Path) -> Vec<String> {
+    let dir = dir.display().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(4).map(str::to_string))
+        .filter(|m| m.starts_with(&dir))
+        .collect()
+}
+
+/// PIDs of the processes of plugin `id`: the executor puts them in the devices cgroup
+/// `berth/<id>` (their `/proc/<pid>/root` and `exe` read as paths inside their own root, so
+/// they cannot be found by path from the host).
+pub fn plugin_processes(id: &str) -> Vec<u32> {
+    let needle = format!(":/berth/{id}");
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Ok(cgroups) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) {
+            if cgroups.lines().any(|l| l.ends_with(&needle)) {
+                found.push(pid);
+            }
+        }
+    }
+    found
+}
+
+/// Polls `check` every 20 ms until it holds or `timeout` passes.
+pub fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    check()
+}

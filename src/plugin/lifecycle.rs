@@ -1,0 +1,270 @@
+//! Enabling and disabling plugins: the manager side of the runtime. A plugin is enabled once
+//! its process runs and its socket accepts a connection; from then on the supervisor restarts
+//! it if it dies, until it is disabled.
+
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use super::manager::Manager;
+use super::store::Plugin;
+use crate::error::{Error, Result};
+use crate::fsutil;
+use crate::runtime::spec::{build_spec, PluginPaths};
+use crate::runtime::supervisor::RunState;
+
+/// How `start_plugin` treats a plugin that is not ready in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Readiness {
+    /// `docker plugin enable`: not ready means failed; everything is undone.
+    Required,
+    /// Daemon start: the plugin was enabled before; keep supervising it even if it is slow.
+    BestEffort,
+}
+
+impl Manager {
+    pub fn paths(&self, id: &str) -> PluginPaths {
+        let dir = self.plugins_root.join(id);
+        PluginPaths {
+            rootfs: dir.join("rootfs"),
+            propagated_mount: dir.join("propagated-mount"),
+            socket_dir: self.exec_plugins.join(id),
+        }
+    }
+
+    /// The socket a plugin listens on, as seen from the host.
+    pub fn socket_path(&self, plugin: &Plugin) -> PathBuf {
+        self.paths(&plugin.id)
+            .socket_dir
+            .join(&plugin.config.interface.socket)
+    }
+
+    /// `docker plugin enable`. `rpc_timeout` bounds calls the daemon makes to the plugin
+    /// (`?timeout=`, 0 = none).
+    pub fn enable(&self, name: &str, rpc_timeout: Duration) -> Result<()> {
+        let id = self.store().resolve(name)?.plugin.id.clone();
+        let lock = self.operation_lock(&id);
+        let _operation = lock.lock().unwrap_or_else(|p| p.into_inner());
+        let plugin = self.store().resolve(&id)?.plugin.clone();
+        if plugin.enabled {
+            return Err(Error::Conflict(format!(
+                "plugin already enabled: plugin {} is enabled",
+                plugin.name
+            )));
+        }
+        self.start_plugin(&plugin, Readiness::Required)?;
+        self.runtime
+            .rpc_timeouts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.clone(), rpc_timeout);
+        let saved = self.set_enabled(&id, true);
+        if saved.is_err() {
+            let _ = self.stop_plugin(&id);
+        }
+        saved
+    }
+
+    /// `docker plugin disable`.
+    pub fn disable(&self, name: &str, force: bool) -> Result<()> {
+        let id = self.store().resolve(name)?.plugin.id.clone();
+        let lock = self.operation_lock(&id);
+        let _operation = lock.lock().unwrap_or_else(|p| p.into_inner());
+        let plugin = self.store().resolve(&id)?.plugin.clone();
+        if !plugin.enabled {
+            return Err(Error::Conflict(format!(
+                "plugin is already disabled: plugin {} found but disabled",
+                plugin.name
+            )));
+        }
+        if !force && self.in_use(&id) {
+            return Err(Error::Conflict(format!("plugin {name} is in use")));
+        }
+        self.stop_plugin(&id)?;
+        self.set_enabled(&id, false)
+    }
+
+    /// True when volumes or other users hold a reference to the plugin.
+    pub fn in_use(&self, id: &str) -> bool {
+        self.refcounts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .is_some_and(|n| *n > 0)
+    }
+
+    /// RPC timeout set at enable (None = no limit).
+    pub fn rpc_timeout(&self, id: &str) -> Option<Duration> {
+        self.runtime
+            .rpc_timeouts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .copied()
+            .filter(|t| !t.is_zero())
+    }
+
+    /// The plugin's recent output (`GET /plugins/{name}/logs`).
+    pub fn logs(&self, name: &str, tail: Option<usize>) -> Result<Vec<String>> {
+        let id = self.store().resolve(name)?.plugin.id.clone();
+        Ok(self.runtime.logs.tail(&id, tail))
+    }
+
+    /// Whether the supervisor is restarting a crashed plugin, for inspect-like views.
+    pub fn run_state(&self, id: &str) -> Option<RunState> {
+        self.runtime.supervisor.state(id)
+    }
+
+    /// Daemon start: release whatever a previous run left (processes, mounts, sockets), then
+    /// start every plugin that was enabled, before the API serves.
+    pub fn restore(&self) {
+        let plugins: Vec<Plugin> = self.store().records().map(|r| r.plugin.clone()).collect();
+        for plugin in &plugins {
+            if let Err(e) = self.release(&plugin.id) {
+                log::warn!("cleaning up after plugin {}: {e}", plugin.name);
+            }
+        }
+        for plugin in plugins.iter().filter(|p| p.enabled) {
+            match self.start_plugin(plugin, Readiness::BestEffort) {
+                Ok(()) => log::info!("plugin {} enabled again", plugin.name),
+                Err(e) => log::error!("failed to enable plugin {} again: {e}", plugin.name),
+            }
+        }
+    }
+
+    /// Daemon stop: stop every running plugin, leaving their enabled state recorded.
+    pub fn shutdown(&self) {
+        let ids: Vec<String> = self
+            .store()
+            .records()
+            .filter(|r| r.plugin.enabled)
+            .map(|r| r.plugin.id.clone())
+            .collect();
+        let handles: Vec<_> = ids
+            .into_iter()
+            .map(|id| {
+                let supervisor = self.runtime.supervisor.clone();
+                let grace = self.runtime.options.stop_grace;
+                std::thread::spawn(move || supervisor.stop(&id, grace))
+            })
+            .collect();
+        for handle in handles {
+            let _ = handle.join();
+        }
+    }
+
+    fn set_enabled(&self, id: &str, enabled: bool) -> Result<()> {
+        let mut store = self.store();
+        let mut record = store.resolve(id)?.clone();
+        record.plugin.enabled = enabled;
+        store.save(record)
+    }
+
+    /// Starts the process and waits for its socket. With `Readiness::Required` a failure
+    /// leaves nothing running or mounted.
+    fn start_plugin(&self, plugin: &Plugin, readiness: Readiness) -> Result<()> {
+        let id = &plugin.id;
+        let paths = self.paths(id);
+        let spec = build_spec(plugin, &paths).map_err(Error::System)?;
+        fsutil::create_dir_mode(&paths.socket_dir, 0o700)?;
+        let socket = self.socket_path(plugin);
+        let _ = std::fs::remove_file(&socket);
+        if !plugin.config.propagated_mount.is_empty() {
+            fsutil::create_dir_mode(&paths.propagated_mount, 0o755)?;
+        }
+        let pid = self.runtime.supervisor.start(id, spec).map_err(|e| {
+            let _ = self.release(id);
+            Error::System(format!("starting plugin {}: {e}", plugin.name))
+        })?;
+        log::debug!("plugin {} started as pid {pid}", plugin.name);
+        if readiness == Readiness::BestEffort {
+            self.runtime.supervisor.supervise(id);
+        }
+        match self.wait_for_socket(id, &socket) {
+            Ok(()) => {
+                self.runtime.supervisor.supervise(id);
+                Ok(())
+            }
+            Err(e) if readiness == Readiness::BestEffort => {
+                log::warn!("plugin {} is not answering yet: {e}", plugin.name);
+                Ok(())
+            }
+            Err(e) => {
+                self.runtime.supervisor.stop(id, Duration::ZERO);
+                if let Err(cleanup) = self.release(id) {
+                    log::warn!("cleaning up after plugin {}: {cleanup}", plugin.name);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Polls the socket quickly (a plugin is usually ready within milliseconds) until the
+    /// configured deadline; a process that exits first fails at once.
+    fn wait_for_socket(&self, id: &str, socket: &PathBuf) -> Result<()> {
+        let deadline = Instant::now() + self.runtime.options.start_timeout;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            let attempt = UnixStream::connect(socket);
+            let error = match attempt {
+                Ok(_) => return Ok(()),
+                Err(e) => e,
+            };
+            if let Some(RunState::Exited { status }) = self.runtime.supervisor.state(id) {
+                self.runtime
+                    .logs
+                    .wait_drained(id, Duration::from_millis(500));
+                let mut message = format!(
+                    "dial unix {}: connect: {}: plugin exited ({status})",
+                    socket.display(),
+                    os_error_text(&error)
+                );
+                let output = self.runtime.logs.tail(id, Some(3));
+                if !output.is_empty() {
+                    message.push_str(&format!("; last output: {}", output.join(" | ")));
+                }
+                return Err(Error::System(message));
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::System(format!(
+                    "dial unix {}: connect: {}",
+                    socket.display(),
+                    os_error_text(&error)
+                )));
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the plugin's process (SIGTERM, grace, SIGKILL) and releases its mounts.
+    pub(super) fn stop_plugin(&self, id: &str) -> Result<()> {
+        self.runtime
+            .supervisor
+            .stop(id, self.runtime.options.stop_grace);
+        self.release(id)
+    }
+
+    /// Executor cleanup plus the socket directory: idempotent.
+    fn release(&self, id: &str) -> Result<()> {
+        let plugin = self.store().resolve(id).ok().map(|r| r.plugin.clone());
+        let spec = plugin
+            .as_ref()
+            .and_then(|p| build_spec(p, &self.paths(id)).ok());
+        self.runtime.executor.cleanup(id, spec.as_ref())?;
+        let socket_dir = self.paths(id).socket_dir;
+        if let Err(e) = fsutil::remove_all(&socket_dir) {
+            log::debug!("removing {}: {e}", socket_dir.display());
+        }
+        Ok(())
+    }
+}
+
+/// The text Go prints for a dial error (`no such file or directory`), without Rust's
+/// `(os error N)` suffix.
+fn os_error_text(error: &std::io::Error) -> String {
+    match error.raw_os_error() {
+        Some(code) => nix::errno::Errno::from_raw(code).desc().to_lowercase(),
+        None => error.to_string(),
+    }
+}
