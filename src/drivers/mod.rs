@@ -1,0 +1,3 @@
+//! Typed adapters over the plugin RPC client, one per plugin protocol.
+
+pub mod volume;

@@ -1,0 +1,672 @@
+//! The VolumeDriver protocol (moby `volume/drivers/proxy.go` + `adapter.go`).
+//! OWNER: helper "rpc".
+//!
+//! [`VolumeDriverClient`] is moby's proxy and adapter in one: it sends `/VolumeDriver.<Method>`
+//! with moby's request shapes and per-method deadlines (Create and Mount 2 min, the others 1 min;
+//! the shorter of that and the plugin client's own timeout applies), turns an in-band `Err` into
+//! an error, maps reported mountpoints to host paths ([`PathMapper`], moby's `ScopedPath`) and
+//! caches `Capabilities`.
+//!
+//! Errors ([`DriverError`]) display as moby's do after `create <name>: ` and the like: a non-200
+//! answer → `VolumeDriver.Create: <Err or body>`; a 200 answer with `Err` set → `<Err>`; an
+//! unreachable plugin → the transport text (`dial unix …: connect: …`).
+//!
+//! Answers are read as Go's `encoding/json` would: keys case-insensitively, unknown fields
+//! ignored, `null` like a missing field.
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::rpc::client::{PluginClient, Retry, RpcError};
+
+/// The `Implements` / capability name of volume plugins.
+pub const VOLUME_DRIVER: &str = "VolumeDriver";
+
+/// moby `longTimeout`: Create and Mount.
+pub const LONG_TIMEOUT: Duration = Duration::from_secs(120);
+/// moby `shortTimeout`: every other VolumeDriver method.
+pub const SHORT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a call keeps retrying a plugin that refuses connections (moby's policy gives up
+/// after ~15 s; berth's first retries come sooner).
+pub const DEFAULT_RETRY: Retry = Retry::Backoff {
+    total: Duration::from_secs(15),
+};
+
+/// `local` or `global` (`Capabilities.Scope`).
+pub const LOCAL_SCOPE: &str = "local";
+pub const GLOBAL_SCOPE: &str = "global";
+
+// Request bodies, with moby's field order (`volumeDriverProxy*Request`).
+
+#[derive(Serialize)]
+struct NameRequest<'a> {
+    #[serde(rename = "Name")]
+    name: &'a str,
+}
+
+#[derive(Serialize)]
+struct CreateRequest<'a> {
+    #[serde(rename = "Name")]
+    name: &'a str,
+    #[serde(rename = "Opts")]
+    opts: Option<&'a BTreeMap<String, String>>,
+}
+
+#[derive(Serialize)]
+struct MountRequest<'a> {
+    #[serde(rename = "Name")]
+    name: &'a str,
+    #[serde(rename = "ID")]
+    id: &'a str,
+}
+
+/// `{}` (List, Capabilities).
+#[derive(Serialize)]
+struct EmptyRequest {}
+
+/// How a plugin's paths map to the host (moby `ScopedPath`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathMapper {
+    /// Legacy plugins run on the host: paths are used as reported.
+    Identity,
+    /// A managed plugin: a path under `propagated_mount` (the plugin's `PropagatedMount`, as seen
+    /// inside; empty when it has none) maps to `host_propagated`
+    /// (`<data-root>/plugins/<id>/propagated-mount`), any other path to the same path under
+    /// `rootfs` (`<data-root>/plugins/<id>/rootfs`).
+    Managed {
+        propagated_mount: String,
+        host_propagated: PathBuf,
+        rootfs: PathBuf,
+    },
+}
+
+impl PathMapper {
+    /// The host path of a path reported by the plugin. An empty path stays empty (a plugin
+    /// that reports no mountpoint). Differences to moby, on purpose: the propagated-mount prefix
+    /// must match whole path components (`/data2` is not under `/data`), and `..` cannot climb
+    /// out of the rootfs or the propagated mount.
+    pub fn host_path(&self, reported: &str) -> String {
+        match self {
+            PathMapper::Identity => reported.to_string(),
+            PathMapper::Managed { .. } if reported.is_empty() => String::new(),
+            PathMapper::Managed {
+                propagated_mount,
+                host_propagated,
+                rootfs,
+            } => {
+                if !propagated_mount.is_empty() {
+                    if let Some(rest) = strip_path_prefix(reported, propagated_mount) {
+                        return join_inside(host_propagated, rest);
+                    }
+                }
+                join_inside(rootfs, reported)
+            }
+        }
+    }
+}
+
+/// `path` below `prefix` (whole components), as the remainder; `None` when not below it.
+fn strip_path_prefix<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
+    let prefix = prefix.trim_end_matches('/');
+    if prefix.is_empty() {
+        // PropagatedMount "/": everything is below it.
+        return Some(path);
+    }
+    let rest = path.strip_prefix(prefix)?;
+    if rest.is_empty() || rest.starts_with('/') {
+        Some(rest)
+    } else {
+        None
+    }
+}
+
+/// `base` joined with `p` cleaned lexically, with `..` stopping at `base`.
+fn join_inside(base: &Path, p: &str) -> String {
+    let mut out = base.to_path_buf();
+    let mut depth = 0usize;
+    for c in Path::new(p).components() {
+        match c {
+            Component::Normal(n) => {
+                out.push(n);
+                depth += 1;
+            }
+            Component::ParentDir if depth > 0 => {
+                out.pop();
+                depth -= 1;
+            }
+            _ => {}
+        }
+    }
+    out.display().to_string()
+}
+
+/// A volume as a plugin reports it (`Get` / `List`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DriverVolume {
+    pub name: String,
+    /// As reported by the plugin (inside its rootfs for managed plugins).
+    pub mountpoint: String,
+    /// `mountpoint` mapped to the host ([`PathMapper::host_path`]).
+    pub host_mountpoint: String,
+    /// RFC 3339 as reported (moby parses it when it shows it; List's is ignored by moby).
+    pub created_at: Option<String>,
+    /// Free-form `Status` (Get only, normally).
+    pub status: Option<Map<String, Value>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Capabilities {
+    /// `local` or `global`, lower-cased; `local` when the plugin does not say.
+    pub scope: String,
+}
+
+/// What went wrong in a VolumeDriver call; `Display` is what moby shows after `create <n>: `.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DriverError {
+    /// `VolumeDriver.Create` etc.
+    pub method: String,
+    pub kind: DriverErrorKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DriverErrorKind {
+    /// The call failed: unreachable, deadline, non-200 status, undecodable answer.
+    Rpc(RpcError),
+    /// A 200 answer with `Err` set (moby `errors.New(ret.Err)`), or an answer missing what the
+    /// method must return.
+    Plugin(String),
+}
+
+impl std::fmt::Display for DriverError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.kind {
+            DriverErrorKind::Rpc(e) => e.fmt(f),
+            DriverErrorKind::Plugin(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for DriverError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.kind {
+            DriverErrorKind::Rpc(e) => Some(e),
+            DriverErrorKind::Plugin(_) => None,
+        }
+    }
+}
+
+impl DriverError {
+    pub fn method(&self) -> &str {
+        &self.method
+    }
+
+    /// The plugin could not be reached or did not answer in time (moby's volume service treats
+    /// these apart from "the plugin said no").
+    pub fn is_unreachable(&self) -> bool {
+        matches!(&self.kind, DriverErrorKind::Rpc(e) if e.is_unreachable())
+    }
+
+    /// The message alone, without the `VolumeDriver.X: ` of status errors.
+    pub fn message(&self) -> String {
+        match &self.kind {
+            DriverErrorKind::Rpc(RpcError::Status { message, .. }) => message.clone(),
+            DriverErrorKind::Rpc(e) => e.to_string(),
+            DriverErrorKind::Plugin(m) => m.clone(),
+        }
+    }
+
+    fn rpc(method: &str, e: RpcError) -> DriverError {
+        DriverError {
+            method: method.to_string(),
+            kind: DriverErrorKind::Rpc(e),
+        }
+    }
+
+    fn plugin(method: &str, message: impl Into<String>) -> DriverError {
+        DriverError {
+            method: method.to_string(),
+            kind: DriverErrorKind::Plugin(message.into()),
+        }
+    }
+}
+
+/// A VolumeDriver plugin (cheap to clone; clones share the capabilities cache).
+#[derive(Debug, Clone)]
+pub struct VolumeDriverClient {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    name: String,
+    client: PluginClient,
+    paths: PathMapper,
+    retry: Retry,
+    capabilities: Mutex<Option<Capabilities>>,
+}
+
+impl VolumeDriverClient {
+    /// `name`: the driver name users see (legacy: discovery name; managed: `Name` with tag).
+    pub fn new(name: String, client: PluginClient, paths: PathMapper) -> VolumeDriverClient {
+        VolumeDriverClient::with_retry(name, client, paths, DEFAULT_RETRY)
+    }
+
+    /// As [`new`](Self::new), with another policy for plugins that refuse connections.
+    pub fn with_retry(
+        name: String,
+        client: PluginClient,
+        paths: PathMapper,
+        retry: Retry,
+    ) -> VolumeDriverClient {
+        VolumeDriverClient {
+            inner: Arc::new(Inner {
+                name,
+                client,
+                paths,
+                retry,
+                capabilities: Mutex::new(None),
+            }),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    pub fn client(&self) -> &PluginClient {
+        &self.inner.client
+    }
+
+    pub fn paths(&self) -> &PathMapper {
+        &self.inner.paths
+    }
+
+    /// `VolumeDriver.Create {"Name","Opts"}`; `Opts` is `null` when empty, as moby sends it for
+    /// a volume created without `-o`.
+    pub async fn create(
+        &self,
+        name: &str,
+        opts: &BTreeMap<String, String>,
+    ) -> Result<(), DriverError> {
+        let opts = (!opts.is_empty()).then_some(opts);
+        self.call_err_only(
+            "VolumeDriver.Create",
+            &CreateRequest { name, opts },
+            LONG_TIMEOUT,
+        )
+        .await
+    }
+
+    /// `VolumeDriver.Remove {"Name"}`.
+    pub async fn remove(&self, name: &str) -> Result<(), DriverError> {
+        self.call_err_only("VolumeDriver.Remove", &NameRequest { name }, SHORT_TIMEOUT)
+            .await
+    }
+
+    /// `VolumeDriver.Get {"Name"}`. `Ok(None)` when the plugin answers `{"Volume":null}` (or no
+    /// `Volume`) without error — moby's "no such volume". Plugins built on go-plugins-helpers
+    /// usually report a missing volume as an error instead (500 `{"Err":"…"}`), which is an
+    /// `Err` here as in moby.
+    pub async fn get(&self, name: &str) -> Result<Option<DriverVolume>, DriverError> {
+        const M: &str = "VolumeDriver.Get";
+        let answer = self.call(M, &NameRequest { name }, SHORT_TIMEOUT).await?;
+        match field(&answer, "Volume") {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => self.volume(M, v).map(Some),
+        }
+    }
+
+    /// `VolumeDriver.List {}`.
+    pub async fn list(&self) -> Result<Vec<DriverVolume>, DriverError> {
+        const M: &str = "VolumeDriver.List";
+        let answer = self.call(M, &EmptyRequest {}, SHORT_TIMEOUT).await?;
+        match field(&answer, "Volumes") {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::Array(items)) => items.iter().map(|v| self.volume(M, v)).collect(),
+            Some(other) => Err(DriverError::plugin(
+                M,
+                format!("{M}: Volumes is not a list: {other}"),
+            )),
+        }
+    }
+
+    /// `VolumeDriver.Path {"Name"}` → the host path of the volume's mountpoint (empty when the
+    /// plugin reports none, e.g. an unmounted volume).
+    pub async fn path(&self, name: &str) -> Result<String, DriverError> {
+        const M: &str = "VolumeDriver.Path";
+        let answer = self.call(M, &NameRequest { name }, SHORT_TIMEOUT).await?;
+        Ok(self
+            .inner
+            .paths
+            .host_path(&string_field(M, &answer, "Mountpoint")?))
+    }
+
+    /// `VolumeDriver.Mount {"Name","ID"}` → the host path to bind into the container.
+    pub async fn mount(&self, name: &str, id: &str) -> Result<String, DriverError> {
+        const M: &str = "VolumeDriver.Mount";
+        let answer = self
+            .call(M, &MountRequest { name, id }, LONG_TIMEOUT)
+            .await?;
+        Ok(self
+            .inner
+            .paths
+            .host_path(&string_field(M, &answer, "Mountpoint")?))
+    }
+
+    /// `VolumeDriver.Unmount {"Name","ID"}`.
+    pub async fn unmount(&self, name: &str, id: &str) -> Result<(), DriverError> {
+        self.call_err_only(
+            "VolumeDriver.Unmount",
+            &MountRequest { name, id },
+            SHORT_TIMEOUT,
+        )
+        .await
+    }
+
+    /// `VolumeDriver.Capabilities {}`, asked once per client. A failing call (e.g. a 404 from a
+    /// plugin without the method, or an unreachable plugin) gives `local`, as in moby; only an
+    /// HTTP answer is cached (moby caches successes only; berth also remembers a plugin that
+    /// answered with an error status, so it is not asked on every call), so an unreachable
+    /// plugin is asked again next time.
+    pub async fn capabilities(&self) -> Capabilities {
+        const M: &str = "VolumeDriver.Capabilities";
+        if let Some(c) = self.cached_capabilities() {
+            return c;
+        }
+        let local = || Capabilities {
+            scope: LOCAL_SCOPE.into(),
+        };
+        let (caps, cache) = match self.call(M, &EmptyRequest {}, SHORT_TIMEOUT).await {
+            Ok(answer) => {
+                let scope = field(&answer, "Capabilities")
+                    .and_then(|c| field(c, "Scope"))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_ascii_lowercase();
+                let scope = match scope.as_str() {
+                    "" => LOCAL_SCOPE.to_string(),
+                    LOCAL_SCOPE | GLOBAL_SCOPE => scope,
+                    other => {
+                        log::warn!(
+                            "Volume driver {} returned an invalid scope {other:?}, using local",
+                            self.name()
+                        );
+                        LOCAL_SCOPE.to_string()
+                    }
+                };
+                (Capabilities { scope }, true)
+            }
+            Err(e) => {
+                log::debug!(
+                    "Volume driver {} returned an error while trying to query its capabilities, using default capabilities: {e}",
+                    self.name()
+                );
+                (
+                    local(),
+                    matches!(e.kind, DriverErrorKind::Rpc(RpcError::Status { .. })),
+                )
+            }
+        };
+        if cache {
+            *self
+                .inner
+                .capabilities
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some(caps.clone());
+        }
+        caps
+    }
+
+    /// The cached capabilities, if a call has settled them.
+    pub fn cached_capabilities(&self) -> Option<Capabilities> {
+        self.inner
+            .capabilities
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// A call whose answer carries only `Err`.
+    async fn call_err_only(
+        &self,
+        method: &str,
+        body: &(impl Serialize + ?Sized),
+        timeout: Duration,
+    ) -> Result<(), DriverError> {
+        self.call(method, body, timeout).await.map(|_| ())
+    }
+
+    /// One call: the answer as JSON, with a non-empty in-band `Err` turned into an error.
+    async fn call(
+        &self,
+        method: &str,
+        body: &(impl Serialize + ?Sized),
+        timeout: Duration,
+    ) -> Result<Value, DriverError> {
+        let answer: Value = self
+            .inner
+            .client
+            .call_with_timeout(method, body, self.inner.retry, Some(timeout))
+            .await
+            .map_err(|e| DriverError::rpc(method, e))?;
+        if !answer.is_object() {
+            return Err(DriverError::rpc(
+                method,
+                RpcError::Decode(format!(
+                    "{method}: error reading plugin resp: expected a JSON object, got {answer}"
+                )),
+            ));
+        }
+        if let Some(err) = field(&answer, "Err").and_then(Value::as_str) {
+            if !err.is_empty() {
+                return Err(DriverError::plugin(method, err));
+            }
+        }
+        Ok(answer)
+    }
+
+    fn volume(&self, method: &str, v: &Value) -> Result<DriverVolume, DriverError> {
+        if !v.is_object() {
+            return Err(DriverError::plugin(
+                method,
+                format!("{method}: volume is not an object: {v}"),
+            ));
+        }
+        let name = string_field(method, v, "Name")?;
+        let mountpoint = string_field(method, v, "Mountpoint")?;
+        let created_at = match field(v, "CreatedAt") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if s.is_empty() => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(other) => {
+                return Err(DriverError::plugin(
+                    method,
+                    format!("{method}: CreatedAt is not a string: {other}"),
+                ))
+            }
+        };
+        let status = match field(v, "Status") {
+            Some(Value::Object(m)) => Some(m.clone()),
+            _ => None,
+        };
+        Ok(DriverVolume {
+            host_mountpoint: self.inner.paths.host_path(&mountpoint),
+            name,
+            mountpoint,
+            created_at,
+            status,
+        })
+    }
+}
+
+/// A JSON object field, matched case-insensitively (exact spelling first) as Go does.
+fn field<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
+    let obj = v.as_object()?;
+    obj.get(name).or_else(|| {
+        obj.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    })
+}
+
+/// A string field; missing or `null` is empty; another type is an error (Go's decoder fails).
+fn string_field(method: &str, v: &Value, name: &str) -> Result<String, DriverError> {
+    match field(v, name) {
+        None | Some(Value::Null) => Ok(String::new()),
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(other) => Err(DriverError::rpc(
+            method,
+            RpcError::Decode(format!(
+                "{method}: error reading plugin resp: {name} is not a string: {other}"
+            )),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn request_bodies_keep_mobys_field_order() {
+        let id = "f".repeat(64);
+        assert_eq!(
+            serde_json::to_string(&MountRequest { name: "v", id: &id }).unwrap(),
+            format!(r#"{{"Name":"v","ID":"{id}"}}"#)
+        );
+        assert_eq!(
+            serde_json::to_string(&CreateRequest {
+                name: "v",
+                opts: None
+            })
+            .unwrap(),
+            r#"{"Name":"v","Opts":null}"#
+        );
+        assert_eq!(serde_json::to_string(&EmptyRequest {}).unwrap(), "{}");
+    }
+
+    fn managed(propagated: &str) -> PathMapper {
+        PathMapper::Managed {
+            propagated_mount: propagated.into(),
+            host_propagated: "/var/lib/berth/plugins/abc/propagated-mount".into(),
+            rootfs: "/var/lib/berth/plugins/abc/rootfs".into(),
+        }
+    }
+
+    #[test]
+    fn identity_paths() {
+        assert_eq!(PathMapper::Identity.host_path("/mnt/v1"), "/mnt/v1");
+        assert_eq!(PathMapper::Identity.host_path(""), "");
+    }
+
+    #[test]
+    fn managed_paths_without_propagated_mount() {
+        let m = managed("");
+        assert_eq!(
+            m.host_path("/mnt/anc-nvol1"),
+            "/var/lib/berth/plugins/abc/rootfs/mnt/anc-nvol1"
+        );
+        assert_eq!(
+            m.host_path("rel/x"),
+            "/var/lib/berth/plugins/abc/rootfs/rel/x"
+        );
+        assert_eq!(m.host_path("/"), "/var/lib/berth/plugins/abc/rootfs");
+        assert_eq!(m.host_path(""), "");
+        assert_eq!(
+            m.host_path("/../../etc/passwd"),
+            "/var/lib/berth/plugins/abc/rootfs/etc/passwd"
+        );
+        assert_eq!(
+            m.host_path("/a/./b/../c/"),
+            "/var/lib/berth/plugins/abc/rootfs/a/c"
+        );
+    }
+
+    #[test]
+    fn managed_paths_with_propagated_mount() {
+        let m = managed("/data");
+        assert_eq!(
+            m.host_path("/data/v1"),
+            "/var/lib/berth/plugins/abc/propagated-mount/v1"
+        );
+        assert_eq!(
+            m.host_path("/data"),
+            "/var/lib/berth/plugins/abc/propagated-mount"
+        );
+        assert_eq!(
+            m.host_path("/data2/v1"),
+            "/var/lib/berth/plugins/abc/rootfs/data2/v1"
+        );
+        assert_eq!(
+            m.host_path("/other/v1"),
+            "/var/lib/berth/plugins/abc/rootfs/other/v1"
+        );
+        assert_eq!(
+            m.host_path("/data/../../x"),
+            "/var/lib/berth/plugins/abc/propagated-mount/x"
+        );
+        let trailing = managed("/mnt/volumes/");
+        assert_eq!(
+            trailing.host_path("/mnt/volumes/v"),
+            "/var/lib/berth/plugins/abc/propagated-mount/v"
+        );
+    }
+
+    #[test]
+    fn error_rendering() {
+        let status = DriverError::rpc(
+            "VolumeDriver.Create",
+            RpcError::Status {
+                method: "VolumeDriver.Create".into(),
+                code: 500,
+                message: "unknown filesystem type \"nosuchbackend\"".into(),
+            },
+        );
+        assert_eq!(
+            format!("create anc-rvol3: {status}"),
+            "create anc-rvol3: VolumeDriver.Create: unknown filesystem type \"nosuchbackend\""
+        );
+        assert_eq!(status.method(), "VolumeDriver.Create");
+        assert_eq!(
+            status.message(),
+            "unknown filesystem type \"nosuchbackend\""
+        );
+        assert!(!status.is_unreachable());
+
+        let inband = DriverError::plugin("VolumeDriver.Create", "no space");
+        assert_eq!(inband.to_string(), "no space");
+        assert_eq!(inband.method(), "VolumeDriver.Create");
+
+        let down = DriverError::rpc(
+            "VolumeDriver.Get",
+            RpcError::Transport("dial unix /x.sock: connect: connection refused".into()),
+        );
+        assert_eq!(
+            down.to_string(),
+            "dial unix /x.sock: connect: connection refused"
+        );
+        assert!(down.is_unreachable());
+    }
+
+    #[test]
+    fn case_insensitive_fields() {
+        let v = json!({"volume": {"name": "x"}, "Err": ""});
+        assert_eq!(field(&v, "Volume").unwrap()["name"], "x");
+        assert_eq!(
+            string_field("M", &json!({"mountpoint": "/p"}), "Mountpoint").unwrap(),
+            "/p"
+        );
+        assert_eq!(
+            string_field("M", &json!({"Mountpoint": null}), "Mountpoint").unwrap(),
+            ""
+        );
+        assert!(string_field("M", &json!({"Mountpoint": 3}), "Mountpoint").is_err());
+    }
+}

@@ -1,0 +1,698 @@
+//! OWNER: helper "rpc". One client per plugin address.
+//!
+//! The daemon side of the plugin RPC protocol (moby `pkg/plugins/client.go`,
+//! `pkg/plugins/transport/http.go`): every call is `POST /<Interface>.<Method>` over HTTP/1.1 with
+//! `Accept: application/vnd.docker.plugins.v1.2+json` and, like moby, **no** `Content-Type`
+//! header; the body is compact JSON plus `\n` (Go's `json.Encoder`), or empty when the caller has
+//! no argument (`Value::Null`, e.g. `Plugin.Activate`).
+//!
+//! * 200 → the body is decoded as `T` (an empty or non-JSON body is [`RpcError::Decode`]).
+//! * Any other status → [`RpcError::Status`], whose message is the body's `Err` field when it is a
+//!   non-empty string (keys matched case-insensitively, as Go's `encoding/json` does), else the
+//!   raw body, trimmed; it renders as moby's `statusError`: `<method>: <message>`.
+//! * A connection that cannot be made → [`RpcError::Transport`] with Go's wording
+//!   (`dial unix /run/docker/plugins/x.sock: connect: no such file or directory`).
+//!   With [`Retry::Backoff`] such failures — and only those: nothing was sent, so retrying cannot
+//!   repeat a side effect — are retried with exponential backoff starting at 50 ms (moby starts at
+//!   1 s; users wait on it) until the retry budget or the call's deadline is spent. Each retry is
+//!   logged at info as moby words it: `Unable to connect to plugin: <addr><path>: <err>, retrying
+//!   in <d>`.
+//! * The deadline (the client's `timeout`, or a shorter per-call one) bounds the whole call,
+//!   retries and reading the answer included → [`RpcError::Timeout`].
+
+use std::error::Error as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Once};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// The `Accept` header of every plugin call (moby `transport.VersionMimetype`).
+pub const PLUGIN_MIME_TYPE: &str = "application/vnd.docker.plugins.v1.2+json";
+
+/// The `Host` of calls over unix sockets, as current moby sends it.
+pub const UNIX_HOST: &str = "plugin.moby.localhost";
+
+/// First pause between connection attempts; doubled after each failed attempt.
+pub const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Longest pause between two connection attempts.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(4);
+
+/// Dial timeout of one connection attempt (go-connections `sockets.defaultTimeout`).
+const DIAL_TIMEOUT: Duration = Duration::from_secs(32);
+
+/// Where a plugin answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transport {
+    Unix(PathBuf),
+    /// `http://host:port` or `https://…` (from a `.spec`/`.json` file). `tcp://` is accepted as
+    /// `http://`. As in moby, only scheme, host and port are used: calls go to `/<method>`.
+    Tcp {
+        url: String,
+        tls: Option<TlsConfig>,
+    },
+}
+
+impl Transport {
+    /// The address as moby writes it: `unix:///path` or the URL.
+    pub fn address(&self) -> String {
+        match self {
+            Transport::Unix(p) => format!("unix://{}", p.display()),
+            Transport::Tcp { url, .. } => url.clone(),
+        }
+    }
+}
+
+impl std::fmt::Display for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.address())
+    }
+}
+
+/// TLS settings of a `.json` legacy plugin spec (`TLSConfig`).
+///
+/// Used only for `https://` addresses. `insecure_skip_verify` disables certificate and host name
+/// checks; otherwise the server is verified against the system roots plus `ca_file` (as
+/// go-connections' `tlsconfig.Client` does). `cert_file` + `key_file` are the client identity
+/// (PEM; PKCS#8, PKCS#1 or SEC1 keys).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TlsConfig {
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub insecure_skip_verify: bool,
+}
+
+/// How a call behaves when the plugin cannot be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// One attempt.
+    Never,
+    /// moby's policy for plugins that exist but are not answering yet: retry connection
+    /// failures with exponential backoff until `total` has passed.
+    Backoff { total: Duration },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RpcError {
+    /// Could not connect / send (text as Go's net errors read where practical).
+    #[error("{0}")]
+    Transport(String),
+    /// The per-call deadline passed.
+    #[error("{method}: deadline of {timeout:?} exceeded")]
+    Timeout { method: String, timeout: Duration },
+    /// Non-200 answer: moby renders `<method>: <Err or body>`.
+    #[error("{method}: {message}")]
+    Status {
+        method: String,
+        code: u16,
+        message: String,
+    },
+    /// A 200 answer that is not the expected JSON.
+    #[error("{0}")]
+    Decode(String),
+}
+
+impl RpcError {
+    /// The plugin could not be reached or did not answer in time (as opposed to an answer that
+    /// reports an error). moby's volume service words these differently ("error while checking
+    /// if volume … exists in driver …").
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, RpcError::Transport(_) | RpcError::Timeout { .. })
+    }
+
+    /// HTTP status of a non-200 answer.
+    pub fn status_code(&self) -> Option<u16> {
+        match self {
+            RpcError::Status { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+/// A cheap-to-clone handle on one plugin address (connections are pooled and shared).
+#[derive(Debug, Clone)]
+pub struct PluginClient {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    transport: Transport,
+    http: reqwest::Client,
+    /// `scheme://host[:port]` the method path is appended to.
+    base: String,
+    /// What the retry log names: the socket path or `host:port`.
+    log_addr: String,
+    timeout: Option<Duration>,
+    /// The last call ended because no connection could be made.
+    unreachable: AtomicBool,
+}
+
+impl PluginClient {
+    /// `timeout`: deadline of each call (None: no deadline).
+    ///
+    /// Fails only for an unusable address or TLS material (unreadable CA/cert/key files), with
+    /// go-connections' wording (`Could not read CA certificate "<path>": …`).
+    pub fn new(transport: Transport, timeout: Option<Duration>) -> Result<PluginClient, RpcError> {
+        install_crypto_provider();
+        // No connection reuse: a plugin that restarted or crashed leaves pooled connections that
+        // fail mid-request (EPIPE) instead of failing to connect, which is the one failure that
+        // is safe to retry. Plugin calls are few; a fresh connection each is cheap.
+        let builder = reqwest::Client::builder()
+            .no_proxy()
+            .connect_timeout(DIAL_TIMEOUT)
+            .pool_max_idle_per_host(0);
+        let (http, base, log_addr) = match &transport {
+            Transport::Unix(path) => {
+                let http = builder
+                    .unix_socket(path.as_path())
+                    .build()
+                    .map_err(|e| RpcError::Transport(format!("plugin client: {}", chain(&e))))?;
+                (
+                    http,
+                    format!("http://{UNIX_HOST}"),
+                    path.display().to_string(),
+                )
+            }
+            Transport::Tcp { url, tls } => {
+                let (scheme, hostport) = split_url(url)?;
+                let mut builder = builder;
+                if scheme == "https" {
+                    builder = configure_tls(builder, tls.as_ref())?;
+                }
+                let http = builder
+                    .build()
+                    .map_err(|e| RpcError::Transport(format!("plugin client: {}", chain(&e))))?;
+                (http, format!("{scheme}://{hostport}"), hostport)
+            }
+        };
+        Ok(PluginClient {
+            inner: Arc::new(Inner {
+                transport,
+                http,
+                base,
+                log_addr,
+                timeout,
+                unreachable: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// Where this client calls.
+    pub fn transport(&self) -> &Transport {
+        &self.inner.transport
+    }
+
+    /// The client-wide deadline of each call.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.inner.timeout
+    }
+
+    /// True when the most recent call could not connect (or timed out) at all; cleared by any
+    /// answer. Discovery uses it to re-activate a cached legacy plugin that went away.
+    pub fn is_unreachable(&self) -> bool {
+        self.inner.unreachable.load(Ordering::Relaxed)
+    }
+
+    /// POST `/<method>` with `body` as JSON and
+    /// `Accept: application/vnd.docker.plugins.v1.2+json`; decodes a 200 answer as `T`.
+    /// A body that serializes to `null` (`Value::Null`, `()`, `None`) is sent empty (moby's "no
+    /// argument"). Any `Serialize` body works; a struct keeps its field order on the wire, as
+    /// moby's Go structs do (a `Value` object's key order depends on serde_json features).
+    pub async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        method: &str,
+        body: &(impl serde::Serialize + ?Sized),
+        retry: Retry,
+    ) -> Result<T, RpcError> {
+        self.call_with_timeout(method, body, retry, None).await
+    }
+
+    /// [`call`](Self::call) with a per-call deadline; the shorter of it and the client's
+    /// `timeout` applies (moby's `WithRequestTimeout` next to a managed plugin's client timeout).
+    pub async fn call_with_timeout<T: serde::de::DeserializeOwned>(
+        &self,
+        method: &str,
+        body: &(impl serde::Serialize + ?Sized),
+        retry: Retry,
+        timeout: Option<Duration>,
+    ) -> Result<T, RpcError> {
+        let bytes = self.call_raw(method, body, retry, timeout).await?;
+        decode(method, &bytes)
+    }
+
+    /// The 200 answer's body, undecoded (for methods whose answer is not JSON).
+    pub async fn call_raw(
+        &self,
+        method: &str,
+        body: &(impl serde::Serialize + ?Sized),
+        retry: Retry,
+        timeout: Option<Duration>,
+    ) -> Result<bytes::Bytes, RpcError> {
+        let method = method.trim_start_matches('/');
+        let mut payload = serde_json::to_vec(body)
+            .map_err(|e| RpcError::Decode(format!("{method}: encoding request: {e}")))?;
+        if payload == b"null" {
+            payload.clear();
+        } else {
+            payload.push(b'\n');
+        }
+        let timeout = match (self.inner.timeout, timeout) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let start = Instant::now();
+        let deadline = timeout.map(|t| start + t);
+        let retry_until = match retry {
+            Retry::Never => start,
+            Retry::Backoff { total } => start + total,
+        };
+        let url = format!("{}/{}", self.inner.base, method);
+        let mut pause = FIRST_BACKOFF;
+        loop {
+            let attempt = self.attempt(&url, method, payload.clone());
+            let outcome = match deadline {
+                Some(d) => match tokio::time::timeout_at(d, attempt).await {
+                    Ok(o) => o,
+                    Err(_) => {
+                        self.inner.unreachable.store(true, Ordering::Relaxed);
+                        return Err(RpcError::Timeout {
+                            method: method.to_string(),
+                            timeout: timeout.unwrap_or_default(),
+                        });
+                    }
+                },
+                None => attempt.await,
+            };
+            match outcome {
+                Attempt::Answered(result) => {
+                    self.inner.unreachable.store(false, Ordering::Relaxed);
+                    return result;
+                }
+                Attempt::Failed { text, retryable } => {
+                    let now = Instant::now();
+                    let limit = match deadline {
+                        Some(d) => retry_until.min(d),
+                        None => retry_until,
+                    };
+                    if !retryable || now >= limit {
+                        self.inner.unreachable.store(true, Ordering::Relaxed);
+                        return Err(RpcError::Transport(text));
+                    }
+                    // The last pause is shortened so that one attempt lands at the limit.
+                    let sleep = pause.min(limit - now);
+                    log::info!(
+                        "Unable to connect to plugin: {}/{}: {}, retrying in {}",
+                        self.inner.log_addr,
+                        method,
+                        text,
+                        go_duration(sleep)
+                    );
+                    tokio::time::sleep(sleep).await;
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        // No time left for another attempt: report why, not the deadline.
+                        self.inner.unreachable.store(true, Ordering::Relaxed);
+                        return Err(RpcError::Transport(text));
+                    }
+                    pause = (pause * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+
+    async fn attempt(&self, url: &str, method: &str, payload: Vec<u8>) -> Attempt {
+        let mut request = self
+            .inner
+            .http
+            .post(url)
+            .header(reqwest::header::ACCEPT, PLUGIN_MIME_TYPE);
+        if payload.is_empty() {
+            // Go writes `Content-Length: 0` on a POST without body; hyper would send none.
+            request = request.header(reqwest::header::CONTENT_LENGTH, "0");
+        }
+        let sent = request.body(payload).send().await;
+        let resp = match sent {
+            Ok(r) => r,
+            Err(e) => {
+                let (text, retryable) = self.describe(&e);
+                return Attempt::Failed { text, retryable };
+            }
+        };
+        let status = resp.status().as_u16();
+        let body = resp.bytes().await;
+        if status == 200 {
+            return Attempt::Answered(body.map_err(|e| {
+                RpcError::Transport(format!("{method}: reading answer: {}", chain(&e)))
+            }));
+        }
+        let message = match body {
+            Ok(b) => status_message(&b),
+            Err(e) => chain(&e),
+        };
+        Attempt::Answered(Err(RpcError::Status {
+            method: method.to_string(),
+            code: status,
+            message,
+        }))
+    }
+
+    /// Go-like text for a failed request, and whether it failed before anything was sent
+    /// (connect errors other than TLS handshakes), which alone makes it safe to retry.
+    fn describe(&self, e: &reqwest::Error) -> (String, bool) {
+        let mut os_error = None;
+        let mut tls_error = None;
+        let mut src = e.source();
+        while let Some(s) = src {
+            let mut next = s.source();
+            if let Some(io) = s.downcast_ref::<std::io::Error>() {
+                if os_error.is_none() && io.raw_os_error().is_some() {
+                    os_error = io.raw_os_error();
+                }
+                if io.kind() == std::io::ErrorKind::TimedOut && os_error.is_none() {
+                    os_error = Some(nix::errno::Errno::ETIMEDOUT as i32);
+                }
+                // io::Error::source() skips the wrapped error itself: look into it.
+                if let Some(inner) = io.get_ref() {
+                    next = Some(inner as &(dyn std::error::Error + 'static));
+                }
+            }
+            if let Some(t) = s.downcast_ref::<rustls::Error>() {
+                tls_error = Some(t.to_string());
+            }
+            src = next;
+        }
+        let (net, addr) = match &self.inner.transport {
+            Transport::Unix(p) => ("unix", p.display().to_string()),
+            Transport::Tcp { .. } => ("tcp", self.inner.log_addr.clone()),
+        };
+        if let Some(t) = tls_error {
+            return (format!("tls: {t} (connecting to {addr})"), false);
+        }
+        if e.is_connect() || e.is_timeout() {
+            if let Some(code) = os_error {
+                let text = if code == nix::errno::Errno::ETIMEDOUT as i32 && e.is_timeout() {
+                    "i/o timeout".to_string()
+                } else {
+                    errno_text(code)
+                };
+                return (format!("dial {net} {addr}: connect: {text}"), true);
+            }
+            if e.is_timeout() {
+                return (format!("dial {net} {addr}: i/o timeout"), true);
+            }
+            return (format!("dial {net} {addr}: {}", chain(e)), false);
+        }
+        (chain(e), false)
+    }
+}
+
+enum Attempt {
+    /// The plugin answered (or the answer could not be read after the request went out).
+    Answered(Result<bytes::Bytes, RpcError>),
+    /// No answer; `retryable` when the request never reached the plugin.
+    Failed { text: String, retryable: bool },
+}
+
+/// Decodes a 200 body; moby's `json.Decoder` reads the first JSON value, so trailing whitespace
+/// is fine and an empty body is `EOF`.
+fn decode<T: serde::de::DeserializeOwned>(method: &str, body: &[u8]) -> Result<T, RpcError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(RpcError::Decode(format!(
+            "{method}: error reading plugin resp: EOF (empty answer; plugins must send at least {{}})"
+        )));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        RpcError::Decode(format!(
+            "{method}: error reading plugin resp: {e} (answer: {})",
+            snippet(body)
+        ))
+    })
+}
+
+/// The message of a non-200 answer: a non-empty string `Err` field (any key case), else the raw
+/// body trimmed.
+pub(crate) fn status_message(body: &[u8]) -> String {
+    if let Ok(serde_json::Value::Object(map)) = serde_json::from_slice::<serde_json::Value>(body) {
+        let err = map
+            .get("Err")
+            .or_else(|| {
+                map.iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case("Err"))
+                    .map(|(_, v)| v)
+            })
+            .and_then(serde_json::Value::as_str);
+        if let Some(e) = err.filter(|e| !e.is_empty()) {
+            return e.to_string();
+        }
+    }
+    String::from_utf8_lossy(body).trim().to_string()
+}
+
+fn snippet(body: &[u8]) -> String {
+    const MAX: usize = 200;
+    let text = String::from_utf8_lossy(&body[..body.len().min(MAX)]).into_owned();
+    let text = text.trim_end();
+    if body.len() > MAX {
+        format!("{text:?}…")
+    } else {
+        format!("{text:?}")
+    }
+}
+
+/// The error and its causes joined as Go chains wrapped errors (`a: b: c`), skipping reqwest's
+/// own "error sending request for url (…)" line and repeated texts.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cur {
+        let text = c.to_string();
+        let skip = text.starts_with("error sending request")
+            || text.starts_with("client error (")
+            || parts.iter().any(|p| p == &text);
+        if !skip && !text.is_empty() {
+            parts.push(text);
+        }
+        cur = c.source();
+    }
+    if parts.is_empty() {
+        e.to_string()
+    } else {
+        parts.join(": ")
+    }
+}
+
+/// Go's `syscall.Errno.Error()`: the C library text with a lower-case first letter.
+pub(crate) fn errno_text(code: i32) -> String {
+    let desc = nix::errno::Errno::from_raw(code).desc();
+    let mut chars = desc.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => format!("errno {code}"),
+    }
+}
+
+/// A duration as Go's `time.Duration.String()` writes the ones we log (`50ms`, `1.6s`, `1m4s`).
+pub fn go_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms == 0 {
+        return if d.is_zero() {
+            "0s".into()
+        } else {
+            format!("{}µs", d.as_micros())
+        };
+    }
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    let mins = ms / 60_000;
+    let rest = ms % 60_000;
+    let secs = if rest.is_multiple_of(1000) {
+        format!("{}s", rest / 1000)
+    } else {
+        let s = format!("{}.{:03}", rest / 1000, rest % 1000);
+        format!("{}s", s.trim_end_matches('0'))
+    };
+    if mins == 0 {
+        secs
+    } else if mins < 60 {
+        format!("{mins}m{secs}")
+    } else {
+        format!("{}h{}m{secs}", mins / 60, mins % 60)
+    }
+}
+
+/// `(scheme, host:port)` of a plugin URL; `tcp` is plain `http` (moby's `httpScheme`).
+fn split_url(url: &str) -> Result<(&'static str, String), RpcError> {
+    let bad = |why: &str| RpcError::Transport(format!("invalid plugin address {url:?}: {why}"));
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| bad("Unknown protocol"))?;
+    let scheme = match scheme.to_ascii_lowercase().as_str() {
+        "https" => "https",
+        "http" | "tcp" => "http",
+        other => return Err(bad(&format!("unsupported scheme {other:?}"))),
+    };
+    let hostport = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if hostport.is_empty() {
+        return Err(bad("no host"));
+    }
+    Ok((scheme, hostport.to_string()))
+}
+
+fn configure_tls(
+    mut builder: reqwest::ClientBuilder,
+    tls: Option<&TlsConfig>,
+) -> Result<reqwest::ClientBuilder, RpcError> {
+    let Some(tls) = tls else {
+        return Ok(builder);
+    };
+    if let Some(ca) = &tls.ca_file {
+        let pem = read(ca, "Could not read CA certificate")?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|_| {
+            RpcError::Transport(format!(
+                "failed to append certificates from PEM file: {:?}",
+                ca.display().to_string()
+            ))
+        })?;
+        if certs.is_empty() {
+            return Err(RpcError::Transport(format!(
+                "failed to append certificates from PEM file: {:?}",
+                ca.display().to_string()
+            )));
+        }
+        for c in certs {
+            builder = builder.add_root_certificate(c);
+        }
+    }
+    match (&tls.cert_file, &tls.key_file) {
+        (Some(cert), Some(key)) => {
+            let mut pem = read(cert, "Could not load X509 key pair")?;
+            pem.push(b'\n');
+            pem.extend(read(key, "Could not load X509 key pair")?);
+            let id = reqwest::Identity::from_pem(&pem).map_err(|e| {
+                RpcError::Transport(format!("Could not load X509 key pair: {}", chain(&e)))
+            })?;
+            builder = builder.identity(id);
+        }
+        (None, None) => {}
+        _ => {
+            return Err(RpcError::Transport(
+                "Could not load X509 key pair: both CertFile and KeyFile are needed".into(),
+            ))
+        }
+    }
+    if tls.insecure_skip_verify {
+        builder = builder.tls_danger_accept_invalid_certs(true);
+    }
+    Ok(builder)
+}
+
+/// Reads a TLS file; errors read as Go's (`Could not read CA certificate "/x": open /x: no such
+/// file or directory`).
+fn read(path: &Path, what: &str) -> Result<Vec<u8>, RpcError> {
+    std::fs::read(path).map_err(|e| {
+        let why = match e.raw_os_error() {
+            Some(code) => errno_text(code),
+            None => e.to_string(),
+        };
+        RpcError::Transport(format!(
+            "{what} {:?}: open {}: {why}",
+            path.display().to_string(),
+            path.display()
+        ))
+    })
+}
+
+/// reqwest is built without a bundled crypto provider: make `ring` the process default once
+/// (a no-op when some other part of the process already chose one).
+fn install_crypto_provider() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if rustls::crypto::CryptoProvider::get_default().is_none() {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_message_prefers_err_field() {
+        assert_eq!(status_message(br#"{"Err":"boom"}"#), "boom");
+        assert_eq!(status_message(br#"{"err":"lower"}"#), "lower");
+        assert_eq!(status_message(br#"{"Err":""}"#), r#"{"Err":""}"#);
+        assert_eq!(
+            status_message(b"404 page not found\n"),
+            "404 page not found"
+        );
+        assert_eq!(status_message(br#"{"Err":3}"#), r#"{"Err":3}"#);
+        assert_eq!(status_message(b""), "");
+    }
+
+    #[test]
+    fn status_error_renders_like_moby() {
+        let e = RpcError::Status {
+            method: "VolumeDriver.Create".into(),
+            code: 500,
+            message: "bad opt".into(),
+        };
+        assert_eq!(e.to_string(), "VolumeDriver.Create: bad opt");
+        assert_eq!(e.status_code(), Some(500));
+        assert!(!e.is_unreachable());
+        assert!(RpcError::Transport("x".into()).is_unreachable());
+    }
+
+    #[test]
+    fn decode_errors_are_clear() {
+        let e = decode::<serde_json::Value>("Plugin.Activate", b"").unwrap_err();
+        assert!(e
+            .to_string()
+            .contains("Plugin.Activate: error reading plugin resp: EOF"));
+        let e = decode::<serde_json::Value>("Plugin.Activate", b"hello").unwrap_err();
+        assert!(matches!(e, RpcError::Decode(_)));
+        assert!(e.to_string().contains("\"hello\""), "{e}");
+        let v: serde_json::Value = decode("X.Y", b"{\"A\":1}\n").unwrap();
+        assert_eq!(v["A"], 1);
+    }
+
+    #[test]
+    fn errno_texts_read_like_go() {
+        assert_eq!(errno_text(libc_enoent()), "no such file or directory");
+        assert_eq!(
+            errno_text(nix::errno::Errno::ECONNREFUSED as i32),
+            "connection refused"
+        );
+    }
+
+    fn libc_enoent() -> i32 {
+        nix::errno::Errno::ENOENT as i32
+    }
+
+    #[test]
+    fn durations_read_like_go() {
+        assert_eq!(go_duration(Duration::from_millis(50)), "50ms");
+        assert_eq!(go_duration(Duration::from_millis(1600)), "1.6s");
+        assert_eq!(go_duration(Duration::from_secs(1)), "1s");
+        assert_eq!(go_duration(Duration::from_millis(64_000)), "1m4s");
+        assert_eq!(go_duration(Duration::from_millis(12_800)), "12.8s");
+    }
+
+    #[test]
+    fn urls_split_like_moby() {
+        assert_eq!(
+            split_url("tcp://127.0.0.1:8080").unwrap(),
+            ("http", "127.0.0.1:8080".to_string())
+        );
+        assert_eq!(
+            split_url("https://example.com/docker/plugin").unwrap(),
+            ("https", "example.com".to_string())
+        );
+        assert!(split_url("127.0.0.1:80").is_err());
+        assert!(split_url("ftp://x").is_err());
+    }
+}
