@@ -30,6 +30,13 @@ pub struct DaemonFlags {
     /// Seconds `plugin enable` waits for a plugin's socket to accept a connection [default: 30]
     #[arg(long, value_name = "SECONDS")]
     pub plugin_start_timeout: Option<f64>,
+    /// Deadline in seconds of each call to a plugin that set no timeout of its own [default: 10]
+    #[arg(long, value_name = "SECONDS")]
+    pub plugin_call_timeout: Option<f64>,
+    /// Directory searched for legacy plugins (.sock, .spec, .json); repeatable
+    /// [default: /run/docker/plugins, /etc/docker/plugins, /usr/lib/docker/plugins]
+    #[arg(long = "legacy-plugin-dir", value_name = "DIR")]
+    pub legacy_plugin_dirs: Vec<PathBuf>,
     /// daemon.json-style configuration file (read when present)
     #[arg(long, value_name = "FILE", default_value = DEFAULT_CONFIG_FILE)]
     pub config_file: PathBuf,
@@ -44,7 +51,16 @@ pub struct DaemonConfig {
     pub exec_root: PathBuf,
     pub log_level: log::LevelFilter,
     pub plugin_start_timeout: std::time::Duration,
+    pub plugin_call_timeout: std::time::Duration,
+    pub legacy_plugin_dirs: Vec<PathBuf>,
 }
+
+pub const DEFAULT_LEGACY_PLUGIN_DIRS: &[&str] = &[
+    "/run/docker/plugins",
+    "/etc/docker/plugins",
+    "/usr/lib/docker/plugins",
+];
+const DEFAULT_PLUGIN_CALL_TIMEOUT: f64 = 10.0;
 
 const FILE_KEYS: &[&str] = &[
     "hosts",
@@ -146,6 +162,31 @@ fn resolve(
             "plugin-start-timeout: (from flag: {flag}, from file: {from_file})"
         ));
     }
+    let call_timeout_file = match file.get("plugin-call-timeout") {
+        None => None,
+        Some(v) => Some(
+            v.as_f64()
+                .context("plugin-call-timeout must be a number of seconds")?,
+        ),
+    };
+    if let (Some(flag), Some(from_file)) = (flags.plugin_call_timeout, call_timeout_file) {
+        conflicts.push(format!(
+            "plugin-call-timeout: (from flag: {flag}, from file: {from_file})"
+        ));
+    }
+    let legacy_dirs_file: Option<Vec<PathBuf>> = match file.get("legacy-plugin-dirs") {
+        None => None,
+        Some(v) => Some(
+            serde_json::from_value(v.clone())
+                .context("legacy-plugin-dirs must be a list of paths")?,
+        ),
+    };
+    if let (false, Some(d)) = (flags.legacy_plugin_dirs.is_empty(), &legacy_dirs_file) {
+        conflicts.push(format!(
+            "legacy-plugin-dirs: (from flag: {:?}, from file: {:?})",
+            flags.legacy_plugin_dirs, d
+        ));
+    }
     if !conflicts.is_empty() {
         bail!(
             "the following directives are specified both as a flag and in the configuration file: {}",
@@ -184,8 +225,27 @@ fn resolve(
     if !(start_timeout.is_finite() && start_timeout > 0.0) {
         bail!("plugin-start-timeout must be a positive number of seconds, not {start_timeout}");
     }
+    let call_timeout = flags
+        .plugin_call_timeout
+        .or(call_timeout_file)
+        .unwrap_or(DEFAULT_PLUGIN_CALL_TIMEOUT);
+    if !(call_timeout.is_finite() && call_timeout > 0.0) {
+        bail!("plugin-call-timeout must be a positive number of seconds, not {call_timeout}");
+    }
+    let legacy_plugin_dirs = if !flags.legacy_plugin_dirs.is_empty() {
+        flags.legacy_plugin_dirs.clone()
+    } else {
+        legacy_dirs_file.unwrap_or_else(|| {
+            DEFAULT_LEGACY_PLUGIN_DIRS
+                .iter()
+                .map(PathBuf::from)
+                .collect()
+        })
+    };
     Ok(DaemonConfig {
         plugin_start_timeout: std::time::Duration::from_secs_f64(start_timeout),
+        plugin_call_timeout: std::time::Duration::from_secs_f64(call_timeout),
+        legacy_plugin_dirs,
         sockets,
         data_root: absolute(data_root)?,
         exec_root: absolute(exec_root)?,

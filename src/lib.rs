@@ -22,10 +22,13 @@
 pub mod api;
 pub mod config;
 pub mod distribution;
+pub mod drivers;
 pub mod error;
 pub mod fsutil;
 pub mod gojson;
 pub mod plugin;
+pub mod rpc;
 pub mod runtime;
+pub mod volume;
 
 pub use error::{Error, Result};

@@ -12,6 +12,12 @@ use clap::{Parser, Subcommand};
 use berth::api::{self, version::DEFAULT_API_VERSION, ApiState};
 use berth::config::{DaemonConfig, DaemonFlags};
 use berth::plugin::manager::{Manager, RuntimeOptions};
+use berth::rpc::discovery::LegacyPlugins;
+use berth::volume::service::{VolumeOptions, VolumeService};
+
+/// How long a legacy plugin whose socket or spec exists may take to answer its activation
+/// (moby retries for about 15 s).
+const LEGACY_ACTIVATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
 #[derive(Parser)]
 #[command(
@@ -102,7 +108,22 @@ fn run_daemon(config: DaemonConfig) -> anyhow::Result<()> {
         .iter()
         .map(|path| bind_socket(path))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let legacy = LegacyPlugins::new(
+        config.legacy_plugin_dirs.clone(),
+        LEGACY_ACTIVATION_TIMEOUT,
+        Some(config.plugin_call_timeout),
+    );
+    let volumes = VolumeService::open(
+        &config.data_root,
+        manager.clone(),
+        legacy,
+        VolumeOptions {
+            call_timeout: config.plugin_call_timeout,
+        },
+    )
+    .context("opening the volume store")?;
     let state = ApiState {
+        volumes: Arc::new(volumes),
         plugins: manager.clone(),
         daemon: api::system_identity(DEFAULT_API_VERSION, &config.data_root, &config.exec_root),
     };

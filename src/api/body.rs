@@ -26,33 +26,77 @@ pub async fn read_bounded(mut payload: web::Payload, limit: usize) -> Result<Vec
     Ok(body)
 }
 
-/// Reads a JSON array of strings (the body of `plugin set`), with moby's checks for the
-/// requested API version. `null` or an empty body (where allowed) give an empty list.
-pub async fn read_string_list(call: &Call, payload: web::Payload) -> Result<Vec<String>> {
+/// How a 1.41 (dockerd 20.10) endpoint treated the Content-Type of its JSON body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LegacyContentType {
+    /// Not looked at (`plugin set`).
+    Ignored,
+    /// Must be `application/json` unless the body is empty (`volume create`).
+    Required,
+}
+
+/// Reads a JSON body with moby's rules for the requested API version and returns the first
+/// JSON value, syntax-checked; `None` for an empty body where that is allowed. Type checks are
+/// the caller's (they need the Go type names).
+pub async fn read_json(
+    call: &Call,
+    payload: web::Payload,
+    legacy: LegacyContentType,
+) -> Result<Option<serde_json::Value>> {
     let body = read_bounded(payload, JSON_BODY_LIMIT).await?;
+    let parse = |json: &[u8]| -> Result<serde_json::Value> {
+        serde_json::from_slice(json).map_err(|e| Error::InvalidParameter(e.to_string()))
+    };
     if call.compat.legacy() {
-        // 20.10 decodes with a json.Decoder and no Content-Type check; trailing bytes are
-        // never read.
-        if body.iter().all(|b| b.is_ascii_whitespace()) {
+        // 20.10 decodes with a json.Decoder; bytes after the first value are never read.
+        if legacy == LegacyContentType::Required {
+            let content_type = call.header("content-type").unwrap_or("");
+            let media_type = content_type.split(';').next().unwrap_or("").trim();
+            let exempt = body.is_empty() && content_type.is_empty();
+            if !exempt && !media_type.eq_ignore_ascii_case("application/json") {
+                return Err(Error::InvalidParameter(format!(
+                    "Content-Type specified ({content_type}) must be 'application/json'"
+                )));
+            }
+        }
+        if body.iter().all(|b| gojson::is_space(*b)) {
             return Err(Error::InvalidParameter(
                 "got EOF while reading request body".into(),
             ));
         }
         let end = gojson::check_syntax(&body, Mode::Decoder).map_err(Error::InvalidParameter)?;
-        return string_list(&body[..end]).map_err(Error::InvalidParameter);
+        return parse(&body[..end]).map(Some);
     }
     check_json_content_type(call, body.is_empty())?;
     if body.is_empty() {
-        return Ok(Vec::new());
+        return Ok(None);
     }
     let end = gojson::check_syntax(&body, Mode::Decoder)
         .map_err(|e| Error::InvalidParameter(format!("invalid JSON: {e}")))?;
-    if !body[end..].iter().all(|b| b.is_ascii_whitespace()) {
+    if !body[end..].iter().all(|b| gojson::is_space(*b)) {
         return Err(Error::InvalidParameter(
             "unexpected content after JSON".into(),
         ));
     }
-    string_list(&body[..end]).map_err(|e| Error::InvalidParameter(format!("invalid JSON: {e}")))
+    parse(&body[..end]).map(Some)
+}
+
+/// The message prefix for type errors in a JSON body (`invalid JSON: ` from API 1.42).
+pub fn type_error(call: &Call, message: String) -> Error {
+    if call.compat.legacy() {
+        Error::InvalidParameter(message)
+    } else {
+        Error::InvalidParameter(format!("invalid JSON: {message}"))
+    }
+}
+
+/// Reads a JSON array of strings (the body of `plugin set`). `null` or an empty body (where
+/// allowed) give an empty list.
+pub async fn read_string_list(call: &Call, payload: web::Payload) -> Result<Vec<String>> {
+    match read_json(call, payload, LegacyContentType::Ignored).await? {
+        None => Ok(Vec::new()),
+        Some(value) => string_list(value).map_err(|e| type_error(call, e)),
+    }
 }
 
 /// moby `httputils.CheckForJSON`: a body must be declared `application/json` (parameters
@@ -76,9 +120,8 @@ fn check_json_content_type(call: &Call, empty: bool) -> Result<()> {
     )))
 }
 
-/// Decodes syntactically valid JSON into `[]string` with Go's type-mismatch texts.
-fn string_list(json: &[u8]) -> std::result::Result<Vec<String>, String> {
-    let value: serde_json::Value = serde_json::from_slice(json).map_err(|e| e.to_string())?;
+/// Decodes a JSON value into `[]string` with Go's type-mismatch texts.
+fn string_list(value: serde_json::Value) -> std::result::Result<Vec<String>, String> {
     match value {
         serde_json::Value::Null => Ok(Vec::new()),
         serde_json::Value::Array(items) => items

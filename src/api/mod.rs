@@ -8,6 +8,7 @@ mod plugins;
 pub mod routes;
 mod system;
 pub mod version;
+mod volumes;
 
 use std::sync::Arc;
 
@@ -24,6 +25,7 @@ use version::{ApiVersion, Compat, DEFAULT_API_VERSION, MAX_API_VERSION, MIN_API_
 /// What handlers share: the services behind the API and the daemon's identity.
 pub struct ApiState {
     pub plugins: Arc<Manager>,
+    pub volumes: Arc<crate::volume::service::VolumeService>,
     pub daemon: system::DaemonIdentity,
 }
 
@@ -158,6 +160,14 @@ async fn handle(id: RouteId, call: Call, payload: web::Payload) -> Result<HttpRe
         RouteId::PluginEnable => plugins::enable(call).await,
         RouteId::PluginDisable => plugins::disable(call).await,
         RouteId::PluginLogs => plugins::logs(call).await,
+        RouteId::VolumeList => volumes::list(call).await,
+        RouteId::VolumeCreate => volumes::create(call, payload).await,
+        RouteId::VolumePrune => volumes::prune(call).await,
+        RouteId::VolumeInspect => volumes::inspect(call).await,
+        RouteId::VolumeUpdate => volumes::update(call).await,
+        RouteId::VolumeRemove => volumes::remove(call).await,
+        RouteId::VolumeMount => volumes::mount(call).await,
+        RouteId::VolumeUnmount => volumes::unmount(call).await,
     }
 }
 

@@ -16,6 +16,14 @@ pub enum RouteId {
     PluginEnable,
     PluginDisable,
     PluginLogs,
+    VolumeList,
+    VolumeCreate,
+    VolumePrune,
+    VolumeInspect,
+    VolumeUpdate,
+    VolumeRemove,
+    VolumeMount,
+    VolumeUnmount,
 }
 
 /// One served route. `{name}` matches greedily (plugin names hold `/` and `:`).
@@ -50,6 +58,20 @@ pub const ROUTES: &[Route] = &[
     route("POST", "/plugins/{name}/enable", RouteId::PluginEnable),
     route("POST", "/plugins/{name}/disable", RouteId::PluginDisable),
     route("GET", "/plugins/{name}/logs", RouteId::PluginLogs),
+    route("GET", "/volumes", RouteId::VolumeList),
+    route("POST", "/volumes/create", RouteId::VolumeCreate),
+    Route {
+        min_version: Some("1.25"),
+        ..route("POST", "/volumes/prune", RouteId::VolumePrune)
+    },
+    route("POST", "/volumes/{name}/mount", RouteId::VolumeMount),
+    route("POST", "/volumes/{name}/unmount", RouteId::VolumeUnmount),
+    route("GET", "/volumes/{name}", RouteId::VolumeInspect),
+    Route {
+        min_version: Some("1.42"),
+        ..route("PUT", "/volumes/{name}", RouteId::VolumeUpdate)
+    },
+    route("DELETE", "/volumes/{name}", RouteId::VolumeRemove),
 ];
 
 /// A matched route and its `{name}` parameter, if the pattern has one.
@@ -147,6 +169,33 @@ mod tests {
         assert_eq!(m.name.as_deref(), Some("vieux/sshfs:latest"));
         let m = recognize("DELETE", "/plugins/localhost:5000/a/b:v1").unwrap();
         assert_eq!(m.name.as_deref(), Some("localhost:5000/a/b:v1"));
+    }
+
+    #[test]
+    fn volume_routes_keep_literals_apart_from_names() {
+        assert_eq!(
+            recognize("GET", "/volumes").unwrap().route.id,
+            RouteId::VolumeList
+        );
+        // A volume may be called "create": GET addresses it, POST creates.
+        let m = recognize("GET", "/volumes/create").unwrap();
+        assert_eq!(
+            (m.route.id, m.name.as_deref()),
+            (RouteId::VolumeInspect, Some("create"))
+        );
+        assert_eq!(
+            recognize("POST", "/volumes/create").unwrap().route.id,
+            RouteId::VolumeCreate
+        );
+        let m = recognize("POST", "/volumes/create/mount").unwrap();
+        assert_eq!(
+            (m.route.id, m.name.as_deref()),
+            (RouteId::VolumeMount, Some("create"))
+        );
+        assert_eq!(
+            recognize("PUT", "/volumes/x").unwrap().route.min_version,
+            Some("1.42")
+        );
     }
 
     #[test]

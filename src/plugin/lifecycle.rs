@@ -112,7 +112,10 @@ impl Manager {
         if !plugin.enabled {
             return Err(Error::Conflict(format!("plugin {name} found but disabled")));
         }
-        if !super::manager::plugin_capabilities(&plugin).iter().any(|c| c == "volumedriver") {
+        if !super::manager::plugin_capabilities(&plugin)
+            .iter()
+            .any(|c| c == "volumedriver")
+        {
             return Err(Error::InvalidParameter(format!(
                 "plugin {name} does not provide \"volumedriver\" capability"
             )));
@@ -130,7 +133,11 @@ impl Manager {
             .collect();
         plugins
             .iter()
-            .filter(|p| super::manager::plugin_capabilities(p).iter().any(|c| c == "volumedriver"))
+            .filter(|p| {
+                super::manager::plugin_capabilities(p)
+                    .iter()
+                    .any(|c| c == "volumedriver")
+            })
             .map(|p| self.managed_driver(p))
             .collect()
     }

@@ -1,0 +1,250 @@
+//! `/volumes` handlers: decode the request, call the volume service, encode the reply.
+
+use std::collections::BTreeMap;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse};
+use serde::Serialize;
+
+use super::body::{self, LegacyContentType};
+use super::filters::Filters;
+use super::{json_response, Call};
+use crate::error::{Error, Result};
+use crate::gojson;
+use crate::volume::service::{ListFilter, PruneFilter};
+use crate::volume::types::VolumeCreateBody;
+
+fn filters(call: &Call) -> Result<Filters> {
+    let legacy = call.compat.legacy();
+    Filters::parse(&call.query("filters"), |message| {
+        if legacy {
+            Error::InvalidParameter(format!("error reading volume filters: {message}"))
+        } else {
+            Error::InvalidParameter("error reading volume filters: invalid filter".into())
+        }
+    })
+}
+
+pub async fn list(call: Call) -> Result<HttpResponse> {
+    let filters = filters(&call)?;
+    filters.validate(&["dangling", "driver", "label", "name"], &call.compat)?;
+    let dangling = if !filters.contains("dangling") {
+        None
+    } else if filters.exact_match("dangling", "true") || filters.exact_match("dangling", "1") {
+        Some(true)
+    } else if filters.exact_match("dangling", "false") || filters.exact_match("dangling", "0") {
+        Some(false)
+    } else {
+        return Err(filters.invalid_value(&call.compat, "dangling"));
+    };
+    let filter = ListFilter {
+        dangling,
+        drivers: filters.values("driver"),
+        names: filters.values("name"),
+        labels: filters.values("label"),
+    };
+    let listed = call.state.volumes.list(&filter).await?;
+    Ok(json_response(StatusCode::OK, &listed))
+}
+
+pub async fn create(call: Call, payload: web::Payload) -> Result<HttpResponse> {
+    let value = body::read_json(&call, payload, LegacyContentType::Required).await?;
+    let request = decode_create_body(value, &call)?;
+    let volume = call
+        .state
+        .volumes
+        .create(
+            &request.name,
+            &request.driver,
+            request.driver_opts.unwrap_or_default(),
+            request.labels.unwrap_or_default(),
+            !call.compat.legacy(),
+        )
+        .await?;
+    Ok(json_response(StatusCode::CREATED, &volume))
+}
+
+/// Go decodes the body into `VolumeCreateBody` (20.10) / `CreateOptions` (current): keys match
+/// case-insensitively and type errors name the struct field.
+fn decode_create_body(value: Option<serde_json::Value>, call: &Call) -> Result<VolumeCreateBody> {
+    let struct_name = if call.compat.legacy() {
+        "VolumeCreateBody"
+    } else {
+        "CreateOptions"
+    };
+    let type_name = if call.compat.legacy() {
+        "volume.VolumeCreateBody"
+    } else {
+        "volume.CreateOptions"
+    };
+    let mut request = VolumeCreateBody::default();
+    let object = match value {
+        None | Some(serde_json::Value::Null) => return Ok(request),
+        Some(serde_json::Value::Object(object)) => object,
+        Some(other) => {
+            return Err(body::type_error(
+                call,
+                gojson::unmarshal_type_error(gojson::kind_name(&other), type_name),
+            ))
+        }
+    };
+    let field_error = |field: &str, kind: &str, go_type: &str| {
+        body::type_error(
+            call,
+            gojson::unmarshal_field_type_error(kind, struct_name, &[field], go_type),
+        )
+    };
+    for (key, value) in object {
+        let field = ["Name", "Driver", "DriverOpts", "Labels"]
+            .into_iter()
+            .find(|f| f.eq_ignore_ascii_case(&key));
+        match (field, value) {
+            (None, _) | (Some(_), serde_json::Value::Null) => {}
+            (Some(f @ ("Name" | "Driver")), serde_json::Value::String(s)) => {
+                if f == "Name" {
+                    request.name = s;
+                } else {
+                    request.driver = s;
+                }
+            }
+            (Some(f @ ("Name" | "Driver")), other) => {
+                return Err(field_error(f, gojson::kind_name(&other), "string"));
+            }
+            (Some(f), serde_json::Value::Object(map)) => {
+                let mut decoded = BTreeMap::new();
+                for (k, v) in map {
+                    match v {
+                        serde_json::Value::String(s) => {
+                            decoded.insert(k, s);
+                        }
+                        serde_json::Value::Null => {
+                            decoded.insert(k, String::new());
+                        }
+                        other => return Err(field_error(f, gojson::kind_name(&other), "string")),
+                    }
+                }
+                if f == "DriverOpts" {
+                    request.driver_opts = Some(decoded);
+                } else {
+                    request.labels = Some(decoded);
+                }
+            }
+            (Some(f), other) => {
+                return Err(field_error(
+                    f,
+                    gojson::kind_name(&other),
+                    "map[string]string",
+                ));
+            }
+        }
+    }
+    Ok(request)
+}
+
+pub async fn inspect(call: Call) -> Result<HttpResponse> {
+    let volume = call.state.volumes.inspect(&call.name).await?;
+    Ok(json_response(StatusCode::OK, &volume))
+}
+
+pub async fn remove(call: Call) -> Result<HttpResponse> {
+    let force = call.query_bool("force");
+    call.state.volumes.remove(&call.name, force).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+pub async fn prune(call: Call) -> Result<HttpResponse> {
+    let legacy = call.compat.legacy();
+    let filters = Filters::parse(&call.query("filters"), |message| {
+        if legacy {
+            Error::System(message)
+        } else {
+            Error::InvalidParameter("invalid filter".into())
+        }
+    })?;
+    let allowed: &[&str] = if legacy {
+        &["label", "label!"]
+    } else {
+        &["label", "label!", "all"]
+    };
+    filters.validate(allowed, &call.compat)?;
+    let all = if legacy {
+        // Before 1.42 prune removed every unused local volume.
+        true
+    } else if filters.contains("all") {
+        let values = filters.values("all");
+        if values.len() != 1 {
+            return Err(Error::InvalidParameter(format!(
+                "invalid filter 'all=[{}]': only one value is expected",
+                values.join(" ")
+            )));
+        }
+        parse_go_bool(&values[0]).ok_or_else(|| {
+            Error::InvalidParameter(format!(
+                "invalid filter 'all': strconv.ParseBool: parsing {}: invalid syntax",
+                gojson::go_quote(&values[0])
+            ))
+        })?
+    } else {
+        false
+    };
+    let filter = PruneFilter {
+        all,
+        labels: filters.values("label"),
+        not_labels: filters.values("label!"),
+    };
+    let report = call.state.volumes.prune(&filter).await?;
+    Ok(json_response(StatusCode::OK, &report))
+}
+
+/// `PUT /volumes/{name}` updates swarm cluster volumes; berth is never a swarm manager.
+pub async fn update(call: Call) -> Result<HttpResponse> {
+    let version = call.query("version");
+    if version.parse::<u64>().is_err() {
+        return Err(Error::InvalidParameter(format!(
+            "invalid swarm object version '{version}': strconv.ParseUint: parsing {}: invalid syntax",
+            gojson::go_quote(&version)
+        )));
+    }
+    Err(Error::Unavailable(
+        "volume update only valid for cluster volumes, but swarm is unavailable".into(),
+    ))
+}
+
+#[derive(Serialize)]
+struct MountReply {
+    #[serde(rename = "Mountpoint")]
+    mountpoint: String,
+}
+
+fn caller_id(call: &Call) -> Result<String> {
+    let id = call.query("id");
+    if id.is_empty() {
+        return Err(Error::InvalidParameter(
+            "the id of the caller is required (?id=...)".into(),
+        ));
+    }
+    Ok(id)
+}
+
+/// berth extension: mount a volume for a consumer that is not a container.
+pub async fn mount(call: Call) -> Result<HttpResponse> {
+    let id = caller_id(&call)?;
+    let mountpoint = call.state.volumes.mount(&call.name, &id).await?;
+    Ok(json_response(StatusCode::OK, &MountReply { mountpoint }))
+}
+
+/// berth extension: release a mount made with `POST /volumes/{name}/mount`.
+pub async fn unmount(call: Call) -> Result<HttpResponse> {
+    let id = caller_id(&call)?;
+    call.state.volumes.unmount(&call.name, &id).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Go's `strconv.ParseBool`.
+fn parse_go_bool(text: &str) -> Option<bool> {
+    match text {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
+        _ => None,
+    }
+}

@@ -1,0 +1,806 @@
+//! The volume service: `/volumes` semantics over the metadata store, the built-in `local`
+//! driver and plugin drivers (managed and legacy). Every call to a plugin is bounded by a
+//! deadline so one hung driver cannot stall requests about others.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::future::join_all;
+
+use super::local::LocalDriver;
+use super::store::{CreateOutcome, VolumeRecord, VolumeStore};
+use super::types::{
+    format_time, Volume, VolumeListResponse, VolumePruneReport, ANONYMOUS_LABEL, ZERO_TIME,
+};
+use crate::drivers::volume::{DriverVolume, PathMapper, VolumeDriverClient};
+use crate::error::{Error, Result};
+use crate::plugin::lifecycle::ManagedDriver;
+use crate::plugin::manager::Manager;
+use crate::rpc::client::{PluginClient, Transport};
+use crate::rpc::discovery::{LegacyPlugins, LookupError};
+
+pub const LOCAL: &str = "local";
+
+/// What `GET /volumes` keeps (the API layer parses and validates the `filters` parameter).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListFilter {
+    /// `Some(true)`: only volumes nobody has mounted; `Some(false)`: only mounted ones.
+    pub dangling: Option<bool>,
+    /// Exact driver names; any may match.
+    pub drivers: Vec<String>,
+    /// Names or regular expressions matched anywhere in the name; any may match.
+    pub names: Vec<String>,
+    /// `key` or `key=value`; all must match.
+    pub labels: Vec<String>,
+}
+
+/// What `POST /volumes/prune` removes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PruneFilter {
+    /// Also named volumes (always true before API 1.42).
+    pub all: bool,
+    pub labels: Vec<String>,
+    /// `label!`: volumes with any of these are kept.
+    pub not_labels: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct VolumeOptions {
+    /// Deadline of each call to a volume plugin when the plugin has no RPC timeout of its own
+    /// (and of every call made while listing).
+    pub call_timeout: Duration,
+}
+
+impl Default for VolumeOptions {
+    fn default() -> Self {
+        VolumeOptions {
+            call_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+pub struct VolumeService {
+    store: VolumeStore,
+    local: LocalDriver,
+    plugins: Arc<Manager>,
+    legacy: LegacyPlugins,
+    options: VolumeOptions,
+    /// Clients of managed plugins, by plugin ID.
+    clients: Mutex<HashMap<String, VolumeDriverClient>>,
+    /// Mount references by volume: the caller IDs of `POST /volumes/{name}/mount`.
+    mounts: Mutex<HashMap<String, BTreeSet<String>>>,
+    /// One operation per volume name at a time.
+    name_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    prune_running: AtomicBool,
+}
+
+/// A resolved driver.
+#[derive(Clone)]
+enum Driver {
+    Local,
+    Plugin {
+        client: VolumeDriverClient,
+        /// Set for managed plugins: the ID that volumes reference.
+        managed: Option<String>,
+    },
+}
+
+impl VolumeService {
+    pub fn open(
+        data_root: &Path,
+        plugins: Arc<Manager>,
+        legacy: LegacyPlugins,
+        options: VolumeOptions,
+    ) -> Result<VolumeService> {
+        let root = data_root.join("volumes");
+        let store = VolumeStore::open(&root.join("metadata.db"))
+            .map_err(|e| Error::System(e.to_string()))?;
+        let local = LocalDriver::new(&root);
+        if let Err(e) = local.restore() {
+            log::warn!("restoring local volumes: {e}");
+        }
+        let service = VolumeService {
+            store,
+            local,
+            plugins,
+            legacy,
+            options,
+            clients: Mutex::new(HashMap::new()),
+            mounts: Mutex::new(HashMap::new()),
+            name_locks: Mutex::new(HashMap::new()),
+            prune_running: AtomicBool::new(false),
+        };
+        service.recount_plugin_references()?;
+        Ok(service)
+    }
+
+    /// Plugin reference counts follow from the volume records.
+    fn recount_plugin_references(&self) -> Result<()> {
+        let mut counts = HashMap::new();
+        for record in self.records()? {
+            if record.driver == LOCAL {
+                continue;
+            }
+            if let Some(id) = self.plugins.plugin_id_for_driver(&record.driver) {
+                *counts.entry(id).or_insert(0) += 1;
+            }
+        }
+        self.plugins.set_references(counts);
+        Ok(())
+    }
+
+    fn records(&self) -> Result<Vec<VolumeRecord>> {
+        self.store.list().map_err(|e| Error::System(e.to_string()))
+    }
+
+    fn record(&self, name: &str) -> Result<Option<VolumeRecord>> {
+        self.store
+            .get(name)
+            .map_err(|e| Error::System(e.to_string()))
+    }
+
+    async fn lock_name(&self, name: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = self
+            .name_locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(name.to_string())
+            .or_default()
+            .clone();
+        lock.lock_owned().await
+    }
+
+    fn deadline_for(&self, managed: &ManagedDriver) -> Duration {
+        managed.rpc_timeout.unwrap_or(self.options.call_timeout)
+    }
+
+    /// Finds the driver `name` among `local`, managed plugins and legacy plugins.
+    async fn driver(&self, name: &str) -> Result<Driver> {
+        if name == LOCAL {
+            return Ok(Driver::Local);
+        }
+        let lookup_error = |e: Error| e.context(format!("error looking up volume plugin {name}"));
+        if let Some(managed) = self.plugins.volume_driver(name).map_err(lookup_error)? {
+            return Ok(Driver::Plugin {
+                client: self.managed_client(&managed)?,
+                managed: Some(managed.id),
+            });
+        }
+        match self.legacy.get(name, "VolumeDriver").await {
+            Ok(plugin) => Ok(Driver::Plugin {
+                client: VolumeDriverClient::new(
+                    name.to_string(),
+                    plugin.client.clone(),
+                    PathMapper::Identity,
+                ),
+                managed: None,
+            }),
+            Err(LookupError::NotFound(_)) => Err(lookup_error(Error::NotFound(format!(
+                "plugin \"{name}\" not found"
+            )))),
+            Err(e) => Err(lookup_error(Error::System(e.to_string()))),
+        }
+    }
+
+    fn managed_client(&self, managed: &ManagedDriver) -> Result<VolumeDriverClient> {
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(client) = clients.get(&managed.id) {
+            return Ok(client.clone());
+        }
+        let rpc = PluginClient::new(
+            Transport::Unix(managed.socket.clone()),
+            Some(self.deadline_for(managed)),
+        )
+        .map_err(|e| Error::System(e.to_string()))?;
+        let mapper = PathMapper::Managed {
+            propagated_mount: managed.propagated_mount.clone(),
+            host_propagated: managed.host_propagated.clone(),
+            rootfs: managed.rootfs.clone(),
+        };
+        let client = VolumeDriverClient::new(managed.name.clone(), rpc, mapper);
+        clients.insert(managed.id.clone(), client.clone());
+        Ok(client)
+    }
+
+    /// Bounds a plugin call by the service deadline.
+    async fn bounded<T>(
+        &self,
+        what: &str,
+        call: impl std::future::Future<
+            Output = std::result::Result<T, crate::drivers::volume::DriverError>,
+        >,
+    ) -> std::result::Result<T, String> {
+        match tokio::time::timeout(self.options.call_timeout, call).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!(
+                "{what}: no answer within {:?}",
+                self.options.call_timeout
+            )),
+        }
+    }
+
+    /// The driver's scope (`local` when it does not say or does not answer in time).
+    async fn scope_of(&self, client: &VolumeDriverClient) -> String {
+        tokio::time::timeout(self.options.call_timeout, client.capabilities())
+            .await
+            .map(|c| c.scope)
+            .unwrap_or_else(|_| LOCAL.to_string())
+    }
+
+    /// `POST /volumes/create`.
+    pub async fn create(
+        &self,
+        name: &str,
+        driver_name: &str,
+        driver_opts: BTreeMap<String, String>,
+        mut labels: BTreeMap<String, String>,
+        label_anonymous: bool,
+    ) -> Result<Volume> {
+        let anonymous = name.is_empty();
+        let name = if anonymous {
+            crate::fsutil::random_hex(32)
+        } else {
+            name.to_string()
+        };
+        if anonymous && label_anonymous {
+            labels.insert(ANONYMOUS_LABEL.to_string(), String::new());
+        }
+        let driver_name = if driver_name.is_empty() {
+            LOCAL
+        } else {
+            driver_name
+        };
+        let _guard = self.lock_name(&name).await;
+        let wrap = |e: Error| e.context(format!("create {name}"));
+
+        if let Some(existing) = self.record(&name)? {
+            if existing.driver == driver_name {
+                return self.to_api(&existing, None).await;
+            }
+            if self.driver_still_has(&existing).await {
+                return Err(wrap(Error::Conflict(format!(
+                    "driver '{}' already has volume '{name}': volume name must be unique",
+                    existing.driver
+                ))));
+            }
+            self.forget(&existing)?;
+        }
+
+        let driver = self.driver(driver_name).await.map_err(wrap)?;
+        let scope;
+        match &driver {
+            Driver::Local => {
+                LocalDriver::validate_name(&name).map_err(|e| wrap(Error::InvalidParameter(e)))?;
+                LocalDriver::validate_options(&driver_opts)
+                    .map_err(|e| wrap(Error::InvalidParameter(e)))?;
+                self.local
+                    .create(&name, &driver_opts)
+                    .map_err(|e| wrap(Error::System(e)))?;
+                scope = LOCAL.to_string();
+            }
+            Driver::Plugin { client, .. } => {
+                // moby's pattern: a plugin that already has the volume is not asked again.
+                let known = self
+                    .bounded("VolumeDriver.Get", client.get(&name))
+                    .await
+                    .ok()
+                    .flatten();
+                if known.is_none() {
+                    self.bounded("VolumeDriver.Create", client.create(&name, &driver_opts))
+                        .await
+                        .map_err(|e| wrap(Error::System(e)))?;
+                }
+                scope = self.scope_of(client).await;
+            }
+        }
+        let record = VolumeRecord {
+            name: name.clone(),
+            driver: driver_name.to_string(),
+            labels,
+            options: driver_opts,
+            created_at: chrono::Utc::now(),
+            scope,
+        };
+        let record = match self
+            .store
+            .create_if_absent(record)
+            .map_err(|e| wrap(Error::System(e.to_string())))?
+        {
+            CreateOutcome::Created(record) => {
+                if let Driver::Plugin {
+                    managed: Some(id), ..
+                } = &driver
+                {
+                    self.plugins.acquire(id);
+                }
+                record
+            }
+            CreateOutcome::Existing(record) => record,
+        };
+        self.to_api(&record, Some(&driver)).await
+    }
+
+    async fn driver_still_has(&self, record: &VolumeRecord) -> bool {
+        match self.driver(&record.driver).await {
+            Ok(Driver::Local) => self.local.exists(&record.name),
+            Ok(Driver::Plugin { client, .. }) => {
+                matches!(
+                    self.bounded("VolumeDriver.Get", client.get(&record.name))
+                        .await,
+                    Ok(Some(_))
+                )
+            }
+            // A driver that cannot be asked keeps its claim: better refuse than shadow.
+            Err(_) => true,
+        }
+    }
+
+    /// Drops a record and its plugin reference.
+    fn forget(&self, record: &VolumeRecord) -> Result<()> {
+        if self
+            .store
+            .remove(&record.name)
+            .map_err(|e| Error::System(e.to_string()))?
+            && record.driver != LOCAL
+        {
+            if let Some(id) = self.plugins.plugin_id_for_driver(&record.driver) {
+                self.plugins.release_reference(&id);
+            }
+        }
+        Ok(())
+    }
+
+    /// The API view of a record. Create and list use cached/driver-level paths; inspect asks
+    /// the driver (`Get`) and shows what it says.
+    async fn to_api(&self, record: &VolumeRecord, driver: Option<&Driver>) -> Result<Volume> {
+        let mountpoint = match record.driver.as_str() {
+            LOCAL => self.local.mountpoint(&record.name).display().to_string(),
+            _ => {
+                let resolved;
+                let driver = match driver {
+                    Some(d) => Some(d),
+                    None => {
+                        resolved = self.driver(&record.driver).await.ok();
+                        resolved.as_ref()
+                    }
+                };
+                match driver {
+                    Some(Driver::Plugin { client, .. }) => self
+                        .bounded("VolumeDriver.Path", client.path(&record.name))
+                        .await
+                        .unwrap_or_default(),
+                    _ => String::new(),
+                }
+            }
+        };
+        Ok(Volume {
+            created_at: format_time(&record.created_at),
+            driver: record.driver.clone(),
+            labels: non_empty(&record.labels),
+            mountpoint,
+            name: record.name.clone(),
+            options: non_empty(&record.options),
+            scope: record.scope.clone(),
+            status: None,
+        })
+    }
+
+    /// `GET /volumes/{name}`.
+    pub async fn inspect(&self, name: &str) -> Result<Volume> {
+        let Some(record) = self.record(name)? else {
+            return Err(Error::NotFound(format!("get {name}: no such volume")));
+        };
+        if record.driver == LOCAL {
+            return self.to_api(&record, Some(&Driver::Local)).await;
+        }
+        let driver = self.driver(&record.driver).await.map_err(|e| {
+            e.context(format!(
+                "get {name}: error while checking if volume \"{name}\" exists in driver \"{}\"",
+                record.driver
+            ))
+        })?;
+        let Driver::Plugin { client, .. } = &driver else {
+            return self.to_api(&record, Some(&driver)).await;
+        };
+        let found = self
+            .bounded("VolumeDriver.Get", client.get(name))
+            .await
+            .map_err(|e| Error::System(format!("get {name}: {e}")))?;
+        let mut volume = self.to_api(&record, Some(&driver)).await?;
+        match found {
+            Some(v) => {
+                volume.mountpoint = v.mountpoint.clone();
+                volume.status = v.status.clone().or_else(|| Some(serde_json::Map::new()));
+                if let Some(created) = v.created_at {
+                    volume.created_at = created;
+                }
+            }
+            None => return Err(Error::NotFound(format!("get {name}: no such volume"))),
+        }
+        Ok(volume)
+    }
+
+    /// `GET /volumes`: every driver is asked in parallel, each within the deadline; a driver
+    /// that fails or does not answer in time becomes a warning and its recorded volumes are
+    /// listed from the store.
+    pub async fn list(&self, filter: &ListFilter) -> Result<VolumeListResponse> {
+        let records: HashMap<String, VolumeRecord> = self
+            .records()?
+            .into_iter()
+            .map(|r| (r.name.clone(), r))
+            .collect();
+        let mut volumes: BTreeMap<String, Volume> = BTreeMap::new();
+        let mut warnings = Vec::new();
+
+        for record in records.values().filter(|r| r.driver == LOCAL) {
+            volumes.insert(record.name.clone(), self.local_view(record));
+        }
+
+        let mut drivers: Vec<(String, VolumeDriverClient)> = Vec::new();
+        for managed in self.plugins.enabled_volume_drivers() {
+            match self.managed_client(&managed) {
+                Ok(client) => drivers.push((managed.name.clone(), client)),
+                Err(e) => warnings.push(format!("list {}: {e}", managed.name)),
+            }
+        }
+        let legacy =
+            tokio::time::timeout(self.options.call_timeout, self.legacy.all("VolumeDriver"))
+                .await
+                .unwrap_or_default();
+        for plugin in legacy {
+            if !drivers.iter().any(|(n, _)| *n == plugin.name) {
+                let client = VolumeDriverClient::new(
+                    plugin.name.clone(),
+                    plugin.client.clone(),
+                    PathMapper::Identity,
+                );
+                drivers.push((plugin.name.clone(), client));
+            }
+        }
+
+        let answers = join_all(drivers.iter().map(|(name, client)| async move {
+            let listed = self.bounded("VolumeDriver.List", client.list()).await;
+            let scope = match listed {
+                Ok(_) => self.scope_of(client).await,
+                Err(_) => LOCAL.to_string(),
+            };
+            (name.clone(), listed, scope)
+        }))
+        .await;
+
+        let mut answered: BTreeSet<String> = BTreeSet::new();
+        for (driver, listed, scope) in answers {
+            match listed {
+                Ok(found) => {
+                    answered.insert(driver.clone());
+                    for v in found {
+                        self.add_plugin_volume(&mut volumes, &records, &driver, &scope, v);
+                    }
+                }
+                Err(e) => warnings.push(format!("list {driver}: {e}")),
+            }
+        }
+        // Recorded volumes of drivers that did not answer (failed, frozen, disabled, gone).
+        for record in records.values() {
+            if record.driver != LOCAL
+                && !answered.contains(&record.driver)
+                && !volumes.contains_key(&record.name)
+            {
+                volumes.insert(record.name.clone(), self.recorded_view(record));
+            }
+        }
+
+        let in_use = self.mounted_names();
+        let mut listed = Vec::new();
+        for volume in volumes.into_values() {
+            if keep(&volume, filter, &in_use) {
+                listed.push(volume);
+            }
+        }
+        Ok(VolumeListResponse {
+            volumes: listed,
+            warnings: (!warnings.is_empty()).then_some(warnings),
+        })
+    }
+
+    fn add_plugin_volume(
+        &self,
+        volumes: &mut BTreeMap<String, Volume>,
+        records: &HashMap<String, VolumeRecord>,
+        driver: &str,
+        scope: &str,
+        found: DriverVolume,
+    ) {
+        let record = records.get(&found.name);
+        if let Some(record) = record {
+            if record.driver != driver {
+                log::warn!(
+                    "volume {} reported by driver {driver} belongs to driver {}; not listed",
+                    found.name,
+                    record.driver
+                );
+                return;
+            }
+        }
+        if volumes.contains_key(&found.name) {
+            return;
+        }
+        volumes.insert(
+            found.name.clone(),
+            Volume {
+                created_at: found
+                    .created_at
+                    .clone()
+                    .unwrap_or_else(|| ZERO_TIME.to_string()),
+                driver: driver.to_string(),
+                labels: record.and_then(|r| non_empty(&r.labels)),
+                mountpoint: found.host_mountpoint.clone(),
+                name: found.name.clone(),
+                options: record.and_then(|r| non_empty(&r.options)),
+                scope: scope.to_string(),
+                status: None,
+            },
+        );
+    }
+
+    fn local_view(&self, record: &VolumeRecord) -> Volume {
+        Volume {
+            created_at: format_time(&record.created_at),
+            driver: record.driver.clone(),
+            labels: non_empty(&record.labels),
+            mountpoint: self.local.mountpoint(&record.name).display().to_string(),
+            name: record.name.clone(),
+            options: non_empty(&record.options),
+            scope: record.scope.clone(),
+            status: None,
+        }
+    }
+
+    fn recorded_view(&self, record: &VolumeRecord) -> Volume {
+        Volume {
+            created_at: ZERO_TIME.to_string(),
+            mountpoint: String::new(),
+            ..self.local_view(record)
+        }
+    }
+
+    fn mounted_names(&self) -> BTreeSet<String> {
+        self.mounts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(_, ids)| !ids.is_empty())
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// `DELETE /volumes/{name}`.
+    pub async fn remove(&self, name: &str, force: bool) -> Result<()> {
+        let _guard = self.lock_name(name).await;
+        let Some(record) = self.record(name)? else {
+            if force {
+                return Ok(());
+            }
+            return Err(Error::NotFound(format!("get {name}: no such volume")));
+        };
+        let users: Vec<String> = self
+            .mounts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .map(|ids| ids.iter().cloned().collect())
+            .unwrap_or_default();
+        if !users.is_empty() {
+            return Err(Error::Conflict(format!(
+                "remove {name}: volume is in use - [{}]",
+                users.join(", ")
+            )));
+        }
+        let removed = match self.driver(&record.driver).await {
+            Ok(Driver::Local) => self.local.remove(name),
+            Ok(Driver::Plugin { client, .. }) => {
+                self.bounded("VolumeDriver.Remove", client.remove(name))
+                    .await
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        match removed {
+            Ok(()) => self.forget(&record),
+            Err(e) => {
+                if force {
+                    self.forget(&record)?;
+                }
+                Err(Error::System(format!("remove {name}: {e}")))
+            }
+        }
+    }
+
+    /// `POST /volumes/prune`: unused local volumes created without driver options; from API
+    /// 1.42 only anonymous ones unless `all`.
+    pub async fn prune(&self, filter: &PruneFilter) -> Result<VolumePruneReport> {
+        if self.prune_running.swap(true, Ordering::SeqCst) {
+            return Err(Error::Conflict(
+                "a prune operation is already running".into(),
+            ));
+        }
+        let result = self.prune_locked(filter).await;
+        self.prune_running.store(false, Ordering::SeqCst);
+        result
+    }
+
+    async fn prune_locked(&self, filter: &PruneFilter) -> Result<VolumePruneReport> {
+        let in_use = self.mounted_names();
+        let mut report = VolumePruneReport {
+            volumes_deleted: Vec::new(),
+            space_reclaimed: 0,
+        };
+        for record in self.records()? {
+            if record.driver != LOCAL || !record.options.is_empty() || in_use.contains(&record.name)
+            {
+                continue;
+            }
+            if !filter.all && !record.labels.contains_key(ANONYMOUS_LABEL) {
+                continue;
+            }
+            let labels = Some(&record.labels);
+            if !labels_match(labels, &filter.labels) || labels_match_any(labels, &filter.not_labels)
+            {
+                continue;
+            }
+            let _guard = self.lock_name(&record.name).await;
+            let size = self.local.usage(&record.name);
+            match self.local.remove(&record.name) {
+                Ok(()) => {
+                    self.forget(&record)?;
+                    report.volumes_deleted.push(record.name.clone());
+                    report.space_reclaimed += size;
+                }
+                Err(e) => log::warn!("prune: removing volume {}: {e}", record.name),
+            }
+        }
+        Ok(report)
+    }
+
+    /// berth extension `POST /volumes/{name}/mount`: mounts for caller `id` and returns the
+    /// host path. References are counted per ID, as dockerd counts containers.
+    pub async fn mount(&self, name: &str, id: &str) -> Result<String> {
+        let _guard = self.lock_name(name).await;
+        let Some(record) = self.record(name)? else {
+            return Err(Error::NotFound(format!("get {name}: no such volume")));
+        };
+        let first = self
+            .mounts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .is_none_or(|ids| ids.is_empty());
+        let path = match self.driver(&record.driver).await? {
+            Driver::Local => if first {
+                self.local.mount(name).map_err(Error::System)?
+            } else {
+                self.local.mountpoint(name)
+            }
+            .display()
+            .to_string(),
+            Driver::Plugin { client, .. } => self
+                .bounded("VolumeDriver.Mount", client.mount(name, id))
+                .await
+                .map_err(|e| Error::System(format!("mount {name}: {e}")))?,
+        };
+        self.mounts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(name.to_string())
+            .or_default()
+            .insert(id.to_string());
+        Ok(path)
+    }
+
+    /// berth extension `POST /volumes/{name}/unmount`.
+    pub async fn unmount(&self, name: &str, id: &str) -> Result<()> {
+        let _guard = self.lock_name(name).await;
+        let Some(record) = self.record(name)? else {
+            return Err(Error::NotFound(format!("get {name}: no such volume")));
+        };
+        let last = {
+            let mut mounts = self.mounts.lock().unwrap_or_else(|p| p.into_inner());
+            let ids = mounts.entry(name.to_string()).or_default();
+            if !ids.remove(id) {
+                return Err(Error::Conflict(format!(
+                    "unmount {name}: not mounted by {id}"
+                )));
+            }
+            ids.is_empty()
+        };
+        match self.driver(&record.driver).await? {
+            Driver::Local => {
+                if last {
+                    self.local.unmount(name).map_err(Error::System)?;
+                }
+            }
+            Driver::Plugin { client, .. } => self
+                .bounded("VolumeDriver.Unmount", client.unmount(name, id))
+                .await
+                .map_err(|e| Error::System(format!("unmount {name}: {e}")))?,
+        }
+        Ok(())
+    }
+}
+
+/// moby's volume list filters.
+fn keep(volume: &Volume, filter: &ListFilter, in_use: &BTreeSet<String>) -> bool {
+    if let Some(dangling) = filter.dangling {
+        if dangling == in_use.contains(&volume.name) {
+            return false;
+        }
+    }
+    if !filter.drivers.is_empty() && !filter.drivers.contains(&volume.driver) {
+        return false;
+    }
+    if !filter.names.is_empty() && !filter.names.iter().any(|n| name_matches(n, &volume.name)) {
+        return false;
+    }
+    labels_match(volume.labels.as_ref(), &filter.labels)
+}
+
+/// Exact, or a regular expression found anywhere (moby's `filters.Match`).
+fn name_matches(pattern: &str, name: &str) -> bool {
+    pattern == name || regex::Regex::new(pattern).is_ok_and(|re| re.is_match(name))
+}
+
+fn non_empty(map: &BTreeMap<String, String>) -> Option<BTreeMap<String, String>> {
+    (!map.is_empty()).then(|| map.clone())
+}
+
+/// `label=k` requires the key; `label=k=v` the key with that value; all must hold.
+fn labels_match(labels: Option<&BTreeMap<String, String>>, wanted: &[String]) -> bool {
+    wanted.iter().all(|w| label_matches(labels, w))
+}
+
+fn labels_match_any(labels: Option<&BTreeMap<String, String>>, wanted: &[String]) -> bool {
+    wanted.iter().any(|w| label_matches(labels, w))
+}
+
+fn label_matches(labels: Option<&BTreeMap<String, String>>, wanted: &str) -> bool {
+    let Some(labels) = labels else {
+        return false;
+    };
+    match wanted.split_once('=') {
+        Some((k, v)) => labels.get(k).is_some_and(|have| have == v),
+        None => labels.contains_key(wanted),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn label_filters_need_every_key_and_value() {
+        let l = labels(&[("team", "a"), ("tier", "")]);
+        assert!(labels_match(Some(&l), &["team".into()]));
+        assert!(labels_match(Some(&l), &["team=a".into(), "tier".into()]));
+        assert!(!labels_match(Some(&l), &["team=b".into()]));
+        assert!(!labels_match(None, &["team".into()]));
+        assert!(labels_match_any(Some(&l), &["nope".into(), "tier=".into()]));
+    }
+
+    #[test]
+    fn names_match_exactly_or_by_regexp() {
+        assert!(name_matches("ftest", "reftest1"));
+        assert!(name_matches("^a$", "a"));
+        assert!(!name_matches("^a$", "ab"));
+        assert!(name_matches("[", "["));
+    }
+}
