@@ -5,10 +5,17 @@
 //!
 //! | module | owns |
 //! | --- | --- |
-//! | [`api`] | HTTP surface: routing, `/vX.Y` prefixes and version negotiation, system endpoints, one file per resource, request decoding. Handlers are thin: decode, call a service, encode. |
-//! | [`plugin`] | the managed plugin system: config schema, references, settable rules, privileges, the persistent store, the manager. |
+//! | [`api`] | HTTP surface: routing, `/vX.Y` prefixes and version negotiation, system endpoints, one file per resource, request decoding, filter parsing. Handlers are thin: decode, call a service, encode. |
+//! | [`volume`] | the volume service: metadata store (redb), the `local` driver, driver lookup, deadlines, mount references. |
+//! | [`plugin`] | the managed plugin system: config schema, references, settable rules, privileges, the persistent store, the manager (create, set, rm, enable, disable, restore). |
+//! | [`drivers`] | typed protocol adapters over the RPC client (VolumeDriver). |
+//! | [`runtime`] | running plugins: run specs, the `Executor` trait, the Linux namespaces executor, supervision, plugin logs. |
+//! | [`rpc`] | the plugin RPC client (unix, tcp, TLS), retries and deadlines; legacy plugin discovery. |
 //! | [`distribution`] | content-addressed blob store and safe tar extraction. |
-//! | [`error`] | the one error type, mapped to Docker's status codes in one place. |
+//! | [`error`], [`gojson`], [`fsutil`], [`config`] | the one error type (mapped to Docker's status codes in one place), Go's JSON error texts, durable file steps, daemon configuration. |
+//!
+//! The volume service uses the plugin manager only to find managed volume drivers and to count
+//! references; the manager knows nothing of volumes.
 //!
 //! # Invariants
 //! - Every state change on disk is atomic (temp file, fsync, rename); a plugin directory without
@@ -16,6 +23,11 @@
 //! - The plugin store has one owner ([`plugin::manager::Manager`]); its lock is never held across
 //!   I/O that may block on a client.
 //! - Wire types mirror Docker's JSON (names and field order); the CLI prints some of it verbatim.
+//! - Plugin processes are spawned only from the supervisor thread (PDEATHSIG is per thread) and
+//!   set up in a fresh `berth plugin-init` process, never in a fork of the threaded daemon.
+//! - Every call to a plugin has a deadline; a hung plugin costs a request at most that long.
+//! - Volume records are committed durably before a create is acknowledged; plugin reference
+//!   counts are derived from them at start-up.
 
 #![recursion_limit = "256"]
 
