@@ -1,6 +1,7 @@
 """pytest wiring for the compatibility harness: `--target berth|dockerd` and the session daemon."""
 
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,9 @@ def daemon(target_name):
         yield d
     finally:
         d.stop()
+        if d.leftovers:
+            warnings.warn(f"{d.name} left {len(d.leftovers)} process(es) running after it stopped "
+                          "(killed by the harness): " + "; ".join(d.leftovers))
 
 
 def pytest_report_header(config):

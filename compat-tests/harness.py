@@ -47,6 +47,14 @@ DOCKER_CLI = os.environ.get("DOCKER_CLI", "/usr/local/bin/docker")
 DOCKERD_BIN = os.environ.get("DOCKERD_BIN", "dockerd")
 STEP_TIMEOUT = float(os.environ.get("BERTH_COMPAT_STEP_TIMEOUT", "60"))
 KEEP_TMP = os.environ.get("BERTH_COMPAT_KEEP", "") not in ("", "0")
+# berth's `--plugin-start-timeout`: how long `plugin enable` waits for a plugin's socket. berth's
+# default is 30 s; 5 s keeps the never-listening-plugin scenarios fast (dockerd gives up after
+# ~12.5 s on its own, see plugin-runtime.md §4).
+BERTH_PLUGIN_START_TIMEOUT = os.environ.get("BERTH_COMPAT_PLUGIN_START_TIMEOUT", "5")
+MAKE_TEST_PLUGINS = REPO / "scripts" / "make-test-plugins.sh"
+TEST_PLUGIN_NAMES = ("testdriver", "testdriver-privileged", "rclone", "rclone-noprivs")
+# the first build of the test plugin binary compiles the berth library (~1 min)
+TEST_PLUGIN_BUILD_TIMEOUT = float(os.environ.get("BERTH_COMPAT_PLUGIN_BUILD_TIMEOUT", "900"))
 
 
 class HarnessError(Exception):
@@ -70,10 +78,31 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
         self._sock_path = sock_path
 
     def connect(self):
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(self.timeout)
-        s.connect(self._sock_path)
-        self.sock = s
+        self.sock = unix_connect(self._sock_path, self.timeout)
+
+
+# sun_path holds 108 bytes including the terminating NUL
+_SUN_PATH_MAX = 107
+
+
+def unix_connect(path: str, timeout: float) -> socket.socket:
+    """Connect to a unix socket; paths longer than sun_path are reached through
+    /proc/self/fd/<dirfd>/<name> (plugin sockets sit deep below the exec root)."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        if len(os.fsencode(path)) <= _SUN_PATH_MAX:
+            s.connect(path)
+            return s
+        dirfd = os.open(os.path.dirname(path), os.O_PATH | os.O_DIRECTORY)
+        try:
+            s.connect(f"/proc/self/fd/{dirfd}/{os.path.basename(path)}")
+        finally:
+            os.close(dirfd)
+        return s
+    except BaseException:
+        s.close()
+        raise
 
 
 @dataclass
@@ -151,6 +180,56 @@ def _unmount_below(prefix: str) -> None:
         subprocess.run(["umount", "-l", mp], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def _proc_stat(pid: int) -> tuple[int, int] | None:
+    """(ppid, starttime) of a live process, None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    # fields[0] is the state (stat field 3): ppid is field 4, starttime field 22
+    return int(fields[1]), int(fields[19])
+
+
+def _all_pids() -> list[int]:
+    return [int(n) for n in os.listdir("/proc") if n.isdigit()]
+
+
+def _descendants(roots: set[int]) -> dict[int, int]:
+    """pid -> starttime for every live descendant of `roots` (roots excluded)."""
+    children: dict[int, list[int]] = {}
+    starts: dict[int, int] = {}
+    for pid in _all_pids():
+        st = _proc_stat(pid)
+        if st is None:
+            continue
+        children.setdefault(st[0], []).append(pid)
+        starts[pid] = st[1]
+    out: dict[int, int] = {}
+    todo = list(roots)
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in out and child not in roots:
+                out[child] = starts[child]
+                todo.append(child)
+    return out
+
+
+def _kill_processes(procs: dict[int, int]) -> list[str]:
+    """SIGKILL the processes of `procs` (pid -> starttime) that still run; describe them."""
+    killed = []
+    for pid, start in procs.items():
+        st = _proc_stat(pid)
+        if st is None or st[1] != start or not _pid_alive(pid):
+            continue  # gone, or the pid was reused
+        killed.append(f"{pid} {_pid_cmdline(pid).strip()[:120]}")
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return killed
+
+
 class Daemon:
     """A daemon started (and owned) by the harness."""
 
@@ -167,16 +246,46 @@ class Daemon:
         self.log_path = os.path.join(self.tmp, "daemon.log")
         self.proc: subprocess.Popen | None = None
         self._stopped = False
+        self.leftovers: list[str] = []   # processes the daemon left running (killed at stop)
+        # test plugin directories built by scripts/make-test-plugins.sh, once per session
+        self.test_plugins_dir = os.path.join(self.tmp, "tp")
+        self.rclone_state_dir = os.path.join(self.tmp, "rclone-state")
+        self._test_plugins: dict[str, str] = {}
+        # every plugin ID a state reset saw (for the session-end cleanup)
+        self.seen_plugin_ids: set[str] = set()
 
     # -- to override
     def argv(self) -> list[str]:
         raise NotImplementedError
+
+    @property
+    def plugin_sock_dir(self) -> str:
+        """Host directory holding `<plugin id>/<Interface.Socket>` for enabled plugins."""
+        raise NotImplementedError
+
+    def helper_roots(self) -> set[int]:
+        """PIDs, besides the daemon's, whose descendants are plugin processes of this daemon."""
+        return set()
 
     def stop_grace(self) -> float:
         return 5.0
 
     def extra_cleanup(self) -> None:
         pass
+
+    def cleanup_plugin_sock_dirs(self) -> None:
+        """Remove `<plugin sock dir>/<id>` left behind for this daemon's own plugin IDs."""
+        ids = set(self.seen_plugin_ids)
+        try:
+            ids.update(n for n in os.listdir(os.path.join(self.data_root, "plugins"))
+                       if re.fullmatch(r"[0-9a-f]{64}", n))
+        except OSError:
+            pass
+        for pid in ids:
+            d = os.path.join(self.plugin_sock_dir, pid)
+            if os.path.isdir(d):
+                _unmount_below(d)
+                shutil.rmtree(d, ignore_errors=True)
 
     # -- common
     @property
@@ -213,6 +322,61 @@ class Daemon:
         raise HarnessError(f"{self.name} did not answer GET /_ping within {ready_timeout}s "
                            f"({last_err})\ncommand: {shlex.join(argv)}\n{self.log_tail()}")
 
+    def test_plugin(self, name: str) -> str:
+        """Directory of test plugin NAME, built by scripts/make-test-plugins.sh on first use."""
+        if name not in TEST_PLUGIN_NAMES:
+            raise HarnessError(f"unknown test plugin {name!r} (known: {', '.join(TEST_PLUGIN_NAMES)})")
+        if name in self._test_plugins:
+            return self._test_plugins[name]
+        env = dict(os.environ)
+        # rclone's `config` and `cache` mounts get sources that exist on the host
+        env["BERTH_RCLONE_STATE_DIR"] = self.rclone_state_dir
+        t0 = time.monotonic()
+        try:
+            cp = subprocess.run([str(MAKE_TEST_PLUGINS), self.test_plugins_dir, name], env=env,
+                                stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                                timeout=TEST_PLUGIN_BUILD_TIMEOUT, cwd=str(REPO))
+        except subprocess.TimeoutExpired as e:
+            raise HarnessError(f"make-test-plugins.sh {name} took more than "
+                               f"{TEST_PLUGIN_BUILD_TIMEOUT:.0f}s") from e
+        if cp.returncode != 0:
+            raise HarnessError(f"make-test-plugins.sh {self.test_plugins_dir} {name} failed "
+                               f"({cp.returncode}):\n{cp.stdout}{cp.stderr}")
+        path = os.path.join(self.test_plugins_dir, name)
+        if not os.path.isfile(os.path.join(path, "config.json")):
+            raise HarnessError(f"make-test-plugins.sh did not produce {path}/config.json")
+        with open(self.log_path, "a") as log:
+            log.write(f"[harness] built test plugin {name} in {time.monotonic() - t0:.1f}s\n")
+        self._test_plugins[name] = path
+        return path
+
+    def owned_processes(self) -> dict[int, int]:
+        """pid -> starttime of every process below the daemon and its helpers (plugins, shims)."""
+        roots = self.helper_roots()
+        if self.proc is not None and self.proc.poll() is None:
+            roots.add(self.proc.pid)
+        procs = _descendants(roots)
+        for pid in self.helper_roots():
+            st = _proc_stat(pid)
+            if st is not None:
+                procs[pid] = st[1]
+        return procs
+
+    def disable_all_plugins(self) -> None:
+        """Best effort: let the daemon stop its plugins itself before it is stopped."""
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": self.tmp,
+               "DOCKER_HOST": self.host, "DOCKER_CONFIG": os.path.join(self.tmp, "stopcfg"),
+               "NO_COLOR": "1"}
+        try:
+            ls = subprocess.run([DOCKER_CLI, "plugin", "ls", "--no-trunc", "--filter", "enabled=true",
+                                 "--format", "{{.ID}}"], capture_output=True, text=True, env=env,
+                                stdin=subprocess.DEVNULL, timeout=STEP_TIMEOUT)
+            for pid in ls.stdout.split() if ls.returncode == 0 else []:
+                subprocess.run([DOCKER_CLI, "plugin", "disable", "-f", pid], capture_output=True,
+                               env=env, stdin=subprocess.DEVNULL, timeout=STEP_TIMEOUT)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+
     def log_tail(self, n: int = 40) -> str:
         try:
             with open(self.log_path, errors="replace") as f:
@@ -225,14 +389,29 @@ class Daemon:
         if self._stopped:
             return
         self._stopped = True
+        owned: dict[int, int] = {}
         if self.proc is not None and self.proc.poll() is None:
+            self.disable_all_plugins()
+            owned = self.owned_processes()
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout=self.stop_grace())
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
+        owned.update(self.owned_processes())
         self.extra_cleanup()
+        # whatever the daemon left running (plugin processes, containerd shims) goes now
+        owned.update(self.owned_processes())
+        killed = _kill_processes(owned)
+        self.leftovers = killed
+        if killed:
+            msg = (f"[harness] {self.name} left {len(killed)} process(es) running after it stopped; "
+                   "killed:\n  " + "\n  ".join(killed))
+            with open(self.log_path, "a") as log:
+                log.write(msg + "\n")
+            print(msg, file=sys.stderr)
+        self.cleanup_plugin_sock_dirs()
         _unmount_below(self.tmp)
         if not KEEP_TMP:
             shutil.rmtree(self.tmp, ignore_errors=True)
@@ -248,10 +427,22 @@ class BerthDaemon(Daemon):
             raise HarnessError(f"berth binary not found at {self.binary} "
                                "(build it with `cargo build` or set BERTH_BIN)")
         super().__init__()
+        # a one-letter exec root: berth's plugin sockets are <exec-root>/plugins/<64-hex id>/<socket>,
+        # and /tmp/bcXXXXXXXX/exec/plugins/<id>/testdriver.sock (109 bytes) does not fit in sun_path
+        self.exec_root = os.path.join(self.tmp, "x")
+        # like dockerd's: an explicit empty config keeps /etc/berth/daemon.json out of the picture
+        self.config_file = os.path.join(self.tmp, "daemon.json")
+        with open(self.config_file, "w") as f:
+            f.write("{}\n")
 
     def argv(self) -> list[str]:
         return [self.binary, "daemon", "--host", self.host, "--data-root", self.data_root,
-                "--exec-root", self.exec_root]
+                "--exec-root", self.exec_root, "--config-file", self.config_file,
+                "--plugin-start-timeout", BERTH_PLUGIN_START_TIMEOUT]
+
+    @property
+    def plugin_sock_dir(self) -> str:
+        return os.path.join(self.exec_root, "plugins")
 
 
 class DockerdDaemon(Daemon):
@@ -271,6 +462,22 @@ class DockerdDaemon(Daemon):
                 "--data-root", self.data_root, "--exec-root", self.exec_root,
                 "-H", self.host, "--pidfile", self.pidfile,
                 "--iptables=false", "--bridge=none"]
+
+    @property
+    def plugin_sock_dir(self) -> str:
+        # hard-coded in dockerd (daemon_linux.go getPluginExecRoot), not below --exec-root
+        return "/run/docker/plugins"
+
+    def helper_roots(self) -> set[int]:
+        # dockerd's plugins run below containerd shims, which are not dockerd's descendants:
+        # ours are the ones talking to the containerd under our exec root.
+        addr = os.path.join(self.exec_root, "containerd", "containerd.sock")
+        roots = set()
+        for pid in _all_pids():
+            cmd = _pid_cmdline(pid)
+            if "containerd-shim" in cmd and f"-address {addr} " in cmd + " ":
+                roots.add(pid)
+        return roots
 
     def stop_grace(self) -> float:
         return 30.0
@@ -309,7 +516,7 @@ def make_daemon(target: str) -> Daemon:
 
 STEP_COMMANDS = ("docker", "http", "sh", "write", "mkdir")
 DIRECTIVES = ("exit", "stderr", "stderr-contains", "contains", "status", "header", "no-header",
-              "body", "any-stdout", "any-stderr", "timeout")
+              "body", "any-stdout", "any-stderr", "timeout", "min-seconds", "max-seconds")
 
 
 @dataclass
@@ -332,6 +539,8 @@ class Step:
     any_stdout: bool = False
     any_stderr: bool = False
     timeout: float = STEP_TIMEOUT
+    min_seconds: float | None = None   # the step must take at least this long
+    max_seconds: float | None = None   # ... and at most this long
 
 
 @dataclass
@@ -435,6 +644,10 @@ def parse_scenario(path: Path | str) -> Scenario:
                     cur.any_stderr = True
                 elif key == "timeout":
                     cur.timeout = float(val)
+                elif key == "min-seconds":
+                    cur.min_seconds = float(val)
+                elif key == "max-seconds":
+                    cur.max_seconds = float(val)
             except ValueError as e:
                 raise err(lineno, f"bad directive value in {line!r}: {e}") from e
             continue
@@ -518,10 +731,26 @@ def _tar_dir(directory: str) -> bytes:
     return buf.getvalue()
 
 
-_PLACEHOLDER_RE = re.compile(r"\{(fixture|var|tmp|config|sock|goarch)(?::([^{}]*))?\}")
+_PLACEHOLDER_RE = re.compile(
+    r"\{(fixture|plugin|var|tmp|config|sock|goarch|pluginsockdir|dataroot)(?::([^{}]*))?\}")
 _GOARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386", "i386": "386",
            "ppc64le": "ppc64le", "s390x": "s390x", "riscv64": "riscv64"}
 _VAR_SLICE_RE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(?:\[(-?\d*):(-?\d*)\])?$")
+
+
+def _link_or_copy(src: str, dst: str) -> str:
+    try:
+        os.link(src, dst)
+        return dst
+    except OSError:
+        return shutil.copy2(src, dst)
+
+
+def _check_duration(step: "Step", elapsed: float, problems: list[str]) -> None:
+    if step.min_seconds is not None and elapsed < step.min_seconds:
+        problems.append(f"duration: expected at least {step.min_seconds:g}s, took {elapsed:.2f}s")
+    if step.max_seconds is not None and elapsed > step.max_seconds:
+        problems.append(f"duration: expected at most {step.max_seconds:g}s, took {elapsed:.2f}s")
 
 
 class ScenarioRun:
@@ -536,6 +765,11 @@ class ScenarioRun:
         self.fixture_uses: dict[str, int] = {}
         self.failures: list[str] = []
         self.notes: list[str] = []
+        self.plugin_uses: dict[str, int] = {}
+        # only directories named by a plugin ID, so a plugin's own view of /run/docker/plugins
+        # (e.g. rclone's "Serving unix socket: /run/docker/plugins/rclone.sock") stays visible
+        self._sockdir_rx = re.compile(re.escape(daemon.plugin_sock_dir.rstrip("/")) +
+                                      r"/(?=[0-9a-f]{64}\b)")
 
     # -- environment
     def env(self) -> dict[str, str]:
@@ -552,6 +786,11 @@ class ScenarioRun:
     # -- masking
     def mask(self, text: str) -> str:
         text = text.replace(self.daemon.sock, "<SOCK>")
+        # plugin sockets: berth <exec-root>/plugins/<id>/..., dockerd /run/docker/plugins/<id>/...
+        text = self._sockdir_rx.sub("<PLUGINSOCKDIR>/", text)
+        text = text.replace(self.daemon.data_root, "<DATAROOT>")
+        # the rest of the session directory (test plugin builds, rclone's state directory)
+        text = text.replace(self.daemon.tmp, "<SESSION>")
         text = text.replace(self.tmp, "<TMP>")
         for rx, repl in DEFAULT_MASKS + self.sc.masks:
             text = rx.sub(repl, text)
@@ -574,6 +813,21 @@ class ScenarioRun:
                 f.write(uuid.uuid4().hex + "\n")
         return dst
 
+    def plugin(self, name: str) -> str:
+        """A per-scenario copy (hard links where possible) of a test plugin built for the session."""
+        src = self.daemon.test_plugin(name)
+        n = self.plugin_uses.get(name, 0) + 1
+        self.plugin_uses[name] = n
+        dst = os.path.join(self.tmp, f"plugin-{name}" if n == 1 else f"plugin-{name}-{n}")
+        # the rootfs is hard-linked (rclone's is ~54 MB); config.json is a real copy
+        shutil.copytree(src, dst, symlinks=True, copy_function=_link_or_copy,
+                        ignore=lambda d, names: ["config.json"] if d == src else [])
+        shutil.copy2(os.path.join(src, "config.json"), os.path.join(dst, "config.json"))
+        # a unique rootfs per use, for the same reason as fixtures (dockerd's blob dedup)
+        with open(os.path.join(dst, "rootfs", ".compat-nonce"), "w") as f:
+            f.write(uuid.uuid4().hex + "\n")
+        return dst
+
     def expand(self, text: str, allow_fixture: bool = True) -> str:
         def repl(m: re.Match) -> str:
             kind, arg = m.group(1), m.group(2)
@@ -583,6 +837,10 @@ class ScenarioRun:
                 return self.config_dir
             if kind == "sock":
                 return self.daemon.sock
+            if kind == "pluginsockdir":
+                return self.daemon.plugin_sock_dir
+            if kind == "dataroot":
+                return self.daemon.data_root
             if kind == "goarch":
                 machine = os.uname().machine
                 return _GOARCH.get(machine, machine)
@@ -592,6 +850,12 @@ class ScenarioRun:
                 if not arg:
                     raise HarnessError("{fixture:NAME} needs a name")
                 return self.fixture(arg)
+            if kind == "plugin":
+                if not allow_fixture:
+                    raise HarnessError(f"{{plugin:...}} is not allowed here: {text!r}")
+                if not arg:
+                    raise HarnessError("{plugin:NAME} needs a name")
+                return self.plugin(arg)
             vm = _VAR_SLICE_RE.match(arg or "")
             if not vm:
                 raise HarnessError(f"bad variable reference {m.group(0)!r}")
@@ -659,6 +923,8 @@ class ScenarioRun:
             raise HarnessError("usage: $ write PATH  (content on following `> ` lines)")
         data = self._input_bytes(step, trailing_newline=True) or b""
         os.makedirs(os.path.dirname(args[0]) or ".", exist_ok=True)
+        if os.path.isfile(args[0]) and os.stat(args[0]).st_nlink > 1:
+            os.unlink(args[0])  # a hard link into a {plugin:...} build: never write through it
         with open(args[0], "wb") as f:
             f.write(data)
 
@@ -668,6 +934,7 @@ class ScenarioRun:
 
     def _run_process(self, step: Step, argv: list[str] | None, script: str | None) -> None:
         stdin = self._input_bytes(step, trailing_newline=True)
+        t0 = time.monotonic()
         try:
             if script is not None:
                 argv = ["/bin/sh", "-c", script]
@@ -678,13 +945,15 @@ class ScenarioRun:
             rc, out, errout = cp.returncode, cp.stdout, cp.stderr
         except subprocess.TimeoutExpired as e:
             rc, out, errout = "timeout", e.stdout or b"", e.stderr or b""
+        elapsed = time.monotonic() - t0
         out_s = out.decode(errors="replace")
         err_s = errout.decode(errors="replace")
         if step.capture:
             self.vars[step.capture] = out_s.strip()
         if self.print_actual:
-            self._print_actual_cli(step, rc, out_s, err_s)
+            self._print_actual_cli(step, rc, out_s, err_s, elapsed)
         problems = []
+        _check_duration(step, elapsed, problems)
         if rc != step.exit:
             problems.append(f"exit code: expected {step.exit}, got {rc}")
         if not step.any_stdout or step.expected:
@@ -713,14 +982,19 @@ class ScenarioRun:
     def step_http(self, step: Step) -> None:
         words = [self.expand(a) for a in shlex.split(step.rest)]
         headers: dict[str, str] = {}
-        while words and words[0] == "-H":
+        sock = self.daemon.sock
+        while words and words[0] in ("-H", "--plugin-socket"):
             if len(words) < 2:
-                raise HarnessError("-H needs a 'Name: value' argument")
-            name, _, value = words[1].partition(":")
-            headers[name.strip()] = value.strip()
+                raise HarnessError(f"{words[0]} needs an argument")
+            if words[0] == "-H":
+                name, _, value = words[1].partition(":")
+                headers[name.strip()] = value.strip()
+            else:
+                sock = self.plugin_socket(words[1])
             words = words[2:]
         if len(words) not in (2, 3):
-            raise HarnessError("usage: $ http [-H 'K: V']... METHOD PATH [@tar:DIR|@targz:DIR|@file:PATH]")
+            raise HarnessError("usage: $ http [-H 'K: V']... [--plugin-socket PLUGIN] METHOD PATH "
+                               "[@tar:DIR|@targz:DIR|@file:PATH]")
         method, path = words[0], words[1]
         body = self._input_bytes(step, trailing_newline=False)
         if len(words) == 3:
@@ -738,7 +1012,9 @@ class ScenarioRun:
             else:
                 raise HarnessError(f"unknown body spec {spec!r}")
         try:
-            res = http_request(self.daemon.sock, method, path, body, headers, timeout=step.timeout)
+            t0 = time.monotonic()
+            res = http_request(sock, method, path, body, headers, timeout=step.timeout)
+            elapsed = time.monotonic() - t0
         except (OSError, http.client.HTTPException) as e:
             self.fail(step, [f"request failed: {e!r}"])
             return
@@ -746,8 +1022,9 @@ class ScenarioRun:
         if step.capture:
             self.vars[step.capture] = text.strip()
         if self.print_actual:
-            self._print_actual_http(step, res, text)
+            self._print_actual_http(step, res, text, elapsed)
         problems = []
+        _check_duration(step, elapsed, problems)
         if res.status != step.status:
             problems.append(f"status: expected {step.status}, got {res.status} {res.reason}")
         for name, value in step.headers:
@@ -768,6 +1045,23 @@ class ScenarioRun:
         if problems:
             problems.append("(response headers: " + ", ".join(f"{k}: {v}" for k, v in res.headers) + ")")
             self.fail(step, problems)
+
+    def plugin_socket(self, name: str) -> str:
+        """Host path of a plugin's socket: <plugin sock dir>/<Id>/<Config.Interface.Socket>, with
+        the ID and socket name taken from the daemon's own `GET /plugins/NAME/json`."""
+        try:
+            res = http_request(self.daemon.sock, "GET", f"/plugins/{name}/json", timeout=STEP_TIMEOUT)
+            doc = json.loads(res.body) if res.status == 200 else None
+        except (OSError, http.client.HTTPException, ValueError) as e:
+            raise HarnessError(f"--plugin-socket {name}: cannot inspect the plugin: {e!r}") from e
+        if not isinstance(doc, dict):
+            raise HarnessError(f"--plugin-socket {name}: inspect answered {res.status}: "
+                               f"{res.body.decode(errors='replace').strip()}")
+        pid = doc.get("Id") or ""
+        sock_name = ((doc.get("Config") or {}).get("Interface") or {}).get("Socket") or ""
+        if not re.fullmatch(r"[0-9a-f]{64}", pid) or not sock_name:
+            raise HarnessError(f"--plugin-socket {name}: no Id/Config.Interface.Socket in inspect")
+        return os.path.join(self.daemon.plugin_sock_dir, pid, sock_name)
 
     def _body_view(self, step: Step, text: str) -> list[str]:
         if step.body_mode.startswith("field "):
@@ -794,8 +1088,9 @@ class ScenarioRun:
         return body_lines(text)
 
     # -- authoring aid
-    def _print_actual_cli(self, step: Step, rc, out: str, err: str) -> None:
+    def _print_actual_cli(self, step: Step, rc, out: str, err: str, elapsed: float) -> None:
         print(f"$ {step.line}")
+        print(f"#   (took {elapsed:.2f}s)")
         for ln in cli_lines(self.mask(out)):
             print("\\" + ln if ln.startswith(("!", ">", "$ ", "#", "\\")) else ln)
         if rc != 0:
@@ -803,8 +1098,9 @@ class ScenarioRun:
         for ln in cli_lines(self.mask(err)):
             print(f"! stderr: {ln}")
 
-    def _print_actual_http(self, step: Step, res: HTTPResult, text: str) -> None:
+    def _print_actual_http(self, step: Step, res: HTTPResult, text: str, elapsed: float) -> None:
         print(f"$ {step.line}")
+        print(f"#   (took {elapsed:.2f}s)")
         print(f"! status {res.status}")
         for k, v in res.headers:
             print(f"#   {k}: {self.mask(v)}")
@@ -813,27 +1109,42 @@ class ScenarioRun:
 
 
 def reset_state(daemon: Daemon) -> list[str]:
-    """Remove every plugin (and, best effort, every volume) so a scenario starts clean."""
+    """Start each scenario clean: remove every volume (best effort; first, while their drivers
+    still run), disable every enabled plugin, then `plugin rm -f` every plugin."""
     notes = []
     cfg = tempfile.mkdtemp(prefix="bcr-")
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": cfg, "DOCKER_HOST": daemon.host,
            "DOCKER_CONFIG": cfg, "NO_COLOR": "1"}
 
     def docker(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([DOCKER_CLI, *args], capture_output=True, env=env,
-                              stdin=subprocess.DEVNULL, timeout=STEP_TIMEOUT, text=True)
+        try:
+            return subprocess.run([DOCKER_CLI, *args], capture_output=True, env=env,
+                                  stdin=subprocess.DEVNULL, timeout=STEP_TIMEOUT, text=True)
+        except subprocess.TimeoutExpired:
+            return subprocess.CompletedProcess(args, "timeout", "", f"timed out after {STEP_TIMEOUT}s")
 
     try:
-        for kind in ("plugin", "volume"):
-            ls = docker(kind, "ls", "-q", *(["--no-trunc"] if kind == "plugin" else []))
-            if ls.returncode != 0:
-                if kind == "plugin":
-                    notes.append(f"(state reset: `docker plugin ls -q` failed: {ls.stderr.strip()})")
-                continue
+        ls = docker("volume", "ls", "-q")
+        if ls.returncode == 0:
             for name in ls.stdout.split():
-                rm = docker(kind, "rm", "-f", name)
+                rm = docker("volume", "rm", "-f", name)
                 if rm.returncode != 0:
-                    notes.append(f"(state reset: `docker {kind} rm -f {name}` failed: {rm.stderr.strip()})")
+                    notes.append(f"(state reset: `docker volume rm -f {name}` failed: {rm.stderr.strip()})")
+        ls = docker("plugin", "ls", "--no-trunc", "--format", "{{.ID}} {{.Enabled}}")
+        if ls.returncode != 0:
+            notes.append(f"(state reset: `docker plugin ls` failed: {ls.stderr.strip()})")
+        else:
+            plugins = [ln.split() for ln in ls.stdout.splitlines() if ln.strip()]
+            daemon.seen_plugin_ids.update(p[0] for p in plugins)
+            for pid, enabled in plugins:
+                if enabled == "true":
+                    dis = docker("plugin", "disable", "-f", pid)
+                    if dis.returncode != 0:
+                        notes.append(f"(state reset: `docker plugin disable -f {pid}` failed: "
+                                     f"{dis.stderr.strip()})")
+                rm = docker("plugin", "rm", "-f", pid)
+                if rm.returncode != 0:
+                    notes.append(f"(state reset: `docker plugin rm -f {pid}` failed: {rm.stderr.strip()})")
         left = docker("plugin", "ls", "-q")
         if left.returncode == 0 and left.stdout.strip():
             notes.append(f"(state reset: plugins left over: {left.stdout.split()})")

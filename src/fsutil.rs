@@ -93,3 +93,77 @@ mod tests {
         assert!(!dir.path().join("a").exists());
     }
 }
+
+/// A unix socket path usable with `connect(2)`. Socket addresses hold at most 107 bytes; a
+/// longer path is reached through a descriptor of its directory (`/proc/self/fd/<n>/<name>`),
+/// kept open as long as this value lives. Deep data or exec roots then still work.
+#[derive(Debug)]
+pub struct SocketPath {
+    path: std::path::PathBuf,
+    _dir: Option<std::os::fd::OwnedFd>,
+}
+
+/// The longest path `connect(2)` takes (sun_path is 108 bytes with the terminating NUL).
+pub const MAX_SOCKET_PATH: usize = 107;
+
+impl SocketPath {
+    pub fn new(path: &Path) -> io::Result<SocketPath> {
+        use std::os::fd::FromRawFd;
+        if path.as_os_str().len() <= MAX_SOCKET_PATH {
+            return Ok(SocketPath {
+                path: path.to_path_buf(),
+                _dir: None,
+            });
+        }
+        let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "socket path has no directory",
+            ));
+        };
+        let flags = nix::fcntl::OFlag::O_PATH
+            | nix::fcntl::OFlag::O_DIRECTORY
+            | nix::fcntl::OFlag::O_CLOEXEC;
+        let raw = nix::fcntl::open(dir, flags, nix::sys::stat::Mode::empty())?;
+        // SAFETY: `open` just returned this descriptor and nothing else owns it.
+        let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) };
+        let short = Path::new("/proc/self/fd").join(raw.to_string()).join(name);
+        if short.as_os_str().len() > MAX_SOCKET_PATH {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "socket file name too long",
+            ));
+        }
+        Ok(SocketPath {
+            path: short,
+            _dir: Some(owned),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[cfg(test)]
+mod socket_path_tests {
+    use super::*;
+
+    #[test]
+    fn long_socket_paths_connect_through_their_directory() {
+        let base = tempfile::tempdir().unwrap();
+        let deep = base.path().join("d".repeat(60)).join("e".repeat(60));
+        fs::create_dir_all(&deep).unwrap();
+        let socket = deep.join("plugin.sock");
+        assert!(socket.as_os_str().len() > MAX_SOCKET_PATH);
+        let listener =
+            std::os::unix::net::UnixListener::bind(SocketPath::new(&socket).unwrap().path())
+                .unwrap();
+        let reachable = SocketPath::new(&socket).unwrap();
+        assert!(reachable.path().as_os_str().len() <= MAX_SOCKET_PATH);
+        std::os::unix::net::UnixStream::connect(reachable.path()).unwrap();
+        drop(listener);
+        let short = base.path().join("s.sock");
+        assert_eq!(SocketPath::new(&short).unwrap().path(), short.as_path());
+    }
+}

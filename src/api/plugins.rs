@@ -71,8 +71,14 @@ pub async fn enable(call: Call) -> Result<HttpResponse> {
     // moby parses the mandatory `timeout` with strconv.Atoi and reports its error verbatim.
     let text = call.query("timeout");
     let seconds: i64 = text.parse().map_err(|_| {
+        let digits = text.strip_prefix(['+', '-']).unwrap_or(&text);
+        let reason = if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+            "value out of range"
+        } else {
+            "invalid syntax"
+        };
         let message = format!(
-            "strconv.Atoi: parsing {}: invalid syntax",
+            "strconv.Atoi: parsing {}: {reason}",
             crate::gojson::go_quote(&text)
         );
         if call.compat.legacy() {

@@ -25,6 +25,8 @@ pub struct ManagedDriver {
     pub host_propagated: PathBuf,
     pub rootfs: PathBuf,
     pub rpc_timeout: Option<Duration>,
+    /// Changes each time the plugin is started: clients made for an earlier run are stale.
+    pub generation: u64,
 }
 
 /// How `start_plugin` treats a plugin that is not ready in time.
@@ -92,7 +94,7 @@ impl Manager {
             )));
         }
         if !force && self.in_use(&id) {
-            return Err(Error::Conflict(format!("plugin {name} is in use")));
+            return Err(Error::Conflict(format!("plugin {} is in use", plugin.name)));
         }
         self.stop_plugin(&id)?;
         self.set_enabled(&id, false)
@@ -152,6 +154,14 @@ impl Manager {
             host_propagated: paths.propagated_mount,
             rootfs: paths.rootfs,
             rpc_timeout: self.rpc_timeout(&plugin.id),
+            generation: self
+                .runtime
+                .generations
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&plugin.id)
+                .copied()
+                .unwrap_or(0),
         }
     }
 
@@ -275,6 +285,14 @@ impl Manager {
         if !plugin.config.propagated_mount.is_empty() {
             fsutil::create_dir_mode(&paths.propagated_mount, 0o755)?;
         }
+        let started = chrono::Utc::now();
+        self.runtime
+            .generations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(id.clone())
+            .and_modify(|g| *g += 1)
+            .or_insert(1);
         let pid = self.runtime.supervisor.start(id, spec).map_err(|e| {
             let _ = self.release(id);
             Error::System(format!("starting plugin {}: {e}", plugin.name))
@@ -283,7 +301,7 @@ impl Manager {
         if readiness == Readiness::BestEffort {
             self.runtime.supervisor.supervise(id);
         }
-        match self.wait_for_socket(id, &socket) {
+        match self.wait_for_socket(id, &socket, started) {
             Ok(()) => {
                 self.runtime.supervisor.supervise(id);
                 Ok(())
@@ -304,11 +322,18 @@ impl Manager {
 
     /// Polls the socket quickly (a plugin is usually ready within milliseconds) until the
     /// configured deadline; a process that exits first fails at once.
-    fn wait_for_socket(&self, id: &str, socket: &PathBuf) -> Result<()> {
+    fn wait_for_socket(
+        &self,
+        id: &str,
+        socket: &std::path::Path,
+        started: chrono::DateTime<chrono::Utc>,
+    ) -> Result<()> {
         let deadline = Instant::now() + self.runtime.options.start_timeout;
         let mut pause = Duration::from_millis(1);
+        let reachable = fsutil::SocketPath::new(socket)
+            .map_err(|e| Error::System(format!("dial unix {}: {e}", socket.display())))?;
         loop {
-            let attempt = UnixStream::connect(socket);
+            let attempt = UnixStream::connect(reachable.path());
             let error = match attempt {
                 Ok(_) => return Ok(()),
                 Err(e) => e,
@@ -322,7 +347,7 @@ impl Manager {
                     socket.display(),
                     os_error_text(&error)
                 );
-                let output = self.runtime.logs.tail(id, Some(3));
+                let output = self.runtime.logs.tail_since(id, started, 3);
                 if !output.is_empty() {
                     message.push_str(&format!("; last output: {}", output.join(" | ")));
                 }

@@ -49,6 +49,8 @@ pub struct Runtime {
     pub options: RuntimeOptions,
     /// RPC timeout per plugin, from `enable?timeout=` (0 = none).
     pub rpc_timeouts: Mutex<HashMap<String, Duration>>,
+    /// How many times each plugin was started by this daemon.
+    pub generations: Mutex<HashMap<String, u64>>,
 }
 
 #[derive(Debug, Clone)]
@@ -126,6 +128,7 @@ impl Manager {
                 logs,
                 options,
                 rpc_timeouts: Mutex::new(HashMap::new()),
+                generations: Mutex::new(HashMap::new()),
             },
             operation_locks: Mutex::new(HashMap::new()),
             refcounts: Mutex::new(HashMap::new()),
@@ -215,10 +218,16 @@ impl Manager {
             let record = store.resolve(&id)?;
             if !force {
                 if self.in_use(&id) {
-                    return Err(Error::Conflict(format!("plugin {name} is in use")));
+                    return Err(Error::Conflict(format!(
+                        "plugin {} is in use",
+                        record.plugin.name
+                    )));
                 }
                 if record.plugin.enabled {
-                    return Err(Error::Conflict(format!("plugin {name} is enabled")));
+                    return Err(Error::Conflict(format!(
+                        "plugin {} is enabled",
+                        record.plugin.name
+                    )));
                 }
             }
             if record.plugin.enabled {

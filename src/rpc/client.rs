@@ -149,6 +149,8 @@ struct Inner {
     timeout: Option<Duration>,
     /// The last call ended because no connection could be made.
     unreachable: AtomicBool,
+    /// Keeps the directory of a long socket path open (see `fsutil::SocketPath`).
+    _socket: Option<crate::fsutil::SocketPath>,
 }
 
 impl PluginClient {
@@ -165,12 +167,17 @@ impl PluginClient {
             .no_proxy()
             .connect_timeout(DIAL_TIMEOUT)
             .pool_max_idle_per_host(0);
+        let mut socket_dir = None;
         let (http, base, log_addr) = match &transport {
             Transport::Unix(path) => {
+                let reachable = crate::fsutil::SocketPath::new(path).map_err(|e| {
+                    RpcError::Transport(format!("dial unix {}: {e}", path.display()))
+                })?;
                 let http = builder
-                    .unix_socket(path.as_path())
+                    .unix_socket(reachable.path())
                     .build()
                     .map_err(|e| RpcError::Transport(format!("plugin client: {}", chain(&e))))?;
+                socket_dir = Some(reachable);
                 (
                     http,
                     format!("http://{UNIX_HOST}"),
@@ -197,6 +204,7 @@ impl PluginClient {
                 log_addr,
                 timeout,
                 unreachable: AtomicBool::new(false),
+                _socket: socket_dir,
             }),
         })
     }

@@ -106,6 +106,22 @@ impl LogStore {
         log.ring.iter().skip(skip).map(LogLine::render).collect()
     }
 
+    /// The last `n` lines written at or after `since` (one start attempt's output).
+    pub fn tail_since(
+        &self,
+        id: &str,
+        since: chrono::DateTime<chrono::Utc>,
+        n: usize,
+    ) -> Vec<String> {
+        let logs = self.lock();
+        let Some(log) = logs.get(id) else {
+            return Vec::new();
+        };
+        let recent: Vec<&LogLine> = log.ring.iter().filter(|l| l.time >= since).collect();
+        let skip = recent.len().saturating_sub(n);
+        recent.into_iter().skip(skip).map(LogLine::render).collect()
+    }
+
     /// Forwards every line of `output` to the daemon log and the store until EOF. Runs on its
     /// own thread per stream.
     pub fn forward(&self, id: String, stream: &'static str, output: impl Read + Send + 'static) {

@@ -68,8 +68,8 @@ pub struct VolumeService {
     plugins: Arc<Manager>,
     legacy: LegacyPlugins,
     options: VolumeOptions,
-    /// Clients of managed plugins, by plugin ID.
-    clients: Mutex<HashMap<String, VolumeDriverClient>>,
+    /// Clients of managed plugins, by plugin ID, with the run generation they were made for.
+    clients: Mutex<HashMap<String, (u64, VolumeDriverClient)>>,
     /// Mount references by volume: the caller IDs of `POST /volumes/{name}/mount`.
     mounts: Mutex<HashMap<String, BTreeSet<String>>>,
     /// One operation per volume name at a time.
@@ -187,8 +187,10 @@ impl VolumeService {
 
     fn managed_client(&self, managed: &ManagedDriver) -> Result<VolumeDriverClient> {
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(client) = clients.get(&managed.id) {
-            return Ok(client.clone());
+        if let Some((generation, client)) = clients.get(&managed.id) {
+            if *generation == managed.generation {
+                return Ok(client.clone());
+            }
         }
         let rpc = PluginClient::new(
             Transport::Unix(managed.socket.clone()),
@@ -201,7 +203,7 @@ impl VolumeService {
             rootfs: managed.rootfs.clone(),
         };
         let client = VolumeDriverClient::new(managed.name.clone(), rpc, mapper);
-        clients.insert(managed.id.clone(), client.clone());
+        clients.insert(managed.id.clone(), (managed.generation, client.clone()));
         Ok(client)
     }
 
