@@ -147,7 +147,7 @@ pub async fn info(call: Call) -> Result<HttpResponse> {
         "Driver": "",
         "DriverStatus": null,
         "Plugins": {
-            "Volume": summary.volume,
+            "Volume": std::iter::once("local".to_string()).chain(summary.volume).collect::<Vec<_>>(),
             "Network": summary.network,
             "Authorization": summary.authorization,
             "Log": summary.log,
