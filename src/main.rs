@@ -112,7 +112,8 @@ fn run_daemon(config: DaemonConfig) -> anyhow::Result<()> {
         config.legacy_plugin_dirs.clone(),
         LEGACY_ACTIVATION_TIMEOUT,
         Some(config.plugin_call_timeout),
-    );
+    )
+    .with_scan_timeout(config.plugin_call_timeout);
     let volumes = VolumeService::open(
         &config.data_root,
         manager.clone(),

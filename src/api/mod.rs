@@ -128,7 +128,7 @@ async fn dispatch(
     // moby's experimental middleware sits inside the version check, so a refused version gets
     // no `Docker-Experimental` header.
     let mut version_accepted = false;
-    let result = match check_version(&version, requested, path, &req, matched.route.min_version) {
+    let result = match check_version(&version, requested, matched.route, &req) {
         Err(e) => Err(e),
         Ok(()) => {
             version_accepted = true;
@@ -174,9 +174,8 @@ async fn handle(id: RouteId, call: Call, payload: web::Payload) -> Result<HttpRe
 fn check_version(
     version: &ApiVersion,
     requested: Option<&str>,
-    path: &str,
+    route: &routes::Route,
     req: &HttpRequest,
-    route_min: Option<&str>,
 ) -> Result<()> {
     if requested.is_none() {
         return Ok(());
@@ -191,10 +190,12 @@ fn check_version(
             "client version {version} is too old. Minimum supported API version is {MIN_API_VERSION}, please upgrade your client to a newer version"
         )));
     }
-    if let Some(min) = route_min {
+    if let Some(min) = route.min_version {
         if version.less_than(min) {
+            // moby names the route as registered, with its path pattern.
+            let pattern = route.pattern.replace("{name}", "{name:.*}");
             return Err(Error::InvalidParameter(format!(
-                "{} {path} requires minimum API version {min}",
+                "{} {pattern} requires minimum API version {min}",
                 req.method()
             )));
         }

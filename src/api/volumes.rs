@@ -197,14 +197,9 @@ pub async fn prune(call: Call) -> Result<HttpResponse> {
 }
 
 /// `PUT /volumes/{name}` updates swarm cluster volumes; berth is never a swarm manager.
-pub async fn update(call: Call) -> Result<HttpResponse> {
-    let version = call.query("version");
-    if version.parse::<u64>().is_err() {
-        return Err(Error::InvalidParameter(format!(
-            "invalid swarm object version '{version}': strconv.ParseUint: parsing {}: invalid syntax",
-            gojson::go_quote(&version)
-        )));
-    }
+/// `PUT /volumes/{name}` updates swarm cluster volumes; berth is never a swarm manager, and
+/// moby answers that before looking at the request.
+pub async fn update(_call: Call) -> Result<HttpResponse> {
     Err(Error::Unavailable(
         "volume update only valid for cluster volumes, but swarm is unavailable".into(),
     ))

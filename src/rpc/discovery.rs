@@ -239,6 +239,15 @@ impl LegacyPlugins {
     /// bounded by the scan timeout. Plugins that fail are logged and left out; successes are
     /// cached like [`get`](Self::get)'s. In [`names`](Self::names) order.
     pub async fn all(&self, implements: &str) -> Vec<Arc<LegacyPlugin>> {
+        self.all_reporting(implements).await.0
+    }
+
+    /// Like [`all`](Self::all), also returning the plugins that could not be activated, with
+    /// the reason (callers turn them into warnings).
+    pub async fn all_reporting(
+        &self,
+        implements: &str,
+    ) -> (Vec<Arc<LegacyPlugin>>, Vec<(String, String)>) {
         let names = self.names();
         let timeout = self.scan_timeout;
         let results = futures_util::future::join_all(names.iter().map(|name| async move {
@@ -250,14 +259,18 @@ impl LegacyPlugins {
         }))
         .await;
         let mut out = Vec::new();
+        let mut failed = Vec::new();
         for (name, result) in results {
             match result {
                 Ok(p) if p.implements(implements) => out.push(p),
                 Ok(_) => {}
-                Err(e) => log::warn!("legacy plugin {name}: {e}"),
+                Err(e) => {
+                    log::warn!("legacy plugin {name}: {e}");
+                    failed.push((name.clone(), e.to_string()));
+                }
             }
         }
-        out
+        (out, failed)
     }
 
     /// Activated plugins currently cached (no discovery, no calls).

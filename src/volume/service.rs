@@ -251,13 +251,23 @@ impl VolumeService {
         if anonymous && label_anonymous {
             labels.insert(ANONYMOUS_LABEL.to_string(), String::new());
         }
-        let driver_name = if driver_name.is_empty() {
+        let requested_driver = if driver_name.is_empty() {
             LOCAL
         } else {
             driver_name
         };
         let _guard = self.lock_name(&name).await;
         let wrap = |e: Error| e.context(format!("create {name}"));
+        // Volumes record a managed plugin by its full name (`plugin`, `plugin:latest` and an ID
+        // prefix are one driver), as moby records the driver's canonical name.
+        let canonical = match requested_driver {
+            LOCAL => LOCAL.to_string(),
+            other => match self.plugins.volume_driver(other) {
+                Ok(Some(managed)) => managed.name,
+                _ => other.to_string(),
+            },
+        };
+        let driver_name = canonical.as_str();
 
         if let Some(existing) = self.record(&name)? {
             if existing.driver == driver_name {
@@ -272,7 +282,7 @@ impl VolumeService {
             self.forget(&existing)?;
         }
 
-        let driver = self.driver(driver_name).await.map_err(wrap)?;
+        let driver = self.driver(requested_driver).await.map_err(wrap)?;
         let scope;
         match &driver {
             Driver::Local => {
@@ -449,10 +459,26 @@ impl VolumeService {
                 Err(e) => warnings.push(format!("list {}: {e}", managed.name)),
             }
         }
+        // Activation of every discoverable plugin shares the call deadline; past it, the
+        // plugins already known are asked (a frozen one then fails its own List call).
+        // (Activation is bounded per plugin by the same deadline; the margin lets it report.)
+        let discovered = self.legacy.all_reporting("VolumeDriver");
+        let margin = Duration::from_millis(250);
         let legacy =
-            tokio::time::timeout(self.options.call_timeout, self.legacy.all("VolumeDriver"))
-                .await
-                .unwrap_or_default();
+            match tokio::time::timeout(self.options.call_timeout + margin, discovered).await {
+                Ok((found, failed)) => {
+                    for (name, error) in failed {
+                        warnings.push(format!("list {name}: {error}"));
+                    }
+                    found
+                }
+                Err(_) => self
+                    .legacy
+                    .cached()
+                    .into_iter()
+                    .filter(|p| p.implements("VolumeDriver"))
+                    .collect(),
+            };
         for plugin in legacy {
             if !drivers.iter().any(|(n, _)| *n == plugin.name) {
                 let client = VolumeDriverClient::new(

@@ -417,3 +417,185 @@ pub fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
     }
     check()
 }
+
+// ---------------------------------------------------------------------------------------------
+// Volume tests: raw HTTP shortcuts, host processes as legacy plugins, mount table look-ups.
+
+impl Daemon {
+    pub fn delete(&self, path: &str) -> Response {
+        self.request("DELETE", path, &[], &[])
+    }
+
+    pub fn post(&self, path: &str) -> Response {
+        self.request("POST", path, &[], &[])
+    }
+
+    /// `POST <prefix>/volumes/create` with `body` as JSON (`prefix` like `/v1.44`, or empty).
+    pub fn create_volume(&self, prefix: &str, body: &str) -> Response {
+        self.post_json(&format!("{prefix}/volumes/create"), body)
+    }
+
+    /// `GET /v1.44/volumes`, with `filters` (JSON) when not empty; asserts 200.
+    pub fn volume_list(&self, filters: &str) -> serde_json::Value {
+        let path = if filters.is_empty() {
+            "/v1.44/volumes".to_string()
+        } else {
+            format!("/v1.44/volumes?filters={}", url_escape(filters))
+        };
+        let r = self.get(&path);
+        assert_eq!(r.status, 200, "GET {path}: {}", r.text());
+        r.json()
+    }
+
+    /// Names of `GET /v1.44/volumes` with `filters`, sorted.
+    pub fn volume_names(&self, filters: &str) -> Vec<String> {
+        let mut names: Vec<String> = self.volume_list(filters)["Volumes"]
+            .as_array()
+            .expect("Volumes is a list")
+            .iter()
+            .map(|v| v["Name"].as_str().unwrap().to_string())
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+/// Percent-encodes everything but unreserved characters (for query values).
+pub fn url_escape(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A process started by a test (a legacy plugin on the host): resumed if stopped, then killed
+/// and reaped when dropped.
+pub struct HostProcess {
+    pub name: String,
+    child: Option<Child>,
+}
+
+impl HostProcess {
+    /// Starts `cmd` in a process group of its own, so that helpers it forks (gunicorn's
+    /// workers) go with it.
+    pub fn spawn(name: &str, cmd: &mut Command) -> HostProcess {
+        use std::os::unix::process::CommandExt;
+        let child = cmd
+            .stdin(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {name}: {e}"));
+        HostProcess {
+            name: name.to_string(),
+            child: Some(child),
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("running").id() as i32
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig)
+            .unwrap_or_else(|e| panic!("{sig} to {}: {e}", self.name));
+    }
+
+    /// SIGSTOP: the process keeps its socket but answers nothing.
+    pub fn freeze(&self) {
+        self.signal(nix::sys::signal::Signal::SIGSTOP);
+    }
+
+    pub fn thaw(&self) {
+        self.signal(nix::sys::signal::Signal::SIGCONT);
+    }
+
+    /// SIGCONT + SIGKILL to its process group, and reap; the socket file stays behind as
+    /// after a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let group = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGCONT);
+            let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for HostProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Waits (up to 15 s) until `socket` accepts connections.
+pub fn wait_for_socket(socket: &Path) {
+    assert!(
+        eventually(Duration::from_secs(15), || UnixStream::connect(socket)
+            .is_ok()),
+        "{} did not accept connections within 15 s",
+        socket.display()
+    );
+}
+
+/// berth's test plugin on the host, listening on `socket`, volumes under `root`, with extra
+/// `TEST_*` knobs; returns once the socket accepts connections.
+pub fn host_test_plugin(socket: &Path, root: &Path, knobs: &[(&str, &str)]) -> HostProcess {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth-test-plugin"));
+    cmd.env("TEST_SOCKET_PATH", socket)
+        .env("TEST_ROOT", root)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (k, v) in knobs {
+        cmd.env(k, v);
+    }
+    let p = HostProcess::spawn(&format!("berth-test-plugin {}", socket.display()), &mut cmd);
+    wait_for_socket(socket);
+    p
+}
+
+/// The file-system type of the mount whose mount point is exactly `path` in this mount
+/// namespace (the topmost one), if any.
+pub fn mount_fstype(path: &Path) -> Option<String> {
+    let want = path.display().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.split_whitespace().nth(4) == Some(want.as_str()))
+        .filter_map(|l| {
+            let (_, after) = l.split_once(" - ")?;
+            after.split_whitespace().next().map(str::to_string)
+        })
+        .next_back()
+}
+
+/// How many mounts have exactly `path` as mount point.
+pub fn mount_count(path: &Path) -> usize {
+    let want = path.display().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.split_whitespace().nth(4) == Some(want.as_str()))
+        .count()
+}
+
+/// True for an RFC 3339 UTC time with seconds, as Go marshals `time.Time` in these answers
+/// (`2026-11-21T05:30:09Z`).
+pub fn is_rfc3339_seconds(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 20
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b[10] == b'T'
+        && b[13] == b':'
+        && b[16] == b':'
+        && b[19] == b'Z'
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| [4, 7, 10, 13, 16, 19].contains(&i) || c.is_ascii_digit())
+}
