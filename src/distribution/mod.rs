@@ -1,4 +1,5 @@
-//! Plugin content: the blob store and safe extraction.
+//! Plugin content: the blob store, safe extraction and the registry client.
 
 pub mod blobstore;
 pub mod extract;
+pub mod registry;
