@@ -37,6 +37,13 @@ pub struct DaemonFlags {
     /// [default: /run/docker/plugins, /etc/docker/plugins, /usr/lib/docker/plugins]
     #[arg(long = "legacy-plugin-dir", value_name = "DIR")]
     pub legacy_plugin_dirs: Vec<PathBuf>,
+    /// Registry reachable over plain HTTP or without certificate checks (host[:port] or CIDR;
+    /// loopback always is); repeatable
+    #[arg(long = "insecure-registry", value_name = "REGISTRY")]
+    pub insecure_registries: Vec<String>,
+    /// Mirror tried before Docker Hub for docker.io pulls; repeatable
+    #[arg(long = "registry-mirror", value_name = "URL")]
+    pub registry_mirrors: Vec<String>,
     /// daemon.json-style configuration file (read when present)
     #[arg(long, value_name = "FILE", default_value = DEFAULT_CONFIG_FILE)]
     pub config_file: PathBuf,
@@ -53,6 +60,8 @@ pub struct DaemonConfig {
     pub plugin_start_timeout: std::time::Duration,
     pub plugin_call_timeout: std::time::Duration,
     pub legacy_plugin_dirs: Vec<PathBuf>,
+    pub insecure_registries: Vec<String>,
+    pub registry_mirrors: Vec<String>,
 }
 
 pub const DEFAULT_LEGACY_PLUGIN_DIRS: &[&str] = &[
@@ -242,7 +251,22 @@ fn resolve(
                 .collect()
         })
     };
+    let list = |flag: &Vec<String>, key: &str| -> anyhow::Result<Vec<String>> {
+        match file.get(key) {
+            Some(v) if flag.is_empty() => {
+                serde_json::from_value(v.clone()).with_context(|| format!("{key} must be a list of strings"))
+            }
+            Some(_) => bail!(
+                "the following directives are specified both as a flag and in the configuration file: {key}"
+            ),
+            None => Ok(flag.clone()),
+        }
+    };
+    let insecure_registries = list(&flags.insecure_registries, "insecure-registries")?;
+    let registry_mirrors = list(&flags.registry_mirrors, "registry-mirrors")?;
     Ok(DaemonConfig {
+        insecure_registries,
+        registry_mirrors,
         plugin_start_timeout: std::time::Duration::from_secs_f64(start_timeout),
         plugin_call_timeout: std::time::Duration::from_secs_f64(call_timeout),
         legacy_plugin_dirs,

@@ -39,6 +39,7 @@ pub mod error;
 pub mod fsutil;
 pub mod gojson;
 pub mod plugin;
+pub mod progress;
 pub mod rpc;
 pub mod runtime;
 pub mod volume;

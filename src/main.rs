@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 
 use berth::api::{self, version::DEFAULT_API_VERSION, ApiState};
 use berth::config::{DaemonConfig, DaemonFlags};
+use berth::distribution::registry::{RegistryClient, RegistryOptions};
 use berth::plugin::manager::{Manager, RuntimeOptions};
 use berth::rpc::discovery::LegacyPlugins;
 use berth::volume::service::{VolumeOptions, VolumeService};
@@ -123,7 +124,14 @@ fn run_daemon(config: DaemonConfig) -> anyhow::Result<()> {
         },
     )
     .context("opening the volume store")?;
+    let registry = RegistryClient::new(RegistryOptions {
+        insecure_registries: config.insecure_registries.clone(),
+        mirrors: config.registry_mirrors.clone(),
+        ..RegistryOptions::default()
+    })
+    .context("configuring the registry client")?;
     let state = ApiState {
+        registry: Arc::new(registry),
         volumes: Arc::new(volumes),
         plugins: manager.clone(),
         daemon: api::system_identity(DEFAULT_API_VERSION, &config.data_root, &config.exec_root),

@@ -5,6 +5,7 @@
 mod body;
 mod filters;
 mod plugins;
+mod remote;
 pub mod routes;
 mod system;
 pub mod version;
@@ -25,6 +26,7 @@ use version::{ApiVersion, Compat, DEFAULT_API_VERSION, MAX_API_VERSION, MIN_API_
 /// What handlers share: the services behind the API and the daemon's identity.
 pub struct ApiState {
     pub plugins: Arc<Manager>,
+    pub registry: Arc<crate::distribution::registry::RegistryClient>,
     pub volumes: Arc<crate::volume::service::VolumeService>,
     pub daemon: system::DaemonIdentity,
 }
@@ -160,6 +162,10 @@ async fn handle(id: RouteId, call: Call, payload: web::Payload) -> Result<HttpRe
         RouteId::PluginEnable => plugins::enable(call).await,
         RouteId::PluginDisable => plugins::disable(call).await,
         RouteId::PluginLogs => plugins::logs(call).await,
+        RouteId::PluginPrivileges => remote::privileges(call).await,
+        RouteId::PluginPull => remote::pull(call, payload).await,
+        RouteId::PluginUpgrade => remote::upgrade(call, payload).await,
+        RouteId::PluginPush => remote::push(call).await,
         RouteId::VolumeList => volumes::list(call).await,
         RouteId::VolumeCreate => volumes::create(call, payload).await,
         RouteId::VolumePrune => volumes::prune(call).await,

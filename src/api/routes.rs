@@ -16,6 +16,10 @@ pub enum RouteId {
     PluginEnable,
     PluginDisable,
     PluginLogs,
+    PluginPrivileges,
+    PluginPull,
+    PluginUpgrade,
+    PluginPush,
     VolumeList,
     VolumeCreate,
     VolumePrune,
@@ -58,6 +62,13 @@ pub const ROUTES: &[Route] = &[
     route("POST", "/plugins/{name}/enable", RouteId::PluginEnable),
     route("POST", "/plugins/{name}/disable", RouteId::PluginDisable),
     route("GET", "/plugins/{name}/logs", RouteId::PluginLogs),
+    route("GET", "/plugins/privileges", RouteId::PluginPrivileges),
+    route("POST", "/plugins/pull", RouteId::PluginPull),
+    Route {
+        min_version: Some("1.26"),
+        ..route("POST", "/plugins/{name}/upgrade", RouteId::PluginUpgrade)
+    },
+    route("POST", "/plugins/{name}/push", RouteId::PluginPush),
     route("GET", "/volumes", RouteId::VolumeList),
     route("POST", "/volumes/create", RouteId::VolumeCreate),
     Route {

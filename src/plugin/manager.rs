@@ -269,9 +269,12 @@ impl Manager {
             .join(format!(".rootfs{}", fsutil::random_hex(8)));
         fs::create_dir(&staging)?;
         let mut staged = Vec::new();
-        let result = self
-            .stage_create(context, &staging, &mut staged)
-            .and_then(|record_parts| self.commit_new(&name, record_parts, &staging, &staged));
+        let result =
+            self.stage_create(context, &staging, &mut staged)
+                .and_then(|mut record_parts| {
+                    record_parts.plugin_reference = name.clone();
+                    self.commit_new(&name, record_parts, &staging, &staged)
+                });
         if result.is_err() {
             let _ = fsutil::remove_all(&staging);
             for blob in &staged {
@@ -281,7 +284,7 @@ impl Manager {
         result.map(|()| name)
     }
 
-    fn ensure_name_free(&self, store: &Store, name: &str) -> Result<()> {
+    pub(super) fn ensure_name_free(&self, store: &Store, name: &str) -> Result<()> {
         if store.name_taken(name) {
             return Err(Error::Conflict(format!("plugin {name} already exists")));
         }
@@ -338,6 +341,7 @@ impl Manager {
         let manifest_blob = self.blobs.stage_bytes(&manifest_bytes)?;
         let parts = NewPluginParts {
             settings: PluginSettings::init_from(&config),
+            plugin_reference: String::new(),
             config,
             config_digest: config_blob.digest.clone(),
             blobsums: vec![unpacked.layer_digest],
@@ -350,7 +354,7 @@ impl Manager {
 
     /// The commit point of create: under the lock, the name is checked again, the rootfs and
     /// blobs move into place and the record is written last.
-    fn commit_new(
+    pub(super) fn commit_new(
         &self,
         name: &str,
         parts: NewPluginParts,
@@ -373,7 +377,7 @@ impl Manager {
                     enabled: false,
                     id: id.clone(),
                     name: name.to_string(),
-                    plugin_reference: name.to_string(),
+                    plugin_reference: parts.plugin_reference,
                     settings: parts.settings,
                 },
                 config_digest: parts.config_digest,
@@ -398,12 +402,13 @@ impl Manager {
     }
 }
 
-struct NewPluginParts {
-    config: super::config::PluginConfig,
-    settings: PluginSettings,
-    config_digest: String,
-    blobsums: Vec<String>,
-    manifest_digest: String,
+pub(super) struct NewPluginParts {
+    pub(super) config: super::config::PluginConfig,
+    pub(super) settings: PluginSettings,
+    pub(super) plugin_reference: String,
+    pub(super) config_digest: String,
+    pub(super) blobsums: Vec<String>,
+    pub(super) manifest_digest: String,
 }
 
 /// The capabilities a plugin declares (`docker.<capability>/<version>`), lower-cased; types

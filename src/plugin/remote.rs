@@ -1,0 +1,499 @@
+//! Plugins from registries: privileges of a remote, pull (install), upgrade and push, with
+//! Docker's progress stream. Downloads are verified by the registry client; layers are
+//! unpacked into a staging rootfs; nothing becomes visible until one commit under the store
+//! lock, so a failure or a client that goes away leaves no plugin and no referenced blob.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::config::{decode_config_stream, PluginConfig, PluginSettings};
+use super::manager::{Manager, NewPluginParts};
+use super::names::PullNames;
+use super::privileges::{compute_privileges, grants_match, PluginPrivilege};
+use super::reference::Reference;
+use crate::distribution::blobstore::StagedBlob;
+use crate::distribution::extract::unpack_layer;
+use crate::distribution::registry::{
+    AuthConfig, Manifest, RegistryClient, RegistryError, Session, MEDIA_TYPE_DOCKER_MANIFEST,
+};
+use crate::error::{Error, Result};
+use crate::fsutil;
+use crate::progress::{Cancelled, Progress};
+
+/// Why a streamed operation stopped.
+#[derive(Debug)]
+pub enum StreamError {
+    /// Sent to the client as the stream's last message.
+    Failed(Error),
+    /// The client went away; the work was undone and nobody is told.
+    Cancelled,
+}
+
+impl From<Cancelled> for StreamError {
+    fn from(_: Cancelled) -> Self {
+        StreamError::Cancelled
+    }
+}
+
+impl From<std::io::Error> for StreamError {
+    fn from(e: std::io::Error) -> Self {
+        StreamError::Failed(Error::from(e))
+    }
+}
+
+impl From<Error> for StreamError {
+    fn from(e: Error) -> Self {
+        StreamError::Failed(e)
+    }
+}
+
+fn registry_error(e: RegistryError) -> StreamError {
+    StreamError::Failed(Error::System(e.to_string()))
+}
+
+/// What was fetched for a plugin, staged but not yet visible.
+struct Fetched {
+    manifest: Manifest,
+    config: PluginConfig,
+    /// Manifest, config and layer blobs in the ingest area (committed with the plugin).
+    staged: Vec<StagedBlob>,
+    /// The unpacked rootfs.
+    rootfs: PathBuf,
+}
+
+/// Progress updates of a transfer, at most every 100 ms (plus the final one).
+struct Throttle {
+    last: Option<Instant>,
+}
+
+impl Throttle {
+    fn due(&mut self) -> bool {
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < Duration::from_millis(100))
+        {
+            return false;
+        }
+        self.last = Some(now);
+        true
+    }
+}
+
+impl Manager {
+    /// `GET /plugins/privileges`: what the remote plugin would need. moby answers an empty
+    /// list for any fetch failure; only an image (not a plugin) is an error.
+    pub async fn remote_privileges(
+        &self,
+        registry: &RegistryClient,
+        remote: &Reference,
+        auth: &AuthConfig,
+    ) -> Result<Vec<PluginPrivilege>> {
+        let fetched = async {
+            let session = registry.session(remote, auth, false).await?;
+            let manifest = session.fetch_manifest().await?;
+            let raw = session
+                .fetch_blob_bytes(&manifest.config, registry.options().max_config_bytes)
+                .await?;
+            Ok::<_, RegistryError>(raw)
+        }
+        .await;
+        match fetched {
+            Ok(raw) => Ok(decode_config_stream(&raw)
+                .map(|c| compute_privileges(&c))
+                .unwrap_or_default()),
+            Err(RegistryError::WrongMediaType { .. }) => Err(Error::System(format!(
+                "did not find plugin config for specified reference {}",
+                remote.full_string()
+            ))),
+            Err(e) => {
+                log::info!("privileges of {}: {e}", remote.full_string());
+                Ok(Vec::new())
+            }
+        }
+    }
+
+    /// Checks before `POST /plugins/pull` starts streaming: the name must be free.
+    pub fn check_pull_name(&self, names: &PullNames) -> Result<()> {
+        if self.store().name_taken(&names.name) {
+            return Err(Error::InvalidParameter(format!(
+                "plugin {} already exists",
+                names.name
+            )));
+        }
+        Ok(())
+    }
+
+    /// `POST /plugins/pull`: fetch, verify, check the grant, unpack, then commit the plugin
+    /// (disabled).
+    pub async fn pull(
+        &self,
+        registry: &RegistryClient,
+        names: &PullNames,
+        granted: &[PluginPrivilege],
+        auth: &AuthConfig,
+        progress: &Progress,
+    ) -> std::result::Result<(), StreamError> {
+        let fetched = self
+            .fetch(registry, &names.remote, granted, auth, progress)
+            .await?;
+        let Fetched {
+            manifest,
+            config,
+            staged,
+            rootfs,
+        } = fetched;
+        let parts = NewPluginParts {
+            settings: PluginSettings::init_from(&config),
+            config,
+            plugin_reference: names.plugin_reference.clone(),
+            config_digest: manifest.config.digest.clone(),
+            blobsums: manifest.layers.iter().map(|l| l.digest.clone()).collect(),
+            manifest_digest: manifest.digest.clone(),
+        };
+        if progress.is_cancelled() {
+            self.discard(&rootfs, &staged);
+            return Err(StreamError::Cancelled);
+        }
+        let committed = self.commit_new(&names.name, parts, &rootfs, &staged);
+        if let Err(e) = committed {
+            self.discard(&rootfs, &staged);
+            return Err(StreamError::Failed(e));
+        }
+        Ok(())
+    }
+
+    /// `POST /plugins/{name}/upgrade`: a disabled plugin gets the new config and rootfs and
+    /// keeps its ID, name and settings. The old rootfs comes back if anything fails.
+    pub async fn upgrade(
+        &self,
+        registry: &RegistryClient,
+        name: &str,
+        names: &PullNames,
+        granted: &[PluginPrivilege],
+        auth: &AuthConfig,
+        progress: &Progress,
+    ) -> std::result::Result<(), StreamError> {
+        let id = self.store().resolve(name)?.plugin.id.clone();
+        self.check_upgradable(name)?;
+        let fetched = self
+            .fetch(registry, &names.remote, granted, auth, progress)
+            .await?;
+        if progress.is_cancelled() {
+            self.discard(&fetched.rootfs, &fetched.staged);
+            return Err(StreamError::Cancelled);
+        }
+        let result = self.swap_in(&id, &names.plugin_reference, &fetched);
+        if result.is_err() {
+            self.discard(&fetched.rootfs, &fetched.staged);
+        }
+        result.map_err(StreamError::Failed)
+    }
+
+    /// The plugin exists and is disabled (moby's check before an upgrade).
+    pub fn check_upgradable(&self, name: &str) -> Result<()> {
+        let store = self.store();
+        let plugin = &store.resolve(name)?.plugin;
+        if plugin.enabled {
+            return Err(Error::Conflict(format!(
+                "plugin must be disabled before upgrading: plugin {} is enabled",
+                plugin.name
+            )));
+        }
+        Ok(())
+    }
+
+    /// The commit point of an upgrade, under the plugin's operation lock (so no enable runs
+    /// meanwhile) and the store lock.
+    fn swap_in(&self, id: &str, plugin_reference: &str, fetched: &Fetched) -> Result<()> {
+        let lock = self.operation_lock(id);
+        let _operation = lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut store = self.store();
+        let mut record = store.resolve(id)?.clone();
+        if record.plugin.enabled {
+            return Err(Error::Conflict(format!(
+                "plugin must be disabled before upgrading: plugin {} is enabled",
+                record.plugin.name
+            )));
+        }
+        let dir = store.plugin_dir(id);
+        let current = dir.join("rootfs");
+        let old = dir.join("rootfs-old");
+        fsutil::remove_all(&old)?;
+        fs::rename(&current, &old)?;
+        let swapped = (|| -> Result<()> {
+            fs::rename(&fetched.rootfs, &current)?;
+            for blob in &fetched.staged {
+                self.blobs.commit(blob)?;
+            }
+            record.plugin.config = fetched.config.clone();
+            record.plugin.plugin_reference = plugin_reference.to_string();
+            record.config_digest = fetched.manifest.config.digest.clone();
+            record.blobsums = fetched
+                .manifest
+                .layers
+                .iter()
+                .map(|l| l.digest.clone())
+                .collect();
+            record.manifest_digest = fetched.manifest.digest.clone();
+            store.save(record)
+        })();
+        match swapped {
+            Ok(()) => {
+                if let Err(e) = fsutil::remove_all(&old) {
+                    log::warn!("removing the previous rootfs of {id}: {e}");
+                }
+                self.blobs.collect_garbage(&store.referenced_blobs())?;
+                Ok(())
+            }
+            Err(e) => {
+                let _ = fsutil::remove_all(&current);
+                let _ = fs::rename(&old, &current);
+                Err(e)
+            }
+        }
+    }
+
+    fn discard(&self, rootfs: &Path, staged: &[StagedBlob]) {
+        let _ = fsutil::remove_all(rootfs);
+        for blob in staged {
+            self.blobs.discard(blob);
+        }
+    }
+
+    /// Fetches manifest, config and layers (each verified), checks the grant against the
+    /// config, and unpacks the layers into a staging rootfs.
+    async fn fetch(
+        &self,
+        registry: &RegistryClient,
+        remote: &Reference,
+        granted: &[PluginPrivilege],
+        auth: &AuthConfig,
+        progress: &Progress,
+    ) -> std::result::Result<Fetched, StreamError> {
+        let mut staged: Vec<StagedBlob> = Vec::new();
+        let rootfs = self
+            .plugins_root
+            .join("tmp")
+            .join(format!(".rootfs{}", fsutil::random_hex(8)));
+        let result = self
+            .fetch_into(
+                registry,
+                remote,
+                granted,
+                auth,
+                progress,
+                &rootfs,
+                &mut staged,
+            )
+            .await;
+        match result {
+            Ok((manifest, config)) => Ok(Fetched {
+                manifest,
+                config,
+                staged,
+                rootfs,
+            }),
+            Err(e) => {
+                self.discard(&rootfs, &staged);
+                Err(e)
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn fetch_into(
+        &self,
+        registry: &RegistryClient,
+        remote: &Reference,
+        granted: &[PluginPrivilege],
+        auth: &AuthConfig,
+        progress: &Progress,
+        rootfs: &Path,
+        staged: &mut Vec<StagedBlob>,
+    ) -> std::result::Result<(Manifest, PluginConfig), StreamError> {
+        let id = remote
+            .tag
+            .clone()
+            .or_else(|| remote.digest.clone())
+            .unwrap_or_else(|| "latest".into());
+        progress
+            .status(
+                Some(&id),
+                format!("Pulling from {}", remote.familiar_name()),
+            )
+            .await?;
+        let session = registry
+            .session(remote, auth, false)
+            .await
+            .map_err(registry_error)?;
+        let manifest = session.fetch_manifest().await.map_err(registry_error)?;
+        progress
+            .status(None, format!("Digest: {}", manifest.digest))
+            .await?;
+        let raw_config = session
+            .fetch_blob_bytes(&manifest.config, registry.options().max_config_bytes)
+            .await
+            .map_err(registry_error)?;
+        let mut config = decode_config_stream(&raw_config).map_err(|e| {
+            StreamError::Failed(Error::System(format!("failed to parse config: {e}")))
+        })?;
+        // The grant is checked as soon as the config is known: a mismatch costs no layer
+        // download and leaves nothing behind.
+        if !grants_match(&compute_privileges(&config), granted) {
+            return Err(StreamError::Failed(Error::System(
+                "incorrect privileges".into(),
+            )));
+        }
+        staged.push(self.blobs.stage_bytes(&manifest.raw)?);
+        staged.push(self.blobs.stage_bytes(&raw_config)?);
+
+        let layers: Vec<_> = manifest
+            .layers
+            .iter()
+            .filter(|l| l.is_layer())
+            .cloned()
+            .collect();
+        if layers.is_empty() {
+            return Err(StreamError::Failed(Error::System(
+                "fetched plugin image but plugin config is missing".into(),
+            )));
+        }
+        for layer in &layers {
+            progress.layer(&layer.short_id(), "Waiting").await?;
+        }
+        let mut layer_files = Vec::new();
+        for layer in &layers {
+            let short = layer.short_id();
+            if self.blobs.contains(&layer.digest) {
+                progress.layer(&short, "Already exists").await?;
+                layer_files.push((short, self.blobs.path(&layer.digest)));
+                continue;
+            }
+            progress.layer(&short, "Pulling fs layer").await?;
+            let blob = self.download(&session, layer, &short, progress).await?;
+            layer_files.push((short, blob.path.clone()));
+            staged.push(blob);
+        }
+
+        fs::create_dir_all(rootfs).map_err(Error::from)?;
+        for (short, path) in layer_files {
+            progress.layer(&short, "Extracting").await?;
+            let (path, target) = (path.clone(), rootfs.to_path_buf());
+            let unpacked = tokio::task::spawn_blocking(move || {
+                let file = fs::File::open(&path)?;
+                unpack_layer(std::io::BufReader::new(file), &target)
+                    .map_err(|e| std::io::Error::other(e.to_string()))
+            })
+            .await
+            .map_err(|e| Error::System(format!("worker failed: {e}")))?;
+            unpacked.map_err(|e| Error::System(format!("failed to extract layer {short}: {e}")))?;
+            progress.layer(&short, "Complete").await?;
+        }
+        config.rootfs.get_or_insert_with(Default::default);
+        Ok((manifest, config))
+    }
+
+    async fn download(
+        &self,
+        session: &Session,
+        layer: &crate::distribution::registry::Descriptor,
+        short: &str,
+        progress: &Progress,
+    ) -> std::result::Result<StagedBlob, StreamError> {
+        let mut throttle = Throttle { last: None };
+        let total = layer.size;
+        let reporter = progress.clone();
+        let id = short.to_string();
+        let mut report = move |current: u64| {
+            if current == total || throttle.due() {
+                reporter.try_send(reporter.transfer(&id, "Downloading", current, total));
+            }
+        };
+        let blob = session
+            .fetch_blob_to_store(&self.blobs, layer, &mut report)
+            .await
+            .map_err(registry_error)?;
+        if progress.is_cancelled() {
+            self.blobs.discard(&blob);
+            return Err(StreamError::Cancelled);
+        }
+        progress.layer(short, "Download complete").await?;
+        Ok(blob)
+    }
+
+    /// `POST /plugins/{name}/push`: uploads the stored blobs (skipping those the registry has)
+    /// and the stored manifest bytes unchanged, so push then pull is byte-identical.
+    pub async fn push(
+        &self,
+        registry: &RegistryClient,
+        name: &str,
+        auth: &AuthConfig,
+        progress: &Progress,
+    ) -> std::result::Result<(), StreamError> {
+        let record = self.store().resolve(name)?.clone();
+        let target = Reference::parse_normalized(&record.plugin.name)
+            .map_err(|e| Error::System(e.to_string()))?
+            .with_default_tag();
+        let tag = target.tag.clone().unwrap_or_else(|| "latest".into());
+        let raw = self
+            .blobs
+            .read(&record.manifest_digest)
+            .map_err(Error::from)?;
+        let parsed: serde_json::Value = serde_json::from_slice(&raw)
+            .map_err(|e| Error::System(format!("stored manifest: {e}")))?;
+        let descriptors =
+            |v: &serde_json::Value| -> Vec<crate::distribution::registry::Descriptor> {
+                serde_json::from_value(v.clone()).unwrap_or_default()
+            };
+        let mut blobs = descriptors(&parsed["layers"]);
+        if let Ok(config) = serde_json::from_value(parsed["config"].clone()) {
+            blobs.push(config);
+        }
+        progress
+            .status(
+                None,
+                format!("The push refers to repository [{}]", target.name()),
+            )
+            .await?;
+        let session = registry
+            .session(&target, auth, true)
+            .await
+            .map_err(registry_error)?;
+        for blob in &blobs {
+            progress.layer(&blob.short_id(), "Preparing").await?;
+        }
+        for blob in &blobs {
+            let short = blob.short_id();
+            if session.blob_exists(blob).await.map_err(registry_error)? {
+                progress.layer(&short, "Layer already exists").await?;
+                continue;
+            }
+            let mut throttle = Throttle { last: None };
+            let reporter = progress.clone();
+            let (id, total) = (short.clone(), blob.size);
+            let mut report = move |current: u64| {
+                if throttle.due() {
+                    reporter.try_send(reporter.transfer(&id, "Pushing", current, total));
+                }
+            };
+            session
+                .push_blob_from_file(blob, &self.blobs.path(&blob.digest), &mut report)
+                .await
+                .map_err(registry_error)?;
+            progress.layer(&short, "Pushed").await?;
+        }
+        let digest = session
+            .push_manifest(&tag, MEDIA_TYPE_DOCKER_MANIFEST, &raw)
+            .await
+            .map_err(registry_error)?;
+        progress
+            .status(None, format!("{tag}: digest: {digest} size: {}", raw.len()))
+            .await?;
+        progress
+            .aux(serde_json::json!({"Tag": tag, "Digest": digest, "Size": raw.len()}))
+            .await?;
+        Ok(())
+    }
+}
