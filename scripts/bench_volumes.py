@@ -53,9 +53,10 @@ import urllib.parse
 sys.dont_write_bytecode = True  # no __pycache__ next to the scripts
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from bench_runtime import (  # noqa: E402 - the runtime benchmark's helpers
-    API, DOCKER_CLI, REPO, BenchError, Berth, Daemon, Dockerd, cleanup, cpu_model, fmt3,
-    log, mem_total, pid_starttime, run_cmd_out, sample_rss, summary,
+from benchlib import (  # noqa: E402 - the shared benchmark helpers
+    API, DOCKER_CLI, REPO, BenchError, Berth, Daemon, Dockerd, RawClient, check, cleanup,
+    cpu_model, cpu_seconds, fmt3, loadavg, log, mem_total, pid_starttime, proc_state,
+    run_cmd_out, sample_rss, source_state, summary,
 )
 
 PLUGIN = "bench/tv:latest"
@@ -69,162 +70,6 @@ QUICK = {"iterations": 10, "warmup": 2, "load_seconds": 1.0, "load_rounds": 2,
          "rss_samples": 3, "idle": 1.0}
 DEFAULTS = {"iterations": 50, "warmup": 3, "load_seconds": 2.0, "load_rounds": 3,
             "rss_samples": 5, "idle": 2.0}
-
-
-# --------------------------------------------------------------------------------------------
-# A minimal keep-alive HTTP/1.1 client on a unix socket
-
-
-class Stale(Exception):
-    """The server closed an idle keep-alive connection before answering."""
-
-
-class RawClient:
-    """One keep-alive connection. `request` returns (status, body, seconds); the clock runs
-    from right before the request is written to the arrival of the response's last byte.
-
-    A connection the server closed while idle (actix closes idle keep-alive connections after
-    5 s) is reopened and the request sent again, with the clock restarted."""
-
-    def __init__(self, path: str, timeout: float = 120.0):
-        self.path = path
-        self.timeout = timeout
-        self.sock: socket.socket | None = None
-        self.reconnects = 0
-
-    def connect(self) -> None:
-        self.close()
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(self.timeout)
-        s.connect(self.path)
-        self.sock = s
-
-    def close(self) -> None:
-        if self.sock is not None:
-            try:
-                self.sock.close()
-            except OSError:
-                pass
-            self.sock = None
-
-    def request(self, method: str, target: str, body=None,
-                timeout: float | None = None) -> tuple[int, bytes, float]:
-        data = b"" if body is None else json.dumps(body).encode()
-        head = f"{method} {target} HTTP/1.1\r\nHost: localhost\r\n"
-        if body is not None:
-            head += "Content-Type: application/json\r\n"
-        if body is not None or method in ("POST", "PUT"):
-            head += f"Content-Length: {len(data)}\r\n"
-        raw = head.encode() + b"\r\n" + data
-        fresh = self.sock is None
-        if fresh:
-            self.connect()
-        assert self.sock is not None
-        self.sock.settimeout(timeout or self.timeout)
-        try:
-            return self._exchange(raw)
-        except Stale:
-            if fresh:
-                raise BenchError(f"{self.path}: connection closed before any answer")
-        self.reconnects += 1
-        self.connect()
-        self.sock.settimeout(timeout or self.timeout)
-        return self._exchange(raw)
-
-    def _exchange(self, raw: bytes) -> tuple[int, bytes, float]:
-        s = self.sock
-        assert s is not None
-        t0 = time.perf_counter()
-        try:
-            s.sendall(raw)
-        except (BrokenPipeError, ConnectionResetError) as e:
-            raise Stale() from e
-        buf = bytearray()
-        while True:
-            end = buf.find(b"\r\n\r\n")
-            if end >= 0:
-                break
-            try:
-                chunk = s.recv(262144)
-            except ConnectionResetError as e:
-                if buf:
-                    raise
-                raise Stale() from e
-            if not chunk:
-                if buf:
-                    raise BenchError(f"{self.path}: connection closed inside a response head")
-                raise Stale()
-            buf += chunk
-        lines = bytes(buf[:end]).decode("latin-1").split("\r\n")
-        status = int(lines[0].split()[1])
-        headers = {}
-        for line in lines[1:]:
-            k, _, v = line.partition(":")
-            headers[k.strip().lower()] = v.strip()
-        pos = end + 4
-        if status in (204, 304) or 100 <= status < 200:
-            payload = b""
-        elif "content-length" in headers:
-            need = pos + int(headers["content-length"])
-            while len(buf) < need:
-                chunk = s.recv(max(262144, need - len(buf)))
-                if not chunk:
-                    raise BenchError(f"{self.path}: connection closed inside a response body")
-                buf += chunk
-            payload = bytes(buf[pos:need])
-        elif "chunked" in headers.get("transfer-encoding", "").lower():
-            payload = self._chunked(buf, pos)
-        else:  # body until close
-            while True:
-                chunk = s.recv(262144)
-                if not chunk:
-                    break
-                buf += chunk
-            payload = bytes(buf[pos:])
-            headers["connection"] = "close"
-        t1 = time.perf_counter()
-        if headers.get("connection", "").lower() == "close":
-            self.close()
-        return status, payload, t1 - t0
-
-    def _chunked(self, buf: bytearray, pos: int) -> bytes:
-        s = self.sock
-        assert s is not None
-        out = bytearray()
-
-        def more() -> None:
-            chunk = s.recv(262144)
-            if not chunk:
-                raise BenchError(f"{self.path}: connection closed inside a chunked body")
-            buf.extend(chunk)
-
-        while True:
-            eol = buf.find(b"\r\n", pos)
-            while eol < 0:
-                more()
-                eol = buf.find(b"\r\n", pos)
-            size = int(bytes(buf[pos:eol]).split(b";")[0].strip(), 16)
-            pos = eol + 2
-            if size == 0:
-                # trailers (none expected), then an empty line
-                while True:
-                    eol = buf.find(b"\r\n", pos)
-                    while eol < 0:
-                        more()
-                        eol = buf.find(b"\r\n", pos)
-                    empty = eol == pos
-                    pos = eol + 2
-                    if empty:
-                        return bytes(out)
-            while len(buf) < pos + size + 2:
-                more()
-            out += buf[pos:pos + size]
-            pos += size + 2
-
-
-def check(d: Daemon, what: str, status: int, body: bytes, want: tuple[int, ...]) -> None:
-    if status not in want:
-        raise BenchError(f"{d.name}: {what} -> {status}: {body[:300]!r}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -274,38 +119,6 @@ def runs_plugin_binary(pid: int) -> bool:
         return os.path.basename(os.readlink(f"/proc/{pid}/exe")) == PLUGIN_BINARY
     except OSError:
         return False
-
-
-def source_state() -> str:
-    """The commit the release build came from, and whether the tree had local changes."""
-    head = run_cmd_out(["git", "-C", REPO, "log", "-1", "--format=%h %s"])
-    r = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--", "src", "Cargo.toml",
-                        "Cargo.lock", "build.rs"], capture_output=True, text=True)
-    changed = len(r.stdout.splitlines()) if r.returncode == 0 else "?"
-    return f"{head[:70]} (+{changed} changed file(s) in src/, Cargo.*, build.rs)"
-
-
-def loadavg() -> str:
-    try:
-        with open("/proc/loadavg") as f:
-            return " ".join(f.read().split()[:3])
-    except OSError:
-        return "?"
-
-
-def proc_state(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return "?"
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (all its threads)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # Processes stopped with SIGSTOP: (pid, starttime); continued by the cleanup whatever happens.

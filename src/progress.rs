@@ -81,6 +81,11 @@ impl Progress {
         let _ = self.sender.try_send(Self::encode(&message));
     }
 
+    /// Resolves when the client has gone away.
+    pub async fn closed(&self) {
+        self.sender.closed().await
+    }
+
     pub fn is_cancelled(&self) -> bool {
         self.sender.is_closed()
     }

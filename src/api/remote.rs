@@ -95,11 +95,18 @@ pub async fn privileges(call: Call) -> Result<HttpResponse> {
         .plugins
         .remote_privileges(&call.state.registry, &remote, &auth(&call))
         .await?;
-    // moby answers a nil slice (`null`) when nothing is needed.
-    if list.is_empty() {
-        return Ok(json_response(StatusCode::OK, &serde_json::Value::Null));
+    match list {
+        // moby answers `[]` when the remote cannot be fetched ...
+        None => Ok(json_response(
+            StatusCode::OK,
+            &Vec::<PluginPrivilege>::new(),
+        )),
+        // ... and a nil slice (`null`) when nothing is needed.
+        Some(list) if list.is_empty() => {
+            Ok(json_response(StatusCode::OK, &serde_json::Value::Null))
+        }
+        Some(list) => Ok(json_response(StatusCode::OK, &list)),
     }
-    Ok(json_response(StatusCode::OK, &list))
 }
 
 pub async fn pull(call: Call, payload: web::Payload) -> Result<HttpResponse> {
@@ -110,15 +117,20 @@ pub async fn pull(call: Call, payload: web::Payload) -> Result<HttpResponse> {
         call.compat.legacy(),
     )?;
     call.state.plugins.check_pull_name(&names)?;
-    let (progress, receiver) = Progress::channel();
     let (registry, auth) = (call.state.registry.clone(), auth(&call));
+    let resolved = call
+        .state
+        .plugins
+        .resolve_remote(&registry, &names.remote, &auth)
+        .await?;
+    let (progress, receiver) = Progress::channel();
     let local_name = names.name.clone();
     run_streamed(
         call.state.plugins.clone(),
         progress,
         move |manager, progress| async move {
             manager
-                .pull(&registry, &names, &granted, &auth, &progress)
+                .pull(&registry, resolved, &names, &granted, &progress)
                 .await
         },
     );
@@ -130,14 +142,19 @@ pub async fn upgrade(call: Call, payload: web::Payload) -> Result<HttpResponse> 
     let plugin = call.state.plugins.get(&call.name)?;
     call.state.plugins.check_upgradable(&call.name)?;
     let names = pull_names(&call.query("remote"), "", call.compat.legacy())?;
-    let (progress, receiver) = Progress::channel();
     let (registry, auth, name) = (call.state.registry.clone(), auth(&call), plugin.id.clone());
+    let resolved = call
+        .state
+        .plugins
+        .resolve_remote(&registry, &names.remote, &auth)
+        .await?;
+    let (progress, receiver) = Progress::channel();
     run_streamed(
         call.state.plugins.clone(),
         progress,
         move |manager, progress| async move {
             manager
-                .upgrade(&registry, &name, &names, &granted, &auth, &progress)
+                .upgrade(&registry, resolved, &name, &names, &granted, &progress)
                 .await
         },
     );

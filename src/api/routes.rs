@@ -71,10 +71,8 @@ pub const ROUTES: &[Route] = &[
     route("POST", "/plugins/{name}/push", RouteId::PluginPush),
     route("GET", "/volumes", RouteId::VolumeList),
     route("POST", "/volumes/create", RouteId::VolumeCreate),
-    Route {
-        min_version: Some("1.25"),
-        ..route("POST", "/volumes/prune", RouteId::VolumePrune)
-    },
+    // Current moby requires 1.25 here; dockerd 20.10 (whose API berth advertises) does not.
+    route("POST", "/volumes/prune", RouteId::VolumePrune),
     route("POST", "/volumes/{name}/mount", RouteId::VolumeMount),
     route("POST", "/volumes/{name}/unmount", RouteId::VolumeUnmount),
     route("GET", "/volumes/{name}", RouteId::VolumeInspect),

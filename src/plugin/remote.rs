@@ -52,6 +52,12 @@ fn registry_error(e: RegistryError) -> StreamError {
     StreamError::Failed(Error::System(e.to_string()))
 }
 
+/// A remote whose manifest is known, ready to be fetched.
+pub struct Resolved {
+    session: Session,
+    manifest: Manifest,
+}
+
 /// What was fetched for a plugin, staged but not yet visible.
 struct Fetched {
     manifest: Manifest,
@@ -89,7 +95,7 @@ impl Manager {
         registry: &RegistryClient,
         remote: &Reference,
         auth: &AuthConfig,
-    ) -> Result<Vec<PluginPrivilege>> {
+    ) -> Result<Option<Vec<PluginPrivilege>>> {
         let fetched = async {
             let session = registry.session(remote, auth, false).await?;
             let manifest = session.fetch_manifest().await?;
@@ -100,18 +106,37 @@ impl Manager {
         }
         .await;
         match fetched {
-            Ok(raw) => Ok(decode_config_stream(&raw)
-                .map(|c| compute_privileges(&c))
-                .unwrap_or_default()),
+            Ok(raw) => Ok(Some(
+                decode_config_stream(&raw)
+                    .map(|c| compute_privileges(&c))
+                    .unwrap_or_default(),
+            )),
             Err(RegistryError::WrongMediaType { .. }) => Err(Error::System(format!(
                 "did not find plugin config for specified reference {}",
                 remote.full_string()
             ))),
             Err(e) => {
                 log::info!("privileges of {}: {e}", remote.full_string());
-                Ok(Vec::new())
+                Ok(None)
             }
         }
+    }
+
+    /// Opens a registry session and fetches the manifest before anything is streamed, so a
+    /// remote that does not resolve is a plain HTTP error, as with moby.
+    pub async fn resolve_remote(
+        &self,
+        registry: &RegistryClient,
+        remote: &Reference,
+        auth: &AuthConfig,
+    ) -> Result<Resolved> {
+        let resolved = async {
+            let session = registry.session(remote, auth, false).await?;
+            let manifest = session.fetch_manifest().await?;
+            Ok::<_, RegistryError>(Resolved { session, manifest })
+        }
+        .await;
+        resolved.map_err(|e| Error::System(format!("error resolving plugin reference: {e}")))
     }
 
     /// Checks before `POST /plugins/pull` starts streaming: the name must be free.
@@ -130,13 +155,13 @@ impl Manager {
     pub async fn pull(
         &self,
         registry: &RegistryClient,
+        resolved: Resolved,
         names: &PullNames,
         granted: &[PluginPrivilege],
-        auth: &AuthConfig,
         progress: &Progress,
     ) -> std::result::Result<(), StreamError> {
         let fetched = self
-            .fetch(registry, &names.remote, granted, auth, progress)
+            .fetch(registry, resolved, &names.remote, granted, progress)
             .await?;
         let Fetched {
             manifest,
@@ -169,16 +194,16 @@ impl Manager {
     pub async fn upgrade(
         &self,
         registry: &RegistryClient,
+        resolved: Resolved,
         name: &str,
         names: &PullNames,
         granted: &[PluginPrivilege],
-        auth: &AuthConfig,
         progress: &Progress,
     ) -> std::result::Result<(), StreamError> {
         let id = self.store().resolve(name)?.plugin.id.clone();
         self.check_upgradable(name)?;
         let fetched = self
-            .fetch(registry, &names.remote, granted, auth, progress)
+            .fetch(registry, resolved, &names.remote, granted, progress)
             .await?;
         if progress.is_cancelled() {
             self.discard(&fetched.rootfs, &fetched.staged);
@@ -267,9 +292,9 @@ impl Manager {
     async fn fetch(
         &self,
         registry: &RegistryClient,
+        resolved: Resolved,
         remote: &Reference,
         granted: &[PluginPrivilege],
-        auth: &AuthConfig,
         progress: &Progress,
     ) -> std::result::Result<Fetched, StreamError> {
         let mut staged: Vec<StagedBlob> = Vec::new();
@@ -280,9 +305,9 @@ impl Manager {
         let result = self
             .fetch_into(
                 registry,
+                resolved,
                 remote,
                 granted,
-                auth,
                 progress,
                 &rootfs,
                 &mut staged,
@@ -306,13 +331,14 @@ impl Manager {
     async fn fetch_into(
         &self,
         registry: &RegistryClient,
+        resolved: Resolved,
         remote: &Reference,
         granted: &[PluginPrivilege],
-        auth: &AuthConfig,
         progress: &Progress,
         rootfs: &Path,
         staged: &mut Vec<StagedBlob>,
     ) -> std::result::Result<(Manifest, PluginConfig), StreamError> {
+        let Resolved { session, manifest } = resolved;
         let id = remote
             .tag
             .clone()
@@ -324,11 +350,6 @@ impl Manager {
                 format!("Pulling from {}", remote.familiar_name()),
             )
             .await?;
-        let session = registry
-            .session(remote, auth, false)
-            .await
-            .map_err(registry_error)?;
-        let manifest = session.fetch_manifest().await.map_err(registry_error)?;
         progress
             .status(None, format!("Digest: {}", manifest.digest))
             .await?;
@@ -411,14 +432,15 @@ impl Manager {
                 reporter.try_send(reporter.transfer(&id, "Downloading", current, total));
             }
         };
-        let blob = session
-            .fetch_blob_to_store(&self.blobs, layer, &mut report)
-            .await
-            .map_err(registry_error)?;
-        if progress.is_cancelled() {
-            self.blobs.discard(&blob);
-            return Err(StreamError::Cancelled);
-        }
+        // Racing the download against the client going away: dropping the fetch removes its
+        // partial file.
+        let fetch = session.fetch_blob_to_store(&self.blobs, layer, &mut report);
+        let gone = progress.closed();
+        futures_util::pin_mut!(fetch, gone);
+        let blob = match futures_util::future::select(fetch, gone).await {
+            futures_util::future::Either::Left((fetched, _)) => fetched.map_err(registry_error)?,
+            futures_util::future::Either::Right(_) => return Err(StreamError::Cancelled),
+        };
         progress.layer(short, "Download complete").await?;
         Ok(blob)
     }
@@ -478,10 +500,16 @@ impl Manager {
                     reporter.try_send(reporter.transfer(&id, "Pushing", current, total));
                 }
             };
-            session
-                .push_blob_from_file(blob, &self.blobs.path(&blob.digest), &mut report)
-                .await
-                .map_err(registry_error)?;
+            let path = self.blobs.path(&blob.digest);
+            let upload = session.push_blob_from_file(blob, &path, &mut report);
+            let gone = progress.closed();
+            futures_util::pin_mut!(upload, gone);
+            match futures_util::future::select(upload, gone).await {
+                futures_util::future::Either::Left((pushed, _)) => {
+                    pushed.map_err(registry_error)?
+                }
+                futures_util::future::Either::Right(_) => return Err(StreamError::Cancelled),
+            }
             progress.layer(&short, "Pushed").await?;
         }
         let digest = session

@@ -251,6 +251,7 @@ impl VolumeService {
         if anonymous && label_anonymous {
             labels.insert(ANONYMOUS_LABEL.to_string(), String::new());
         }
+        let driver_name_given = driver_name;
         let requested_driver = if driver_name.is_empty() {
             LOCAL
         } else {
@@ -270,16 +271,25 @@ impl VolumeService {
         let driver_name = canonical.as_str();
 
         if let Some(existing) = self.record(&name)? {
-            if existing.driver == driver_name {
+            // No driver given: whatever driver has the name answers (moby skips the check).
+            if existing.driver == driver_name || driver_name_given.is_empty() {
                 return self.to_api(&existing, None).await;
             }
-            if self.driver_still_has(&existing).await {
-                return Err(wrap(Error::Conflict(format!(
-                    "driver '{}' already has volume '{name}': volume name must be unique",
-                    existing.driver
-                ))));
+            match self.driver_still_has(&existing).await {
+                Ok(true) => {
+                    return Err(wrap(Error::Conflict(format!(
+                        "driver '{}' already has volume '{name}': volume name must be unique",
+                        existing.driver
+                    ))))
+                }
+                Ok(false) => self.forget(&existing)?,
+                Err(e) => {
+                    return Err(wrap(Error::Conflict(format!(
+                        "found reference to volume '{name}' in driver '{}', but got an error while checking the driver: {e}: volume name must be unique",
+                        existing.driver
+                    ))))
+                }
             }
-            self.forget(&existing)?;
         }
 
         let driver = self.driver(requested_driver).await.map_err(wrap)?;
@@ -336,18 +346,32 @@ impl VolumeService {
         self.to_api(&record, Some(&driver)).await
     }
 
-    async fn driver_still_has(&self, record: &VolumeRecord) -> bool {
-        match self.driver(&record.driver).await {
-            Ok(Driver::Local) => self.local.exists(&record.name),
-            Ok(Driver::Plugin { client, .. }) => {
-                matches!(
-                    self.bounded("VolumeDriver.Get", client.get(&record.name))
-                        .await,
-                    Ok(Some(_))
-                )
-            }
-            // A driver that cannot be asked keeps its claim: better refuse than shadow.
-            Err(_) => true,
+    /// Whether the record's driver still has the volume; an error when the driver cannot be
+    /// asked (it then keeps its claim: better refuse than shadow).
+    async fn driver_still_has(&self, record: &VolumeRecord) -> Result<bool> {
+        let driver = self.driver(&record.driver).await.map_err(|e| {
+            e.context(format!(
+                "error while checking if volume \"{}\" exists in driver \"{}\"",
+                record.name, record.driver
+            ))
+        })?;
+        match driver {
+            Driver::Local => Ok(self.local.exists(&record.name)),
+            Driver::Plugin { client, .. } => self.plugin_has(&client, &record.name).await,
+        }
+    }
+
+    /// moby's `lookupVolume`: an unreachable plugin is an error; any other error from its
+    /// `Get` (such as "no such volume") means it does not have the volume.
+    async fn plugin_has(&self, client: &VolumeDriverClient, name: &str) -> Result<bool> {
+        match tokio::time::timeout(self.options.call_timeout, client.get(name)).await {
+            Err(_) => Err(Error::System(format!(
+                "VolumeDriver.Get: no answer within {:?}",
+                self.options.call_timeout
+            ))),
+            Ok(Ok(found)) => Ok(found.is_some()),
+            Ok(Err(e)) if e.is_unreachable() => Err(Error::System(e.to_string())),
+            Ok(Err(_)) => Ok(false),
         }
     }
 
@@ -368,26 +392,12 @@ impl VolumeService {
 
     /// The API view of a record. Create and list use cached/driver-level paths; inspect asks
     /// the driver (`Get`) and shows what it says.
-    async fn to_api(&self, record: &VolumeRecord, driver: Option<&Driver>) -> Result<Volume> {
+    async fn to_api(&self, record: &VolumeRecord, _driver: Option<&Driver>) -> Result<Volume> {
+        // Plugin volumes show no mountpoint until mounted or inspected (moby calls no
+        // `VolumeDriver.Path` here: `TestExternalVolumeDriverPathCalls`).
         let mountpoint = match record.driver.as_str() {
             LOCAL => self.local.mountpoint(&record.name).display().to_string(),
-            _ => {
-                let resolved;
-                let driver = match driver {
-                    Some(d) => Some(d),
-                    None => {
-                        resolved = self.driver(&record.driver).await.ok();
-                        resolved.as_ref()
-                    }
-                };
-                match driver {
-                    Some(Driver::Plugin { client, .. }) => self
-                        .bounded("VolumeDriver.Path", client.path(&record.name))
-                        .await
-                        .unwrap_or_default(),
-                    _ => String::new(),
-                }
-            }
+            _ => String::new(),
         };
         Ok(Volume {
             created_at: format_time(&record.created_at),
@@ -404,7 +414,8 @@ impl VolumeService {
     /// `GET /volumes/{name}`.
     pub async fn inspect(&self, name: &str) -> Result<Volume> {
         let Some(record) = self.record(name)? else {
-            return Err(Error::NotFound(format!("get {name}: no such volume")));
+            // Not created through berth: a plugin may still have it (moby asks them all).
+            return self.inspect_unrecorded(name).await;
         };
         if record.driver == LOCAL {
             return self.to_api(&record, Some(&Driver::Local)).await;
@@ -418,10 +429,20 @@ impl VolumeService {
         let Driver::Plugin { client, .. } = &driver else {
             return self.to_api(&record, Some(&driver)).await;
         };
-        let found = self
-            .bounded("VolumeDriver.Get", client.get(name))
-            .await
-            .map_err(|e| Error::System(format!("get {name}: {e}")))?;
+        let found = match tokio::time::timeout(self.options.call_timeout, client.get(name)).await {
+            Err(_) => {
+                return Err(Error::System(format!(
+                    "get {name}: VolumeDriver.Get: no answer within {:?}",
+                    self.options.call_timeout
+                )))
+            }
+            Ok(Err(e)) if e.is_unreachable() => {
+                return Err(Error::System(format!("get {name}: {e}")))
+            }
+            // Any other answer but a volume means the driver does not have it (moby).
+            Ok(Err(_)) => None,
+            Ok(Ok(found)) => found,
+        };
         let mut volume = self.to_api(&record, Some(&driver)).await?;
         match found {
             Some(v) => {
@@ -431,9 +452,64 @@ impl VolumeService {
                     volume.created_at = created;
                 }
             }
-            None => return Err(Error::NotFound(format!("get {name}: no such volume"))),
+            None => return Err(no_such_volume(name)),
         }
         Ok(volume)
+    }
+
+    /// Asks every plugin driver's `Get` for a volume berth has no record of, each within the
+    /// call deadline.
+    async fn inspect_unrecorded(&self, name: &str) -> Result<Volume> {
+        let mut drivers: Vec<(String, VolumeDriverClient)> = Vec::new();
+        for managed in self.plugins.enabled_volume_drivers() {
+            if let Ok(client) = self.managed_client(&managed) {
+                drivers.push((managed.name.clone(), client));
+            }
+        }
+        let discovered = self.legacy.all("VolumeDriver");
+        if let Ok(legacy) = tokio::time::timeout(self.options.call_timeout, discovered).await {
+            for plugin in legacy {
+                if !drivers.iter().any(|(n, _)| *n == plugin.name) {
+                    let client = VolumeDriverClient::new(
+                        plugin.name.clone(),
+                        plugin.client.clone(),
+                        PathMapper::Identity,
+                    );
+                    drivers.push((plugin.name.clone(), client));
+                }
+            }
+        }
+        let answers = join_all(drivers.iter().map(|(driver, client)| async move {
+            let found = self.plugin_volume(client, name).await;
+            (driver.clone(), client, found)
+        }))
+        .await;
+        for (driver, client, found) in answers {
+            if let Some(v) = found {
+                return Ok(Volume {
+                    created_at: v
+                        .created_at
+                        .clone()
+                        .unwrap_or_else(|| ZERO_TIME.to_string()),
+                    driver,
+                    labels: None,
+                    mountpoint: v.mountpoint.clone(),
+                    name: v.name.clone(),
+                    options: None,
+                    scope: self.scope_of(client).await,
+                    status: v.status.clone().or_else(|| Some(serde_json::Map::new())),
+                });
+            }
+        }
+        Err(no_such_volume(name))
+    }
+
+    async fn plugin_volume(&self, client: &VolumeDriverClient, name: &str) -> Option<DriverVolume> {
+        tokio::time::timeout(self.options.call_timeout, client.get(name))
+            .await
+            .ok()
+            .and_then(|r| r.ok())
+            .flatten()
     }
 
     /// `GET /volumes`: every driver is asked in parallel, each within the deadline; a driver
@@ -462,6 +538,7 @@ impl VolumeService {
         // Activation of every discoverable plugin shares the call deadline; past it, the
         // plugins already known are asked (a frozen one then fails its own List call).
         // (Activation is bounded per plugin by the same deadline; the margin lets it report.)
+        let mut unactivated: Vec<String> = Vec::new();
         let discovered = self.legacy.all_reporting("VolumeDriver");
         let margin = Duration::from_millis(250);
         let legacy =
@@ -469,6 +546,7 @@ impl VolumeService {
                 Ok((found, failed)) => {
                     for (name, error) in failed {
                         warnings.push(format!("list {name}: {error}"));
+                        unactivated.push(name);
                     }
                     found
                 }
@@ -501,6 +579,11 @@ impl VolumeService {
         .await;
 
         let mut answered: BTreeSet<String> = BTreeSet::new();
+        // Drivers that were asked (or failed to activate): their recorded volumes are listed
+        // even when they do not answer. Volumes of disabled or missing drivers are not, as
+        // with dockerd.
+        let mut asked: BTreeSet<String> = drivers.iter().map(|(n, _)| n.clone()).collect();
+        asked.extend(unactivated);
         for (driver, listed, scope) in answers {
             match listed {
                 Ok(found) => {
@@ -512,9 +595,10 @@ impl VolumeService {
                 Err(e) => warnings.push(format!("list {driver}: {e}")),
             }
         }
-        // Recorded volumes of drivers that did not answer (failed, frozen, disabled, gone).
+        // Recorded volumes of drivers that were asked but did not answer (failed, frozen).
         for record in records.values() {
             if record.driver != LOCAL
+                && asked.contains(&record.driver)
                 && !answered.contains(&record.driver)
                 && !volumes.contains_key(&record.name)
             {
@@ -613,7 +697,7 @@ impl VolumeService {
             if force {
                 return Ok(());
             }
-            return Err(Error::NotFound(format!("get {name}: no such volume")));
+            return Err(no_such_volume(name));
         };
         let users: Vec<String> = self
             .mounts
@@ -628,13 +712,27 @@ impl VolumeService {
                 users.join(", ")
             )));
         }
-        let removed = match self.driver(&record.driver).await {
-            Ok(Driver::Local) => self.local.remove(name),
-            Ok(Driver::Plugin { client, .. }) => {
-                self.bounded("VolumeDriver.Remove", client.remove(name))
-                    .await
+        // A driver that cannot be asked (disabled, gone) keeps its volume, forced or not: the
+        // record is what keeps the plugin "in use".
+        let driver = self.driver(&record.driver).await.map_err(|e| {
+            e.context(format!(
+                "get {name}: error while checking if volume \"{name}\" exists in driver \"{}\"",
+                record.driver
+            ))
+        })?;
+        let removed = match driver {
+            Driver::Local => self.local.remove(name),
+            Driver::Plugin { client, .. } => {
+                // A plugin that forgot the volume: nothing to remove there.
+                match self.plugin_has(&client, name).await {
+                    Ok(false) if force => Ok(()),
+                    Ok(false) => return Err(no_such_volume(name)),
+                    _ => {
+                        self.bounded("VolumeDriver.Remove", client.remove(name))
+                            .await
+                    }
+                }
             }
-            Err(e) => Err(e.to_string()),
         };
         match removed {
             Ok(()) => self.forget(&record),
@@ -698,7 +796,7 @@ impl VolumeService {
     pub async fn mount(&self, name: &str, id: &str) -> Result<String> {
         let _guard = self.lock_name(name).await;
         let Some(record) = self.record(name)? else {
-            return Err(Error::NotFound(format!("get {name}: no such volume")));
+            return Err(no_such_volume(name));
         };
         let first = self
             .mounts
@@ -732,7 +830,7 @@ impl VolumeService {
     pub async fn unmount(&self, name: &str, id: &str) -> Result<()> {
         let _guard = self.lock_name(name).await;
         let Some(record) = self.record(name)? else {
-            return Err(Error::NotFound(format!("get {name}: no such volume")));
+            return Err(no_such_volume(name));
         };
         let last = {
             let mut mounts = self.mounts.lock().unwrap_or_else(|p| p.into_inner());
@@ -778,6 +876,19 @@ fn keep(volume: &Volume, filter: &ListFilter, in_use: &BTreeSet<String>) -> bool
 /// Exact, or a regular expression found anywhere (moby's `filters.Match`).
 fn name_matches(pattern: &str, name: &str) -> bool {
     pattern == name || regex::Regex::new(pattern).is_ok_and(|re| re.is_match(name))
+}
+
+/// moby's `<op> <name>: <err>` prefix; an empty name leaves no space (`get: no such volume`).
+fn op(op: &str, name: &str) -> String {
+    if name.is_empty() {
+        op.to_string()
+    } else {
+        format!("{op} {name}")
+    }
+}
+
+fn no_such_volume(name: &str) -> Error {
+    Error::NotFound(format!("{}: no such volume", op("get", name)))
 }
 
 fn non_empty(map: &BTreeMap<String, String>) -> Option<BTreeMap<String, String>> {

@@ -1,0 +1,725 @@
+"""Shared helpers of the berth-vs-dockerd benchmarks (bench_runtime.py, bench_volumes.py,
+bench_registry.py): HTTP on unix sockets (http.client and a minimal keep-alive client), the
+process table, the two daemons on a private temp directory (start, stop, leftover processes),
+statistics, machine facts and the cleanup that runs on success, error and Ctrl-C.
+
+Standard library only; not a benchmark by itself.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import platform
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.parse
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+API = "/v1.41"
+DOCKER_CLI = os.environ.get("DOCKER_CLI", "docker")
+
+
+class BenchError(Exception):
+    pass
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------------------------
+# HTTP on a unix socket
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float = 60.0):
+        super().__init__("localhost", timeout=timeout)
+        self.unix_path = path
+
+    def connect(self) -> None:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(self.timeout)
+        s.connect(self.unix_path)
+        self.sock = s
+
+
+def http_call(sock: str, method: str, path: str, timeout: float = 60.0) -> tuple[int, bytes]:
+    conn = UnixHTTPConnection(sock, timeout)
+    try:
+        conn.request(method, path, headers={"Content-Length": "0"} if method == "POST" else {})
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def timed_post(sock: str, path: str, timeout: float = 60.0) -> tuple[float, float, int, bytes]:
+    """POST with an already connected socket; returns (t_sent, t_answered, status, body).
+
+    The clock starts right before the request is written, so connection setup is not counted.
+    """
+    conn = UnixHTTPConnection(sock, timeout)
+    try:
+        conn.connect()
+        t0 = time.perf_counter()
+        conn.request("POST", path, headers={"Content-Length": "0"})
+        resp = conn.getresponse()
+        body = resp.read()
+        t1 = time.perf_counter()
+        return t0, t1, resp.status, body
+    finally:
+        conn.close()
+
+
+def socket_answers(path: str) -> bool:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def wait_socket(path: str, timeout: float = 30.0, interval: float = 0.0005) -> tuple[float, int]:
+    """Poll connect() until it succeeds; returns (time it succeeded, attempts)."""
+    deadline = time.perf_counter() + timeout
+    attempts = 0
+    while True:
+        attempts += 1
+        if socket_answers(path):
+            return time.perf_counter(), attempts
+        if time.perf_counter() > deadline:
+            raise BenchError(f"plugin socket {path} did not answer within {timeout}s")
+        time.sleep(interval)
+
+
+# --------------------------------------------------------------------------------------------
+# /proc
+
+
+def proc_table() -> dict[int, tuple[int, str, int]]:
+    """pid -> (ppid, cmdline, starttime) for every process."""
+    out = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        pid = int(d)
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if fields[0] == "Z":
+            continue
+        out[pid] = (int(fields[1]), cmd, int(fields[19]))
+    return out
+
+
+def descendants(table: dict, roots: list[int]) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    out, todo = [], list(roots)
+    while todo:
+        p = todo.pop()
+        for c in children.get(p, []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def mem_kb(pid: int) -> tuple[int, int]:
+    """(VmRSS, Pss) in kB; (0, 0) if the process is gone."""
+    rss = pss = 0
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    rss = int(line.split()[1])
+                    break
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    pss = int(line.split()[1])
+                    break
+    except OSError:
+        pass
+    return rss, pss
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def pid_starttime(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def mountpoints_below(prefix: str) -> list[str]:
+    prefix = prefix.rstrip("/")
+    points = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            mp = line.split()[4]
+            mp = mp.encode().decode("unicode_escape") if "\\" in mp else mp
+            if mp == prefix or mp.startswith(prefix + "/"):
+                points.append(mp)
+    return sorted(set(points), key=lambda p: (p.count("/"), len(p)), reverse=True)
+
+
+def unmount_below(prefix: str) -> list[str]:
+    """Lazily unmount everything at or below prefix; returns what is still mounted."""
+    for _ in range(5):
+        points = mountpoints_below(prefix)
+        if not points:
+            return []
+        for mp in points:
+            subprocess.run(["umount", "-l", mp], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    return mountpoints_below(prefix)
+
+
+# --------------------------------------------------------------------------------------------
+# Daemons
+
+
+class Daemon:
+    name = "?"
+
+    def __init__(self, tmp: str):
+        self.tmp = tmp
+        self.proc: subprocess.Popen | None = None
+        self.log_path = os.path.join(tmp, f"{self.name}.log")
+        self.plugins: dict[str, dict] = {}  # name -> {"id", "socket"}
+        # (pid, starttime) of every process seen in this daemon's tree, for cleanup
+        self.seen: set[tuple[int, int]] = set()
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def argv(self) -> list[str]:
+        raise NotImplementedError
+
+    def start(self, ready_timeout: float = 60.0) -> None:
+        argv = self.argv()
+        with open(self.log_path, "ab") as logf:
+            # a session of its own: a Ctrl-C at the terminal reaches only the script, which
+            # then stops the daemon in order
+            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf,
+                                         stderr=logf, start_new_session=True, cwd=self.tmp)
+        deadline = time.monotonic() + ready_timeout
+        last = "no answer yet"
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise BenchError(f"{self.name} exited with {self.proc.returncode} during start"
+                                 f"\n{shlex.join(argv)}\n{self.log_tail()}")
+            if os.path.exists(self.sock):
+                try:
+                    status, _ = http_call(self.sock, "GET", "/_ping", timeout=2)
+                    if status == 200:
+                        return
+                    last = f"GET /_ping -> {status}"
+                except OSError as e:
+                    last = str(e)
+            time.sleep(0.05)
+        raise BenchError(f"{self.name} did not answer /_ping within {ready_timeout}s ({last})"
+                         f"\n{self.log_tail()}")
+
+    def log_tail(self, n: int = 30) -> str:
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return f"--- last lines of {self.log_path}:\n" + "".join(f.readlines()[-n:])
+        except OSError:
+            return "(no log)"
+
+    def docker(self, *args: str) -> str:
+        env = dict(os.environ, DOCKER_HOST="unix://" + self.sock)
+        env.pop("DOCKER_CONTEXT", None)
+        r = subprocess.run([DOCKER_CLI, *args], env=env, capture_output=True, text=True,
+                           timeout=300)
+        if r.returncode != 0:
+            raise BenchError(f"{self.name}: docker {shlex.join(args)} failed ({r.returncode}):"
+                             f" {r.stderr.strip()}")
+        return r.stdout
+
+    def api(self, method: str, path: str, timeout: float = 60.0):
+        status, body = http_call(self.sock, method, API + path, timeout)
+        if status >= 300:
+            raise BenchError(f"{self.name}: {method} {path} -> {status}: {body[:300]!r}")
+        return json.loads(body) if body.strip() else None
+
+    def load_plugins(self) -> None:
+        for p in self.api("GET", "/plugins"):
+            self.plugins[p["Name"]] = {"id": p["Id"], "socket": p["Config"]["Interface"]["Socket"]}
+
+    def socket_path(self, name: str) -> str:
+        p = self.plugins[name]
+        return os.path.join(self.plugin_exec_root, p["id"], p["socket"])
+
+    def enable(self, name: str) -> dict:
+        path = f"{API}/plugins/{urllib.parse.quote(name, safe='/:')}/enable?timeout=30"
+        sock = self.socket_path(name)
+        t0, t1, status, body = timed_post(self.sock, path)
+        if status >= 300:
+            raise BenchError(f"{self.name}: enable {name} -> {status}: {body[:300]!r}")
+        ready_at_response = socket_answers(sock)
+        if ready_at_response:
+            t2, attempts = time.perf_counter(), 1
+        else:
+            t2, attempts = wait_socket(sock)
+        return {"response": t1 - t0, "ready": t2 - t0, "t0": t0,
+                "ready_at_response": ready_at_response, "polls": attempts}
+
+    def disable(self, name: str, force: bool = False) -> dict:
+        path = f"{API}/plugins/{urllib.parse.quote(name, safe='/:')}/disable"
+        if force:
+            path += "?force=1"
+        t0, t1, status, body = timed_post(self.sock, path)
+        if status >= 300:
+            raise BenchError(f"{self.name}: disable {name} -> {status}: {body[:300]!r}")
+        return {"response": t1 - t0, "t1": t1}
+
+    def enabled(self) -> list[str]:
+        return [p["Name"] for p in self.api("GET", "/plugins") if p.get("Enabled")]
+
+    def remember(self, pids) -> None:
+        for pid in pids:
+            st = pid_starttime(pid)
+            if st is not None:
+                self.seen.add((pid, st))
+
+    def processes(self) -> dict[str, list[int]]:
+        """{"daemon": [...], "helpers": [...], "plugins": [...]} of this daemon's tree."""
+        raise NotImplementedError
+
+    def names_our_dirs(self, pid: int) -> bool:
+        """Whether a command-line argument of pid is (below) this daemon's own directories."""
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().decode(errors="replace").split("\0")
+        except OSError:
+            return False
+        roots = (self.data_root, self.exec_root, self.sock)
+        for a in argv:
+            a = a.split("=", 1)[1] if a.startswith("--") and "=" in a else a
+            a = a.removeprefix("unix://")
+            if any(a == r or a.startswith(r + "/") for r in roots):
+                return True
+        return False
+
+    def stop(self, grace: float) -> None:
+        if self.proc is None:
+            return
+        try:
+            self.remember(sum(self.processes().values(), []))
+        except Exception:  # noqa: BLE001 - best effort before stopping
+            pass
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                log(f"{self.name} did not stop within {grace}s; SIGKILL")
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self.reap_leftovers()
+
+    def reap_leftovers(self) -> None:
+        """Stop whatever is left of the processes this daemon started (pid + start time match,
+        or a command line naming our temp directory)."""
+        victims = {pid for pid, st in self.seen if pid_starttime(pid) == st and pid_alive(pid)}
+        table = proc_table()
+        for pid in table:
+            if pid != os.getpid() and self.names_our_dirs(pid):
+                victims.add(pid)
+        victims |= set(descendants(table, list(victims)))
+        victims.discard(os.getpid())
+        if not victims:
+            return
+        log(f"{self.name}: stopping leftover processes: " + "; ".join(
+            f"{p} {table.get(p, (0, '?'))[1][:70]}" for p in sorted(victims)))
+        for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+            for pid in victims:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline and any(pid_alive(p) for p in victims):
+                time.sleep(0.05)
+            victims = {p for p in victims if pid_alive(p)}
+            if not victims:
+                return
+
+
+class Berth(Daemon):
+    name = "berth"
+
+    def __init__(self, tmp: str, binary: str):
+        super().__init__(tmp)
+        self.binary = binary
+        self.sock = os.path.join(tmp, "berth.sock")
+        # short names: a plugin socket is <exec-root>/plugins/<64-hex id>/<socket> and must fit
+        # in sun_path (107 bytes)
+        self.data_root = os.path.join(tmp, "bd")
+        self.exec_root = os.path.join(tmp, "bx")
+        self.plugin_exec_root = os.path.join(self.exec_root, "plugins")
+
+    def argv(self) -> list[str]:
+        return [self.binary, "daemon", "--host", "unix://" + self.sock,
+                "--data-root", self.data_root, "--exec-root", self.exec_root,
+                "--config-file", "/nonexistent"]
+
+    def processes(self) -> dict[str, list[int]]:
+        table = proc_table()
+        helpers, plugins = [], []
+        for pid in descendants(table, [self.pid]):
+            (helpers if "plugin-init" in table[pid][1] else plugins).append(pid)
+        return {"daemon": [self.pid], "helpers": helpers, "plugins": plugins}
+
+
+class Dockerd(Daemon):
+    name = "dockerd"
+
+    def __init__(self, tmp: str, binary: str):
+        super().__init__(tmp)
+        self.binary = binary
+        self.sock = os.path.join(tmp, "d.sock")
+        self.data_root = os.path.join(tmp, "dd")
+        self.exec_root = os.path.join(tmp, "dx")
+        self.pidfile = os.path.join(tmp, "d.pid")
+        self.config_file = os.path.join(tmp, "daemon.json")
+        # moby 20.10 puts plugin sockets under this fixed directory, whatever --exec-root says
+        self.plugin_exec_root = "/run/docker/plugins"
+        with open(self.config_file, "w") as f:
+            f.write("{}\n")
+
+    def argv(self) -> list[str]:
+        return [self.binary, "--config-file", self.config_file, "--data-root", self.data_root,
+                "--exec-root", self.exec_root, "-H", "unix://" + self.sock,
+                "--pidfile", self.pidfile, "--iptables=false", "--bridge=none"]
+
+    def processes(self) -> dict[str, list[int]]:
+        table = proc_table()
+        containerd = [p for p in descendants(table, [self.pid])
+                      if "containerd" in table[p][1] and self.names_our_dirs(p)]
+        # containerd-shim-runc-v2 daemonizes (it is not below containerd); its -address names
+        # our exec root
+        shims = [p for p, (_, cmd, _) in table.items()
+                 if "containerd-shim" in cmd and self.names_our_dirs(p)]
+        plugins = [p for p in descendants(table, shims) if p not in shims]
+        return {"daemon": [self.pid], "helpers": containerd + shims, "plugins": plugins,
+                "containerd": containerd, "shims": shims}
+
+    def cleanup_plugin_dirs(self) -> None:
+        # the per-plugin socket directories our dockerd made under the shared /run/docker/plugins
+        for p in self.plugins.values():
+            d = os.path.join(self.plugin_exec_root, p["id"])
+            if os.path.isdir(d) and not unmount_below(d):
+                shutil.rmtree(d, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Statistics and report
+
+
+def summary(samples: list[float]) -> dict:
+    return {"min": min(samples), "median": statistics.median(samples), "max": max(samples),
+            "n": len(samples), "samples": samples}
+
+
+def fmt3(s: dict, scale: float, prec: int) -> str:
+    return " / ".join(f"{s[k] * scale:.{prec}f}" for k in ("min", "median", "max"))
+
+
+def run_cmd_out(argv: list[str]) -> str:
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+        return (r.stdout or r.stderr).strip().splitlines()[0] if (r.stdout or r.stderr) else "?"
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "?"
+
+
+def mem_total() -> str:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return f"{int(line.split()[1]) // 1024} MiB"
+    except OSError:
+        pass
+    return "?"
+
+
+def sample_rss(daemons: list[Daemon], samples: int, interval: float) -> dict:
+    """Per daemon: lists of kB per component over `samples` samples."""
+    out = {d.name: {"daemon": [], "helpers": [], "plugins": [], "daemon_pss": [],
+                    "helpers_pss": [], "plugins_pss": [], "counts": None} for d in daemons}
+    for i in range(samples):
+        if i:
+            time.sleep(interval)
+        for d in daemons:
+            procs = d.processes()
+            d.remember(sum((procs[k] for k in ("daemon", "helpers", "plugins")), []))
+            o = out[d.name]
+            for k in ("daemon", "helpers", "plugins"):
+                mems = [mem_kb(p) for p in procs[k]]
+                o[k].append(sum(m[0] for m in mems))
+                o[k + "_pss"].append(sum(m[1] for m in mems))
+            o["counts"] = {k: len(v) for k, v in procs.items()}
+    return out
+
+
+def cleanup(args, tmp: str, daemons: list[Daemon], dockerd: Dockerd, keep: bool) -> None:
+    log("stopping the daemons")
+    for d in daemons:
+        if d.proc is None or d.proc.poll() is not None:
+            continue
+        try:
+            for name in d.enabled():
+                try:
+                    d.disable(name, force=True)
+                except (BenchError, OSError) as e:
+                    log(f"{d.name}: disable {name}: {e}")
+        except (BenchError, OSError, ValueError) as e:
+            log(f"{d.name}: listing plugins: {e}")
+    for d in daemons:
+        try:
+            d.stop(grace=30.0 if d is dockerd else 15.0)
+        except Exception as e:  # noqa: BLE001 - keep cleaning up
+            log(f"stopping {d.name}: {e}")
+    dockerd.cleanup_plugin_dirs()
+    left = unmount_below(tmp)
+    if left:
+        log(f"still mounted below {tmp}, not deleting it: {left}")
+        return
+    if keep:
+        log(f"temp directory kept: {tmp} (daemon logs: berth.log, dockerd.log)")
+        return
+    subprocess.run(["rm", "-rf", "--one-file-system", tmp])
+
+
+# --------------------------------------------------------------------------------------------
+# A minimal keep-alive HTTP/1.1 client on a unix socket
+
+
+class Stale(Exception):
+    """The server closed an idle keep-alive connection before answering."""
+
+
+class RawClient:
+    """One keep-alive connection. `request` returns (status, body, seconds); the clock runs
+    from right before the request is written to the arrival of the response's last byte.
+
+    A connection the server closed while idle (actix closes idle keep-alive connections after
+    5 s) is reopened and the request sent again, with the clock restarted."""
+
+    def __init__(self, path: str, timeout: float = 120.0):
+        self.path = path
+        self.timeout = timeout
+        self.sock: socket.socket | None = None
+        self.reconnects = 0
+
+    def connect(self) -> None:
+        self.close()
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(self.timeout)
+        s.connect(self.path)
+        self.sock = s
+
+    def close(self) -> None:
+        if self.sock is not None:
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+            self.sock = None
+
+    def request(self, method: str, target: str, body=None,
+                timeout: float | None = None) -> tuple[int, bytes, float]:
+        data = b"" if body is None else json.dumps(body).encode()
+        head = f"{method} {target} HTTP/1.1\r\nHost: localhost\r\n"
+        if body is not None:
+            head += "Content-Type: application/json\r\n"
+        if body is not None or method in ("POST", "PUT"):
+            head += f"Content-Length: {len(data)}\r\n"
+        raw = head.encode() + b"\r\n" + data
+        fresh = self.sock is None
+        if fresh:
+            self.connect()
+        assert self.sock is not None
+        self.sock.settimeout(timeout or self.timeout)
+        try:
+            return self._exchange(raw)
+        except Stale:
+            if fresh:
+                raise BenchError(f"{self.path}: connection closed before any answer")
+        self.reconnects += 1
+        self.connect()
+        self.sock.settimeout(timeout or self.timeout)
+        return self._exchange(raw)
+
+    def _exchange(self, raw: bytes) -> tuple[int, bytes, float]:
+        s = self.sock
+        assert s is not None
+        t0 = time.perf_counter()
+        try:
+            s.sendall(raw)
+        except (BrokenPipeError, ConnectionResetError) as e:
+            raise Stale() from e
+        buf = bytearray()
+        while True:
+            end = buf.find(b"\r\n\r\n")
+            if end >= 0:
+                break
+            try:
+                chunk = s.recv(262144)
+            except ConnectionResetError as e:
+                if buf:
+                    raise
+                raise Stale() from e
+            if not chunk:
+                if buf:
+                    raise BenchError(f"{self.path}: connection closed inside a response head")
+                raise Stale()
+            buf += chunk
+        lines = bytes(buf[:end]).decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        headers = {}
+        for line in lines[1:]:
+            k, _, v = line.partition(":")
+            headers[k.strip().lower()] = v.strip()
+        pos = end + 4
+        if status in (204, 304) or 100 <= status < 200:
+            payload = b""
+        elif "content-length" in headers:
+            need = pos + int(headers["content-length"])
+            while len(buf) < need:
+                chunk = s.recv(max(262144, need - len(buf)))
+                if not chunk:
+                    raise BenchError(f"{self.path}: connection closed inside a response body")
+                buf += chunk
+            payload = bytes(buf[pos:need])
+        elif "chunked" in headers.get("transfer-encoding", "").lower():
+            payload = self._chunked(buf, pos)
+        else:  # body until close
+            while True:
+                chunk = s.recv(262144)
+                if not chunk:
+                    break
+                buf += chunk
+            payload = bytes(buf[pos:])
+            headers["connection"] = "close"
+        t1 = time.perf_counter()
+        if headers.get("connection", "").lower() == "close":
+            self.close()
+        return status, payload, t1 - t0
+
+    def _chunked(self, buf: bytearray, pos: int) -> bytes:
+        s = self.sock
+        assert s is not None
+        out = bytearray()
+
+        def more() -> None:
+            chunk = s.recv(262144)
+            if not chunk:
+                raise BenchError(f"{self.path}: connection closed inside a chunked body")
+            buf.extend(chunk)
+
+        while True:
+            eol = buf.find(b"\r\n", pos)
+            while eol < 0:
+                more()
+                eol = buf.find(b"\r\n", pos)
+            size = int(bytes(buf[pos:eol]).split(b";")[0].strip(), 16)
+            pos = eol + 2
+            if size == 0:
+                # trailers (none expected), then an empty line
+                while True:
+                    eol = buf.find(b"\r\n", pos)
+                    while eol < 0:
+                        more()
+                        eol = buf.find(b"\r\n", pos)
+                    empty = eol == pos
+                    pos = eol + 2
+                    if empty:
+                        return bytes(out)
+            while len(buf) < pos + size + 2:
+                more()
+            out += buf[pos:pos + size]
+            pos += size + 2
+
+
+def check(d: Daemon, what: str, status: int, body: bytes, want: tuple[int, ...]) -> None:
+    if status not in want:
+        raise BenchError(f"{d.name}: {what} -> {status}: {body[:300]!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# Machine and process facts
+
+
+def source_state() -> str:
+    """The commit the release build came from, and whether the tree had local changes."""
+    head = run_cmd_out(["git", "-C", REPO, "log", "-1", "--format=%h %s"])
+    r = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--", "src", "Cargo.toml",
+                        "Cargo.lock", "build.rs"], capture_output=True, text=True)
+    changed = len(r.stdout.splitlines()) if r.returncode == 0 else "?"
+    return f"{head[:70]} (+{changed} changed file(s) in src/, Cargo.*, build.rs)"
+
+
+def loadavg() -> str:
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return "?"
+
+
+def proc_state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "?"
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
