@@ -697,6 +697,9 @@ fn device_and_mknod_probes() {
         &[],
     );
     p.wait_listening(WAIT);
+    // The probe lines are read from the plugin's stdout asynchronously: wait for the last one.
+    let node_open = format!("open {}: ", node.display());
+    p.stdout.wait_for(WAIT, |l| l.starts_with(&node_open));
     let out = p.stdout.snapshot();
     assert!(
         out.contains(&format!(
