@@ -253,6 +253,21 @@ class Daemon:
         self._test_plugins: dict[str, str] = {}
         # every plugin ID a state reset saw (for the session-end cleanup)
         self.seen_plugin_ids: set[str] = set()
+        # the session's loopback registry ({registry}), started on first use
+        self._registry: "Registry | None" = None
+
+    def registry(self) -> "Registry":
+        """The session's docker-registry on 127.0.0.1 (started on first use)."""
+        if self._registry is None:
+            reg = Registry(self.tmp)
+            reg.start()
+            self._registry = reg
+            atexit.register(reg.stop)
+        return self._registry
+
+    @property
+    def registry_host(self) -> str | None:
+        return self._registry.host if self._registry is not None else None
 
     # -- to override
     def argv(self) -> list[str]:
@@ -412,9 +427,105 @@ class Daemon:
                 log.write(msg + "\n")
             print(msg, file=sys.stderr)
         self.cleanup_plugin_sock_dirs()
+        if self._registry is not None:
+            self._registry.stop()
         _unmount_below(self.tmp)
         if not KEEP_TMP:
             shutil.rmtree(self.tmp, ignore_errors=True)
+
+REGISTRY_BIN = os.environ.get("REGISTRY_BIN", "docker-registry")
+
+
+def _free_port() -> int:
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+    finally:
+        s.close()
+
+
+class Registry:
+    """Debian's `docker-registry` (distribution 2.x) on 127.0.0.1:<free port>, plain HTTP,
+    filesystem storage under the session directory. Started on first use (`{registry}`), stopped
+    by its PID (checked with the process start time) at the end of the session."""
+
+    def __init__(self, tmp: str):
+        self.root = os.path.join(tmp, "registry")
+        self.config = os.path.join(tmp, "registry.yml")
+        self.log_path = os.path.join(tmp, "registry.log")
+        self.port = 0
+        self.proc: subprocess.Popen | None = None
+        self._start: int | None = None
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> None:
+        binary = shutil.which(REGISTRY_BIN)
+        if not binary:
+            raise HarnessError(f"{REGISTRY_BIN} not found (Debian package docker-registry, "
+                               "or set REGISTRY_BIN)")
+        for _ in range(5):
+            self.port = _free_port()
+            with open(self.config, "w") as f:
+                f.write(f"""version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: {self.root}
+  delete:
+    enabled: true
+  maintenance:
+    uploadpurging:
+      enabled: false
+http:
+  addr: 127.0.0.1:{self.port}
+""")
+            with open(self.log_path, "ab") as log:
+                self.proc = subprocess.Popen([binary, "serve", self.config], stdin=subprocess.DEVNULL,
+                                             stdout=log, stderr=log, start_new_session=True)
+            st = _proc_stat(self.proc.pid)
+            self._start = st[1] if st else None
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and self.proc.poll() is None:
+                try:
+                    conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+                    conn.request("GET", "/v2/")
+                    if conn.getresponse().status == 200:
+                        return
+                except OSError:
+                    pass
+                finally:
+                    conn.close()
+                time.sleep(0.05)
+            self.stop()  # the port may have been taken meanwhile: try another one
+        raise HarnessError(f"{binary} did not answer GET /v2/ on 127.0.0.1\n{self.log_tail()}")
+
+    def log_tail(self, n: int = 20) -> str:
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return f"--- last lines of {self.log_path}:\n" + "".join(f.readlines()[-n:])
+        except OSError:
+            return "(no registry log)"
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        pid = self.proc.pid
+        st = _proc_stat(pid)
+        if self.proc.poll() is None and st is not None and st[1] == self._start:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self.proc = None
 
 
 class BerthDaemon(Daemon):
@@ -732,7 +843,8 @@ def _tar_dir(directory: str) -> bytes:
 
 
 _PLACEHOLDER_RE = re.compile(
-    r"\{(fixture|plugin|var|tmp|config|sock|goarch|pluginsockdir|dataroot)(?::([^{}]*))?\}")
+    r"\{(fixture|plugin|var|tmp|config|sock|goarch|pluginsockdir|dataroot|registry|target)"
+    r"(?::([^{}]*))?\}")
 _GOARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386", "i386": "386",
            "ppc64le": "ppc64le", "s390x": "s390x", "riscv64": "riscv64"}
 _VAR_SLICE_RE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(?:\[(-?\d*):(-?\d*)\])?$")
@@ -786,6 +898,8 @@ class ScenarioRun:
     # -- masking
     def mask(self, text: str) -> str:
         text = text.replace(self.daemon.sock, "<SOCK>")
+        if self.daemon.registry_host:
+            text = text.replace(self.daemon.registry_host, "<REGISTRY>")
         # plugin sockets: berth <exec-root>/plugins/<id>/..., dockerd /run/docker/plugins/<id>/...
         text = self._sockdir_rx.sub("<PLUGINSOCKDIR>/", text)
         text = text.replace(self.daemon.data_root, "<DATAROOT>")
@@ -841,6 +955,10 @@ class ScenarioRun:
                 return self.daemon.plugin_sock_dir
             if kind == "dataroot":
                 return self.daemon.data_root
+            if kind == "registry":
+                return self.daemon.registry().host
+            if kind == "target":
+                return self.daemon.name
             if kind == "goarch":
                 machine = os.uname().machine
                 return _GOARCH.get(machine, machine)

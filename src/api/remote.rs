@@ -39,9 +39,16 @@ async fn granted(call: &Call, payload: web::Payload) -> Result<Vec<PluginPrivile
         .map_err(wrap)?;
     match value {
         None | Some(serde_json::Value::Null) => Ok(Vec::new()),
-        Some(v) => {
+        Some(v @ serde_json::Value::Array(_)) => {
             serde_json::from_value(v).map_err(|e| wrap(body::type_error(call, e.to_string())))
         }
+        Some(other) => Err(wrap(body::type_error(
+            call,
+            crate::gojson::unmarshal_type_error(
+                crate::gojson::kind_name(&other),
+                "types.PluginPrivileges",
+            ),
+        ))),
     }
 }
 

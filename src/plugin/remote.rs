@@ -381,7 +381,9 @@ impl Manager {
                 "fetched plugin image but plugin config is missing".into(),
             )));
         }
-        for layer in &layers {
+        // The statuses dockerd 20.10 shows (a non-TTY CLI prints them): `Waiting` only for
+        // layers to download, `Already exists` for stored ones, progress-only `Extracting`.
+        for layer in layers.iter().filter(|l| !self.blobs.contains(&l.digest)) {
             progress.layer(&layer.short_id(), "Waiting").await?;
         }
         let mut layer_files = Vec::new();
@@ -389,18 +391,19 @@ impl Manager {
             let short = layer.short_id();
             if self.blobs.contains(&layer.digest) {
                 progress.layer(&short, "Already exists").await?;
-                layer_files.push((short, self.blobs.path(&layer.digest)));
+                layer_files.push((short, self.blobs.path(&layer.digest), layer.size));
                 continue;
             }
-            progress.layer(&short, "Pulling fs layer").await?;
             let blob = self.download(&session, layer, &short, progress).await?;
-            layer_files.push((short, blob.path.clone()));
+            layer_files.push((short, blob.path.clone(), layer.size));
             staged.push(blob);
         }
 
         fs::create_dir_all(rootfs).map_err(Error::from)?;
-        for (short, path) in layer_files {
-            progress.layer(&short, "Extracting").await?;
+        for (short, path, size) in layer_files {
+            progress
+                .send(progress.transfer(&short, "Extracting", size, size))
+                .await?;
             let (path, target) = (path.clone(), rootfs.to_path_buf());
             let unpacked = tokio::task::spawn_blocking(move || {
                 let file = fs::File::open(&path)?;
@@ -483,8 +486,19 @@ impl Manager {
             .session(&target, auth, true)
             .await
             .map_err(registry_error)?;
-        for blob in &blobs {
-            progress.layer(&blob.short_id(), "Preparing").await?;
+        // dockerd 20.10 announces every blob and the manifest twice, then reports each
+        // `Upload complete`; the digest travels only in the aux message.
+        let manifest_id = crate::distribution::registry::Descriptor {
+            media_type: MEDIA_TYPE_DOCKER_MANIFEST.to_string(),
+            digest: record.manifest_digest.clone(),
+            size: raw.len() as u64,
+        }
+        .short_id();
+        for _ in 0..2 {
+            for blob in &blobs {
+                progress.layer(&blob.short_id(), "Preparing").await?;
+            }
+            progress.layer(&manifest_id, "Preparing").await?;
         }
         for blob in &blobs {
             let short = blob.short_id();
@@ -510,15 +524,13 @@ impl Manager {
                 }
                 futures_util::future::Either::Right(_) => return Err(StreamError::Cancelled),
             }
-            progress.layer(&short, "Pushed").await?;
+            progress.layer(&short, "Upload complete").await?;
         }
         let digest = session
             .push_manifest(&tag, MEDIA_TYPE_DOCKER_MANIFEST, &raw)
             .await
             .map_err(registry_error)?;
-        progress
-            .status(None, format!("{tag}: digest: {digest} size: {}", raw.len()))
-            .await?;
+        progress.layer(&manifest_id, "Upload complete").await?;
         progress
             .aux(serde_json::json!({"Tag": tag, "Digest": digest, "Size": raw.len()}))
             .await?;
