@@ -54,6 +54,8 @@ sys.dont_write_bytecode = True  # no __pycache__ next to the scripts
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from benchlib import (  # noqa: E402 - the shared benchmark helpers
+    build_berth,
+    unwind_on_signals,
     API, DOCKER_CLI, REPO, BenchError, Berth, Daemon, Dockerd, RawClient, check, cleanup,
     cpu_model, cpu_seconds, fmt3, loadavg, log, mem_total, pid_starttime, proc_state,
     run_cmd_out, sample_rss, source_state, summary,
@@ -408,20 +410,10 @@ def main() -> int:
 
     started = time.monotonic()
 
-    def on_signal(signum, _frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGHUP, on_signal)
-
-    if not args.no_build:
-        log("cargo build --release")
-        r = subprocess.run(["cargo", "build", "--release", "-q"], cwd=REPO)
-        if r.returncode != 0:
-            print("bench-volumes: cargo build --release failed", file=sys.stderr)
-            return 1
-    if not os.access(args.berth_bin, os.X_OK):
-        print(f"bench-volumes: no berth binary at {args.berth_bin}", file=sys.stderr)
-        return 2
+    unwind_on_signals()
+    stop = build_berth("bench-volumes", args.no_build, args.berth_bin)
+    if stop is not None:
+        return stop
 
     # short: plugin sockets live several levels below the exec roots (108-byte limit)
     tmp = tempfile.mkdtemp(prefix="b", dir="/tmp")

@@ -723,3 +723,26 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def unwind_on_signals() -> None:
+    """SIGTERM/SIGHUP unwind like Ctrl-C, through the callers' `finally` cleanup."""
+    def on_signal(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
+
+
+def build_berth(name: str, no_build: bool, berth_bin: str) -> int | None:
+    """`cargo build --release` unless told not to, then check the binary. Returns an exit
+    code to stop with, or None to go on. `name` prefixes the messages (`bench-runtime`)."""
+    if not no_build:
+        log("cargo build --release")
+        r = subprocess.run(["cargo", "build", "--release", "-q"], cwd=REPO)
+        if r.returncode != 0:
+            print(f"{name}: cargo build --release failed", file=sys.stderr)
+            return 1
+    if not os.access(berth_bin, os.X_OK):
+        print(f"{name}: no berth binary at {berth_bin}", file=sys.stderr)
+        return 2
+    return None
