@@ -273,7 +273,7 @@ impl VolumeService {
         if let Some(existing) = self.record(&name)? {
             // No driver given: whatever driver has the name answers (moby skips the check).
             if existing.driver == driver_name || driver_name_given.is_empty() {
-                return self.to_api(&existing, None).await;
+                return Ok(self.view(&existing));
             }
             match self.driver_still_has(&existing).await {
                 Ok(true) => {
@@ -343,7 +343,7 @@ impl VolumeService {
             }
             CreateOutcome::Existing(record) => record,
         };
-        self.to_api(&record, Some(&driver)).await
+        Ok(self.view(&record))
     }
 
     /// Whether the record's driver still has the volume; an error when the driver cannot be
@@ -390,27 +390,6 @@ impl VolumeService {
         Ok(())
     }
 
-    /// The API view of a record. Create and list use cached/driver-level paths; inspect asks
-    /// the driver (`Get`) and shows what it says.
-    async fn to_api(&self, record: &VolumeRecord, _driver: Option<&Driver>) -> Result<Volume> {
-        // Plugin volumes show no mountpoint until mounted or inspected (moby calls no
-        // `VolumeDriver.Path` here: `TestExternalVolumeDriverPathCalls`).
-        let mountpoint = match record.driver.as_str() {
-            LOCAL => self.local.mountpoint(&record.name).display().to_string(),
-            _ => String::new(),
-        };
-        Ok(Volume {
-            created_at: format_time(&record.created_at),
-            driver: record.driver.clone(),
-            labels: non_empty(&record.labels),
-            mountpoint,
-            name: record.name.clone(),
-            options: non_empty(&record.options),
-            scope: record.scope.clone(),
-            status: None,
-        })
-    }
-
     /// `GET /volumes/{name}`.
     pub async fn inspect(&self, name: &str) -> Result<Volume> {
         let Some(record) = self.record(name)? else {
@@ -418,7 +397,7 @@ impl VolumeService {
             return self.inspect_unrecorded(name).await;
         };
         if record.driver == LOCAL {
-            return self.to_api(&record, Some(&Driver::Local)).await;
+            return Ok(self.view(&record));
         }
         let driver = self.driver(&record.driver).await.map_err(|e| {
             e.context(format!(
@@ -427,7 +406,7 @@ impl VolumeService {
             ))
         })?;
         let Driver::Plugin { client, .. } = &driver else {
-            return self.to_api(&record, Some(&driver)).await;
+            return Ok(self.view(&record));
         };
         let found = match tokio::time::timeout(self.options.call_timeout, client.get(name)).await {
             Err(_) => {
@@ -443,7 +422,7 @@ impl VolumeService {
             Ok(Err(_)) => None,
             Ok(Ok(found)) => found,
         };
-        let mut volume = self.to_api(&record, Some(&driver)).await?;
+        let mut volume = self.view(&record);
         match found {
             Some(v) => {
                 volume.mountpoint = v.mountpoint.clone();
@@ -525,7 +504,7 @@ impl VolumeService {
         let mut warnings = Vec::new();
 
         for record in records.values().filter(|r| r.driver == LOCAL) {
-            volumes.insert(record.name.clone(), self.local_view(record));
+            volumes.insert(record.name.clone(), self.view(record));
         }
 
         let mut drivers: Vec<(String, VolumeDriverClient)> = Vec::new();
@@ -659,12 +638,19 @@ impl VolumeService {
         );
     }
 
-    fn local_view(&self, record: &VolumeRecord) -> Volume {
+    /// The API view of a record. Plugin volumes show no mountpoint until inspected or
+    /// mounted (moby calls no `VolumeDriver.Path` for create or list of recorded volumes:
+    /// `TestExternalVolumeDriverPathCalls`).
+    fn view(&self, record: &VolumeRecord) -> Volume {
+        let mountpoint = match record.driver.as_str() {
+            LOCAL => self.local.mountpoint(&record.name).display().to_string(),
+            _ => String::new(),
+        };
         Volume {
             created_at: format_time(&record.created_at),
             driver: record.driver.clone(),
             labels: non_empty(&record.labels),
-            mountpoint: self.local.mountpoint(&record.name).display().to_string(),
+            mountpoint,
             name: record.name.clone(),
             options: non_empty(&record.options),
             scope: record.scope.clone(),
@@ -676,7 +662,7 @@ impl VolumeService {
         Volume {
             created_at: ZERO_TIME.to_string(),
             mountpoint: String::new(),
-            ..self.local_view(record)
+            ..self.view(record)
         }
     }
 
