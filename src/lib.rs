@@ -42,6 +42,7 @@ pub mod plugin;
 pub mod progress;
 pub mod rpc;
 pub mod runtime;
+pub mod tls;
 pub mod volume;
 
 pub use error::{Error, Result};

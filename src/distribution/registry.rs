@@ -38,7 +38,7 @@ use std::io::{Read, Write};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -459,7 +459,7 @@ impl RegistryClient {
     /// Fails for a malformed insecure-registry entry or mirror URL, or when no HTTP client can
     /// be built.
     pub fn new(options: RegistryOptions) -> Result<RegistryClient> {
-        install_crypto_provider();
+        crate::tls::install_provider();
         let mut insecure_list = Vec::new();
         for cidr in DEFAULT_INSECURE_CIDRS {
             let (ip, bits) = parse_cidr(cidr).expect("default CIDRs parse");
@@ -2288,17 +2288,6 @@ fn cidr_contains(net: IpAddr, bits: u8, ip: IpAddr) -> bool {
         }
         _ => false,
     }
-}
-
-/// reqwest is built without a bundled crypto provider: make `ring` the process default once
-/// (as `rpc::client` does; a no-op when a provider is already installed).
-fn install_crypto_provider() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        if rustls::crypto::CryptoProvider::get_default().is_none() {
-            let _ = rustls::crypto::ring::default_provider().install_default();
-        }
-    });
 }
 
 #[cfg(test)]

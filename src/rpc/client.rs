@@ -23,7 +23,7 @@
 use std::error::Error as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Once};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -159,7 +159,7 @@ impl PluginClient {
     /// Fails only for an unusable address or TLS material (unreadable CA/cert/key files), with
     /// go-connections' wording (`Could not read CA certificate "<path>": …`).
     pub fn new(transport: Transport, timeout: Option<Duration>) -> Result<PluginClient, RpcError> {
-        install_crypto_provider();
+        crate::tls::install_provider();
         // No connection reuse: a plugin that restarted or crashed leaves pooled connections that
         // fail mid-request (EPIPE) instead of failing to connect, which is the one failure that
         // is safe to retry. Plugin calls are few; a fresh connection each is cheap.
@@ -612,17 +612,6 @@ fn read(path: &Path, what: &str) -> Result<Vec<u8>, RpcError> {
             path.display()
         ))
     })
-}
-
-/// reqwest is built without a bundled crypto provider: make `ring` the process default once
-/// (a no-op when some other part of the process already chose one).
-fn install_crypto_provider() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        if rustls::crypto::CryptoProvider::get_default().is_none() {
-            let _ = rustls::crypto::ring::default_provider().install_default();
-        }
-    });
 }
 
 #[cfg(test)]
