@@ -23,6 +23,8 @@
 #
 # Environment:
 #   BERTH_TEST_PLUGIN_BIN   use this berth-test-plugin binary instead of building one
+#   BERTH_TEST_PLUGIN_OPTIMIZE=1  build the test plugin optimised (the benchmarks: an
+#                           unoptimised plugin spends more time per call than either daemon)
 #                           (a dynamic binary gets its shared libraries copied, found with ldd)
 #   BERTH_RCLONE_STATE_DIR  host directory whose config/ and cache/ subdirectories (created here)
 #                           become the Source of rclone's `config` and `cache` mounts, instead of
@@ -136,12 +138,15 @@ test_plugin_bin() {
   fi
   # A static, stripped, unoptimised build in its own target dir: static glibc needs nothing in
   # the rootfs, and skipping optimisation halves the first build (the berth library comes along).
-  local triple=x86_64-unknown-linux-gnu
+  local triple=x86_64-unknown-linux-gnu profile=test-plugin inherits=dev
+  if [ "${BERTH_TEST_PLUGIN_OPTIMIZE:-}" = 1 ]; then
+    profile=test-plugin-opt inherits=release
+  fi
   if (cd "$REPO" && RUSTFLAGS='-C target-feature=+crt-static' cargo build -q \
     --bin berth-test-plugin --target "$triple" --target-dir target/static \
-    --config 'profile.test-plugin.inherits="dev"' --config 'profile.test-plugin.debug=0' \
-    --config 'profile.test-plugin.strip=true' --profile test-plugin) >&2; then
-    TEST_BIN=$REPO/target/static/$triple/test-plugin/berth-test-plugin
+    --config "profile.$profile.inherits=\"$inherits\"" --config "profile.$profile.debug=0" \
+    --config "profile.$profile.strip=true" --profile "$profile") >&2; then
+    TEST_BIN=$REPO/target/static/$triple/$profile/berth-test-plugin
   else
     echo "make-test-plugins: static build failed; using a dynamic release build" >&2
     (cd "$REPO" && cargo build -q --release --bin berth-test-plugin) >&2

@@ -526,3 +526,135 @@ async fn volume_adapter_errors_and_capabilities_cache() {
         .collect();
     assert_eq!(creates, vec!["{\"Name\":\"v\",\"Opts\":null}\n"]);
 }
+
+/// A plugin whose open connections can be cut from the test, as a plugin restart cuts them;
+/// counts the requests it read. `answer_first_only`: requests after the first on a connection
+/// are read and then the connection is closed without an answer (a crash mid-call).
+struct CuttablePlugin {
+    conns: Arc<Mutex<Vec<UnixStream>>>,
+    requests: Arc<std::sync::atomic::AtomicUsize>,
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+impl CuttablePlugin {
+    fn start(answer_first_only: bool) -> CuttablePlugin {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cut.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let conns = Arc::new(Mutex::new(Vec::new()));
+        let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (c, r) = (Arc::clone(&conns), Arc::clone(&requests));
+        thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { return };
+                c.lock().unwrap().push(conn.try_clone().unwrap());
+                let r = Arc::clone(&r);
+                thread::spawn(move || {
+                    let mut writer = conn.try_clone().unwrap();
+                    let mut reader = BufReader::new(conn);
+                    for n in 0.. {
+                        let mut len = 0;
+                        loop {
+                            let mut line = String::new();
+                            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                                return;
+                            }
+                            if let Some(v) =
+                                line.to_ascii_lowercase().strip_prefix("content-length:")
+                            {
+                                len = v.trim().parse().unwrap();
+                            }
+                            if line == "\r\n" {
+                                break;
+                            }
+                        }
+                        let mut body = vec![0; len];
+                        if reader.read_exact(&mut body).is_err() {
+                            return;
+                        }
+                        r.fetch_add(1, Ordering::SeqCst);
+                        if answer_first_only && n > 0 {
+                            let _ = writer.shutdown(std::net::Shutdown::Both);
+                            return;
+                        }
+                        let body = "{\"Implements\":[\"VolumeDriver\"]}\n";
+                        let _ = write!(
+                            writer,
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                    }
+                });
+            }
+        });
+        CuttablePlugin {
+            conns,
+            requests,
+            _dir: dir,
+            path,
+        }
+    }
+
+    /// Closes every connection the plugin has accepted so far.
+    fn cut(&self) {
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+/// Connections are kept alive; one the plugin has closed since the last call is detected when
+/// the request cannot be written, and the call goes out once on a new connection.
+#[actix_rt::test]
+async fn kept_alive_connections_closed_by_the_plugin_are_replaced() {
+    let plugin = CuttablePlugin::start(false);
+    let client = PluginClient::new(Transport::Unix(plugin.path.clone()), None).unwrap();
+    for _ in 0..3 {
+        let _: Value = client
+            .call("Plugin.Activate", &Value::Null, Retry::Never)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        plugin.conns.lock().unwrap().len(),
+        1,
+        "one connection for three calls"
+    );
+    for round in 1..=3 {
+        // Cut, then call at once: the pool cannot have noticed.
+        plugin.cut();
+        let answer: Value = client
+            .call("Plugin.Activate", &Value::Null, Retry::Never)
+            .await
+            .unwrap_or_else(|e| panic!("call after cut {round}: {e}"));
+        assert_eq!(answer["Implements"][0], "VolumeDriver");
+    }
+    assert_eq!(
+        plugin.requests(),
+        6,
+        "each request reached the plugin exactly once"
+    );
+}
+
+/// A request the plugin read before it closed the connection is not sent again (it may have
+/// had its effect): the call fails.
+#[actix_rt::test]
+async fn a_request_the_plugin_read_is_never_sent_twice() {
+    let plugin = CuttablePlugin::start(true);
+    let client = PluginClient::new(Transport::Unix(plugin.path.clone()), None).unwrap();
+    let _: Value = client
+        .call("Plugin.Activate", &Value::Null, Retry::Never)
+        .await
+        .unwrap();
+    let e = client
+        .call::<Value>("VolumeDriver.Create", &json!({"Name": "x"}), Retry::Never)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, RpcError::Transport(_)), "{e:?}");
+    assert_eq!(plugin.requests(), 2, "{e}");
+}

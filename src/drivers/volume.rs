@@ -19,7 +19,7 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::rpc::client::{PluginClient, Retry, RpcError};
@@ -143,7 +143,11 @@ fn join_inside(base: &Path, p: &str) -> String {
             _ => {}
         }
     }
-    out.display().to_string()
+    // Not `display()`: that formats through a lossy UTF-8 scan, measurable in lists of
+    // thousands of volumes.
+    out.into_os_string()
+        .into_string()
+        .unwrap_or_else(|raw| raw.to_string_lossy().into_owned())
 }
 
 /// A volume as a plugin reports it (`Get` / `List`).
@@ -318,18 +322,41 @@ impl VolumeDriverClient {
         let answer = self.call(M, &NameRequest { name }, SHORT_TIMEOUT).await?;
         match field(&answer, "Volume") {
             None | Some(Value::Null) => Ok(None),
-            Some(v) => self.volume(M, v).map(Some),
+            Some(v) => {
+                let wire = WireVolume::deserialize(v)
+                    .map_err(|e| DriverError::rpc(M, RpcError::Decode(format!("{M}: {e}"))))?;
+                self.volume(M, wire).map(Some)
+            }
         }
     }
 
-    /// `VolumeDriver.List {}`.
+    /// `VolumeDriver.List {}`. The answer is decoded straight into volumes, without a JSON
+    /// tree: lists of thousands of volumes are the daemon's largest decode.
     pub async fn list(&self) -> Result<Vec<DriverVolume>, DriverError> {
         const M: &str = "VolumeDriver.List";
-        let answer = self.call(M, &EmptyRequest {}, SHORT_TIMEOUT).await?;
-        match field(&answer, "Volumes") {
-            None | Some(Value::Null) => Ok(Vec::new()),
-            Some(Value::Array(items)) => items.iter().map(|v| self.volume(M, v)).collect(),
-            Some(other) => Err(DriverError::plugin(
+        let answer: ListAnswer = self
+            .inner
+            .client
+            .call_with_timeout(M, &EmptyRequest {}, self.inner.retry, Some(SHORT_TIMEOUT))
+            .await
+            .map_err(|e| DriverError::rpc(M, e))?;
+        let ListAnswer::Object { volumes, err } = answer else {
+            let ListAnswer::NotObject(answer) = answer else {
+                unreachable!()
+            };
+            return Err(not_an_object(M, &answer));
+        };
+        if let Some(Loose::Str(err)) = err {
+            if !err.is_empty() {
+                return Err(DriverError::plugin(M, err));
+            }
+        }
+        match volumes {
+            None | Some(WireVolumes::Null) => Ok(Vec::new()),
+            Some(WireVolumes::List(items)) => {
+                items.into_iter().map(|v| self.volume(M, v)).collect()
+            }
+            Some(WireVolumes::Other(other)) => Err(DriverError::plugin(
                 M,
                 format!("{M}: Volumes is not a list: {other}"),
             )),
@@ -341,10 +368,11 @@ impl VolumeDriverClient {
     pub async fn path(&self, name: &str) -> Result<String, DriverError> {
         const M: &str = "VolumeDriver.Path";
         let answer = self.call(M, &NameRequest { name }, SHORT_TIMEOUT).await?;
-        Ok(self
-            .inner
-            .paths
-            .host_path(&string_field(M, &answer, "Mountpoint")?))
+        Ok(self.inner.paths.host_path(&string_field(
+            M,
+            loose(field(&answer, "Mountpoint")),
+            "Mountpoint",
+        )?))
     }
 
     /// `VolumeDriver.Mount {"Name","ID"}` → the host path to bind into the container.
@@ -353,10 +381,11 @@ impl VolumeDriverClient {
         let answer = self
             .call(M, &MountRequest { name, id }, LONG_TIMEOUT)
             .await?;
-        Ok(self
-            .inner
-            .paths
-            .host_path(&string_field(M, &answer, "Mountpoint")?))
+        Ok(self.inner.paths.host_path(&string_field(
+            M,
+            loose(field(&answer, "Mountpoint")),
+            "Mountpoint",
+        )?))
     }
 
     /// `VolumeDriver.Unmount {"Name","ID"}`.
@@ -456,12 +485,7 @@ impl VolumeDriverClient {
             .await
             .map_err(|e| DriverError::rpc(method, e))?;
         if !answer.is_object() {
-            return Err(DriverError::rpc(
-                method,
-                RpcError::Decode(format!(
-                    "{method}: error reading plugin resp: expected a JSON object, got {answer}"
-                )),
-            ));
+            return Err(not_an_object(method, &answer));
         }
         if let Some(err) = field(&answer, "Err").and_then(Value::as_str) {
             if !err.is_empty() {
@@ -471,28 +495,37 @@ impl VolumeDriverClient {
         Ok(answer)
     }
 
-    fn volume(&self, method: &str, v: &Value) -> Result<DriverVolume, DriverError> {
-        if !v.is_object() {
+    fn volume(&self, method: &str, v: WireVolume) -> Result<DriverVolume, DriverError> {
+        let WireVolume::Object {
+            name,
+            mountpoint,
+            created_at,
+            status,
+        } = v
+        else {
+            let WireVolume::NotObject(v) = v else {
+                unreachable!()
+            };
             return Err(DriverError::plugin(
                 method,
                 format!("{method}: volume is not an object: {v}"),
             ));
-        }
-        let name = string_field(method, v, "Name")?;
-        let mountpoint = string_field(method, v, "Mountpoint")?;
-        let created_at = match field(v, "CreatedAt") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) if s.is_empty() => None,
-            Some(Value::String(s)) => Some(s.clone()),
-            Some(other) => {
+        };
+        let name = string_field(method, name, "Name")?;
+        let mountpoint = string_field(method, mountpoint, "Mountpoint")?;
+        let created_at = match created_at {
+            None | Some(Loose::Null) => None,
+            Some(Loose::Str(s)) if s.is_empty() => None,
+            Some(Loose::Str(s)) => Some(s),
+            Some(Loose::Other(other)) => {
                 return Err(DriverError::plugin(
                     method,
                     format!("{method}: CreatedAt is not a string: {other}"),
                 ))
             }
         };
-        let status = match field(v, "Status") {
-            Some(Value::Object(m)) => Some(m.clone()),
+        let status = match status {
+            Some(Loose::Other(Value::Object(m))) => Some(m),
             _ => None,
         };
         Ok(DriverVolume {
@@ -515,17 +548,275 @@ fn field<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
     })
 }
 
+/// A field of an answer decoded as a tree.
+fn loose(v: Option<&Value>) -> Option<Loose> {
+    v.map(|v| match v {
+        Value::Null => Loose::Null,
+        Value::String(s) => Loose::Str(s.clone()),
+        other => Loose::Other(other.clone()),
+    })
+}
+
+fn not_an_object(method: &str, answer: &Value) -> DriverError {
+    DriverError::rpc(
+        method,
+        RpcError::Decode(format!(
+            "{method}: error reading plugin resp: expected a JSON object, got {answer}"
+        )),
+    )
+}
+
 /// A string field; missing or `null` is empty; another type is an error (Go's decoder fails).
-fn string_field(method: &str, v: &Value, name: &str) -> Result<String, DriverError> {
-    match field(v, name) {
-        None | Some(Value::Null) => Ok(String::new()),
-        Some(Value::String(s)) => Ok(s.clone()),
-        Some(other) => Err(DriverError::rpc(
+fn string_field(method: &str, v: Option<Loose>, name: &str) -> Result<String, DriverError> {
+    match v {
+        None | Some(Loose::Null) => Ok(String::new()),
+        Some(Loose::Str(s)) => Ok(s),
+        Some(Loose::Other(other)) => Err(DriverError::rpc(
             method,
             RpcError::Decode(format!(
                 "{method}: error reading plugin resp: {name} is not a string: {other}"
             )),
         )),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Answers decoded as Go's encoding/json reads them into moby's structs: object keys matched
+// case-insensitively (a repeated key: the last one wins), unknown keys skipped, and values of
+// an unexpected type kept so the error can show them.
+
+/// A JSON value where a string is expected.
+enum Loose {
+    Null,
+    Str(String),
+    Other(Value),
+}
+
+/// One volume of a `Get` or `List` answer.
+enum WireVolume {
+    Object {
+        name: Option<Loose>,
+        mountpoint: Option<Loose>,
+        created_at: Option<Loose>,
+        status: Option<Loose>,
+    },
+    NotObject(Value),
+}
+
+/// `Volumes` of a `List` answer.
+enum WireVolumes {
+    Null,
+    List(Vec<WireVolume>),
+    Other(Value),
+}
+
+/// A whole `List` answer.
+enum ListAnswer {
+    Object {
+        volumes: Option<WireVolumes>,
+        err: Option<Loose>,
+    },
+    NotObject(Value),
+}
+
+/// Builds the `Value` of anything that is not what the visitor wants, so errors can show it.
+macro_rules! keep_other_values {
+    ($wrap:expr) => {
+        fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Self::Value, E> {
+            Ok($wrap(Value::Bool(v)))
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            Ok($wrap(Value::from(v)))
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            Ok($wrap(Value::from(v)))
+        }
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Self::Value, E> {
+            Ok($wrap(Value::from(v)))
+        }
+    };
+}
+
+/// [`keep_other_values`] plus `null`, strings and arrays: everything but an object.
+macro_rules! keep_non_objects {
+    ($wrap:expr) => {
+        keep_other_values!($wrap);
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok($wrap(Value::Null))
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok($wrap(Value::from(v)))
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+            other_seq(seq).map($wrap)
+        }
+    };
+}
+
+fn other_seq<'de, A: serde::de::SeqAccess<'de>>(seq: A) -> Result<Value, A::Error> {
+    Value::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))
+}
+
+fn other_map<'de, A: serde::de::MapAccess<'de>>(map: A) -> Result<Value, A::Error> {
+    Value::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+}
+
+impl<'de> Deserialize<'de> for Loose {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Loose;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            keep_other_values!(Loose::Other);
+            fn visit_unit<E: serde::de::Error>(self) -> Result<Loose, E> {
+                Ok(Loose::Null)
+            }
+            fn visit_none<E: serde::de::Error>(self) -> Result<Loose, E> {
+                Ok(Loose::Null)
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Loose, E> {
+                Ok(Loose::Str(v.to_string()))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Loose, E> {
+                Ok(Loose::Str(v))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Loose, A::Error> {
+                other_seq(seq).map(Loose::Other)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Loose, A::Error> {
+                other_map(map).map(Loose::Other)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// An object key, matched against the fields a visitor knows without allocating.
+struct Key<const N: usize>(&'static [&'static str; N]);
+
+impl<'de, const N: usize> serde::de::DeserializeSeed<'de> for Key<N> {
+    /// The index of the matching field, or `N` for an unknown key.
+    type Value = usize;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<usize, D::Error> {
+        struct V<const N: usize>(&'static [&'static str; N]);
+        impl<'de, const N: usize> serde::de::Visitor<'de> for V<N> {
+            type Value = usize;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object key")
+            }
+            fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<usize, E> {
+                Ok(self
+                    .0
+                    .iter()
+                    .position(|f| f.eq_ignore_ascii_case(key))
+                    .unwrap_or(N))
+            }
+        }
+        d.deserialize_str(V(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for WireVolume {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = WireVolume;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a volume")
+            }
+            keep_non_objects!(WireVolume::NotObject);
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<WireVolume, A::Error> {
+                const FIELDS: [&str; 4] = ["Name", "Mountpoint", "CreatedAt", "Status"];
+                let mut values: [Option<Loose>; 4] = [None, None, None, None];
+                while let Some(i) = map.next_key_seed(Key(&FIELDS))? {
+                    if i < FIELDS.len() {
+                        values[i] = Some(map.next_value()?);
+                    } else {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                    }
+                }
+                let [name, mountpoint, created_at, status] = values;
+                Ok(WireVolume::Object {
+                    name,
+                    mountpoint,
+                    created_at,
+                    status,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for WireVolumes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = WireVolumes;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list of volumes")
+            }
+            keep_other_values!(WireVolumes::Other);
+            fn visit_unit<E: serde::de::Error>(self) -> Result<WireVolumes, E> {
+                Ok(WireVolumes::Null)
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<WireVolumes, E> {
+                Ok(WireVolumes::Other(Value::from(v)))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<WireVolumes, A::Error> {
+                let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+                while let Some(item) = seq.next_element()? {
+                    items.push(item);
+                }
+                Ok(WireVolumes::List(items))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<WireVolumes, A::Error> {
+                other_map(map).map(WireVolumes::Other)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for ListAnswer {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = ListAnswer;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a List answer")
+            }
+            keep_non_objects!(ListAnswer::NotObject);
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<ListAnswer, A::Error> {
+                const FIELDS: [&str; 2] = ["Volumes", "Err"];
+                let (mut volumes, mut err) = (None, None);
+                while let Some(i) = map.next_key_seed(Key(&FIELDS))? {
+                    match i {
+                        0 => volumes = Some(map.next_value()?),
+                        1 => err = Some(map.next_value()?),
+                        _ => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(ListAnswer::Object { volumes, err })
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 
@@ -659,14 +950,86 @@ mod tests {
     fn case_insensitive_fields() {
         let v = json!({"volume": {"name": "x"}, "Err": ""});
         assert_eq!(field(&v, "Volume").unwrap()["name"], "x");
-        assert_eq!(
-            string_field("M", &json!({"mountpoint": "/p"}), "Mountpoint").unwrap(),
-            "/p"
-        );
-        assert_eq!(
-            string_field("M", &json!({"Mountpoint": null}), "Mountpoint").unwrap(),
-            ""
-        );
-        assert!(string_field("M", &json!({"Mountpoint": 3}), "Mountpoint").is_err());
+        let text = |v: Value| string_field("M", loose(field(&v, "Mountpoint")), "Mountpoint");
+        assert_eq!(text(json!({"mountpoint": "/p"})).unwrap(), "/p");
+        assert_eq!(text(json!({"Mountpoint": null})).unwrap(), "");
+        assert!(text(json!({"Mountpoint": 3})).is_err());
+    }
+
+    fn decode_list(body: &str) -> ListAnswer {
+        serde_json::from_str(body).unwrap()
+    }
+
+    #[test]
+    fn list_answers_decode_as_go_reads_them() {
+        let ListAnswer::Object { volumes, err } = decode_list(
+            r#"{"volumes":[{"NAME":"a","mountPoint":"/m","Extra":{"x":[1]},"name":"b"},
+                {"Name":"c","CreatedAt":"2026-01-02T03:04:05Z","Status":{"k":"v"}}],
+               "err":"","Other":true}"#,
+        ) else {
+            panic!("not an object")
+        };
+        assert!(matches!(err, Some(Loose::Str(e)) if e.is_empty()));
+        let Some(WireVolumes::List(items)) = volumes else {
+            panic!("no list")
+        };
+        let [first, second]: [WireVolume; 2] = items.try_into().ok().unwrap();
+        let WireVolume::Object {
+            name, mountpoint, ..
+        } = first
+        else {
+            panic!("not an object")
+        };
+        // A repeated key: the last one wins, as in Go.
+        assert!(matches!(name, Some(Loose::Str(n)) if n == "b"));
+        assert!(matches!(mountpoint, Some(Loose::Str(m)) if m == "/m"));
+        let WireVolume::Object {
+            created_at, status, ..
+        } = second
+        else {
+            panic!("not an object")
+        };
+        assert!(matches!(created_at, Some(Loose::Str(c)) if c == "2026-01-02T03:04:05Z"));
+        assert!(matches!(status, Some(Loose::Other(Value::Object(m))) if m["k"] == "v"));
+    }
+
+    #[test]
+    fn list_answers_of_the_wrong_shape_keep_the_value_for_the_error() {
+        assert!(matches!(
+            decode_list("[1]"),
+            ListAnswer::NotObject(Value::Array(_))
+        ));
+        assert!(matches!(
+            decode_list("null"),
+            ListAnswer::NotObject(Value::Null)
+        ));
+        let ListAnswer::Object { volumes, .. } = decode_list(r#"{"Volumes":{"a":1}}"#) else {
+            panic!("not an object")
+        };
+        assert!(matches!(
+            volumes,
+            Some(WireVolumes::Other(Value::Object(_)))
+        ));
+        let ListAnswer::Object { volumes, .. } = decode_list(r#"{"Volumes":null}"#) else {
+            panic!("not an object")
+        };
+        assert!(matches!(volumes, Some(WireVolumes::Null)));
+        let ListAnswer::Object { volumes, .. } =
+            decode_list(r#"{"Volumes":[7, {"Name": 5, "CreatedAt": false}]}"#)
+        else {
+            panic!("not an object")
+        };
+        let Some(WireVolumes::List(items)) = volumes else {
+            panic!("no list")
+        };
+        assert!(matches!(&items[0], WireVolume::NotObject(v) if *v == json!(7)));
+        let WireVolume::Object {
+            name, created_at, ..
+        } = &items[1]
+        else {
+            panic!("not an object")
+        };
+        assert!(matches!(name, Some(Loose::Other(v)) if *v == json!(5)));
+        assert!(matches!(created_at, Some(Loose::Other(Value::Bool(false)))));
     }
 }

@@ -19,6 +19,10 @@
 //!   in <d>`.
 //! * The deadline (the client's `timeout`, or a shorter per-call one) bounds the whole call,
 //!   retries and reading the answer included → [`RpcError::Timeout`].
+//! * Connections are kept alive between calls, as Go's transport keeps them. A request that
+//!   fails while it is being written (the plugin closed that connection: it exited or
+//!   restarted) reached nothing and is sent once more on a new connection, as Go re-sends a
+//!   request of which nothing was written; that attempt's outcome is the call's.
 
 use std::error::Error as _;
 use std::path::{Path, PathBuf};
@@ -39,6 +43,13 @@ pub const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Longest pause between two connection attempts.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(4);
+
+/// Idle keep-alive connections kept per plugin (Go's `MaxIdleConnsPerHost` is 2; volume lists
+/// from several clients at once each need one).
+const IDLE_CONNECTIONS: usize = 8;
+
+/// How long an idle connection to a plugin is kept.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Dial timeout of one connection attempt (go-connections `sockets.defaultTimeout`).
 const DIAL_TIMEOUT: Duration = Duration::from_secs(32);
@@ -141,7 +152,14 @@ pub struct PluginClient {
 #[derive(Debug)]
 struct Inner {
     transport: Transport,
-    http: reqwest::Client,
+    /// Keep connections alive between calls, one pool per thread: a connection is driven by
+    /// the runtime of the thread that opened it, and sharing one between the API's worker
+    /// threads cost cross-thread wake-ups on every call.
+    pooled: thread_local::ThreadLocal<reqwest::Client>,
+    /// Always connects anew: the second attempt after a pooled connection turned out closed
+    /// (other pooled connections may be just as stale).
+    fresh: reqwest::Client,
+    https: bool,
     /// `scheme://host[:port]` the method path is appended to.
     base: String,
     /// What the retry log names: the socket path or `host:port`.
@@ -149,8 +167,49 @@ struct Inner {
     timeout: Option<Duration>,
     /// The last call ended because no connection could be made.
     unreachable: AtomicBool,
-    /// Keeps the directory of a long socket path open (see `fsutil::SocketPath`).
-    _socket: Option<crate::fsutil::SocketPath>,
+    /// The socket to connect to; keeps the directory of a long socket path open (see
+    /// `fsutil::SocketPath`).
+    socket: Option<crate::fsutil::SocketPath>,
+}
+
+impl Inner {
+    /// This thread's pooled client (the fresh one if it cannot be built).
+    fn pooled(&self) -> &reqwest::Client {
+        self.pooled
+            .get_or_try(|| build_client(&self.transport, self.socket.as_ref(), self.https, true))
+            .unwrap_or(&self.fresh)
+    }
+}
+
+/// Keep-alive (`pooled`), as moby's Go transport does: a fresh connection costs the plugin an
+/// accept (and many plugins a thread or goroutine) on every call. A plugin that went away
+/// closes its end; the pool drops such connections once it notices, and a request written into
+/// one before that is sent again on a new connection (`wrote_into_closed_connection`). A
+/// restarted managed plugin gets a new client, and pools, anyway: clients are kept per run.
+fn build_client(
+    transport: &Transport,
+    socket: Option<&crate::fsutil::SocketPath>,
+    https: bool,
+    pooled: bool,
+) -> Result<reqwest::Client, RpcError> {
+    let mut builder = reqwest::Client::builder()
+        .no_proxy()
+        .connect_timeout(DIAL_TIMEOUT)
+        .pool_max_idle_per_host(if pooled { IDLE_CONNECTIONS } else { 0 })
+        .pool_idle_timeout(IDLE_TIMEOUT);
+    if let Some(socket) = socket {
+        builder = builder.unix_socket(socket.path());
+    }
+    if https {
+        let tls = match transport {
+            Transport::Tcp { tls, .. } => tls.as_ref(),
+            Transport::Unix(_) => None,
+        };
+        builder = configure_tls(builder, tls)?;
+    }
+    builder
+        .build()
+        .map_err(|e| RpcError::Transport(format!("plugin client: {}", chain(&e))))
 }
 
 impl PluginClient {
@@ -160,51 +219,33 @@ impl PluginClient {
     /// go-connections' wording (`Could not read CA certificate "<path>": …`).
     pub fn new(transport: Transport, timeout: Option<Duration>) -> Result<PluginClient, RpcError> {
         crate::tls::install_provider();
-        // No connection reuse: a plugin that restarted or crashed leaves pooled connections that
-        // fail mid-request (EPIPE) instead of failing to connect, which is the one failure that
-        // is safe to retry. Plugin calls are few; a fresh connection each is cheap.
-        let builder = reqwest::Client::builder()
-            .no_proxy()
-            .connect_timeout(DIAL_TIMEOUT)
-            .pool_max_idle_per_host(0);
-        let mut socket_dir = None;
-        let (http, base, log_addr) = match &transport {
+        let (socket, base, log_addr, scheme) = match &transport {
             Transport::Unix(path) => {
                 let reachable = crate::fsutil::SocketPath::new(path).map_err(|e| {
                     RpcError::Transport(format!("dial unix {}: {e}", path.display()))
                 })?;
-                let http = builder
-                    .unix_socket(reachable.path())
-                    .build()
-                    .map_err(|e| RpcError::Transport(format!("plugin client: {}", chain(&e))))?;
-                socket_dir = Some(reachable);
-                (
-                    http,
-                    format!("http://{UNIX_HOST}"),
-                    path.display().to_string(),
-                )
+                let base = format!("http://{UNIX_HOST}");
+                (Some(reachable), base, path.display().to_string(), "http")
             }
-            Transport::Tcp { url, tls } => {
+            Transport::Tcp { url, .. } => {
                 let (scheme, hostport) = split_url(url)?;
-                let mut builder = builder;
-                if scheme == "https" {
-                    builder = configure_tls(builder, tls.as_ref())?;
-                }
-                let http = builder
-                    .build()
-                    .map_err(|e| RpcError::Transport(format!("plugin client: {}", chain(&e))))?;
-                (http, format!("{scheme}://{hostport}"), hostport)
+                (None, format!("{scheme}://{hostport}"), hostport, scheme)
             }
         };
+        let https = scheme == "https";
+        // Building it checks the TLS material.
+        let fresh = build_client(&transport, socket.as_ref(), https, false)?;
         Ok(PluginClient {
             inner: Arc::new(Inner {
                 transport,
-                http,
+                pooled: thread_local::ThreadLocal::new(),
+                fresh,
+                https,
                 base,
                 log_addr,
                 timeout,
                 unreachable: AtomicBool::new(false),
-                _socket: socket_dir,
+                socket,
             }),
         })
     }
@@ -281,7 +322,12 @@ impl PluginClient {
         let url = format!("{}/{}", self.inner.base, method);
         let mut pause = FIRST_BACKOFF;
         loop {
-            let attempt = self.attempt(&url, method, payload.clone());
+            let attempt = async {
+                match self.attempt(&url, method, payload.clone(), false).await {
+                    Attempt::Stale => self.attempt(&url, method, payload.clone(), true).await,
+                    outcome => outcome,
+                }
+            };
             let outcome = match deadline {
                 Some(d) => match tokio::time::timeout_at(d, attempt).await {
                     Ok(o) => o,
@@ -296,6 +342,13 @@ impl PluginClient {
                 None => attempt.await,
             };
             match outcome {
+                Attempt::Stale => {
+                    // Only a second attempt on a new connection gets here.
+                    self.inner.unreachable.store(true, Ordering::Relaxed);
+                    return Err(RpcError::Transport(format!(
+                        "{method}: the plugin closed the connection"
+                    )));
+                }
                 Attempt::Answered(result) => {
                     self.inner.unreachable.store(false, Ordering::Relaxed);
                     return result;
@@ -331,10 +384,13 @@ impl PluginClient {
         }
     }
 
-    async fn attempt(&self, url: &str, method: &str, payload: Vec<u8>) -> Attempt {
-        let mut request = self
-            .inner
-            .http
+    async fn attempt(&self, url: &str, method: &str, payload: Vec<u8>, fresh: bool) -> Attempt {
+        let http = if fresh {
+            &self.inner.fresh
+        } else {
+            self.inner.pooled()
+        };
+        let mut request = http
             .post(url)
             .header(reqwest::header::ACCEPT, PLUGIN_MIME_TYPE);
         if payload.is_empty() {
@@ -344,6 +400,7 @@ impl PluginClient {
         let sent = request.body(payload).send().await;
         let resp = match sent {
             Ok(r) => r,
+            Err(e) if !fresh && self.wrote_into_closed_connection(&e) => return Attempt::Stale,
             Err(e) => {
                 let (text, retryable) = self.describe(&e);
                 return Attempt::Failed { text, retryable };
@@ -365,6 +422,29 @@ impl PluginClient {
             code: status,
             message,
         }))
+    }
+
+    /// The request could not be written because the plugin had closed the connection, so it
+    /// never saw the request: EPIPE, or on a unix socket a reset (the peer closed with our
+    /// request unread; over TCP a reset may come after the server read it). Only kept-alive
+    /// connections fail this way: a new one fails to connect instead.
+    fn wrote_into_closed_connection(&self, e: &reqwest::Error) -> bool {
+        if e.is_connect() || e.is_timeout() {
+            return false;
+        }
+        let unix = matches!(self.inner.transport, Transport::Unix(_));
+        let mut src = e.source();
+        while let Some(s) = src {
+            if let Some(io) = s.downcast_ref::<std::io::Error>() {
+                match io.kind() {
+                    std::io::ErrorKind::BrokenPipe => return true,
+                    std::io::ErrorKind::ConnectionReset if unix => return true,
+                    _ => {}
+                }
+            }
+            src = s.source();
+        }
+        false
     }
 
     /// Go-like text for a failed request, and whether it failed before anything was sent
@@ -420,6 +500,8 @@ impl PluginClient {
 enum Attempt {
     /// The plugin answered (or the answer could not be read after the request went out).
     Answered(Result<bytes::Bytes, RpcError>),
+    /// The connection was closed by the plugin before the request was written.
+    Stale,
     /// No answer; `retryable` when the request never reached the plugin.
     Failed { text: String, retryable: bool },
 }

@@ -70,6 +70,10 @@ pub struct VolumeService {
     options: VolumeOptions,
     /// Clients of managed plugins, by plugin ID, with the run generation they were made for.
     clients: Mutex<HashMap<String, (u64, VolumeDriverClient)>>,
+    /// Plugin volumes berth did not create but found by asking the plugins (inspect), by name
+    /// → driver: moby's in-memory name cache. Their names are taken for other drivers while
+    /// the plugin still has them, and a create with their driver adopts them as they are.
+    seen: Mutex<HashMap<String, String>>,
     /// Mount references by volume: the caller IDs of `POST /volumes/{name}/mount`.
     mounts: Mutex<HashMap<String, BTreeSet<String>>>,
     /// One operation per volume name at a time.
@@ -109,6 +113,7 @@ impl VolumeService {
             legacy,
             options,
             clients: Mutex::new(HashMap::new()),
+            seen: Mutex::new(HashMap::new()),
             mounts: Mutex::new(HashMap::new()),
             name_locks: Mutex::new(HashMap::new()),
             prune_running: AtomicBool::new(false),
@@ -120,7 +125,7 @@ impl VolumeService {
     /// Plugin reference counts follow from the volume records.
     fn recount_plugin_references(&self) -> Result<()> {
         let mut counts = HashMap::new();
-        for record in self.records()? {
+        for record in self.records() {
             if record.driver == LOCAL {
                 continue;
             }
@@ -132,14 +137,39 @@ impl VolumeService {
         Ok(())
     }
 
-    fn records(&self) -> Result<Vec<VolumeRecord>> {
-        self.store.list().map_err(|e| Error::System(e.to_string()))
+    fn records(&self) -> Vec<Arc<VolumeRecord>> {
+        self.store.snapshot()
     }
 
     fn record(&self, name: &str) -> Result<Option<VolumeRecord>> {
         self.store
             .get(name)
             .map_err(|e| Error::System(e.to_string()))
+    }
+
+    /// The record of `name`, or (`false`) a record made up for a volume only seen in a plugin.
+    fn record_or_seen(&self, name: &str) -> Result<Option<(VolumeRecord, bool)>> {
+        if let Some(record) = self.record(name)? {
+            return Ok(Some((record, true)));
+        }
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(seen
+            .get(name)
+            .map(|driver| (VolumeRecord::new(name, driver.clone()), false)))
+    }
+
+    fn see(&self, name: &str, driver: &str) {
+        self.seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), driver.to_string());
+    }
+
+    fn unsee(&self, name: &str) {
+        self.seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
     }
 
     async fn lock_name(&self, name: &str) -> tokio::sync::OwnedMutexGuard<()> {
@@ -252,7 +282,7 @@ impl VolumeService {
             labels.insert(ANONYMOUS_LABEL.to_string(), String::new());
         }
         let driver_name_given = driver_name;
-        let requested_driver = if driver_name.is_empty() {
+        let mut requested_driver = if driver_name.is_empty() {
             LOCAL
         } else {
             driver_name
@@ -268,59 +298,84 @@ impl VolumeService {
                 _ => other.to_string(),
             },
         };
-        let driver_name = canonical.as_str();
+        let mut driver_name = canonical.as_str();
 
-        if let Some(existing) = self.record(&name)? {
+        let existing = self.record_or_seen(&name)?;
+        if let Some((existing, recorded)) = &existing {
             // No driver given: whatever driver has the name answers (moby skips the check).
             if existing.driver == driver_name || driver_name_given.is_empty() {
-                return Ok(self.view(&existing));
-            }
-            match self.driver_still_has(&existing).await {
-                Ok(true) => {
-                    return Err(wrap(Error::Conflict(format!(
-                        "driver '{}' already has volume '{name}': volume name must be unique",
-                        existing.driver
-                    ))))
+                if *recorded {
+                    return Ok(self.view(existing));
                 }
-                Ok(false) => self.forget(&existing)?,
-                Err(e) => {
-                    return Err(wrap(Error::Conflict(format!(
-                        "found reference to volume '{name}' in driver '{}', but got an error while checking the driver: {e}: volume name must be unique",
-                        existing.driver
-                    ))))
-                }
+                // Seen in a plugin: adopted below through that driver (its Get finds it).
+                requested_driver = existing.driver.as_str();
+                driver_name = existing.driver.as_str();
+            } else {
+                self.check_conflict(existing, &name).await.map_err(wrap)?;
             }
         }
+        self.create_with(&name, requested_driver, driver_name, driver_opts, labels)
+            .await
+            .map_err(wrap)
+    }
 
-        let driver = self.driver(requested_driver).await.map_err(wrap)?;
+    /// A create for another driver than the one that has the name: a conflict while that
+    /// driver still has it; else the stale record (or sighting) is dropped.
+    async fn check_conflict(&self, existing: &VolumeRecord, name: &str) -> Result<()> {
+        match self.driver_still_has(existing).await {
+            Ok(true) => Err(Error::Conflict(format!(
+                "driver '{}' already has volume '{name}': volume name must be unique",
+                existing.driver
+            ))),
+            Ok(false) => self.forget(existing),
+            Err(e) => Err(Error::Conflict(format!(
+                "found reference to volume '{name}' in driver '{}', but got an error while checking the driver: {e}: volume name must be unique",
+                existing.driver
+            ))),
+        }
+    }
+
+    /// Creates `name` with a driver (or adopts it from a plugin that has it) and records it.
+    async fn create_with(
+        &self,
+        name: &str,
+        requested_driver: &str,
+        driver_name: &str,
+        mut driver_opts: BTreeMap<String, String>,
+        mut labels: BTreeMap<String, String>,
+    ) -> Result<Volume> {
+        let driver = self.driver(requested_driver).await?;
         let scope;
         match &driver {
             Driver::Local => {
-                LocalDriver::validate_name(&name).map_err(|e| wrap(Error::InvalidParameter(e)))?;
-                LocalDriver::validate_options(&driver_opts)
-                    .map_err(|e| wrap(Error::InvalidParameter(e)))?;
+                LocalDriver::validate_name(name).map_err(Error::InvalidParameter)?;
+                LocalDriver::validate_options(&driver_opts).map_err(Error::InvalidParameter)?;
                 self.local
-                    .create(&name, &driver_opts)
-                    .map_err(|e| wrap(Error::System(e)))?;
+                    .create(name, &driver_opts)
+                    .map_err(Error::System)?;
                 scope = LOCAL.to_string();
             }
             Driver::Plugin { client, .. } => {
-                // moby's pattern: a plugin that already has the volume is not asked again.
+                // moby's pattern: a plugin that already has the volume is not asked again, and
+                // the volume is taken as it is (moby stores no labels or options for it).
                 let known = self
-                    .bounded("VolumeDriver.Get", client.get(&name))
+                    .bounded("VolumeDriver.Get", client.get(name))
                     .await
                     .ok()
                     .flatten();
                 if known.is_none() {
-                    self.bounded("VolumeDriver.Create", client.create(&name, &driver_opts))
+                    self.bounded("VolumeDriver.Create", client.create(name, &driver_opts))
                         .await
-                        .map_err(|e| wrap(Error::System(e)))?;
+                        .map_err(Error::System)?;
+                } else {
+                    labels.clear();
+                    driver_opts.clear();
                 }
                 scope = self.scope_of(client).await;
             }
         }
         let record = VolumeRecord {
-            name: name.clone(),
+            name: name.to_string(),
             driver: driver_name.to_string(),
             labels,
             options: driver_opts,
@@ -330,7 +385,7 @@ impl VolumeService {
         let record = match self
             .store
             .create_if_absent(record)
-            .map_err(|e| wrap(Error::System(e.to_string())))?
+            .map_err(|e| Error::System(e.to_string()))?
         {
             CreateOutcome::Created(record) => {
                 if let Driver::Plugin {
@@ -343,6 +398,7 @@ impl VolumeService {
             }
             CreateOutcome::Existing(record) => record,
         };
+        self.unsee(name);
         Ok(self.view(&record))
     }
 
@@ -375,8 +431,9 @@ impl VolumeService {
         }
     }
 
-    /// Drops a record and its plugin reference.
+    /// Drops a record (or sighting) and its plugin reference.
     fn forget(&self, record: &VolumeRecord) -> Result<()> {
+        self.unsee(&record.name);
         if self
             .store
             .remove(&record.name)
@@ -465,6 +522,7 @@ impl VolumeService {
         .await;
         for (driver, client, found) in answers {
             if let Some(v) = found {
+                self.see(name, &driver);
                 return Ok(Volume {
                     created_at: v
                         .created_at
@@ -495,16 +553,17 @@ impl VolumeService {
     /// that fails or does not answer in time becomes a warning and its recorded volumes are
     /// listed from the store.
     pub async fn list(&self, filter: &ListFilter) -> Result<VolumeListResponse> {
-        let records: HashMap<String, VolumeRecord> = self
-            .records()?
-            .into_iter()
-            .map(|r| (r.name.clone(), r))
-            .collect();
-        let mut volumes: BTreeMap<String, Volume> = BTreeMap::new();
+        let snapshot = self.records();
+        let records: HashMap<&str, &VolumeRecord> =
+            snapshot.iter().map(|r| (r.name.as_str(), &**r)).collect();
+        // Collected in precedence order (local, then each driver's answer, then recorded
+        // volumes of drivers that did not answer); sorted and de-duplicated at the end, the
+        // first of a name winning.
+        let mut volumes: Vec<Volume> = Vec::with_capacity(snapshot.len());
         let mut warnings = Vec::new();
 
-        for record in records.values().filter(|r| r.driver == LOCAL) {
-            volumes.insert(record.name.clone(), self.view(record));
+        for record in snapshot.iter().filter(|r| r.driver == LOCAL) {
+            volumes.push(self.view(record));
         }
 
         let mut drivers: Vec<(String, VolumeDriverClient)> = Vec::new();
@@ -567,46 +626,48 @@ impl VolumeService {
             match listed {
                 Ok(found) => {
                     answered.insert(driver.clone());
+                    volumes.reserve(found.len());
                     for v in found {
-                        self.add_plugin_volume(&mut volumes, &records, &driver, &scope, v);
+                        if let Some(volume) = self.plugin_volume_view(&records, &driver, &scope, v)
+                        {
+                            volumes.push(volume);
+                        }
                     }
                 }
                 Err(e) => warnings.push(format!("list {driver}: {e}")),
             }
         }
         // Recorded volumes of drivers that were asked but did not answer (failed, frozen).
-        for record in records.values() {
+        for record in snapshot.iter() {
             if record.driver != LOCAL
                 && asked.contains(&record.driver)
                 && !answered.contains(&record.driver)
-                && !volumes.contains_key(&record.name)
             {
-                volumes.insert(record.name.clone(), self.recorded_view(record));
+                volumes.push(self.recorded_view(record));
             }
         }
+        // Stable: of equal names the first collected stays.
+        volumes.sort_by(|a, b| a.name.cmp(&b.name));
+        volumes.dedup_by(|later, first| later.name == first.name);
 
         let in_use = self.mounted_names();
-        let mut listed = Vec::new();
-        for volume in volumes.into_values() {
-            if keep(&volume, filter, &in_use) {
-                listed.push(volume);
-            }
-        }
+        volumes.retain(|volume| keep(volume, filter, &in_use));
         Ok(VolumeListResponse {
-            volumes: listed,
+            volumes,
             warnings: (!warnings.is_empty()).then_some(warnings),
         })
     }
 
-    fn add_plugin_volume(
+    /// The list entry of a volume a driver reported; none when the name is recorded for
+    /// another driver.
+    fn plugin_volume_view(
         &self,
-        volumes: &mut BTreeMap<String, Volume>,
-        records: &HashMap<String, VolumeRecord>,
+        records: &HashMap<&str, &VolumeRecord>,
         driver: &str,
         scope: &str,
         found: DriverVolume,
-    ) {
-        let record = records.get(&found.name);
+    ) -> Option<Volume> {
+        let record = records.get(found.name.as_str()).copied();
         if let Some(record) = record {
             if record.driver != driver {
                 log::warn!(
@@ -614,28 +675,19 @@ impl VolumeService {
                     found.name,
                     record.driver
                 );
-                return;
+                return None;
             }
         }
-        if volumes.contains_key(&found.name) {
-            return;
-        }
-        volumes.insert(
-            found.name.clone(),
-            Volume {
-                created_at: found
-                    .created_at
-                    .clone()
-                    .unwrap_or_else(|| ZERO_TIME.to_string()),
-                driver: driver.to_string(),
-                labels: record.and_then(|r| non_empty(&r.labels)),
-                mountpoint: found.host_mountpoint.clone(),
-                name: found.name.clone(),
-                options: record.and_then(|r| non_empty(&r.options)),
-                scope: scope.to_string(),
-                status: None,
-            },
-        );
+        Some(Volume {
+            created_at: found.created_at.unwrap_or_else(|| ZERO_TIME.to_string()),
+            driver: driver.to_string(),
+            labels: record.and_then(|r| non_empty(&r.labels)),
+            mountpoint: found.host_mountpoint,
+            name: found.name,
+            options: record.and_then(|r| non_empty(&r.options)),
+            scope: scope.to_string(),
+            status: None,
+        })
     }
 
     /// The API view of a record. Plugin volumes show no mountpoint until inspected or
@@ -679,7 +731,7 @@ impl VolumeService {
     /// `DELETE /volumes/{name}`.
     pub async fn remove(&self, name: &str, force: bool) -> Result<()> {
         let _guard = self.lock_name(name).await;
-        let Some(record) = self.record(name)? else {
+        let Some((record, _)) = self.record_or_seen(name)? else {
             if force {
                 return Ok(());
             }
@@ -750,7 +802,7 @@ impl VolumeService {
             volumes_deleted: Vec::new(),
             space_reclaimed: 0,
         };
-        for record in self.records()? {
+        for record in self.records() {
             if record.driver != LOCAL || !record.options.is_empty() || in_use.contains(&record.name)
             {
                 continue;

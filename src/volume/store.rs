@@ -14,13 +14,17 @@
 //! - **Atomic check-and-set**: [`VolumeStore::create_if_absent`] and [`VolumeStore::remove_if`]
 //!   look and write in one write transaction; redb runs one write transaction at a time, so
 //!   concurrent callers of the same name agree on who created it.
-//! - **Shareable**: `VolumeStore` is `Send + Sync`; call it from any thread. Reads run on
-//!   snapshots and never wait for writers. Each write costs one `fsync`, so callers should not
-//!   hold locks of their own across a write that other requests need.
+//! - **Shareable**: `VolumeStore` is `Send + Sync`; call it from any thread. Each write costs
+//!   one `fsync`, so callers should not hold locks of their own across a write that other
+//!   requests need.
+//! - **Cheap to list**: every decoded record is also kept in memory, updated after each commit
+//!   while the writer still holds the write lock, so [`VolumeStore::snapshot`] answers without
+//!   a transaction or JSON decoding (`GET /volumes` asks for all of them on every call).
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
 
 use chrono::{DateTime, Utc};
 use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition};
@@ -122,6 +126,11 @@ fn db_err(e: impl Into<redb::Error>) -> StoreError {
 pub struct VolumeStore {
     db: Database,
     path: PathBuf,
+    /// The decoded records as last committed.
+    cache: RwLock<BTreeMap<String, Arc<VolumeRecord>>>,
+    /// Held from a write transaction's start until the cache shows its commit, so the cache
+    /// changes in commit order.
+    writer: Mutex<()>,
 }
 
 impl fmt::Debug for VolumeStore {
@@ -153,9 +162,17 @@ impl VolumeStore {
         let store = VolumeStore {
             db,
             path: path.to_path_buf(),
+            cache: RwLock::new(BTreeMap::new()),
+            writer: Mutex::new(()),
         };
         // Make sure the table exists so that readers never see "table does not exist".
         store.write(|_| Ok(((), true)))?;
+        let loaded = store
+            .read_all()?
+            .into_iter()
+            .map(|r| (r.name.clone(), Arc::new(r)))
+            .collect();
+        *store.cache.write().unwrap_or_else(|p| p.into_inner()) = loaded;
         Ok(store)
     }
 
@@ -168,8 +185,19 @@ impl VolumeStore {
         &self.path
     }
 
-    /// The record of `name`, if any.
+    /// The record of `name`, if any (from memory; see [`VolumeStore::read`]).
     pub fn get(&self, name: &str) -> Result<Option<VolumeRecord>, StoreError> {
+        Ok(self
+            .cache
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .map(|r| (**r).clone()))
+    }
+
+    /// The record of `name` as the database has it: a value that does not decode is an error
+    /// here, while [`VolumeStore::get`] and [`VolumeStore::list`] skip it.
+    pub fn read(&self, name: &str) -> Result<Option<VolumeRecord>, StoreError> {
         let txn = self.db.begin_read().map_err(db_err)?;
         let table = txn.open_table(VOLUMES).map_err(db_err)?;
         let value = table.get(name).map_err(db_err)?;
@@ -179,6 +207,21 @@ impl VolumeStore {
     /// Every record, sorted by name. A value that does not decode is skipped and logged (one
     /// bad record must not hide the others); [`VolumeStore::get`] reports it as an error.
     pub fn list(&self) -> Result<Vec<VolumeRecord>, StoreError> {
+        Ok(self.snapshot().iter().map(|r| (**r).clone()).collect())
+    }
+
+    /// [`VolumeStore::list`] without copying the records: the committed state when called.
+    pub fn snapshot(&self) -> Vec<Arc<VolumeRecord>> {
+        self.cache
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Every decodable record, read from the database.
+    fn read_all(&self) -> Result<Vec<VolumeRecord>, StoreError> {
         let txn = self.db.begin_read().map_err(db_err)?;
         let table = txn.open_table(VOLUMES).map_err(db_err)?;
         let mut out = Vec::new();
@@ -227,6 +270,7 @@ impl VolumeStore {
     /// the others get the winner's record.
     pub fn create_if_absent(&self, record: VolumeRecord) -> Result<CreateOutcome, StoreError> {
         let json = encode(&record)?;
+        let _writing = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let existing = self.write(|table| {
             if let Some(existing) = table.get(record.name.as_str()).map_err(db_err)? {
                 return Ok((Some(decode(&record.name, existing.value())?), false));
@@ -238,28 +282,43 @@ impl VolumeStore {
         })?;
         Ok(match existing {
             Some(existing) => CreateOutcome::Existing(existing),
-            None => CreateOutcome::Created(record),
+            None => {
+                self.cached(|c| {
+                    c.insert(record.name.clone(), Arc::new(record.clone()));
+                });
+                CreateOutcome::Created(record)
+            }
         })
     }
 
     /// Stores `record`, replacing any record of that name; returns the one replaced.
     pub fn put(&self, record: &VolumeRecord) -> Result<Option<VolumeRecord>, StoreError> {
         let json = encode(record)?;
-        self.write(|table| {
+        let _writing = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let old = self.write(|table| {
             let old = table
                 .insert(record.name.as_str(), json.as_str())
                 .map_err(db_err)?;
             // An undecodable old value is simply overwritten.
             Ok((old.and_then(|v| decode(&record.name, v.value()).ok()), true))
-        })
+        })?;
+        self.cached(|c| {
+            c.insert(record.name.clone(), Arc::new(record.clone()));
+        });
+        Ok(old)
     }
 
     /// Forgets `name`; false if there was no record.
     pub fn remove(&self, name: &str) -> Result<bool, StoreError> {
-        self.write(|table| {
+        let _writing = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let removed = self.write(|table| {
             let removed = table.remove(name).map_err(db_err)?.is_some();
             Ok((removed, removed))
-        })
+        })?;
+        self.cached(|c| {
+            c.remove(name);
+        });
+        Ok(removed)
     }
 
     /// Forgets `name` if its record satisfies `pred`, deciding in one write transaction (so
@@ -270,7 +329,8 @@ impl VolumeStore {
         name: &str,
         pred: impl FnOnce(&VolumeRecord) -> bool,
     ) -> Result<Option<VolumeRecord>, StoreError> {
-        self.write(|table| {
+        let _writing = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let removed = self.write(|table| {
             let record = match table.get(name).map_err(db_err)? {
                 None => return Ok((None, false)),
                 Some(v) => decode(name, v.value())?,
@@ -280,7 +340,13 @@ impl VolumeStore {
             }
             table.remove(name).map_err(db_err)?;
             Ok((Some(record), true))
-        })
+        })?;
+        if removed.is_some() {
+            self.cached(|c| {
+                c.remove(name);
+            });
+        }
+        Ok(removed)
     }
 
     /// Forgets every record that satisfies `pred`, in one write transaction; returns them
@@ -289,7 +355,8 @@ impl VolumeStore {
         &self,
         mut pred: impl FnMut(&VolumeRecord) -> bool,
     ) -> Result<Vec<VolumeRecord>, StoreError> {
-        self.write(|table| {
+        let _writing = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let doomed = self.write(|table| {
             let mut doomed = Vec::new();
             for entry in table.iter().map_err(db_err)? {
                 let (k, v) = entry.map_err(db_err)?;
@@ -304,12 +371,24 @@ impl VolumeStore {
             }
             let changed = !doomed.is_empty();
             Ok((doomed, changed))
-        })
+        })?;
+        self.cached(|c| {
+            for record in &doomed {
+                c.remove(&record.name);
+            }
+        });
+        Ok(doomed)
+    }
+
+    /// Applies a committed change to the in-memory records (callers hold `writer`).
+    fn cached(&self, change: impl FnOnce(&mut BTreeMap<String, Arc<VolumeRecord>>)) {
+        change(&mut self.cache.write().unwrap_or_else(|p| p.into_inner()));
     }
 
     /// Runs `f` on the table in one write transaction. `f` answers its result and whether
     /// it changed anything: a change is committed durably before this returns; no change,
-    /// or an error, aborts (no fsync spent, nothing written).
+    /// or an error, aborts (no fsync spent, nothing written). Callers that change records
+    /// hold `writer` around this and the cache update that follows.
     fn write<T>(
         &self,
         f: impl FnOnce(
