@@ -36,6 +36,26 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Asks the kernel to start writing `len` bytes of `file` from `offset` back to disk, without
+/// waiting for it (`sync_file_range(SYNC_FILE_RANGE_WRITE)`): a later fsync then has less to
+/// wait for. Best effort; durability still comes only from that fsync.
+pub fn start_writeback(file: &File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return;
+    };
+    // nix has no wrapper for it. SAFETY: a plain system call on a descriptor `file` keeps open;
+    // no memory is passed.
+    unsafe {
+        nix::libc::sync_file_range(
+            file.as_raw_fd(),
+            offset,
+            len,
+            nix::libc::SYNC_FILE_RANGE_WRITE,
+        );
+    }
+}
+
 /// Creates `dir` (and parents) with `mode` applied to the last component.
 pub fn create_dir_mode(dir: &Path, mode: u32) -> io::Result<()> {
     use std::os::unix::fs::PermissionsExt;

@@ -11,7 +11,7 @@
 //! | [`drivers`] | typed protocol adapters over the RPC client (VolumeDriver). |
 //! | [`runtime`] | running plugins: run specs, the `Executor` trait, the Linux namespaces executor, supervision, plugin logs. |
 //! | [`rpc`] | the plugin RPC client (unix, tcp, TLS), retries and deadlines; legacy plugin discovery. |
-//! | [`distribution`] | content-addressed blob store and safe tar extraction. |
+//! | [`distribution`] | content-addressed blob store, safe tar extraction (layers are unpacked while they download, into a staging rootfs discarded unless every digest matched). |
 //! | [`error`], [`gojson`], [`fsutil`], [`config`], [`tls`], [`progress`] | the one error type (mapped to Docker's status codes in one place), Go's JSON error texts, durable file steps, daemon configuration, the TLS provider, JSON-message progress streams. |
 //!
 //! The volume service uses the plugin manager only to find managed volume drivers and to count

@@ -604,6 +604,10 @@ enum E<'a> {
 }
 
 fn layer(entries: &[E]) -> Vec<u8> {
+    layer_with(entries, flate2::Compression::fast())
+}
+
+fn layer_with(entries: &[E], level: flate2::Compression) -> Vec<u8> {
     let mut out = tar::Builder::new(Vec::new());
     for e in entries {
         let (kind, name, data, target): (_, &str, &[u8], Option<&str>) = match e {
@@ -630,7 +634,7 @@ fn layer(entries: &[E]) -> Vec<u8> {
         h.set_cksum();
         out.append(&h, data).unwrap();
     }
-    gzip(&out.into_inner().unwrap(), flate2::Compression::fast())
+    gzip(&out.into_inner().unwrap(), level)
 }
 
 fn gzip(data: &[u8], level: flate2::Compression) -> Vec<u8> {
@@ -1375,6 +1379,171 @@ fn hostile_blobs_and_manifests_fail_cleanly() {
     let stand_in = hostile_registry(&broken, "1", None, || status(500, &[], ""));
     let err = hostile_pull(&d, &stand_in, "config not JSON");
     assert!(err.starts_with("failed to parse config: "), "{err}");
+}
+
+/// Pulls `remote` on another thread while watching `<data-root>/plugins/tmp`; returns the
+/// response and whether `file` showed up below a staging rootfs before the pull ended.
+fn pull_watching_staging(d: &Daemon, remote: &str, file: &str) -> (Response, bool) {
+    let (socket, remote) = (d.socket.clone(), remote.to_string());
+    let pulling = thread::spawn(move || pull_on(&socket, &remote, "", "null", None));
+    let tmp = plugins_root(d).join("tmp");
+    let mut seen = false;
+    while !pulling.is_finished() {
+        seen = seen
+            || names_in(&tmp)
+                .iter()
+                .any(|n| n.starts_with(".rootfs") && tmp.join(n).join(file).exists());
+        thread::sleep(Duration::from_millis(2));
+    }
+    (pulling.join().unwrap(), seen)
+}
+
+/// Layers are unpacked while they download, so when a layer's digest turns out wrong its
+/// bytes already went into the staging rootfs: the pull must still fail with the digest
+/// error (not an unpacking error, also when the wrong bytes do not unpack) and leave nothing.
+#[test]
+fn a_layer_unpacked_while_downloading_is_refused_when_its_digest_is_wrong() {
+    let _t = Timer::start("a_layer_unpacked_while_downloading_is_refused_when_its_digest_is_wrong");
+    let d = daemon();
+    // Stored (uncompressed) gzip: the same length for the same entry sizes.
+    let content = |seed| {
+        layer_with(
+            &[
+                E::Dir("bin/"),
+                E::File("bin/first", b"unpacked early"),
+                E::File("bin/data", &noise(2 << 20, seed)),
+            ],
+            flate2::Compression::none(),
+        )
+    };
+    let good = content(1);
+    let art = Art::new("overlap", vec![good.clone()]);
+    let digest = digest_of(&good);
+    let other = content(2);
+    assert_eq!(other.len(), good.len());
+    // A valid layer that is not the one announced, and the announced one with a flipped byte
+    // near its end (its gzip checksum fails once it is all unpacked).
+    let mut corrupt = good.clone();
+    let n = corrupt.len();
+    corrupt[n * 3 / 4] ^= 0xff;
+    for (what, served) in [("another valid layer", other), ("a corrupt layer", corrupt)] {
+        let (plugins_before, blobs_before) = (plugin_names(&d), blobs(&d));
+        let actual = digest_of(&served);
+        let body = Arc::new(served);
+        let stand_in = hostile_registry(&art, "1", Some(digest.clone()), move || Reply::Slow {
+            body: body.clone(),
+            chunk: 64 << 10,
+            delay: Duration::from_millis(10),
+        });
+        let remote = format!("{}/overlap/plugin:1", stand_in.host());
+        let (r, unpacked_early) = pull_watching_staging(&d, &remote, "bin/first");
+        assert!(
+            unpacked_early,
+            "{what}: nothing was unpacked while the layer downloaded"
+        );
+        assert_eq!(
+            failed_stream(&r, what),
+            format!("unexpected commit digest {actual}, expected {digest}: failed precondition")
+        );
+        assert_nothing_left(&d, &plugins_before, &blobs_before, what);
+    }
+    assert_eq!(d.get("/_ping").status, 200);
+}
+
+/// Several layers, one already stored and two unpacked while they download, with whiteouts and
+/// overwrites: applied in manifest order, with the statuses in the order of sequential
+/// download and unpacking.
+#[test]
+fn layers_unpacked_while_downloading_apply_in_order() {
+    let _t = Timer::start("layers_unpacked_while_downloading_apply_in_order");
+    let d = daemon();
+    let base = layer(&[
+        E::Dir("bin/"),
+        E::File("bin/a", b"a from base"),
+        E::File("bin/b", b"b from base"),
+        E::Dir("etc/"),
+        E::File("etc/conf", b"conf from base"),
+    ]);
+    let big = noise(3 << 20, 7);
+    let middle = layer(&[
+        E::Dir("bin/"),
+        E::File("bin/.wh.b", b""),
+        E::File("etc/conf", b"conf from middle"),
+        E::File("big", &big),
+    ]);
+    let top = layer(&[
+        E::Dir("etc/"),
+        E::File("etc/.wh..wh..opq", b""),
+        E::File("etc/other", b"other from top"),
+        E::File("bin/a", b"a from top"),
+    ]);
+    let first = Art::new("base only", vec![base.clone()]);
+    let stack = Art::new("stack", vec![base.clone(), middle.clone(), top.clone()]);
+    let mut all_blobs = first.blobs();
+    all_blobs.extend(stack.blobs());
+    let stand_in = StandIn::start(simple_registry(
+        vec![
+            (
+                "base".into(),
+                MEDIA_TYPE_DOCKER_MANIFEST.into(),
+                first.manifest.clone(),
+            ),
+            (
+                "stack".into(),
+                MEDIA_TYPE_DOCKER_MANIFEST.into(),
+                stack.manifest.clone(),
+            ),
+        ],
+        all_blobs,
+    ));
+    let host = stand_in.host();
+    assert_streamed_ok(
+        &pull(&d, &format!("{host}/layers/base:base"), "", "null", None),
+        "pull base",
+    );
+    let name = format!("{host}/layers/stack:stack");
+    let r = pull(&d, &name, "", "null", None);
+    let msgs = assert_streamed_ok(&r, "pull stack");
+    let (b, m, t) = (
+        short(&digest_of(&base)),
+        short(&digest_of(&middle)),
+        short(&digest_of(&top)),
+    );
+    assert_eq!(
+        steps(&msgs)[2..],
+        [
+            s("Waiting", &m),
+            s("Waiting", &t),
+            s("Already exists", &b),
+            s("Download complete", &m),
+            s("Download complete", &t),
+            s("Extracting", &b),
+            s("Complete", &b),
+            s("Extracting", &m),
+            s("Complete", &m),
+            s("Extracting", &t),
+            s("Complete", &t),
+        ],
+        "{}",
+        r.text()
+    );
+    let id = inspect(&d, &name).unwrap()["Id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let rootfs = tree(&plugins_root(&d).join(id).join("rootfs"));
+    let expected: Vec<(String, Vec<u8>)> = vec![
+        ("big".into(), big),
+        ("bin/".into(), vec![]),
+        ("bin/a".into(), b"a from top".to_vec()),
+        ("etc/".into(), vec![]),
+        ("etc/other".into(), b"other from top".to_vec()),
+    ];
+    assert!(rootfs == expected, "rootfs: {:?}", {
+        rootfs.iter().map(|(p, c)| (p, c.len())).collect::<Vec<_>>()
+    });
+    let (tmp, ingest) = scratch(&d);
+    assert!(tmp.is_empty() && ingest.is_empty(), "{tmp:?} {ingest:?}");
 }
 
 /// Pulls a plugin whose layers are `layers` from a stand-in; returns the error.

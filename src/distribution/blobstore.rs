@@ -50,12 +50,14 @@ impl BlobStore {
         self.root.join("ingest").join(fsutil::random_hex(16))
     }
 
-    /// Writes `bytes` to the ingest area and returns it staged.
+    /// Writes `bytes` to the ingest area and returns it staged (not fsynced: [`commit`]
+    /// syncs it).
+    ///
+    /// [`commit`]: Self::commit
     pub fn stage_bytes(&self, bytes: &[u8]) -> io::Result<StagedBlob> {
         let path = self.ingest_path();
         let mut file = File::create(&path)?;
         file.write_all(bytes)?;
-        file.sync_all()?;
         Ok(StagedBlob {
             path,
             digest: format!("sha256:{}", hex::encode(Sha256::digest(bytes))),

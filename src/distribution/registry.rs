@@ -750,10 +750,15 @@ impl Session {
     }
 
     /// Streams a blob into a new file at `path` (created or truncated), verifying every byte
-    /// against `desc` (size and sha256). `progress` gets the byte count after each chunk. On
-    /// any failure — and if this future is dropped — the file is removed. The file is written
-    /// with plain (blocking) writes of one network chunk each and is not fsynced
-    /// ([`BlobStore::commit`] syncs it).
+    /// against `desc` (size and sha256). `progress` gets the number of bytes written to the file
+    /// so far after each write, so a reader may follow the file as it grows (the last call, with
+    /// `desc.size`, comes before the digest is checked: only an `Ok` return says the bytes are
+    /// the blob). On any failure — and if this future is dropped — the file is removed.
+    ///
+    /// Network chunks are gathered and written with one vectored write per [`WRITE_BATCH`]
+    /// bytes; every [`WRITEBACK_STEP`] bytes the kernel is asked to start writing the file back
+    /// (`sync_file_range`, not waited for), so that the fsync of [`BlobStore::commit`] finds
+    /// little left to do. The file itself is not fsynced here.
     pub async fn fetch_blob_to_file(
         &self,
         desc: &Descriptor,
@@ -764,15 +769,20 @@ impl Session {
         let mut partial = PartialFile::create(path)?;
         let (mut resp, url) = self.get_blob(desc).await?;
         let mut hasher = Sha256::new();
-        let file = partial.file();
-        self.stream_blob(&mut resp, &url, desc, None, |chunk, received| {
+        let mut batch = WriteBatch::new(partial.file());
+        self.stream_blob(&mut resp, &url, desc, None, |chunk, _| {
             hasher.update(chunk);
-            file.write_all(chunk)
-                .map_err(|e| io_error("writing", path, &e))?;
-            progress(received);
+            if batch.push(chunk) {
+                let written = batch.write().map_err(|e| io_error("writing", path, &e))?;
+                progress(written);
+            }
             Ok(())
         })
         .await?;
+        if batch.pending() {
+            let written = batch.write().map_err(|e| io_error("writing", path, &e))?;
+            progress(written);
+        }
         verify_digest(&desc.digest, hasher)?;
         partial.finish()
     }
@@ -1123,7 +1133,7 @@ impl Session {
         url: &str,
         desc: &Descriptor,
         deadline: Option<Instant>,
-        mut sink: impl FnMut(&[u8], u64) -> Result<()>,
+        mut sink: impl FnMut(&Bytes, u64) -> Result<()>,
     ) -> Result<()> {
         let mut received = 0u64;
         loop {
@@ -1595,6 +1605,81 @@ enum ChunkError {
     Timeout(RegistryError),
     /// The body broke off (connection closed before its announced end, reset, …).
     Body,
+}
+
+/// Network chunks gathered to at least this many bytes before they are written to a blob file.
+const WRITE_BATCH: usize = 256 * 1024;
+/// Writeback of a downloaded blob file is started every this many bytes.
+const WRITEBACK_STEP: u64 = 8 << 20;
+
+/// Chunks of a download waiting to be written to its file in one vectored write.
+struct WriteBatch<'f> {
+    file: &'f mut File,
+    chunks: Vec<Bytes>,
+    len: usize,
+    /// Bytes in the file.
+    written: u64,
+    /// Bytes whose writeback has been started.
+    flushed: u64,
+}
+
+impl<'f> WriteBatch<'f> {
+    fn new(file: &'f mut File) -> Self {
+        WriteBatch {
+            file,
+            chunks: Vec::new(),
+            len: 0,
+            written: 0,
+            flushed: 0,
+        }
+    }
+
+    /// Adds a chunk (without copying it); true once the batch is worth a write.
+    fn push(&mut self, chunk: &Bytes) -> bool {
+        if !chunk.is_empty() {
+            self.len += chunk.len();
+            self.chunks.push(chunk.clone());
+        }
+        self.len >= WRITE_BATCH
+    }
+
+    fn pending(&self) -> bool {
+        self.len > 0
+    }
+
+    /// Writes the batch; returns the file's length.
+    fn write(&mut self) -> std::io::Result<u64> {
+        use bytes::Buf as _;
+        let mut chunks = &mut self.chunks[..];
+        while !chunks.is_empty() {
+            let slices: Vec<std::io::IoSlice<'_>> =
+                chunks.iter().map(|c| std::io::IoSlice::new(c)).collect();
+            let mut n = match self.file.write_vectored(&slices) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            while n > 0 {
+                let first = chunks[0].len();
+                if n >= first {
+                    n -= first;
+                    chunks = &mut chunks[1..];
+                } else {
+                    chunks[0].advance(n);
+                    n = 0;
+                }
+            }
+        }
+        self.written += self.len as u64;
+        self.chunks.clear();
+        self.len = 0;
+        if self.written - self.flushed >= WRITEBACK_STEP {
+            crate::fsutil::start_writeback(self.file, self.flushed, self.written - self.flushed);
+            self.flushed = self.written;
+        }
+        Ok(self.written)
+    }
 }
 
 /// A file being downloaded: removed on drop unless [`finish`](Self::finish)ed.

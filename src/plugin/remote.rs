@@ -1,7 +1,9 @@
 //! Plugins from registries: privileges of a remote, pull (install), upgrade and push, with
 //! Docker's progress stream. Downloads are verified by the registry client; layers are
-//! unpacked into a staging rootfs; nothing becomes visible until one commit under the store
-//! lock, so a failure or a client that goes away leaves no plugin and no referenced blob.
+//! unpacked into a staging rootfs while they download (`distribution::pipeline`: unverified
+//! bytes only ever reach that private rootfs, which is discarded unless every download was
+//! verified and every layer unpacked); nothing becomes visible until one commit under the
+//! store lock, so a failure or a client that goes away leaves no plugin and no referenced blob.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -13,7 +15,7 @@ use super::names::PullNames;
 use super::privileges::{compute_privileges, grants_match, PluginPrivilege};
 use super::reference::Reference;
 use crate::distribution::blobstore::StagedBlob;
-use crate::distribution::extract::unpack_layer;
+use crate::distribution::pipeline::{Feed, LayerPipeline, Unpacked};
 use crate::distribution::registry::{
     AuthConfig, Manifest, RegistryClient, RegistryError, Session, MEDIA_TYPE_DOCKER_MANIFEST,
 };
@@ -386,66 +388,114 @@ impl Manager {
         for layer in layers.iter().filter(|l| !self.blobs.contains(&l.digest)) {
             progress.layer(&layer.short_id(), "Waiting").await?;
         }
-        let mut layer_files = Vec::new();
-        for layer in &layers {
-            let short = layer.short_id();
-            if self.blobs.contains(&layer.digest) {
-                progress.layer(&short, "Already exists").await?;
-                layer_files.push((short, self.blobs.path(&layer.digest), layer.size));
-                continue;
-            }
-            let blob = self.download(&session, layer, &short, progress).await?;
-            layer_files.push((short, blob.path.clone(), layer.size));
-            staged.push(blob);
-        }
-
         fs::create_dir_all(rootfs).map_err(Error::from)?;
-        for (short, path, size) in layer_files {
-            progress
-                .send(progress.transfer(&short, "Extracting", size, size))
-                .await?;
-            let (path, target) = (path.clone(), rootfs.to_path_buf());
-            let unpacked = tokio::task::spawn_blocking(move || {
-                let file = fs::File::open(&path)?;
-                unpack_layer(std::io::BufReader::new(file), &target)
-                    .map_err(|e| std::io::Error::other(e.to_string()))
-            })
-            .await
-            .map_err(|e| Error::System(format!("worker failed: {e}")))?;
-            unpacked.map_err(|e| Error::System(format!("failed to extract layer {short}: {e}")))?;
-            progress.layer(&short, "Complete").await?;
-        }
+        let mut pipeline = LayerPipeline::start(rootfs);
+        let fetched = self
+            .fetch_layers(&session, &layers, progress, &mut pipeline, staged)
+            .await;
+        // Whatever happened, nothing writes below the rootfs once this returns (the caller
+        // discards it on failure).
+        pipeline.finish(fetched.is_err()).await;
+        fetched?;
         config.rootfs.get_or_insert_with(Default::default);
         Ok((manifest, config))
     }
 
+    /// Downloads the layers one after the other while `pipeline` unpacks them, then reports
+    /// each layer's unpacking in order. Statuses as before the overlap: every `Download
+    /// complete` (or `Already exists`) first, then `Extracting` and `Complete` per layer. A
+    /// failed download is reported before a failed unpacking, as when the two were sequential
+    /// (unverified bytes that do not unpack are most likely the wrong bytes).
+    async fn fetch_layers(
+        &self,
+        session: &Session,
+        layers: &[crate::distribution::registry::Descriptor],
+        progress: &Progress,
+        pipeline: &mut LayerPipeline,
+        staged: &mut Vec<StagedBlob>,
+    ) -> std::result::Result<(), StreamError> {
+        let mut unpacking: Vec<(String, u64, Unpacked)> = Vec::new();
+        for layer in layers {
+            let short = layer.short_id();
+            if self.blobs.contains(&layer.digest) {
+                progress.layer(&short, "Already exists").await?;
+                let unpacked = pipeline.unpack_stored(self.blobs.path(&layer.digest));
+                unpacking.push((short, layer.size, unpacked));
+                continue;
+            }
+            let path = self.blobs.ingest_path();
+            let (feed, unpacked) = pipeline.unpack_growing(path.clone());
+            let blob = self
+                .download(session, layer, &short, progress, path, &feed)
+                .await?;
+            staged.push(blob);
+            unpacking.push((short, layer.size, unpacked));
+        }
+        for (short, size, unpacked) in unpacking {
+            progress
+                .send(progress.transfer(&short, "Extracting", size, size))
+                .await?;
+            let gone = progress.closed();
+            futures_util::pin_mut!(gone);
+            let result = match futures_util::future::select(unpacked, gone).await {
+                futures_util::future::Either::Left((result, _)) => result,
+                futures_util::future::Either::Right(_) => return Err(StreamError::Cancelled),
+            };
+            result
+                .map_err(|_| {
+                    Error::System(format!("failed to extract layer {short}: worker failed"))
+                })?
+                .map_err(|e| Error::System(format!("failed to extract layer {short}: {e}")))?;
+            progress.layer(&short, "Complete").await?;
+        }
+        Ok(())
+    }
+
+    /// Downloads `layer` into the ingest file `path`, reporting to `feed` how far the file is
+    /// written and whether the download ended verified.
     async fn download(
         &self,
         session: &Session,
         layer: &crate::distribution::registry::Descriptor,
         short: &str,
         progress: &Progress,
+        path: PathBuf,
+        feed: &Feed,
     ) -> std::result::Result<StagedBlob, StreamError> {
         let mut throttle = Throttle { last: None };
         let total = layer.size;
-        let reporter = progress.clone();
-        let id = short.to_string();
-        let mut report = move |current: u64| {
-            if current == total || throttle.due() {
-                reporter.try_send(reporter.transfer(&id, "Downloading", current, total));
+        let mut report = |written: u64| {
+            feed.advance(written);
+            if written == total || throttle.due() {
+                progress.try_send(progress.transfer(short, "Downloading", written, total));
             }
         };
         // Racing the download against the client going away: dropping the fetch removes its
         // partial file.
-        let fetch = session.fetch_blob_to_store(&self.blobs, layer, &mut report);
-        let gone = progress.closed();
-        futures_util::pin_mut!(fetch, gone);
-        let blob = match futures_util::future::select(fetch, gone).await {
-            futures_util::future::Either::Left((fetched, _)) => fetched.map_err(registry_error)?,
-            futures_util::future::Either::Right(_) => return Err(StreamError::Cancelled),
+        let fetched = {
+            let fetch = session.fetch_blob_to_file(layer, &path, &mut report);
+            let gone = progress.closed();
+            futures_util::pin_mut!(fetch, gone);
+            match futures_util::future::select(fetch, gone).await {
+                futures_util::future::Either::Left((fetched, _)) => fetched,
+                futures_util::future::Either::Right(_) => {
+                    feed.end(false);
+                    return Err(StreamError::Cancelled);
+                }
+            }
         };
-        progress.layer(short, "Download complete").await?;
-        Ok(blob)
+        feed.end(fetched.is_ok());
+        fetched.map_err(registry_error)?;
+        if let Err(cancelled) = progress.layer(short, "Download complete").await {
+            // Not staged yet: nobody else would remove it.
+            let _ = fs::remove_file(&path);
+            return Err(cancelled.into());
+        }
+        Ok(StagedBlob {
+            path,
+            digest: layer.digest.clone(),
+            size: layer.size,
+        })
     }
 
     /// `POST /plugins/{name}/push`: uploads the stored blobs (skipping those the registry has)
