@@ -12,7 +12,7 @@
 //! | [`runtime`] | running plugins: run specs, the `Executor` trait, the Linux namespaces executor, supervision, plugin logs. |
 //! | [`rpc`] | the plugin RPC client (unix, tcp, TLS), retries and deadlines; legacy plugin discovery. |
 //! | [`distribution`] | content-addressed blob store, safe tar extraction (layers are unpacked while they download, into a staging rootfs discarded unless every digest matched). |
-//! | [`error`], [`gojson`], [`fsutil`], [`config`], [`tls`], [`progress`] | the one error type (mapped to Docker's status codes in one place), Go's JSON error texts, durable file steps, daemon configuration, the TLS provider, JSON-message progress streams. |
+//! | [`error`], [`gojson`], [`goerr`], [`fsutil`], [`config`], [`tls`], [`progress`] | the one error type (mapped to Docker's status codes in one place), Go's JSON error texts, Go's wording of OS and HTTP errors, durable file steps, daemon configuration, the TLS provider, JSON-message progress streams. |
 //!
 //! The volume service uses the plugin manager only to find managed volume drivers and to count
 //! references; the manager knows nothing of volumes.
@@ -37,6 +37,7 @@ pub mod distribution;
 pub mod drivers;
 pub mod error;
 pub mod fsutil;
+pub mod goerr;
 pub mod gojson;
 pub mod plugin;
 pub mod progress;

@@ -1243,3 +1243,28 @@ fn wolphin_driver_python_plugin_as_a_legacy_plugin() {
     );
     assert!(d.volume_names("").is_empty());
 }
+
+/// The adapter of an activated legacy plugin is kept: its capabilities are asked once, not on
+/// every list or create.
+#[test]
+fn legacy_plugin_capabilities_are_asked_once() {
+    let legacy = Legacy::new();
+    let root = legacy.path("root");
+    let calls = legacy.path("calls.log");
+    let calls_knob = calls.display().to_string();
+    let _plugin = host_test_plugin(
+        &legacy.plugins().join("capy.sock"),
+        &root,
+        &[("TEST_CALL_LOG", calls_knob.as_str())],
+    );
+    let d = legacy.daemon(&[]);
+    for i in 0..3 {
+        created(&d.create_volume("/v1.44", &format!(r#"{{"Name":"c{i}","Driver":"capy"}}"#)));
+        assert!(d.volume_names("").contains(&format!("c{i}")));
+    }
+    let log = std::fs::read_to_string(&calls).unwrap();
+    let asked = |method: &str| log.lines().filter(|l| l.starts_with(method)).count();
+    assert_eq!(asked("VolumeDriver.Create "), 3, "{log}");
+    assert!(asked("VolumeDriver.List ") >= 3, "{log}");
+    assert_eq!(asked("VolumeDriver.Capabilities "), 1, "{log}");
+}

@@ -53,8 +53,8 @@ use sha2::{Digest as _, Sha256};
 use tokio::time::Instant;
 
 use crate::distribution::blobstore::{BlobStore, StagedBlob};
+use crate::goerr::{errno_text, go_duration, Cause};
 use crate::plugin::reference::{Reference, DEFAULT_DOMAIN};
-use crate::rpc::client::{errno_text, go_duration};
 
 /// Config media type of a plugin artifact.
 pub const MEDIA_TYPE_PLUGIN_CONFIG: &str = "application/vnd.docker.plugin.v1+json";
@@ -2240,7 +2240,6 @@ fn transport_error(method: &str, url: &str, e: &reqwest::Error) -> RegistryError
 /// Go-like text for a failed request: `dial tcp <host:port>: connect: connection refused`,
 /// `tls: …`, or the error chain.
 fn describe(url: &str, e: &reqwest::Error) -> String {
-    use std::error::Error as _;
     let addr = Url::parse(url)
         .ok()
         .map(|u| {
@@ -2248,24 +2247,11 @@ fn describe(url: &str, e: &reqwest::Error) -> String {
             format!("{}:{port}", u.host_str().unwrap_or(""))
         })
         .unwrap_or_default();
-    let mut os_error = None;
-    let mut tls_error = None;
-    let mut src = e.source();
-    while let Some(s) = src {
-        let mut next = s.source();
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            if os_error.is_none() {
-                os_error = io.raw_os_error();
-            }
-            if let Some(inner) = io.get_ref() {
-                next = Some(inner as &(dyn std::error::Error + 'static));
-            }
-        }
-        if let Some(t) = s.downcast_ref::<rustls::Error>() {
-            tls_error = Some(t.to_string());
-        }
-        src = next;
-    }
+    let Cause {
+        os_error,
+        tls: tls_error,
+        ..
+    } = Cause::of(e);
     if let Some(t) = tls_error {
         return format!("tls: {t}");
     }

@@ -127,21 +127,19 @@ impl Manager {
 
     /// Every enabled managed volume driver (what `volume ls` asks besides `local`).
     pub fn enabled_volume_drivers(&self) -> Vec<ManagedDriver> {
+        // Copied out so that the store lock is not held while the runtime's locks are taken.
         let plugins: Vec<Plugin> = self
             .store()
             .records()
-            .filter(|r| r.plugin.enabled)
+            .filter(|r| {
+                r.plugin.enabled
+                    && super::manager::plugin_capabilities(&r.plugin)
+                        .iter()
+                        .any(|c| c == "volumedriver")
+            })
             .map(|r| r.plugin.clone())
             .collect();
-        plugins
-            .iter()
-            .filter(|p| {
-                super::manager::plugin_capabilities(p)
-                    .iter()
-                    .any(|c| c == "volumedriver")
-            })
-            .map(|p| self.managed_driver(p))
-            .collect()
+        plugins.iter().map(|p| self.managed_driver(p)).collect()
     }
 
     fn managed_driver(&self, plugin: &Plugin) -> ManagedDriver {

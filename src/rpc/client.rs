@@ -24,13 +24,14 @@
 //!   restarted) reached nothing and is sent once more on a new connection, as Go re-sends a
 //!   request of which nothing was written; that attempt's outcome is the call's.
 
-use std::error::Error as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+use crate::goerr::{errno_text, go_duration, Cause};
 
 /// The `Accept` header of every plugin call (moby `transport.VersionMimetype`).
 pub const PLUGIN_MIME_TYPE: &str = "application/vnd.docker.plugins.v1.2+json";
@@ -250,6 +251,11 @@ impl PluginClient {
         })
     }
 
+    /// Whether `other` is this client or a clone of it (the same activation of a plugin).
+    pub fn same_plugin(&self, other: &PluginClient) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
     /// Where this client calls.
     pub fn transport(&self) -> &Transport {
         &self.inner.transport
@@ -433,45 +439,16 @@ impl PluginClient {
             return false;
         }
         let unix = matches!(self.inner.transport, Transport::Unix(_));
-        let mut src = e.source();
-        while let Some(s) = src {
-            if let Some(io) = s.downcast_ref::<std::io::Error>() {
-                match io.kind() {
-                    std::io::ErrorKind::BrokenPipe => return true,
-                    std::io::ErrorKind::ConnectionReset if unix => return true,
-                    _ => {}
-                }
-            }
-            src = s.source();
-        }
-        false
+        let cause = Cause::of(e);
+        cause.broken_pipe || (unix && cause.reset)
     }
 
     /// Go-like text for a failed request, and whether it failed before anything was sent
     /// (connect errors other than TLS handshakes), which alone makes it safe to retry.
     fn describe(&self, e: &reqwest::Error) -> (String, bool) {
-        let mut os_error = None;
-        let mut tls_error = None;
-        let mut src = e.source();
-        while let Some(s) = src {
-            let mut next = s.source();
-            if let Some(io) = s.downcast_ref::<std::io::Error>() {
-                if os_error.is_none() && io.raw_os_error().is_some() {
-                    os_error = io.raw_os_error();
-                }
-                if io.kind() == std::io::ErrorKind::TimedOut && os_error.is_none() {
-                    os_error = Some(nix::errno::Errno::ETIMEDOUT as i32);
-                }
-                // io::Error::source() skips the wrapped error itself: look into it.
-                if let Some(inner) = io.get_ref() {
-                    next = Some(inner as &(dyn std::error::Error + 'static));
-                }
-            }
-            if let Some(t) = s.downcast_ref::<rustls::Error>() {
-                tls_error = Some(t.to_string());
-            }
-            src = next;
-        }
+        let cause = Cause::of(e);
+        let os_error = cause.os_error_or_timeout();
+        let tls_error = cause.tls;
         let (net, addr) = match &self.inner.transport {
             Transport::Unix(p) => ("unix", p.display().to_string()),
             Transport::Tcp { .. } => ("tcp", self.inner.log_addr.clone()),
@@ -571,46 +548,6 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
         e.to_string()
     } else {
         parts.join(": ")
-    }
-}
-
-/// Go's `syscall.Errno.Error()`: the C library text with a lower-case first letter.
-pub(crate) fn errno_text(code: i32) -> String {
-    let desc = nix::errno::Errno::from_raw(code).desc();
-    let mut chars = desc.chars();
-    match chars.next() {
-        Some(first) => first.to_lowercase().chain(chars).collect(),
-        None => format!("errno {code}"),
-    }
-}
-
-/// A duration as Go's `time.Duration.String()` writes the ones we log (`50ms`, `1.6s`, `1m4s`).
-pub fn go_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms == 0 {
-        return if d.is_zero() {
-            "0s".into()
-        } else {
-            format!("{}µs", d.as_micros())
-        };
-    }
-    if ms < 1000 {
-        return format!("{ms}ms");
-    }
-    let mins = ms / 60_000;
-    let rest = ms % 60_000;
-    let secs = if rest.is_multiple_of(1000) {
-        format!("{}s", rest / 1000)
-    } else {
-        let s = format!("{}.{:03}", rest / 1000, rest % 1000);
-        format!("{}s", s.trim_end_matches('0'))
-    };
-    if mins == 0 {
-        secs
-    } else if mins < 60 {
-        format!("{mins}m{secs}")
-    } else {
-        format!("{}h{}m{secs}", mins / 60, mins % 60)
     }
 }
 
@@ -737,28 +674,6 @@ mod tests {
         assert!(e.to_string().contains("\"hello\""), "{e}");
         let v: serde_json::Value = decode("X.Y", b"{\"A\":1}\n").unwrap();
         assert_eq!(v["A"], 1);
-    }
-
-    #[test]
-    fn errno_texts_read_like_go() {
-        assert_eq!(errno_text(libc_enoent()), "no such file or directory");
-        assert_eq!(
-            errno_text(nix::errno::Errno::ECONNREFUSED as i32),
-            "connection refused"
-        );
-    }
-
-    fn libc_enoent() -> i32 {
-        nix::errno::Errno::ENOENT as i32
-    }
-
-    #[test]
-    fn durations_read_like_go() {
-        assert_eq!(go_duration(Duration::from_millis(50)), "50ms");
-        assert_eq!(go_duration(Duration::from_millis(1600)), "1.6s");
-        assert_eq!(go_duration(Duration::from_secs(1)), "1s");
-        assert_eq!(go_duration(Duration::from_millis(64_000)), "1m4s");
-        assert_eq!(go_duration(Duration::from_millis(12_800)), "12.8s");
     }
 
     #[test]

@@ -70,6 +70,9 @@ pub struct VolumeService {
     options: VolumeOptions,
     /// Clients of managed plugins, by plugin ID, with the run generation they were made for.
     clients: Mutex<HashMap<String, (u64, VolumeDriverClient)>>,
+    /// Adapters of legacy plugins, by name, kept while discovery hands out the same activated
+    /// plugin (an adapter caches the plugin's capabilities).
+    legacy_clients: Mutex<HashMap<String, VolumeDriverClient>>,
     /// Plugin volumes berth did not create but found by asking the plugins (inspect), by name
     /// → driver: moby's in-memory name cache. Their names are taken for other drivers while
     /// the plugin still has them, and a create with their driver adopts them as they are.
@@ -79,6 +82,14 @@ pub struct VolumeService {
     /// One operation per volume name at a time.
     name_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     prune_running: AtomicBool,
+}
+
+/// What [`VolumeService::plugin_drivers`] found.
+#[derive(Default)]
+struct PluginDrivers {
+    drivers: Vec<(String, VolumeDriverClient)>,
+    warnings: Vec<String>,
+    unactivated: Vec<String>,
 }
 
 /// A resolved driver.
@@ -113,6 +124,7 @@ impl VolumeService {
             legacy,
             options,
             clients: Mutex::new(HashMap::new()),
+            legacy_clients: Mutex::new(HashMap::new()),
             seen: Mutex::new(HashMap::new()),
             mounts: Mutex::new(HashMap::new()),
             name_locks: Mutex::new(HashMap::new()),
@@ -201,11 +213,7 @@ impl VolumeService {
         }
         match self.legacy.get(name, "VolumeDriver").await {
             Ok(plugin) => Ok(Driver::Plugin {
-                client: VolumeDriverClient::new(
-                    name.to_string(),
-                    plugin.client.clone(),
-                    PathMapper::Identity,
-                ),
+                client: self.legacy_client(name, &plugin.client),
                 managed: None,
             }),
             Err(LookupError::NotFound(_)) => Err(lookup_error(Error::NotFound(format!(
@@ -235,6 +243,61 @@ impl VolumeService {
         let client = VolumeDriverClient::new(managed.name.clone(), rpc, mapper);
         clients.insert(managed.id.clone(), (managed.generation, client.clone()));
         Ok(client)
+    }
+
+    fn legacy_client(&self, name: &str, rpc: &PluginClient) -> VolumeDriverClient {
+        let mut clients = self
+            .legacy_clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(client) = clients.get(name) {
+            if client.client().same_plugin(rpc) {
+                return client.clone();
+            }
+        }
+        let client = VolumeDriverClient::new(name.to_string(), rpc.clone(), PathMapper::Identity);
+        clients.insert(name.to_string(), client.clone());
+        client
+    }
+
+    /// Every plugin volume driver to ask for a list or a volume: the enabled managed ones, and
+    /// the legacy ones discovery activates within the call deadline (past it, those already
+    /// activated). Drivers that cannot be asked come back as warnings (`list <driver>: …`) and,
+    /// when activation failed, by name in `unactivated`.
+    async fn plugin_drivers(&self) -> PluginDrivers {
+        let mut found = PluginDrivers::default();
+        for managed in self.plugins.enabled_volume_drivers() {
+            match self.managed_client(&managed) {
+                Ok(client) => found.drivers.push((managed.name.clone(), client)),
+                Err(e) => found.warnings.push(format!("list {}: {e}", managed.name)),
+            }
+        }
+        // Activation is bounded per plugin by the same deadline; the margin lets it report.
+        let discovered = self.legacy.all_reporting("VolumeDriver");
+        let margin = Duration::from_millis(250);
+        let legacy =
+            match tokio::time::timeout(self.options.call_timeout + margin, discovered).await {
+                Ok((activated, failed)) => {
+                    for (name, error) in failed {
+                        found.warnings.push(format!("list {name}: {error}"));
+                        found.unactivated.push(name);
+                    }
+                    activated
+                }
+                Err(_) => self
+                    .legacy
+                    .cached()
+                    .into_iter()
+                    .filter(|p| p.implements("VolumeDriver"))
+                    .collect(),
+            };
+        for plugin in legacy {
+            if !found.drivers.iter().any(|(n, _)| *n == plugin.name) {
+                let client = self.legacy_client(&plugin.name, &plugin.client);
+                found.drivers.push((plugin.name.clone(), client));
+            }
+        }
+        found
     }
 
     /// Bounds a plugin call by the service deadline.
@@ -496,25 +559,7 @@ impl VolumeService {
     /// Asks every plugin driver's `Get` for a volume berth has no record of, each within the
     /// call deadline.
     async fn inspect_unrecorded(&self, name: &str) -> Result<Volume> {
-        let mut drivers: Vec<(String, VolumeDriverClient)> = Vec::new();
-        for managed in self.plugins.enabled_volume_drivers() {
-            if let Ok(client) = self.managed_client(&managed) {
-                drivers.push((managed.name.clone(), client));
-            }
-        }
-        let discovered = self.legacy.all("VolumeDriver");
-        if let Ok(legacy) = tokio::time::timeout(self.options.call_timeout, discovered).await {
-            for plugin in legacy {
-                if !drivers.iter().any(|(n, _)| *n == plugin.name) {
-                    let client = VolumeDriverClient::new(
-                        plugin.name.clone(),
-                        plugin.client.clone(),
-                        PathMapper::Identity,
-                    );
-                    drivers.push((plugin.name.clone(), client));
-                }
-            }
-        }
+        let drivers = self.plugin_drivers().await.drivers;
         let answers = join_all(drivers.iter().map(|(driver, client)| async move {
             let found = self.plugin_volume(client, name).await;
             (driver.clone(), client, found)
@@ -560,51 +605,16 @@ impl VolumeService {
         // volumes of drivers that did not answer); sorted and de-duplicated at the end, the
         // first of a name winning.
         let mut volumes: Vec<Volume> = Vec::with_capacity(snapshot.len());
-        let mut warnings = Vec::new();
 
         for record in snapshot.iter().filter(|r| r.driver == LOCAL) {
             volumes.push(self.view(record));
         }
 
-        let mut drivers: Vec<(String, VolumeDriverClient)> = Vec::new();
-        for managed in self.plugins.enabled_volume_drivers() {
-            match self.managed_client(&managed) {
-                Ok(client) => drivers.push((managed.name.clone(), client)),
-                Err(e) => warnings.push(format!("list {}: {e}", managed.name)),
-            }
-        }
-        // Activation of every discoverable plugin shares the call deadline; past it, the
-        // plugins already known are asked (a frozen one then fails its own List call).
-        // (Activation is bounded per plugin by the same deadline; the margin lets it report.)
-        let mut unactivated: Vec<String> = Vec::new();
-        let discovered = self.legacy.all_reporting("VolumeDriver");
-        let margin = Duration::from_millis(250);
-        let legacy =
-            match tokio::time::timeout(self.options.call_timeout + margin, discovered).await {
-                Ok((found, failed)) => {
-                    for (name, error) in failed {
-                        warnings.push(format!("list {name}: {error}"));
-                        unactivated.push(name);
-                    }
-                    found
-                }
-                Err(_) => self
-                    .legacy
-                    .cached()
-                    .into_iter()
-                    .filter(|p| p.implements("VolumeDriver"))
-                    .collect(),
-            };
-        for plugin in legacy {
-            if !drivers.iter().any(|(n, _)| *n == plugin.name) {
-                let client = VolumeDriverClient::new(
-                    plugin.name.clone(),
-                    plugin.client.clone(),
-                    PathMapper::Identity,
-                );
-                drivers.push((plugin.name.clone(), client));
-            }
-        }
+        let PluginDrivers {
+            drivers,
+            mut warnings,
+            unactivated,
+        } = self.plugin_drivers().await;
 
         let answers = join_all(drivers.iter().map(|(name, client)| async move {
             let listed = self.bounded("VolumeDriver.List", client.list()).await;
