@@ -12,9 +12,10 @@ use clap::{Parser, Subcommand};
 use berth::api::{self, version::DEFAULT_API_VERSION, ApiState};
 use berth::config::{DaemonConfig, DaemonFlags};
 use berth::distribution::registry::{RegistryClient, RegistryOptions};
+use berth::plugin::getter::PluginGetter;
 use berth::plugin::manager::{Manager, RuntimeOptions};
 use berth::rpc::discovery::LegacyPlugins;
-use berth::volume::service::{VolumeOptions, VolumeService};
+use berth::volume::service::VolumeService;
 
 /// How long a legacy plugin whose socket or spec exists may take to answer its activation
 /// (moby retries for about 15 s).
@@ -115,15 +116,13 @@ fn run_daemon(config: DaemonConfig) -> anyhow::Result<()> {
         Some(config.plugin_call_timeout),
     )
     .with_scan_timeout(config.plugin_call_timeout);
-    let volumes = VolumeService::open(
-        &config.data_root,
+    let getter = Arc::new(PluginGetter::new(
         manager.clone(),
         legacy,
-        VolumeOptions {
-            call_timeout: config.plugin_call_timeout,
-        },
-    )
-    .context("opening the volume store")?;
+        config.plugin_call_timeout,
+    ));
+    let volumes =
+        VolumeService::open(&config.data_root, getter).context("opening the volume store")?;
     let registry = RegistryClient::new(RegistryOptions {
         insecure_registries: config.insecure_registries.clone(),
         mirrors: config.registry_mirrors.clone(),

@@ -11,7 +11,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use berth::drivers::volume::{DriverErrorKind, PathMapper, VolumeDriverClient};
-use berth::rpc::client::{PluginClient, Retry, RpcError, Transport};
+use berth::rpc::client::{within, PluginClient, Retry, RpcError, Transport};
 use serde_json::{json, Value};
 
 /// One request as the plugin saw it.
@@ -421,17 +421,14 @@ async fn deadlines_cut_hung_calls_and_errors_are_not_retried() {
             timeout: Duration::from_millis(300)
         }
     );
-    // A shorter per-call deadline wins over the client's.
+    // An operation's shorter deadline wins over the client's.
     let t = Instant::now();
-    let e = client
-        .call_with_timeout::<Value>(
-            "VolumeDriver.List",
-            &json!({}),
-            Retry::Never,
-            Some(Duration::from_millis(100)),
-        )
-        .await
-        .unwrap_err();
+    let e = within(
+        Duration::from_millis(100),
+        client.call::<Value>("VolumeDriver.List", &json!({}), Retry::Never),
+    )
+    .await
+    .unwrap_err();
     assert!(
         t.elapsed() < Duration::from_millis(280),
         "{:?}",
@@ -439,6 +436,29 @@ async fn deadlines_cut_hung_calls_and_errors_are_not_retried() {
     );
     assert!(
         matches!(e, RpcError::Timeout { timeout, .. } if timeout == Duration::from_millis(100))
+    );
+    // One operation, one deadline: the calls inside it share it rather than each getting its
+    // own.
+    let t = Instant::now();
+    let (first, second) = within(Duration::from_millis(200), async {
+        let first = client
+            .call::<Value>("VolumeDriver.List", &json!({}), Retry::Never)
+            .await;
+        let second = client
+            .call::<Value>("VolumeDriver.List", &json!({}), Retry::Never)
+            .await;
+        (first, second)
+    })
+    .await;
+    assert!(matches!(first, Err(RpcError::Timeout { .. })), "{first:?}");
+    assert!(
+        matches!(second, Err(RpcError::Timeout { .. })),
+        "{second:?}"
+    );
+    assert!(
+        t.elapsed() < Duration::from_millis(280),
+        "two calls in one operation took {:?}",
+        t.elapsed()
     );
 
     // Status errors are answers: one request, no retry.

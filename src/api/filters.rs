@@ -14,6 +14,18 @@ pub struct Filters {
 impl Filters {
     /// Parses the JSON text; the legacy `{"key":["v"]}` form is accepted too. An empty string
     /// means no filters. `invalid` renders a decode error for this endpoint and API version.
+    /// The `filters` of routes whose parse errors 20.10 left untyped (a 500 with the JSON
+    /// error) and current moby answers with a 400 `invalid filter`.
+    pub fn parse_request(text: &str, compat: &Compat) -> Result<Filters> {
+        Filters::parse(text, |message| {
+            compat.request_error(if compat.legacy() {
+                message
+            } else {
+                "invalid filter".into()
+            })
+        })
+    }
+
     pub fn parse(text: &str, invalid: impl Fn(String) -> Error) -> Result<Filters> {
         if text.is_empty() {
             return Ok(Filters::default());

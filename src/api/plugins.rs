@@ -18,14 +18,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 }
 
 pub async fn list(call: Call) -> Result<HttpResponse> {
-    let compat = call.compat.clone();
-    let filters = Filters::parse(&call.query("filters"), |message| {
-        if compat.legacy() {
-            Error::System(message)
-        } else {
-            Error::InvalidParameter("invalid filter".into())
-        }
-    })?;
+    let filters = Filters::parse_request(&call.query("filters"), &call.compat)?;
     filters.validate(&["enabled", "capability"], &call.compat)?;
     let enabled = if !filters.contains("enabled") {
         EnabledFilter::Any
@@ -77,15 +70,10 @@ pub async fn enable(call: Call) -> Result<HttpResponse> {
         } else {
             "invalid syntax"
         };
-        let message = format!(
+        call.compat.request_error(format!(
             "strconv.Atoi: parsing {}: {reason}",
             crate::gojson::go_quote(&text)
-        );
-        if call.compat.legacy() {
-            Error::System(message)
-        } else {
-            Error::InvalidParameter(message)
-        }
+        ))
     })?;
     let rpc_timeout = std::time::Duration::from_secs(seconds.max(0) as u64);
     let manager = call.state.plugins.clone();

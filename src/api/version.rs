@@ -1,6 +1,7 @@
 //! API versions: parsing `/vX.Y` prefixes, the served range, and the per-version behaviour
 //! switches that moby applies.
 
+use crate::error::Error;
 use std::cmp::Ordering;
 use std::fmt;
 
@@ -76,6 +77,16 @@ impl Compat {
     /// start with a capital `Invalid`, JSON bodies are decoded ad hoc.
     pub fn legacy(&self) -> bool {
         self.version.less_than("1.42")
+    }
+
+    /// An error in what the client sent that 20.10 left untyped (a 500) and current moby
+    /// classes as invalid input (a 400).
+    pub fn request_error(&self, message: impl Into<String>) -> Error {
+        if self.legacy() {
+            Error::System(message.into())
+        } else {
+            Error::InvalidParameter(message.into())
+        }
     }
 
     /// Below 1.24 errors are written as plain text rather than JSON.

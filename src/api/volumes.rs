@@ -154,13 +154,7 @@ pub async fn remove(call: Call) -> Result<HttpResponse> {
 
 pub async fn prune(call: Call) -> Result<HttpResponse> {
     let legacy = call.compat.legacy();
-    let filters = Filters::parse(&call.query("filters"), |message| {
-        if legacy {
-            Error::System(message)
-        } else {
-            Error::InvalidParameter("invalid filter".into())
-        }
-    })?;
+    let filters = Filters::parse_request(&call.query("filters"), &call.compat)?;
     let allowed: &[&str] = if legacy {
         &["label", "label!"]
     } else {
@@ -196,7 +190,6 @@ pub async fn prune(call: Call) -> Result<HttpResponse> {
     Ok(json_response(StatusCode::OK, &report))
 }
 
-/// `PUT /volumes/{name}` updates swarm cluster volumes; berth is never a swarm manager.
 /// `PUT /volumes/{name}` updates swarm cluster volumes; berth is never a swarm manager, and
 /// moby answers that before looking at the request.
 pub async fn update(_call: Call) -> Result<HttpResponse> {

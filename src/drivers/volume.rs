@@ -1,11 +1,11 @@
-//! The VolumeDriver protocol (moby `volume/drivers/proxy.go` + `adapter.go`).
-//! OWNER: helper "rpc".
+//! The VolumeDriver protocol (moby `volume/drivers/proxy.go` + `adapter.go`) and the
+//! [`VolumeDriver`] trait the volume service sees every driver through.
 //!
 //! [`VolumeDriverClient`] is moby's proxy and adapter in one: it sends `/VolumeDriver.<Method>`
-//! with moby's request shapes and per-method deadlines (Create and Mount 2 min, the others 1 min;
-//! the shorter of that and the plugin client's own timeout applies), turns an in-band `Err` into
-//! an error, maps reported mountpoints to host paths ([`PathMapper`], moby's `ScopedPath`) and
-//! caches `Capabilities`.
+//! with moby's request shapes, turns an in-band `Err` into an error, maps reported mountpoints
+//! to host paths ([`PathMapper`], moby's `ScopedPath`) and caches `Capabilities`. Deadlines are
+//! not its business: each call has the one deadline the RPC client gives it
+//! (`crate::rpc::client`), bounded by the operation the volume service runs it in.
 //!
 //! Errors ([`DriverError`]) display as moby's do after `create <name>: ` and the like: a non-200
 //! answer → `VolumeDriver.Create: <Err or body>`; a 200 answer with `Err` set → `<Err>`; an
@@ -15,25 +15,22 @@
 //! ignored, `null` like a missing field.
 
 use std::collections::BTreeMap;
-use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::error::Error;
 use crate::rpc::client::{PluginClient, Retry, RpcError};
+pub use crate::rpc::handle::PathMapper;
+use crate::rpc::handle::PluginHandle;
 
 /// The `Implements` / capability name of volume plugins.
 pub const VOLUME_DRIVER: &str = "VolumeDriver";
 
-/// moby `longTimeout`: Create and Mount.
-pub const LONG_TIMEOUT: Duration = Duration::from_secs(120);
-/// moby `shortTimeout`: every other VolumeDriver method.
-pub const SHORT_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// How long a call keeps retrying a plugin that refuses connections (moby's policy gives up
-/// after ~15 s; berth's first retries come sooner).
+/// Connection refusals are retried with backoff (moby gives up after ~15 s; berth's first
+/// retries come sooner), always within the call's one deadline.
 pub const DEFAULT_RETRY: Retry = Retry::Backoff {
     total: Duration::from_secs(15),
 };
@@ -70,86 +67,6 @@ struct MountRequest<'a> {
 #[derive(Serialize)]
 struct EmptyRequest {}
 
-/// How a plugin's paths map to the host (moby `ScopedPath`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PathMapper {
-    /// Legacy plugins run on the host: paths are used as reported.
-    Identity,
-    /// A managed plugin: a path under `propagated_mount` (the plugin's `PropagatedMount`, as seen
-    /// inside; empty when it has none) maps to `host_propagated`
-    /// (`<data-root>/plugins/<id>/propagated-mount`), any other path to the same path under
-    /// `rootfs` (`<data-root>/plugins/<id>/rootfs`).
-    Managed {
-        propagated_mount: String,
-        host_propagated: PathBuf,
-        rootfs: PathBuf,
-    },
-}
-
-impl PathMapper {
-    /// The host path of a path reported by the plugin. An empty path stays empty (a plugin
-    /// that reports no mountpoint). Differences to moby, on purpose: the propagated-mount prefix
-    /// must match whole path components (`/data2` is not under `/data`), and `..` cannot climb
-    /// out of the rootfs or the propagated mount.
-    pub fn host_path(&self, reported: &str) -> String {
-        match self {
-            PathMapper::Identity => reported.to_string(),
-            PathMapper::Managed { .. } if reported.is_empty() => String::new(),
-            PathMapper::Managed {
-                propagated_mount,
-                host_propagated,
-                rootfs,
-            } => {
-                if !propagated_mount.is_empty() {
-                    if let Some(rest) = strip_path_prefix(reported, propagated_mount) {
-                        return join_inside(host_propagated, rest);
-                    }
-                }
-                join_inside(rootfs, reported)
-            }
-        }
-    }
-}
-
-/// `path` below `prefix` (whole components), as the remainder; `None` when not below it.
-fn strip_path_prefix<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
-    let prefix = prefix.trim_end_matches('/');
-    if prefix.is_empty() {
-        // PropagatedMount "/": everything is below it.
-        return Some(path);
-    }
-    let rest = path.strip_prefix(prefix)?;
-    if rest.is_empty() || rest.starts_with('/') {
-        Some(rest)
-    } else {
-        None
-    }
-}
-
-/// `base` joined with `p` cleaned lexically, with `..` stopping at `base`.
-fn join_inside(base: &Path, p: &str) -> String {
-    let mut out = base.to_path_buf();
-    let mut depth = 0usize;
-    for c in Path::new(p).components() {
-        match c {
-            Component::Normal(n) => {
-                out.push(n);
-                depth += 1;
-            }
-            Component::ParentDir if depth > 0 => {
-                out.pop();
-                depth -= 1;
-            }
-            _ => {}
-        }
-    }
-    // Not `display()`: that formats through a lossy UTF-8 scan, measurable in lists of
-    // thousands of volumes.
-    out.into_os_string()
-        .into_string()
-        .unwrap_or_else(|raw| raw.to_string_lossy().into_owned())
-}
-
 /// A volume as a plugin reports it (`Get` / `List`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct DriverVolume {
@@ -183,15 +100,17 @@ pub enum DriverErrorKind {
     /// The call failed: unreachable, deadline, non-200 status, undecodable answer.
     Rpc(RpcError),
     /// A 200 answer with `Err` set (moby `errors.New(ret.Err)`), or an answer missing what the
-    /// method must return.
+    /// method must return; or the built-in driver failing.
     Plugin(String),
+    /// The request is wrong for this driver (the built-in driver's name and option rules): a 400.
+    Invalid(String),
 }
 
 impl std::fmt::Display for DriverError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.kind {
             DriverErrorKind::Rpc(e) => e.fmt(f),
-            DriverErrorKind::Plugin(m) => f.write_str(m),
+            DriverErrorKind::Plugin(m) | DriverErrorKind::Invalid(m) => f.write_str(m),
         }
     }
 }
@@ -200,7 +119,7 @@ impl std::error::Error for DriverError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match &self.kind {
             DriverErrorKind::Rpc(e) => Some(e),
-            DriverErrorKind::Plugin(_) => None,
+            DriverErrorKind::Plugin(_) | DriverErrorKind::Invalid(_) => None,
         }
     }
 }
@@ -221,7 +140,20 @@ impl DriverError {
         match &self.kind {
             DriverErrorKind::Rpc(RpcError::Status { message, .. }) => message.clone(),
             DriverErrorKind::Rpc(e) => e.to_string(),
-            DriverErrorKind::Plugin(m) => m.clone(),
+            DriverErrorKind::Plugin(m) | DriverErrorKind::Invalid(m) => m.clone(),
+        }
+    }
+
+    /// A failure of `method` that is not an RPC error (an in-band `Err`, the built-in driver).
+    pub fn failed(method: &str, message: impl Into<String>) -> DriverError {
+        DriverError::plugin(method, message)
+    }
+
+    /// A request the driver refuses as wrong (400).
+    pub fn invalid(method: &str, message: impl Into<String>) -> DriverError {
+        DriverError {
+            method: method.to_string(),
+            kind: DriverErrorKind::Invalid(message.into()),
         }
     }
 
@@ -237,6 +169,77 @@ impl DriverError {
             method: method.to_string(),
             kind: DriverErrorKind::Plugin(message.into()),
         }
+    }
+}
+
+/// A driver's refusal of the request is a 400; everything else a 500, as moby classes them.
+impl From<DriverError> for Error {
+    fn from(e: DriverError) -> Error {
+        match &e.kind {
+            DriverErrorKind::Invalid(m) => Error::InvalidParameter(m.clone()),
+            _ => Error::System(e.to_string()),
+        }
+    }
+}
+
+/// What [`VolumeDriver::create`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    New,
+    /// The driver already had the volume and it is taken as it is (moby asks a plugin `Get`
+    /// before `Create` and records no labels or options for such a volume).
+    Existing,
+}
+
+/// A volume driver as the volume service sees it: the built-in `local` driver and every
+/// plugin (through [`VolumeDriverClient`]) alike.
+#[async_trait::async_trait]
+pub trait VolumeDriver: Send + Sync {
+    /// The name volumes record for this driver.
+    fn name(&self) -> &str;
+
+    /// Checks a create before the driver is asked anything (the built-in driver's name and
+    /// option rules).
+    fn validate(&self, _name: &str, _opts: &BTreeMap<String, String>) -> Result<(), DriverError> {
+        Ok(())
+    }
+
+    async fn create(
+        &self,
+        name: &str,
+        opts: &BTreeMap<String, String>,
+    ) -> Result<Created, DriverError>;
+
+    async fn remove(&self, name: &str) -> Result<(), DriverError>;
+
+    /// `Ok(None)`: the driver answered that it has no such volume.
+    async fn get(&self, name: &str) -> Result<Option<DriverVolume>, DriverError>;
+
+    async fn list(&self) -> Result<Vec<DriverVolume>, DriverError>;
+
+    /// Mounts for caller `id`; the host path of the volume's data.
+    async fn mount(&self, name: &str, id: &str) -> Result<String, DriverError>;
+
+    async fn unmount(&self, name: &str, id: &str) -> Result<(), DriverError>;
+
+    /// `local` or `global`.
+    async fn scope(&self) -> String;
+
+    /// The deadline the driver's calls have of their own (a plugin's `enable --timeout`).
+    fn call_timeout(&self) -> Option<Duration> {
+        None
+    }
+
+    /// The mountpoint a recorded volume shows without asking anything (the built-in driver's
+    /// are fixed paths; a plugin's show once inspected or mounted).
+    fn known_mountpoint(&self, _name: &str) -> Option<String> {
+        None
+    }
+
+    /// Bytes the volume uses, when the driver can tell (the built-in driver measures its
+    /// directories; plugins cannot be asked).
+    fn usage(&self, _name: &str) -> Option<u64> {
+        None
     }
 }
 
@@ -279,6 +282,15 @@ impl VolumeDriverClient {
         }
     }
 
+    /// The adapter for a plugin the getter handed out.
+    pub fn for_plugin(plugin: &PluginHandle) -> VolumeDriverClient {
+        VolumeDriverClient::new(
+            plugin.name.clone(),
+            plugin.client.clone(),
+            plugin.paths.clone(),
+        )
+    }
+
     pub fn name(&self) -> &str {
         &self.inner.name
     }
@@ -299,17 +311,13 @@ impl VolumeDriverClient {
         opts: &BTreeMap<String, String>,
     ) -> Result<(), DriverError> {
         let opts = (!opts.is_empty()).then_some(opts);
-        self.call_err_only(
-            "VolumeDriver.Create",
-            &CreateRequest { name, opts },
-            LONG_TIMEOUT,
-        )
-        .await
+        self.call_err_only("VolumeDriver.Create", &CreateRequest { name, opts })
+            .await
     }
 
     /// `VolumeDriver.Remove {"Name"}`.
     pub async fn remove(&self, name: &str) -> Result<(), DriverError> {
-        self.call_err_only("VolumeDriver.Remove", &NameRequest { name }, SHORT_TIMEOUT)
+        self.call_err_only("VolumeDriver.Remove", &NameRequest { name })
             .await
     }
 
@@ -319,7 +327,7 @@ impl VolumeDriverClient {
     /// `Err` here as in moby.
     pub async fn get(&self, name: &str) -> Result<Option<DriverVolume>, DriverError> {
         const M: &str = "VolumeDriver.Get";
-        let answer = self.call(M, &NameRequest { name }, SHORT_TIMEOUT).await?;
+        let answer = self.call(M, &NameRequest { name }).await?;
         match field(&answer, "Volume") {
             None | Some(Value::Null) => Ok(None),
             Some(v) => {
@@ -337,7 +345,7 @@ impl VolumeDriverClient {
         let answer: ListAnswer = self
             .inner
             .client
-            .call_with_timeout(M, &EmptyRequest {}, self.inner.retry, Some(SHORT_TIMEOUT))
+            .call(M, &EmptyRequest {}, self.inner.retry)
             .await
             .map_err(|e| DriverError::rpc(M, e))?;
         let ListAnswer::Object { volumes, err } = answer else {
@@ -367,7 +375,7 @@ impl VolumeDriverClient {
     /// plugin reports none, e.g. an unmounted volume).
     pub async fn path(&self, name: &str) -> Result<String, DriverError> {
         const M: &str = "VolumeDriver.Path";
-        let answer = self.call(M, &NameRequest { name }, SHORT_TIMEOUT).await?;
+        let answer = self.call(M, &NameRequest { name }).await?;
         Ok(self.inner.paths.host_path(&string_field(
             M,
             loose(field(&answer, "Mountpoint")),
@@ -378,9 +386,7 @@ impl VolumeDriverClient {
     /// `VolumeDriver.Mount {"Name","ID"}` → the host path to bind into the container.
     pub async fn mount(&self, name: &str, id: &str) -> Result<String, DriverError> {
         const M: &str = "VolumeDriver.Mount";
-        let answer = self
-            .call(M, &MountRequest { name, id }, LONG_TIMEOUT)
-            .await?;
+        let answer = self.call(M, &MountRequest { name, id }).await?;
         Ok(self.inner.paths.host_path(&string_field(
             M,
             loose(field(&answer, "Mountpoint")),
@@ -390,12 +396,8 @@ impl VolumeDriverClient {
 
     /// `VolumeDriver.Unmount {"Name","ID"}`.
     pub async fn unmount(&self, name: &str, id: &str) -> Result<(), DriverError> {
-        self.call_err_only(
-            "VolumeDriver.Unmount",
-            &MountRequest { name, id },
-            SHORT_TIMEOUT,
-        )
-        .await
+        self.call_err_only("VolumeDriver.Unmount", &MountRequest { name, id })
+            .await
     }
 
     /// `VolumeDriver.Capabilities {}`, asked once per client. A failing call (e.g. a 404 from a
@@ -411,7 +413,7 @@ impl VolumeDriverClient {
         let local = || Capabilities {
             scope: LOCAL_SCOPE.into(),
         };
-        let (caps, cache) = match self.call(M, &EmptyRequest {}, SHORT_TIMEOUT).await {
+        let (caps, cache) = match self.call(M, &EmptyRequest {}).await {
             Ok(answer) => {
                 let scope = field(&answer, "Capabilities")
                     .and_then(|c| field(c, "Scope"))
@@ -466,9 +468,8 @@ impl VolumeDriverClient {
         &self,
         method: &str,
         body: &(impl Serialize + ?Sized),
-        timeout: Duration,
     ) -> Result<(), DriverError> {
-        self.call(method, body, timeout).await.map(|_| ())
+        self.call(method, body).await.map(|_| ())
     }
 
     /// One call: the answer as JSON, with a non-empty in-band `Err` turned into an error.
@@ -476,12 +477,11 @@ impl VolumeDriverClient {
         &self,
         method: &str,
         body: &(impl Serialize + ?Sized),
-        timeout: Duration,
     ) -> Result<Value, DriverError> {
         let answer: Value = self
             .inner
             .client
-            .call_with_timeout(method, body, self.inner.retry, Some(timeout))
+            .call(method, body, self.inner.retry)
             .await
             .map_err(|e| DriverError::rpc(method, e))?;
         if !answer.is_object() {
@@ -535,6 +535,54 @@ impl VolumeDriverClient {
             created_at,
             status,
         })
+    }
+}
+
+#[async_trait::async_trait]
+impl VolumeDriver for VolumeDriverClient {
+    fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// moby's call pattern: a plugin that already has the volume is not asked to create it.
+    async fn create(
+        &self,
+        name: &str,
+        opts: &BTreeMap<String, String>,
+    ) -> Result<Created, DriverError> {
+        if let Ok(Some(_)) = VolumeDriverClient::get(self, name).await {
+            return Ok(Created::Existing);
+        }
+        VolumeDriverClient::create(self, name, opts).await?;
+        Ok(Created::New)
+    }
+
+    async fn remove(&self, name: &str) -> Result<(), DriverError> {
+        VolumeDriverClient::remove(self, name).await
+    }
+
+    async fn get(&self, name: &str) -> Result<Option<DriverVolume>, DriverError> {
+        VolumeDriverClient::get(self, name).await
+    }
+
+    async fn list(&self) -> Result<Vec<DriverVolume>, DriverError> {
+        VolumeDriverClient::list(self).await
+    }
+
+    async fn mount(&self, name: &str, id: &str) -> Result<String, DriverError> {
+        VolumeDriverClient::mount(self, name, id).await
+    }
+
+    async fn unmount(&self, name: &str, id: &str) -> Result<(), DriverError> {
+        VolumeDriverClient::unmount(self, name, id).await
+    }
+
+    async fn scope(&self) -> String {
+        self.capabilities().await.scope
+    }
+
+    fn call_timeout(&self) -> Option<Duration> {
+        self.inner.client.timeout()
     }
 }
 
@@ -841,73 +889,6 @@ mod tests {
             r#"{"Name":"v","Opts":null}"#
         );
         assert_eq!(serde_json::to_string(&EmptyRequest {}).unwrap(), "{}");
-    }
-
-    fn managed(propagated: &str) -> PathMapper {
-        PathMapper::Managed {
-            propagated_mount: propagated.into(),
-            host_propagated: "/var/lib/berth/plugins/abc/propagated-mount".into(),
-            rootfs: "/var/lib/berth/plugins/abc/rootfs".into(),
-        }
-    }
-
-    #[test]
-    fn identity_paths() {
-        assert_eq!(PathMapper::Identity.host_path("/mnt/v1"), "/mnt/v1");
-        assert_eq!(PathMapper::Identity.host_path(""), "");
-    }
-
-    #[test]
-    fn managed_paths_without_propagated_mount() {
-        let m = managed("");
-        assert_eq!(
-            m.host_path("/mnt/anc-nvol1"),
-            "/var/lib/berth/plugins/abc/rootfs/mnt/anc-nvol1"
-        );
-        assert_eq!(
-            m.host_path("rel/x"),
-            "/var/lib/berth/plugins/abc/rootfs/rel/x"
-        );
-        assert_eq!(m.host_path("/"), "/var/lib/berth/plugins/abc/rootfs");
-        assert_eq!(m.host_path(""), "");
-        assert_eq!(
-            m.host_path("/../../etc/passwd"),
-            "/var/lib/berth/plugins/abc/rootfs/etc/passwd"
-        );
-        assert_eq!(
-            m.host_path("/a/./b/../c/"),
-            "/var/lib/berth/plugins/abc/rootfs/a/c"
-        );
-    }
-
-    #[test]
-    fn managed_paths_with_propagated_mount() {
-        let m = managed("/data");
-        assert_eq!(
-            m.host_path("/data/v1"),
-            "/var/lib/berth/plugins/abc/propagated-mount/v1"
-        );
-        assert_eq!(
-            m.host_path("/data"),
-            "/var/lib/berth/plugins/abc/propagated-mount"
-        );
-        assert_eq!(
-            m.host_path("/data2/v1"),
-            "/var/lib/berth/plugins/abc/rootfs/data2/v1"
-        );
-        assert_eq!(
-            m.host_path("/other/v1"),
-            "/var/lib/berth/plugins/abc/rootfs/other/v1"
-        );
-        assert_eq!(
-            m.host_path("/data/../../x"),
-            "/var/lib/berth/plugins/abc/propagated-mount/x"
-        );
-        let trailing = managed("/mnt/volumes/");
-        assert_eq!(
-            trailing.host_path("/mnt/volumes/v"),
-            "/var/lib/berth/plugins/abc/propagated-mount/v"
-        );
     }
 
     #[test]

@@ -13,20 +13,15 @@ use crate::fsutil;
 use crate::runtime::spec::{build_spec, PluginPaths};
 use crate::runtime::supervisor::RunState;
 
-/// A managed plugin seen as a volume driver: where it answers and how its paths map to the host.
+/// Where a running managed plugin answers, for the plugin getter.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ManagedDriver {
-    pub id: String,
-    /// The driver name volumes record (`name:tag`).
-    pub name: String,
-    pub socket: PathBuf,
-    /// `Config.PropagatedMount` (inside the plugin), may be empty.
-    pub propagated_mount: String,
-    pub host_propagated: PathBuf,
-    pub rootfs: PathBuf,
-    pub rpc_timeout: Option<Duration>,
+pub(super) struct Endpoint {
+    pub(super) socket: PathBuf,
+    pub(super) paths: PluginPaths,
+    /// `enable --timeout` (None: the daemon's default applies).
+    pub(super) rpc_timeout: Option<Duration>,
     /// Changes each time the plugin is started: clients made for an earlier run are stale.
-    pub generation: u64,
+    pub(super) run: u64,
 }
 
 /// How `start_plugin` treats a plugin that is not ready in time.
@@ -100,59 +95,26 @@ impl Manager {
         self.set_enabled(&id, false)
     }
 
-    /// The enabled managed plugin `name` as a volume driver. `Ok(None)` when no managed plugin
-    /// has that name (the caller then tries legacy discovery); an error when it exists but is
-    /// disabled or is not a volume driver (moby `Store.Get` with a capability).
-    pub fn volume_driver(&self, name: &str) -> Result<Option<ManagedDriver>> {
-        let store = self.store();
-        let plugin = match store.resolve(name) {
-            Ok(record) => record.plugin.clone(),
-            Err(Error::NotFound(_)) | Err(Error::InvalidParameter(_)) => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        drop(store);
-        if !plugin.enabled {
-            return Err(Error::Conflict(format!("plugin {name} found but disabled")));
-        }
-        if !super::manager::plugin_capabilities(&plugin)
-            .iter()
-            .any(|c| c == "volumedriver")
-        {
-            return Err(Error::InvalidParameter(format!(
-                "plugin {name} does not provide \"volumedriver\" capability"
-            )));
-        }
-        Ok(Some(self.managed_driver(&plugin)))
-    }
-
-    /// Every enabled managed volume driver (what `volume ls` asks besides `local`).
-    pub fn enabled_volume_drivers(&self) -> Vec<ManagedDriver> {
-        // Copied out so that the store lock is not held while the runtime's locks are taken.
-        let plugins: Vec<Plugin> = self
-            .store()
+    /// Every enabled plugin declaring `capability` (lower-case, as in `docker.<capability>/1.0`).
+    pub(super) fn enabled_with_capability(&self, capability: &str) -> Vec<Plugin> {
+        self.store()
             .records()
             .filter(|r| {
                 r.plugin.enabled
                     && super::manager::plugin_capabilities(&r.plugin)
                         .iter()
-                        .any(|c| c == "volumedriver")
+                        .any(|c| c == capability)
             })
             .map(|r| r.plugin.clone())
-            .collect();
-        plugins.iter().map(|p| self.managed_driver(p)).collect()
+            .collect()
     }
 
-    fn managed_driver(&self, plugin: &Plugin) -> ManagedDriver {
-        let paths = self.paths(&plugin.id);
-        ManagedDriver {
-            id: plugin.id.clone(),
-            name: plugin.name.clone(),
+    pub(super) fn endpoint(&self, plugin: &Plugin) -> Endpoint {
+        Endpoint {
             socket: self.socket_path(plugin),
-            propagated_mount: plugin.config.propagated_mount.clone(),
-            host_propagated: paths.propagated_mount,
-            rootfs: paths.rootfs,
+            paths: self.paths(&plugin.id),
             rpc_timeout: self.rpc_timeout(&plugin.id),
-            generation: self
+            run: self
                 .runtime
                 .generations
                 .lock()
@@ -163,8 +125,8 @@ impl Manager {
         }
     }
 
-    /// A volume (or another user) starts using plugin `id`.
-    pub fn acquire(&self, id: &str) {
+    /// A user (a volume, a network) starts using plugin `id`.
+    pub(super) fn acquire(&self, id: &str) {
         *self
             .refcounts
             .lock()
@@ -174,7 +136,7 @@ impl Manager {
     }
 
     /// A user of plugin `id` is gone.
-    pub fn release_reference(&self, id: &str) {
+    pub(super) fn release_reference(&self, id: &str) {
         let mut refs = self.refcounts.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(n) = refs.get_mut(id) {
             *n = n.saturating_sub(1);
@@ -184,18 +146,13 @@ impl Manager {
         }
     }
 
-    /// Reference counts recomputed at start-up from the volume records (which outlive the
-    /// daemon; moby keeps them in memory only and loses them, moby issue 29544).
-    pub fn set_references(&self, counts: std::collections::HashMap<String, usize>) {
+    /// Reference counts recomputed at start-up from what users recorded (volume records outlive
+    /// the daemon; moby keeps the counts in memory only and loses them, moby issue 29544).
+    pub(super) fn set_references(&self, counts: std::collections::HashMap<String, usize>) {
         *self.refcounts.lock().unwrap_or_else(|p| p.into_inner()) = counts;
     }
 
-    /// The plugin ID a volume driver name refers to, if it is a managed plugin.
-    pub fn plugin_id_for_driver(&self, name: &str) -> Option<String> {
-        self.store().resolve(name).ok().map(|r| r.plugin.id.clone())
-    }
-
-    /// True when volumes or other users hold a reference to the plugin.
+    /// True when users (volumes, networks) hold a reference to the plugin.
     pub fn in_use(&self, id: &str) -> bool {
         self.refcounts
             .lock()

@@ -1,6 +1,7 @@
 //! The managed plugin system.
 
 pub mod config;
+pub mod getter;
 pub mod lifecycle;
 pub mod manager;
 pub mod names;

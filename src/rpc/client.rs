@@ -1,5 +1,3 @@
-//! OWNER: helper "rpc". One client per plugin address.
-//!
 //! The daemon side of the plugin RPC protocol (moby `pkg/plugins/client.go`,
 //! `pkg/plugins/transport/http.go`): every call is `POST /<Interface>.<Method>` over HTTP/1.1 with
 //! `Accept: application/vnd.docker.plugins.v1.2+json` and, like moby, **no** `Content-Type`
@@ -17,8 +15,12 @@
 //!   1 s; users wait on it) until the retry budget or the call's deadline is spent. Each retry is
 //!   logged at info as moby words it: `Unable to connect to plugin: <addr><path>: <err>, retrying
 //!   in <d>`.
-//! * The deadline (the client's `timeout`, or a shorter per-call one) bounds the whole call,
-//!   retries and reading the answer included → [`RpcError::Timeout`].
+//! * **One deadline per call**, decided here and nowhere else: the client's `timeout` (for a
+//!   managed plugin its `enable --timeout`, else the daemon's `--plugin-call-timeout`; for a
+//!   legacy plugin the daemon's), cut short by the deadline of the operation the call belongs to
+//!   when the caller runs it [`within`] one (a `volume create` is one operation: its `Get` and
+//!   `Create` share one deadline; a `volume ls` gives every driver the list deadline). It bounds
+//!   the whole call, retries and reading the answer included → [`RpcError::Timeout`].
 //! * Connections are kept alive between calls, as Go's transport keeps them. A request that
 //!   fails while it is being written (the plugin closed that connection: it exited or
 //!   restarted) reached nothing and is sent once more on a new connection, as Go re-sends a
@@ -54,6 +56,32 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Dial timeout of one connection attempt (go-connections `sockets.defaultTimeout`).
 const DIAL_TIMEOUT: Duration = Duration::from_secs(32);
+
+/// The deadline of an operation made of several plugin calls.
+#[derive(Debug, Clone, Copy)]
+struct OperationDeadline {
+    at: Instant,
+    /// What the deadline was set from, for the error text.
+    budget: Duration,
+}
+
+tokio::task_local! {
+    static OPERATION: OperationDeadline;
+}
+
+/// Runs `operation` with a deadline `budget` from now that every plugin call inside it honours
+/// (on top of each client's own). Nested operations keep the earlier deadline.
+pub async fn within<F: std::future::Future>(budget: Duration, operation: F) -> F::Output {
+    let mine = OperationDeadline {
+        at: Instant::now() + budget,
+        budget,
+    };
+    let deadline = match OPERATION.try_with(|outer| *outer) {
+        Ok(outer) if outer.at <= mine.at => outer,
+        _ => mine,
+    };
+    OPERATION.scope(deadline, operation).await
+}
 
 /// Where a plugin answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -207,6 +235,10 @@ fn build_client(
             Transport::Unix(_) => None,
         };
         builder = configure_tls(builder, tls)?;
+    } else {
+        // No TLS, so no trust store: loading the system's roots costs ~50 ms of CPU per
+        // client, paid again for every plugin run and every legacy activation.
+        builder = builder.tls_certs_only(Vec::new());
     }
     builder
         .build()
@@ -283,20 +315,19 @@ impl PluginClient {
         body: &(impl serde::Serialize + ?Sized),
         retry: Retry,
     ) -> Result<T, RpcError> {
-        self.call_with_timeout(method, body, retry, None).await
+        let bytes = self.call_raw(method, body, retry).await?;
+        decode(method, &bytes)
     }
 
-    /// [`call`](Self::call) with a per-call deadline; the shorter of it and the client's
-    /// `timeout` applies (moby's `WithRequestTimeout` next to a managed plugin's client timeout).
-    pub async fn call_with_timeout<T: serde::de::DeserializeOwned>(
-        &self,
-        method: &str,
-        body: &(impl serde::Serialize + ?Sized),
-        retry: Retry,
-        timeout: Option<Duration>,
-    ) -> Result<T, RpcError> {
-        let bytes = self.call_raw(method, body, retry, timeout).await?;
-        decode(method, &bytes)
+    /// The call's one deadline: the client's own, or the enclosing operation's when that is
+    /// earlier (see the module doc). `None`: no deadline at all.
+    fn deadline(&self, start: Instant) -> Option<(Instant, Duration)> {
+        let own = self.inner.timeout.map(|t| (start + t, t));
+        match (own, OPERATION.try_with(|o| *o).ok()) {
+            (Some(own), Some(op)) if op.at < own.0 => Some((op.at, op.budget)),
+            (None, Some(op)) => Some((op.at, op.budget)),
+            (own, _) => own,
+        }
     }
 
     /// The 200 answer's body, undecoded (for methods whose answer is not JSON).
@@ -305,7 +336,6 @@ impl PluginClient {
         method: &str,
         body: &(impl serde::Serialize + ?Sized),
         retry: Retry,
-        timeout: Option<Duration>,
     ) -> Result<bytes::Bytes, RpcError> {
         let method = method.trim_start_matches('/');
         let mut payload = serde_json::to_vec(body)
@@ -315,12 +345,11 @@ impl PluginClient {
         } else {
             payload.push(b'\n');
         }
-        let timeout = match (self.inner.timeout, timeout) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
         let start = Instant::now();
-        let deadline = timeout.map(|t| start + t);
+        let (deadline, timeout) = match self.deadline(start) {
+            Some((at, budget)) => (Some(at), Some(budget)),
+            None => (None, None),
+        };
         let retry_until = match retry {
             Retry::Never => start,
             Retry::Backoff { total } => start + total,

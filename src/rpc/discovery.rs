@@ -1,5 +1,4 @@
 //! Legacy (v1) plugin discovery: `.sock` files, `.spec` and `.json` files, lazy activation.
-//! OWNER: helper "rpc".
 //!
 //! Docker's rules (moby `pkg/plugins/discovery.go`, `plugins.go`), over one ordered list of
 //! directories (normally `/run/docker/plugins`, `/etc/docker/plugins`, `/usr/lib/docker/plugins`):
@@ -42,7 +41,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::client::{PluginClient, Retry, RpcError, TlsConfig, Transport};
+use super::client::{within, PluginClient, Retry, RpcError, TlsConfig, Transport};
 
 /// Per-plugin deadline of activations done by [`LegacyPlugins::all`] (e.g. for `volume ls`),
 /// unless [`LegacyPlugins::with_scan_timeout`] says otherwise.
@@ -346,10 +345,12 @@ impl LegacyPlugins {
         }
         let client = PluginClient::new(transport, self.call_timeout)
             .map_err(|e| LookupError::Unavailable(e.to_string()))?;
-        let answer: Value = client
-            .call_with_timeout("Plugin.Activate", &Value::Null, retry, Some(deadline))
-            .await
-            .map_err(|e| LookupError::Unavailable(e.to_string()))?;
+        let answer: Value = within(
+            deadline,
+            client.call("Plugin.Activate", &Value::Null, retry),
+        )
+        .await
+        .map_err(|e| LookupError::Unavailable(e.to_string()))?;
         let implements = parse_implements(&answer).map_err(|why| {
             LookupError::Unavailable(
                 RpcError::Decode(format!("Plugin.Activate: {why}")).to_string(),

@@ -25,7 +25,7 @@
 //! and then deletes that. Names starting with `.` are never volume names (see
 //! [`LocalDriver::validate_name`]), and `restore` deletes such leftovers.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs;
 use std::io;
 use std::net::{IpAddr, ToSocketAddrs};
@@ -36,6 +36,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use nix::mount::{MntFlags, MsFlags};
 use serde::{Deserialize, Serialize};
 
+use crate::drivers::volume::{Created, DriverError, DriverVolume, VolumeDriver};
 use crate::fsutil;
 use crate::gojson::go_quote;
 
@@ -558,6 +559,9 @@ pub struct LocalDriver {
     /// `<data-root>/volumes`, canonical (so paths compare equal to mountinfo's).
     root: PathBuf,
     volumes: Mutex<BTreeMap<String, Arc<Mutex<VolumeState>>>>,
+    /// Callers that mounted each volume through [`VolumeDriver::mount`]: the first mounts, the
+    /// last to unmount unmounts (moby's local driver counts the same way).
+    users: Mutex<HashMap<String, BTreeSet<String>>>,
 }
 
 impl std::fmt::Debug for LocalDriver {
@@ -594,6 +598,7 @@ impl LocalDriver {
         LocalDriver {
             root: fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf()),
             volumes: Mutex::new(BTreeMap::new()),
+            users: Mutex::new(HashMap::new()),
         }
     }
 
@@ -1016,6 +1021,102 @@ fn dir_size(root: &Path) -> io::Result<u64> {
         total += meta.len();
     }
     Ok(total)
+}
+
+/// The built-in driver as the volume service sees every driver. Its own errors are dockerd's
+/// texts; name and option errors are 400s.
+#[async_trait::async_trait]
+impl VolumeDriver for LocalDriver {
+    fn name(&self) -> &str {
+        DRIVER_NAME
+    }
+
+    fn validate(&self, name: &str, opts: &BTreeMap<String, String>) -> Result<(), DriverError> {
+        validate_name(name).map_err(|m| DriverError::invalid("create", m))?;
+        validate_options(opts).map_err(|m| DriverError::invalid("create", m))
+    }
+
+    /// An existing directory is taken over with the options given (as dockerd's local driver
+    /// does), so a create is always [`Created::New`] for the service.
+    async fn create(
+        &self,
+        name: &str,
+        opts: &BTreeMap<String, String>,
+    ) -> Result<Created, DriverError> {
+        LocalDriver::create(self, name, opts).map_err(|m| DriverError::failed("create", m))?;
+        Ok(Created::New)
+    }
+
+    async fn remove(&self, name: &str) -> Result<(), DriverError> {
+        LocalDriver::remove(self, name).map_err(|m| DriverError::failed("remove", m))
+    }
+
+    async fn get(&self, name: &str) -> Result<Option<DriverVolume>, DriverError> {
+        Ok(self.exists(name).then(|| self.driver_volume(name)))
+    }
+
+    async fn list(&self) -> Result<Vec<DriverVolume>, DriverError> {
+        Ok(LocalDriver::list(self)
+            .iter()
+            .map(|name| self.driver_volume(name))
+            .collect())
+    }
+
+    async fn mount(&self, name: &str, id: &str) -> Result<String, DriverError> {
+        let first = lock(&self.users).get(name).is_none_or(|ids| ids.is_empty());
+        let path = if first {
+            LocalDriver::mount(self, name).map_err(|m| DriverError::failed("mount", m))?
+        } else {
+            self.mountpoint(name)
+        };
+        lock(&self.users)
+            .entry(name.to_string())
+            .or_default()
+            .insert(id.to_string());
+        Ok(path.display().to_string())
+    }
+
+    async fn unmount(&self, name: &str, id: &str) -> Result<(), DriverError> {
+        let last = {
+            let mut users = lock(&self.users);
+            let ids = users.entry(name.to_string()).or_default();
+            ids.remove(id);
+            let last = ids.is_empty();
+            if last {
+                users.remove(name);
+            }
+            last
+        };
+        if last {
+            LocalDriver::unmount(self, name).map_err(|m| DriverError::failed("unmount", m))?;
+        }
+        Ok(())
+    }
+
+    async fn scope(&self) -> String {
+        DRIVER_NAME.to_string()
+    }
+
+    fn known_mountpoint(&self, name: &str) -> Option<String> {
+        Some(self.mountpoint(name).display().to_string())
+    }
+
+    fn usage(&self, name: &str) -> Option<u64> {
+        Some(LocalDriver::usage(self, name))
+    }
+}
+
+impl LocalDriver {
+    fn driver_volume(&self, name: &str) -> DriverVolume {
+        let path = self.mountpoint(name).display().to_string();
+        DriverVolume {
+            name: name.to_string(),
+            mountpoint: path.clone(),
+            host_mountpoint: path,
+            created_at: None,
+            status: None,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,12 +1,12 @@
-//! The volume service: `/volumes` semantics over the metadata store, the built-in `local`
-//! driver and plugin drivers (managed and legacy). Every call to a plugin is bounded by a
-//! deadline so one hung driver cannot stall requests about others.
+//! The volume service: `/volumes` semantics over the metadata store and [`VolumeDriver`]s: the
+//! built-in `local` driver and plugins (managed and legacy) found through the plugin getter.
+//! Each operation on a driver runs under one deadline, so one hung driver cannot stall
+//! requests about others.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use futures_util::future::join_all;
 
@@ -15,12 +15,11 @@ use super::store::{CreateOutcome, VolumeRecord, VolumeStore};
 use super::types::{
     format_time, Volume, VolumeListResponse, VolumePruneReport, ANONYMOUS_LABEL, ZERO_TIME,
 };
-use crate::drivers::volume::{DriverVolume, PathMapper, VolumeDriverClient};
+use crate::drivers::volume::{Created, DriverVolume, VolumeDriver, VolumeDriverClient};
+use crate::drivers::AdapterCache;
 use crate::error::{Error, Result};
-use crate::plugin::lifecycle::ManagedDriver;
-use crate::plugin::manager::Manager;
-use crate::rpc::client::{PluginClient, Transport};
-use crate::rpc::discovery::{LegacyPlugins, LookupError};
+use crate::plugin::getter::{Capability, Enumerated, Mode, PluginGetter};
+use crate::rpc::client::within;
 
 pub const LOCAL: &str = "local";
 
@@ -47,32 +46,12 @@ pub struct PruneFilter {
     pub not_labels: Vec<String>,
 }
 
-#[derive(Debug, Clone)]
-pub struct VolumeOptions {
-    /// Deadline of each call to a volume plugin when the plugin has no RPC timeout of its own
-    /// (and of every call made while listing).
-    pub call_timeout: Duration,
-}
-
-impl Default for VolumeOptions {
-    fn default() -> Self {
-        VolumeOptions {
-            call_timeout: Duration::from_secs(10),
-        }
-    }
-}
-
 pub struct VolumeService {
     store: VolumeStore,
-    local: LocalDriver,
-    plugins: Arc<Manager>,
-    legacy: LegacyPlugins,
-    options: VolumeOptions,
-    /// Clients of managed plugins, by plugin ID, with the run generation they were made for.
-    clients: Mutex<HashMap<String, (u64, VolumeDriverClient)>>,
-    /// Adapters of legacy plugins, by name, kept while discovery hands out the same activated
-    /// plugin (an adapter caches the plugin's capabilities).
-    legacy_clients: Mutex<HashMap<String, VolumeDriverClient>>,
+    local: Arc<LocalDriver>,
+    plugins: Arc<PluginGetter>,
+    /// VolumeDriver adapters of plugins, kept per plugin activation.
+    adapters: AdapterCache<VolumeDriverClient>,
     /// Plugin volumes berth did not create but found by asking the plugins (inspect), by name
     /// → driver: moby's in-memory name cache. Their names are taken for other drivers while
     /// the plugin still has them, and a create with their driver adopts them as they are.
@@ -84,32 +63,8 @@ pub struct VolumeService {
     prune_running: AtomicBool,
 }
 
-/// What [`VolumeService::plugin_drivers`] found.
-#[derive(Default)]
-struct PluginDrivers {
-    drivers: Vec<(String, VolumeDriverClient)>,
-    warnings: Vec<String>,
-    unactivated: Vec<String>,
-}
-
-/// A resolved driver.
-#[derive(Clone)]
-enum Driver {
-    Local,
-    Plugin {
-        client: VolumeDriverClient,
-        /// Set for managed plugins: the ID that volumes reference.
-        managed: Option<String>,
-    },
-}
-
 impl VolumeService {
-    pub fn open(
-        data_root: &Path,
-        plugins: Arc<Manager>,
-        legacy: LegacyPlugins,
-        options: VolumeOptions,
-    ) -> Result<VolumeService> {
+    pub fn open(data_root: &Path, plugins: Arc<PluginGetter>) -> Result<VolumeService> {
         let root = data_root.join("volumes");
         let store = VolumeStore::open(&root.join("metadata.db"))
             .map_err(|e| Error::System(e.to_string()))?;
@@ -119,34 +74,23 @@ impl VolumeService {
         }
         let service = VolumeService {
             store,
-            local,
+            local: Arc::new(local),
             plugins,
-            legacy,
-            options,
-            clients: Mutex::new(HashMap::new()),
-            legacy_clients: Mutex::new(HashMap::new()),
+            adapters: AdapterCache::default(),
             seen: Mutex::new(HashMap::new()),
             mounts: Mutex::new(HashMap::new()),
             name_locks: Mutex::new(HashMap::new()),
             prune_running: AtomicBool::new(false),
         };
-        service.recount_plugin_references()?;
+        // Plugin reference counts follow from the volume records.
+        let records = service.records();
+        service.plugins.set_references(
+            records
+                .iter()
+                .filter(|r| r.driver != LOCAL)
+                .map(|r| r.driver.as_str()),
+        );
         Ok(service)
-    }
-
-    /// Plugin reference counts follow from the volume records.
-    fn recount_plugin_references(&self) -> Result<()> {
-        let mut counts = HashMap::new();
-        for record in self.records() {
-            if record.driver == LOCAL {
-                continue;
-            }
-            if let Some(id) = self.plugins.plugin_id_for_driver(&record.driver) {
-                *counts.entry(id).or_insert(0) += 1;
-            }
-        }
-        self.plugins.set_references(counts);
-        Ok(())
     }
 
     fn records(&self) -> Vec<Arc<VolumeRecord>> {
@@ -195,135 +139,51 @@ impl VolumeService {
         lock.lock_owned().await
     }
 
-    fn deadline_for(&self, managed: &ManagedDriver) -> Duration {
-        managed.rpc_timeout.unwrap_or(self.options.call_timeout)
-    }
-
-    /// Finds the driver `name` among `local`, managed plugins and legacy plugins.
-    async fn driver(&self, name: &str) -> Result<Driver> {
+    /// The driver `name`: the built-in `local` one, or a plugin through the getter (with
+    /// [`Mode::Acquire`] the caller owes a [`release`](Self::release) unless it records a
+    /// volume for it).
+    async fn driver(&self, name: &str, mode: Mode) -> Result<Arc<dyn VolumeDriver>> {
         if name == LOCAL {
-            return Ok(Driver::Local);
+            return Ok(self.local.clone());
         }
-        let lookup_error = |e: Error| e.context(format!("error looking up volume plugin {name}"));
-        if let Some(managed) = self.plugins.volume_driver(name).map_err(lookup_error)? {
-            return Ok(Driver::Plugin {
-                client: self.managed_client(&managed)?,
-                managed: Some(managed.id),
-            });
-        }
-        match self.legacy.get(name, "VolumeDriver").await {
-            Ok(plugin) => Ok(Driver::Plugin {
-                client: self.legacy_client(name, &plugin.client),
-                managed: None,
-            }),
-            Err(LookupError::NotFound(_)) => Err(lookup_error(Error::NotFound(format!(
-                "plugin \"{name}\" not found"
-            )))),
-            Err(e) => Err(lookup_error(Error::System(e.to_string()))),
-        }
-    }
-
-    fn managed_client(&self, managed: &ManagedDriver) -> Result<VolumeDriverClient> {
-        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((generation, client)) = clients.get(&managed.id) {
-            if *generation == managed.generation {
-                return Ok(client.clone());
-            }
-        }
-        let rpc = PluginClient::new(
-            Transport::Unix(managed.socket.clone()),
-            Some(self.deadline_for(managed)),
-        )
-        .map_err(|e| Error::System(e.to_string()))?;
-        let mapper = PathMapper::Managed {
-            propagated_mount: managed.propagated_mount.clone(),
-            host_propagated: managed.host_propagated.clone(),
-            rootfs: managed.rootfs.clone(),
-        };
-        let client = VolumeDriverClient::new(managed.name.clone(), rpc, mapper);
-        clients.insert(managed.id.clone(), (managed.generation, client.clone()));
-        Ok(client)
-    }
-
-    fn legacy_client(&self, name: &str, rpc: &PluginClient) -> VolumeDriverClient {
-        let mut clients = self
-            .legacy_clients
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if let Some(client) = clients.get(name) {
-            if client.client().same_plugin(rpc) {
-                return client.clone();
-            }
-        }
-        let client = VolumeDriverClient::new(name.to_string(), rpc.clone(), PathMapper::Identity);
-        clients.insert(name.to_string(), client.clone());
-        client
-    }
-
-    /// Every plugin volume driver to ask for a list or a volume: the enabled managed ones, and
-    /// the legacy ones discovery activates within the call deadline (past it, those already
-    /// activated). Drivers that cannot be asked come back as warnings (`list <driver>: …`) and,
-    /// when activation failed, by name in `unactivated`.
-    async fn plugin_drivers(&self) -> PluginDrivers {
-        let mut found = PluginDrivers::default();
-        for managed in self.plugins.enabled_volume_drivers() {
-            match self.managed_client(&managed) {
-                Ok(client) => found.drivers.push((managed.name.clone(), client)),
-                Err(e) => found.warnings.push(format!("list {}: {e}", managed.name)),
-            }
-        }
-        // Activation is bounded per plugin by the same deadline; the margin lets it report.
-        let discovered = self.legacy.all_reporting("VolumeDriver");
-        let margin = Duration::from_millis(250);
-        let legacy =
-            match tokio::time::timeout(self.options.call_timeout + margin, discovered).await {
-                Ok((activated, failed)) => {
-                    for (name, error) in failed {
-                        found.warnings.push(format!("list {name}: {error}"));
-                        found.unactivated.push(name);
-                    }
-                    activated
-                }
-                Err(_) => self
-                    .legacy
-                    .cached()
-                    .into_iter()
-                    .filter(|p| p.implements("VolumeDriver"))
-                    .collect(),
-            };
-        for plugin in legacy {
-            if !found.drivers.iter().any(|(n, _)| *n == plugin.name) {
-                let client = self.legacy_client(&plugin.name, &plugin.client);
-                found.drivers.push((plugin.name.clone(), client));
-            }
-        }
-        found
-    }
-
-    /// Bounds a plugin call by the service deadline.
-    async fn bounded<T>(
-        &self,
-        what: &str,
-        call: impl std::future::Future<
-            Output = std::result::Result<T, crate::drivers::volume::DriverError>,
-        >,
-    ) -> std::result::Result<T, String> {
-        match tokio::time::timeout(self.options.call_timeout, call).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!(
-                "{what}: no answer within {:?}",
-                self.options.call_timeout
-            )),
-        }
-    }
-
-    /// The driver's scope (`local` when it does not say or does not answer in time).
-    async fn scope_of(&self, client: &VolumeDriverClient) -> String {
-        tokio::time::timeout(self.options.call_timeout, client.capabilities())
+        let plugin = self
+            .plugins
+            .get(name, Capability::VolumeDriver, mode)
             .await
-            .map(|c| c.scope)
-            .unwrap_or_else(|_| LOCAL.to_string())
+            .map_err(|e| {
+                Error::from(e).context(format!("error looking up volume plugin {name}"))
+            })?;
+        Ok(self
+            .adapters
+            .adapter(&plugin, VolumeDriverClient::for_plugin))
+    }
+
+    /// Gives back the reference a volume of driver `name` held on its plugin.
+    fn release(&self, name: &str) {
+        if name != LOCAL {
+            self.plugins.release(name);
+        }
+    }
+
+    /// Runs one user-visible operation on `driver` under one deadline: the plugin's own
+    /// (`enable --timeout`), else the daemon's call timeout.
+    async fn operation<T>(
+        &self,
+        driver: &dyn VolumeDriver,
+        work: impl std::future::Future<Output = T>,
+    ) -> T {
+        let budget = driver.call_timeout().unwrap_or(self.plugins.call_timeout());
+        within(budget, work).await
+    }
+
+    /// moby's `lookupVolume`: the driver's `Get`. A driver that cannot be reached is an error;
+    /// any other error (such as "no such volume") means it does not have the volume.
+    async fn lookup(&self, driver: &dyn VolumeDriver, name: &str) -> Result<Option<DriverVolume>> {
+        match driver.get(name).await {
+            Ok(found) => Ok(found),
+            Err(e) if e.is_unreachable() => Err(Error::System(e.to_string())),
+            Err(_) => Ok(None),
+        }
     }
 
     /// `POST /volumes/create`.
@@ -344,40 +204,36 @@ impl VolumeService {
         if anonymous && label_anonymous {
             labels.insert(ANONYMOUS_LABEL.to_string(), String::new());
         }
-        let driver_name_given = driver_name;
-        let mut requested_driver = if driver_name.is_empty() {
-            LOCAL
-        } else {
-            driver_name
-        };
         let _guard = self.lock_name(&name).await;
         let wrap = |e: Error| e.context(format!("create {name}"));
-        // Volumes record a managed plugin by its full name (`plugin`, `plugin:latest` and an ID
-        // prefix are one driver), as moby records the driver's canonical name.
-        let canonical = match requested_driver {
-            LOCAL => LOCAL.to_string(),
-            other => match self.plugins.volume_driver(other) {
-                Ok(Some(managed)) => managed.name,
-                _ => other.to_string(),
-            },
+        let mut driver_name = if driver_name.is_empty() {
+            None
+        } else {
+            Some(driver_name.to_string())
         };
-        let mut driver_name = canonical.as_str();
-
-        let existing = self.record_or_seen(&name)?;
-        if let Some((existing, recorded)) = &existing {
+        if let Some((existing, recorded)) = self.record_or_seen(&name)? {
             // No driver given: whatever driver has the name answers (moby skips the check).
-            if existing.driver == driver_name || driver_name_given.is_empty() {
-                if *recorded {
-                    return Ok(self.view(existing));
+            // Else the driver's canonical name decides (`plugin`, `plugin:latest` and an ID
+            // prefix are one driver), and a driver that cannot be found fails first, as in
+            // moby's conflict check.
+            let same = match &driver_name {
+                None => true,
+                Some(given) => {
+                    self.driver(given, Mode::Lookup).await.map_err(wrap)?.name() == existing.driver
+                }
+            };
+            if same {
+                if recorded {
+                    return Ok(self.view(&existing));
                 }
                 // Seen in a plugin: adopted below through that driver (its Get finds it).
-                requested_driver = existing.driver.as_str();
-                driver_name = existing.driver.as_str();
+                driver_name = Some(existing.driver.clone());
             } else {
-                self.check_conflict(existing, &name).await.map_err(wrap)?;
+                self.check_conflict(&existing, &name).await.map_err(wrap)?;
             }
         }
-        self.create_with(&name, requested_driver, driver_name, driver_opts, labels)
+        let driver_name = driver_name.unwrap_or_else(|| LOCAL.to_string());
+        self.create_with(&name, &driver_name, driver_opts, labels)
             .await
             .map_err(wrap)
     }
@@ -399,99 +255,77 @@ impl VolumeService {
     }
 
     /// Creates `name` with a driver (or adopts it from a plugin that has it) and records it.
+    /// The volume holds a reference on its plugin from here on.
     async fn create_with(
         &self,
         name: &str,
-        requested_driver: &str,
         driver_name: &str,
+        driver_opts: BTreeMap<String, String>,
+        labels: BTreeMap<String, String>,
+    ) -> Result<Volume> {
+        let driver = self.driver(driver_name, Mode::Acquire).await?;
+        let created = self.record_new(&*driver, name, driver_opts, labels).await;
+        if !matches!(created, Ok((_, true))) {
+            self.release(driver.name());
+        }
+        self.unsee(name);
+        created.map(|(volume, _)| volume)
+    }
+
+    /// The driver's part of a create, then the record; `true` when this call recorded it.
+    async fn record_new(
+        &self,
+        driver: &dyn VolumeDriver,
+        name: &str,
         mut driver_opts: BTreeMap<String, String>,
         mut labels: BTreeMap<String, String>,
-    ) -> Result<Volume> {
-        let driver = self.driver(requested_driver).await?;
-        let scope;
-        match &driver {
-            Driver::Local => {
-                LocalDriver::validate_name(name).map_err(Error::InvalidParameter)?;
-                LocalDriver::validate_options(&driver_opts).map_err(Error::InvalidParameter)?;
-                self.local
-                    .create(name, &driver_opts)
-                    .map_err(Error::System)?;
-                scope = LOCAL.to_string();
-            }
-            Driver::Plugin { client, .. } => {
-                // moby's pattern: a plugin that already has the volume is not asked again, and
-                // the volume is taken as it is (moby stores no labels or options for it).
-                let known = self
-                    .bounded("VolumeDriver.Get", client.get(name))
-                    .await
-                    .ok()
-                    .flatten();
-                if known.is_none() {
-                    self.bounded("VolumeDriver.Create", client.create(name, &driver_opts))
-                        .await
-                        .map_err(Error::System)?;
-                } else {
-                    labels.clear();
-                    driver_opts.clear();
-                }
-                scope = self.scope_of(client).await;
-            }
+    ) -> Result<(Volume, bool)> {
+        driver.validate(name, &driver_opts)?;
+        let (created, scope) = self
+            .operation(driver, async {
+                let created = driver.create(name, &driver_opts).await?;
+                Ok::<_, Error>((created, driver.scope().await))
+            })
+            .await?;
+        if created == Created::Existing {
+            // moby records no labels or options for a volume the plugin already had.
+            labels.clear();
+            driver_opts.clear();
         }
         let record = VolumeRecord {
             name: name.to_string(),
-            driver: driver_name.to_string(),
+            driver: driver.name().to_string(),
             labels,
             options: driver_opts,
             created_at: chrono::Utc::now(),
             scope,
         };
-        let record = match self
+        match self
             .store
             .create_if_absent(record)
             .map_err(|e| Error::System(e.to_string()))?
         {
-            CreateOutcome::Created(record) => {
-                if let Driver::Plugin {
-                    managed: Some(id), ..
-                } = &driver
-                {
-                    self.plugins.acquire(id);
-                }
-                record
-            }
-            CreateOutcome::Existing(record) => record,
-        };
-        self.unsee(name);
-        Ok(self.view(&record))
+            CreateOutcome::Created(record) => Ok((self.view(&record), true)),
+            CreateOutcome::Existing(record) => Ok((self.view(&record), false)),
+        }
     }
 
     /// Whether the record's driver still has the volume; an error when the driver cannot be
     /// asked (it then keeps its claim: better refuse than shadow).
     async fn driver_still_has(&self, record: &VolumeRecord) -> Result<bool> {
-        let driver = self.driver(&record.driver).await.map_err(|e| {
-            e.context(format!(
-                "error while checking if volume \"{}\" exists in driver \"{}\"",
-                record.name, record.driver
-            ))
-        })?;
-        match driver {
-            Driver::Local => Ok(self.local.exists(&record.name)),
-            Driver::Plugin { client, .. } => self.plugin_has(&client, &record.name).await,
-        }
-    }
-
-    /// moby's `lookupVolume`: an unreachable plugin is an error; any other error from its
-    /// `Get` (such as "no such volume") means it does not have the volume.
-    async fn plugin_has(&self, client: &VolumeDriverClient, name: &str) -> Result<bool> {
-        match tokio::time::timeout(self.options.call_timeout, client.get(name)).await {
-            Err(_) => Err(Error::System(format!(
-                "VolumeDriver.Get: no answer within {:?}",
-                self.options.call_timeout
-            ))),
-            Ok(Ok(found)) => Ok(found.is_some()),
-            Ok(Err(e)) if e.is_unreachable() => Err(Error::System(e.to_string())),
-            Ok(Err(_)) => Ok(false),
-        }
+        let driver = self
+            .driver(&record.driver, Mode::Lookup)
+            .await
+            .map_err(|e| {
+                e.context(format!(
+                    "error while checking if volume \"{}\" exists in driver \"{}\"",
+                    record.name, record.driver
+                ))
+            })?;
+        let found = self
+            .operation(&*driver, self.lookup(&*driver, &record.name))
+            .await?;
+        Ok(found.is_some())
     }
 
     /// Drops a record (or sighting) and its plugin reference.
@@ -501,13 +335,22 @@ impl VolumeService {
             .store
             .remove(&record.name)
             .map_err(|e| Error::System(e.to_string()))?
-            && record.driver != LOCAL
         {
-            if let Some(id) = self.plugins.plugin_id_for_driver(&record.driver) {
-                self.plugins.release_reference(&id);
-            }
+            self.release(&record.driver);
         }
         Ok(())
+    }
+
+    /// The driver of a recorded volume, for an operation on it (`op` names it in errors).
+    async fn driver_of(&self, record: &VolumeRecord, op: &str) -> Result<Arc<dyn VolumeDriver>> {
+        self.driver(&record.driver, Mode::Lookup)
+            .await
+            .map_err(|e| {
+                e.context(format!(
+                    "{op} {}: error while checking if volume \"{}\" exists in driver \"{}\"",
+                    record.name, record.name, record.driver
+                ))
+            })
     }
 
     /// `GET /volumes/{name}`.
@@ -516,87 +359,67 @@ impl VolumeService {
             // Not created through berth: a plugin may still have it (moby asks them all).
             return self.inspect_unrecorded(name).await;
         };
-        if record.driver == LOCAL {
-            return Ok(self.view(&record));
-        }
-        let driver = self.driver(&record.driver).await.map_err(|e| {
-            e.context(format!(
-                "get {name}: error while checking if volume \"{name}\" exists in driver \"{}\"",
-                record.driver
-            ))
-        })?;
-        let Driver::Plugin { client, .. } = &driver else {
-            return Ok(self.view(&record));
-        };
-        let found = match tokio::time::timeout(self.options.call_timeout, client.get(name)).await {
-            Err(_) => {
-                return Err(Error::System(format!(
-                    "get {name}: VolumeDriver.Get: no answer within {:?}",
-                    self.options.call_timeout
-                )))
-            }
-            Ok(Err(e)) if e.is_unreachable() => {
-                return Err(Error::System(format!("get {name}: {e}")))
-            }
-            // Any other answer but a volume means the driver does not have it (moby).
-            Ok(Err(_)) => None,
-            Ok(Ok(found)) => found,
-        };
+        let driver = self.driver_of(&record, "get").await?;
+        let found = self
+            .operation(&*driver, self.lookup(&*driver, name))
+            .await
+            .map_err(|e| e.context(format!("get {name}")))?
+            .ok_or_else(|| no_such_volume(name))?;
         let mut volume = self.view(&record);
-        match found {
-            Some(v) => {
-                volume.mountpoint = v.mountpoint.clone();
-                volume.status = v.status.clone().or_else(|| Some(serde_json::Map::new()));
-                if let Some(created) = v.created_at {
-                    volume.created_at = created;
-                }
-            }
-            None => return Err(no_such_volume(name)),
+        volume.mountpoint = found.mountpoint;
+        volume.status = found.status;
+        if let Some(created) = found.created_at {
+            volume.created_at = created;
         }
         Ok(volume)
     }
 
-    /// Asks every plugin driver's `Get` for a volume berth has no record of, each within the
-    /// call deadline.
+    /// Asks every plugin driver's `Get` for a volume berth has no record of, within the list
+    /// deadline.
     async fn inspect_unrecorded(&self, name: &str) -> Result<Volume> {
-        let drivers = self.plugin_drivers().await.drivers;
-        let answers = join_all(drivers.iter().map(|(driver, client)| async move {
-            let found = self.plugin_volume(client, name).await;
-            (driver.clone(), client, found)
-        }))
+        let drivers = self.plugin_drivers().await.0;
+        let answers = within(
+            self.plugins.call_timeout(),
+            join_all(drivers.iter().map(|driver| async move {
+                let found = driver.get(name).await.ok().flatten();
+                (driver, found)
+            })),
+        )
         .await;
-        for (driver, client, found) in answers {
+        for (driver, found) in answers {
             if let Some(v) = found {
-                self.see(name, &driver);
+                self.see(name, driver.name());
                 return Ok(Volume {
-                    created_at: v
-                        .created_at
-                        .clone()
-                        .unwrap_or_else(|| ZERO_TIME.to_string()),
-                    driver,
+                    created_at: v.created_at.unwrap_or_else(|| ZERO_TIME.to_string()),
+                    driver: driver.name().to_string(),
                     labels: None,
-                    mountpoint: v.mountpoint.clone(),
-                    name: v.name.clone(),
+                    mountpoint: v.mountpoint,
+                    name: v.name,
                     options: None,
-                    scope: self.scope_of(client).await,
-                    status: v.status.clone().or_else(|| Some(serde_json::Map::new())),
+                    scope: self.operation(&**driver, driver.scope()).await,
+                    status: v.status,
                 });
             }
         }
         Err(no_such_volume(name))
     }
 
-    async fn plugin_volume(&self, client: &VolumeDriverClient, name: &str) -> Option<DriverVolume> {
-        tokio::time::timeout(self.options.call_timeout, client.get(name))
-            .await
-            .ok()
-            .and_then(|r| r.ok())
-            .flatten()
+    /// Every plugin volume driver to ask for a list or a volume, and warnings
+    /// (`list <driver>: …`) for those that cannot be asked, by name.
+    async fn plugin_drivers(&self) -> (Vec<Arc<dyn VolumeDriver>>, Vec<(String, String)>) {
+        let Enumerated { plugins, failed } = self.plugins.all(Capability::VolumeDriver).await;
+        let drivers = plugins
+            .iter()
+            .map(|p| {
+                self.adapters.adapter(p, VolumeDriverClient::for_plugin) as Arc<dyn VolumeDriver>
+            })
+            .collect();
+        (drivers, failed)
     }
 
-    /// `GET /volumes`: every driver is asked in parallel, each within the deadline; a driver
-    /// that fails or does not answer in time becomes a warning and its recorded volumes are
-    /// listed from the store.
+    /// `GET /volumes`: every driver is asked in parallel, all within the list deadline; a
+    /// driver that fails or does not answer in time becomes a warning and its recorded volumes
+    /// are listed from the store.
     pub async fn list(&self, filter: &ListFilter) -> Result<VolumeListResponse> {
         let snapshot = self.records();
         let records: HashMap<&str, &VolumeRecord> =
@@ -610,36 +433,37 @@ impl VolumeService {
             volumes.push(self.view(record));
         }
 
-        let PluginDrivers {
-            drivers,
-            mut warnings,
-            unactivated,
-        } = self.plugin_drivers().await;
-
-        let answers = join_all(drivers.iter().map(|(name, client)| async move {
-            let listed = self.bounded("VolumeDriver.List", client.list()).await;
-            let scope = match listed {
-                Ok(_) => self.scope_of(client).await,
-                Err(_) => LOCAL.to_string(),
-            };
-            (name.clone(), listed, scope)
-        }))
+        let (drivers, failed) = self.plugin_drivers().await;
+        let answers = within(
+            self.plugins.call_timeout(),
+            join_all(drivers.iter().map(|driver| async move {
+                let listed = driver.list().await;
+                let scope = match listed {
+                    Ok(_) => driver.scope().await,
+                    Err(_) => LOCAL.to_string(),
+                };
+                (driver.name(), listed, scope)
+            })),
+        )
         .await;
 
-        let mut answered: BTreeSet<String> = BTreeSet::new();
-        // Drivers that were asked (or failed to activate): their recorded volumes are listed
-        // even when they do not answer. Volumes of disabled or missing drivers are not, as
-        // with dockerd.
-        let mut asked: BTreeSet<String> = drivers.iter().map(|(n, _)| n.clone()).collect();
-        asked.extend(unactivated);
+        let mut warnings: Vec<String> = Vec::new();
+        // Drivers that were asked (or could not be): their recorded volumes are listed even
+        // when they do not answer. Volumes of disabled or missing drivers are not, as with
+        // dockerd.
+        let mut asked: BTreeSet<&str> = drivers.iter().map(|d| d.name()).collect();
+        for (name, error) in &failed {
+            warnings.push(format!("list {name}: {error}"));
+            asked.insert(name);
+        }
+        let mut answered: BTreeSet<&str> = BTreeSet::new();
         for (driver, listed, scope) in answers {
             match listed {
                 Ok(found) => {
-                    answered.insert(driver.clone());
+                    answered.insert(driver);
                     volumes.reserve(found.len());
                     for v in found {
-                        if let Some(volume) = self.plugin_volume_view(&records, &driver, &scope, v)
-                        {
+                        if let Some(volume) = self.plugin_volume_view(&records, driver, &scope, v) {
                             volumes.push(volume);
                         }
                     }
@@ -649,10 +473,8 @@ impl VolumeService {
         }
         // Recorded volumes of drivers that were asked but did not answer (failed, frozen).
         for record in snapshot.iter() {
-            if record.driver != LOCAL
-                && asked.contains(&record.driver)
-                && !answered.contains(&record.driver)
-            {
+            let driver = record.driver.as_str();
+            if driver != LOCAL && asked.contains(driver) && !answered.contains(driver) {
                 volumes.push(self.recorded_view(record));
             }
         }
@@ -702,10 +524,13 @@ impl VolumeService {
 
     /// The API view of a record. Plugin volumes show no mountpoint until inspected or
     /// mounted (moby calls no `VolumeDriver.Path` for create or list of recorded volumes:
-    /// `TestExternalVolumeDriverPathCalls`).
+    /// `TestExternalVolumeDriverPathCalls`); the built-in driver's are fixed paths.
     fn view(&self, record: &VolumeRecord) -> Volume {
         let mountpoint = match record.driver.as_str() {
-            LOCAL => self.local.mountpoint(&record.name).display().to_string(),
+            LOCAL => self
+                .local
+                .known_mountpoint(&record.name)
+                .unwrap_or_default(),
             _ => String::new(),
         };
         Volume {
@@ -762,33 +587,28 @@ impl VolumeService {
         }
         // A driver that cannot be asked (disabled, gone) keeps its volume, forced or not: the
         // record is what keeps the plugin "in use".
-        let driver = self.driver(&record.driver).await.map_err(|e| {
-            e.context(format!(
-                "get {name}: error while checking if volume \"{name}\" exists in driver \"{}\"",
-                record.driver
-            ))
-        })?;
-        let removed = match driver {
-            Driver::Local => self.local.remove(name),
-            Driver::Plugin { client, .. } => {
-                // A plugin that forgot the volume: nothing to remove there.
-                match self.plugin_has(&client, name).await {
-                    Ok(false) if force => Ok(()),
-                    Ok(false) => return Err(no_such_volume(name)),
-                    _ => {
-                        self.bounded("VolumeDriver.Remove", client.remove(name))
-                            .await
-                    }
+        let driver = self.driver_of(&record, "get").await?;
+        let removed = self
+            .operation(&*driver, async {
+                // A driver that forgot the volume: nothing to remove there.
+                match self.lookup(&*driver, name).await {
+                    Ok(None) if force => Ok(()),
+                    Ok(None) => Err(no_such_volume(name)),
+                    _ => driver
+                        .remove(name)
+                        .await
+                        .map_err(|e| Error::System(format!("remove {name}: {e}"))),
                 }
-            }
-        };
+            })
+            .await;
         match removed {
             Ok(()) => self.forget(&record),
+            Err(e @ Error::NotFound(_)) => Err(e),
             Err(e) => {
                 if force {
                     self.forget(&record)?;
                 }
-                Err(Error::System(format!("remove {name}: {e}")))
+                Err(e)
             }
         }
     }
@@ -826,8 +646,9 @@ impl VolumeService {
                 continue;
             }
             let _guard = self.lock_name(&record.name).await;
-            let size = self.local.usage(&record.name);
-            match self.local.remove(&record.name) {
+            let driver = self.driver_of(&record, "prune").await?;
+            let size = driver.usage(&record.name).unwrap_or(0);
+            match driver.remove(&record.name).await {
                 Ok(()) => {
                     self.forget(&record)?;
                     report.volumes_deleted.push(record.name.clone());
@@ -846,25 +667,11 @@ impl VolumeService {
         let Some(record) = self.record(name)? else {
             return Err(no_such_volume(name));
         };
-        let first = self
-            .mounts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-            .is_none_or(|ids| ids.is_empty());
-        let path = match self.driver(&record.driver).await? {
-            Driver::Local => if first {
-                self.local.mount(name).map_err(Error::System)?
-            } else {
-                self.local.mountpoint(name)
-            }
-            .display()
-            .to_string(),
-            Driver::Plugin { client, .. } => self
-                .bounded("VolumeDriver.Mount", client.mount(name, id))
-                .await
-                .map_err(|e| Error::System(format!("mount {name}: {e}")))?,
-        };
+        let driver = self.driver(&record.driver, Mode::Lookup).await?;
+        let path = self
+            .operation(&*driver, driver.mount(name, id))
+            .await
+            .map_err(|e| Error::from(e).context(format!("mount {name}")))?;
         self.mounts
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -880,28 +687,18 @@ impl VolumeService {
         let Some(record) = self.record(name)? else {
             return Err(no_such_volume(name));
         };
-        let last = {
+        {
             let mut mounts = self.mounts.lock().unwrap_or_else(|p| p.into_inner());
-            let ids = mounts.entry(name.to_string()).or_default();
-            if !ids.remove(id) {
+            if !mounts.entry(name.to_string()).or_default().remove(id) {
                 return Err(Error::Conflict(format!(
                     "unmount {name}: not mounted by {id}"
                 )));
             }
-            ids.is_empty()
-        };
-        match self.driver(&record.driver).await? {
-            Driver::Local => {
-                if last {
-                    self.local.unmount(name).map_err(Error::System)?;
-                }
-            }
-            Driver::Plugin { client, .. } => self
-                .bounded("VolumeDriver.Unmount", client.unmount(name, id))
-                .await
-                .map_err(|e| Error::System(format!("unmount {name}: {e}")))?,
         }
-        Ok(())
+        let driver = self.driver(&record.driver, Mode::Lookup).await?;
+        self.operation(&*driver, driver.unmount(name, id))
+            .await
+            .map_err(|e| Error::from(e).context(format!("unmount {name}")))
     }
 }
 
