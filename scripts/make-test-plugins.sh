@@ -5,7 +5,7 @@
 #   scripts/make-test-plugins.sh OUTDIR [NAME...]
 #
 # NAME is any of (default: all):
-#   testdriver             src/bin/berth-test-plugin.rs as an unprivileged volume plugin
+#   testdriver             src/bin/berth-test-plugin/ as an unprivileged volume plugin
 #                          (socket testdriver.sock, PropagatedMount /data, every TEST_* knob as a
 #                          settable Env entry, settable Args)
 #   testdriver-privileged  the same binary with CAP_SYS_ADMIN and device /dev/fuse
@@ -194,7 +194,7 @@ EOF
 {
   "Args": {"Description": "TEST_X=value arguments override the environment", "Name": "args", "Settable": ["value"], "Value": []},
   "Description": "berth test volume plugin",
-  "Documentation": "src/bin/berth-test-plugin.rs",
+  "Documentation": "src/bin/berth-test-plugin/",
   "Entrypoint": ["/berth-test-plugin"],
   "Env": [
 $env

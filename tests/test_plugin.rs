@@ -1,4 +1,4 @@
-//! The test plugin (`src/bin/berth-test-plugin.rs`) run directly on the host, as a legacy plugin
+//! The test plugin (`src/bin/berth-test-plugin/`) run directly on the host, as a legacy plugin
 //! would be, spoken to with raw HTTP/1.1 over its unix socket; and `scripts/make-test-plugins.sh`.
 //!
 //! Every wait is bounded; every process started here is killed (by its own pid) when its guard

@@ -414,7 +414,7 @@ fn invalid(path: &Path, reason: impl Into<String>) -> LookupError {
 /// A `.spec` file: one URL.
 fn read_spec(path: &Path) -> Result<Transport, LookupError> {
     let content = fs::read_to_string(path).map_err(|e| invalid(path, e.to_string()))?;
-    transport_from_addr(content.trim(), None, true).map_err(|why| invalid(path, why))
+    transport_from_addr(path, content.trim(), None, true)
 }
 
 /// A `.json` file: `{"Name","Addr","TLSConfig":{…}}`.
@@ -478,21 +478,25 @@ fn read_json_spec(path: &Path) -> Result<Transport, LookupError> {
             ))
         }
     };
-    transport_from_addr(addr.trim(), tls, false).map_err(|why| invalid(path, why))
+    transport_from_addr(path, addr.trim(), tls, false)
 }
 
-/// A transport for a spec address. `.spec` files (`from_spec`) get moby's `NewLocalPlugin`
-/// TLS settings: verification off.
+/// A transport for the address in spec file `spec`. `.spec` files (`from_spec`) get moby's
+/// `NewLocalPlugin` TLS settings: verification off.
 fn transport_from_addr(
+    spec: &Path,
     addr: &str,
     tls: Option<TlsConfig>,
     from_spec: bool,
-) -> Result<Transport, String> {
+) -> Result<Transport, LookupError> {
     if addr.is_empty() {
-        return Err("no address".into());
+        return Err(invalid(spec, "no address"));
     }
     let Some((scheme, rest)) = addr.split_once("://") else {
-        return Err(format!("Unknown protocol (address {addr:?} has no scheme)"));
+        return Err(invalid(
+            spec,
+            format!("Unknown protocol (address {addr:?} has no scheme)"),
+        ));
     };
     match scheme.to_ascii_lowercase().as_str() {
         "unix" => {
@@ -504,14 +508,14 @@ fn transport_from_addr(
                 format!("/{rest}")
             };
             if path == "/" {
-                return Err(format!("no socket path in {addr:?}"));
+                return Err(invalid(spec, format!("no socket path in {addr:?}")));
             }
             Ok(Transport::Unix(PathBuf::from(path)))
         }
         s @ ("tcp" | "http" | "https") => {
             let hostport = rest.split(['/', '?', '#']).next().unwrap_or_default();
             if hostport.is_empty() {
-                return Err(format!("no host in {addr:?}"));
+                return Err(invalid(spec, format!("no host in {addr:?}")));
             }
             let scheme = if s == "https" { "https" } else { "http" };
             let tls = if from_spec {
@@ -527,7 +531,10 @@ fn transport_from_addr(
                 tls,
             })
         }
-        other => Err(format!("unsupported protocol {other:?} in {addr:?}")),
+        other => Err(invalid(
+            spec,
+            format!("unsupported protocol {other:?} in {addr:?}"),
+        )),
     }
 }
 
