@@ -52,9 +52,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use tokio::time::Instant;
 
+use super::reference::{Reference, DEFAULT_DOMAIN};
 use crate::distribution::blobstore::{BlobStore, StagedBlob};
 use crate::goerr::{errno_text, go_duration, Cause};
-use crate::plugin::reference::{Reference, DEFAULT_DOMAIN};
 
 /// Config media type of a plugin artifact.
 pub const MEDIA_TYPE_PLUGIN_CONFIG: &str = "application/vnd.docker.plugin.v1+json";

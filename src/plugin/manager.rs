@@ -11,11 +11,11 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::config::{decode_created_config, PluginConfigRootfs, PluginSettings};
-use super::reference::Reference;
 use super::settable::apply_set_args;
 use super::store::{new_plugin_id, Plugin, PluginRecord, Store};
 use crate::distribution::blobstore::{BlobStore, StagedBlob};
 use crate::distribution::extract::{unpack_create_context, ExtractError};
+use crate::distribution::reference::Reference;
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::runtime::executor::Executor;

@@ -13,9 +13,9 @@ use super::config::{decode_config_stream, PluginConfig, PluginSettings};
 use super::manager::{Manager, NewPluginParts};
 use super::names::PullNames;
 use super::privileges::{compute_privileges, grants_match, PluginPrivilege};
-use super::reference::Reference;
 use crate::distribution::blobstore::StagedBlob;
 use crate::distribution::pipeline::{Feed, LayerPipeline, Unpacked};
+use crate::distribution::reference::Reference;
 use crate::distribution::registry::{
     AuthConfig, Manifest, RegistryClient, RegistryError, Session, MEDIA_TYPE_DOCKER_MANIFEST,
 };
