@@ -4,11 +4,11 @@
 
 use base64::Engine as _;
 use reqwest::header::{HeaderMap, CONTENT_TYPE, WWW_AUTHENTICATE};
-use reqwest::{StatusCode, Url};
+use reqwest::Url;
 use serde::Deserialize;
 use tokio::time::Instant;
 
-use super::error::{render_error_body, status_text};
+use super::error::{render_error_body, status_error};
 use super::{RegistryError, Result, Session};
 
 /// `client_id` of refresh-token grants.
@@ -260,23 +260,7 @@ impl Session {
                 let details = v.get("details")?.as_str()?;
                 Some(format!("unauthorized: {details}"))
             });
-            return Err(match status {
-                StatusCode::UNAUTHORIZED => RegistryError::Unauthorized(
-                    rendered.unwrap_or_else(|| "unauthorized: authentication required".into()),
-                ),
-                StatusCode::FORBIDDEN => RegistryError::Denied(rendered.unwrap_or_else(|| {
-                    "denied: requested access to the resource is denied".into()
-                })),
-                _ => RegistryError::Registry {
-                    status: status.as_u16(),
-                    message: rendered.unwrap_or_else(|| {
-                        format!(
-                            "unexpected status from {method} request to {url_text}: {}",
-                            status_text(status)
-                        )
-                    }),
-                },
-            });
+            return Err(status_error(status, method, &url_text, None, rendered));
         }
         #[derive(Deserialize)]
         struct TokenAnswer {

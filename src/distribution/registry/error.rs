@@ -135,29 +135,40 @@ impl Session {
                 out
             }
         };
-        let rendered = render_error_body(&body);
-        match status {
-            StatusCode::UNAUTHORIZED => RegistryError::Unauthorized(
-                rendered.unwrap_or_else(|| "unauthorized: authentication required".into()),
-            ),
-            StatusCode::FORBIDDEN => RegistryError::Denied(
-                rendered
-                    .unwrap_or_else(|| "denied: requested access to the resource is denied".into()),
-            ),
-            StatusCode::NOT_FOUND => RegistryError::NotFound {
-                reference: what.to_string(),
-                message: rendered,
-            },
-            _ => RegistryError::Registry {
-                status: status.as_u16(),
-                message: rendered.unwrap_or_else(|| {
-                    format!(
-                        "unexpected status from {method} request to {url}: {}",
-                        status_text(status)
-                    )
-                }),
-            },
-        }
+        status_error(status, method, url, Some(what), render_error_body(&body))
+    }
+}
+
+/// The typed error of a failed answer whose body rendered as `rendered`. A 404 is
+/// [`RegistryError::NotFound`] of `what` only when there is a `what` (a token server's 404 is
+/// just an unexpected status).
+pub(super) fn status_error(
+    status: StatusCode,
+    method: &str,
+    url: &str,
+    what: Option<&str>,
+    rendered: Option<String>,
+) -> RegistryError {
+    match (status, what) {
+        (StatusCode::UNAUTHORIZED, _) => RegistryError::Unauthorized(
+            rendered.unwrap_or_else(|| "unauthorized: authentication required".into()),
+        ),
+        (StatusCode::FORBIDDEN, _) => RegistryError::Denied(
+            rendered.unwrap_or_else(|| "denied: requested access to the resource is denied".into()),
+        ),
+        (StatusCode::NOT_FOUND, Some(what)) => RegistryError::NotFound {
+            reference: what.to_string(),
+            message: rendered,
+        },
+        _ => RegistryError::Registry {
+            status: status.as_u16(),
+            message: rendered.unwrap_or_else(|| {
+                format!(
+                    "unexpected status from {method} request to {url}: {}",
+                    status_text(status)
+                )
+            }),
+        },
     }
 }
 

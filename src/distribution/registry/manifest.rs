@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::session::header_str;
-use super::{check_digest, sha256_digest, valid_tag, RegistryError, Result, Session};
+use super::{
+    check_digest, check_pushed_digest, sha256_digest, valid_tag, RegistryError, Result, Session,
+};
 
 /// Config media type of a plugin artifact.
 pub const MEDIA_TYPE_PLUGIN_CONFIG: &str = "application/vnd.docker.plugin.v1+json";
@@ -151,14 +153,7 @@ impl Session {
             let what = format!("{}:{tag}", self.reference.name());
             return Err(self.error_from(resp, "PUT", &url, &what).await);
         }
-        if let Some(served) = header_str(resp.headers(), "docker-content-digest") {
-            if served.starts_with("sha256:") && served != digest {
-                return Err(RegistryError::DigestMismatch {
-                    expected: digest,
-                    actual: served.to_string(),
-                });
-            }
-        }
+        check_pushed_digest(resp.headers(), &digest)?;
         Ok(digest)
     }
 

@@ -287,6 +287,20 @@ fn check_digest(digest: &str) -> Result<()> {
     }
 }
 
+/// A pushed blob or manifest whose `Docker-Content-Digest` (when the registry sends a sha256
+/// one) is not the digest of what was sent.
+fn check_pushed_digest(headers: &HeaderMap, pushed: &str) -> Result<()> {
+    match session::header_str(headers, "docker-content-digest") {
+        Some(served) if served.starts_with("sha256:") && served != pushed => {
+            Err(RegistryError::DigestMismatch {
+                expected: pushed.to_string(),
+                actual: served.to_string(),
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Docker's tag grammar: `[\w][\w.-]{0,127}`.
 fn valid_tag(tag: &str) -> bool {
     let b = tag.as_bytes();

@@ -18,8 +18,10 @@ use sha2::{Digest as _, Sha256};
 use tokio::time::Instant;
 
 use super::error::{io_error, transport_error};
-use super::session::{header_str, ChunkError};
-use super::{check_digest, verify_digest, Descriptor, RegistryError, Result, Session};
+use super::session::ChunkError;
+use super::{
+    check_digest, check_pushed_digest, verify_digest, Descriptor, RegistryError, Result, Session,
+};
 use crate::distribution::blobstore::{BlobStore, StagedBlob};
 
 /// Chunk size of uploads read from disk.
@@ -136,57 +138,8 @@ impl Session {
         path: &Path,
         progress: &mut (dyn FnMut(u64) + Send),
     ) -> Result<()> {
-        check_digest(&desc.digest)?;
-        let file = File::open(path).map_err(|e| io_error("opening", path, &e))?;
-        let len = file
-            .metadata()
-            .map_err(|e| io_error("reading", path, &e))?
-            .len();
-        if len != desc.size {
-            return Err(RegistryError::Io(format!(
-                "blob {} at {}: {len} bytes on disk, {} in its descriptor",
-                desc.digest,
-                path.display(),
-                desc.size
-            )));
-        }
-
-        let start_url = self.url("/blobs/uploads/");
-        let mut headers = HeaderMap::new();
-        headers.insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
-        let resp = self
-            .send(Method::POST, &start_url, headers, Some(Bytes::new()))
-            .await?;
-        if !resp.status().is_success() {
-            return Err(self
-                .error_from(resp, "POST", &start_url, &self.reference.name())
-                .await);
-        }
-        let location = resp
-            .headers()
-            .get(LOCATION)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-            .ok_or_else(|| {
-                RegistryError::Protocol(format!(
-                    "registry answered the upload request for {} without a Location",
-                    desc.digest
-                ))
-            })?;
-        drop(resp);
-        let base = Url::parse(&start_url).map_err(|e| RegistryError::Protocol(e.to_string()))?;
-        let mut put_url = base.join(&location).map_err(|e| {
-            RegistryError::Protocol(format!("invalid upload Location {location:?}: {e}"))
-        })?;
-        if !matches!(put_url.scheme(), "http" | "https") {
-            return Err(RegistryError::Protocol(format!(
-                "invalid upload Location {location:?}"
-            )));
-        }
-        put_url
-            .query_pairs_mut()
-            .append_pair("digest", &desc.digest);
-        let same_origin = put_url.origin() == base.origin();
+        let file = open_upload(desc, path)?;
+        let (put_url, same_origin) = self.start_upload(desc).await?;
 
         let sent = Arc::new(AtomicU64::new(0));
         let local_error = Arc::new(Mutex::new(None::<RegistryError>));
@@ -249,18 +202,53 @@ impl Session {
         if !resp.status().is_success() {
             return Err(self.error_from(resp, "PUT", &put_text, &desc.digest).await);
         }
-        if let Some(served) = header_str(resp.headers(), "docker-content-digest") {
-            if served.starts_with("sha256:") && served != desc.digest {
-                return Err(RegistryError::DigestMismatch {
-                    expected: desc.digest.clone(),
-                    actual: served.to_string(),
-                });
-            }
-        }
+        check_pushed_digest(resp.headers(), &desc.digest)?;
         if reported != desc.size {
             progress(desc.size);
         }
         Ok(())
+    }
+
+    /// `POST /v2/<repo>/blobs/uploads/`: the URL to `PUT` the blob to (the answer's `Location`
+    /// with the digest added), and whether it is on the registry's own origin.
+    async fn start_upload(&self, desc: &Descriptor) -> Result<(Url, bool)> {
+        let start_url = self.url("/blobs/uploads/");
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
+        let resp = self
+            .send(Method::POST, &start_url, headers, Some(Bytes::new()))
+            .await?;
+        if !resp.status().is_success() {
+            return Err(self
+                .error_from(resp, "POST", &start_url, &self.reference.name())
+                .await);
+        }
+        let location = resp
+            .headers()
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+            .ok_or_else(|| {
+                RegistryError::Protocol(format!(
+                    "registry answered the upload request for {} without a Location",
+                    desc.digest
+                ))
+            })?;
+        drop(resp);
+        let base = Url::parse(&start_url).map_err(|e| RegistryError::Protocol(e.to_string()))?;
+        let mut put_url = base.join(&location).map_err(|e| {
+            RegistryError::Protocol(format!("invalid upload Location {location:?}: {e}"))
+        })?;
+        if !matches!(put_url.scheme(), "http" | "https") {
+            return Err(RegistryError::Protocol(format!(
+                "invalid upload Location {location:?}"
+            )));
+        }
+        put_url
+            .query_pairs_mut()
+            .append_pair("digest", &desc.digest);
+        let same_origin = put_url.origin() == base.origin();
+        Ok((put_url, same_origin))
     }
 
     async fn get_blob(&self, desc: &Descriptor) -> Result<(Response, String)> {
@@ -423,6 +411,25 @@ impl Drop for PartialFile {
     }
 }
 
+/// The file to upload as `desc`, checked to hold `desc.size` bytes.
+fn open_upload(desc: &Descriptor, path: &Path) -> Result<File> {
+    check_digest(&desc.digest)?;
+    let file = File::open(path).map_err(|e| io_error("opening", path, &e))?;
+    let len = file
+        .metadata()
+        .map_err(|e| io_error("reading", path, &e))?
+        .len();
+    if len != desc.size {
+        return Err(RegistryError::Io(format!(
+            "blob {} at {}: {len} bytes on disk, {} in its descriptor",
+            desc.digest,
+            path.display(),
+            desc.size
+        )));
+    }
+    Ok(file)
+}
+
 /// The upload body: `desc.size` bytes of `file` in chunks, hashed; a short file or a digest
 /// that is not `desc.digest` ends the stream with an error (recorded in `local_error`).
 fn upload_stream(
@@ -463,13 +470,7 @@ fn upload_stream(
                     Upload { done: true, ..up },
                 ))
             };
-            let digest_error = |hasher: &Sha256| {
-                let actual = format!("sha256:{}", hex::encode(hasher.clone().finalize()));
-                (actual != desc.digest).then(|| RegistryError::DigestMismatch {
-                    expected: desc.digest.clone(),
-                    actual,
-                })
-            };
+            let digest_error = |hasher: &Sha256| verify_digest(&desc.digest, hasher.clone()).err();
             if up.remaining == 0 {
                 // Only for an empty blob: otherwise the last chunk ended the stream.
                 up.done = true;
