@@ -51,7 +51,7 @@ impl From<Error> for StreamError {
 }
 
 fn registry_error(e: RegistryError) -> StreamError {
-    StreamError::Failed(Error::System(e.to_string()))
+    StreamError::Failed(e.into())
 }
 
 /// A remote whose manifest is known, ready to be fetched.
@@ -138,7 +138,7 @@ impl Manager {
             Ok::<_, RegistryError>(Resolved { session, manifest })
         }
         .await;
-        resolved.map_err(|e| Error::System(format!("error resolving plugin reference: {e}")))
+        resolved.map_err(|e| Error::from(e).context("error resolving plugin reference"))
     }
 
     /// Checks before `POST /plugins/pull` starts streaming: the name must be free.

@@ -43,6 +43,7 @@ use std::time::{Duration, SystemTime};
 use flate2::bufread::MultiGzDecoder;
 use nix::sys::time::TimeSpec;
 
+use crate::error::Error;
 use unpack::{create_context_from_tar, layer_from_tar};
 
 /// What a create context held besides the rootfs written to disk.
@@ -74,6 +75,21 @@ pub enum ExtractError {
     /// Local I/O failure while writing.
     #[error("{0}")]
     Io(String),
+}
+
+/// The one place an extraction failure becomes a status code. dockerd 20.10 answers all of them
+/// with 500 (a create context's missing rootfs or config included), and the compat scenarios pin
+/// that.
+impl From<ExtractError> for Error {
+    fn from(e: ExtractError) -> Self {
+        match e {
+            ExtractError::NoRootfs
+            | ExtractError::NoConfig
+            | ExtractError::Unsafe(_)
+            | ExtractError::Read(_)
+            | ExtractError::Io(_) => Error::System(e.to_string()),
+        }
+    }
 }
 
 /// Read buffer in front of the request body.

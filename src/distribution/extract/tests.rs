@@ -839,3 +839,18 @@ fn unpack_layer_into_non_empty_dir_checks_the_disk() {
     assert_eq!(fs::read(s.root.join("pre")).unwrap(), b"file");
     s.assert_outside_untouched();
 }
+
+#[test]
+fn every_failure_answers_500_with_its_text() {
+    for e in [
+        ExtractError::NoRootfs,
+        ExtractError::NoConfig,
+        ExtractError::Unsafe("refusing unsafe tar entry \"x\": y".into()),
+        ExtractError::Read("unexpected EOF".into()),
+        ExtractError::Io("failed to write file data: disk full".into()),
+    ] {
+        let text = e.to_string();
+        let daemon = Error::from(e);
+        assert_eq!((daemon.status(), daemon.message()), (500, text.as_str()));
+    }
+}

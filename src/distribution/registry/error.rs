@@ -9,6 +9,7 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use super::Session;
+use crate::error::Error;
 use crate::goerr::{errno_text, go_duration, Cause};
 
 /// Error bodies are read up to this size; the rest is dropped.
@@ -87,26 +88,82 @@ pub enum RegistryError {
     Io(String),
 }
 
+/// What kind of failure a [`RegistryError`] is, in the daemon's error classes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegistryErrorClass {
+    /// The manifest, repository or blob does not exist.
+    NotFound,
+    /// Credentials refused or access denied (401, 403, a failed token request).
+    Unauthorized,
+    /// What the reference names cannot be used here: not a plugin, no entry for this platform,
+    /// an unsupported manifest, more than the configured limit.
+    Invalid,
+    /// The registry could not be reached, stopped sending, broke off, or said it is busy.
+    Unavailable,
+    /// Everything else: content that is not what its digest says, protocol violations, local
+    /// I/O.
+    System,
+}
+
 impl RegistryError {
+    pub fn class(&self) -> RegistryErrorClass {
+        use RegistryErrorClass as Class;
+        match self {
+            RegistryError::NotFound { .. } => Class::NotFound,
+            RegistryError::Unauthorized(_) | RegistryError::Denied(_) => Class::Unauthorized,
+            RegistryError::WrongMediaType { .. }
+            | RegistryError::UnsupportedManifest(_)
+            | RegistryError::NoMatchingPlatform(_)
+            | RegistryError::TooLarge { .. } => Class::Invalid,
+            RegistryError::Transport { .. }
+            | RegistryError::Stalled { .. }
+            | RegistryError::Truncated { .. } => Class::Unavailable,
+            // 401, 403 and an operation's 404 have their own variants.
+            RegistryError::Registry { status, .. } => match *status {
+                400 => Class::Invalid,
+                429 | 502 | 503 | 504 => Class::Unavailable,
+                _ => Class::System,
+            },
+            RegistryError::DigestMismatch { .. }
+            | RegistryError::TooLong { .. }
+            | RegistryError::Protocol(_)
+            | RegistryError::Io(_) => Class::System,
+        }
+    }
+
     /// Manifest, repository or blob unknown to the registry.
     pub fn is_not_found(&self) -> bool {
-        matches!(self, RegistryError::NotFound { .. })
+        self.class() == RegistryErrorClass::NotFound
     }
 
     /// Refused credentials or access (401/403).
     pub fn is_unauthorized(&self) -> bool {
-        matches!(
-            self,
-            RegistryError::Unauthorized(_) | RegistryError::Denied(_)
-        )
+        self.class() == RegistryErrorClass::Unauthorized
     }
 
-    /// The registry could not be reached or stopped sending.
+    /// No registry answered: the endpoint could not be reached or stopped sending. Narrower than
+    /// [`RegistryErrorClass::Unavailable`]: a session falls over to its next endpoint only then.
     pub fn is_transport(&self) -> bool {
         matches!(
             self,
             RegistryError::Transport { .. } | RegistryError::Stalled { .. }
         )
+    }
+}
+
+/// The one place a registry failure becomes a status code. dockerd 20.10 hands registry failures
+/// to its API untyped (its plugin code wraps containerd's resolver and fetcher errors), so every
+/// class answers 500, and the compat scenarios pin that; the class is there for the day a status
+/// should follow it.
+impl From<RegistryError> for Error {
+    fn from(e: RegistryError) -> Self {
+        match e.class() {
+            RegistryErrorClass::NotFound
+            | RegistryErrorClass::Unauthorized
+            | RegistryErrorClass::Invalid
+            | RegistryErrorClass::Unavailable
+            | RegistryErrorClass::System => Error::System(e.to_string()),
+        }
     }
 }
 
@@ -378,5 +435,47 @@ mod tests {
         };
         assert_eq!(e.to_string(), "docker.io/foo/bar:latest: not found");
         assert!(e.is_not_found());
+    }
+
+    #[test]
+    fn classes_are_kept_and_every_one_answers_500_like_dockerd() {
+        use RegistryErrorClass as Class;
+        let registry = |status| RegistryError::Registry {
+            status,
+            message: "x".into(),
+        };
+        let cases = [
+            (
+                RegistryError::NotFound {
+                    reference: "docker.io/a/b:c".into(),
+                    message: None,
+                },
+                Class::NotFound,
+            ),
+            (RegistryError::Denied("denied".into()), Class::Unauthorized),
+            (RegistryError::Unauthorized("u".into()), Class::Unauthorized),
+            (
+                RegistryError::NoMatchingPlatform("linux/amd64".into()),
+                Class::Invalid,
+            ),
+            (registry(400), Class::Invalid),
+            (
+                RegistryError::Stalled {
+                    method: "Get".into(),
+                    url: "http://r/".into(),
+                    after: Duration::from_secs(1),
+                },
+                Class::Unavailable,
+            ),
+            (registry(503), Class::Unavailable),
+            (registry(500), Class::System),
+            (RegistryError::Io("disk".into()), Class::System),
+        ];
+        for (e, class) in cases {
+            assert_eq!(e.class(), class, "{e:?}");
+            let text = e.to_string();
+            let daemon = Error::from(e);
+            assert_eq!((daemon.status(), daemon.message()), (500, text.as_str()));
+        }
     }
 }

@@ -58,7 +58,7 @@ use endpoints::{Endpoint, Insecure};
 use error::error_chain;
 
 pub use auth::AuthConfig;
-pub use error::RegistryError;
+pub use error::{RegistryError, RegistryErrorClass};
 pub use manifest::{
     Descriptor, Manifest, MEDIA_TYPE_DOCKER_IMAGE_CONFIG, MEDIA_TYPE_DOCKER_LAYER,
     MEDIA_TYPE_DOCKER_LAYER_GZIP, MEDIA_TYPE_DOCKER_MANIFEST, MEDIA_TYPE_DOCKER_MANIFEST_LIST,
