@@ -1,4 +1,4 @@
-//! The registry client (src/distribution/registry.rs) against real registries on loopback —
+//! The registry client (src/distribution/registry/) against real registries on loopback —
 //! Debian's `docker-registry` (distribution 2.8), plain and with htpasswd basic auth — and against
 //! a scripted stand-in registry that serves hostile answers: wrong digests, truncated and
 //! overlong blobs, oversized manifests, image manifests, multi-platform indexes, stalls and a
