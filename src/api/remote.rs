@@ -9,12 +9,12 @@ use actix_web::{web, HttpResponse};
 
 use super::body::{self, LegacyContentType};
 use super::{json_response, Call};
+use crate::distribution::reference::Reference;
 use crate::distribution::registry::AuthConfig;
 use crate::error::{Error, Result};
 use crate::plugin::manager::Manager;
 use crate::plugin::names::pull_names;
 use crate::plugin::privileges::PluginPrivilege;
-use crate::plugin::reference::Reference;
 use crate::plugin::remote::StreamError;
 use crate::progress::{Progress, ProgressReceiver};
 

@@ -11,11 +11,11 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::config::{decode_created_config, PluginConfigRootfs, PluginSettings};
-use super::reference::Reference;
 use super::settable::apply_set_args;
 use super::store::{new_plugin_id, Plugin, PluginRecord, Store};
 use crate::distribution::blobstore::{BlobStore, StagedBlob};
-use crate::distribution::extract::{unpack_create_context, ExtractError};
+use crate::distribution::extract::unpack_create_context;
+use crate::distribution::reference::Reference;
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::runtime::executor::Executor;
@@ -307,11 +307,7 @@ impl Manager {
             size: 0,
         });
         let mut writer = BufWriter::new(layer_file);
-        let unpacked =
-            unpack_create_context(context, rootfs, &mut writer).map_err(|e| match e {
-                ExtractError::Io(m) => Error::System(m),
-                other => Error::System(other.to_string()),
-            })?;
+        let unpacked = unpack_create_context(context, rootfs, &mut writer)?;
         let layer_file = writer
             .into_inner()
             .map_err(|e| Error::System(e.to_string()))?;

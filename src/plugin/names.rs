@@ -1,7 +1,7 @@
 //! Names a pulled plugin gets: the remote it comes from (`PluginReference`) and its local name
 //! (`Name`, or the `--alias`), as moby derives them.
 
-use super::reference::Reference;
+use crate::distribution::reference::Reference;
 use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,9 +13,9 @@ use super::config::{decode_config_stream, PluginConfig, PluginSettings};
 use super::manager::{Manager, NewPluginParts};
 use super::names::PullNames;
 use super::privileges::{compute_privileges, grants_match, PluginPrivilege};
-use super::reference::Reference;
 use crate::distribution::blobstore::StagedBlob;
 use crate::distribution::pipeline::{Feed, LayerPipeline, Unpacked};
+use crate::distribution::reference::Reference;
 use crate::distribution::registry::{
     AuthConfig, Manifest, RegistryClient, RegistryError, Session, MEDIA_TYPE_DOCKER_MANIFEST,
 };
@@ -51,7 +51,7 @@ impl From<Error> for StreamError {
 }
 
 fn registry_error(e: RegistryError) -> StreamError {
-    StreamError::Failed(Error::System(e.to_string()))
+    StreamError::Failed(e.into())
 }
 
 /// A remote whose manifest is known, ready to be fetched.
@@ -138,7 +138,7 @@ impl Manager {
             Ok::<_, RegistryError>(Resolved { session, manifest })
         }
         .await;
-        resolved.map_err(|e| Error::System(format!("error resolving plugin reference: {e}")))
+        resolved.map_err(|e| Error::from(e).context("error resolving plugin reference"))
     }
 
     /// Checks before `POST /plugins/pull` starts streaming: the name must be free.
