@@ -26,7 +26,6 @@ use version::{ApiVersion, Compat, DEFAULT_API_VERSION, MAX_API_VERSION, MIN_API_
 /// What handlers share: the services behind the API and the daemon's identity.
 pub struct ApiState {
     pub plugins: Arc<Manager>,
-    pub registry: Arc<crate::distribution::registry::RegistryClient>,
     pub volumes: Arc<crate::volume::service::VolumeService>,
     pub daemon: system::DaemonIdentity,
 }

@@ -16,6 +16,7 @@ use super::store::{new_plugin_id, Plugin, PluginRecord, Store};
 use crate::distribution::blobstore::{BlobStore, StagedBlob};
 use crate::distribution::extract::unpack_create_context;
 use crate::distribution::reference::Reference;
+use crate::distribution::registry::RegistryClient;
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::runtime::executor::Executor;
@@ -33,6 +34,8 @@ pub struct Manager {
     pub(super) blobs: BlobStore,
     store: Mutex<Store>,
     pub(super) runtime: Runtime,
+    /// Where plugins are pulled from and pushed to.
+    pub(super) registry: RegistryClient,
     /// One lock per plugin, held for a whole lifecycle operation (enable may wait seconds for
     /// a socket) so operations on one plugin never interleave while others proceed.
     operation_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
@@ -95,6 +98,7 @@ impl Manager {
         exec_root: &Path,
         executor: Arc<dyn Executor>,
         options: RuntimeOptions,
+        registry: RegistryClient,
     ) -> Result<Manager> {
         let plugins_root = data_root.join("plugins");
         let exec_plugins = exec_root.join("plugins");
@@ -130,6 +134,7 @@ impl Manager {
                 rpc_timeouts: Mutex::new(HashMap::new()),
                 generations: Mutex::new(HashMap::new()),
             },
+            registry,
             operation_locks: Mutex::new(HashMap::new()),
             refcounts: Mutex::new(HashMap::new()),
         })
