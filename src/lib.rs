@@ -39,6 +39,7 @@ pub mod error;
 pub mod fsutil;
 pub mod goerr;
 pub mod gojson;
+pub mod mounts;
 pub mod plugin;
 pub mod progress;
 pub mod rpc;

@@ -10,6 +10,7 @@ use super::manager::Manager;
 use super::store::Plugin;
 use crate::error::{Error, Result};
 use crate::fsutil;
+use crate::goerr::io_error_text;
 use crate::runtime::spec::{build_spec, PluginPaths};
 use crate::runtime::supervisor::RunState;
 
@@ -343,7 +344,7 @@ impl Manager {
                 let mut message = format!(
                     "dial unix {}: connect: {}: plugin exited ({status})",
                     socket.display(),
-                    os_error_text(&error)
+                    io_error_text(&error)
                 );
                 let output = self.runtime.logs.tail_since(id, started, 3);
                 if !output.is_empty() {
@@ -355,7 +356,7 @@ impl Manager {
                 return Err(Error::System(format!(
                     "dial unix {}: connect: {}",
                     socket.display(),
-                    os_error_text(&error)
+                    io_error_text(&error)
                 )));
             }
             std::thread::sleep(pause);
@@ -383,14 +384,5 @@ impl Manager {
             log::debug!("removing {}: {e}", socket_dir.display());
         }
         Ok(())
-    }
-}
-
-/// The text Go prints for a dial error (`no such file or directory`), without Rust's
-/// `(os error N)` suffix.
-fn os_error_text(error: &std::io::Error) -> String {
-    match error.raw_os_error() {
-        Some(code) => nix::errno::Errno::from_raw(code).desc().to_lowercase(),
-        None => error.to_string(),
     }
 }

@@ -24,6 +24,7 @@ use nix::libc;
 use nix::mount::{MntFlags, MsFlags};
 use serde::{Deserialize, Serialize};
 
+use crate::goerr::io_error_text;
 use crate::runtime::spec::{DeviceNode, DeviceRule, MountSpec, PluginSpec};
 use crate::runtime::syscall::{Create, FileKind, LinuxSyscall, Syscall};
 
@@ -55,19 +56,11 @@ pub struct SetupError {
 
 impl fmt::Display for SetupError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.step, error_text(&self.error))
+        write!(f, "{}: {}", self.step, io_error_text(&self.error))
     }
 }
 
 impl std::error::Error for SetupError {}
-
-/// `no such file or directory` rather than Rust's `No such file or directory (os error 2)`.
-pub fn error_text(e: &io::Error) -> String {
-    match e.raw_os_error() {
-        Some(code) => nix::errno::Errno::from_raw(code).desc().to_lowercase(),
-        None => e.to_string(),
-    }
-}
 
 trait Step<T> {
     fn step(self, what: impl FnOnce() -> String) -> Result<T, SetupError>;
@@ -660,7 +653,7 @@ fn find_executable(sys: &dyn Syscall, arg0: &str, env: &[String]) -> Result<Path
             Ok(()) => Ok(path),
             Err(e) if e.kind() == io::ErrorKind::NotFound => fail(
                 format!("exec: {arg0:?}"),
-                format!("stat {arg0}: {}", error_text(&e)),
+                format!("stat {arg0}: {}", io_error_text(&e)),
             ),
             Err(e) => Err(e).step(|| format!("exec: {arg0:?}")),
         };
@@ -795,7 +788,7 @@ pub fn run(args: &[OsString]) -> ! {
     report.write(b"S");
 
     let request: InitRequest = match std::fs::read(request_path)
-        .map_err(|e| error_text(&e))
+        .map_err(|e| io_error_text(&e))
         .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
     {
         Ok(r) => r,
@@ -817,13 +810,13 @@ pub fn run(args: &[OsString]) -> ! {
     let (lifeline_r, lifeline_w) =
         match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from) {
             Ok(fds) => fds,
-            Err(e) => report.fail(&format!("pipe: {}", error_text(&e))),
+            Err(e) => report.fail(&format!("pipe: {}", io_error_text(&e))),
         };
     // SAFETY: this process is single-threaded (plugin-init runs before anything else in main).
     match unsafe { libc::fork() } {
         -1 => report.fail(&format!(
             "fork: {}",
-            error_text(&io::Error::last_os_error())
+            io_error_text(&io::Error::last_os_error())
         )),
         0 => {
             set_pdeathsig();
@@ -892,13 +885,13 @@ fn setup_and_exec(request: &InitRequest, report: &Report) -> ! {
         Err(e) => report.fail(&e.to_string()),
     };
     if let Err(e) = sys.reset_signals() {
-        report.fail(&format!("resetting signals: {}", error_text(&e)));
+        report.fail(&format!("resetting signals: {}", io_error_text(&e)));
     }
     let error = sys.execve(&execution.path, &execution.args, &execution.env);
     report.fail(&format!(
         "exec {}: {}",
         execution.path.display(),
-        error_text(&error)
+        io_error_text(&error)
     ))
 }
 

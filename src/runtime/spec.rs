@@ -322,13 +322,6 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-fn os_error_text(e: &std::io::Error) -> String {
-    match e.raw_os_error() {
-        Some(code) => nix::errno::Errno::from_raw(code).desc().to_lowercase(),
-        None => e.to_string(),
-    }
-}
-
 /// moby `oci.DevicesFromPath(path, path, "rwm")`: a device node (symlinks on the host are
 /// followed first), or every device node below a directory, walked in lexical order.
 pub fn devices_from_path(path_on_host: &str) -> Result<Vec<(DeviceNode, DeviceRule)>, String> {
@@ -348,7 +341,7 @@ pub fn devices_from_path(path_on_host: &str) -> Result<Vec<(DeviceNode, DeviceRu
     match device_node(&resolved, path_on_host.to_string()) {
         Ok(Some(d)) => return Ok(vec![with_rule(d)]),
         Ok(None) => {}
-        Err(e) => return Err(fail(os_error_text(&e))),
+        Err(e) => return Err(fail(crate::goerr::io_error_text(&e))),
     }
     let mut found = Vec::new();
     if resolved.is_dir() {
