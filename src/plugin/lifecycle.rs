@@ -7,11 +7,12 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::manager::Manager;
+use super::spec::build_spec;
 use super::store::Plugin;
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::goerr::io_error_text;
-use crate::runtime::spec::{build_spec, PluginPaths};
+use crate::runtime::spec::PluginPaths;
 use crate::runtime::supervisor::RunState;
 
 /// A managed plugin seen as a volume driver: where it answers and how its paths map to the host.
@@ -277,7 +278,7 @@ impl Manager {
     fn start_plugin(&self, plugin: &Plugin, readiness: Readiness) -> Result<()> {
         let id = &plugin.id;
         let paths = self.paths(id);
-        let spec = build_spec(plugin, &paths).map_err(Error::System)?;
+        let spec = build_spec(plugin, &paths)?;
         fsutil::create_dir_mode(&paths.socket_dir, 0o700)?;
         let socket = self.socket_path(plugin);
         let _ = std::fs::remove_file(&socket);
