@@ -1,5 +1,4 @@
 //! The built-in executor: runs a plugin's rootfs in Linux namespaces with nix + caps.
-//! OWNER: helper "executor".
 //!
 //! berth is multi-threaded, so no mount or namespace work happens in a forked copy of it.
 //! [`LinuxExecutor::start`]:
@@ -19,9 +18,6 @@
 //! [`PluginProcess::wait`] and [`Executor::cleanup`] release the devices cgroup (killing
 //! whatever is left in it) and every host mount under the plugin's propagated mount.
 
-#[path = "init.rs"]
-pub mod init;
-
 use std::ffi::OsString;
 use std::fs;
 use std::io::{self, Read};
@@ -38,9 +34,9 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 use super::executor::{Executor, PluginProcess};
+use super::init::{self, InitRequest};
 use super::spec::PluginSpec;
 use crate::mounts::{self, read_mountinfo, UnmountError};
-use init::InitRequest;
 
 /// Entry point of the hidden `berth plugin-init` subcommand. `main` must call it first thing,
 /// before any thread exists, with the arguments that follow `plugin-init`:

@@ -3,6 +3,7 @@
 //! [`syscall::Syscall`] so the setup sequence is unit-testable without root.
 
 pub mod executor;
+pub mod init;
 pub mod linux;
 pub mod logs;
 pub mod spec;
