@@ -47,17 +47,57 @@ pub enum Create {
     File,
 }
 
+/// One `mount(2)` call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mount<'a> {
+    pub source: Option<&'a Path>,
+    pub target: &'a Path,
+    pub fstype: Option<&'a str>,
+    pub flags: MsFlags,
+    pub data: Option<&'a str>,
+}
+
+impl<'a> Mount<'a> {
+    /// A change to the mount at `target`: its propagation, or a remount (`MS_REMOUNT`).
+    pub fn change(target: &'a Path, flags: MsFlags) -> Mount<'a> {
+        Mount {
+            source: None,
+            target,
+            fstype: None,
+            flags,
+            data: None,
+        }
+    }
+
+    /// `source` bound onto `target`; `flags` are added to `MS_BIND` (`MS_REC` for a tree).
+    pub fn bind(source: &'a Path, target: &'a Path, flags: MsFlags) -> Mount<'a> {
+        Mount {
+            source: Some(source),
+            ..Mount::change(target, MsFlags::MS_BIND | flags)
+        }
+    }
+
+    /// A new file system of type `fstype` from `source` on `target`.
+    pub fn filesystem(
+        source: &'a Path,
+        target: &'a Path,
+        fstype: &'a str,
+        flags: MsFlags,
+        data: Option<&'a str>,
+    ) -> Mount<'a> {
+        Mount {
+            source: Some(source),
+            fstype: Some(fstype),
+            data,
+            ..Mount::change(target, flags)
+        }
+    }
+}
+
 /// The kernel interface of the setup sequence. Paths are host paths before `pivot_root`
 /// and paths in the plugin's root after it.
 pub trait Syscall {
-    fn mount(
-        &self,
-        source: Option<&Path>,
-        target: &Path,
-        fstype: Option<&str>,
-        flags: MsFlags,
-        data: Option<&str>,
-    ) -> io::Result<()>;
+    fn mount(&self, mount: Mount<'_>) -> io::Result<()>;
     fn umount2(&self, target: &Path, flags: MntFlags) -> io::Result<()>;
     /// `open_tree(OPEN_TREE_CLONE)`: a detached copy of the mount tree at `source` that keeps
     /// the source's peer group (so mounts made in it still propagate to the host).
@@ -130,15 +170,8 @@ fn last_error<T>() -> io::Result<T> {
 }
 
 impl Syscall for LinuxSyscall {
-    fn mount(
-        &self,
-        source: Option<&Path>,
-        target: &Path,
-        fstype: Option<&str>,
-        flags: MsFlags,
-        data: Option<&str>,
-    ) -> io::Result<()> {
-        nix::mount::mount(source, target, fstype, flags, data).map_err(io::Error::from)
+    fn mount(&self, m: Mount<'_>) -> io::Result<()> {
+        nix::mount::mount(m.source, m.target, m.fstype, m.flags, m.data).map_err(io::Error::from)
     }
 
     fn umount2(&self, target: &Path, flags: MntFlags) -> io::Result<()> {

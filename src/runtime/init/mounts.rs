@@ -8,7 +8,7 @@ use nix::mount::MsFlags;
 
 use super::{InitRequest, SetupError, Step};
 use crate::runtime::spec::{MountSpec, PluginSpec};
-use crate::runtime::syscall::{Create, FileKind, Syscall};
+use crate::runtime::syscall::{Create, FileKind, Mount, Syscall};
 
 /// Parsed OCI mount options.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,21 +162,21 @@ fn mount_one(
         // No cgroup namespace (as in moby's plugin spec): on cgroup v2 the read-only hierarchy;
         // on v1/hybrid hosts an empty read-only tmpfs rather than the host's hierarchies.
         return if req.cgroup2_only {
-            sys.mount(
-                Some(Path::new("cgroup2")),
+            sys.mount(Mount::filesystem(
+                Path::new("cgroup2"),
                 &target,
-                Some("cgroup2"),
+                "cgroup2",
                 options.flags,
                 None,
-            )
+            ))
         } else {
-            sys.mount(
-                Some(Path::new("tmpfs")),
+            sys.mount(Mount::filesystem(
+                Path::new("tmpfs"),
                 &target,
-                Some("tmpfs"),
+                "tmpfs",
                 options.flags,
                 Some("mode=755"),
-            )
+            ))
         }
         .step(what);
     }
@@ -198,36 +198,33 @@ fn mount_one(
     if let Some(fd) = clone {
         sys.attach_mount(fd, &target).step(what)?;
     } else if bind {
-        let mut flags = MsFlags::MS_BIND;
-        if options.recursive {
-            flags |= MsFlags::MS_REC;
-        }
-        sys.mount(Some(Path::new(&m.source)), &target, None, flags, None)
+        let tree = if options.recursive {
+            MsFlags::MS_REC
+        } else {
+            MsFlags::empty()
+        };
+        sys.mount(Mount::bind(Path::new(&m.source), &target, tree))
             .step(what)?;
     } else {
         let fstype = if m.kind.is_empty() { "none" } else { &m.kind };
-        sys.mount(
-            Some(Path::new(&m.source)),
+        sys.mount(Mount::filesystem(
+            Path::new(&m.source),
             &target,
-            Some(fstype),
+            fstype,
             options.flags,
             options.data().as_deref(),
-        )
+        ))
         .step(what)?;
     }
     if bind && !options.flags.is_empty() {
-        sys.mount(
-            None,
+        sys.mount(Mount::change(
             &target,
-            None,
             MsFlags::MS_BIND | MsFlags::MS_REMOUNT | options.flags,
-            None,
-        )
+        ))
         .step(what)?;
     }
     for propagation in &options.propagation {
-        sys.mount(None, &target, None, *propagation, None)
-            .step(what)?;
+        sys.mount(Mount::change(&target, *propagation)).step(what)?;
     }
     Ok(())
 }

@@ -8,7 +8,7 @@ use nix::mount::{MntFlags, MsFlags};
 
 use super::{SetupError, Step};
 use crate::runtime::spec::PluginSpec;
-use crate::runtime::syscall::{Create, FileKind, Syscall};
+use crate::runtime::syscall::{Create, FileKind, Mount, Syscall};
 
 /// Docker's init layer: created in the rootfs where missing (moby `initlayer.Setup`).
 const INIT_LAYER: [(&str, Create); 9] = [
@@ -30,13 +30,10 @@ pub(super) fn cut_host_propagation(sys: &dyn Syscall, spec: &PluginSpec) -> Resu
         "rprivate" | "private" => MsFlags::MS_PRIVATE,
         _ => MsFlags::MS_SLAVE,
     };
-    sys.mount(
-        None,
+    sys.mount(Mount::change(
         Path::new("/"),
-        None,
         root_propagation | MsFlags::MS_REC,
-        None,
-    )
+    ))
     .step(|| "making / rslave".into())
 }
 
@@ -44,14 +41,8 @@ pub(super) fn cut_host_propagation(sys: &dyn Syscall, spec: &PluginSpec) -> Resu
 /// layer and the working directory created in it.
 pub(super) fn prepare_rootfs(sys: &dyn Syscall, spec: &PluginSpec) -> Result<(), SetupError> {
     let root = spec.paths.rootfs.as_path();
-    sys.mount(
-        Some(root),
-        root,
-        None,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        None,
-    )
-    .step(|| format!("binding rootfs {}", root.display()))?;
+    sys.mount(Mount::bind(root, root, MsFlags::MS_REC))
+        .step(|| format!("binding rootfs {}", root.display()))?;
     for (path, create) in INIT_LAYER {
         sys.resolve_in_root(root, path, create)
             .step(|| format!("init layer: creating {path}"))?;
@@ -85,25 +76,19 @@ pub(super) fn pivot_root(sys: &dyn Syscall, spec: &PluginSpec) -> Result<(), Set
         .and_then(|()| sys.fchdir(old_root).step(|| "entering the old root".into()));
     sys.close(old_root);
     pivoted?;
-    sys.mount(
-        None,
+    sys.mount(Mount::change(
         Path::new("."),
-        None,
         MsFlags::MS_SLAVE | MsFlags::MS_REC,
-        None,
-    )
+    ))
     .step(|| "making the old root rslave".into())?;
     sys.umount2(Path::new("."), MntFlags::MNT_DETACH)
         .step(|| "detaching the old root".into())?;
     sys.chdir(Path::new("/")).step(|| "chdir /".into())?;
     if spec.rootfs_propagation.trim_start_matches('r') == "shared" {
-        sys.mount(
-            None,
+        sys.mount(Mount::change(
             Path::new("/"),
-            None,
             MsFlags::MS_SHARED | MsFlags::MS_REC,
-            None,
-        )
+        ))
         .step(|| "making / rshared".into())?;
     }
     Ok(())
@@ -120,23 +105,17 @@ pub(super) fn mask_paths(sys: &dyn Syscall, spec: &PluginSpec) -> Result<(), Set
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e).step(|| format!("masking {path}")),
         };
-        match kind {
-            FileKind::Dir => sys.mount(
-                Some(Path::new("tmpfs")),
+        let mask = match kind {
+            FileKind::Dir => Mount::filesystem(
+                Path::new("tmpfs"),
                 &target,
-                Some("tmpfs"),
+                "tmpfs",
                 MsFlags::MS_RDONLY,
                 None,
             ),
-            FileKind::File => sys.mount(
-                Some(Path::new("/dev/null")),
-                &target,
-                None,
-                MsFlags::MS_BIND,
-                None,
-            ),
-        }
-        .step(|| format!("masking {path}"))?;
+            FileKind::File => Mount::bind(Path::new("/dev/null"), &target, MsFlags::empty()),
+        };
+        sys.mount(mask).step(|| format!("masking {path}"))?;
     }
     for path in &spec.readonly_paths {
         let (target, _) = match sys.resolve_in_root(new_root, path, Create::No) {
@@ -144,24 +123,15 @@ pub(super) fn mask_paths(sys: &dyn Syscall, spec: &PluginSpec) -> Result<(), Set
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e).step(|| format!("making {path} read-only")),
         };
-        sys.mount(
-            Some(&target),
-            &target,
-            None,
-            MsFlags::MS_BIND | MsFlags::MS_REC,
-            None,
-        )
-        .step(|| format!("making {path} read-only"))?;
+        sys.mount(Mount::bind(&target, &target, MsFlags::MS_REC))
+            .step(|| format!("making {path} read-only"))?;
         let keep = sys
             .mount_flags(&target)
             .step(|| format!("making {path} read-only"))?;
-        sys.mount(
-            None,
+        sys.mount(Mount::change(
             &target,
-            None,
             MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | keep,
-            None,
-        )
+        ))
         .step(|| format!("making {path} read-only"))?;
     }
     Ok(())

@@ -11,7 +11,7 @@ use caps::{CapSet, Capability, CapsHashSet};
 use nix::libc;
 use nix::mount::{MntFlags, MsFlags};
 
-use super::{Create, FileKind, Syscall};
+use super::{Create, FileKind, Mount, Syscall};
 
 /// Records every call as one line (`mount proc -> /r/proc type=proc flags=... data=...`) and
 /// answers queries from its configuration. Resolution inside a root is lexical here (no disk).
@@ -85,26 +85,19 @@ fn lexical_join(root: &Path, path: &str) -> PathBuf {
 }
 
 impl Syscall for RecordingSyscall {
-    fn mount(
-        &self,
-        source: Option<&Path>,
-        target: &Path,
-        fstype: Option<&str>,
-        flags: MsFlags,
-        data: Option<&str>,
-    ) -> io::Result<()> {
+    fn mount(&self, m: Mount<'_>) -> io::Result<()> {
         let mut line = format!(
             "mount {} -> {}",
-            source
+            m.source
                 .map(|s| s.display().to_string())
                 .unwrap_or("-".into()),
-            target.display()
+            m.target.display()
         );
-        if let Some(t) = fstype {
+        if let Some(t) = m.fstype {
             line.push_str(&format!(" type={t}"));
         }
-        line.push_str(&format!(" flags={}", flag_names(flags)));
-        if let Some(d) = data {
+        line.push_str(&format!(" flags={}", flag_names(m.flags)));
+        if let Some(d) = m.data {
             line.push_str(&format!(" data={d}"));
         }
         self.record(line);
