@@ -196,6 +196,20 @@ enum Outcome {
     TimedOut,
 }
 
+/// A libc return value: the count when it succeeded, `None` when the call was only
+/// interrupted (try again), the OS error otherwise.
+fn uninterrupted(rc: isize) -> io::Result<Option<usize>> {
+    if rc >= 0 {
+        return Ok(Some(rc as usize));
+    }
+    let e = io::Error::last_os_error();
+    if e.kind() == io::ErrorKind::Interrupted {
+        Ok(None)
+    } else {
+        Err(e)
+    }
+}
+
 fn read_report(fd: &OwnedFd, timeout: Duration) -> io::Result<Outcome> {
     let deadline = Instant::now() + timeout;
     let mut buf = Vec::new();
@@ -211,31 +225,23 @@ fn read_report(fd: &OwnedFd, timeout: Duration) -> io::Result<Outcome> {
         };
         let ms = left.as_millis().clamp(1, i32::MAX as u128) as libc::c_int;
         // SAFETY: one valid pollfd.
-        let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
-        if rc < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        if rc == 0 {
+        let ready = unsafe { libc::poll(&mut pfd, 1, ms) };
+        let Some(ready) = uninterrupted(ready as isize)? else {
+            continue;
+        };
+        if ready == 0 {
             continue;
         }
         let mut chunk = [0u8; 4096];
         // SAFETY: reading into a local buffer from an fd we own.
         let n = unsafe { libc::read(fd.as_raw_fd(), chunk.as_mut_ptr().cast(), chunk.len()) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
+        let Some(n) = uninterrupted(n)? else {
+            continue;
+        };
         if n == 0 {
             break;
         }
-        buf.extend_from_slice(&chunk[..n as usize]);
+        buf.extend_from_slice(&chunk[..n]);
     }
     Ok(match buf.split_first() {
         None => Outcome::NotStarted,

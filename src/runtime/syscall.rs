@@ -36,6 +36,10 @@ pub enum FileKind {
     File,
 }
 
+/// A path resolved inside a root (a host path with no symlink below the root) and what is
+/// there.
+pub type InRoot = (PathBuf, FileKind);
+
 /// What [`Syscall::resolve_in_root`] creates when the path (or a parent) is missing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Create {
@@ -114,12 +118,7 @@ pub trait Syscall {
     /// Kind of a host path, following symlinks (bind mount sources).
     fn stat_kind(&self, path: &Path) -> io::Result<FileKind>;
     /// [`resolve_in_root`]: the path of `path` inside `root`, never outside it.
-    fn resolve_in_root(
-        &self,
-        root: &Path,
-        path: &str,
-        create: Create,
-    ) -> io::Result<(PathBuf, FileKind)>;
+    fn resolve_in_root(&self, root: &Path, path: &str, create: Create) -> io::Result<InRoot>;
     /// Creates the symlink `link -> target` unless something (even a dangling link) is at
     /// `link` already. The parent of `link` must have been resolved.
     fn symlink_if_missing(&self, target: &str, link: &Path) -> io::Result<()>;
@@ -266,12 +265,7 @@ impl Syscall for LinuxSyscall {
         })
     }
 
-    fn resolve_in_root(
-        &self,
-        root: &Path,
-        path: &str,
-        create: Create,
-    ) -> io::Result<(PathBuf, FileKind)> {
+    fn resolve_in_root(&self, root: &Path, path: &str, create: Create) -> io::Result<InRoot> {
         resolve_in_root(root, path, &create)
     }
 
@@ -461,11 +455,7 @@ fn caps_error(e: caps::errors::CapsError) -> io::Error {
 /// `root` and a `mount` onto it lands inside the rootfs. Missing components are created as
 /// `create` says (directories 0755; a final file 0755 like moby's init layer). Returns the host
 /// path and what is there.
-pub fn resolve_in_root(
-    root: &Path,
-    path: &str,
-    create: &Create,
-) -> io::Result<(PathBuf, FileKind)> {
+pub fn resolve_in_root(root: &Path, path: &str, create: &Create) -> io::Result<InRoot> {
     fn parts(p: &OsStr) -> VecDeque<OsString> {
         p.as_bytes()
             .split(|b| *b == b'/')

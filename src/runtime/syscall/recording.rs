@@ -11,7 +11,7 @@ use caps::{CapSet, Capability, CapsHashSet};
 use nix::libc;
 use nix::mount::{MntFlags, MsFlags};
 
-use super::{Create, FileKind, Mount, Syscall};
+use super::{Create, FileKind, InRoot, Mount, Syscall};
 
 /// Records every call as one line (`mount proc -> /r/proc type=proc flags=... data=...`) and
 /// answers queries from its configuration. Resolution inside a root is lexical here (no disk).
@@ -171,12 +171,7 @@ impl Syscall for RecordingSyscall {
         })
     }
 
-    fn resolve_in_root(
-        &self,
-        root: &Path,
-        path: &str,
-        create: Create,
-    ) -> io::Result<(PathBuf, FileKind)> {
+    fn resolve_in_root(&self, root: &Path, path: &str, create: Create) -> io::Result<InRoot> {
         let p = lexical_join(root, path);
         match create {
             Create::No => {
