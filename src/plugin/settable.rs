@@ -1,5 +1,4 @@
 //! `docker plugin set` rules (moby `v2/settable.go` + `Plugin.Set`).
-//! OWNER: helper "config".
 //!
 //! Confirmed against dockerd 20.10: the messages below are moby's (note the capital `P` in
 //! `Plugin config has no mount source` / `Plugin config has no device path`), and every one is
@@ -7,11 +6,32 @@
 //! is the caller's check (this function does not know whether the plugin is enabled).
 
 use super::config::{go_quote, PluginConfig, PluginSettings};
+use crate::error::Error;
 
-const ERR_INVALID_FORMAT: &str = "invalid format, must be <name>[.<field>][=<value>]";
-const ERR_MULTIPLE_FIELDS: &str = "multiple fields are settable, one must be specified";
-const ERR_NO_MOUNT_SOURCE: &str = "Plugin config has no mount source";
-const ERR_NO_DEVICE_PATH: &str = "Plugin config has no device path";
+/// Why a `set` argument was refused; moby's texts.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SetError {
+    #[error("invalid format, must be <name>[.<field>][=<value>]")]
+    InvalidFormat,
+    #[error("multiple fields are settable, one must be specified")]
+    MultipleFields,
+    /// The name (with the field, when given or inferred) that may not be set.
+    #[error("{} is not settable", go_quote(.0))]
+    NotSettable(String),
+    #[error("Plugin config has no mount source")]
+    NoMountSource,
+    #[error("Plugin config has no device path")]
+    NoDevicePath,
+    #[error("setting {} not found in the plugin configuration", go_quote(.0))]
+    NotFound(String),
+}
+
+/// Untyped in moby: a 500.
+impl From<SetError> for Error {
+    fn from(e: SetError) -> Error {
+        Error::System(e.to_string())
+    }
+}
 
 const ALLOWED_ENV: &[&str] = &["value"];
 const ALLOWED_ARGS: &[&str] = &["value"];
@@ -29,9 +49,9 @@ struct Settable {
 impl Settable {
     /// moby `newSettable`: the first `=` separates the value (none: empty value; at position
     /// 0: invalid); the key splits at its last `.` when that is not its first character.
-    fn parse(arg: &str) -> Result<Settable, String> {
+    fn parse(arg: &str) -> Result<Settable, SetError> {
         let (key, value) = match arg.find('=') {
-            Some(0) => return Err(ERR_INVALID_FORMAT.to_string()),
+            Some(0) => return Err(SetError::InvalidFormat),
             Some(i) => (&arg[..i], &arg[i + 1..]),
             None => (arg, ""),
         };
@@ -49,19 +69,19 @@ impl Settable {
     /// moby `isSettable`: infers the field from a single-entry `Settable` (keeping it for the
     /// error text), refuses to guess among several, then needs the field to be both allowed for
     /// the kind and listed.
-    fn check(&mut self, allowed: &[&str], settable: Option<&Vec<String>>) -> Result<(), String> {
+    fn check(&mut self, allowed: &[&str], settable: Option<&Vec<String>>) -> Result<(), SetError> {
         let settable: &[String] = settable.map_or(&[], |s| s.as_slice());
         if self.field.is_empty() {
             match settable.len() {
                 0 => {}
                 1 => self.field = settable[0].clone(),
-                _ => return Err(ERR_MULTIPLE_FIELDS.to_string()),
+                _ => return Err(SetError::MultipleFields),
             }
         }
         if allowed.contains(&self.field.as_str()) && settable.contains(&self.field) {
             Ok(())
         } else {
-            Err(format!("{} is not settable", go_quote(&self.pretty_name())))
+            Err(SetError::NotSettable(self.pretty_name()))
         }
     }
 
@@ -75,7 +95,7 @@ impl Settable {
 }
 
 /// Apply `set` arguments (`<name>[.<field>][=<value>]`) atomically: on any error neither
-/// `config` nor `settings` is changed. The error text is moby's (all are HTTP 500 in moby).
+/// `config` nor `settings` is changed.
 ///
 /// Each argument is resolved in order against `Config.Env`, `Config.Mounts`,
 /// `Config.Linux.Devices`, then `Config.Args` (first name match wins). Env writes
@@ -86,7 +106,7 @@ pub fn apply_set_args(
     config: &mut PluginConfig,
     settings: &mut PluginSettings,
     args: &[String],
-) -> Result<(), String> {
+) -> Result<(), SetError> {
     // All arguments are parsed before any is applied (moby `newSettables`).
     let sets = args
         .iter()
@@ -106,7 +126,7 @@ fn apply_one(
     config: &mut PluginConfig,
     settings: &mut PluginSettings,
     mut set: Settable,
-) -> Result<(), String> {
+) -> Result<(), SetError> {
     if let Some(env) = config.env.iter().flatten().find(|e| e.name == set.name) {
         set.check(ALLOWED_ENV, env.settable.as_ref())?;
         let entry = format!("{}={}", set.name, set.value);
@@ -130,7 +150,7 @@ fn apply_one(
     {
         set.check(ALLOWED_MOUNTS, mount.settable.as_ref())?;
         let Some(source) = mount.source.as_mut() else {
-            return Err(ERR_NO_MOUNT_SOURCE.to_string());
+            return Err(SetError::NoMountSource);
         };
         *source = set.value.clone();
         if let Some(m) = paired(&mut settings.mounts, i, |m| m.name == set.name) {
@@ -149,7 +169,7 @@ fn apply_one(
     {
         set.check(ALLOWED_DEVICES, device.settable.as_ref())?;
         let Some(path) = device.path.as_mut() else {
-            return Err(ERR_NO_DEVICE_PATH.to_string());
+            return Err(SetError::NoDevicePath);
         };
         *path = set.value.clone();
         if let Some(d) = paired(&mut settings.devices, i, |d| d.name == set.name) {
@@ -164,10 +184,7 @@ fn apply_one(
         return Ok(());
     }
 
-    Err(format!(
-        "setting {} not found in the plugin configuration",
-        go_quote(&set.name)
-    ))
+    Err(SetError::NotFound(set.name))
 }
 
 /// The Settings entry that shares the config entry's source/path in moby: Settings were
@@ -207,7 +224,7 @@ mod tests {
 
     fn set(c: &mut PluginConfig, s: &mut PluginSettings, args: &[&str]) -> Result<(), String> {
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        apply_set_args(c, s, &args)
+        apply_set_args(c, s, &args).map_err(|e| e.to_string())
     }
 
     /// Set on a fresh probe; on error also check that nothing changed.
@@ -243,8 +260,8 @@ mod tests {
         assert_eq!(p(".x=1"), t(".x", "", "1"));
         assert_eq!(p("."), t(".", "", ""));
         assert_eq!(p(""), t("", "", ""));
-        assert_eq!(p("=1"), Err(ERR_INVALID_FORMAT.to_string()));
-        assert_eq!(p("="), Err(ERR_INVALID_FORMAT.to_string()));
+        assert_eq!(p("=1"), Err(SetError::InvalidFormat));
+        assert_eq!(p("="), Err(SetError::InvalidFormat));
     }
 
     /// Every message confirmed on dockerd 20.10 with the SETPROBE plugin.
@@ -326,10 +343,10 @@ mod tests {
             ("M.value=1", "\"M.value\" is not settable"),
             ("D.source=1", "\"D.source\" is not settable"),
             ("A.path=1", "\"A.path\" is not settable"),
-            ("E=1", ERR_MULTIPLE_FIELDS),
-            ("M=1", ERR_MULTIPLE_FIELDS),
-            ("D=1", ERR_MULTIPLE_FIELDS),
-            ("A=1", ERR_MULTIPLE_FIELDS),
+            ("E=1", "multiple fields are settable, one must be specified"),
+            ("M=1", "multiple fields are settable, one must be specified"),
+            ("D=1", "multiple fields are settable, one must be specified"),
+            ("A=1", "multiple fields are settable, one must be specified"),
         ] {
             assert_eq!(set(&mut c, &mut s, &[arg]).unwrap_err(), msg, "{arg}");
         }
