@@ -1,6 +1,5 @@
 //! Safe unpacking of plugin filesystems: the `plugin create` context tar and registry layers.
 //! Nothing in a tar may write outside the target directory.
-//! OWNER: helper "extract".
 //!
 //! Rules enforced for every entry (see the unit tests for each hostile shape):
 //! * names are cleaned lexically (`clean_entry_path`): a leading `/` is dropped (absolute names

@@ -1,4 +1,4 @@
-//! OWNER: helper "registry". The registry client behind `docker plugin install/upgrade/push`
+//! The registry client behind `docker plugin install/upgrade/push`
 //! (and `GET /plugins/privileges`): Docker Registry HTTP API v2 as dockerd's plugin code uses it
 //! (moby `plugin/fetch_linux.go`, `plugin/registry.go` on containerd's docker resolver).
 //!

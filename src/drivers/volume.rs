@@ -1,5 +1,4 @@
 //! The VolumeDriver protocol (moby `volume/drivers/proxy.go` + `adapter.go`).
-//! OWNER: helper "rpc".
 //!
 //! [`VolumeDriverClient`] is moby's proxy and adapter in one: it sends `/VolumeDriver.<Method>`
 //! with moby's request shapes and per-method deadlines (Create and Mount 2 min, the others 1 min;

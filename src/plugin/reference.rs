@@ -1,5 +1,4 @@
 //! Docker image references (distribution/reference grammar) as moby normalises them for plugins.
-//! OWNER: helper "reference" — implement, keep the public API below.
 //!
 //! The grammar and every error text follow the reference package vendored by dockerd 20.10
 //! (distribution v2.7/v2.8), confirmed against a running 20.10 daemon:

@@ -1,4 +1,4 @@
-//! OWNER: helper "rpc". One client per plugin address.
+//! One client per plugin address.
 //!
 //! The daemon side of the plugin RPC protocol (moby `pkg/plugins/client.go`,
 //! `pkg/plugins/transport/http.go`): every call is `POST /<Interface>.<Method>` over HTTP/1.1 with

@@ -1,5 +1,4 @@
 //! Legacy (v1) plugin discovery: `.sock` files, `.spec` and `.json` files, lazy activation.
-//! OWNER: helper "rpc".
 //!
 //! Docker's rules (moby `pkg/plugins/discovery.go`, `plugins.go`), over one ordered list of
 //! directories (normally `/run/docker/plugins`, `/etc/docker/plugins`, `/usr/lib/docker/plugins`):

@@ -1,5 +1,4 @@
 //! The built-in `local` volume driver.
-//! OWNER: helper "volstore".
 //!
 //! Same layout and texts as dockerd 20.10's `volume/local`: a volume `foo` is the directory
 //! `<data-root>/volumes/foo` (mode 0701) holding `_data` (0755), the directory containers see,
