@@ -4,7 +4,7 @@
 //! errors carry Go's texts), then a [`Decoder`] walks the valid bytes into values that behave
 //! like the Go ones they stand for: [`GoSlice`] keeps Go's length/capacity behaviour (a later
 //! duplicate key decodes over what an earlier one left in the backing array), [`GoPtr`] is a
-//! pointer, [`GoMap`] a `map[string]T`, and [`go_struct!`](crate::gojson::decode::go_struct)
+//! pointer, [`GoMap`] a `map[string]T`, and `go_struct!`
 //! declares a struct whose fields are matched by their JSON names the way Go matches them
 //! (exactly first, then case-insensitively with Go's folding). Type mismatches are remembered
 //! (the first one wins, decoding goes on) while errors from `UnmarshalJSON` methods end it at

@@ -1,5 +1,6 @@
 //! The plugin's `config.json` ("Config") and `Settings`, named and ordered as Docker emits them
-//! (struct field order is the wire order). Decoding a config as Go does is [`go_decode`]'s job.
+//! (struct field order is the wire order). Decoding a config as Go does is the job of
+//! `config/go_decode.rs`.
 
 mod go_decode;
 
@@ -174,7 +175,7 @@ impl From<ConfigError> for Error {
 /// `null` leaves strings/bools alone and resets lists/pointers, list elements merge with the
 /// previous occupant of the slot), `ſ`/`K` fold to `s`/`k` in keys, the first type mismatch
 /// is reported with Go's struct-field path, and `Interface.Types` goes through moby's own
-/// `PluginInterfaceType.UnmarshalJSON` (see [`go_decode`]).
+/// `PluginInterfaceType.UnmarshalJSON` (see `config/go_decode.rs`).
 pub fn decode_config(bytes: &[u8]) -> Result<PluginConfig, ConfigError> {
     go_decode::unmarshal(bytes, false)
 }

@@ -4,7 +4,7 @@
 //! berth spawns it (see [`super::linux`]) already inside new mount/UTS/IPC(/net) namespaces
 //! and, when the plugin has a private PID namespace, with `CLONE_NEWPID` pending, so the first
 //! child it forks is PID 1 of that namespace. The process that berth started then stays as a
-//! tiny shim ([`shim`]): it forwards SIGTERM/SIGINT/SIGHUP/SIGQUIT/SIGUSR1/SIGUSR2 to the
+//! tiny shim (`shim.rs`): it forwards SIGTERM/SIGINT/SIGHUP/SIGQUIT/SIGUSR1/SIGUSR2 to the
 //! plugin, waits for it and exits the way it did. The plugin side runs [`prepare`] (the whole
 //! setup, every kernel call through [`Syscall`]) and `execve`s the entrypoint.
 //!
@@ -12,10 +12,10 @@
 //! when the init process is alive, then either `E<message>` or end-of-file, which means the
 //! entrypoint was exec'd.
 //!
-//! One file per group of setup steps, in the order [`prepare`] takes them: [`devices`] (the
-//! devices cgroup, later the nodes in `/dev`), [`mounts`] (shared binds cloned, the spec's
-//! mounts), [`rootfs`] (propagation cut, rootfs and init layer, `pivot_root`, masking),
-//! [`process`] (hostname, working directory, entrypoint lookup, capabilities).
+//! One file per group of setup steps, in the order [`prepare`] takes them: `devices.rs` (the
+//! devices cgroup, later the nodes in `/dev`), `mounts.rs` (shared binds cloned, the spec's
+//! mounts), `rootfs.rs` (propagation cut, rootfs and init layer, `pivot_root`, masking),
+//! `process.rs` (hostname, working directory, entrypoint lookup, capabilities).
 
 mod devices;
 mod mounts;
