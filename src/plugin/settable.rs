@@ -5,7 +5,7 @@
 //! an untyped error (HTTP 500). `cannot set on an active plugin, disable plugin before setting`
 //! is the caller's check (this function does not know whether the plugin is enabled).
 
-use super::config::{go_quote, PluginConfig, PluginSettings};
+use super::config::{go_quote, PluginConfig, PluginDevice, PluginMount, PluginSettings};
 use crate::error::Error;
 
 /// Why a `set` argument was refused; moby's texts.
@@ -141,41 +141,15 @@ fn apply_one(
         return Ok(());
     }
 
-    if let Some((i, mount)) = config
-        .mounts
-        .iter_mut()
-        .flatten()
-        .enumerate()
-        .find(|(_, m)| m.name == set.name)
-    {
-        set.check(ALLOWED_MOUNTS, mount.settable.as_ref())?;
-        let Some(source) = mount.source.as_mut() else {
-            return Err(SetError::NoMountSource);
-        };
-        *source = set.value.clone();
-        if let Some(m) = paired(&mut settings.mounts, i, |m| m.name == set.name) {
-            m.source = Some(set.value);
-        }
-        return Ok(());
+    if let Some(done) = set_shared(&mut set, config.mounts.as_mut(), &mut settings.mounts) {
+        return done;
     }
-
-    if let Some((i, device)) = config
-        .linux
-        .devices
-        .iter_mut()
-        .flatten()
-        .enumerate()
-        .find(|(_, d)| d.name == set.name)
-    {
-        set.check(ALLOWED_DEVICES, device.settable.as_ref())?;
-        let Some(path) = device.path.as_mut() else {
-            return Err(SetError::NoDevicePath);
-        };
-        *path = set.value.clone();
-        if let Some(d) = paired(&mut settings.devices, i, |d| d.name == set.name) {
-            d.path = Some(set.value);
-        }
-        return Ok(());
+    if let Some(done) = set_shared(
+        &mut set,
+        config.linux.devices.as_mut(),
+        &mut settings.devices,
+    ) {
+        return done;
     }
 
     if config.args.name == set.name {
@@ -185,6 +159,69 @@ fn apply_one(
     }
 
     Err(SetError::NotFound(set.name))
+}
+
+/// A config entry whose one settable field (a mount's source, a device's path) is shared with
+/// its copy in Settings: moby shares the pointer.
+trait SharedField {
+    const ALLOWED: &'static [&'static str];
+    /// When the config entry has no value to set (`null`).
+    const MISSING: SetError;
+    fn name(&self) -> &str;
+    fn settable(&self) -> Option<&Vec<String>>;
+    fn field(&mut self) -> &mut Option<String>;
+}
+
+impl SharedField for PluginMount {
+    const ALLOWED: &'static [&'static str] = ALLOWED_MOUNTS;
+    const MISSING: SetError = SetError::NoMountSource;
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn settable(&self) -> Option<&Vec<String>> {
+        self.settable.as_ref()
+    }
+    fn field(&mut self) -> &mut Option<String> {
+        &mut self.source
+    }
+}
+
+impl SharedField for PluginDevice {
+    const ALLOWED: &'static [&'static str] = ALLOWED_DEVICES;
+    const MISSING: SetError = SetError::NoDevicePath;
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn settable(&self) -> Option<&Vec<String>> {
+        self.settable.as_ref()
+    }
+    fn field(&mut self) -> &mut Option<String> {
+        &mut self.path
+    }
+}
+
+/// Sets the shared field of the config entry named `set.name`, in the config and in Settings;
+/// `None` when `config_list` has no such entry.
+fn set_shared<T: SharedField>(
+    set: &mut Settable,
+    config_list: Option<&mut Vec<T>>,
+    settings_list: &mut [T],
+) -> Option<Result<(), SetError>> {
+    let (i, entry) = config_list?
+        .iter_mut()
+        .enumerate()
+        .find(|(_, e)| e.name() == set.name)?;
+    if let Err(e) = set.check(T::ALLOWED, entry.settable()) {
+        return Some(Err(e));
+    }
+    let Some(value) = entry.field().as_mut() else {
+        return Some(Err(T::MISSING));
+    };
+    *value = set.value.clone();
+    if let Some(copy) = paired(settings_list, i, |e| e.name() == set.name) {
+        *copy.field() = Some(set.value.clone());
+    }
+    Some(Ok(()))
 }
 
 /// The Settings entry that shares the config entry's source/path in moby: Settings were
@@ -268,58 +305,49 @@ mod tests {
     #[test]
     fn error_messages() {
         let fmt = "invalid format, must be <name>[.<field>][=<value>]";
-        assert_eq!(set_err(&["=1"]), fmt);
-        assert_eq!(set_err(&["="]), fmt);
-        // the format of every argument is checked before any is applied
-        assert_eq!(set_err(&["DEBUG=1", "=x"]), fmt);
-        assert_eq!(set_err(&["LOCKED=2"]), "\"LOCKED\" is not settable");
-        assert_eq!(
-            set_err(&["LOCKED.value=1"]),
-            "\"LOCKED.value\" is not settable"
-        );
-        assert_eq!(set_err(&["DEBUG.path=3"]), "\"DEBUG.path\" is not settable");
-        assert_eq!(
-            set_err(&["fixed.source=/x"]),
-            "\"fixed.source\" is not settable"
-        );
-        assert_eq!(
-            set_err(&["dev2.source=/x"]),
-            "\"dev2.source\" is not settable"
-        );
-        assert_eq!(set_err(&["args.foo=1"]), "\"args.foo\" is not settable");
-        // an inferred field shows in the message
-        assert_eq!(
-            set_err(&["PATHONLY=1"]),
-            "\"PATHONLY.path\" is not settable"
-        );
-        assert_eq!(
-            set_err(&["MULTI=1"]),
-            "multiple fields are settable, one must be specified"
-        );
-        assert_eq!(set_err(&["nosrc=/x"]), "Plugin config has no mount source");
-        assert_eq!(
-            set_err(&["nosrc.source=/x"]),
-            "Plugin config has no mount source"
-        );
-        assert_eq!(set_err(&["nopath=/x"]), "Plugin config has no device path");
-        assert_eq!(
-            set_err(&["nopath.path=/x"]),
-            "Plugin config has no device path"
-        );
-        let nf = |n: &str| format!("setting {n} not found in the plugin configuration");
-        assert_eq!(set_err(&["nosuch=1"]), nf("\"nosuch\""));
-        assert_eq!(set_err(&["no\"such=1"]), nf(r#""no\"such""#));
-        assert_eq!(set_err(&["x.y.z=1"]), nf("\"x.y\""));
-        assert_eq!(set_err(&["args.value.x=1"]), nf("\"args.value\""));
-        assert_eq!(set_err(&["a.b=X=Y"]), nf("\"a\""));
-        assert_eq!(set_err(&[""]), nf("\"\""));
-        assert_eq!(set_err(&["."]), nf("\".\""));
-        assert_eq!(set_err(&[".x=1"]), nf("\".x\""));
-        // env is looked up before mounts: `state` is both
-        assert_eq!(
-            set_err(&["state.source=/new"]),
-            "\"state.source\" is not settable"
-        );
+        let not_settable = |n: &str| format!("{n:?} is not settable");
+        let not_found = |n: &str| format!("setting {n} not found in the plugin configuration");
+        let cases: &[(&[&str], String)] = &[
+            (&["=1"], fmt.into()),
+            (&["="], fmt.into()),
+            // the format of every argument is checked before any is applied
+            (&["DEBUG=1", "=x"], fmt.into()),
+            (&["LOCKED=2"], not_settable("LOCKED")),
+            (&["LOCKED.value=1"], not_settable("LOCKED.value")),
+            (&["DEBUG.path=3"], not_settable("DEBUG.path")),
+            (&["fixed.source=/x"], not_settable("fixed.source")),
+            (&["dev2.source=/x"], not_settable("dev2.source")),
+            (&["args.foo=1"], not_settable("args.foo")),
+            // an inferred field shows in the message
+            (&["PATHONLY=1"], not_settable("PATHONLY.path")),
+            (
+                &["MULTI=1"],
+                "multiple fields are settable, one must be specified".into(),
+            ),
+            (&["nosrc=/x"], "Plugin config has no mount source".into()),
+            (
+                &["nosrc.source=/x"],
+                "Plugin config has no mount source".into(),
+            ),
+            (&["nopath=/x"], "Plugin config has no device path".into()),
+            (
+                &["nopath.path=/x"],
+                "Plugin config has no device path".into(),
+            ),
+            (&["nosuch=1"], not_found("\"nosuch\"")),
+            (&["no\"such=1"], not_found(r#""no\"such""#)),
+            (&["x.y.z=1"], not_found("\"x.y\"")),
+            (&["args.value.x=1"], not_found("\"args.value\"")),
+            (&["a.b=X=Y"], not_found("\"a\"")),
+            (&[""], not_found("\"\"")),
+            (&["."], not_found("\".\"")),
+            (&[".x=1"], not_found("\".x\"")),
+            // env is looked up before mounts: `state` is both
+            (&["state.source=/new"], not_settable("state.source")),
+        ];
+        for (args, want) in cases {
+            assert_eq!(&set_err(args), want, "{args:?}");
+        }
     }
 
     #[test]
