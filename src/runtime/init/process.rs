@@ -31,8 +31,9 @@ pub(super) fn enter_working_dir(sys: &dyn Syscall, spec: &PluginSpec) -> Result<
         .step(|| format!("chdir to working directory {}", spec.cwd))
 }
 
-/// Go's `exec.LookPath` as runc uses it: a name with a `/` is used as is, anything else is
-/// searched on the spec's `PATH` (the last `PATH=` entry wins, as the environment would).
+/// Step 10c: Go's `exec.LookPath` as runc uses it: a name with a `/` is used as is, anything
+/// else is searched on the spec's `PATH` (the last `PATH=` entry wins, as the environment
+/// would).
 pub(super) fn find_executable(
     sys: &dyn Syscall,
     arg0: &str,
