@@ -7,12 +7,12 @@
 //! | --- | --- |
 //! | [`api`] | HTTP surface: routing, `/vX.Y` prefixes and version negotiation, system endpoints, one file per resource, request decoding, filter parsing. Handlers are thin: decode, call a service, encode. |
 //! | [`volume`] | the volume service: metadata store (redb), the `local` driver, driver lookup, deadlines, mount references. |
-//! | [`plugin`] | the managed plugin system: config schema, references, settable rules, privileges, the persistent store, the manager (create, set, rm, enable, disable, restore). |
+//! | [`plugin`] | the managed plugin system: config schema and its Go decoding, settable rules, privileges, the run spec built from a plugin's record, the plugin getter, the persistent store, the manager (create, set, rm, enable, disable, restore, pull, push, upgrade). |
 //! | [`drivers`] | typed protocol adapters over the RPC client (VolumeDriver). |
-//! | [`runtime`] | running plugins: run specs, the `Executor` trait, the Linux namespaces executor, supervision, plugin logs. |
+//! | [`runtime`] | running plugins: the run spec (types and moby's defaults; it knows nothing of plugins), the `Executor` trait, the Linux namespaces executor and `plugin-init` (one function per setup step, every kernel call behind the `Syscall` seam), supervision, plugin logs. |
 //! | [`rpc`] | the plugin RPC client (unix, tcp, TLS), retries and deadlines; legacy plugin discovery. |
-//! | [`distribution`] | content-addressed blob store, safe tar extraction (layers are unpacked while they download, into a staging rootfs discarded unless every digest matched). |
-//! | [`error`], [`gojson`], [`goerr`], [`fsutil`], [`config`], [`tls`], [`progress`] | the one error type (mapped to Docker's status codes in one place), Go's JSON error texts, Go's wording of OS and HTTP errors, durable file steps, daemon configuration, the TLS provider, JSON-message progress streams. |
+//! | [`distribution`] | the image-reference grammar, the registry client, content-addressed blob store, safe tar extraction (layers are unpacked while they download, into a staging rootfs discarded unless every digest matched). |
+//! | [`error`], [`gojson`], [`goerr`], [`fsutil`], [`mounts`], [`config`], [`tls`], [`progress`] | the one error type (mapped to Docker's status codes in one place), Go's `encoding/json` (its syntax and type-error texts and the one decoder every Go-JSON body and plugin config goes through), Go's wording of OS and HTTP errors, durable file steps, the mount table and unmounting, daemon configuration, the TLS provider, JSON-message progress streams. |
 //!
 //! The volume service uses the plugin manager only to find managed volume drivers and to count
 //! references; the manager knows nothing of volumes.
@@ -40,6 +40,7 @@ pub mod error;
 pub mod fsutil;
 pub mod goerr;
 pub mod gojson;
+pub mod mounts;
 pub mod plugin;
 pub mod progress;
 pub mod rpc;

@@ -103,8 +103,20 @@ fn run_daemon(flags: &DaemonFlags, config: DaemonConfig) -> anyhow::Result<()> {
         start_timeout: config.plugin_start_timeout,
         ..RuntimeOptions::default()
     };
-    let manager = Manager::open(&config.data_root, &config.exec_root, executor, options)
-        .context("opening the plugin store")?;
+    let registry = RegistryClient::new(RegistryOptions {
+        insecure_registries: config.insecure_registries.clone(),
+        mirrors: config.registry_mirrors.clone(),
+        ..RegistryOptions::default()
+    })
+    .context("configuring the registry client")?;
+    let manager = Manager::open(
+        &config.data_root,
+        &config.exec_root,
+        executor,
+        options,
+        registry,
+    )
+    .context("opening the plugin store")?;
     let manager = Arc::new(manager);
     // Plugins that were enabled run again before the API answers.
     manager.restore();
@@ -140,14 +152,7 @@ fn run_daemon(flags: &DaemonFlags, config: DaemonConfig) -> anyhow::Result<()> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let volumes =
         VolumeService::open(&config.data_root, getter).context("opening the volume store")?;
-    let registry = RegistryClient::new(RegistryOptions {
-        insecure_registries: config.insecure_registries.clone(),
-        mirrors: config.registry_mirrors.clone(),
-        ..RegistryOptions::default()
-    })
-    .context("configuring the registry client")?;
     let state = ApiState {
-        registry: Arc::new(registry),
         volumes: Arc::new(volumes),
         plugins: manager.clone(),
         authz: authz.clone(),

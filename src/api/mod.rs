@@ -29,7 +29,6 @@ use version::{ApiVersion, Compat, DEFAULT_API_VERSION, MAX_API_VERSION, MIN_API_
 /// What handlers share: the services behind the API and the daemon's identity.
 pub struct ApiState {
     pub plugins: Arc<Manager>,
-    pub registry: Arc<crate::distribution::registry::RegistryClient>,
     pub volumes: Arc<crate::volume::service::VolumeService>,
     /// The authorization plugins every routed request passes (empty: none).
     pub authz: Arc<crate::authz::Chain>,

@@ -1,5 +1,4 @@
 //! The built-in `local` volume driver.
-//! OWNER: helper "volstore".
 //!
 //! Same layout and texts as dockerd 20.10's `volume/local`: a volume `foo` is the directory
 //! `<data-root>/volumes/foo` (mode 0701) holding `_data` (0755), the directory containers see,
@@ -33,12 +32,16 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use nix::mount::{MntFlags, MsFlags};
+use nix::mount::MsFlags;
 use serde::{Deserialize, Serialize};
 
 use crate::drivers::volume::{Created, DriverError, DriverVolume, VolumeDriver};
 use crate::fsutil;
+// Go's wording of an OS error (`no such device`), as dockerd's messages carry it.
+use crate::goerr::io_error_text as errno_text;
 use crate::gojson::go_quote;
+use crate::mounts;
+pub use crate::mounts::mount_points;
 
 /// The driver's name in the API.
 pub const DRIVER_NAME: &str = "local";
@@ -427,24 +430,6 @@ pub fn resolve_ip(host: &str) -> Result<IpAddr, String> {
         .ok_or_else(|| lookup_err("no such host"))
 }
 
-/// Go's text for an OS error: glibc's `strerror` with a lower-case first letter
-/// (`no such device`), without Rust's ` (os error N)`.
-fn errno_text(err: &io::Error) -> String {
-    let text = err.to_string();
-    let text = match err.raw_os_error() {
-        Some(code) => text
-            .strip_suffix(&format!(" (os error {code})"))
-            .unwrap_or(&text)
-            .to_string(),
-        None => text,
-    };
-    let mut chars = text.chars();
-    match chars.next() {
-        Some(c) => c.to_lowercase().chain(chars).collect(),
-        None => text,
-    }
-}
-
 /// Hides the value of a `password=` option in a message (as current moby does for CIFS).
 fn mask_password(message: String, mount_opts: &str) -> String {
     match option_value(mount_opts, "password") {
@@ -455,44 +440,6 @@ fn mask_password(message: String, mount_opts: &str) -> String {
 
 // ---------------------------------------------------------------------------------------------
 // /proc/self/mountinfo
-
-/// Mount points of this mount namespace, from `/proc/self/mountinfo` (octal escapes undone).
-pub fn mount_points() -> io::Result<Vec<PathBuf>> {
-    let text = fs::read_to_string("/proc/self/mountinfo")?;
-    Ok(text
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|p| PathBuf::from(unescape_mountinfo(p)))
-        .collect())
-}
-
-/// mountinfo writes space, tab, newline and backslash as `\040`, `\011`, `\012`, `\134`.
-fn unescape_mountinfo(s: &str) -> String {
-    use std::os::unix::ffi::OsStringExt;
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 4 <= b.len() {
-            let oct = &b[i + 1..i + 4];
-            if oct.iter().all(|c| (b'0'..=b'7').contains(c)) {
-                let v = oct
-                    .iter()
-                    .fold(0u32, |acc, c| acc * 8 + u32::from(c - b'0'));
-                if v <= 0xff {
-                    out.push(v as u8);
-                    i += 4;
-                    continue;
-                }
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    std::ffi::OsString::from_vec(out)
-        .into_string()
-        .unwrap_or_else(|s| s.to_string_lossy().into_owned())
-}
 
 fn is_mount_point(path: &Path) -> bool {
     match mount_points() {
@@ -507,26 +454,7 @@ fn is_mount_point(path: &Path) -> bool {
 /// Lazily detaches every mount stacked on `path`. Not mounted (`EINVAL`) and missing
 /// (`ENOENT`) are success.
 fn unmount_all(path: &Path) -> Result<(), String> {
-    // A path can carry several stacked mounts; each umount2 takes off the top one.
-    for _ in 0..64 {
-        match nix::mount::umount2(path, MntFlags::MNT_DETACH) {
-            Ok(()) => continue,
-            Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => return Ok(()),
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => {
-                return Err(format!(
-                    "umount {}, flags: 0x{:x}: {}",
-                    path.display(),
-                    MntFlags::MNT_DETACH.bits(),
-                    errno_text(&io::Error::from(e))
-                ))
-            }
-        }
-    }
-    Err(format!(
-        "umount {}: too many stacked mounts",
-        path.display()
-    ))
+    mounts::unmount_stack(path).map_err(|e| e.to_string())
 }
 
 fn sys_mount(call: &MountCall) -> io::Result<()> {
@@ -1128,22 +1056,6 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
-    }
-
-    #[test]
-    fn mountinfo_escapes_are_undone() {
-        assert_eq!(unescape_mountinfo(r"/a\040b\011c\134d"), "/a b\tc\\d");
-        assert_eq!(unescape_mountinfo(r"/plain"), "/plain");
-        assert_eq!(unescape_mountinfo(r"/x\04"), r"/x\04");
-    }
-
-    #[test]
-    fn errno_text_is_gos() {
-        let t = |n| errno_text(&io::Error::from_raw_os_error(n));
-        assert_eq!(t(nix::libc::ENODEV), "no such device");
-        assert_eq!(t(nix::libc::ENOTBLK), "block device required");
-        assert_eq!(t(nix::libc::EIO), "input/output error");
-        assert_eq!(t(nix::libc::ENAMETOOLONG), "file name too long");
     }
 
     #[test]
