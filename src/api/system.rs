@@ -133,7 +133,7 @@ pub async fn version(call: Call) -> Result<HttpResponse> {
 pub async fn info(call: Call) -> Result<HttpResponse> {
     let daemon = &call.state.daemon;
     let summary = call.state.plugins.summary();
-    // The configured chain, as dockerd reports its configuration (`null` when there is none).
+    // The chain configured at start-up, as dockerd reports it (`null` when there is none).
     let authorization = Some(call.state.authz.configured()).filter(|names| !names.is_empty());
     let hostname = nix::unistd::gethostname()
         .map(|h| h.to_string_lossy().into_owned())

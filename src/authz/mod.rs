@@ -79,8 +79,9 @@ pub struct Chain {
     /// up again on each call, by ID). Replaced whole on reload and when a member leaves; calls
     /// work on a snapshot.
     members: Mutex<Arc<Vec<AuthzPlugin>>>,
-    /// The names as configured (what `/info` reports), duplicates dropped.
-    configured: Mutex<Vec<String>>,
+    /// The names configured at start-up, duplicates dropped: what `/info` reports (dockerd's
+    /// reload does not change it).
+    configured: Vec<String>,
     /// `--authz-peer-credentials`: plugins are told the unix socket peer's user.
     peer_credentials: bool,
 }
@@ -97,16 +98,15 @@ impl Chain {
         Ok(Chain {
             getter,
             members: Mutex::new(Arc::new(members)),
-            configured: Mutex::new(configured),
+            configured,
             peer_credentials,
         })
     }
 
     /// Replaces the chain with `names`, all resolved, or leaves it as it is.
     pub async fn reload(&self, names: &[String]) -> Result<(), ChainError> {
-        let (configured, members) = resolve_all(&self.getter, names).await?;
+        let (_, members) = resolve_all(&self.getter, names).await?;
         *lock(&self.members) = Arc::new(members);
-        *lock(&self.configured) = configured;
         Ok(())
     }
 
@@ -114,9 +114,9 @@ impl Chain {
         lock(&self.members).is_empty()
     }
 
-    /// The configured names (`/info`'s `Plugins.Authorization`).
-    pub fn configured(&self) -> Vec<String> {
-        lock(&self.configured).clone()
+    /// The names configured at start-up (`/info`'s `Plugins.Authorization`).
+    pub fn configured(&self) -> &[String] {
+        &self.configured
     }
 
     /// The members' names, in order.
