@@ -220,6 +220,18 @@ def _descendants(roots: set[int]) -> dict[int, int]:
     return out
 
 
+def _terminate(proc: subprocess.Popen, grace: float = 10.0) -> None:
+    """SIGTERM a process we started (if it still runs), SIGKILL after `grace` seconds; reap it."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
 def _kill_processes(procs: dict[int, int]) -> list[str]:
     """SIGKILL the processes of `procs` (pid -> starttime) that still run; describe them."""
     killed = []
@@ -547,13 +559,8 @@ http:
             return
         pid = self.proc.pid
         st = _proc_stat(pid)
-        if self.proc.poll() is None and st is not None and st[1] == self._start:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        if st is not None and st[1] == self._start:
+            _terminate(self.proc)
         self.proc = None
 
 
@@ -700,13 +707,8 @@ class LegacyAuthzPlugin:
             except FileNotFoundError:
                 pass
             self.spec = None
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        if self.proc is not None:
+            _terminate(self.proc)
         self.proc = None
 
 
