@@ -5,10 +5,11 @@
 //!
 //! | module | owns |
 //! | --- | --- |
-//! | [`api`] | HTTP surface: routing, `/vX.Y` prefixes and version negotiation, system endpoints, one file per resource, request decoding, filter parsing. Handlers are thin: decode, call a service, encode. |
+//! | [`api`] | HTTP surface: routing, `/vX.Y` prefixes and version negotiation, system endpoints, one file per resource, request decoding, filter parsing, the authorization middleware around every routed request. Handlers are thin: decode, call a service, encode. |
+//! | [`authz`] | the authorization chain: which plugins, in which order, asked how (fail-closed, no retries), reloaded on SIGHUP; the rules for what plugins are shown of a request and its response. |
 //! | [`volume`] | the volume service: metadata store (redb), the `local` driver, driver lookup, deadlines, mount references. |
 //! | [`plugin`] | the managed plugin system: config schema and its Go decoding, settable rules, privileges, the run spec built from a plugin's record, the plugin getter, the persistent store, the manager (create, set, rm, enable, disable, restore, pull, push, upgrade). |
-//! | [`drivers`] | typed protocol adapters over the RPC client (VolumeDriver). |
+//! | [`drivers`] | typed protocol adapters over the RPC client (VolumeDriver, AuthZPlugin). |
 //! | [`runtime`] | running plugins: the run spec (types and moby's defaults; it knows nothing of plugins), the `Executor` trait, the Linux namespaces executor and `plugin-init` (one function per setup step, every kernel call behind the `Syscall` seam), supervision, plugin logs. |
 //! | [`rpc`] | the plugin RPC client (unix, tcp, TLS), retries and deadlines; legacy plugin discovery. |
 //! | [`distribution`] | the image-reference grammar, the registry client, content-addressed blob store, safe tar extraction (layers are unpacked while they download, into a staging rootfs discarded unless every digest matched). |
@@ -28,6 +29,9 @@
 //! - Every call to a plugin has a deadline; a hung plugin costs a request at most that long.
 //! - Volume records are committed durably before a create is acknowledged; plugin reference
 //!   counts are derived from them at start-up.
+//! - With an authorization chain, no handler runs unless every plugin allowed the request as
+//!   the handler will see it: the body it reads is the body the plugins were shown, and its path
+//!   is the one they were shown (undecoded).
 
 #![recursion_limit = "256"]
 
