@@ -132,12 +132,18 @@ fn run_daemon(flags: &DaemonFlags, config: DaemonConfig) -> anyhow::Result<()> {
         config.plugin_call_timeout,
     ));
     let system = actix_rt::System::new();
-    // Every authorization plugin must be there before the API answers (as dockerd checks).
-    let authz = system.block_on(Chain::resolve(
-        getter.clone(),
-        &config.authorization_plugins,
-        config.authz_peer_credentials,
-    ));
+    // SIGHUP is watched from here on (its default action would end the daemon); every
+    // authorization plugin must be there before the API answers (as dockerd checks).
+    let (hangups, authz) = system.block_on(async {
+        let hangups = actix_rt::signal::unix::signal(actix_rt::signal::unix::SignalKind::hangup());
+        let chain = Chain::resolve(
+            getter.clone(),
+            &config.authorization_plugins,
+            config.authz_peer_credentials,
+        )
+        .await;
+        (hangups, chain)
+    });
     let authz = match authz {
         Ok(chain) => Arc::new(chain),
         Err(e) => {
@@ -145,6 +151,7 @@ fn run_daemon(flags: &DaemonFlags, config: DaemonConfig) -> anyhow::Result<()> {
             return Err(e.into());
         }
     };
+    let hangups = hangups.context("watching for SIGHUP")?;
     let listeners = config
         .sockets
         .iter()
@@ -162,7 +169,7 @@ fn run_daemon(flags: &DaemonFlags, config: DaemonConfig) -> anyhow::Result<()> {
         log::info!("API listen on {}", path.display());
     }
     let served = system.block_on(async {
-        actix_rt::spawn(reload_on_hangup(flags.clone(), authz));
+        actix_rt::spawn(reload_on_hangup(hangups, flags.clone(), authz));
         api::serve(state, listeners).await
     });
     for path in &config.sockets {
@@ -176,15 +183,11 @@ fn run_daemon(flags: &DaemonFlags, config: DaemonConfig) -> anyhow::Result<()> {
 /// SIGHUP reloads the configuration file, as dockerd does; what it changes is the
 /// authorization chain: the file's `authorization-plugins`, else the flags' list. A file that
 /// cannot be used, or a name that does not resolve, leaves the chain as it was (dockerd exits).
-async fn reload_on_hangup(flags: DaemonFlags, authz: Arc<Chain>) {
-    use actix_rt::signal::unix::{signal, SignalKind};
-    let mut hangups = match signal(SignalKind::hangup()) {
-        Ok(s) => s,
-        Err(e) => {
-            log::error!("cannot watch for SIGHUP: {e}");
-            return;
-        }
-    };
+async fn reload_on_hangup(
+    mut hangups: actix_rt::signal::unix::Signal,
+    flags: DaemonFlags,
+    authz: Arc<Chain>,
+) {
     while hangups.recv().await.is_some() {
         log::info!(
             "Got signal to reload configuration, reloading from: {}",
