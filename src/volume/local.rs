@@ -9,12 +9,13 @@
 //! file-system data) and unmounted on [`LocalDriver::unmount`].
 //!
 //! # Division of labour
-//! - Errors are dockerd's texts as plain strings; the service gives them their class and
-//!   prefix (`create <name>: `). Name and option errors ([`LocalDriver::validate_name`],
-//!   [`LocalDriver::validate_options`]) are 400s; the rest are 500s.
-//! - Counting users of a mounted volume is the service's job: [`LocalDriver::mount`] is the
-//!   first-use action and [`LocalDriver::unmount`] the last-use one. Whether `_data` is mounted
-//!   is read from `/proc/self/mountinfo`, so the driver cannot disagree with the kernel.
+//! - Errors ([`LocalError`]) carry dockerd's texts and their class: name and option errors
+//!   ([`LocalDriver::validate_name`], [`LocalDriver::validate_options`]) are refusals (400s),
+//!   the rest failures (500s); the service adds the prefix (`create <name>: `).
+//! - The driver is seen by the volume service as a [`VolumeDriver`] like any plugin. Through
+//!   that trait it counts the callers that mounted a volume: the first one's mount is
+//!   [`LocalDriver::mount`], the last one's unmount [`LocalDriver::unmount`]. Whether `_data` is
+//!   mounted is read from `/proc/self/mountinfo`, so the driver cannot disagree with the kernel.
 //! - [`LocalDriver::restore`] runs once at start-up, before any mount: it learns what is on
 //!   disk, unmounts what a crash left mounted and sweeps half-made or half-removed directories.
 //!
