@@ -266,19 +266,11 @@ async fn run(id: RouteId, call: Call, payload: web::Payload) -> Result<HttpRespo
 }
 
 fn check_version(routed: &Routed, route: &routes::Route, req: &HttpRequest) -> Result<()> {
-    if !routed.versioned {
-        return Ok(());
-    }
+    // The served range bounds versions clients ask for; a route's own minimum also holds for
+    // unversioned requests, which are made at the default version (as in moby).
     let version = &routed.version;
-    if *version > ApiVersion::parse(MAX_API_VERSION) {
-        return Err(Error::InvalidParameter(format!(
-            "client version {version} is too new. Maximum supported API version is {MAX_API_VERSION}"
-        )));
-    }
-    if version.less_than(MIN_API_VERSION) {
-        return Err(Error::InvalidParameter(format!(
-            "client version {version} is too old. Minimum supported API version is {MIN_API_VERSION}, please upgrade your client to a newer version"
-        )));
+    if routed.versioned {
+        check_served_range(version)?;
     }
     if let Some(min) = route.min_version {
         if version.less_than(min) {
@@ -289,6 +281,20 @@ fn check_version(routed: &Routed, route: &routes::Route, req: &HttpRequest) -> R
                 req.method()
             )));
         }
+    }
+    Ok(())
+}
+
+fn check_served_range(version: &ApiVersion) -> Result<()> {
+    if *version > ApiVersion::parse(MAX_API_VERSION) {
+        return Err(Error::InvalidParameter(format!(
+            "client version {version} is too new. Maximum supported API version is {MAX_API_VERSION}"
+        )));
+    }
+    if version.less_than(MIN_API_VERSION) {
+        return Err(Error::InvalidParameter(format!(
+            "client version {version} is too old. Minimum supported API version is {MIN_API_VERSION}, please upgrade your client to a newer version"
+        )));
     }
     Ok(())
 }
