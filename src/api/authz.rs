@@ -243,7 +243,8 @@ async fn respond(
     };
     common.apply(&mut response);
     let (head, body) = response.into_parts();
-    if matches!(body.size(), BodySize::Stream) {
+    let size = body.size();
+    if matches!(size, BodySize::Stream) {
         return head.set_body(authorized_after(body, chain, request, compat, method));
     }
     let body = match body.try_into_bytes() {
@@ -281,6 +282,8 @@ async fn respond(
         request.response_body = GoBytes(body.clone());
     }
     match ask(&chain, &request, &method).await {
+        // A response without a body (204) keeps having none.
+        Ok(()) if size == BodySize::None => head.set_body(BoxBody::new(())),
         Ok(()) => head.set_body(BoxBody::new(body)),
         Err(e) => error_response(&e.into(), &compat),
     }
