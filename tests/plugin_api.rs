@@ -398,7 +398,14 @@ fn kill_during_concurrent_creates_keeps_every_acknowledged_plugin_and_nothing_pa
             })
         })
         .collect();
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // Kill once a create has been acknowledged: the other workers are in the middle of theirs.
+    assert!(
+        common::eventually(std::time::Duration::from_secs(60), || !acknowledged
+            .lock()
+            .unwrap()
+            .is_empty()),
+        "no create acknowledged within 60 s"
+    );
     d.kill9();
     for w in workers {
         w.join().unwrap();

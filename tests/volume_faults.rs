@@ -1,5 +1,5 @@
 //! `/volumes` when things go wrong: a legacy plugin frozen with SIGSTOP while berth lists or
-//! creates, a plugin killed in the middle of a slow create, and berth itself killed with SIGKILL
+//! creates, a plugin killed in the middle of a create, and berth itself killed with SIGKILL
 //! in the middle of 100 concurrent creates. Every process started here is resumed and killed
 //! by its guard; every wait is bounded.
 
@@ -189,15 +189,23 @@ fn every_list_while_a_plugin_is_frozen_warns_and_keeps_the_other_drivers() {
 }
 
 #[test]
-fn a_plugin_killed_during_a_slow_create_fails_it_cleanly() {
+fn a_plugin_killed_during_a_create_fails_it_cleanly() {
     let dir = tempfile::Builder::new()
         .prefix("bsc")
         .tempdir_in("/tmp")
         .unwrap();
     let plugins = dir.path().join("plugins");
     let root = dir.path().join("root");
-    let socket = plugins.join("slow.sock");
-    let mut plugin = host_test_plugin(&socket, &root, &[("TEST_SLOW_CALL_MS", "1500")]);
+    let socket = plugins.join("hung.sock");
+    let calls = dir.path().join("calls.log");
+    let mut plugin = host_test_plugin(
+        &socket,
+        &root,
+        &[
+            ("TEST_HANG_ON", "VolumeDriver.Create"),
+            ("TEST_CALL_LOG", calls.to_str().unwrap()),
+        ],
+    );
     let d = Daemon::start_with(&[
         "--plugin-call-timeout",
         "10",
@@ -213,14 +221,21 @@ fn a_plugin_killed_during_a_slow_create_fails_it_cleanly() {
             "POST",
             "/v1.44/volumes/create",
             &[("Content-Type", "application/json")],
-            br#"{"Name":"doomed","Driver":"slow"}"#,
+            br#"{"Name":"doomed","Driver":"hung"}"#,
         )
         .expect("an answer");
         (r, Instant::now())
     });
-    // Activate, Get and Create each take 1.5 s: 3.5 s in, Create is under way.
-    std::thread::sleep(Duration::from_millis(3500));
-    assert!(!creating.is_finished(), "create waits for the slow plugin");
+    // The plugin logs a call before it starts on it (and never answers Create): once Create is
+    // in its log, the create is under way in the plugin.
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            std::fs::read_to_string(&calls).is_ok_and(|log| log.contains("VolumeDriver.Create "))
+        }),
+        "the plugin never received VolumeDriver.Create: {:?}",
+        std::fs::read_to_string(&calls)
+    );
+    assert!(!creating.is_finished(), "create waits for the plugin");
     let killed = Instant::now();
     plugin.kill();
     let (r, answered) = creating.join().unwrap();
@@ -242,7 +257,7 @@ fn a_plugin_killed_during_a_slow_create_fails_it_cleanly() {
     assert!(find(&list, "doomed").is_none(), "{list}");
     let w = warnings(&list);
     assert!(
-        w.iter().all(|w| w.starts_with("list slow: ")),
+        w.iter().all(|w| w.starts_with("list hung: ")),
         "only the dead driver warns: {w:?}"
     );
     let r = d.get("/v1.44/volumes/doomed");
@@ -253,7 +268,7 @@ fn a_plugin_killed_during_a_slow_create_fails_it_cleanly() {
 
     // The plugin comes back on the same socket: the name can be created after all.
     let _again = host_test_plugin(&socket, &root, &[]);
-    let r = d.create_volume("/v1.44", r#"{"Name":"doomed","Driver":"slow"}"#);
+    let r = d.create_volume("/v1.44", r#"{"Name":"doomed","Driver":"hung"}"#);
     assert_eq!(r.status, 201, "{}", r.text());
     assert!(root.join("doomed").is_dir());
     assert_eq!(d.volume_names(""), vec!["doomed"]);
@@ -271,6 +286,9 @@ fn volume_dirs(d: &Daemon) -> BTreeSet<String> {
 #[test]
 fn berth_killed_during_100_concurrent_creates_keeps_every_acknowledged_volume() {
     const N: usize = 100;
+    // The last HELD creates send half their body and stall until the kill: whenever the kill
+    // lands, some creates are still in the middle.
+    const HELD: usize = 4;
     let mut d = Daemon::start();
     let acknowledged = Arc::new(Mutex::new(BTreeSet::new()));
     let failed = Arc::new(Mutex::new(Vec::new()));
@@ -288,14 +306,21 @@ fn berth_killed_during_100_concurrent_creates_keeps_every_acknowledged_volume() 
         threads.push(std::thread::spawn(move || {
             let name = format!("crash{i:03}");
             let body = format!(r#"{{"Name":"{name}","Labels":{{"i":"{i}"}}}}"#);
-            go.wait();
-            let r = raw_request(
-                &socket,
+            let headers = [("Content-Type", "application/json")];
+            let request = (
                 "POST",
                 "/v1.44/volumes/create",
-                &[("Content-Type", "application/json")],
+                &headers[..],
                 body.as_bytes(),
             );
+            let r = if i >= N - HELD {
+                let stalled = send_request(&socket, request, body.len() / 2);
+                go.wait();
+                stalled.and_then(read_response)
+            } else {
+                go.wait();
+                send_request(&socket, request, body.len()).and_then(read_response)
+            };
             match r {
                 Ok(r) if r.status == 201 => {
                     acknowledged.lock().unwrap().insert(name);
@@ -311,10 +336,13 @@ fn berth_killed_during_100_concurrent_creates_keeps_every_acknowledged_volume() 
     }
     go.wait();
     let started = Instant::now();
-    // Kill once about a quarter has been acknowledged (or after 5 s whatever happened).
-    while answered.load(Ordering::SeqCst) < N / 4 && started.elapsed() < Duration::from_secs(5) {
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    // Kill once a quarter has been acknowledged.
+    assert!(
+        eventually(Duration::from_secs(60), || answered.load(Ordering::SeqCst)
+            >= N / 4),
+        "berth acknowledged only {} of {N} creates in 60 s",
+        answered.load(Ordering::SeqCst)
+    );
     d.kill9();
     let at_kill = answered.load(Ordering::SeqCst);
     for t in threads {

@@ -185,6 +185,18 @@ pub fn raw_request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> std::io::Result<Response> {
+    let request = (method, path, headers, body);
+    read_response(send_request(socket, request, body.len())?)
+}
+
+/// Connects and writes `(method, path, headers, body)` with a `Content-Length` announcing all
+/// of `body`, but only its first `sent` bytes: less than all is a client stalled in the middle
+/// of its upload.
+pub fn send_request(
+    socket: &Path,
+    (method, path, headers, body): (&str, &str, &[(&str, &str)], &[u8]),
+    sent: usize,
+) -> std::io::Result<UnixStream> {
     let mut stream = UnixStream::connect(socket)?;
     stream.set_read_timeout(Some(Duration::from_secs(60)))?;
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: berth\r\nConnection: close\r\n");
@@ -193,7 +205,13 @@ pub fn raw_request(
     }
     head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
     stream.write_all(head.as_bytes())?;
-    stream.write_all(body)?;
+    stream.write_all(&body[..sent])?;
+    Ok(stream)
+}
+
+/// Reads the answer on `stream` to the end of the connection (an error when it ends without
+/// one).
+pub fn read_response(mut stream: UnixStream) -> std::io::Result<Response> {
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
     parse_response(&raw)
@@ -505,9 +523,22 @@ impl HostProcess {
             .unwrap_or_else(|e| panic!("{sig} to {}: {e}", self.name));
     }
 
-    /// SIGSTOP: the process keeps its socket but answers nothing.
+    /// SIGSTOP, and waits until every thread of the process is stopped: the process keeps
+    /// its socket but answers nothing. `kill` returns before the stop is complete: until the
+    /// thread the kernel picked has run, the others go on, and one blocked on a kept-alive
+    /// connection can still read a request and answer it.
     pub fn freeze(&self) {
         self.signal(nix::sys::signal::Signal::SIGSTOP);
+        let stopped = eventually(Duration::from_secs(15), || {
+            let states = thread_states(self.pid());
+            !states.is_empty() && states.iter().all(|s| *s == 'T')
+        });
+        assert!(
+            stopped,
+            "{} did not stop: thread states {:?}",
+            self.name,
+            thread_states(self.pid())
+        );
     }
 
     pub fn thaw(&self) {
@@ -525,6 +556,23 @@ impl HostProcess {
             let _ = child.wait();
         }
     }
+}
+
+/// The state letter (`R`, `S`, `T`, ...) of every thread of `pid`, from
+/// `/proc/<pid>/task/<tid>/stat`; empty when the process is gone.
+pub fn thread_states(pid: i32) -> Vec<char> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("stat")).ok())
+        .filter_map(|stat| {
+            // The command name in parentheses may hold spaces: the state follows the last ')'.
+            let (_, after) = stat.rsplit_once(')')?;
+            after.trim_start().chars().next()
+        })
+        .collect()
 }
 
 impl Drop for HostProcess {
