@@ -691,11 +691,7 @@ fn hostile_registry(
     reply: impl Fn() -> Reply + Send + Sync + 'static,
 ) -> StandIn {
     let base = simple_registry(
-        vec![(
-            tag.into(),
-            MEDIA_TYPE_DOCKER_MANIFEST.into(),
-            art.manifest.clone(),
-        )],
+        vec![served(tag, MEDIA_TYPE_DOCKER_MANIFEST, &art.manifest)],
         art.blobs(),
     );
     StandIn::start(move |req| match &hostile_blob {
@@ -1354,7 +1350,7 @@ fn hostile_blobs_and_manifests_fail_cleanly() {
         });
         let err = hostile_pull(&d, &stand_in, "oversized manifest");
         assert!(err.contains("exceeds the limit of 4194304 bytes"), "{err}");
-        thread::sleep(Duration::from_millis(200));
+        assert!(eventually(Duration::from_secs(60), || stand_in.all_hung_up()));
         let written = stand_in.written.load(Ordering::Relaxed);
         assert!(written < 32 << 20, "berth read {written} bytes of it");
     }
@@ -1483,16 +1479,8 @@ fn layers_unpacked_while_downloading_apply_in_order() {
     all_blobs.extend(stack.blobs());
     let stand_in = StandIn::start(simple_registry(
         vec![
-            (
-                "base".into(),
-                MEDIA_TYPE_DOCKER_MANIFEST.into(),
-                first.manifest.clone(),
-            ),
-            (
-                "stack".into(),
-                MEDIA_TYPE_DOCKER_MANIFEST.into(),
-                stack.manifest.clone(),
-            ),
+            served("base", MEDIA_TYPE_DOCKER_MANIFEST, &first.manifest),
+            served("stack", MEDIA_TYPE_DOCKER_MANIFEST, &stack.manifest),
         ],
         all_blobs,
     ));
@@ -1724,39 +1712,18 @@ fn a_multi_arch_index_installs_this_platform() {
         )
     };
     let (amd, arm) = (arch_art("amd64"), arch_art("arm64"));
-    let entry = |a: &Art, arch: &str| {
-        json!({
-            "mediaType": MEDIA_TYPE_DOCKER_MANIFEST,
-            "digest": a.digest(),
-            "size": a.manifest.len(),
-            "platform": {"architecture": arch, "os": "linux"},
-        })
-    };
-    let index = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": MEDIA_TYPE_DOCKER_MANIFEST_LIST,
-        "manifests": [entry(&amd, "amd64"), entry(&arm, "arm64")],
-    }))
-    .unwrap();
+    let entry = |a: &Art, arch: &str| index_entry(&a.manifest, Some(("linux", arch)));
+    let index = index_json(
+        MEDIA_TYPE_DOCKER_MANIFEST_LIST,
+        &[entry(&amd, "amd64"), entry(&arm, "arm64")],
+    );
     let mut blob_list = amd.blobs();
     blob_list.extend(arm.blobs());
     let stand_in = StandIn::start(simple_registry(
         vec![
-            (
-                "1".into(),
-                MEDIA_TYPE_DOCKER_MANIFEST_LIST.into(),
-                index.clone(),
-            ),
-            (
-                "amd".into(),
-                MEDIA_TYPE_DOCKER_MANIFEST.into(),
-                amd.manifest.clone(),
-            ),
-            (
-                "arm".into(),
-                MEDIA_TYPE_DOCKER_MANIFEST.into(),
-                arm.manifest.clone(),
-            ),
+            served("1", MEDIA_TYPE_DOCKER_MANIFEST_LIST, &index),
+            served("amd", MEDIA_TYPE_DOCKER_MANIFEST, &amd.manifest),
+            served("arm", MEDIA_TYPE_DOCKER_MANIFEST, &arm.manifest),
         ],
         blob_list,
     ));
