@@ -14,7 +14,6 @@ mod registry;
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
@@ -64,69 +63,6 @@ impl Drop for Timer {
     }
 }
 
-/// Sends one request and returns the open connection (the answer is still to be read).
-fn send(
-    socket: &Path,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> UnixStream {
-    let mut stream = UnixStream::connect(socket).unwrap();
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: berth\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
-    stream.write_all(head.as_bytes()).unwrap();
-    stream.write_all(body).unwrap();
-    stream
-}
-
-fn dechunk(mut data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(end) = data.windows(2).position(|w| w == b"\r\n") {
-        let size =
-            usize::from_str_radix(String::from_utf8_lossy(&data[..end]).trim(), 16).unwrap_or(0);
-        if size == 0 || data.len() < end + 2 + size {
-            break;
-        }
-        out.extend_from_slice(&data[end + 2..end + 2 + size]);
-        data = &data[(end + 4 + size).min(data.len())..];
-    }
-    out
-}
-
-fn parse(raw: &[u8]) -> Response {
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| panic!("no header end in {:?}", String::from_utf8_lossy(raw)));
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .expect("status line");
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect();
-    let mut body = raw[split + 4..].to_vec();
-    if headers
-        .iter()
-        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"))
-    {
-        body = dechunk(&body);
-    }
-    Response {
-        status,
-        headers,
-        body,
-    }
-}
-
 /// One request, its whole answer read with a long deadline: a progress stream may be quiet for
 /// a minute (a stalled registry) before its last message.
 fn call(
@@ -136,15 +72,12 @@ fn call(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Response {
-    let mut stream = send(socket, method, path, headers, body);
+    let stream = send_request(socket, (method, path, headers, body), body.len())
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
     stream
         .set_read_timeout(Some(Duration::from_secs(150)))
         .unwrap();
-    let mut raw = Vec::new();
-    stream
-        .read_to_end(&mut raw)
-        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-    parse(&raw)
+    read_response(stream).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
 }
 
 fn with_auth<'a>(
@@ -212,57 +145,6 @@ fn privileges_on(socket: &Path, remote: &str, auth: Option<&str>) -> Response {
         &headers,
         &[],
     )
-}
-
-/// `GET /plugins/<name>/json`: the Plugin object, or None for 404.
-fn inspect(d: &Daemon, name: &str) -> Option<Value> {
-    let r = d.get(&format!("/v1.41/plugins/{name}/json"));
-    match r.status {
-        200 => Some(r.json()),
-        404 => None,
-        s => panic!("inspect {name}: {s} {}", r.text()),
-    }
-}
-
-fn remove(d: &Daemon, name: &str) {
-    let r = d.delete(&format!("/v1.41/plugins/{name}"));
-    assert_eq!(r.status, 200, "rm {name}: {}", r.text());
-}
-
-fn enable(d: &Daemon, name: &str) -> Response {
-    d.post(&format!("/v1.41/plugins/{name}/enable?timeout=30"))
-}
-
-fn disable(d: &Daemon, name: &str) {
-    let r = d.post(&format!("/v1.41/plugins/{name}/disable"));
-    assert_eq!(r.status, 200, "disable {name}: {}", r.text());
-}
-
-fn set(d: &Daemon, name: &str, args: &[&str]) {
-    let r = d.post_json(
-        &format!("/v1.41/plugins/{name}/set"),
-        &serde_json::to_string(args).unwrap(),
-    );
-    assert_eq!(r.status, 204, "set {name}: {}", r.text());
-}
-
-fn create(d: &Daemon, name: &str, context: &[u8]) {
-    let r = d.create_plugin(name, context);
-    assert_eq!(r.status, 204, "create {name}: {}", r.text());
-}
-
-fn plugin_names(d: &Daemon) -> Vec<String> {
-    let r = d.get("/v1.41/plugins");
-    assert_eq!(r.status, 200, "{}", r.text());
-    let mut names: Vec<String> = r
-        .json()
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["Name"].as_str().unwrap().to_string())
-        .collect();
-    names.sort();
-    names
 }
 
 /// The JSON messages of a progress stream (each line ends with `\r\n`).
@@ -409,7 +291,7 @@ fn assert_nothing_left(
     blobs_before: &BTreeSet<String>,
     what: &str,
 ) {
-    assert_eq!(plugin_names(d), plugins_before, "{what}: plugins");
+    assert_eq!(d.plugin_names(""), plugins_before, "{what}: plugins");
     let (tmp, ingest) = scratch(d);
     assert!(tmp.is_empty(), "{what}: left in plugins/tmp: {tmp:?}");
     assert!(
@@ -538,9 +420,7 @@ fn registry_get(
     }
     head.push_str("\r\n");
     conn.write_all(head.as_bytes()).unwrap();
-    let mut raw = Vec::new();
-    conn.read_to_end(&mut raw).unwrap();
-    let r = parse(&raw);
+    let r = read_response(conn).unwrap();
     (r.status, r.headers, r.body)
 }
 
@@ -733,14 +613,15 @@ fn push_rm_privileges_pull_inspect_round_trip() {
     let name = format!("{host}/test/td:1");
     let priv_name = format!("{host}/test/priv:1");
 
-    create(&d, &name, &test_plugin_context(&test_plugin_config("")));
-    create(
-        &d,
+    d.create_plugin(&name, &test_plugin_context(&test_plugin_config("")))
+        .expect(204, "create");
+    d.create_plugin(
         &priv_name,
         &test_plugin_context(&test_plugin_config(PRIVILEGED)),
-    );
-    let created = inspect(&d, &name).unwrap();
-    let created_priv = inspect(&d, &priv_name).unwrap();
+    )
+    .expect(204, "create");
+    let created = d.plugin(&name).unwrap();
+    let created_priv = d.plugin(&priv_name).unwrap();
     let layer = created["Config"]["rootfs"]["diff_ids"][0]
         .as_str()
         .unwrap()
@@ -821,9 +702,9 @@ fn push_rm_privileges_pull_inspect_round_trip() {
     assert_streamed_ok(&r, "push privileged");
 
     // rm: the plugin and every blob nobody references go.
-    remove(&d, &name);
-    remove(&d, &priv_name);
-    assert!(plugin_names(&d).is_empty());
+    d.remove_plugin(&name, false).expect(200, "rm");
+    d.remove_plugin(&priv_name, false).expect(200, "rm");
+    assert!(d.plugin_names("").is_empty());
     assert!(blobs(&d).is_empty(), "blobs left: {:?}", blobs(&d));
     assert!(plugin_dirs(&d).is_empty());
 
@@ -863,7 +744,7 @@ fn push_rm_privileges_pull_inspect_round_trip() {
     }
 
     // Inspect: the same config, the remote as reference, settings initialised, disabled.
-    let pulled = inspect(&d, &name).unwrap();
+    let pulled = d.plugin(&name).unwrap();
     assert_eq!(pulled["Config"], created["Config"]);
     assert_eq!(pulled["Name"], name.as_str());
     assert_eq!(pulled["PluginReference"], name.as_str());
@@ -895,12 +776,12 @@ fn push_rm_privileges_pull_inspect_round_trip() {
     let grant = privileged_list().to_string();
     let r = pull(&d, &priv_name, "", &grant, Some(NO_AUTH));
     assert_streamed_ok(&r, "pull privileged");
-    let pulled_priv = inspect(&d, &priv_name).unwrap();
+    let pulled_priv = d.plugin(&priv_name).unwrap();
     assert_eq!(pulled_priv["Config"], created_priv["Config"]);
     assert_eq!(pulled_priv["Settings"], created_priv["Settings"]);
 
     // A pulled plugin runs.
-    let r = enable(&d, &name);
+    let r = d.enable_plugin(&name);
     assert_eq!(
         r.status,
         200,
@@ -908,8 +789,8 @@ fn push_rm_privileges_pull_inspect_round_trip() {
         r.text(),
         d.log()
     );
-    assert_eq!(inspect(&d, &name).unwrap()["Enabled"], true);
-    disable(&d, &name);
+    assert_eq!(d.plugin(&name).unwrap()["Enabled"], true);
+    d.disable_plugin(&name).expect(200, "disable");
 }
 
 #[test]
@@ -921,14 +802,16 @@ fn pull_names_aliases_digests_and_shared_blobs() {
     let name = format!("{host}/test/td:1");
     let second = format!("{host}/test/second:1");
     // Same rootfs, different config: the layer is shared.
-    create(&d, &name, &small_context("first", b"shared rootfs"));
-    create(&d, &second, &small_context("second", b"shared rootfs"));
-    let layer = inspect(&d, &name).unwrap()["Config"]["rootfs"]["diff_ids"][0]
+    d.create_plugin(&name, &small_context("first", b"shared rootfs"))
+        .expect(204, "create");
+    d.create_plugin(&second, &small_context("second", b"shared rootfs"))
+        .expect(204, "create");
+    let layer = d.plugin(&name).unwrap()["Config"]["rootfs"]["diff_ids"][0]
         .as_str()
         .unwrap()
         .to_string();
     assert_eq!(
-        inspect(&d, &second).unwrap()["Config"]["rootfs"]["diff_ids"][0],
+        d.plugin(&second).unwrap()["Config"]["rootfs"]["diff_ids"][0],
         layer.as_str(),
         "create is deterministic: the same rootfs gives the same layer"
     );
@@ -939,15 +822,15 @@ fn pull_names_aliases_digests_and_shared_blobs() {
         .unwrap()
         .to_string();
     assert_streamed_ok(&push(&d, &second, Some(NO_AUTH)), "push second");
-    remove(&d, &name);
-    remove(&d, &second);
+    d.remove_plugin(&name, false).expect(200, "rm");
+    d.remove_plugin(&second, false).expect(200, "rm");
     assert!(blobs(&d).is_empty());
 
     // --alias: the local name is the alias (tagged), the reference the remote.
     let r = pull(&d, &name, "myalias", "null", Some(NO_AUTH));
     assert_eq!(r.header("docker-plugin-name"), Some("myalias:latest"));
     assert_streamed_ok(&r, "pull --alias");
-    let p = inspect(&d, "myalias").unwrap();
+    let p = d.plugin("myalias").unwrap();
     assert_eq!(p["Name"], "myalias:latest");
     assert_eq!(p["PluginReference"], name.as_str());
     assert_eq!(p["Config"]["Description"], "first");
@@ -966,7 +849,7 @@ fn pull_names_aliases_digests_and_shared_blobs() {
         r.text()
     );
     assert!(!steps(&msgs).iter().any(|(st, _)| st == "Pulling fs layer"));
-    let p = inspect(&d, &latest).unwrap();
+    let p = d.plugin(&latest).unwrap();
     assert_eq!(p["Name"], latest.as_str());
     assert_eq!(p["PluginReference"], by_digest.as_str());
     assert_eq!(blobs(&d), after_first);
@@ -991,7 +874,7 @@ fn pull_names_aliases_digests_and_shared_blobs() {
         "two manifests, two configs, one layer: {all:?}"
     );
     assert!(all.is_superset(&after_first));
-    let second_id = inspect(&d, &second).unwrap()["Id"]
+    let second_id = d.plugin(&second).unwrap()["Id"]
         .as_str()
         .unwrap()
         .to_string();
@@ -1001,18 +884,18 @@ fn pull_names_aliases_digests_and_shared_blobs() {
     );
 
     // rm collects what nobody references any more, and only that.
-    remove(&d, "myalias");
+    d.remove_plugin("myalias", false).expect(200, "rm");
     assert_eq!(
         blobs(&d),
         all,
         "td:latest still uses the first plugin's blobs"
     );
-    remove(&d, &latest);
+    d.remove_plugin(&latest, false).expect(200, "rm");
     let left = blobs(&d);
     assert_eq!(left.len(), 3, "{left:?}");
     assert!(left.contains(&layer));
     assert!(!left.contains(&digest));
-    remove(&d, &second);
+    d.remove_plugin(&second, false).expect(200, "rm");
     assert!(blobs(&d).is_empty());
     assert_eq!(scratch(&d), (BTreeSet::new(), BTreeSet::new()));
 }
@@ -1028,10 +911,11 @@ fn wrong_grants_fail_with_incorrect_privileges_and_leave_nothing() {
     let host = reg.host();
     let d = daemon();
     let name = format!("{host}/test/priv:1");
-    create(&d, &name, &small_privileged_context("needs privileges"));
+    d.create_plugin(&name, &small_privileged_context("needs privileges"))
+        .expect(204, "create");
     assert_streamed_ok(&push(&d, &name, Some(NO_AUTH)), "push");
-    remove(&d, &name);
-    let (plugins_before, blobs_before) = (plugin_names(&d), blobs(&d));
+    d.remove_plugin(&name, false).expect(200, "rm");
+    let (plugins_before, blobs_before) = (d.plugin_names(""), blobs(&d));
     assert!(blobs_before.is_empty());
 
     let full = privileged_list();
@@ -1106,7 +990,7 @@ fn wrong_grants_fail_with_incorrect_privileges_and_leave_nothing() {
         let alias = format!("granted{i}");
         let r = pull(&d, &name, &alias, grant, Some(NO_AUTH));
         assert_streamed_ok(&r, &alias);
-        assert!(inspect(&d, &alias).is_some());
+        assert!(d.plugin(&alias).is_some());
     }
 }
 
@@ -1121,29 +1005,22 @@ fn errors_before_streaming_and_from_the_registry() {
     let host = reg.host();
     let d = daemon();
     let name = format!("{host}/test/td:1");
-    create(&d, &name, &small_context("errors", b"x"));
+    d.create_plugin(&name, &small_context("errors", b"x"))
+        .expect(204, "create");
     assert_streamed_ok(&push(&d, &name, Some(NO_AUTH)), "push");
 
     // The name is taken (checked before anything is fetched): 400, plain JSON error.
     let r = pull(&d, &name, "", "null", Some(NO_AUTH));
-    assert_eq!(
-        (r.status, r.message()),
-        (400, format!("plugin {name} already exists"))
-    );
+    r.assert_error(400, &format!("plugin {name} already exists"));
     assert!(r.header("docker-plugin-name").is_none());
-    create(&d, "local", &small_context("local", b"y"));
+    d.create_plugin("local", &small_context("local", b"y"))
+        .expect(204, "create");
     let r = pull(&d, &name, "local", "null", Some(NO_AUTH));
-    assert_eq!(
-        (r.status, r.message()),
-        (400, "plugin local:latest already exists".to_string())
-    );
+    r.assert_error(400, "plugin local:latest already exists");
     // A digest in the alias: 500.
     let alias = format!("foo@sha256:{}", "a".repeat(64));
     let r = pull(&d, &name, &alias, "null", Some(NO_AUTH));
-    assert_eq!(
-        (r.status, r.message()),
-        (500, "cannot use digest in plugin tag".to_string())
-    );
+    r.assert_error(500, "cannot use digest in plugin tag");
     // A bad reference: 500 on 1.41, 400 from 1.42.
     let r = pull(&d, "Not/Valid", "", "null", Some(NO_AUTH));
     assert_eq!(r.status, 500, "{}", r.text());
@@ -1155,9 +1032,9 @@ fn errors_before_streaming_and_from_the_registry() {
     let r = d.post_json("/v1.44/plugins/pull?remote=Not%2FValid&name=", "null");
     assert_eq!(r.status, 400, "{}", r.text());
 
-    remove(&d, &name);
-    remove(&d, "local");
-    let (plugins_before, blobs_before) = (plugin_names(&d), blobs(&d));
+    d.remove_plugin(&name, false).expect(200, "rm");
+    d.remove_plugin("local", false).expect(200, "rm");
+    let (plugins_before, blobs_before) = (d.plugin_names(""), blobs(&d));
 
     // Unknown tag / repository on a real registry: the stream says so.
     for (remote, expected) in [
@@ -1197,12 +1074,9 @@ fn errors_before_streaming_and_from_the_registry() {
         &image_manifest,
     );
     let r = privileges(&d, &image, Some(NO_AUTH));
-    assert_eq!(
-        (r.status, r.message()),
-        (
-            500,
-            format!("did not find plugin config for specified reference {image}")
-        )
+    r.assert_error(
+        500,
+        &format!("did not find plugin config for specified reference {image}"),
     );
     let r = pull(&d, &image, "", "null", Some(NO_AUTH));
     let err = failed_stream(&r, "pull image");
@@ -1215,10 +1089,7 @@ fn errors_before_streaming_and_from_the_registry() {
 
     // Push of a plugin that does not exist.
     let r = push(&d, "nosuch:latest", Some(NO_AUTH));
-    assert_eq!(
-        (r.status, r.message()),
-        (404, r#"plugin "nosuch:latest" not found"#.to_string())
-    );
+    r.assert_error(404, r#"plugin "nosuch:latest" not found"#);
 }
 
 #[test]
@@ -1227,7 +1098,8 @@ fn privileges_of_an_unfetchable_remote_is_an_empty_list() {
     let host = reg.host();
     let d = daemon();
     let name = format!("{host}/test/free:1");
-    create(&d, &name, &small_context("needs nothing", b"x"));
+    d.create_plugin(&name, &small_context("needs nothing", b"x"))
+        .expect(204, "create");
     assert_streamed_ok(&push(&d, &name, Some(NO_AUTH)), "push");
     // Needs nothing: `null` (a Go nil slice).
     let r = privileges(&d, &name, Some(NO_AUTH));
@@ -1290,7 +1162,7 @@ fn hostile_art(seed: u64) -> Art {
 /// Pulls `<stand-in>/hostile/plugin:1` and returns the stream's error, checking nothing is
 /// left behind.
 fn hostile_pull(d: &Daemon, stand_in: &StandIn, what: &str) -> String {
-    let (plugins_before, blobs_before) = (plugin_names(d), blobs(d));
+    let (plugins_before, blobs_before) = (d.plugin_names(""), blobs(d));
     let remote = format!("{}/hostile/plugin:1", stand_in.host());
     let started = Instant::now();
     let r = pull(d, &remote, "", "null", None);
@@ -1423,7 +1295,7 @@ fn a_layer_unpacked_while_downloading_is_refused_when_its_digest_is_wrong() {
     let n = corrupt.len();
     corrupt[n * 3 / 4] ^= 0xff;
     for (what, served) in [("another valid layer", other), ("a corrupt layer", corrupt)] {
-        let (plugins_before, blobs_before) = (plugin_names(&d), blobs(&d));
+        let (plugins_before, blobs_before) = (d.plugin_names(""), blobs(&d));
         let actual = digest_of(&served);
         let body = Arc::new(served);
         let stand_in = hostile_registry(&art, "1", Some(digest.clone()), move || Reply::Slow {
@@ -1515,10 +1387,7 @@ fn layers_unpacked_while_downloading_apply_in_order() {
         "{}",
         r.text()
     );
-    let id = inspect(&d, &name).unwrap()["Id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = d.plugin(&name).unwrap()["Id"].as_str().unwrap().to_string();
     let rootfs = tree(&plugins_root(&d).join(id).join("rootfs"));
     let expected: Vec<(String, Vec<u8>)> = vec![
         ("big".into(), big),
@@ -1654,7 +1523,7 @@ fn layers_that_escape_the_rootfs_are_refused() {
     let stand_in = hostile_registry(&art, "1", None, || status(500, &[], ""));
     let remote = format!("{}/hostile/plugin:1", stand_in.host());
     assert_streamed_ok(&pull(&d, &remote, "", "null", None), "dir over symlink");
-    let id = inspect(&d, &remote).unwrap()["Id"]
+    let id = d.plugin(&remote).unwrap()["Id"]
         .as_str()
         .unwrap()
         .to_string();
@@ -1736,7 +1605,7 @@ fn a_multi_arch_index_installs_this_platform() {
     let r = pull(&d, &remote, "", "null", None);
     let msgs = assert_streamed_ok(&r, "pull index");
     println!("[berth] index pull: {:?}", steps(&msgs));
-    let p = inspect(&d, &remote).unwrap();
+    let p = d.plugin(&remote).unwrap();
     assert_eq!(
         p["Config"]["Description"],
         format!("built for {}", go_arch())
@@ -1778,7 +1647,8 @@ fn htpasswd_registry_needs_credentials_for_push_and_pull() {
     let name = format!("{host}/alice/td:1");
     let good = basic_auth_header("alice", "s3cret", &host);
     let wrong = basic_auth_header("alice", "guess", &host);
-    create(&d, &name, &small_context("private", b"secret rootfs"));
+    d.create_plugin(&name, &small_context("private", b"secret rootfs"))
+        .expect(204, "create");
 
     for (what, auth) in [
         ("no header", None),
@@ -1801,8 +1671,8 @@ fn htpasswd_registry_needs_credentials_for_push_and_pull() {
         digest_of(&served_manifest(&host, "alice/td", "1", Some(&basic))),
         digest
     );
-    remove(&d, &name);
-    let (plugins_before, blobs_before) = (plugin_names(&d), blobs(&d));
+    d.remove_plugin(&name, false).expect(200, "rm");
+    let (plugins_before, blobs_before) = (d.plugin_names(""), blobs(&d));
 
     for (what, auth) in [
         ("no header", None),
@@ -1821,7 +1691,7 @@ fn htpasswd_registry_needs_credentials_for_push_and_pull() {
     assert_eq!((r.status, r.text()), (200, "null\n".to_string()));
     let r = pull(&d, &name, "", "null", Some(&good));
     assert_streamed_ok(&r, "pull with credentials");
-    let p = inspect(&d, &name).unwrap();
+    let p = d.plugin(&name).unwrap();
     assert_eq!(p["Config"]["Description"], "private");
     assert_eq!(
         blob(&d, &digest),
@@ -1837,16 +1707,11 @@ fn htpasswd_registry_needs_credentials_for_push_and_pull() {
 /// it closed.
 fn pull_and_hang_up(d: &Daemon, remote: &str) {
     let path = format!("/v1.41/plugins/pull?remote={}&name=", url_escape(remote));
-    let mut stream = send(
-        &d.socket,
-        "POST",
-        &path,
-        &[
-            ("Content-Type", "application/json"),
-            ("X-Registry-Auth", NO_AUTH),
-        ],
-        b"null",
-    );
+    let headers = [
+        ("Content-Type", "application/json"),
+        ("X-Registry-Auth", NO_AUTH),
+    ];
+    let mut stream = send_request(&d.socket, ("POST", &path, &headers, b"null"), 4).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(60)))
         .unwrap();
@@ -1900,11 +1765,11 @@ fn assert_cancelled_cleanly(d: &Daemon, within: Duration, what: &str) -> Duratio
     assert!(
         clean,
         "{what}: {within:?} after the client left: plugins {:?}, scratch {:?}, blobs {:?}",
-        plugin_names(d),
+        d.plugin_names(""),
         scratch(d),
         blobs(d)
     );
-    assert!(plugin_names(d).is_empty(), "{what}");
+    assert!(d.plugin_names("").is_empty(), "{what}");
     took
 }
 
@@ -1941,7 +1806,7 @@ fn a_client_that_hangs_up_cancels_the_pull_real_registry() {
         "[berth] a whole pull of the 50 MiB plugin took {:.1}s",
         started.elapsed().as_secs_f64()
     );
-    let id = inspect(&d, &remote).unwrap()["Id"]
+    let id = d.plugin(&remote).unwrap()["Id"]
         .as_str()
         .unwrap()
         .to_string();
@@ -2005,7 +1870,7 @@ fn a_client_that_hangs_up_leaves_nothing_slow_registry() {
     assert_eq!(d.get("/_ping").status, 200);
     let r = pull(&d, &remote, "", "null", None);
     assert_streamed_ok(&r, "pull after cancel");
-    assert_eq!(plugin_names(&d), vec![remote]);
+    assert_eq!(d.plugin_names(""), vec![remote]);
 }
 
 // =================================================================================================
@@ -2021,53 +1886,49 @@ fn upgrade_keeps_id_name_settings_and_swaps_config_and_rootfs() {
     let v1 = format!("{host}/test/up:1");
     let v2 = format!("{host}/test/up:2");
     let v3 = format!("{host}/test/up:3");
-    create(&d, &v1, &driver_context(&test_plugin_config(""), &[]));
+    d.create_plugin(&v1, &driver_context(&test_plugin_config(""), &[]))
+        .expect(204, "create");
     let config2 = test_plugin_config("").replace("berth test volume driver", "upgraded driver");
-    create(
-        &d,
+    d.create_plugin(
         &v2,
         &driver_context(&config2, &[("upgraded.txt", b"version 2\n")]),
-    );
-    create(
-        &d,
-        &v3,
-        &driver_context(&test_plugin_config(PRIVILEGED), &[]),
-    );
+    )
+    .expect(204, "create");
+    d.create_plugin(&v3, &driver_context(&test_plugin_config(PRIVILEGED), &[]))
+        .expect(204, "create");
     let mut aux2 = Value::Null;
     for n in [&v1, &v2, &v3] {
         let msgs = assert_streamed_ok(&push(&d, n, Some(NO_AUTH)), n);
         if n == &v2 {
             aux2 = msgs.last().unwrap()["aux"].clone();
         }
-        remove(&d, n);
+        d.remove_plugin(n, false).expect(200, "rm");
     }
 
     let r = pull(&d, &v1, "", "null", Some(NO_AUTH));
     assert_streamed_ok(&r, "pull v1");
-    set(&d, &v1, &["TEST_START_DELAY_MS=0"]);
-    let before = inspect(&d, &v1).unwrap();
+    d.set_plugin(&v1, &["TEST_START_DELAY_MS=0"])
+        .expect(204, "set");
+    let before = d.plugin(&v1).unwrap();
     let id = before["Id"].as_str().unwrap().to_string();
     let rootfs = plugins_root(&d).join(&id).join("rootfs");
 
     // Enabled: refused with 409 before anything streams.
-    let r = enable(&d, &v1);
+    let r = d.enable_plugin(&v1);
     assert_eq!(r.status, 200, "enable: {}\n{}", r.text(), d.log());
     let r = upgrade(&d, &v1, &v2, "null");
-    assert_eq!(
-        (r.status, r.message()),
-        (
-            409,
-            format!("plugin must be disabled before upgrading: plugin {v1} is enabled")
-        )
+    r.assert_error(
+        409,
+        &format!("plugin must be disabled before upgrading: plugin {v1} is enabled"),
     );
-    disable(&d, &v1);
+    d.disable_plugin(&v1).expect(200, "disable");
 
     // Disabled: upgraded in place.
     let r = upgrade(&d, &v1, &v2, "null");
     assert_eq!(r.header("docker-plugin-name"), Some(v1.as_str()));
     let msgs = assert_streamed_ok(&r, "upgrade");
     assert_eq!(status_of(&msgs[0]), format!("Pulling from {host}/test/up"));
-    let after = inspect(&d, &v1).unwrap();
+    let after = d.plugin(&v1).unwrap();
     assert_eq!(after["Id"], before["Id"]);
     assert_eq!(after["Name"], before["Name"]);
     assert_eq!(after["Settings"], before["Settings"]);
@@ -2101,7 +1962,7 @@ fn upgrade_keeps_id_name_settings_and_swaps_config_and_rootfs() {
     assert_eq!(blobs(&d).len(), 3, "{:?}", blobs(&d));
     assert_eq!(scratch(&d), (BTreeSet::new(), BTreeSet::new()));
     // ... and it runs.
-    let r = enable(&d, &v1);
+    let r = d.enable_plugin(&v1);
     assert_eq!(
         r.status,
         200,
@@ -2109,9 +1970,9 @@ fn upgrade_keeps_id_name_settings_and_swaps_config_and_rootfs() {
         r.text(),
         d.log()
     );
-    disable(&d, &v1);
+    d.disable_plugin(&v1).expect(200, "disable");
 
-    let state = |d: &Daemon| (inspect(d, &v1).unwrap(), tree(&rootfs), blobs(d));
+    let state = |d: &Daemon| (d.plugin(&v1).unwrap(), tree(&rootfs), blobs(d));
     let upgraded = state(&d);
 
     // A fetch that fails leaves everything as it was.
@@ -2138,7 +1999,7 @@ fn upgrade_keeps_id_name_settings_and_swaps_config_and_rootfs() {
     // The right grant for v3 works.
     let r = upgrade(&d, &v1, &v3, &privileged_list().to_string());
     assert_streamed_ok(&r, "upgrade to v3");
-    let p = inspect(&d, &v1).unwrap();
+    let p = d.plugin(&v1).unwrap();
     assert_eq!(p["PluginReference"], v3.as_str());
     assert_eq!(p["Config"]["Network"]["Type"], "host");
     assert_eq!(
@@ -2452,14 +2313,11 @@ fn plugins_cross_between_berth_and_dockerd_20_10() {
 
     // berth -> registry -> dockerd.
     let from_berth = format!("{host}/cross/fromberth:1");
-    create(
-        &d,
-        &from_berth,
-        &test_plugin_context(&test_plugin_config("")),
-    );
+    d.create_plugin(&from_berth, &test_plugin_context(&test_plugin_config("")))
+        .expect(204, "create");
     let berth_push = push(&d, &from_berth, Some(NO_AUTH));
     let berth_push_msgs = assert_streamed_ok(&berth_push, "berth push");
-    let created = inspect(&d, &from_berth).unwrap();
+    let created = d.plugin(&from_berth).unwrap();
     let out = dockerd.docker(&["plugin", "install", "--grant-all-permissions", &from_berth]);
     assert!(
         out.status.success(),
@@ -2512,7 +2370,7 @@ fn plugins_cross_between_berth_and_dockerd_20_10() {
     assert_eq!((r.status, r.text()), (200, "null\n".to_string()));
     let berth_pull = pull(&d, &from_dockerd, "", "null", Some(NO_AUTH));
     let berth_pull_msgs = assert_streamed_ok(&berth_pull, "berth pulls dockerd's push");
-    let p = inspect(&d, &from_dockerd).unwrap();
+    let p = d.plugin(&from_dockerd).unwrap();
     assert_eq!(p["Config"]["Description"], "made by dockerd");
     assert_eq!(p["Config"]["DockerVersion"], "20.10.24+dfsg1");
     let digest = dockerd_push_msgs.last().unwrap()["aux"]["Digest"]
@@ -2523,7 +2381,7 @@ fn plugins_cross_between_berth_and_dockerd_20_10() {
         blob(&d, &digest),
         served_manifest(&host, "cross/fromdockerd", "1", None)
     );
-    let r = enable(&d, &from_dockerd);
+    let r = d.enable_plugin(&from_dockerd);
     assert_eq!(
         r.status,
         200,
@@ -2531,7 +2389,7 @@ fn plugins_cross_between_berth_and_dockerd_20_10() {
         r.text(),
         d.log()
     );
-    disable(&d, &from_dockerd);
+    d.disable_plugin(&from_dockerd).expect(200, "disable");
     // ... and dockerd pulls it back from the registry the same (its own push, byte for byte).
     let dockerd_pull = pull_on(&dockerd.sock, &from_berth, "", "null", Some(NO_AUTH));
     let dockerd_pull_msgs = assert_streamed_ok(&dockerd_pull, "dockerd pull via API");
@@ -2568,9 +2426,10 @@ fn plugins_cross_between_berth_and_dockerd_20_10() {
 
     // Errors, side by side (raw HTTP, API 1.41).
     let priv_name = format!("{host}/cross/priv:1");
-    create(&d, &priv_name, &small_privileged_context("privileged"));
+    d.create_plugin(&priv_name, &small_privileged_context("privileged"))
+        .expect(204, "create");
     assert_streamed_ok(&push(&d, &priv_name, Some(NO_AUTH)), "push privileged");
-    remove(&d, &priv_name);
+    d.remove_plugin(&priv_name, false).expect(200, "rm");
     let mut first_sorted = privileged_list();
     first_sorted[3]["Value"] = json!(["CAP_NET_ADMIN"]);
     let image_config =

@@ -13,26 +13,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-fn created(r: &Response) -> Value {
-    assert_eq!(r.status, 201, "{}", r.text());
-    r.json()
-}
-
-fn find<'a>(list: &'a Value, name: &str) -> Option<&'a Value> {
-    list["Volumes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["Name"] == name)
-}
-
-fn warnings(list: &Value) -> Vec<String> {
-    list["Warnings"]
-        .as_array()
-        .map(|w| w.iter().map(|s| s.as_str().unwrap().to_string()).collect())
-        .unwrap_or_default()
-}
-
 /// Timed `GET /v1.44/volumes`.
 fn timed_list(d: &Daemon) -> (Value, Duration) {
     let started = Instant::now();
@@ -46,7 +26,7 @@ fn timed_list(d: &Daemon) -> (Value, Duration) {
 /// Each plugin has a volume berth created; `alive` also has one berth never created; `local`
 /// has one.
 struct FrozenSetup {
-    _dir: tempfile::TempDir,
+    _legacy: LegacyPlugins,
     frozen: HostProcess,
     _alive: HostProcess,
     alive_root: PathBuf,
@@ -54,21 +34,16 @@ struct FrozenSetup {
 }
 
 fn frozen_setup() -> FrozenSetup {
-    let dir = tempfile::Builder::new()
-        .prefix("bfz")
-        .tempdir_in("/tmp")
-        .unwrap();
-    let plugins = dir.path().join("plugins");
-    let frozen_root = dir.path().join("frozen-root");
-    let alive_root = dir.path().join("alive-root");
-    let frozen = host_test_plugin(&plugins.join("frozen.sock"), &frozen_root, &[]);
-    let alive = host_test_plugin(&plugins.join("alive.sock"), &alive_root, &[]);
-    let d = Daemon::start_with(&[
-        "--plugin-call-timeout",
-        "1",
-        "--legacy-plugin-dir",
-        plugins.to_str().unwrap(),
-    ]);
+    let legacy = LegacyPlugins::new();
+    let alive_root = legacy.path("alive-root");
+    let frozen = host_test_plugin(
+        &legacy.plugins().join("frozen.sock"),
+        &legacy.path("frozen-root"),
+        &[],
+    );
+    let alive = host_test_plugin(&legacy.plugins().join("alive.sock"), &alive_root, &[]);
+    let d = legacy.daemon(&["--plugin-call-timeout", "1"]);
+    // Volumes through both plugins: berth has activated both before any test freezes one.
     created(&d.create_volume("/v1.44", r#"{"Name":"fv","Driver":"frozen"}"#));
     created(&d.create_volume("/v1.44", r#"{"Name":"av","Driver":"alive"}"#));
     created(&d.create_volume("/v1.44", r#"{"Name":"lv"}"#));
@@ -81,7 +56,7 @@ fn frozen_setup() -> FrozenSetup {
         "before the freeze"
     );
     FrozenSetup {
-        _dir: dir,
+        _legacy: legacy,
         frozen,
         _alive: alive,
         alive_root,
@@ -99,13 +74,13 @@ fn assert_list_despite_the_frozen_driver(list: &Value, alive_root: &Path) -> Str
         .map(|v| v["Name"].as_str().unwrap())
         .collect();
     assert_eq!(names, vec!["alive-only", "av", "fv", "lv"], "{list}");
-    assert_eq!(find(list, "fv").unwrap()["Driver"], "frozen");
+    assert_eq!(find_volume(list, "fv").unwrap()["Driver"], "frozen");
     assert_eq!(
-        find(list, "av").unwrap()["Mountpoint"],
+        find_volume(list, "av").unwrap()["Mountpoint"],
         alive_root.join("av").display().to_string(),
         "the live driver answered"
     );
-    let w = warnings(list);
+    let w = list_warnings(list);
     assert_eq!(w.len(), 1, "{w:?}");
     assert!(w[0].starts_with("list frozen: "), "{w:?}");
     w[0].clone()
@@ -161,7 +136,7 @@ fn a_frozen_legacy_plugin_does_not_stall_volume_ls_or_create() {
     assert!(
         eventually(Duration::from_secs(10), || {
             let list = d.volume_list("");
-            list["Warnings"].is_null() && find(&list, "fv").is_some()
+            list["Warnings"].is_null() && find_volume(&list, "fv").is_some()
         }),
         "{}",
         d.volume_list("")
@@ -190,14 +165,10 @@ fn every_list_while_a_plugin_is_frozen_warns_and_keeps_the_other_drivers() {
 
 #[test]
 fn a_plugin_killed_during_a_create_fails_it_cleanly() {
-    let dir = tempfile::Builder::new()
-        .prefix("bsc")
-        .tempdir_in("/tmp")
-        .unwrap();
-    let plugins = dir.path().join("plugins");
-    let root = dir.path().join("root");
-    let socket = plugins.join("hung.sock");
-    let calls = dir.path().join("calls.log");
+    let legacy = LegacyPlugins::new();
+    let root = legacy.path("root");
+    let socket = legacy.plugins().join("hung.sock");
+    let calls = legacy.path("calls.log");
     let mut plugin = host_test_plugin(
         &socket,
         &root,
@@ -206,12 +177,7 @@ fn a_plugin_killed_during_a_create_fails_it_cleanly() {
             ("TEST_CALL_LOG", calls.to_str().unwrap()),
         ],
     );
-    let d = Daemon::start_with(&[
-        "--plugin-call-timeout",
-        "10",
-        "--legacy-plugin-dir",
-        plugins.to_str().unwrap(),
-    ]);
+    let d = legacy.daemon(&["--plugin-call-timeout", "10"]);
     let socket_path = d.socket.clone();
 
     let started = Instant::now();
@@ -254,17 +220,14 @@ fn a_plugin_killed_during_a_create_fails_it_cleanly() {
 
     // Nothing recorded: not listed (the dead driver's list fails: a warning), not inspectable.
     let list = d.volume_list("");
-    assert!(find(&list, "doomed").is_none(), "{list}");
-    let w = warnings(&list);
+    assert!(find_volume(&list, "doomed").is_none(), "{list}");
+    let w = list_warnings(&list);
     assert!(
         w.iter().all(|w| w.starts_with("list hung: ")),
         "only the dead driver warns: {w:?}"
     );
     let r = d.get("/v1.44/volumes/doomed");
-    assert_eq!(
-        (r.status, r.message()),
-        (404, "get doomed: no such volume".to_string())
-    );
+    r.assert_error(404, "get doomed: no such volume");
 
     // The plugin comes back on the same socket: the name can be created after all.
     let _again = host_test_plugin(&socket, &root, &[]);

@@ -39,6 +39,12 @@ impl Response {
             .unwrap_or_default()
             .to_string()
     }
+    /// Asserts the status of the answer to `what`, showing its body otherwise.
+    #[track_caller]
+    pub fn expect(&self, status: u16, what: &str) -> &Response {
+        assert_eq!(self.status, status, "{what}: {}", self.text());
+        self
+    }
     /// Asserts that this is the Docker error `status` with `message`.
     #[track_caller]
     pub fn assert_error(&self, status: u16, message: &str) {
@@ -106,7 +112,7 @@ pub fn send_request(
 /// Reads the answer on `stream` to the end of the connection (an error when it ends before a
 /// whole head). The body is what follows the head, de-chunked when chunked; a chunked body cut
 /// short is kept as far as it came.
-pub fn read_response(mut stream: UnixStream) -> std::io::Result<Response> {
+pub fn read_response(mut stream: impl Read) -> std::io::Result<Response> {
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
     let mut rest = &raw[..];

@@ -26,10 +26,7 @@ impl Daemon {
     }
 
     pub fn start_with(extra_args: &[&str]) -> Daemon {
-        let dir = tempfile::Builder::new()
-            .prefix("bt")
-            .tempdir_in("/tmp")
-            .unwrap();
+        let dir = short_tempdir("bt");
         let mut daemon = Daemon {
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             socket: dir.path().join("berth.sock"),
@@ -142,6 +139,79 @@ impl Daemon {
             &[("Content-Type", "application/x-tar")],
             tar,
         )
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Plugins over the API (`/v1.41`, as the docker CLI of the compat tests speaks).
+
+impl Daemon {
+    /// `GET /plugins/<name>/json`: the plugin, or `None` when there is none (404).
+    pub fn plugin(&self, name: &str) -> Option<serde_json::Value> {
+        let r = self.get(&format!("/v1.41/plugins/{name}/json"));
+        match r.status {
+            200 => Some(r.json()),
+            404 => None,
+            s => panic!("inspect {name}: {s} {}", r.text()),
+        }
+    }
+
+    pub fn plugin_id(&self, name: &str) -> String {
+        let plugin = self
+            .plugin(name)
+            .unwrap_or_else(|| panic!("no plugin {name}"));
+        plugin["Id"].as_str().unwrap().to_string()
+    }
+
+    /// Names of `GET /plugins` with `filters` (JSON; none when empty), sorted.
+    pub fn plugin_names(&self, filters: &str) -> Vec<String> {
+        let path = match filters {
+            "" => "/v1.41/plugins".to_string(),
+            _ => format!("/v1.41/plugins?filters={}", url_escape(filters)),
+        };
+        let r = self.get(&path);
+        r.expect(200, &path);
+        let mut names: Vec<String> = r
+            .json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["Name"].as_str().unwrap().to_string())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// `POST /plugins/<name>/enable?timeout=30`.
+    pub fn enable_plugin(&self, name: &str) -> Response {
+        self.post(&format!("/v1.41/plugins/{name}/enable?timeout=30"))
+    }
+
+    pub fn disable_plugin(&self, name: &str) -> Response {
+        self.post(&format!("/v1.41/plugins/{name}/disable"))
+    }
+
+    /// `POST /plugins/<name>/set` with `args` (`KEY=value`, `mount.source=...`).
+    pub fn set_plugin(&self, name: &str, args: &[&str]) -> Response {
+        let body = serde_json::to_string(args).unwrap();
+        self.post_json(&format!("/v1.41/plugins/{name}/set"), &body)
+    }
+
+    /// `DELETE /plugins/<name>`, with `?force=1` when `force`.
+    pub fn remove_plugin(&self, name: &str, force: bool) -> Response {
+        let query = if force { "?force=1" } else { "" };
+        self.delete(&format!("/v1.41/plugins/{name}{query}"))
+    }
+
+    /// Creates the project's test volume driver as plugin `name` (`extra_config` spliced into
+    /// its config, then `settings` set); returns its ID.
+    pub fn create_test_plugin(&self, name: &str, extra_config: &str, settings: &[&str]) -> String {
+        let context = test_plugin_context(&test_plugin_config(extra_config));
+        self.create_plugin(name, &context).expect(204, name);
+        if !settings.is_empty() {
+            self.set_plugin(name, settings).expect(204, name);
+        }
+        self.plugin_id(name)
     }
 }
 
@@ -292,6 +362,12 @@ pub fn mounts_under(dir: &Path) -> Vec<String> {
         .collect()
 }
 
+#[track_caller]
+pub fn assert_nothing_mounted_under(dir: &Path) {
+    let mounts = mounts_under(dir);
+    assert!(mounts.is_empty(), "still mounted: {mounts:?}");
+}
+
 /// PIDs of the processes of plugin `id`: the executor puts them in the devices cgroup
 /// `berth/<id>` (their `/proc/<pid>/root` and `exe` read as paths inside their own root, so
 /// they cannot be found by path from the host).
@@ -364,6 +440,13 @@ impl Daemon {
         r.json()
     }
 
+    /// `GET /v1.44/volumes/<name>` (asserted 200).
+    pub fn inspect_volume(&self, name: &str) -> serde_json::Value {
+        let r = self.get(&format!("/v1.44/volumes/{name}"));
+        r.expect(200, name);
+        r.json()
+    }
+
     /// Names of `GET /v1.44/volumes` with `filters`, sorted.
     pub fn volume_names(&self, filters: &str) -> Vec<String> {
         let mut names: Vec<String> = self.volume_list(filters)["Volumes"]
@@ -374,6 +457,68 @@ impl Daemon {
             .collect();
         names.sort();
         names
+    }
+}
+
+/// The body of a `201 Created` answer (asserted).
+#[track_caller]
+pub fn created(r: &Response) -> serde_json::Value {
+    r.expect(201, "create").json()
+}
+
+/// The volume `name` in a `GET /volumes` answer.
+pub fn find_volume<'a>(list: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {
+    list["Volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["Name"] == name)
+}
+
+/// The `Warnings` of a `GET /volumes` answer.
+pub fn list_warnings(list: &serde_json::Value) -> Vec<String> {
+    list["Warnings"]
+        .as_array()
+        .map(|w| w.iter().map(|s| s.as_str().unwrap().to_string()).collect())
+        .unwrap_or_default()
+}
+
+/// A short temporary directory under /tmp (plugin socket paths must fit in 107 bytes).
+pub fn short_tempdir(prefix: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in("/tmp")
+        .unwrap()
+}
+
+/// A legacy plugin directory (`plugins/` in a short temp directory, for `.sock` and `.spec`
+/// files), and berth daemons that discover plugins there and nowhere else.
+pub struct LegacyPlugins {
+    pub dir: tempfile::TempDir,
+}
+
+impl LegacyPlugins {
+    pub fn new() -> LegacyPlugins {
+        let dir = short_tempdir("blg");
+        std::fs::create_dir_all(dir.path().join("plugins")).unwrap();
+        LegacyPlugins { dir }
+    }
+
+    pub fn plugins(&self) -> PathBuf {
+        self.dir.path().join("plugins")
+    }
+
+    /// `p` in the temp directory, beside `plugins/` (plugin roots, logs, sockets elsewhere).
+    pub fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    /// berth with `--legacy-plugin-dir` set to `plugins/` and `extra` flags.
+    pub fn daemon(&self, extra: &[&str]) -> Daemon {
+        let plugins = self.plugins().display().to_string();
+        let mut args = vec!["--legacy-plugin-dir", plugins.as_str()];
+        args.extend_from_slice(extra);
+        Daemon::start_with(&args)
     }
 }
 
@@ -431,6 +576,21 @@ impl HostProcess {
         self.signal(nix::sys::signal::Signal::SIGCONT);
     }
 
+    /// SIGTERM (the test plugin removes its socket and exits) and reap; SIGKILL after 5 s.
+    pub fn terminate(&mut self) {
+        if self.child.is_none() {
+            return;
+        }
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        let child = self.child.as_mut().unwrap();
+        if eventually(Duration::from_secs(5), || {
+            matches!(child.try_wait(), Ok(Some(_)))
+        }) {
+            self.child = None;
+        }
+        self.kill();
+    }
+
     /// SIGCONT + SIGKILL to its process group, and reap; the socket file stays behind as
     /// after a crash.
     pub fn kill(&mut self) {
@@ -478,7 +638,8 @@ pub fn wait_for_socket(socket: &Path) {
 }
 
 /// berth's test plugin on the host, listening on `socket`, volumes under `root`, with extra
-/// `TEST_*` knobs; returns once the socket accepts connections.
+/// `TEST_*` knobs; returns once the socket accepts connections (at once when the knobs delay
+/// or prevent listening).
 pub fn host_test_plugin(socket: &Path, root: &Path, knobs: &[(&str, &str)]) -> HostProcess {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth-test-plugin"));
     cmd.env("TEST_SOCKET_PATH", socket)
@@ -489,8 +650,45 @@ pub fn host_test_plugin(socket: &Path, root: &Path, knobs: &[(&str, &str)]) -> H
         cmd.env(k, v);
     }
     let p = HostProcess::spawn(&format!("berth-test-plugin {}", socket.display()), &mut cmd);
-    wait_for_socket(socket);
+    let listens_at_once = !knobs
+        .iter()
+        .any(|(k, _)| ["TEST_START_DELAY_MS", "TEST_NEVER_LISTEN"].contains(k));
+    if listens_at_once {
+        wait_for_socket(socket);
+    }
     p
+}
+
+/// `rclone serve docker` on the host as a legacy plugin listening on `socket`, its state in
+/// `state` (volumes mounted below `state/mnt`, cache in `state/cache`, an empty
+/// `state/rclone.conf`); returns once the socket accepts connections.
+pub fn rclone_serve_docker(socket: &Path, state: &Path) -> HostProcess {
+    let (base, cache, config) = (
+        state.join("mnt"),
+        state.join("cache"),
+        state.join("rclone.conf"),
+    );
+    for dir in [&base, &cache, &socket.parent().unwrap().to_path_buf()] {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    std::fs::write(&config, "").unwrap();
+    let mut cmd = Command::new("rclone");
+    cmd.args(["serve", "docker", "--no-spec", "--socket-addr"])
+        .arg(socket)
+        .arg("--base-dir")
+        .arg(&base)
+        .arg("--cache-dir")
+        .arg(&cache)
+        .arg("--config")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let rclone = HostProcess::spawn(
+        "rclone serve docker (Debian package rclone; .ci/run installs it)",
+        &mut cmd,
+    );
+    wait_for_socket(socket);
+    rclone
 }
 
 /// The file-system type of the mount whose mount point is exactly `path` in this mount
