@@ -6,7 +6,7 @@
 //! its guard; every wait is bounded.
 
 mod common;
-use common::{host_test_plugin, rclone_serve_docker};
+use common::{host_test_plugin, opts, rclone_serve_docker, HostProcess};
 
 use std::collections::BTreeMap;
 use std::net::{TcpListener, TcpStream};
@@ -22,6 +22,28 @@ use berth::drivers::volume::{DriverErrorKind, PathMapper, VolumeDriverClient};
 use berth::rpc::client::{RpcError, Transport};
 use berth::rpc::discovery::{LegacyPlugins, LookupError};
 
+/// `dir/<name>` for each of `names`.
+fn paths_in<const N: usize>(dir: &Path, names: [&str; N]) -> [PathBuf; N] {
+    names.map(|name| dir.join(name))
+}
+
+/// A temp directory whose `plugins/<name>.sock` is the test plugin with `knobs` (volumes in
+/// `root/`): the temp directory, the plugin and its discovery directory.
+fn one_plugin(name: &str, knobs: &[(&str, &str)]) -> (tempfile::TempDir, HostProcess, PathBuf) {
+    let t = tempfile::tempdir().unwrap();
+    let [plugins, root] = paths_in(t.path(), ["plugins", "root"]);
+    let p = host_test_plugin(&plugins.join(format!("{name}.sock")), &root, knobs);
+    (t, p, plugins)
+}
+
+/// `dir/<name>.spec` naming the unix socket `socket`.
+fn write_spec(dir: &Path, name: &str, socket: &Path) {
+    write(
+        &dir.join(format!("{name}.spec")),
+        &format!("unix://{}", socket.display()),
+    );
+}
+
 fn write(path: &Path, text: &str) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(path, text).unwrap();
@@ -33,13 +55,6 @@ fn registry(dirs: &[&Path], activation: Duration) -> LegacyPlugins {
         activation,
         Some(Duration::from_secs(10)),
     )
-}
-
-fn opts(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -297,9 +312,7 @@ impl Drop for TlsFront {
 #[actix_rt::test]
 async fn every_volume_call_against_the_host_test_plugin() {
     let t = tempfile::tempdir().unwrap();
-    let plugins = t.path().join("plugins");
-    let root = t.path().join("root");
-    let log = t.path().join("calls.log");
+    let [plugins, root, log] = paths_in(t.path(), ["plugins", "root", "calls.log"]);
     let _p = host_test_plugin(
         &plugins.join("tdrv.sock"),
         &root,
@@ -410,13 +423,7 @@ async fn every_volume_call_against_the_host_test_plugin() {
 
 #[actix_rt::test]
 async fn get_null_is_no_such_volume() {
-    let t = tempfile::tempdir().unwrap();
-    let plugins = t.path().join("plugins");
-    let _p = host_test_plugin(
-        &plugins.join("nul.sock"),
-        &t.path().join("root"),
-        &[("TEST_GET_NULL", "1")],
-    );
+    let (_t, _p, plugins) = one_plugin("nul", &[("TEST_GET_NULL", "1")]);
     let reg = registry(&[&plugins], Duration::from_secs(5));
     let plugin = reg.get("nul", "VolumeDriver").await.unwrap();
     let d = VolumeDriverClient::new("nul".into(), plugin.client.clone(), PathMapper::Identity);
@@ -426,8 +433,7 @@ async fn get_null_is_no_such_volume() {
 #[actix_rt::test]
 async fn discovery_by_spec_files_unix_and_tcp() {
     let t = tempfile::tempdir().unwrap();
-    let sockets = t.path().join("run");
-    let specs = t.path().join("etc");
+    let [sockets, specs] = paths_in(t.path(), ["run", "etc"]);
     // The plugin's socket lives outside every discovery directory.
     let hidden = t.path().join("elsewhere/viaspec.sock");
     let _p = host_test_plugin(&hidden, &t.path().join("root"), &[]);
@@ -532,12 +538,8 @@ async fn discovery_by_json_with_tls() {
 #[actix_rt::test]
 async fn activation_waits_for_a_plugin_that_starts_late() {
     let t = tempfile::tempdir().unwrap();
-    let dir = t.path().join("plugins");
-    let late_sock = t.path().join("elsewhere/late.sock");
-    write(
-        &dir.join("late.spec"),
-        &format!("unix://{}", late_sock.display()),
-    );
+    let [dir, late_sock] = paths_in(t.path(), ["plugins", "elsewhere/late.sock"]);
+    write_spec(&dir, "late", &late_sock);
     // A socket file left by a previous run: connection refused until the plugin re-binds it.
     let stale_sock = dir.join("stale.sock");
     std::fs::create_dir_all(&dir).unwrap();
@@ -590,12 +592,8 @@ async fn unknown_names_fail_at_once() {
 #[actix_rt::test]
 async fn a_found_plugin_that_never_answers_is_unavailable_after_the_activation_timeout() {
     let t = tempfile::tempdir().unwrap();
-    let dir = t.path().join("plugins");
-    let sock = t.path().join("elsewhere/mute.sock");
-    write(
-        &dir.join("mute.spec"),
-        &format!("unix://{}", sock.display()),
-    );
+    let [dir, sock] = paths_in(t.path(), ["plugins", "elsewhere/mute.sock"]);
+    write_spec(&dir, "mute", &sock);
     let _p = host_test_plugin(&sock, &t.path().join("root"), &[("TEST_NEVER_LISTEN", "1")]);
     let reg = registry(&[&dir], Duration::from_millis(600));
     let t0 = Instant::now();
@@ -631,13 +629,7 @@ async fn a_found_plugin_that_never_answers_is_unavailable_after_the_activation_t
 
 #[actix_rt::test]
 async fn a_hung_call_times_out_within_its_deadline() {
-    let t = tempfile::tempdir().unwrap();
-    let dir = t.path().join("plugins");
-    let _p = host_test_plugin(
-        &dir.join("slowpoke.sock"),
-        &t.path().join("root"),
-        &[("TEST_HANG_ON", "List")],
-    );
+    let (_t, _p, dir) = one_plugin("slowpoke", &[("TEST_HANG_ON", "List")]);
     let reg = LegacyPlugins::new(
         vec![dir.clone()],
         Duration::from_secs(5),
@@ -664,11 +656,8 @@ async fn a_hung_call_times_out_within_its_deadline() {
 
 #[actix_rt::test]
 async fn implements_mismatch() {
-    let t = tempfile::tempdir().unwrap();
-    let dir = t.path().join("plugins");
-    let _p = host_test_plugin(
-        &dir.join("netonly.sock"),
-        &t.path().join("root"),
+    let (_t, _p, dir) = one_plugin(
+        "netonly",
         &[("TEST_IMPLEMENTS", "NetworkDriver,IpamDriver")],
     );
     let reg = registry(&[&dir], Duration::from_secs(5));
@@ -791,9 +780,7 @@ async fn all_volume_plugins() {
 #[actix_rt::test]
 async fn rclone_serve_docker_as_a_legacy_plugin() {
     let t = tempfile::tempdir().unwrap();
-    let plugins = t.path().join("plugins");
-    let base = t.path().join("mnt");
-    let data = t.path().join("data");
+    let [plugins, base, data] = paths_in(t.path(), ["plugins", "mnt", "data"]);
     std::fs::create_dir_all(&data).unwrap();
     let _rclone = rclone_serve_docker(&plugins.join("rclone.sock"), t.path());
 

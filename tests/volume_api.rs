@@ -1090,13 +1090,11 @@ fn wolphin_driver_python_plugin_as_a_legacy_plugin() {
 #[test]
 fn legacy_plugin_capabilities_are_asked_once() {
     let legacy = LegacyPlugins::new();
-    let root = legacy.path("root");
     let calls = legacy.path("calls.log");
-    let calls_knob = calls.display().to_string();
     let _plugin = host_test_plugin(
         &legacy.plugins().join("capy.sock"),
-        &root,
-        &[("TEST_CALL_LOG", calls_knob.as_str())],
+        &legacy.path("root"),
+        &[("TEST_CALL_LOG", calls.to_str().unwrap())],
     );
     let d = legacy.daemon(&[]);
     for i in 0..3 {

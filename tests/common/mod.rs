@@ -182,6 +182,11 @@ impl Daemon {
         names
     }
 
+    /// Creates plugin `name` from `context` (asserted 204).
+    pub fn create_plugin_ok(&self, name: &str, context: &[u8]) {
+        self.create_plugin(name, context).expect(204, name);
+    }
+
     /// `POST /plugins/<name>/enable?timeout=30`.
     pub fn enable_plugin(&self, name: &str) -> Response {
         self.post(&format!("/v1.41/plugins/{name}/enable?timeout=30"))
@@ -206,8 +211,10 @@ impl Daemon {
     /// Creates the project's test volume driver as plugin `name` (`extra_config` spliced into
     /// its config, then `settings` set); returns its ID.
     pub fn create_test_plugin(&self, name: &str, extra_config: &str, settings: &[&str]) -> String {
-        let context = test_plugin_context(&test_plugin_config(extra_config));
-        self.create_plugin(name, &context).expect(204, name);
+        self.create_plugin_ok(
+            name,
+            &test_plugin_context(&test_plugin_config(extra_config)),
+        );
         if !settings.is_empty() {
             self.set_plugin(name, settings).expect(204, name);
         }
@@ -481,6 +488,14 @@ pub fn list_warnings(list: &serde_json::Value) -> Vec<String> {
         .as_array()
         .map(|w| w.iter().map(|s| s.as_str().unwrap().to_string()).collect())
         .unwrap_or_default()
+}
+
+/// Driver options (`-o key=value`) from pairs.
+pub fn opts(pairs: &[(&str, &str)]) -> std::collections::BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 /// A short temporary directory under /tmp (plugin socket paths must fit in 107 bytes).
