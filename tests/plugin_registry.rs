@@ -2067,16 +2067,51 @@ fn docker_cli() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/usr/local/bin/docker"))
 }
 
+/// containerd with its own socket (returned), root, state and configuration under `dir`, as
+/// scripts/testbed.py starts one for the compat harness: a dockerd pointed at it leaves a
+/// containerd already listening on /run/containerd alone (whose state mixed with the private
+/// dockerd's made `plugin enable` fail with `... plugins.moby/<id>: file exists`).
+fn private_containerd(dir: &Path) -> (HostProcess, PathBuf) {
+    std::fs::create_dir_all(dir).unwrap();
+    let address = dir.join("c.sock");
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "version = 2\nroot = \"{}\"\nstate = \"{}\"\n\
+             disabled_plugins = [\"io.containerd.grpc.v1.cri\", \"io.containerd.internal.v1.opt\"]\n\
+             [grpc]\n  address = \"{}\"\n",
+            dir.join("root").display(),
+            dir.join("state").display(),
+            address.display()
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.join("containerd.log")).unwrap();
+    let mut cmd = Command::new("containerd");
+    cmd.arg("--config")
+        .arg(&config)
+        .arg("--address")
+        .arg(&address)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
+    let containerd = HostProcess::spawn("containerd", &mut cmd);
+    wait_for_socket(&address);
+    (containerd, address)
+}
+
 /// A private dockerd as compat-tests/harness.py starts one: its own data and exec roots under
-/// `/tmp/bc…` (and so its own supervised containerd), an empty config file, no iptables, no
-/// bridge; stopped by PID (SIGTERM, 30 s, SIGKILL), its containerd only if its command line
-/// names our exec root, leftovers killed by PID + start time. /var/lib/docker is never touched.
+/// `/tmp/bc…`, its own containerd, an empty config file, no iptables, no bridge; stopped by
+/// PID (SIGTERM, 30 s, SIGKILL), then its containerd, leftovers killed by PID + start time.
+/// /var/lib/docker is never touched.
 struct Dockerd {
     tmp: PathBuf,
     sock: PathBuf,
     data_root: PathBuf,
     exec_root: PathBuf,
     child: Option<Child>,
+    containerd: HostProcess,
+    containerd_address: PathBuf,
 }
 
 impl Dockerd {
@@ -2114,12 +2149,15 @@ impl Dockerd {
             .keep();
         let config = tmp.join("daemon.json");
         std::fs::write(&config, "{}\n").unwrap();
+        let (containerd, containerd_address) = private_containerd(&tmp.join("ctd"));
         let mut d = Dockerd {
             sock: tmp.join("docker.sock"),
             data_root: tmp.join("data"),
             exec_root: tmp.join("exec"),
             tmp: tmp.clone(),
             child: None,
+            containerd,
+            containerd_address,
         };
         let log = std::fs::File::create(tmp.join("daemon.log")).unwrap();
         use std::os::unix::process::CommandExt;
@@ -2135,6 +2173,8 @@ impl Dockerd {
             .arg("--pidfile")
             .arg(tmp.join("docker.pid"))
             .args(["--iptables=false", "--bridge=none"])
+            .arg("--containerd")
+            .arg(&d.containerd_address)
             .current_dir(&tmp)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -2177,7 +2217,7 @@ impl Dockerd {
 
     /// Processes below dockerd and below the containerd shims talking to our containerd.
     fn owned(&self) -> Vec<(i32, u64)> {
-        let addr = self.exec_root.join("containerd/containerd.sock");
+        let addr = &self.containerd_address;
         let mut roots: BTreeSet<i32> = all_pids()
             .into_iter()
             .filter(|p| {
@@ -2236,20 +2276,7 @@ impl Dockerd {
         }
         let _ = child.wait();
         owned.extend(self.owned());
-        // Our containerd, only if its command line names our exec root.
-        if let Ok(text) = std::fs::read_to_string(self.exec_root.join("containerd/containerd.pid"))
-        {
-            if let Ok(cpid) = text.trim().parse::<i32>() {
-                if pid_alive(cpid) && cmdline(cpid).contains(&self.exec_root.display().to_string())
-                {
-                    let p = nix::unistd::Pid::from_raw(cpid);
-                    let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGTERM);
-                    if !eventually(Duration::from_secs(5), || !pid_alive(cpid)) {
-                        let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGKILL);
-                    }
-                }
-            }
-        }
+        self.containerd.terminate();
         owned.extend(self.owned());
         for (p, start) in owned {
             if proc_stat(p).is_some_and(|(_, st)| st == start) && pid_alive(p) {

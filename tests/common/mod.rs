@@ -1,5 +1,7 @@
-//! Shared test support: a real berth daemon on a temporary socket and data root, and a raw
-//! HTTP/1.1 client over its unix socket.
+//! Shared test support: a real berth daemon on a temporary socket and data root, the plugin and
+//! volume API calls the tests make of it, processes on the host (legacy plugins, rclone, a
+//! frozen plugin), plugin create contexts, and mount look-ups. HTTP by hand is in `http.rs`;
+//! loopback registries are in `registry.rs` (included by the registry tests only).
 #![allow(dead_code)]
 
 pub mod http;
