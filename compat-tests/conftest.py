@@ -28,7 +28,7 @@ def daemon(target_name):
     try:
         d = harness.make_daemon(target_name)
         d.start()
-    except harness.HarnessError as e:
+    except harness.SetupError as e:
         pytest.fail(str(e), pytrace=False)
     try:
         yield d
