@@ -33,6 +33,13 @@ pub struct DaemonFlags {
     /// Deadline in seconds of each call to a plugin that set no timeout of its own [default: 10]
     #[arg(long, value_name = "SECONDS")]
     pub plugin_call_timeout: Option<f64>,
+    /// Seconds a request body may send nothing before the request is dropped (408) [default: 30]
+    #[arg(long, value_name = "SECONDS")]
+    pub body_idle_timeout: Option<f64>,
+    /// Uploads (plugin create contexts) received at once; more are refused with 503
+    /// [default: 1024]
+    #[arg(long, value_name = "N")]
+    pub max_concurrent_uploads: Option<usize>,
     /// Directory searched for legacy plugins (.sock, .spec, .json); repeatable
     /// [default: /run/docker/plugins, /etc/docker/plugins, /usr/lib/docker/plugins]
     #[arg(long = "legacy-plugin-dir", value_name = "DIR")]
@@ -67,6 +74,8 @@ pub struct DaemonConfig {
     pub log_level: log::LevelFilter,
     pub plugin_start_timeout: std::time::Duration,
     pub plugin_call_timeout: std::time::Duration,
+    pub body_idle_timeout: std::time::Duration,
+    pub max_concurrent_uploads: usize,
     pub legacy_plugin_dirs: Vec<PathBuf>,
     pub insecure_registries: Vec<String>,
     pub registry_mirrors: Vec<String>,
@@ -81,6 +90,10 @@ pub const DEFAULT_LEGACY_PLUGIN_DIRS: &[&str] = &[
     "/usr/lib/docker/plugins",
 ];
 const DEFAULT_PLUGIN_CALL_TIMEOUT: f64 = 10.0;
+/// Long enough for a client on a slow link, short enough that stalled uploads do not pile up.
+const DEFAULT_BODY_IDLE_TIMEOUT: f64 = 30.0;
+/// Far above what a daemon sees in use; each costs a connection, a spool file and an async task.
+const DEFAULT_MAX_CONCURRENT_UPLOADS: usize = 1024;
 
 const FILE_KEYS: &[&str] = &[
     "hosts",
@@ -89,6 +102,8 @@ const FILE_KEYS: &[&str] = &[
     "log-level",
     "plugin-start-timeout",
     "plugin-call-timeout",
+    "body-idle-timeout",
+    "max-concurrent-uploads",
     "legacy-plugin-dirs",
     "insecure-registries",
     "registry-mirrors",
@@ -200,6 +215,24 @@ fn resolve(
             "plugin-call-timeout: (from flag: {flag}, from file: {from_file})"
         ));
     }
+    let body_idle_timeout = setting(
+        file,
+        "body-idle-timeout",
+        flags.body_idle_timeout,
+        &mut conflicts,
+        "a number of seconds",
+        serde_json::Value::as_f64,
+    )?
+    .unwrap_or(DEFAULT_BODY_IDLE_TIMEOUT);
+    let max_concurrent_uploads = setting(
+        file,
+        "max-concurrent-uploads",
+        flags.max_concurrent_uploads,
+        &mut conflicts,
+        "a whole number",
+        |v| v.as_u64().and_then(|n| usize::try_from(n).ok()),
+    )?
+    .unwrap_or(DEFAULT_MAX_CONCURRENT_UPLOADS);
     let legacy_dirs_file: Option<Vec<PathBuf>> = match file.get("legacy-plugin-dirs") {
         None => None,
         Some(v) => Some(
@@ -258,6 +291,12 @@ fn resolve(
     if !(call_timeout.is_finite() && call_timeout > 0.0) {
         bail!("plugin-call-timeout must be a positive number of seconds, not {call_timeout}");
     }
+    if !(body_idle_timeout.is_finite() && body_idle_timeout > 0.0) {
+        bail!("body-idle-timeout must be a positive number of seconds, not {body_idle_timeout}");
+    }
+    if max_concurrent_uploads == 0 {
+        bail!("max-concurrent-uploads must be at least 1");
+    }
     let legacy_plugin_dirs = if !flags.legacy_plugin_dirs.is_empty() {
         flags.legacy_plugin_dirs.clone()
     } else {
@@ -298,12 +337,35 @@ fn resolve(
         registry_mirrors,
         plugin_start_timeout: std::time::Duration::from_secs_f64(start_timeout),
         plugin_call_timeout: std::time::Duration::from_secs_f64(call_timeout),
+        body_idle_timeout: std::time::Duration::from_secs_f64(body_idle_timeout),
+        max_concurrent_uploads,
         legacy_plugin_dirs,
         sockets,
         data_root: absolute(data_root)?,
         exec_root: absolute(exec_root)?,
         log_level: parse_log_level(&level)?,
     })
+}
+
+/// A setting given by flag or file (a conflict when both), the file's value read by `parse`.
+fn setting<T: std::fmt::Display>(
+    file: &BTreeMap<String, serde_json::Value>,
+    key: &str,
+    flag: Option<T>,
+    conflicts: &mut Vec<String>,
+    expected: &str,
+    parse: impl Fn(&serde_json::Value) -> Option<T>,
+) -> anyhow::Result<Option<T>> {
+    let Some(value) = file.get(key) else {
+        return Ok(flag);
+    };
+    let from_file = parse(value).with_context(|| format!("{key} must be {expected}"))?;
+    if let Some(flag) = flag {
+        conflicts.push(format!(
+            "{key}: (from flag: {flag}, from file: {from_file})"
+        ));
+    }
+    Ok(Some(from_file))
 }
 
 fn absolute(path: PathBuf) -> anyhow::Result<PathBuf> {

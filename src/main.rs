@@ -164,6 +164,10 @@ fn run_daemon(flags: &DaemonFlags, config: DaemonConfig) -> anyhow::Result<()> {
         plugins: manager.clone(),
         authz: authz.clone(),
         daemon: api::system_identity(DEFAULT_API_VERSION, &config.data_root, &config.exec_root),
+        uploads: api::body::Uploads::new(api::body::BodyLimits {
+            idle_timeout: config.body_idle_timeout,
+            max_concurrent_uploads: config.max_concurrent_uploads,
+        }),
     };
     for path in &config.sockets {
         log::info!("API listen on {}", path.display());

@@ -5,7 +5,7 @@
 //! every route.
 
 mod authz;
-mod body;
+pub mod body;
 mod filters;
 mod plugins;
 mod remote;
@@ -33,6 +33,8 @@ pub struct ApiState {
     /// The authorization plugins every routed request passes (empty: none).
     pub authz: Arc<crate::authz::Chain>,
     pub daemon: system::DaemonIdentity,
+    /// The idle timeout of every request body and the bound on concurrent uploads.
+    pub uploads: body::Uploads,
 }
 
 /// One request after routing: the version it asked for, its `{name}`, and the raw request.
@@ -135,6 +137,7 @@ async fn dispatch(
     payload: web::Payload,
     state: web::Data<ApiState>,
 ) -> HttpResponse {
+    let payload = body::with_idle_timeout(&req, payload, state.uploads.idle_timeout());
     let routed = match route(&req) {
         Routing::To(routed) => routed,
         // Redirects and 404s reach no handler and, as in moby, no authorization plugin.

@@ -253,6 +253,12 @@ impl Manager {
 
     /// `docker plugin create`: `context` is the tar the CLI uploads (config.json + rootfs/).
     /// Blocking: call it from a blocking thread. Returns the plugin's name.
+    /// Where an uploaded create context waits until it is whole: an anonymous file on the
+    /// store's disk, gone with its handle.
+    pub fn upload_spool(&self) -> Result<fs::File> {
+        Ok(fsutil::anonymous_file(&self.plugins_root.join("tmp"))?)
+    }
+
     pub fn create(&self, requested_name: &str, context: impl Read) -> Result<String> {
         let reference = Reference::parse_normalized(requested_name).map_err(|e| {
             Error::System(format!("failed to parse reference {requested_name}: {e}"))
