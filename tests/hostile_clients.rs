@@ -72,7 +72,7 @@ fn peak_rss_mib(d: &Daemon) -> u64 {
 /// Generous for a debug build on a loaded 2-core machine; the README's figures are measured on
 /// a release build.
 const RSS_BOUND_MIB: u64 = 160;
-const PING_BOUND: Duration = Duration::from_secs(2);
+const PING_BOUND: Duration = Duration::from_secs(5);
 
 fn small_context() -> Vec<u8> {
     plugin_context(
@@ -303,11 +303,11 @@ fn oversized_and_malformed_requests_get_clear_statuses() {
     )
     .assert_error(400, "request body is larger than 4194304 bytes");
 
-    // Invalid UTF-8: Go's decoder reads it as U+FFFD.
+    // Invalid UTF-8: Go's decoder reads it as U+FFFD (dockerd 20.10 answers the same).
     let headers = [("Content-Type", "application/json")];
     let r = d.request(
         "POST",
-        "/v1.44/volumes/create",
+        "/v1.41/volumes/create",
         &headers,
         b"{\"Name\":\"utf\",\"Labels\":{\"k\":\"a\xff\"}}",
     );
@@ -315,12 +315,12 @@ fn oversized_and_malformed_requests_get_clear_statuses() {
     assert_eq!(r.json()["Labels"]["k"], "a\u{fffd}");
     d.request(
         "POST",
-        "/v1.44/volumes/create",
+        "/v1.41/volumes/create",
         &headers,
         b"{\"Name\":\"bad\xff\"}",
     )
     .expect(400, "a name with invalid UTF-8");
-    d.get("/v1.44/plugins/%ff%fe/json")
+    d.get("/v1.41/plugins/%ff%fe/json")
         .expect(404, "a plugin name with invalid UTF-8");
 
     // Path tricks are cleaned and redirected, as Go's ServeMux does, or not found.
@@ -340,6 +340,12 @@ fn oversized_and_malformed_requests_get_clear_statuses() {
         b"GET /_ping\0 HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(responses(nul), vec![400]);
+    // Raw bytes above 0x7f in the request line: refused (dockerd looks the name up: 404).
+    let raw_utf8 = send_raw(
+        &d.socket,
+        b"GET /v1.41/plugins/\xff\xfe/json HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(responses(raw_utf8), vec![400]);
     let worst = probe.finish("oversized and malformed requests", PING_BOUND);
     let rss = peak_rss_mib(&d);
     eprintln!("oversized and malformed requests: peak RSS {rss} MiB, worst /_ping {worst:?}");
