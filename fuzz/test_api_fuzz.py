@@ -14,17 +14,20 @@ send berth to registries on the internet.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
 import socket
 import sys
+import tarfile
 import tempfile
 import threading
 
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -37,12 +40,41 @@ CALL_TIMEOUT = 30.0
 # (method, path pattern, message pattern) of the 5xx dockerd 20.10 answers too, checked against
 # a private dockerd 20.10 with the same requests (API 1.41 and unversioned):
 KNOWN_5XX = [
-    # `filters` that is JSON but not a filter map: moby 20.10's filters.FromJSON error, untyped.
-    ("GET", r"^/plugins$", r"^json: cannot unmarshal "),
-    ("POST", r"^/volumes/prune$", r"^json: cannot unmarshal "),
+    # `filters` that is not a JSON filter map: moby 20.10's filters.FromJSON error, untyped.
+    ("GET", r"^/plugins$", r"^(json: cannot unmarshal |invalid character |unexpected end of JSON)"),
+    ("POST", r"^/volumes/prune$",
+     r"^(json: cannot unmarshal |invalid character |unexpected end of JSON)"),
     # `plugin enable` without a numeric `timeout`: strconv.Atoi's error, untyped.
     ("POST", r"^/plugins/.+/enable$", r"^strconv\.Atoi: parsing "),
+    # `plugin create` with a name that is no reference, a digest, or a body that is no tar.
+    ("POST", r"^/plugins/create$", r"^failed to parse reference "),
+    ("POST", r"^/plugins/create$", r"^canonical references are not permitted$"),
+    ("POST", r"^/plugins/create$", r"^failed to read from tar: "),
 ]
+
+
+
+def tar_of(files: dict[str, bytes]) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+# Create contexts: a few real ones (valid, bad config, no config) and random bytes.
+schemathesis.openapi.media_type("application/x-tar", st.one_of(
+    st.sampled_from([
+        tar_of({"config.json": b'{"Description":"fuzz","Entrypoint":["/p"],'
+                b'"Interface":{"Socket":"p.sock","Types":["docker.volumedriver/1.0"]}}',
+                "rootfs/p": b"#!/bin/sh\n"}),
+        tar_of({"config.json": b'{"Interface":7}'}),
+        tar_of({"rootfs/p": b""}),
+    ]),
+    st.binary(max_size=2048),
+))
 
 schema = schemathesis.openapi.from_path(os.path.join(REPO, "api-spec", "openapi.json")).exclude(
     path_regex=r"^/plugins/(privileges|pull|[^/]+/upgrade|[^/]+/push)$")

@@ -182,6 +182,18 @@ def _already(b: Berth, want: bool) -> bool:
         return False
 
 
+def peak_rss(pid: int) -> int:
+    """VmHWM of `pid` in KiB (0 when gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def processes_rooted_in(prefix: str) -> list[int]:
     found = []
     for entry in os.listdir("/proc"):
@@ -283,7 +295,7 @@ def main() -> int:
     b = Berth(tmp, os.path.abspath(args.berth))
     registry = testbed.DockerRegistry(tmp, os.path.join(tmp, "reg"))
     ledger = Ledger()
-    lost = leaks = 0
+    lost = leaks = peak_rss_kb = 0
     started = time.monotonic()
     try:
         subprocess.run([os.path.join(REPO, "scripts/make-test-plugins.sh"),
@@ -319,6 +331,7 @@ def main() -> int:
                 t.start()
             delay = rng.uniform(0.05, args.max_delay)
             time.sleep(delay)
+            peak_rss_kb = max(peak_rss_kb, peak_rss(b.pid))
             b.kill9()
             stop.set()
             for t in threads:
@@ -350,6 +363,7 @@ def main() -> int:
     shutil.rmtree(tmp, ignore_errors=True)
     print(f"crash campaign: {args.trials} trials (seed {seed}), {ledger.acks} operations "
           f"acknowledged, {lost} records lost, {leaks} leaks, "
+          f"peak RSS {peak_rss_kb // 1024} MiB, "
           f"{time.monotonic() - started:.0f}s")
     return 1 if lost or leaks else 0
 
