@@ -415,6 +415,45 @@ mod tests {
     }
 
     #[test]
+    fn body_limits_come_from_flag_or_file_but_not_both() {
+        let cfg = resolve(&DaemonFlags::default(), &BTreeMap::new()).unwrap();
+        assert_eq!(cfg.body_idle_timeout, std::time::Duration::from_secs(30));
+        assert_eq!(cfg.max_concurrent_uploads, 1024);
+        let cfg = resolve(
+            &DaemonFlags::default(),
+            &file(r#"{"body-idle-timeout": 1.5, "max-concurrent-uploads": 8}"#),
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.body_idle_timeout,
+            std::time::Duration::from_millis(1500)
+        );
+        assert_eq!(cfg.max_concurrent_uploads, 8);
+        let flags = DaemonFlags {
+            max_concurrent_uploads: Some(2),
+            ..Default::default()
+        };
+        let err = resolve(&flags, &file(r#"{"max-concurrent-uploads": 8}"#))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("max-concurrent-uploads: (from flag: 2, from file: 8)"),
+            "{err}"
+        );
+        for bad in [
+            r#"{"max-concurrent-uploads": 0}"#,
+            r#"{"max-concurrent-uploads": -1}"#,
+            r#"{"body-idle-timeout": 0}"#,
+            r#"{"body-idle-timeout": "30s"}"#,
+        ] {
+            assert!(
+                resolve(&DaemonFlags::default(), &file(bad)).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn plugin_start_timeout_comes_from_flag_or_file() {
         let flags = DaemonFlags {
             plugin_start_timeout: Some(2.5),
