@@ -36,6 +36,7 @@ pub mod config;
 pub mod distribution;
 pub mod drivers;
 pub mod error;
+pub mod events;
 pub mod fsutil;
 pub mod goerr;
 pub mod gojson;

@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 use berth::api::{self, version::DEFAULT_API_VERSION, ApiState};
 use berth::config::{DaemonConfig, DaemonFlags};
 use berth::distribution::registry::{RegistryClient, RegistryOptions};
+use berth::events::EventBus;
 use berth::plugin::getter::PluginGetter;
 use berth::plugin::manager::{Manager, RuntimeOptions};
 use berth::rpc::discovery::LegacyPlugins;
@@ -106,12 +107,15 @@ fn run_daemon(config: DaemonConfig) -> anyhow::Result<()> {
         ..RegistryOptions::default()
     })
     .context("configuring the registry client")?;
+    // In memory only: events do not survive a restart (as with dockerd).
+    let events = EventBus::new();
     let manager = Manager::open(
         &config.data_root,
         &config.exec_root,
         executor,
         options,
         registry,
+        events.clone(),
     )
     .context("opening the plugin store")?;
     let manager = Arc::new(manager);
@@ -133,11 +137,12 @@ fn run_daemon(config: DaemonConfig) -> anyhow::Result<()> {
         legacy,
         config.plugin_call_timeout,
     ));
-    let volumes =
-        VolumeService::open(&config.data_root, getter).context("opening the volume store")?;
+    let volumes = VolumeService::open(&config.data_root, getter, events.clone())
+        .context("opening the volume store")?;
     let state = ApiState {
         volumes: Arc::new(volumes),
         plugins: manager.clone(),
+        events,
         daemon: api::system_identity(DEFAULT_API_VERSION, &config.data_root, &config.exec_root),
     };
     for path in &config.sockets {

@@ -3,6 +3,7 @@
 //! error leaves through [`error_response`].
 
 mod body;
+mod events;
 mod filters;
 mod plugins;
 mod remote;
@@ -27,6 +28,7 @@ use version::{ApiVersion, Compat, DEFAULT_API_VERSION, MAX_API_VERSION, MIN_API_
 pub struct ApiState {
     pub plugins: Arc<Manager>,
     pub volumes: Arc<crate::volume::service::VolumeService>,
+    pub events: Arc<crate::events::EventBus>,
     pub daemon: system::DaemonIdentity,
 }
 
@@ -45,6 +47,18 @@ impl Call {
             .ok()
             .and_then(|q| q.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone()))
             .unwrap_or_default()
+    }
+
+    /// Every value of a query parameter, or `None` when it is absent (Go's `r.Form[key]`).
+    pub fn query_all(&self, key: &str) -> Option<Vec<String>> {
+        let pairs =
+            web::Query::<Vec<(String, String)>>::from_query(self.req.query_string()).ok()?;
+        let values: Vec<String> = pairs
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .collect();
+        (!values.is_empty()).then_some(values)
     }
 
     /// moby's `httputils.BoolValue`: false only for "", "0", "no", "false", "none".
@@ -88,6 +102,10 @@ pub async fn serve(
             .app_data(web::PayloadConfig::new(usize::MAX))
             .default_service(web::to(dispatch))
     })
+    // A client that closes its end is gone (as Go's server sees it): its handler or stream
+    // is dropped at once (an idle `/events` stream unsubscribes, a `system df` stops
+    // measuring) instead of when the next write fails.
+    .h1_allow_half_closed(false)
     .workers(2);
     for listener in listeners {
         server = server.listen_uds(listener)?;
@@ -153,6 +171,9 @@ async fn handle(id: RouteId, call: Call, payload: web::Payload) -> Result<HttpRe
         RouteId::PingHead => system::ping(call, true).await,
         RouteId::Version => system::version(call).await,
         RouteId::Info => system::info(call).await,
+        RouteId::Events => events::events(call).await,
+        RouteId::SystemDf => system::disk_usage(call).await,
+        RouteId::Auth => system::auth(call, payload).await,
         RouteId::PluginList => plugins::list(call).await,
         RouteId::PluginCreate => plugins::create(call, payload).await,
         RouteId::PluginInspect => plugins::inspect(call).await,

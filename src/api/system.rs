@@ -1,12 +1,15 @@
-//! `/_ping`, `/version`, `/info`.
+//! `/_ping`, `/version`, `/info`, `/system/df`, `/auth`.
 
 use actix_web::http::StatusCode;
-use actix_web::HttpResponse;
+use actix_web::{web, HttpResponse};
 use serde::Serialize;
 
 use super::version::MIN_API_VERSION;
 use super::{json_response, Call};
-use crate::error::Result;
+use crate::distribution::registry::AuthConfig;
+use crate::error::{Error, Result};
+use crate::gojson;
+use crate::volume::types::Volume;
 
 /// Who this daemon says it is in `/version` and `/info`.
 #[derive(Debug, Clone)]
@@ -168,7 +171,7 @@ pub async fn info(call: Call) -> Result<HttpResponse> {
         "LoggingDriver": "",
         "CgroupDriver": "",
         "CgroupVersion": "",
-        "NEventsListener": 0,
+        "NEventsListener": call.state.events.subscribers(),
         "KernelVersion": kernel_version(),
         "OperatingSystem": "berth",
         "OSVersion": "",
@@ -219,4 +222,174 @@ fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd")
         .map(|d| d.count())
         .unwrap_or(0)
+}
+
+/// `types.DiskUsage` as berth can fill it: no images, containers or build cache exist here.
+/// Lists left out by `type` are `null`; `BuilderSize` went away after API 1.41.
+#[derive(Serialize)]
+struct DiskUsage {
+    #[serde(rename = "LayersSize")]
+    layers_size: i64,
+    #[serde(rename = "Images")]
+    images: Option<[(); 0]>,
+    #[serde(rename = "Containers")]
+    containers: Option<[(); 0]>,
+    #[serde(rename = "Volumes")]
+    volumes: Option<Vec<Volume>>,
+    #[serde(rename = "BuildCache")]
+    build_cache: Option<[(); 0]>,
+    #[serde(rename = "BuilderSize", skip_serializing_if = "Option::is_none")]
+    builder_size: Option<i64>,
+}
+
+/// `GET /system/df`. From API 1.42 `type` (repeatable) picks what is reported.
+pub async fn disk_usage(call: Call) -> Result<HttpResponse> {
+    let legacy = call.compat.legacy();
+    let (mut images, mut containers, mut volumes) = (true, true, true);
+    if let Some(types) = call.query_all("type").filter(|_| !legacy) {
+        (images, containers, volumes) = (false, false, false);
+        for kind in types {
+            match kind.as_str() {
+                "container" => containers = true,
+                "image" => images = true,
+                "volume" => volumes = true,
+                // There is no builder: nothing to report, nothing refused.
+                "build-cache" => {}
+                other => {
+                    return Err(Error::InvalidParameter(format!(
+                        "unknown object type: {other}"
+                    )))
+                }
+            }
+        }
+    }
+    let volumes = if volumes {
+        Some(call.state.volumes.disk_usage().await?)
+    } else {
+        None
+    };
+    let reply = DiskUsage {
+        layers_size: 0,
+        images: images.then_some([]),
+        containers: containers.then_some([]),
+        volumes,
+        build_cache: None,
+        builder_size: legacy.then_some(0),
+    };
+    Ok(json_response(StatusCode::OK, &reply))
+}
+
+#[derive(Serialize)]
+struct AuthReply {
+    #[serde(rename = "IdentityToken")]
+    identity_token: String,
+    #[serde(rename = "Status")]
+    status: &'static str,
+}
+
+/// `POST /auth` (`docker login`): checks the credentials with the registry and answers; berth
+/// keeps nothing (the client stores what it sent) and never logs the password.
+pub async fn auth(call: Call, payload: web::Payload) -> Result<HttpResponse> {
+    let body = super::body::read_bounded(payload, 1 << 20).await?;
+    let go_type = if call.compat.legacy() {
+        "types.AuthConfig"
+    } else {
+        "registry.AuthConfig"
+    };
+    let credentials = decode_auth_body(&body, go_type)?;
+    let identity_token = call.state.plugins.login(&credentials).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &AuthReply {
+            identity_token,
+            status: "Login Succeeded",
+        },
+    ))
+}
+
+/// The body of `POST /auth` as moby decodes it (`json.NewDecoder(r.Body).Decode`): the first
+/// JSON value, keys matched case-insensitively, every error untyped (500).
+fn decode_auth_body(body: &[u8], go_type: &str) -> Result<AuthConfig> {
+    let end = gojson::check_syntax(body, gojson::Mode::Decoder).map_err(Error::System)?;
+    let value: serde_json::Value =
+        serde_json::from_slice(&body[..end]).map_err(|e| Error::System(e.to_string()))?;
+    let mut auth = AuthConfig::default();
+    let members = match value {
+        serde_json::Value::Null => return Ok(auth),
+        serde_json::Value::Object(members) => members,
+        other => {
+            return Err(Error::System(gojson::unmarshal_type_error(
+                gojson::kind_name(&other),
+                go_type,
+            )))
+        }
+    };
+    let struct_name = go_type.rsplit('.').next().unwrap_or(go_type);
+    let mut type_error = None;
+    for (key, value) in members {
+        let (name, field) = match key.to_ascii_lowercase().as_str() {
+            "username" => ("username", &mut auth.username),
+            "password" => ("password", &mut auth.password),
+            "auth" => ("auth", &mut auth.auth),
+            "email" => ("email", &mut auth.email),
+            "serveraddress" => ("serveraddress", &mut auth.server_address),
+            "identitytoken" => ("identitytoken", &mut auth.identity_token),
+            "registrytoken" => ("registrytoken", &mut auth.registry_token),
+            _ => continue,
+        };
+        match value {
+            serde_json::Value::String(text) => *field = text,
+            serde_json::Value::Null => {}
+            // Go keeps decoding and reports the first mismatch at the end.
+            other => {
+                type_error.get_or_insert_with(|| {
+                    gojson::unmarshal_field_type_error(
+                        gojson::kind_name(&other),
+                        struct_name,
+                        &[name],
+                        "string",
+                    )
+                });
+            }
+        }
+    }
+    match type_error {
+        Some(message) => Err(Error::System(message)),
+        None => Ok(auth),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auth_bodies_decode_like_go() {
+        let ok = decode_auth_body(
+            br#"{"Username":"u","password":"p","serveraddress":"127.0.0.1:5000"} trailing"#,
+            "types.AuthConfig",
+        )
+        .unwrap();
+        assert_eq!((ok.username.as_str(), ok.password.as_str()), ("u", "p"));
+        assert_eq!(ok.server_address, "127.0.0.1:5000");
+        let message = |body: &[u8]| {
+            decode_auth_body(body, "types.AuthConfig")
+                .unwrap_err()
+                .message()
+                .to_string()
+        };
+        assert_eq!(message(b""), "EOF");
+        assert_eq!(
+            message(b"nope"),
+            "invalid character 'o' in literal null (expecting 'u')"
+        );
+        assert_eq!(
+            message(b"[]"),
+            "json: cannot unmarshal array into Go value of type types.AuthConfig"
+        );
+        assert_eq!(
+            message(br#"{"username":5}"#),
+            "json: cannot unmarshal number into Go struct field AuthConfig.username of type string"
+        );
+    }
 }

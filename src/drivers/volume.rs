@@ -524,8 +524,9 @@ impl VolumeDriverClient {
                 ))
             }
         };
+        // Go drops an empty `Status` (omitempty), as it drops an absent one.
         let status = match status {
-            Some(Loose::Other(Value::Object(m))) => Some(m),
+            Some(Loose::Other(Value::Object(m))) if !m.is_empty() => Some(m),
             _ => None,
         };
         Ok(DriverVolume {

@@ -18,6 +18,7 @@ use crate::distribution::extract::unpack_create_context;
 use crate::distribution::reference::Reference;
 use crate::distribution::registry::RegistryClient;
 use crate::error::{Error, Result};
+use crate::events::{Event, EventBus};
 use crate::fsutil;
 use crate::runtime::executor::Executor;
 use crate::runtime::logs::LogStore;
@@ -42,6 +43,8 @@ pub struct Manager {
     /// Users of a plugin (volumes, networks) by plugin ID: an in-use plugin is not disabled or
     /// removed unless forced.
     pub(super) refcounts: Mutex<HashMap<String, usize>>,
+    /// Where lifecycle events go (`docker events`).
+    pub(super) events: Arc<EventBus>,
 }
 
 /// How plugins are run: the executor behind its supervisor, their logs, and the timing knobs.
@@ -99,6 +102,7 @@ impl Manager {
         executor: Arc<dyn Executor>,
         options: RuntimeOptions,
         registry: RegistryClient,
+        events: Arc<EventBus>,
     ) -> Result<Manager> {
         let plugins_root = data_root.join("plugins");
         let exec_plugins = exec_root.join("plugins");
@@ -137,6 +141,7 @@ impl Manager {
             registry,
             operation_locks: Mutex::new(HashMap::new()),
             refcounts: Mutex::new(HashMap::new()),
+            events,
         })
     }
 
@@ -244,6 +249,7 @@ impl Manager {
             }
             store.remove(&id)?
         };
+        self.events.publish(Event::plugin(&id, name, "remove"));
         self.runtime.logs.forget(&id);
         if let Err(e) = fsutil::remove_all(&aside) {
             log::error!("failed to remove {}: {e}", aside.display());
@@ -280,13 +286,19 @@ impl Manager {
                     record_parts.plugin_reference = name.clone();
                     self.commit_new(&name, record_parts, &staging, &staged)
                 });
-        if result.is_err() {
-            let _ = fsutil::remove_all(&staging);
-            for blob in &staged {
-                self.blobs.discard(blob);
+        match result {
+            Ok(id) => {
+                self.events.publish(Event::plugin(&id, &name, "create"));
+                Ok(name)
+            }
+            Err(e) => {
+                let _ = fsutil::remove_all(&staging);
+                for blob in &staged {
+                    self.blobs.discard(blob);
+                }
+                Err(e)
             }
         }
-        result.map(|()| name)
     }
 
     pub(super) fn ensure_name_free(&self, store: &Store, name: &str) -> Result<()> {
@@ -354,14 +366,14 @@ impl Manager {
     }
 
     /// The commit point of create: under the lock, the name is checked again, the rootfs and
-    /// blobs move into place and the record is written last.
+    /// blobs move into place and the record is written last. Returns the new plugin's ID.
     pub(super) fn commit_new(
         &self,
         name: &str,
         parts: NewPluginParts,
         staging: &Path,
         staged: &[StagedBlob],
-    ) -> Result<()> {
+    ) -> Result<String> {
         let mut store = self.store();
         self.ensure_name_free(&store, name)?;
         let id = new_plugin_id();
@@ -394,7 +406,7 @@ impl Manager {
             let _ = fsutil::remove_all(&dir);
             let _ = self.blobs.collect_garbage(&store.referenced_blobs());
         }
-        result
+        result.map(|()| id)
     }
 
     /// The blob store, for readers such as push.

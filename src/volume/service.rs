@@ -13,11 +13,13 @@ use futures_util::future::join_all;
 use super::local::LocalDriver;
 use super::store::{CreateOutcome, VolumeRecord, VolumeStore};
 use super::types::{
-    format_time, Volume, VolumeListResponse, VolumePruneReport, ANONYMOUS_LABEL, ZERO_TIME,
+    format_time, UsageData, Volume, VolumeListResponse, VolumePruneReport, ANONYMOUS_LABEL,
+    ZERO_TIME,
 };
 use crate::drivers::volume::{Created, DriverVolume, VolumeDriver, VolumeDriverClient};
 use crate::drivers::AdapterCache;
 use crate::error::{Error, Result};
+use crate::events::{Audience, Event, EventBus};
 use crate::plugin::getter::{Capability, Enumerated, Mode, PluginGetter};
 use crate::rpc::client::within;
 
@@ -61,10 +63,18 @@ pub struct VolumeService {
     /// One operation per volume name at a time.
     name_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     prune_running: AtomicBool,
+    /// Where create, destroy, prune, mount and unmount are reported (`docker events`).
+    events: Arc<EventBus>,
+    /// One `system df` size walk at a time, whatever the number of clients asking.
+    size_walks: Arc<tokio::sync::Semaphore>,
 }
 
 impl VolumeService {
-    pub fn open(data_root: &Path, plugins: Arc<PluginGetter>) -> Result<VolumeService> {
+    pub fn open(
+        data_root: &Path,
+        plugins: Arc<PluginGetter>,
+        events: Arc<EventBus>,
+    ) -> Result<VolumeService> {
         let root = data_root.join("volumes");
         let store = VolumeStore::open(&root.join("metadata.db"))
             .map_err(|e| Error::System(e.to_string()))?;
@@ -81,6 +91,8 @@ impl VolumeService {
             mounts: Mutex::new(HashMap::new()),
             name_locks: Mutex::new(HashMap::new()),
             prune_running: AtomicBool::new(false),
+            events,
+            size_walks: Arc::new(tokio::sync::Semaphore::new(1)),
         };
         // Plugin reference counts follow from the volume records.
         let records = service.records();
@@ -224,6 +236,7 @@ impl VolumeService {
             };
             if same {
                 if recorded {
+                    self.created(&existing.name, &existing.driver, false);
                     return Ok(self.view(&existing));
                 }
                 // Seen in a plugin: adopted below through that driver (its Get finds it).
@@ -233,9 +246,24 @@ impl VolumeService {
             }
         }
         let driver_name = driver_name.unwrap_or_else(|| LOCAL.to_string());
-        self.create_with(&name, &driver_name, driver_opts, labels)
+        let (volume, new) = self
+            .create_with(&name, &driver_name, driver_opts, labels)
             .await
-            .map_err(wrap)
+            .map_err(wrap)?;
+        self.created(&volume.name, &volume.driver, new);
+        Ok(volume)
+    }
+
+    /// dockerd 20.10 reports every successful create; current daemons only those that made
+    /// the volume.
+    fn created(&self, name: &str, driver: &str, new: bool) {
+        let event = Event::volume(name, "create", [("driver", driver)]);
+        let audience = if new {
+            Audience::All
+        } else {
+            Audience::BeforeApi142
+        };
+        self.events.publish(event.for_audience(audience));
     }
 
     /// A create for another driver than the one that has the name: a conflict while that
@@ -254,22 +282,23 @@ impl VolumeService {
         }
     }
 
-    /// Creates `name` with a driver (or adopts it from a plugin that has it) and records it.
-    /// The volume holds a reference on its plugin from here on.
+    /// Creates `name` with a driver (or adopts it from a plugin that has it) and records it;
+    /// `true` when this call recorded it. The volume holds a reference on its plugin from
+    /// here on.
     async fn create_with(
         &self,
         name: &str,
         driver_name: &str,
         driver_opts: BTreeMap<String, String>,
         labels: BTreeMap<String, String>,
-    ) -> Result<Volume> {
+    ) -> Result<(Volume, bool)> {
         let driver = self.driver(driver_name, Mode::Acquire).await?;
         let created = self.record_new(&*driver, name, driver_opts, labels).await;
         if !matches!(created, Ok((_, true))) {
             self.release(driver.name());
         }
         self.unsee(name);
-        created.map(|(volume, _)| volume)
+        created
     }
 
     /// The driver's part of a create, then the record; `true` when this call recorded it.
@@ -368,8 +397,12 @@ impl VolumeService {
         let mut volume = self.view(&record);
         volume.mountpoint = found.mountpoint;
         volume.status = found.status;
-        if let Some(created) = found.created_at {
-            volume.created_at = created;
+        match found.created_at {
+            Some(created) => volume.created_at = created,
+            // A plugin that gives no date shows Go's zero time, as in list (dockerd has no
+            // date of its own for plugin volumes); the built-in driver's is the record's.
+            None if record.driver != LOCAL => volume.created_at = ZERO_TIME.to_string(),
+            None => {}
         }
         Ok(volume)
     }
@@ -398,6 +431,7 @@ impl VolumeService {
                     options: None,
                     scope: self.operation(&**driver, driver.scope()).await,
                     status: v.status,
+                    usage_data: None,
                 });
             }
         }
@@ -519,6 +553,7 @@ impl VolumeService {
             options: record.and_then(|r| non_empty(&r.options)),
             scope: scope.to_string(),
             status: None,
+            usage_data: None,
         })
     }
 
@@ -542,6 +577,7 @@ impl VolumeService {
             options: non_empty(&record.options),
             scope: record.scope.clone(),
             status: None,
+            usage_data: None,
         }
     }
 
@@ -602,7 +638,11 @@ impl VolumeService {
             })
             .await;
         match removed {
-            Ok(()) => self.forget(&record),
+            Ok(()) => {
+                self.forget(&record)?;
+                self.destroyed(&record, Audience::All);
+                Ok(())
+            }
             Err(e @ Error::NotFound(_)) => Err(e),
             Err(e) => {
                 if force {
@@ -611,6 +651,11 @@ impl VolumeService {
                 Err(e)
             }
         }
+    }
+
+    fn destroyed(&self, record: &VolumeRecord, audience: Audience) {
+        let event = Event::volume(&record.name, "destroy", [("driver", &*record.driver)]);
+        self.events.publish(event.for_audience(audience));
     }
 
     /// `POST /volumes/prune`: unused local volumes created without driver options; from API
@@ -623,7 +668,11 @@ impl VolumeService {
         }
         let result = self.prune_locked(filter).await;
         self.prune_running.store(false, Ordering::SeqCst);
-        result
+        let report = result?;
+        let reclaimed = report.space_reclaimed.to_string();
+        self.events
+            .publish(Event::volume("", "prune", [("reclaimed", reclaimed)]));
+        Ok(report)
     }
 
     async fn prune_locked(&self, filter: &PruneFilter) -> Result<VolumePruneReport> {
@@ -651,6 +700,8 @@ impl VolumeService {
             match driver.remove(&record.name).await {
                 Ok(()) => {
                     self.forget(&record)?;
+                    // 20.10 reported only the prune itself.
+                    self.destroyed(&record, Audience::FromApi142);
                     report.volumes_deleted.push(record.name.clone());
                     report.space_reclaimed += size;
                 }
@@ -658,6 +709,57 @@ impl VolumeService {
             }
         }
         Ok(report)
+    }
+
+    /// `GET /system/df`: the local volumes created without options (what dockerd measures),
+    /// by name, with their size and the number of users that have them mounted. Sizes are
+    /// measured on a blocking thread, one walk at a time; dropping the future (the client went
+    /// away) stops the walk at its next file.
+    pub async fn disk_usage(&self) -> Result<Vec<Volume>> {
+        let mut volumes: Vec<Volume> = self
+            .records()
+            .iter()
+            .filter(|r| r.driver == LOCAL && r.options.is_empty())
+            .map(|r| Volume {
+                mountpoint: self.local.mountpoint(&r.name).display().to_string(),
+                ..self.view(r)
+            })
+            .collect();
+        volumes.sort_by(|a, b| a.name.cmp(&b.name));
+        let names: Vec<String> = volumes.iter().map(|v| v.name.clone()).collect();
+        let permit = self
+            .size_walks
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| Error::System(e.to_string()))?;
+        let cancel = CancelOnDrop::default();
+        let cancelled = cancel.flag();
+        let local = self.local.clone();
+        let sizes = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let stop = || cancelled.load(Ordering::Relaxed);
+            names
+                .iter()
+                .map(|name| match local.size(name, &stop) {
+                    Ok(size) => size as i64,
+                    Err(e) => {
+                        if !stop() {
+                            log::warn!("could not determine size of volume {name}: {e}");
+                        }
+                        -1
+                    }
+                })
+                .collect::<Vec<i64>>()
+        })
+        .await
+        .map_err(|e| Error::System(format!("measuring volumes: {e}")))?;
+        let mounts = self.mounts.lock().unwrap_or_else(|p| p.into_inner());
+        for (volume, size) in volumes.iter_mut().zip(sizes) {
+            let ref_count = mounts.get(&volume.name).map_or(0, |ids| ids.len()) as i64;
+            volume.usage_data = Some(UsageData { ref_count, size });
+        }
+        Ok(volumes)
     }
 
     /// berth extension `POST /volumes/{name}/mount`: mounts for caller `id` and returns the
@@ -678,6 +780,19 @@ impl VolumeService {
             .entry(name.to_string())
             .or_default()
             .insert(id.to_string());
+        // What dockerd reports when a container mounts a volume; the caller stands for the
+        // container, and there is no destination inside one.
+        self.events.publish(Event::volume(
+            name,
+            "mount",
+            [
+                ("container", id),
+                ("destination", ""),
+                ("driver", &record.driver),
+                ("propagation", ""),
+                ("read/write", "true"),
+            ],
+        ));
         Ok(path)
     }
 
@@ -698,7 +813,29 @@ impl VolumeService {
         let driver = self.driver(&record.driver, Mode::Lookup).await?;
         self.operation(&*driver, driver.unmount(name, id))
             .await
-            .map_err(|e| Error::from(e).context(format!("unmount {name}")))
+            .map_err(|e| Error::from(e).context(format!("unmount {name}")))?;
+        self.events.publish(Event::volume(
+            name,
+            "unmount",
+            [("container", id), ("driver", &record.driver)],
+        ));
+        Ok(())
+    }
+}
+
+/// Raises its flag when dropped: a blocking worker watching the flag stops.
+#[derive(Default)]
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl CancelOnDrop {
+    fn flag(&self) -> Arc<AtomicBool> {
+        self.0.clone()
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
     }
 }
 
