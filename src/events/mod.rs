@@ -135,7 +135,7 @@ impl Event {
             time: time_nano.div_euclid(1_000_000_000),
             time_nano,
         };
-        let mut line = serde_json::to_vec(&message).unwrap_or_default();
+        let mut line = crate::gojson::escape_html(serde_json::to_vec(&message).unwrap_or_default());
         line.push(b'\n');
         Event {
             message,

@@ -474,11 +474,21 @@ impl Manager {
         path: PathBuf,
         feed: &Feed,
     ) -> std::result::Result<StagedBlob, StreamError> {
-        let mut throttle = Throttle { last: None };
+        // Progress as dockerd reports it: it looks every 100 ms, says `Pulling fs layer` the
+        // first time it sees the download under way, then `Downloading` with the bytes so
+        // far; a layer that finishes between two looks goes straight to `Download complete`.
+        let mut ticks = Throttle {
+            last: Some(Instant::now()),
+        };
+        let mut pulling = false;
         let total = layer.size;
         let mut report = |written: u64| {
             feed.advance(written);
-            if written == total || throttle.due() {
+            if written < total && ticks.due() {
+                if !pulling {
+                    pulling = true;
+                    progress.try_send(progress.state(short, "Pulling fs layer"));
+                }
                 progress.try_send(progress.transfer(short, "Downloading", written, total));
             }
         };
@@ -543,11 +553,6 @@ impl Manager {
                 format!("The push refers to repository [{}]", target.name()),
             )
             .await?;
-        let session = self
-            .registry
-            .session(&target, auth, true)
-            .await
-            .map_err(Error::from)?;
         // dockerd 20.10 announces every blob and the manifest twice, then reports each
         // `Upload complete`; the digest travels only in the aux message.
         let manifest_id = crate::distribution::registry::Descriptor {
@@ -562,7 +567,38 @@ impl Manager {
             }
             progress.layer(&manifest_id, "Preparing").await?;
         }
-        for blob in &blobs {
+        // Whatever goes wrong with the registry from here is reported as dockerd words it.
+        let digest = self
+            .upload(&target, auth, &blobs, &tag, &raw, progress)
+            .await
+            .map_err(|e| match e {
+                StreamError::Failed(e) => StreamError::Failed(e.context("error pushing plugin")),
+                cancelled => cancelled,
+            })?;
+        progress.layer(&manifest_id, "Upload complete").await?;
+        progress
+            .aux(serde_json::json!({"Tag": tag, "Digest": digest, "Size": raw.len()}))
+            .await?;
+        Ok(())
+    }
+
+    /// The registry part of a push: the blobs the registry lacks, then the manifest; returns
+    /// the manifest's digest.
+    async fn upload(
+        &self,
+        target: &Reference,
+        auth: &AuthConfig,
+        blobs: &[crate::distribution::registry::Descriptor],
+        tag: &str,
+        manifest: &[u8],
+        progress: &Progress,
+    ) -> std::result::Result<String, StreamError> {
+        let session = self
+            .registry
+            .session(target, auth, true)
+            .await
+            .map_err(Error::from)?;
+        for blob in blobs {
             let short = blob.short_id();
             if session.blob_exists(blob).await.map_err(Error::from)? {
                 progress.layer(&short, "Layer already exists").await?;
@@ -586,14 +622,9 @@ impl Manager {
             }
             progress.layer(&short, "Upload complete").await?;
         }
-        let digest = session
-            .push_manifest(&tag, MEDIA_TYPE_DOCKER_MANIFEST, &raw)
+        Ok(session
+            .push_manifest(tag, MEDIA_TYPE_DOCKER_MANIFEST, manifest)
             .await
-            .map_err(Error::from)?;
-        progress.layer(&manifest_id, "Upload complete").await?;
-        progress
-            .aux(serde_json::json!({"Tag": tag, "Digest": digest, "Size": raw.len()}))
-            .await?;
-        Ok(())
+            .map_err(Error::from)?)
     }
 }

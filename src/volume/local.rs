@@ -1051,9 +1051,10 @@ impl VolumeDriver for LocalDriver {
     async fn create(
         &self,
         name: &str,
-        opts: &BTreeMap<String, String>,
+        opts: Option<&BTreeMap<String, String>>,
     ) -> Result<Created, DriverError> {
-        LocalDriver::create(self, name, opts).map_err(|m| DriverError::failed("create", m))?;
+        let opts = opts.cloned().unwrap_or_default();
+        LocalDriver::create(self, name, &opts).map_err(|m| DriverError::failed("create", m))?;
         Ok(Created::New)
     }
 

@@ -203,8 +203,8 @@ impl VolumeService {
         &self,
         name: &str,
         driver_name: &str,
-        driver_opts: BTreeMap<String, String>,
-        mut labels: BTreeMap<String, String>,
+        driver_opts: Option<BTreeMap<String, String>>,
+        mut labels: Option<BTreeMap<String, String>>,
         label_anonymous: bool,
     ) -> Result<Volume> {
         let anonymous = name.is_empty();
@@ -214,7 +214,9 @@ impl VolumeService {
             name.to_string()
         };
         if anonymous && label_anonymous {
-            labels.insert(ANONYMOUS_LABEL.to_string(), String::new());
+            labels
+                .get_or_insert_with(BTreeMap::new)
+                .insert(ANONYMOUS_LABEL.to_string(), String::new());
         }
         let _guard = self.lock_name(&name).await;
         let wrap = |e: Error| e.context(format!("create {name}"));
@@ -289,8 +291,8 @@ impl VolumeService {
         &self,
         name: &str,
         driver_name: &str,
-        driver_opts: BTreeMap<String, String>,
-        labels: BTreeMap<String, String>,
+        driver_opts: Option<BTreeMap<String, String>>,
+        labels: Option<BTreeMap<String, String>>,
     ) -> Result<(Volume, bool)> {
         let driver = self.driver(driver_name, Mode::Acquire).await?;
         let created = self.record_new(&*driver, name, driver_opts, labels).await;
@@ -306,26 +308,28 @@ impl VolumeService {
         &self,
         driver: &dyn VolumeDriver,
         name: &str,
-        mut driver_opts: BTreeMap<String, String>,
-        mut labels: BTreeMap<String, String>,
+        mut driver_opts: Option<BTreeMap<String, String>>,
+        mut labels: Option<BTreeMap<String, String>>,
     ) -> Result<(Volume, bool)> {
-        driver.validate(name, &driver_opts)?;
+        driver.validate(name, driver_opts.as_ref().unwrap_or(&BTreeMap::new()))?;
         let (created, scope) = self
             .operation(driver, async {
-                let created = driver.create(name, &driver_opts).await?;
+                let created = driver.create(name, driver_opts.as_ref()).await?;
                 Ok::<_, Error>((created, driver.scope().await))
             })
             .await?;
         if created == Created::Existing {
             // moby records no labels or options for a volume the plugin already had.
-            labels.clear();
-            driver_opts.clear();
+            labels = None;
+            driver_opts = None;
         }
         let record = VolumeRecord {
             name: name.to_string(),
             driver: driver.name().to_string(),
-            labels,
-            options: driver_opts,
+            labels_sent: labels.is_some(),
+            options_sent: driver_opts.is_some(),
+            labels: labels.unwrap_or_default(),
+            options: driver_opts.unwrap_or_default(),
             created_at: chrono::Utc::now(),
             scope,
         };
@@ -397,12 +401,8 @@ impl VolumeService {
         let mut volume = self.view(&record);
         volume.mountpoint = found.mountpoint;
         volume.status = found.status;
-        match found.created_at {
-            Some(created) => volume.created_at = created,
-            // A plugin that gives no date shows Go's zero time, as in list (dockerd has no
-            // date of its own for plugin volumes); the built-in driver's is the record's.
-            None if record.driver != LOCAL => volume.created_at = ZERO_TIME.to_string(),
-            None => {}
+        if let Some(created) = found.created_at {
+            volume.created_at = created;
         }
         Ok(volume)
     }
@@ -509,7 +509,7 @@ impl VolumeService {
         for record in snapshot.iter() {
             let driver = record.driver.as_str();
             if driver != LOCAL && asked.contains(driver) && !answered.contains(driver) {
-                volumes.push(self.recorded_view(record));
+                volumes.push(self.view(record));
             }
         }
         // Stable: of equal names the first collected stays.
@@ -547,10 +547,10 @@ impl VolumeService {
         Some(Volume {
             created_at: found.created_at.unwrap_or_else(|| ZERO_TIME.to_string()),
             driver: driver.to_string(),
-            labels: record.and_then(|r| non_empty(&r.labels)),
+            labels: record.and_then(|r| shown(&r.labels, r.labels_sent)),
             mountpoint: found.host_mountpoint,
             name: found.name,
-            options: record.and_then(|r| non_empty(&r.options)),
+            options: record.and_then(|r| shown(&r.options, r.options_sent)),
             scope: scope.to_string(),
             status: None,
             usage_data: None,
@@ -559,33 +559,29 @@ impl VolumeService {
 
     /// The API view of a record. Plugin volumes show no mountpoint until inspected or
     /// mounted (moby calls no `VolumeDriver.Path` for create or list of recorded volumes:
-    /// `TestExternalVolumeDriverPathCalls`); the built-in driver's are fixed paths.
+    /// `TestExternalVolumeDriverPathCalls`); the built-in driver's are fixed paths. Nor do
+    /// they have a date of their own: dockerd shows the one their driver gives (inspect,
+    /// list), else Go's zero time, also in the answer to a create.
     fn view(&self, record: &VolumeRecord) -> Volume {
-        let mountpoint = match record.driver.as_str() {
-            LOCAL => self
-                .local
-                .known_mountpoint(&record.name)
-                .unwrap_or_default(),
-            _ => String::new(),
+        let (mountpoint, created_at) = match record.driver.as_str() {
+            LOCAL => (
+                self.local
+                    .known_mountpoint(&record.name)
+                    .unwrap_or_default(),
+                format_time(&record.created_at),
+            ),
+            _ => (String::new(), ZERO_TIME.to_string()),
         };
         Volume {
-            created_at: format_time(&record.created_at),
+            created_at,
             driver: record.driver.clone(),
-            labels: non_empty(&record.labels),
+            labels: shown(&record.labels, record.labels_sent),
             mountpoint,
             name: record.name.clone(),
-            options: non_empty(&record.options),
+            options: shown(&record.options, record.options_sent),
             scope: record.scope.clone(),
             status: None,
             usage_data: None,
-        }
-    }
-
-    fn recorded_view(&self, record: &VolumeRecord) -> Volume {
-        Volume {
-            created_at: ZERO_TIME.to_string(),
-            mountpoint: String::new(),
-            ..self.view(record)
         }
     }
 
@@ -738,8 +734,10 @@ impl VolumeService {
         let local = self.local.clone();
         let sizes = tokio::task::spawn_blocking(move || {
             let _permit = permit;
+            let started = std::time::Instant::now();
+            log::debug!("system df: measuring {} volumes", names.len());
             let stop = || cancelled.load(Ordering::Relaxed);
-            names
+            let sizes = names
                 .iter()
                 .map(|name| match local.size(name, &stop) {
                     Ok(size) => size as i64,
@@ -750,7 +748,17 @@ impl VolumeService {
                         -1
                     }
                 })
-                .collect::<Vec<i64>>()
+                .collect::<Vec<i64>>();
+            if stop() {
+                log::info!("system df: stopped measuring, the client went away");
+            } else {
+                log::debug!(
+                    "system df: measured {} volumes in {:?}",
+                    names.len(),
+                    started.elapsed()
+                );
+            }
+            sizes
         })
         .await
         .map_err(|e| Error::System(format!("measuring volumes: {e}")))?;
@@ -873,8 +881,10 @@ fn no_such_volume(name: &str) -> Error {
     Error::NotFound(format!("{}: no such volume", op("get", name)))
 }
 
-fn non_empty(map: &BTreeMap<String, String>) -> Option<BTreeMap<String, String>> {
-    (!map.is_empty()).then(|| map.clone())
+/// A record's labels or options as the API shows them: `null` unless the client sent some
+/// (even an empty map).
+fn shown(map: &BTreeMap<String, String>, sent: bool) -> Option<BTreeMap<String, String>> {
+    (sent || !map.is_empty()).then(|| map.clone())
 }
 
 /// `label=k` requires the key; `label=k=v` the key with that value; all must hold.
