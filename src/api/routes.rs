@@ -77,7 +77,8 @@ pub const ROUTES: &[Route] = &[
     route("POST", "/plugins/{name}/push", RouteId::PluginPush),
     route("GET", "/volumes", RouteId::VolumeList),
     route("POST", "/volumes/create", RouteId::VolumeCreate),
-    // Current moby requires 1.25 here; dockerd 20.10 (whose API berth advertises) does not.
+    // Current moby requires 1.25 here; dockerd 20.10 did not, and berth keeps 20.10's rule
+    // for the old versions it serves.
     route("POST", "/volumes/prune", RouteId::VolumePrune),
     route("POST", "/volumes/{name}/mount", RouteId::VolumeMount),
     route("POST", "/volumes/{name}/unmount", RouteId::VolumeUnmount),

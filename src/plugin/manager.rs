@@ -335,7 +335,8 @@ impl Manager {
 
         let mut config = decode_created_config(&unpacked.config_json)
             .map_err(|e| Error::System(format!("failed to parse config: {e}")))?;
-        // dockerd 20.10 (whose API version berth advertises) stamps its version here.
+        // dockerd 20.10 stamps its own version here (current daemons leave it empty); the
+        // config is stored once, whatever API version the client spoke.
         config.docker_version = env!("CARGO_PKG_VERSION").to_string();
         config.rootfs = Some(PluginConfigRootfs {
             diff_ids: Some(vec![unpacked.layer_digest.clone()]),
