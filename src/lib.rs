@@ -5,17 +5,19 @@
 //!
 //! | module | owns |
 //! | --- | --- |
-//! | [`api`] | HTTP surface: routing, `/vX.Y` prefixes and version negotiation, system endpoints, one file per resource, request decoding, filter parsing. Handlers are thin: decode, call a service, encode. |
+//! | [`api`] | HTTP surface: routing, `/vX.Y` prefixes and version negotiation (1.50 advertised, 1.41 exactly dockerd 20.10's), system endpoints (`/events`, `/system/df`, `/auth` among them), one file per resource, request decoding, filter parsing. Handlers are thin: decode, call a service, encode. |
 //! | [`volume`] | the volume service: metadata store (redb), the `local` driver, driver lookup, deadlines, mount references. |
 //! | [`plugin`] | the managed plugin system: config schema, settable rules, privileges, the persistent store, the manager (create, set, rm, enable, disable, restore). |
 //! | [`drivers`] | typed protocol adapters over the RPC client (VolumeDriver). |
 //! | [`runtime`] | running plugins: run specs, the `Executor` trait, the Linux namespaces executor, supervision, plugin logs. |
 //! | [`rpc`] | the plugin RPC client (unix, tcp, TLS), retries and deadlines; legacy plugin discovery. |
-//! | [`distribution`] | the image-reference grammar, the registry client, content-addressed blob store, safe tar extraction (layers are unpacked while they download, into a staging rootfs discarded unless every digest matched). |
+//! | [`events`] | the event bus: services publish (plugin manager, volume service, networks), `/events` streams subscribe; bounded history for `since`, bounded per-subscriber queues, dockerd's event filters. Depends on nothing but the reference grammar (the `image` filter). |
+//! | [`distribution`] | the image-reference grammar, the registry client (pull, push, login), content-addressed blob store, safe tar extraction (layers are unpacked while they download, into a staging rootfs discarded unless every digest matched). |
 //! | [`error`], [`gojson`], [`goerr`], [`fsutil`], [`config`], [`tls`], [`progress`] | the one error type (mapped to Docker's status codes in one place), Go's JSON error texts, Go's wording of OS and HTTP errors, durable file steps, daemon configuration, the TLS provider, JSON-message progress streams. |
 //!
 //! The volume service uses the plugin manager only to find managed volume drivers and to count
-//! references; the manager knows nothing of volumes.
+//! references; the manager knows nothing of volumes. Both report what they change to the
+//! event bus they are given; neither knows who listens.
 //!
 //! # Invariants
 //! - Every state change on disk is atomic (temp file, fsync, rename); a plugin directory without
@@ -28,6 +30,7 @@
 //! - Every call to a plugin has a deadline; a hung plugin costs a request at most that long.
 //! - Volume records are committed durably before a create is acknowledged; plugin reference
 //!   counts are derived from them at start-up.
+//! - Publishing an event never waits for a subscriber: one that falls behind is dropped.
 
 #![recursion_limit = "256"]
 
