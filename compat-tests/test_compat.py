@@ -5,6 +5,7 @@ Debian's 20.10."""
 import pytest
 
 import harness
+from conftest import run_scenario_file
 
 SCENARIOS = harness.discover_scenarios()
 
@@ -22,16 +23,5 @@ def _cases():
 
 @pytest.mark.parametrize("path, cli", list(_cases()))
 def test_scenario(path, cli, target_name, request):
-    try:
-        scenario = harness.parse_scenario(path)
-    except harness.HarnessError as e:
-        pytest.fail(f"scenario file error: {e}", pytrace=False)
-    if not scenario.runs_on(target_name):
-        pytest.skip(f"only for target(s) {', '.join(scenario.targets)}")
-    daemon = request.getfixturevalue("daemon")
-    try:
-        failures = harness.run_scenario(daemon, scenario, cli=cli)
-    except harness.HarnessError as e:
-        pytest.fail(str(e), pytrace=False)
-    if failures:
-        pytest.fail(f"{scenario.title} (CLI {cli})\n" + "\n\n".join(failures), pytrace=False)
+    # the session daemon is started only for a scenario that runs on this target
+    run_scenario_file(lambda: request.getfixturevalue("daemon"), path, target_name, cli=cli)

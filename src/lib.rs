@@ -3,21 +3,24 @@
 //!
 //! # Module map (dependencies point down this list; nothing reaches back up)
 //!
-//! | module | owns |
-//! | --- | --- |
-//! | [`api`] | HTTP surface: routing, `/vX.Y` prefixes and version negotiation (1.50 advertised, 1.41 exactly dockerd 20.10's), system endpoints (`/events`, `/system/df`, `/auth` among them), one file per resource, request decoding, filter parsing. Handlers are thin: decode, call a service, encode. |
-//! | [`volume`] | the volume service: metadata store (redb), the `local` driver, driver lookup, deadlines, mount references. |
-//! | [`plugin`] | the managed plugin system: config schema, settable rules, privileges, the persistent store, the manager (create, set, rm, enable, disable, restore). |
-//! | [`drivers`] | typed protocol adapters over the RPC client (VolumeDriver). |
-//! | [`runtime`] | running plugins: run specs, the `Executor` trait, the Linux namespaces executor, supervision, plugin logs. |
-//! | [`rpc`] | the plugin RPC client (unix, tcp, TLS), retries and deadlines; legacy plugin discovery. |
-//! | [`events`] | the event bus: services publish (plugin manager, volume service, networks), `/events` streams subscribe; bounded history for `since`, bounded per-subscriber queues, dockerd's event filters. Depends on nothing but the reference grammar (the `image` filter). |
-//! | [`distribution`] | the image-reference grammar, the registry client (pull, push, login), content-addressed blob store, safe tar extraction (layers are unpacked while they download, into a staging rootfs discarded unless every digest matched). |
-//! | [`error`], [`gojson`], [`goerr`], [`fsutil`], [`config`], [`tls`], [`progress`] | the one error type (mapped to Docker's status codes in one place), Go's JSON error texts, Go's wording of OS and HTTP errors, durable file steps, daemon configuration, the TLS provider, JSON-message progress streams. |
+//! | module | owns | uses |
+//! | --- | --- | --- |
+//! | [`api`] | HTTP surface: routing, `/vX.Y` prefixes and version negotiation (1.50 advertised, 1.41 exactly dockerd 20.10's), system endpoints (`/events`, `/system/df`, `/auth` among them), one file per resource, request decoding, filter parsing, the authorization middleware around every routed request. Handlers are thin: decode, make one service call, encode. | services, authz |
+//! | [`authz`] | the authorization chain: which plugins, in which order, asked how (fail-closed, no retries), reloaded on SIGHUP; the rules for what plugins are shown of a request and its response. | plugin getter, drivers |
+//! | [`volume`] | the volume service: metadata store (redb), the built-in `local` driver, mount references. Every driver, built-in or plugin, is a [`drivers::volume::VolumeDriver`]. | plugin getter, drivers, events |
+//! | [`plugin`] | the managed plugin system: config schema and its Go decoding, settable rules, privileges, the run spec built from a plugin's record, the persistent store, the manager (create, set, rm, enable, disable, restore, pull, push, upgrade; it owns the registry client), and the **plugin getter**: the one way any user of a plugin protocol reaches a plugin, managed or legacy. | distribution, runtime, rpc, events |
+//! | [`drivers`] | typed protocol adapters over a plugin handle (VolumeDriver, cached per plugin activation; AuthZPlugin). | rpc |
+//! | [`runtime`] | running plugins: the run spec (types and moby's defaults; it knows nothing of plugins), the `Executor` trait, the Linux namespaces executor and `plugin-init` (one function per setup step, every kernel call behind the `Syscall` seam), supervision, plugin logs. | kernel |
+//! | [`rpc`] | the plugin RPC client (unix, tcp, TLS) with the one deadline per call, retries, plugin handles (client, host-path mapper, identity), legacy plugin discovery. | plugin sockets |
+//! | [`events`] | the event bus: services publish (plugin manager, volume service, networks), `/events` streams subscribe; bounded history for `since`, bounded per-subscriber queues, dockerd's event filters. | distribution (the reference grammar, for the `image` filter) |
+//! | [`distribution`] | the image-reference grammar, the registry client (endpoints, auth, manifests, transfer, login), content-addressed blob store, safe tar extraction (layers are unpacked while they download, into a staging rootfs discarded unless every digest matched). | disk, network |
+//! | [`error`], [`gojson`], [`goerr`], [`fsutil`], [`mounts`], [`config`], [`tls`], [`progress`] | the one error type (mapped to Docker's status codes in one place; every area's typed error converts into it), Go's `encoding/json` (its syntax and type-error texts and the one decoder every Go-JSON body and plugin config goes through), Go's wording of OS and HTTP errors, durable file steps, the mount table and unmounting, daemon configuration, the TLS provider, JSON-message progress streams (and the spawning of streamed operations). | — |
 //!
-//! The volume service uses the plugin manager only to find managed volume drivers and to count
-//! references; the manager knows nothing of volumes. Both report what they change to the
-//! event bus they are given; neither knows who listens.
+//! Services reach plugins only through [`plugin::getter::PluginGetter`] (`get(name, capability,
+//! mode)`, `all(capability)`); the manager knows nothing of volumes or of what its plugins are
+//! used for. A `docker volume create -d X` is api → volume service → getter (managed store or
+//! legacy discovery) → drivers adapter → rpc client → plugin. The manager and the volume
+//! service report what they change to the event bus they are given; neither knows who listens.
 //!
 //! # Invariants
 //! - Every state change on disk is atomic (temp file, fsync, rename); a plugin directory without
@@ -27,14 +30,20 @@
 //! - Wire types mirror Docker's JSON (names and field order); the CLI prints some of it verbatim.
 //! - Plugin processes are spawned only from the supervisor thread (PDEATHSIG is per thread) and
 //!   set up in a fresh `berth plugin-init` process, never in a fork of the threaded daemon.
-//! - Every call to a plugin has a deadline; a hung plugin costs a request at most that long.
+//! - Every call to a plugin has one deadline, decided in the RPC client: the plugin's own
+//!   (`enable --timeout`), else `--plugin-call-timeout`, cut short by the operation it belongs to
+//!   (`rpc::client::within`); a hung plugin costs a request at most that long.
 //! - Volume records are committed durably before a create is acknowledged; plugin reference
 //!   counts are derived from them at start-up.
+//! - With an authorization chain, no handler runs unless every plugin allowed the request as
+//!   the handler will see it: the body it reads is the body the plugins were shown, and its path
+//!   is the one they were shown (undecoded).
 //! - Publishing an event never waits for a subscriber: one that falls behind is dropped.
 
 #![recursion_limit = "256"]
 
 pub mod api;
+pub mod authz;
 pub mod config;
 pub mod distribution;
 pub mod drivers;
@@ -43,6 +52,7 @@ pub mod events;
 pub mod fsutil;
 pub mod goerr;
 pub mod gojson;
+pub mod mounts;
 pub mod plugin;
 pub mod progress;
 pub mod rpc;

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use actix_web::HttpResponse;
 use futures_util::stream::{self, Stream};
 
+use super::connection::{on_hang_up, ClientSocket, Watch};
 use super::filters::Filters;
 use super::Call;
 use crate::error::{Error, Result};
@@ -37,6 +38,16 @@ pub async fn events(call: Call) -> Result<HttpResponse> {
         event.visible_to(legacy) && filter.includes(&event.message)
     });
     let live = (!only_past).then(|| Live {
+        // A client that leaves while nothing happens is noticed by a watcher, which ends
+        // the subscription (and with it the stream).
+        _watch: on_hang_up(
+            call.req.conn_data::<ClientSocket>().cloned(),
+            CLIENT_CHECK,
+            {
+                let canceller = subscription.canceller();
+                move || canceller.cancel()
+            },
+        ),
         subscription,
         // Ends the stream at `until`; none means never.
         deadline: until.map(|until| {
@@ -51,8 +62,12 @@ pub async fn events(call: Call) -> Result<HttpResponse> {
 
 struct Live {
     subscription: Subscription,
+    _watch: Watch,
     deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
 }
+
+/// How often an idle stream looks whether its client is still there.
+const CLIENT_CHECK: Duration = Duration::from_secs(1);
 
 /// The response body: the recorded events, then live ones until the deadline. A subscriber
 /// the bus dropped for falling behind ends with an error, which breaks the connection: the
@@ -65,12 +80,15 @@ fn event_lines(
     let past = stream::iter(past.into_iter().map(|e| Ok(e.json_line().clone())));
     let live = stream::unfold(live, |live| async move {
         let mut live = live?;
-        let next = match live.deadline.as_mut() {
-            Some(deadline) => tokio::select! {
-                next = live.subscription.next() => Some(next),
-                () = deadline => None,
-            },
-            None => Some(live.subscription.next().await),
+        let until = async {
+            match live.deadline.as_mut() {
+                Some(deadline) => deadline.await,
+                None => std::future::pending().await,
+            }
+        };
+        let next = tokio::select! {
+            next = live.subscription.next() => next,
+            () = until => None,
         };
         match next? {
             Ok(event) => Some((Ok(event.json_line().clone()), Some(live))),

@@ -40,6 +40,9 @@ pub struct Route {
     pub id: RouteId,
     /// Lowest API version the route answers to (moby's per-route minimums).
     pub min_version: Option<&'static str>,
+    /// The body is not JSON (a tar): authorization plugins are not shown it, as with dockerd.
+    /// On every other route a body the plugins were not shown is refused.
+    pub opaque_body: bool,
 }
 
 const fn route(method: &'static str, pattern: &'static str, id: RouteId) -> Route {
@@ -48,6 +51,7 @@ const fn route(method: &'static str, pattern: &'static str, id: RouteId) -> Rout
         pattern,
         id,
         min_version: None,
+        opaque_body: false,
     }
 }
 
@@ -61,7 +65,10 @@ pub const ROUTES: &[Route] = &[
     route("GET", "/system/df", RouteId::SystemDf),
     route("POST", "/auth", RouteId::Auth),
     route("GET", "/plugins", RouteId::PluginList),
-    route("POST", "/plugins/create", RouteId::PluginCreate),
+    Route {
+        opaque_body: true,
+        ..route("POST", "/plugins/create", RouteId::PluginCreate)
+    },
     route("GET", "/plugins/{name}/json", RouteId::PluginInspect),
     route("POST", "/plugins/{name}/set", RouteId::PluginSet),
     route("DELETE", "/plugins/{name}", RouteId::PluginRemove),

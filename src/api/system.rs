@@ -1,14 +1,18 @@
 //! `/_ping`, `/version`, `/info`, `/system/df`, `/auth`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
 
+use super::connection::{on_hang_up, ClientSocket};
 use super::version::MIN_API_VERSION;
 use super::{json_response, Call};
 use crate::distribution::registry::AuthConfig;
 use crate::error::{Error, Result};
-use crate::gojson;
+use crate::gojson::decode::{self, go_struct};
 use crate::volume::types::Volume;
 
 /// Who this daemon says it is in `/version` and `/info`.
@@ -136,6 +140,8 @@ pub async fn version(call: Call) -> Result<HttpResponse> {
 pub async fn info(call: Call) -> Result<HttpResponse> {
     let daemon = &call.state.daemon;
     let summary = call.state.plugins.summary();
+    // The chain configured at start-up, as dockerd reports it (`null` when there is none).
+    let authorization = Some(call.state.authz.configured()).filter(|names| !names.is_empty());
     let hostname = nix::unistd::gethostname()
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_default();
@@ -152,7 +158,7 @@ pub async fn info(call: Call) -> Result<HttpResponse> {
         "Plugins": {
             "Volume": std::iter::once("local".to_string()).chain(summary.volume).collect::<Vec<_>>(),
             "Network": summary.network,
-            "Authorization": summary.authorization,
+            "Authorization": authorization,
             "Log": summary.log,
         },
         "MemoryLimit": false,
@@ -242,6 +248,9 @@ struct DiskUsage {
     builder_size: Option<i64>,
 }
 
+/// How often a `system df` that is measuring looks whether its client is still there.
+const CLIENT_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// `GET /system/df`. From API 1.42 `type` (repeatable) picks what is reported.
 pub async fn disk_usage(call: Call) -> Result<HttpResponse> {
     let legacy = call.compat.legacy();
@@ -264,7 +273,14 @@ pub async fn disk_usage(call: Call) -> Result<HttpResponse> {
         }
     }
     let volumes = if volumes {
-        Some(call.state.volumes.disk_usage().await?)
+        // Measuring stops when the client goes.
+        let stop = Arc::new(AtomicBool::new(false));
+        let client = call.req.conn_data::<ClientSocket>().cloned();
+        let _watch = on_hang_up(client, CLIENT_CHECK, {
+            let stop = stop.clone();
+            move || stop.store(true, Ordering::Relaxed)
+        });
+        Some(call.state.volumes.disk_usage(stop).await?)
     } else {
         None
     };
@@ -291,12 +307,7 @@ struct AuthReply {
 /// keeps nothing (the client stores what it sent) and never logs the password.
 pub async fn auth(call: Call, payload: web::Payload) -> Result<HttpResponse> {
     let body = super::body::read_bounded(payload, 1 << 20).await?;
-    let go_type = if call.compat.legacy() {
-        "types.AuthConfig"
-    } else {
-        "registry.AuthConfig"
-    };
-    let credentials = decode_auth_body(&body, go_type)?;
+    let credentials = decode_auth_body(&body, call.compat.legacy())?;
     let identity_token = call.state.plugins.login(&credentials).await?;
     Ok(json_response(
         StatusCode::OK,
@@ -307,56 +318,41 @@ pub async fn auth(call: Call, payload: web::Payload) -> Result<HttpResponse> {
     ))
 }
 
-/// The body of `POST /auth` as moby decodes it (`json.NewDecoder(r.Body).Decode`): the first
-/// JSON value, keys matched case-insensitively, every error untyped (500).
-fn decode_auth_body(body: &[u8], go_type: &str) -> Result<AuthConfig> {
-    let end = gojson::check_syntax(body, gojson::Mode::Decoder).map_err(Error::System)?;
-    let value: serde_json::Value =
-        serde_json::from_slice(&body[..end]).map_err(|e| Error::System(e.to_string()))?;
-    let mut auth = AuthConfig::default();
-    let members = match value {
-        serde_json::Value::Null => return Ok(auth),
-        serde_json::Value::Object(members) => members,
-        other => {
-            return Err(Error::System(gojson::unmarshal_type_error(
-                gojson::kind_name(&other),
-                go_type,
-            )))
-        }
-    };
-    let struct_name = go_type.rsplit('.').next().unwrap_or(go_type);
-    let mut type_error = None;
-    for (key, value) in members {
-        let (name, field) = match key.to_ascii_lowercase().as_str() {
-            "username" => ("username", &mut auth.username),
-            "password" => ("password", &mut auth.password),
-            "auth" => ("auth", &mut auth.auth),
-            "email" => ("email", &mut auth.email),
-            "serveraddress" => ("serveraddress", &mut auth.server_address),
-            "identitytoken" => ("identitytoken", &mut auth.identity_token),
-            "registrytoken" => ("registrytoken", &mut auth.registry_token),
-            _ => continue,
-        };
-        match value {
-            serde_json::Value::String(text) => *field = text,
-            serde_json::Value::Null => {}
-            // Go keeps decoding and reports the first mismatch at the end.
-            other => {
-                type_error.get_or_insert_with(|| {
-                    gojson::unmarshal_field_type_error(
-                        gojson::kind_name(&other),
-                        struct_name,
-                        &[name],
-                        "string",
-                    )
-                });
+go_struct!([GoAuthConfig = types.AuthConfig, GoRegistryAuthConfig = registry.AuthConfig] {
+    username: String = "username",
+    password: String = "password",
+    auth: String = "auth",
+    email: String = "email",
+    server_address: String = "serveraddress",
+    identity_token: String = "identitytoken",
+    registry_token: String = "registrytoken",
+});
+
+/// The body of `POST /auth` as moby decodes it (`json.NewDecoder(r.Body).Decode`: the first
+/// JSON value), every error untyped (500), on 20.10 (`types.AuthConfig`) as on current
+/// daemons (`registry.AuthConfig`).
+fn decode_auth_body(body: &[u8], legacy: bool) -> Result<AuthConfig> {
+    // Both Go types have the same fields; only their names (in type errors) differ.
+    macro_rules! auth_config {
+        ($go_type:ty) => {{
+            let (c, _) =
+                decode::decode_first::<$go_type>(body).map_err(|e| Error::System(e.to_string()))?;
+            AuthConfig {
+                username: c.username,
+                password: c.password,
+                auth: c.auth,
+                email: c.email,
+                server_address: c.server_address,
+                identity_token: c.identity_token,
+                registry_token: c.registry_token,
             }
-        }
+        }};
     }
-    match type_error {
-        Some(message) => Err(Error::System(message)),
-        None => Ok(auth),
-    }
+    Ok(if legacy {
+        auth_config!(GoAuthConfig)
+    } else {
+        auth_config!(GoRegistryAuthConfig)
+    })
 }
 
 #[cfg(test)]
@@ -367,13 +363,13 @@ mod tests {
     fn auth_bodies_decode_like_go() {
         let ok = decode_auth_body(
             br#"{"Username":"u","password":"p","serveraddress":"127.0.0.1:5000"} trailing"#,
-            "types.AuthConfig",
+            true,
         )
         .unwrap();
         assert_eq!((ok.username.as_str(), ok.password.as_str()), ("u", "p"));
         assert_eq!(ok.server_address, "127.0.0.1:5000");
         let message = |body: &[u8]| {
-            decode_auth_body(body, "types.AuthConfig")
+            decode_auth_body(body, true)
                 .unwrap_err()
                 .message()
                 .to_string()

@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use tokio::sync::mpsc;
 
@@ -160,20 +160,44 @@ pub struct Subscription {
 }
 
 impl Subscription {
-    /// The next event; `Err(Lagged)` once the subscriber has been dropped for falling behind
-    /// (after the events it had queued).
-    pub async fn next(&mut self) -> Result<Arc<Event>, Lagged> {
+    /// The next event; after the events it had queued, `Some(Err(Lagged))` once the
+    /// subscriber has been dropped for falling behind, `None` once it was cancelled.
+    pub async fn next(&mut self) -> Option<Result<Arc<Event>, Lagged>> {
         match self.receiver.recv().await {
-            Some(event) => Ok(event),
-            // The bus drops the sender only when the subscriber lagged (it lives as long as
-            // this subscription otherwise).
-            None => Err(Lagged),
+            Some(event) => Some(Ok(event)),
+            // The bus drops the sender only when the subscriber lagged or was cancelled (it
+            // lives as long as this subscription otherwise).
+            None if self.lagged() => Some(Err(Lagged)),
+            None => None,
         }
     }
 
     /// Whether the subscriber was dropped for falling behind.
     pub fn lagged(&self) -> bool {
         self.lagged.load(Ordering::SeqCst)
+    }
+
+    /// A handle that ends this subscription from elsewhere (its reader then sees the end).
+    pub fn canceller(&self) -> Canceller {
+        Canceller {
+            bus: Arc::downgrade(&self.bus),
+            id: self.id,
+        }
+    }
+}
+
+/// Ends a [`Subscription`] from outside its reader (a watcher that saw its client leave).
+pub struct Canceller {
+    bus: Weak<EventBus>,
+    id: u64,
+}
+
+impl Canceller {
+    pub fn cancel(self) {
+        if let Some(bus) = self.bus.upgrade() {
+            let id = self.id;
+            bus.state().subscribers.retain(|s| s.id != id);
+        }
     }
 }
 
@@ -231,14 +255,20 @@ mod tests {
         for name in ["a0", "a1", "b1"] {
             bus.publish(event_at(name, 1));
         }
-        assert_eq!(odd.next().await.unwrap().message.actor.id, "a1");
-        assert_eq!(odd.next().await.unwrap().message.actor.id, "b1");
+        let id =
+            |e: Option<Result<Arc<Event>, Lagged>>| e.unwrap().unwrap().message.actor.id.clone();
+        assert_eq!(id(odd.next().await), "a1");
+        assert_eq!(id(odd.next().await), "b1");
         for expected in ["a0", "a1", "b1"] {
-            assert_eq!(all.next().await.unwrap().message.actor.id, expected);
+            assert_eq!(id(all.next().await), expected);
         }
         assert_eq!(bus.subscribers(), 2);
         drop(odd);
         assert_eq!(bus.subscribers(), 1);
+        // Cancelled from elsewhere: the reader sees the end, not a lag.
+        all.canceller().cancel();
+        assert_eq!(bus.subscribers(), 0);
+        assert!(all.next().await.is_none());
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -253,9 +283,11 @@ mod tests {
         assert!(slow.lagged());
         assert_eq!(bus.subscribers(), 1);
         for i in 0..4 {
-            assert_eq!(slow.next().await.unwrap().message.actor.id, format!("v{i}"));
+            let event = slow.next().await.unwrap().unwrap();
+            assert_eq!(event.message.actor.id, format!("v{i}"));
         }
-        assert_eq!(slow.next().await.unwrap_err(), Lagged);
-        assert_eq!(other.next().await.unwrap().message.actor.id, "last");
+        assert_eq!(slow.next().await.unwrap().unwrap_err(), Lagged);
+        let last = other.next().await.unwrap().unwrap();
+        assert_eq!(last.message.actor.id, "last");
     }
 }

@@ -15,7 +15,7 @@
 mod bus;
 pub mod filter;
 
-pub use bus::{EventBus, Lagged, Subscription, HISTORY_LIMIT, SUBSCRIBER_BUFFER};
+pub use bus::{Canceller, EventBus, Lagged, Subscription, HISTORY_LIMIT, SUBSCRIBER_BUFFER};
 pub use filter::EventFilter;
 
 use std::collections::BTreeMap;

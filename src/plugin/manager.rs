@@ -81,7 +81,6 @@ impl Default for RuntimeOptions {
 pub struct CapabilitySummary {
     pub volume: Vec<String>,
     pub network: Vec<String>,
-    pub authorization: Option<Vec<String>>,
     pub log: Vec<String>,
 }
 
@@ -198,7 +197,6 @@ impl Manager {
         CapabilitySummary {
             volume: volume.into_iter().collect(),
             network: network.into_iter().collect(),
-            authorization: None,
             log: log.into_iter().collect(),
         }
     }
@@ -213,7 +211,7 @@ impl Manager {
             ));
         }
         let plugin = &mut record.plugin;
-        apply_set_args(&mut plugin.config, &mut plugin.settings, args).map_err(Error::System)?;
+        apply_set_args(&mut plugin.config, &mut plugin.settings, args)?;
         store.save(record)
     }
 

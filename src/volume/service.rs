@@ -709,9 +709,9 @@ impl VolumeService {
 
     /// `GET /system/df`: the local volumes created without options (what dockerd measures),
     /// by name, with their size and the number of users that have them mounted. Sizes are
-    /// measured on a blocking thread, one walk at a time; dropping the future (the client went
-    /// away) stops the walk at its next file.
-    pub async fn disk_usage(&self) -> Result<Vec<Volume>> {
+    /// measured on a blocking thread, one walk at a time; raising `stop` (the client went
+    /// away) or dropping the future stops the walk at its next file.
+    pub async fn disk_usage(&self, stop: Arc<AtomicBool>) -> Result<Vec<Volume>> {
         let mut volumes: Vec<Volume> = self
             .records()
             .iter()
@@ -729,7 +729,7 @@ impl VolumeService {
             .acquire_owned()
             .await
             .map_err(|e| Error::System(e.to_string()))?;
-        let cancel = CancelOnDrop::default();
+        let cancel = CancelOnDrop(stop);
         let cancelled = cancel.flag();
         let local = self.local.clone();
         let sizes = tokio::task::spawn_blocking(move || {
@@ -832,7 +832,6 @@ impl VolumeService {
 }
 
 /// Raises its flag when dropped: a blocking worker watching the flag stops.
-#[derive(Default)]
 struct CancelOnDrop(Arc<AtomicBool>);
 
 impl CancelOnDrop {
