@@ -32,6 +32,7 @@
 #![recursion_limit = "256"]
 
 pub mod api;
+pub mod cidr;
 pub mod config;
 pub mod distribution;
 pub mod drivers;
@@ -39,6 +40,7 @@ pub mod error;
 pub mod fsutil;
 pub mod goerr;
 pub mod gojson;
+pub mod network;
 pub mod plugin;
 pub mod progress;
 pub mod rpc;

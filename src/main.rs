@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 use berth::api::{self, version::DEFAULT_API_VERSION, ApiState};
 use berth::config::{DaemonConfig, DaemonFlags};
 use berth::distribution::registry::{RegistryClient, RegistryOptions};
+use berth::network::service::{NetworkOptions, NetworkService};
 use berth::plugin::getter::PluginGetter;
 use berth::plugin::manager::{Manager, RuntimeOptions};
 use berth::rpc::discovery::LegacyPlugins;
@@ -121,8 +122,16 @@ fn run_daemon(config: DaemonConfig) -> anyhow::Result<()> {
         legacy,
         config.plugin_call_timeout,
     ));
-    let volumes =
-        VolumeService::open(&config.data_root, getter).context("opening the volume store")?;
+    let volumes = VolumeService::open(&config.data_root, getter.clone())
+        .context("opening the volume store")?;
+    let mut network_options = NetworkOptions::default();
+    if !config.default_address_pools.is_empty() {
+        network_options.default_address_pools = config.default_address_pools.clone();
+    }
+    let networks = Arc::new(
+        NetworkService::open(&config.data_root, getter, network_options)
+            .context("opening the network store")?,
+    );
     let registry = RegistryClient::new(RegistryOptions {
         insecure_registries: config.insecure_registries.clone(),
         mirrors: config.registry_mirrors.clone(),
@@ -132,13 +141,18 @@ fn run_daemon(config: DaemonConfig) -> anyhow::Result<()> {
     let state = ApiState {
         registry: Arc::new(registry),
         volumes: Arc::new(volumes),
+        networks: networks.clone(),
         plugins: manager.clone(),
         daemon: api::system_identity(DEFAULT_API_VERSION, &config.data_root, &config.exec_root),
     };
     for path in &config.sockets {
         log::info!("API listen on {}", path.display());
     }
-    let served = actix_rt::System::new().block_on(api::serve(state, listeners));
+    let served = actix_rt::System::new().block_on(async move {
+        // What a crash interrupted is finished or undone before the API answers.
+        networks.recover().await;
+        api::serve(state, listeners).await
+    });
     for path in &config.sockets {
         let _ = std::fs::remove_file(path);
     }

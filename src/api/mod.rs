@@ -4,6 +4,7 @@
 
 mod body;
 mod filters;
+mod networks;
 mod plugins;
 mod remote;
 pub mod routes;
@@ -28,6 +29,7 @@ pub struct ApiState {
     pub plugins: Arc<Manager>,
     pub registry: Arc<crate::distribution::registry::RegistryClient>,
     pub volumes: Arc<crate::volume::service::VolumeService>,
+    pub networks: Arc<crate::network::service::NetworkService>,
     pub daemon: system::DaemonIdentity,
 }
 
@@ -174,6 +176,13 @@ async fn handle(id: RouteId, call: Call, payload: web::Payload) -> Result<HttpRe
         RouteId::VolumeRemove => volumes::remove(call).await,
         RouteId::VolumeMount => volumes::mount(call).await,
         RouteId::VolumeUnmount => volumes::unmount(call).await,
+        RouteId::NetworkList => networks::list(call).await,
+        RouteId::NetworkCreate => networks::create(call, payload).await,
+        RouteId::NetworkPrune => networks::prune(call).await,
+        RouteId::NetworkInspect => networks::inspect(call).await,
+        RouteId::NetworkRemove => networks::remove(call).await,
+        RouteId::NetworkConnect => networks::connect(call, payload).await,
+        RouteId::NetworkDisconnect => networks::disconnect(call, payload).await,
     }
 }
 

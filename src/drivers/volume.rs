@@ -21,6 +21,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::field;
 use crate::error::Error;
 use crate::rpc::client::{PluginClient, Retry, RpcError};
 pub use crate::rpc::handle::PathMapper;
@@ -29,11 +30,7 @@ use crate::rpc::handle::PluginHandle;
 /// The `Implements` / capability name of volume plugins.
 pub const VOLUME_DRIVER: &str = "VolumeDriver";
 
-/// Connection refusals are retried with backoff (moby gives up after ~15 s; berth's first
-/// retries come sooner), always within the call's one deadline.
-pub const DEFAULT_RETRY: Retry = Retry::Backoff {
-    total: Duration::from_secs(15),
-};
+pub use super::DEFAULT_RETRY;
 
 /// `local` or `global` (`Capabilities.Scope`).
 pub const LOCAL_SCOPE: &str = "local";
@@ -584,16 +581,6 @@ impl VolumeDriver for VolumeDriverClient {
     fn call_timeout(&self) -> Option<Duration> {
         self.inner.client.timeout()
     }
-}
-
-/// A JSON object field, matched case-insensitively (exact spelling first) as Go does.
-fn field<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
-    let obj = v.as_object()?;
-    obj.get(name).or_else(|| {
-        obj.iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
-    })
 }
 
 /// A field of an answer decoded as a tree.

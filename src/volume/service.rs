@@ -84,7 +84,7 @@ impl VolumeService {
         };
         // Plugin reference counts follow from the volume records.
         let records = service.records();
-        service.plugins.set_references(
+        service.plugins.restore_references(
             records
                 .iter()
                 .filter(|r| r.driver != LOCAL)
