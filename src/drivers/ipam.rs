@@ -27,8 +27,9 @@ pub struct PoolRequest {
     pub pool: String,
     #[serde(rename = "SubPool")]
     pub sub_pool: String,
+    /// `null` when the network has no IPAM options.
     #[serde(rename = "Options")]
-    pub options: BTreeMap<String, String>,
+    pub options: Option<BTreeMap<String, String>>,
     #[serde(rename = "V6")]
     pub v6: bool,
 }
@@ -99,6 +100,8 @@ struct ReleaseAddressRequest<'a> {
 pub struct IpamDriverClient {
     name: String,
     client: PluginClient,
+    /// `GetDefaultAddressSpaces`, asked once (libnetwork asks when it registers the driver).
+    spaces: tokio::sync::OnceCell<(String, String)>,
 }
 
 impl IpamDriverClient {
@@ -106,6 +109,7 @@ impl IpamDriverClient {
         IpamDriverClient {
             name: plugin.name.clone(),
             client: plugin.client.clone(),
+            spaces: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -155,13 +159,18 @@ impl Ipam for IpamDriverClient {
     }
 
     async fn default_address_spaces(&self) -> Result<(String, String)> {
-        let answer = self
-            .call("IpamDriver.GetDefaultAddressSpaces", &Value::Null)
-            .await?;
-        Ok((
-            text(&answer, "LocalDefaultAddressSpace"),
-            text(&answer, "GlobalDefaultAddressSpace"),
-        ))
+        self.spaces
+            .get_or_try_init(|| async {
+                let answer = self
+                    .call("IpamDriver.GetDefaultAddressSpaces", &Value::Null)
+                    .await?;
+                Ok((
+                    text(&answer, "LocalDefaultAddressSpace"),
+                    text(&answer, "GlobalDefaultAddressSpace"),
+                ))
+            })
+            .await
+            .cloned()
     }
 
     async fn request_pool(&self, request: &PoolRequest) -> Result<Pool> {
@@ -226,7 +235,7 @@ mod tests {
         };
         assert_eq!(
             serde_json::to_string(&request).unwrap(),
-            r#"{"AddressSpace":"local","Pool":"","SubPool":"","Options":{},"V6":false}"#
+            r#"{"AddressSpace":"local","Pool":"","SubPool":"","Options":null,"V6":false}"#
         );
     }
 }

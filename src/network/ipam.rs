@@ -104,6 +104,9 @@ impl PoolState {
 pub struct DefaultIpam {
     predefined: Vec<AddressPool>,
     pools: Mutex<BTreeMap<String, PoolState>>,
+    /// Where the search for a default pool starts, per IP version: past the last one handed
+    /// out, as libnetwork's allocator goes round (a released pool is not the next one given).
+    next: Mutex<[u128; 2]>,
 }
 
 impl DefaultIpam {
@@ -111,6 +114,7 @@ impl DefaultIpam {
         DefaultIpam {
             predefined,
             pools: Mutex::new(BTreeMap::new()),
+            next: Mutex::new([0, 0]),
         }
     }
 
@@ -137,25 +141,43 @@ impl DefaultIpam {
         }
     }
 
-    /// The first default pool of the IP version that overlaps no pool in use.
+    /// The default pools of one IP version, in order (lazily: a large base has many).
+    fn candidates(&self, v6: bool) -> impl Iterator<Item = Prefix> + '_ {
+        self.predefined
+            .iter()
+            .filter(move |c| c.base.is_v6() == v6)
+            .flat_map(move |configured| {
+                let width = if v6 { 128 } else { 32 };
+                let step = 1u128
+                    .checked_shl(u32::from(width - configured.size))
+                    .unwrap_or(0);
+                let count = configured.base.size().checked_div(step).unwrap_or(1);
+                (0..count).map(move |i| {
+                    Prefix::new(configured.base.nth(i.saturating_mul(step)), configured.size)
+                })
+            })
+    }
+
+    /// The next default pool of the IP version that overlaps no pool in use, searching on
+    /// from the last one handed out and coming round once.
     fn pick(&self, pools: &BTreeMap<String, PoolState>, v6: bool) -> Option<Prefix> {
-        for configured in &self.predefined {
-            if configured.base.is_v6() != v6 {
-                continue;
-            }
-            let step = 1u128
-                .checked_shl(u32::from(if v6 { 128 } else { 32 } - configured.size))
-                .unwrap_or(0);
-            let count = configured.base.size().checked_div(step).unwrap_or(1);
-            for i in 0..count {
-                let candidate =
-                    Prefix::new(configured.base.nth(i.saturating_mul(step)), configured.size);
-                if !pools.values().any(|p| p.pool.overlaps(&candidate)) {
-                    return Some(candidate);
-                }
-            }
-        }
-        None
+        let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
+        let start = next[usize::from(v6)];
+        let free = |p: &Prefix| !pools.values().any(|held| held.pool.overlaps(p));
+        let found = self
+            .candidates(v6)
+            .enumerate()
+            .skip(start as usize)
+            .find(|(_, p)| free(p))
+            .or_else(|| {
+                self.candidates(v6)
+                    .enumerate()
+                    .take(start as usize)
+                    .find(|(_, p)| free(p))
+            });
+        let (index, pool) = found?;
+        next[usize::from(v6)] = index as u128 + 1;
+        Some(pool)
     }
 }
 
@@ -299,8 +321,9 @@ mod tests {
             Error::Forbidden("Pool overlaps with other one on this address space".into())
         );
         ipam.release_pool(&a.id).await.unwrap();
-        let again = ipam.request_pool(&request("", "")).await.unwrap();
-        assert_eq!(again.pool.to_string(), "172.17.0.0/16");
+        // The search goes on past the last pool handed out, then comes round.
+        let next = ipam.request_pool(&request("", "")).await.unwrap();
+        assert_eq!(next.pool.to_string(), "172.20.0.0/16");
         let v6 = PoolRequest {
             v6: true,
             ..request("", "")
@@ -375,6 +398,18 @@ mod tests {
         assert_eq!(next.to_string(), "172.17.0.2/16");
         let fresh = ipam.request_pool(&request("", "")).await.unwrap();
         assert_eq!(fresh.pool.to_string(), "172.18.0.0/16");
+        let small = DefaultIpam::new(vec![
+            parse_address_pool("base=10.10.0.0/23,size=24").unwrap()
+        ]);
+        let first = small.request_pool(&request("", "")).await.unwrap();
+        let second = small.request_pool(&request("", "")).await.unwrap();
+        assert!(small.request_pool(&request("", "")).await.is_err());
+        small.release_pool(&first.id).await.unwrap();
+        let round = small.request_pool(&request("", "")).await.unwrap();
+        assert_eq!(
+            (second.pool.to_string(), round.pool.to_string()),
+            ("10.10.1.0/24".into(), "10.10.0.0/24".into())
+        );
         let v6 = ipam
             .request_pool(&request("fd00:1::/64", ""))
             .await

@@ -216,8 +216,12 @@ impl NetworkService {
             IpamDriverClient::for_plugin(p)
         });
         if fresh.load(Ordering::Relaxed) {
-            // libnetwork asks a new IPAM driver for its capabilities when it registers it.
+            // libnetwork asks a new IPAM driver for its capabilities and address spaces when
+            // it registers it.
             adapter.capabilities().await;
+            if let Err(e) = adapter.default_address_spaces().await {
+                log::warn!("IPAM driver {name}: GetDefaultAddressSpaces: {e}");
+            }
         }
         Ok(adapter)
     }
@@ -370,7 +374,7 @@ impl NetworkService {
             request.driver.clone()
         };
         if driver == "overlay" {
-            return Err(Error::Forbidden(NOT_A_MANAGER.into()));
+            return Err(Error::System(NOT_A_MANAGER.into()));
         }
         let ipam = request.ipam.clone().unwrap_or(IpamView {
             driver: String::new(),
@@ -509,7 +513,18 @@ impl NetworkService {
         ipam: &IpamRef,
         record: &mut NetworkRecord,
     ) -> Result<()> {
-        let caps = driver.capabilities().await?;
+        // dockerd keeps using a driver whose GetCapabilities failed, with local scope.
+        let caps = match driver.capabilities().await {
+            Ok(caps) => caps,
+            Err(e) if !e.to_string().starts_with("invalid capability") => {
+                log::warn!("network driver {}: GetCapabilities: {e}", driver.name());
+                crate::drivers::network::Capabilities {
+                    scope: "local".into(),
+                    connectivity_scope: "local".into(),
+                }
+            }
+            Err(e) => return Err(e.into()),
+        };
         if record.ingress && caps.scope != "global" {
             return Err(Error::Forbidden(
                 "Ingress network can only be global scope network".into(),
@@ -583,7 +598,7 @@ impl NetworkService {
                         address_space: space.to_string(),
                         pool: config.subnet.clone(),
                         sub_pool: config.ip_range.clone(),
-                        options: record.ipam_options.clone().unwrap_or_default(),
+                        options: record.ipam_options.clone(),
                         v6,
                     })
                     .await?;
@@ -730,13 +745,14 @@ impl NetworkService {
     /// the references.
     async fn take_apart(&self, driver: &NetworkDriverClient, record: &NetworkRecord) -> Result<()> {
         let budget = driver.call_timeout().unwrap_or(self.budget());
+        // dockerd 20.10 gives the addresses and pools back before it asks the driver.
         within(budget, async {
-            if let Err(e) = driver.delete_network(&record.id).await {
-                log::warn!("driver error deleting network {} : {e}", record.name);
-            }
             match self.ipam(&record.ipam_driver, Mode::Lookup).await {
                 Ok(ipam) => self.release_pools(&ipam, &record.pools).await,
                 Err(e) => log::warn!("releasing the pools of network {}: {e}", record.name),
+            }
+            if let Err(e) = driver.delete_network(&record.id).await {
+                log::warn!("driver error deleting network {} : {e}", record.name);
             }
         })
         .await;
