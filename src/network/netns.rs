@@ -88,7 +88,7 @@ pub trait Links {
 pub enum NetnsError {
     #[error("could not find interface {0} to move into the namespace")]
     NoInterface(String),
-    #[error("{step}: {source}")]
+    #[error("{step}: {}", os_text(source))]
     Step {
         step: String,
         #[source]
@@ -96,6 +96,14 @@ pub enum NetnsError {
     },
     #[error("{0}")]
     Namespace(String),
+}
+
+/// An OS error as Go words it (`network is unreachable`).
+fn os_text(e: &io::Error) -> String {
+    match e.raw_os_error() {
+        Some(code) => crate::goerr::errno_text(code),
+        None => e.to_string(),
+    }
 }
 
 fn step(what: impl Into<String>) -> impl FnOnce(io::Error) -> NetnsError {
