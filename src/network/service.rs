@@ -530,15 +530,16 @@ impl NetworkService {
                 "Ingress network can only be global scope network".into(),
             ));
         }
-        if caps.scope == "global" || record.scope == "swarm" {
-            if caps.scope == "global" {
-                return Err(Error::Forbidden("Cannot create a multi-host network from a worker node. Please create the network from a manager node.".into()));
-            }
+        // dockerd 20.10 refuses drivers of global scope unless it is a swarm manager
+        // (`Cannot create a multi-host network from a worker node`); berth has no swarm and
+        // no cluster store, so it keeps such a network on this daemon, with the driver's
+        // scope shown. Multi-host drivers (ovn-docker-overlay-driver) work this way.
+        if record.scope == "swarm" {
             return Err(Error::Forbidden(
                 "cannot create a swarm scoped network when swarm is not active".into(),
             ));
         }
-        if !record.scope.is_empty() && record.scope != "local" {
+        if !record.scope.is_empty() && record.scope != caps.scope {
             return Err(Error::System(NOT_A_MANAGER.into()));
         }
         record.scope = caps.scope.clone();
