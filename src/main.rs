@@ -101,8 +101,20 @@ fn run_daemon(config: DaemonConfig) -> anyhow::Result<()> {
         start_timeout: config.plugin_start_timeout,
         ..RuntimeOptions::default()
     };
-    let manager = Manager::open(&config.data_root, &config.exec_root, executor, options)
-        .context("opening the plugin store")?;
+    let registry = RegistryClient::new(RegistryOptions {
+        insecure_registries: config.insecure_registries.clone(),
+        mirrors: config.registry_mirrors.clone(),
+        ..RegistryOptions::default()
+    })
+    .context("configuring the registry client")?;
+    let manager = Manager::open(
+        &config.data_root,
+        &config.exec_root,
+        executor,
+        options,
+        registry,
+    )
+    .context("opening the plugin store")?;
     let manager = Arc::new(manager);
     // Plugins that were enabled run again before the API answers.
     manager.restore();
@@ -132,14 +144,7 @@ fn run_daemon(config: DaemonConfig) -> anyhow::Result<()> {
         NetworkService::open(&config.data_root, getter, network_options)
             .context("opening the network store")?,
     );
-    let registry = RegistryClient::new(RegistryOptions {
-        insecure_registries: config.insecure_registries.clone(),
-        mirrors: config.registry_mirrors.clone(),
-        ..RegistryOptions::default()
-    })
-    .context("configuring the registry client")?;
     let state = ApiState {
-        registry: Arc::new(registry),
         volumes: Arc::new(volumes),
         networks: networks.clone(),
         plugins: manager.clone(),

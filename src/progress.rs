@@ -5,6 +5,8 @@
 
 use serde::Serialize;
 
+use crate::error::Error;
+
 /// One message of the stream (`jsonmessage.JSONMessage`), field order as Go writes it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct JsonMessage {
@@ -41,6 +43,49 @@ pub struct ErrorDetail {
 /// The client stopped reading: the operation must stop and clean up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cancelled;
+
+/// Why a streamed operation stopped.
+#[derive(Debug)]
+pub enum StreamError {
+    /// Sent to the client as the stream's last message.
+    Failed(Error),
+    /// The client went away; the work was undone and nobody is told.
+    Cancelled,
+}
+
+impl From<Cancelled> for StreamError {
+    fn from(_: Cancelled) -> Self {
+        StreamError::Cancelled
+    }
+}
+
+impl<E: Into<Error>> From<E> for StreamError {
+    fn from(e: E) -> Self {
+        StreamError::Failed(e.into())
+    }
+}
+
+/// Runs `operation` on this thread's runtime, reporting to a new stream whose receiving end
+/// is returned (the API turns it into the response body). A failure becomes the stream's last
+/// message; a client that went away just ends it.
+pub fn spawn<F, Fut>(operation: F) -> ProgressReceiver
+where
+    F: FnOnce(Progress) -> Fut + 'static,
+    Fut: std::future::Future<Output = Result<(), StreamError>> + 'static,
+{
+    let (progress, receiver) = Progress::channel();
+    tokio::task::spawn_local(async move {
+        match operation(progress.clone()).await {
+            Ok(()) => {}
+            Err(StreamError::Failed(e)) => {
+                log::info!("plugin transfer failed: {}", e.message());
+                let _ = progress.error(e.message()).await;
+            }
+            Err(StreamError::Cancelled) => log::info!("plugin transfer cancelled by the client"),
+        }
+    });
+    receiver
+}
 
 /// Where an operation reports. Cheap to clone; usable from async tasks and blocking threads.
 #[derive(Clone)]

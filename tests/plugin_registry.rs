@@ -23,12 +23,12 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use berth::distribution::reference::Reference;
 use berth::distribution::registry::{
     AuthConfig, RegistryClient, RegistryOptions, MEDIA_TYPE_DOCKER_IMAGE_CONFIG,
     MEDIA_TYPE_DOCKER_LAYER_GZIP, MEDIA_TYPE_DOCKER_MANIFEST, MEDIA_TYPE_DOCKER_MANIFEST_LIST,
     MEDIA_TYPE_PLUGIN_CONFIG,
 };
-use berth::plugin::reference::Reference;
 use common::*;
 use registry::*;
 use serde_json::{json, Value};

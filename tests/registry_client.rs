@@ -1,4 +1,4 @@
-//! The registry client (src/distribution/registry.rs) against real registries on loopback —
+//! The registry client (src/distribution/registry/) against real registries on loopback —
 //! Debian's `docker-registry` (distribution 2.8), plain and with htpasswd basic auth — and against
 //! a scripted stand-in registry that serves hostile answers: wrong digests, truncated and
 //! overlong blobs, oversized manifests, image manifests, multi-platform indexes, stalls and a
@@ -17,12 +17,12 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use berth::distribution::blobstore::BlobStore;
 use berth::distribution::extract::unpack_layer;
+use berth::distribution::reference::Reference;
 use berth::distribution::registry::{
     AuthConfig, Descriptor, RegistryClient, RegistryError, RegistryOptions, Session,
     MEDIA_TYPE_DOCKER_IMAGE_CONFIG, MEDIA_TYPE_DOCKER_LAYER_GZIP, MEDIA_TYPE_DOCKER_MANIFEST,
     MEDIA_TYPE_DOCKER_MANIFEST_LIST, MEDIA_TYPE_OCI_INDEX, MEDIA_TYPE_PLUGIN_CONFIG,
 };
-use berth::plugin::reference::Reference;
 use registry::*;
 
 // ---- helpers ----------------------------------------------------------------------------------

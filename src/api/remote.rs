@@ -2,21 +2,17 @@
 //! `/plugins/{name}/push`. Checks that can fail fast answer with a normal HTTP error; the
 //! transfer itself is a JSON-message stream, whose last message carries any error.
 
-use std::sync::Arc;
-
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 
 use super::body::{self, LegacyContentType};
 use super::{json_response, Call};
+use crate::distribution::reference::Reference;
 use crate::distribution::registry::AuthConfig;
 use crate::error::{Error, Result};
-use crate::plugin::manager::Manager;
-use crate::plugin::names::pull_names;
+use crate::plugin::names::{pull_names, PullNameError, PullNames};
 use crate::plugin::privileges::PluginPrivilege;
-use crate::plugin::reference::Reference;
-use crate::plugin::remote::StreamError;
-use crate::progress::{Progress, ProgressReceiver};
+use crate::progress::ProgressReceiver;
 
 fn auth(call: &Call) -> AuthConfig {
     call.header("x-registry-auth")
@@ -67,32 +63,17 @@ fn stream(receiver: ProgressReceiver, plugin_name: Option<&str>) -> HttpResponse
     response.streaming(body)
 }
 
-/// Runs a streamed operation; its error becomes the stream's last message.
-fn run_streamed<F, Fut>(manager: Arc<Manager>, progress: Progress, operation: F)
-where
-    F: FnOnce(Arc<Manager>, Progress) -> Fut + 'static,
-    Fut: std::future::Future<Output = std::result::Result<(), StreamError>> + 'static,
-{
-    actix_web::rt::spawn(async move {
-        match operation(manager, progress.clone()).await {
-            Ok(()) => {}
-            Err(StreamError::Failed(e)) => {
-                log::info!("plugin transfer failed: {}", e.message());
-                let _ = progress.error(e.message()).await;
-            }
-            Err(StreamError::Cancelled) => log::info!("plugin transfer cancelled by the client"),
-        }
-    });
+/// The names of a pull or upgrade from `remote` (and an alias): a bad reference is the
+/// client's error, classed per API version.
+fn names(call: &Call, alias: &str) -> Result<PullNames> {
+    pull_names(&call.query("remote"), alias).map_err(|e| match e {
+        PullNameError::BadReference(m) => call.compat.request_error(m),
+        PullNameError::DigestAlias => Error::System(e.to_string()),
+    })
 }
 
 fn parse_remote(call: &Call, remote: &str) -> Result<Reference> {
-    Reference::parse_normalized(remote).map_err(|e| {
-        if call.compat.legacy() {
-            Error::System(e.to_string())
-        } else {
-            Error::InvalidParameter(e.to_string())
-        }
-    })
+    Reference::parse_normalized(remote).map_err(|e| call.compat.request_error(e.to_string()))
 }
 
 pub async fn privileges(call: Call) -> Result<HttpResponse> {
@@ -100,7 +81,7 @@ pub async fn privileges(call: Call) -> Result<HttpResponse> {
     let list = call
         .state
         .plugins
-        .remote_privileges(&call.state.registry, &remote, &auth(&call))
+        .remote_privileges(&remote, &auth(&call))
         .await?;
     match list {
         // moby answers `[]` when the remote cannot be fetched ...
@@ -118,66 +99,24 @@ pub async fn privileges(call: Call) -> Result<HttpResponse> {
 
 pub async fn pull(call: Call, payload: web::Payload) -> Result<HttpResponse> {
     let granted = granted(&call, payload).await?;
-    let names = pull_names(
-        &call.query("remote"),
-        &call.query("name"),
-        call.compat.legacy(),
-    )?;
-    call.state.plugins.check_pull_name(&names)?;
-    let (registry, auth) = (call.state.registry.clone(), auth(&call));
-    let resolved = call
-        .state
-        .plugins
-        .resolve_remote(&registry, &names.remote, &auth)
-        .await?;
-    let (progress, receiver) = Progress::channel();
+    let names = names(&call, &call.query("name"))?;
     let local_name = names.name.clone();
-    run_streamed(
-        call.state.plugins.clone(),
-        progress,
-        move |manager, progress| async move {
-            manager
-                .pull(&registry, resolved, &names, &granted, &progress)
-                .await
-        },
-    );
-    Ok(stream(receiver, Some(&local_name)))
+    let progress = call.state.plugins.pull(names, granted, auth(&call)).await?;
+    Ok(stream(progress, Some(&local_name)))
 }
 
 pub async fn upgrade(call: Call, payload: web::Payload) -> Result<HttpResponse> {
     let granted = granted(&call, payload).await?;
-    let plugin = call.state.plugins.get(&call.name)?;
-    call.state.plugins.check_upgradable(&call.name)?;
-    let names = pull_names(&call.query("remote"), "", call.compat.legacy())?;
-    let (registry, auth, name) = (call.state.registry.clone(), auth(&call), plugin.id.clone());
-    let resolved = call
+    let names = names(&call, "")?;
+    let (name, progress) = call
         .state
         .plugins
-        .resolve_remote(&registry, &names.remote, &auth)
+        .upgrade(&call.name, names, granted, auth(&call))
         .await?;
-    let (progress, receiver) = Progress::channel();
-    run_streamed(
-        call.state.plugins.clone(),
-        progress,
-        move |manager, progress| async move {
-            manager
-                .upgrade(&registry, resolved, &name, &names, &granted, &progress)
-                .await
-        },
-    );
-    Ok(stream(receiver, Some(&plugin.name)))
+    Ok(stream(progress, Some(&name)))
 }
 
 pub async fn push(call: Call) -> Result<HttpResponse> {
-    let plugin = call.state.plugins.get(&call.name)?;
-    let (progress, receiver) = Progress::channel();
-    let (registry, auth) = (call.state.registry.clone(), auth(&call));
-    run_streamed(
-        call.state.plugins.clone(),
-        progress,
-        move |manager, progress| async move {
-            manager.push(&registry, &plugin.id, &auth, &progress).await
-        },
-    );
-    Ok(stream(receiver, None))
+    let progress = call.state.plugins.push(&call.name, auth(&call))?;
+    Ok(stream(progress, None))
 }

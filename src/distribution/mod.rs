@@ -1,7 +1,8 @@
-//! Plugin content: the blob store, safe extraction (also of layers still downloading) and the
-//! registry client.
+//! Plugin content: the image-reference grammar, the registry client, the blob store and safe
+//! extraction (also of layers still downloading).
 
 pub mod blobstore;
 pub mod extract;
 pub mod pipeline;
+pub mod reference;
 pub mod registry;

@@ -23,7 +23,7 @@ use serde_json::{Map, Value};
 
 use super::field;
 use crate::error::Error;
-use crate::rpc::client::{PluginClient, Retry, RpcError};
+use crate::rpc::client::{shorten, PluginClient, Retry, RpcError};
 pub use crate::rpc::handle::PathMapper;
 use crate::rpc::handle::PluginHandle;
 
@@ -31,6 +31,10 @@ use crate::rpc::handle::PluginHandle;
 pub const VOLUME_DRIVER: &str = "VolumeDriver";
 
 pub use super::DEFAULT_RETRY;
+
+/// The largest `VolumeDriver.List` answer accepted: room for hundreds of thousands of volumes
+/// (every other method answers one volume at most, within the RPC client's default limit).
+pub const LIST_REPLY_LIMIT: usize = 64 << 20;
 
 /// `local` or `global` (`Capabilities.Scope`).
 pub const LOCAL_SCOPE: &str = "local";
@@ -161,10 +165,11 @@ impl DriverError {
         }
     }
 
+    /// A plugin's own message is passed on shortened (it reaches clients and warnings).
     fn plugin(method: &str, message: impl Into<String>) -> DriverError {
         DriverError {
             method: method.to_string(),
-            kind: DriverErrorKind::Plugin(message.into()),
+            kind: DriverErrorKind::Plugin(shorten(&message.into())),
         }
     }
 }
@@ -342,7 +347,7 @@ impl VolumeDriverClient {
         let answer: ListAnswer = self
             .inner
             .client
-            .call(M, &EmptyRequest {}, self.inner.retry)
+            .call_bounded(M, &EmptyRequest {}, self.inner.retry, LIST_REPLY_LIMIT)
             .await
             .map_err(|e| DriverError::rpc(M, e))?;
         let ListAnswer::Object { volumes, err } = answer else {
@@ -351,10 +356,9 @@ impl VolumeDriverClient {
             };
             return Err(not_an_object(M, &answer));
         };
-        if let Some(Loose::Str(err)) = err {
-            if !err.is_empty() {
-                return Err(DriverError::plugin(M, err));
-            }
+        let err = string_field(M, err, "Err")?;
+        if !err.is_empty() {
+            return Err(DriverError::plugin(M, err));
         }
         match volumes {
             None | Some(WireVolumes::Null) => Ok(Vec::new()),
@@ -484,10 +488,10 @@ impl VolumeDriverClient {
         if !answer.is_object() {
             return Err(not_an_object(method, &answer));
         }
-        if let Some(err) = field(&answer, "Err").and_then(Value::as_str) {
-            if !err.is_empty() {
-                return Err(DriverError::plugin(method, err));
-            }
+        // An `Err` of another type fails Go's decoder, so it is no success either.
+        let err = string_field(method, loose(field(&answer, "Err")), "Err")?;
+        if !err.is_empty() {
+            return Err(DriverError::plugin(method, err));
         }
         Ok(answer)
     }

@@ -7,10 +7,12 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::manager::Manager;
+use super::spec::build_spec;
 use super::store::Plugin;
 use crate::error::{Error, Result};
 use crate::fsutil;
-use crate::runtime::spec::{build_spec, PluginPaths};
+use crate::goerr::io_error_text;
+use crate::runtime::spec::PluginPaths;
 use crate::runtime::supervisor::RunState;
 
 /// Where a running managed plugin answers, for the plugin getter.
@@ -237,7 +239,7 @@ impl Manager {
     fn start_plugin(&self, plugin: &Plugin, readiness: Readiness) -> Result<()> {
         let id = &plugin.id;
         let paths = self.paths(id);
-        let spec = build_spec(plugin, &paths).map_err(Error::System)?;
+        let spec = build_spec(plugin, &paths)?;
         fsutil::create_dir_mode(&paths.socket_dir, 0o700)?;
         let socket = self.socket_path(plugin);
         let _ = std::fs::remove_file(&socket);
@@ -304,7 +306,7 @@ impl Manager {
                 let mut message = format!(
                     "dial unix {}: connect: {}: plugin exited ({status})",
                     socket.display(),
-                    os_error_text(&error)
+                    io_error_text(&error)
                 );
                 let output = self.runtime.logs.tail_since(id, started, 3);
                 if !output.is_empty() {
@@ -316,7 +318,7 @@ impl Manager {
                 return Err(Error::System(format!(
                     "dial unix {}: connect: {}",
                     socket.display(),
-                    os_error_text(&error)
+                    io_error_text(&error)
                 )));
             }
             std::thread::sleep(pause);
@@ -344,14 +346,5 @@ impl Manager {
             log::debug!("removing {}: {e}", socket_dir.display());
         }
         Ok(())
-    }
-}
-
-/// The text Go prints for a dial error (`no such file or directory`), without Rust's
-/// `(os error N)` suffix.
-fn os_error_text(error: &std::io::Error) -> String {
-    match error.raw_os_error() {
-        Some(code) => nix::errno::Errno::from_raw(code).desc().to_lowercase(),
-        None => error.to_string(),
     }
 }

@@ -11,11 +11,12 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::config::{decode_created_config, PluginConfigRootfs, PluginSettings};
-use super::reference::Reference;
 use super::settable::apply_set_args;
 use super::store::{new_plugin_id, Plugin, PluginRecord, Store};
 use crate::distribution::blobstore::{BlobStore, StagedBlob};
-use crate::distribution::extract::{unpack_create_context, ExtractError};
+use crate::distribution::extract::unpack_create_context;
+use crate::distribution::reference::Reference;
+use crate::distribution::registry::RegistryClient;
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::runtime::executor::Executor;
@@ -33,6 +34,8 @@ pub struct Manager {
     pub(super) blobs: BlobStore,
     store: Mutex<Store>,
     pub(super) runtime: Runtime,
+    /// Where plugins are pulled from and pushed to.
+    pub(super) registry: RegistryClient,
     /// One lock per plugin, held for a whole lifecycle operation (enable may wait seconds for
     /// a socket) so operations on one plugin never interleave while others proceed.
     operation_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
@@ -95,6 +98,7 @@ impl Manager {
         exec_root: &Path,
         executor: Arc<dyn Executor>,
         options: RuntimeOptions,
+        registry: RegistryClient,
     ) -> Result<Manager> {
         let plugins_root = data_root.join("plugins");
         let exec_plugins = exec_root.join("plugins");
@@ -130,6 +134,7 @@ impl Manager {
                 rpc_timeouts: Mutex::new(HashMap::new()),
                 generations: Mutex::new(HashMap::new()),
             },
+            registry,
             operation_locks: Mutex::new(HashMap::new()),
             refcounts: Mutex::new(HashMap::new()),
         })
@@ -203,7 +208,7 @@ impl Manager {
             ));
         }
         let plugin = &mut record.plugin;
-        apply_set_args(&mut plugin.config, &mut plugin.settings, args).map_err(Error::System)?;
+        apply_set_args(&mut plugin.config, &mut plugin.settings, args)?;
         store.save(record)
     }
 
@@ -307,11 +312,7 @@ impl Manager {
             size: 0,
         });
         let mut writer = BufWriter::new(layer_file);
-        let unpacked =
-            unpack_create_context(context, rootfs, &mut writer).map_err(|e| match e {
-                ExtractError::Io(m) => Error::System(m),
-                other => Error::System(other.to_string()),
-            })?;
+        let unpacked = unpack_create_context(context, rootfs, &mut writer)?;
         let layer_file = writer
             .into_inner()
             .map_err(|e| Error::System(e.to_string()))?;

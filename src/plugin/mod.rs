@@ -6,7 +6,7 @@ pub mod lifecycle;
 pub mod manager;
 pub mod names;
 pub mod privileges;
-pub mod reference;
 pub mod remote;
 pub mod settable;
+pub mod spec;
 pub mod store;

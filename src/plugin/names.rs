@@ -1,8 +1,7 @@
 //! Names a pulled plugin gets: the remote it comes from (`PluginReference`) and its local name
 //! (`Name`, or the `--alias`), as moby derives them.
 
-use super::reference::Reference;
-use crate::error::{Error, Result};
+use crate::distribution::reference::Reference;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PullNames {
@@ -14,17 +13,23 @@ pub struct PullNames {
     pub plugin_reference: String,
 }
 
+/// Why the names of a pull cannot be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PullNameError {
+    /// The remote or the alias is no valid reference: what the client sent is wrong (the API
+    /// classes it per version).
+    #[error("{0}")]
+    BadReference(String),
+    #[error("cannot use digest in plugin tag")]
+    DigestAlias,
+}
+
 /// `remote` as the client sent it, `alias` the `name` query parameter (may be empty).
-/// Reference errors are invalid parameters from API 1.42 and untyped (500) before.
-pub fn pull_names(remote: &str, alias: &str, legacy: bool) -> Result<PullNames> {
-    let classify = |message: String| {
-        if legacy {
-            Error::System(message)
-        } else {
-            Error::InvalidParameter(message)
-        }
+pub fn pull_names(remote: &str, alias: &str) -> Result<PullNames, PullNameError> {
+    let bad = |e: crate::distribution::reference::ReferenceError| {
+        PullNameError::BadReference(e.to_string())
     };
-    let parsed = Reference::parse_normalized(remote).map_err(|e| classify(e.to_string()))?;
+    let parsed = Reference::parse_normalized(remote).map_err(bad)?;
     // With both, the digest is what is fetched; the tag only names the plugin.
     let remembered_tag = parsed.tag.clone();
     let remote_ref = if parsed.digest.is_some() {
@@ -39,9 +44,9 @@ pub fn pull_names(remote: &str, alias: &str, legacy: bool) -> Result<PullNames> 
         let tag = remembered_tag.unwrap_or_else(|| "latest".to_string());
         format!("{}:{tag}", remote_ref.familiar_name())
     } else {
-        let alias_ref = Reference::parse_normalized(alias).map_err(|e| classify(e.to_string()))?;
+        let alias_ref = Reference::parse_normalized(alias).map_err(bad)?;
         if alias_ref.digest.is_some() {
-            return Err(Error::System("cannot use digest in plugin tag".into()));
+            return Err(PullNameError::DigestAlias);
         }
         alias_ref.with_default_tag().familiar_string()
     };
@@ -60,43 +65,39 @@ mod tests {
 
     #[test]
     fn names_come_from_the_remote_with_latest() {
-        let n = pull_names("docker.io/vieux/sshfs", "", true).unwrap();
+        let n = pull_names("docker.io/vieux/sshfs", "").unwrap();
         assert_eq!(n.name, "vieux/sshfs:latest");
         assert_eq!(n.plugin_reference, "docker.io/vieux/sshfs:latest");
-        let n = pull_names("127.0.0.1:5000/test/rclone:1", "", true).unwrap();
+        let n = pull_names("127.0.0.1:5000/test/rclone:1", "").unwrap();
         assert_eq!(n.name, "127.0.0.1:5000/test/rclone:1");
         assert_eq!(n.plugin_reference, "127.0.0.1:5000/test/rclone:1");
     }
 
     #[test]
     fn an_alias_names_the_plugin_but_not_its_reference() {
-        let n = pull_names("127.0.0.1:5000/test/rclone:1", "rclone", true).unwrap();
+        let n = pull_names("127.0.0.1:5000/test/rclone:1", "rclone").unwrap();
         assert_eq!(n.name, "rclone:latest");
         assert_eq!(n.plugin_reference, "127.0.0.1:5000/test/rclone:1");
-        let err = pull_names("x/y", &format!("a@{DIGEST}"), true).unwrap_err();
-        assert_eq!(err, Error::System("cannot use digest in plugin tag".into()));
+        let err = pull_names("x/y", &format!("a@{DIGEST}")).unwrap_err();
+        assert_eq!(err, PullNameError::DigestAlias);
     }
 
     #[test]
     fn digests_are_fetched_and_a_given_tag_is_remembered() {
-        let n = pull_names(&format!("localhost:5000/foo@{DIGEST}"), "", true).unwrap();
+        let n = pull_names(&format!("localhost:5000/foo@{DIGEST}"), "").unwrap();
         assert_eq!(n.name, "localhost:5000/foo:latest");
         assert_eq!(n.plugin_reference, format!("localhost:5000/foo@{DIGEST}"));
         assert_eq!(n.remote.digest.as_deref(), Some(DIGEST));
-        let n = pull_names(&format!("localhost:5000/foo:v2@{DIGEST}"), "", true).unwrap();
+        let n = pull_names(&format!("localhost:5000/foo:v2@{DIGEST}"), "").unwrap();
         assert_eq!(n.name, "localhost:5000/foo:v2");
         assert_eq!(n.remote.tag, None);
     }
 
     #[test]
-    fn bad_references_are_500_before_1_42_and_400_after() {
+    fn bad_references_are_the_clients_fault() {
         assert!(matches!(
-            pull_names("Foo/bar", "", true),
-            Err(Error::System(_))
-        ));
-        assert!(matches!(
-            pull_names("Foo/bar", "", false),
-            Err(Error::InvalidParameter(_))
+            pull_names("Foo/bar", ""),
+            Err(PullNameError::BadReference(_))
         ));
     }
 }

@@ -7,52 +7,22 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::config::{decode_config_stream, PluginConfig, PluginSettings};
 use super::manager::{Manager, NewPluginParts};
 use super::names::PullNames;
 use super::privileges::{compute_privileges, grants_match, PluginPrivilege};
-use super::reference::Reference;
 use crate::distribution::blobstore::StagedBlob;
 use crate::distribution::pipeline::{Feed, LayerPipeline, Unpacked};
+use crate::distribution::reference::Reference;
 use crate::distribution::registry::{
-    AuthConfig, Manifest, RegistryClient, RegistryError, Session, MEDIA_TYPE_DOCKER_MANIFEST,
+    AuthConfig, Manifest, RegistryError, Session, MEDIA_TYPE_DOCKER_MANIFEST,
 };
 use crate::error::{Error, Result};
 use crate::fsutil;
-use crate::progress::{Cancelled, Progress};
-
-/// Why a streamed operation stopped.
-#[derive(Debug)]
-pub enum StreamError {
-    /// Sent to the client as the stream's last message.
-    Failed(Error),
-    /// The client went away; the work was undone and nobody is told.
-    Cancelled,
-}
-
-impl From<Cancelled> for StreamError {
-    fn from(_: Cancelled) -> Self {
-        StreamError::Cancelled
-    }
-}
-
-impl From<std::io::Error> for StreamError {
-    fn from(e: std::io::Error) -> Self {
-        StreamError::Failed(Error::from(e))
-    }
-}
-
-impl From<Error> for StreamError {
-    fn from(e: Error) -> Self {
-        StreamError::Failed(e)
-    }
-}
-
-fn registry_error(e: RegistryError) -> StreamError {
-    StreamError::Failed(Error::System(e.to_string()))
-}
+use crate::progress::{self, Progress, ProgressReceiver, StreamError};
 
 /// A remote whose manifest is known, ready to be fetched.
 pub struct Resolved {
@@ -94,15 +64,14 @@ impl Manager {
     /// list for any fetch failure; only an image (not a plugin) is an error.
     pub async fn remote_privileges(
         &self,
-        registry: &RegistryClient,
         remote: &Reference,
         auth: &AuthConfig,
     ) -> Result<Option<Vec<PluginPrivilege>>> {
         let fetched = async {
-            let session = registry.session(remote, auth, false).await?;
+            let session = self.registry.session(remote, auth, false).await?;
             let manifest = session.fetch_manifest().await?;
             let raw = session
-                .fetch_blob_bytes(&manifest.config, registry.options().max_config_bytes)
+                .fetch_blob_bytes(&manifest.config, self.registry.options().max_config_bytes)
                 .await?;
             Ok::<_, RegistryError>(raw)
         }
@@ -124,46 +93,81 @@ impl Manager {
         }
     }
 
-    /// Opens a registry session and fetches the manifest before anything is streamed, so a
-    /// remote that does not resolve is a plain HTTP error, as with moby.
-    pub async fn resolve_remote(
-        &self,
-        registry: &RegistryClient,
-        remote: &Reference,
-        auth: &AuthConfig,
-    ) -> Result<Resolved> {
-        let resolved = async {
-            let session = registry.session(remote, auth, false).await?;
-            let manifest = session.fetch_manifest().await?;
-            Ok::<_, RegistryError>(Resolved { session, manifest })
-        }
-        .await;
-        resolved.map_err(|e| Error::System(format!("error resolving plugin reference: {e}")))
-    }
-
-    /// Checks before `POST /plugins/pull` starts streaming: the name must be free.
-    pub fn check_pull_name(&self, names: &PullNames) -> Result<()> {
+    /// `POST /plugins/pull`: checks that can fail fast (the name is free, the remote
+    /// resolves) answer as plain errors; then the transfer runs, streaming its progress: fetch,
+    /// verify, check the grant, unpack, commit the plugin (disabled).
+    pub async fn pull(
+        self: &Arc<Self>,
+        names: PullNames,
+        granted: Vec<PluginPrivilege>,
+        auth: AuthConfig,
+    ) -> Result<ProgressReceiver> {
         if self.store().name_taken(&names.name) {
             return Err(Error::InvalidParameter(format!(
                 "plugin {} already exists",
                 names.name
             )));
         }
-        Ok(())
+        let resolved = self.resolve_remote(&names.remote, &auth).await?;
+        let manager = self.clone();
+        Ok(progress::spawn(move |progress| async move {
+            manager.install(resolved, &names, &granted, &progress).await
+        }))
     }
 
-    /// `POST /plugins/pull`: fetch, verify, check the grant, unpack, then commit the plugin
-    /// (disabled).
-    pub async fn pull(
+    /// `POST /plugins/{name}/upgrade`: the plugin must exist and be disabled, and the remote
+    /// resolve, before the transfer streams. Returns the plugin's name and the stream.
+    pub async fn upgrade(
+        self: &Arc<Self>,
+        name: &str,
+        names: PullNames,
+        granted: Vec<PluginPrivilege>,
+        auth: AuthConfig,
+    ) -> Result<(String, ProgressReceiver)> {
+        let plugin = self.get(name)?;
+        self.check_upgradable(&plugin.id)?;
+        let resolved = self.resolve_remote(&names.remote, &auth).await?;
+        let manager = self.clone();
+        let id = plugin.id.clone();
+        let stream = progress::spawn(move |progress| async move {
+            manager
+                .upgrade_to(resolved, &id, &names, &granted, &progress)
+                .await
+        });
+        Ok((plugin.name, stream))
+    }
+
+    /// `POST /plugins/{name}/push`, streaming its progress.
+    pub fn push(self: &Arc<Self>, name: &str, auth: AuthConfig) -> Result<ProgressReceiver> {
+        let id = self.get(name)?.id;
+        let manager = self.clone();
+        Ok(progress::spawn(move |progress| async move {
+            manager.push_stored(&id, &auth, &progress).await
+        }))
+    }
+
+    /// Opens a registry session and fetches the manifest before anything is streamed, so a
+    /// remote that does not resolve is a plain HTTP error, as with moby.
+    async fn resolve_remote(&self, remote: &Reference, auth: &AuthConfig) -> Result<Resolved> {
+        let resolved = async {
+            let session = self.registry.session(remote, auth, false).await?;
+            let manifest = session.fetch_manifest().await?;
+            Ok::<_, RegistryError>(Resolved { session, manifest })
+        }
+        .await;
+        resolved.map_err(|e| Error::from(e).context("error resolving plugin reference"))
+    }
+
+    /// The transfer of a pull.
+    async fn install(
         &self,
-        registry: &RegistryClient,
         resolved: Resolved,
         names: &PullNames,
         granted: &[PluginPrivilege],
         progress: &Progress,
     ) -> std::result::Result<(), StreamError> {
         let fetched = self
-            .fetch(registry, resolved, &names.remote, granted, progress)
+            .fetch(resolved, &names.remote, granted, progress)
             .await?;
         let Fetched {
             manifest,
@@ -191,27 +195,25 @@ impl Manager {
         Ok(())
     }
 
-    /// `POST /plugins/{name}/upgrade`: a disabled plugin gets the new config and rootfs and
+    /// The transfer of an upgrade: the disabled plugin `id` gets the new config and rootfs and
     /// keeps its ID, name and settings. The old rootfs comes back if anything fails.
-    pub async fn upgrade(
+    async fn upgrade_to(
         &self,
-        registry: &RegistryClient,
         resolved: Resolved,
-        name: &str,
+        id: &str,
         names: &PullNames,
         granted: &[PluginPrivilege],
         progress: &Progress,
     ) -> std::result::Result<(), StreamError> {
-        let id = self.store().resolve(name)?.plugin.id.clone();
-        self.check_upgradable(name)?;
+        self.check_upgradable(id)?;
         let fetched = self
-            .fetch(registry, resolved, &names.remote, granted, progress)
+            .fetch(resolved, &names.remote, granted, progress)
             .await?;
         if progress.is_cancelled() {
             self.discard(&fetched.rootfs, &fetched.staged);
             return Err(StreamError::Cancelled);
         }
-        let result = self.swap_in(&id, &names.plugin_reference, &fetched);
+        let result = self.swap_in(id, &names.plugin_reference, &fetched);
         if result.is_err() {
             self.discard(&fetched.rootfs, &fetched.staged);
         }
@@ -219,7 +221,7 @@ impl Manager {
     }
 
     /// The plugin exists and is disabled (moby's check before an upgrade).
-    pub fn check_upgradable(&self, name: &str) -> Result<()> {
+    fn check_upgradable(&self, name: &str) -> Result<()> {
         let store = self.store();
         let plugin = &store.resolve(name)?.plugin;
         if plugin.enabled {
@@ -293,7 +295,6 @@ impl Manager {
     /// config, and unpacks the layers into a staging rootfs.
     async fn fetch(
         &self,
-        registry: &RegistryClient,
         resolved: Resolved,
         remote: &Reference,
         granted: &[PluginPrivilege],
@@ -305,15 +306,7 @@ impl Manager {
             .join("tmp")
             .join(format!(".rootfs{}", fsutil::random_hex(8)));
         let result = self
-            .fetch_into(
-                registry,
-                resolved,
-                remote,
-                granted,
-                progress,
-                &rootfs,
-                &mut staged,
-            )
+            .fetch_into(resolved, remote, granted, progress, &rootfs, &mut staged)
             .await;
         match result {
             Ok((manifest, config)) => Ok(Fetched {
@@ -329,10 +322,8 @@ impl Manager {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn fetch_into(
         &self,
-        registry: &RegistryClient,
         resolved: Resolved,
         remote: &Reference,
         granted: &[PluginPrivilege],
@@ -356,9 +347,9 @@ impl Manager {
             .status(None, format!("Digest: {}", manifest.digest))
             .await?;
         let raw_config = session
-            .fetch_blob_bytes(&manifest.config, registry.options().max_config_bytes)
+            .fetch_blob_bytes(&manifest.config, self.registry.options().max_config_bytes)
             .await
-            .map_err(registry_error)?;
+            .map_err(Error::from)?;
         let mut config = decode_config_stream(&raw_config).map_err(|e| {
             StreamError::Failed(Error::System(format!("failed to parse config: {e}")))
         })?;
@@ -485,7 +476,7 @@ impl Manager {
             }
         };
         feed.end(fetched.is_ok());
-        fetched.map_err(registry_error)?;
+        fetched.map_err(Error::from)?;
         if let Err(cancelled) = progress.layer(short, "Download complete").await {
             // Not staged yet: nobody else would remove it.
             let _ = fs::remove_file(&path);
@@ -498,11 +489,10 @@ impl Manager {
         })
     }
 
-    /// `POST /plugins/{name}/push`: uploads the stored blobs (skipping those the registry has)
-    /// and the stored manifest bytes unchanged, so push then pull is byte-identical.
-    pub async fn push(
+    /// The transfer of a push: uploads the stored blobs (skipping those the registry has) and
+    /// the stored manifest bytes unchanged, so push then pull is byte-identical.
+    async fn push_stored(
         &self,
-        registry: &RegistryClient,
         name: &str,
         auth: &AuthConfig,
         progress: &Progress,
@@ -532,10 +522,11 @@ impl Manager {
                 format!("The push refers to repository [{}]", target.name()),
             )
             .await?;
-        let session = registry
+        let session = self
+            .registry
             .session(&target, auth, true)
             .await
-            .map_err(registry_error)?;
+            .map_err(Error::from)?;
         // dockerd 20.10 announces every blob and the manifest twice, then reports each
         // `Upload complete`; the digest travels only in the aux message.
         let manifest_id = crate::distribution::registry::Descriptor {
@@ -552,7 +543,7 @@ impl Manager {
         }
         for blob in &blobs {
             let short = blob.short_id();
-            if session.blob_exists(blob).await.map_err(registry_error)? {
+            if session.blob_exists(blob).await.map_err(Error::from)? {
                 progress.layer(&short, "Layer already exists").await?;
                 continue;
             }
@@ -569,9 +560,7 @@ impl Manager {
             let gone = progress.closed();
             futures_util::pin_mut!(upload, gone);
             match futures_util::future::select(upload, gone).await {
-                futures_util::future::Either::Left((pushed, _)) => {
-                    pushed.map_err(registry_error)?
-                }
+                futures_util::future::Either::Left((pushed, _)) => pushed.map_err(Error::from)?,
                 futures_util::future::Either::Right(_) => return Err(StreamError::Cancelled),
             }
             progress.layer(&short, "Upload complete").await?;
@@ -579,7 +568,7 @@ impl Manager {
         let digest = session
             .push_manifest(&tag, MEDIA_TYPE_DOCKER_MANIFEST, &raw)
             .await
-            .map_err(registry_error)?;
+            .map_err(Error::from)?;
         progress.layer(&manifest_id, "Upload complete").await?;
         progress
             .aux(serde_json::json!({"Tag": tag, "Digest": digest, "Size": raw.len()}))

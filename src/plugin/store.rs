@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::config::{PluginConfig, PluginSettings};
-use super::reference::Reference;
+use crate::distribution::reference::Reference;
 use crate::error::{Error, Result};
 use crate::fsutil;
 

@@ -1,5 +1,4 @@
 //! Docker image references (distribution/reference grammar) as moby normalises them for plugins.
-//! OWNER: helper "reference" — implement, keep the public API below.
 //!
 //! The grammar and every error text follow the reference package vendored by dockerd 20.10
 //! (distribution v2.7/v2.8), confirmed against a running 20.10 daemon:
@@ -323,327 +322,78 @@ mod tests {
         }
     }
 
-    /// input, domain, path, tag, digest, full string, familiar string
-    type Case<'a> = (
-        String,
-        &'a str,
-        &'a str,
-        Option<&'a str>,
-        Option<&'a str>,
-        String,
-        String,
-    );
+    /// `input | domain | path | tag | digest | full string | familiar string`, `-` for none.
+    /// `{d}` stands for a sha256 digest, `{hex}` for its 64 hex digits, `{a128}` for 128 `a`s.
+    const NORMALISATION: &str = "
+        foo | docker.io | library/foo | - | - | docker.io/library/foo | foo
+        foo:v1 | docker.io | library/foo | v1 | - | docker.io/library/foo:v1 | foo:v1
+        vieux/sshfs | docker.io | vieux/sshfs | - | - | docker.io/vieux/sshfs | vieux/sshfs
+        docker.io/vieux/sshfs:latest | docker.io | vieux/sshfs | latest | - | docker.io/vieux/sshfs:latest | vieux/sshfs:latest
+        docker.io/foo | docker.io | library/foo | - | - | docker.io/library/foo | foo
+        docker.io/library/foo | docker.io | library/foo | - | - | docker.io/library/foo | foo
+        library/foo | docker.io | library/foo | - | - | docker.io/library/foo | foo
+        # library/ is only dropped for exactly two components
+        library/a/b | docker.io | library/a/b | - | - | docker.io/library/a/b | library/a/b
+        index.docker.io/foo | docker.io | library/foo | - | - | docker.io/library/foo | foo
+        index.docker.io/vieux/sshfs:1 | docker.io | vieux/sshfs | 1 | - | docker.io/vieux/sshfs:1 | vieux/sshfs:1
+        localhost:5000/a/b:v1 | localhost:5000 | a/b | v1 | - | localhost:5000/a/b:v1 | localhost:5000/a/b:v1
+        127.0.0.1:5000/test/rclone:1 | 127.0.0.1:5000 | test/rclone | 1 | - | 127.0.0.1:5000/test/rclone:1 | 127.0.0.1:5000/test/rclone:1
+        localhost/foo | localhost | foo | - | - | localhost/foo | localhost/foo
+        # no slash: a bare `localhost` / `localhost:5000` is a Hub name (with a tag)
+        localhost | docker.io | library/localhost | - | - | docker.io/library/localhost | localhost
+        localhost:5000 | docker.io | library/localhost | 5000 | - | docker.io/library/localhost:5000 | localhost:5000
+        foo:5000/bar | foo:5000 | bar | - | - | foo:5000/bar | foo:5000/bar
+        Example.com/foo | Example.com | foo | - | - | Example.com/foo | Example.com/foo
+        Foo:5000/bar | Foo:5000 | bar | - | - | Foo:5000/bar | Foo:5000/bar
+        example.com/docker.io/library/foo | example.com | docker.io/library/foo | - | - | example.com/docker.io/library/foo | example.com/docker.io/library/foo
+        # not a valid domain but a valid path: no domain at all (20.10 accepts it)
+        a_b.com/foo |  | a_b.com/foo | - | - | a_b.com/foo | a_b.com/foo
+        foo/bar.com/baz | docker.io | foo/bar.com/baz | - | - | docker.io/foo/bar.com/baz | foo/bar.com/baz
+        # separators
+        a.b_c__d-e--f---g | docker.io | library/a.b_c__d-e--f---g | - | - | docker.io/library/a.b_c__d-e--f---g | a.b_c__d-e--f---g
+        # tags: upper case and the 128-character limit
+        docker.io/library/foo:TAG | docker.io | library/foo | TAG | - | docker.io/library/foo:TAG | foo:TAG
+        foo:Tag_1.x-y | docker.io | library/foo | Tag_1.x-y | - | docker.io/library/foo:Tag_1.x-y | foo:Tag_1.x-y
+        foo:_x | docker.io | library/foo | _x | - | docker.io/library/foo:_x | foo:_x
+        foo:{a128} | docker.io | library/foo | {a128} | - | docker.io/library/foo:{a128} | foo:{a128}
+        # digests
+        foo@{d} | docker.io | library/foo | - | {d} | docker.io/library/foo@{d} | foo@{d}
+        vieux/sshfs:v1@{d} | docker.io | vieux/sshfs | v1 | {d} | docker.io/vieux/sshfs:v1@{d} | vieux/sshfs:v1@{d}
+        localhost:5000/x@{d} | localhost:5000 | x | - | {d} | localhost:5000/x@{d} | localhost:5000/x@{d}
+        # a digest-looking string without `@` is a name plus tag
+        {d} | docker.io | library/sha256 | {hex} | - | docker.io/library/{d} | {d}
+        # 64 hex is only refused on its own
+        {hex}:tag | docker.io | library/{hex} | tag | - | docker.io/library/{hex}:tag | {hex}:tag
+        foo/{hex} | docker.io | foo/{hex} | - | - | docker.io/foo/{hex} | foo/{hex}
+    ";
 
     #[test]
     fn normalisation() {
-        let d = format!("sha256:{HEX64}");
-        let cases: Vec<Case> = vec![
-            (
-                "foo".into(),
-                "docker.io",
-                "library/foo",
-                None,
-                None,
-                "docker.io/library/foo".into(),
-                "foo".into(),
-            ),
-            (
-                "foo:v1".into(),
-                "docker.io",
-                "library/foo",
-                Some("v1"),
-                None,
-                "docker.io/library/foo:v1".into(),
-                "foo:v1".into(),
-            ),
-            (
-                "vieux/sshfs".into(),
-                "docker.io",
-                "vieux/sshfs",
-                None,
-                None,
-                "docker.io/vieux/sshfs".into(),
-                "vieux/sshfs".into(),
-            ),
-            (
-                "docker.io/vieux/sshfs:latest".into(),
-                "docker.io",
-                "vieux/sshfs",
-                Some("latest"),
-                None,
-                "docker.io/vieux/sshfs:latest".into(),
-                "vieux/sshfs:latest".into(),
-            ),
-            (
-                "docker.io/foo".into(),
-                "docker.io",
-                "library/foo",
-                None,
-                None,
-                "docker.io/library/foo".into(),
-                "foo".into(),
-            ),
-            (
-                "docker.io/library/foo".into(),
-                "docker.io",
-                "library/foo",
-                None,
-                None,
-                "docker.io/library/foo".into(),
-                "foo".into(),
-            ),
-            (
-                "library/foo".into(),
-                "docker.io",
-                "library/foo",
-                None,
-                None,
-                "docker.io/library/foo".into(),
-                "foo".into(),
-            ),
-            // library/ is only dropped for exactly two components
-            (
-                "library/a/b".into(),
-                "docker.io",
-                "library/a/b",
-                None,
-                None,
-                "docker.io/library/a/b".into(),
-                "library/a/b".into(),
-            ),
-            (
-                "index.docker.io/foo".into(),
-                "docker.io",
-                "library/foo",
-                None,
-                None,
-                "docker.io/library/foo".into(),
-                "foo".into(),
-            ),
-            (
-                "index.docker.io/vieux/sshfs:1".into(),
-                "docker.io",
-                "vieux/sshfs",
-                Some("1"),
-                None,
-                "docker.io/vieux/sshfs:1".into(),
-                "vieux/sshfs:1".into(),
-            ),
-            (
-                "localhost:5000/a/b:v1".into(),
-                "localhost:5000",
-                "a/b",
-                Some("v1"),
-                None,
-                "localhost:5000/a/b:v1".into(),
-                "localhost:5000/a/b:v1".into(),
-            ),
-            (
-                "127.0.0.1:5000/test/rclone:1".into(),
-                "127.0.0.1:5000",
-                "test/rclone",
-                Some("1"),
-                None,
-                "127.0.0.1:5000/test/rclone:1".into(),
-                "127.0.0.1:5000/test/rclone:1".into(),
-            ),
-            (
-                "localhost/foo".into(),
-                "localhost",
-                "foo",
-                None,
-                None,
-                "localhost/foo".into(),
-                "localhost/foo".into(),
-            ),
-            // no slash: a bare `localhost` / `localhost:5000` is a Hub name (with a tag)
-            (
-                "localhost".into(),
-                "docker.io",
-                "library/localhost",
-                None,
-                None,
-                "docker.io/library/localhost".into(),
-                "localhost".into(),
-            ),
-            (
-                "localhost:5000".into(),
-                "docker.io",
-                "library/localhost",
-                Some("5000"),
-                None,
-                "docker.io/library/localhost:5000".into(),
-                "localhost:5000".into(),
-            ),
-            (
-                "foo:5000/bar".into(),
-                "foo:5000",
-                "bar",
-                None,
-                None,
-                "foo:5000/bar".into(),
-                "foo:5000/bar".into(),
-            ),
-            (
-                "Example.com/foo".into(),
-                "Example.com",
-                "foo",
-                None,
-                None,
-                "Example.com/foo".into(),
-                "Example.com/foo".into(),
-            ),
-            (
-                "Foo:5000/bar".into(),
-                "Foo:5000",
-                "bar",
-                None,
-                None,
-                "Foo:5000/bar".into(),
-                "Foo:5000/bar".into(),
-            ),
-            (
-                "example.com/docker.io/library/foo".into(),
-                "example.com",
-                "docker.io/library/foo",
-                None,
-                None,
-                "example.com/docker.io/library/foo".into(),
-                "example.com/docker.io/library/foo".into(),
-            ),
-            // not a valid domain but a valid path: no domain at all (20.10 accepts it)
-            (
-                "a_b.com/foo".into(),
-                "",
-                "a_b.com/foo",
-                None,
-                None,
-                "a_b.com/foo".into(),
-                "a_b.com/foo".into(),
-            ),
-            (
-                "foo/bar.com/baz".into(),
-                "docker.io",
-                "foo/bar.com/baz",
-                None,
-                None,
-                "docker.io/foo/bar.com/baz".into(),
-                "foo/bar.com/baz".into(),
-            ),
-            // separators
-            (
-                "a.b_c__d-e--f---g".into(),
-                "docker.io",
-                "library/a.b_c__d-e--f---g",
-                None,
-                None,
-                "docker.io/library/a.b_c__d-e--f---g".into(),
-                "a.b_c__d-e--f---g".into(),
-            ),
-            // tags: upper case and the 128-character limit
-            (
-                "docker.io/library/foo:TAG".into(),
-                "docker.io",
-                "library/foo",
-                Some("TAG"),
-                None,
-                "docker.io/library/foo:TAG".into(),
-                "foo:TAG".into(),
-            ),
-            (
-                "foo:Tag_1.x-y".into(),
-                "docker.io",
-                "library/foo",
-                Some("Tag_1.x-y"),
-                None,
-                "docker.io/library/foo:Tag_1.x-y".into(),
-                "foo:Tag_1.x-y".into(),
-            ),
-            (
-                "foo:_x".into(),
-                "docker.io",
-                "library/foo",
-                Some("_x"),
-                None,
-                "docker.io/library/foo:_x".into(),
-                "foo:_x".into(),
-            ),
-            (
-                format!("foo:{}", "a".repeat(128)),
-                "docker.io",
-                "library/foo",
-                Some(Box::leak("a".repeat(128).into_boxed_str())),
-                None,
-                format!("docker.io/library/foo:{}", "a".repeat(128)),
-                format!("foo:{}", "a".repeat(128)),
-            ),
-            // digests
-            (
-                format!("foo@{d}"),
-                "docker.io",
-                "library/foo",
-                None,
-                Some(d.as_str()),
-                format!("docker.io/library/foo@{d}"),
-                format!("foo@{d}"),
-            ),
-            (
-                format!("vieux/sshfs:v1@{d}"),
-                "docker.io",
-                "vieux/sshfs",
-                Some("v1"),
-                Some(d.as_str()),
-                format!("docker.io/vieux/sshfs:v1@{d}"),
-                format!("vieux/sshfs:v1@{d}"),
-            ),
-            (
-                format!("localhost:5000/x@{d}"),
-                "localhost:5000",
-                "x",
-                None,
-                Some(d.as_str()),
-                format!("localhost:5000/x@{d}"),
-                format!("localhost:5000/x@{d}"),
-            ),
-            // a digest-looking string without `@` is a name plus tag
-            (
-                format!("sha256:{HEX64}"),
-                "docker.io",
-                "library/sha256",
-                Some(HEX64),
-                None,
-                format!("docker.io/library/sha256:{HEX64}"),
-                format!("sha256:{HEX64}"),
-            ),
-            // 64 hex is only refused on its own
-            (
-                format!("{HEX64}:tag"),
-                "docker.io",
-                &*Box::leak(format!("library/{HEX64}").into_boxed_str()),
-                Some("tag"),
-                None,
-                format!("docker.io/library/{HEX64}:tag"),
-                format!("{HEX64}:tag"),
-            ),
-            (
-                format!("foo/{HEX64}"),
-                "docker.io",
-                &*Box::leak(format!("foo/{HEX64}").into_boxed_str()),
-                None,
-                None,
-                format!("docker.io/foo/{HEX64}"),
-                format!("foo/{HEX64}"),
-            ),
-        ];
-        for (input, domain, path, tag, digest, full, familiar) in cases {
-            let r = ok(&input);
-            assert_eq!(r.domain, domain, "{input}");
-            assert_eq!(r.path, path, "{input}");
-            assert_eq!(r.tag.as_deref(), tag, "{input}");
-            assert_eq!(r.digest.as_deref(), digest, "{input}");
-            assert_eq!(r.full_string(), full, "{input}");
-            assert_eq!(r.to_string(), full, "{input}");
-            assert_eq!(r.familiar_string(), familiar, "{input}");
+        let expand = |field: &str| {
+            field
+                .trim()
+                .replace("{d}", &format!("sha256:{HEX64}"))
+                .replace("{hex}", HEX64)
+                .replace("{a128}", &"a".repeat(128))
+        };
+        let cases = NORMALISATION
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'));
+        for case in cases {
+            let fields: Vec<String> = case.split('|').map(expand).collect();
+            let [input, domain, path, tag, digest, full, familiar] = &fields[..] else {
+                panic!("malformed case {case:?}")
+            };
+            let optional = |s: &str| (s != "-").then(|| s.to_string());
+            let r = ok(input);
+            assert_eq!(r.domain, *domain, "{input}");
+            assert_eq!(r.path, *path, "{input}");
+            assert_eq!(r.tag, optional(tag), "{input}");
+            assert_eq!(r.digest, optional(digest), "{input}");
+            assert_eq!(r.full_string(), *full, "{input}");
+            assert_eq!(r.to_string(), *full, "{input}");
+            assert_eq!(r.familiar_string(), *familiar, "{input}");
         }
     }
 
@@ -823,26 +573,15 @@ mod tests {
     #[test]
     fn digest_validation() {
         assert!(validate_digest(&format!("sha256:{HEX64}")).is_ok());
-        assert_eq!(
-            validate_digest("sha256:").unwrap_err().0,
-            ERR_DIGEST_INVALID_FORMAT
-        );
-        assert_eq!(
-            validate_digest(":abc").unwrap_err().0,
-            ERR_DIGEST_INVALID_FORMAT
-        );
-        assert_eq!(
-            validate_digest("nocolon").unwrap_err().0,
-            ERR_DIGEST_INVALID_FORMAT
-        );
-        assert_eq!(
-            validate_digest("foo_bar:abc").unwrap_err().0,
-            ERR_DIGEST_UNSUPPORTED
-        );
-        assert_eq!(
-            validate_digest("Foo:abc").unwrap_err().0,
-            ERR_DIGEST_INVALID_FORMAT
-        );
+        for (digest, want) in [
+            ("sha256:", ERR_DIGEST_INVALID_FORMAT),
+            (":abc", ERR_DIGEST_INVALID_FORMAT),
+            ("nocolon", ERR_DIGEST_INVALID_FORMAT),
+            ("foo_bar:abc", ERR_DIGEST_UNSUPPORTED),
+            ("Foo:abc", ERR_DIGEST_INVALID_FORMAT),
+        ] {
+            assert_eq!(validate_digest(digest).unwrap_err().0, want, "{digest}");
+        }
     }
 
     #[test]
