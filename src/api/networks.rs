@@ -56,8 +56,14 @@ pub async fn list(call: Call) -> Result<HttpResponse> {
     ))
 }
 
+/// `verbose` adds nothing without swarm services; a `scope` the network does not have makes
+/// it not found, as in dockerd.
 pub async fn inspect(call: Call) -> Result<HttpResponse> {
     let network = call.state.networks.inspect(&call.name)?;
+    let scope = call.query("scope");
+    if !scope.is_empty() && scope != network.scope {
+        return Err(Error::NotFound(format!("network {} not found", call.name)));
+    }
     Ok(json_response(StatusCode::OK, &network))
 }
 
