@@ -207,6 +207,23 @@ fn describe(route: &Route) -> String {
     }
 }
 
+/// Adds `routes` through the namespace's interface `name` (the default routes of an endpoint
+/// that became the namespace's gateway endpoint).
+pub async fn add_routes(links: &dyn Links, name: &str, routes: &[Route]) -> Result<(), NetnsError> {
+    let index = links
+        .index(Side::Namespace, name)
+        .await
+        .map_err(step(format!("looking up {name}")))?
+        .ok_or_else(|| NetnsError::NoInterface(name.to_string()))?;
+    for route in routes {
+        links
+            .add_route(Side::Namespace, index, route)
+            .await
+            .map_err(step(format!("adding route {} on {name}", describe(route))))?;
+    }
+    Ok(())
+}
+
 /// Takes the interface `name` out of the namespace: down, renamed back to `src_name`, moved to
 /// berth's namespace for the driver to clean up. An interface that is already gone is fine.
 pub async fn detach(links: &dyn Links, name: &str, src_name: &str) -> Result<(), NetnsError> {

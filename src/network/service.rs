@@ -874,6 +874,7 @@ impl NetworkService {
             src_name: String::new(),
             interface: None,
             gateway_endpoint: false,
+            gateways: Vec::new(),
             phase: Phase::Creating,
         };
         let budget = driver.call_timeout().unwrap_or(self.budget());
@@ -1056,6 +1057,13 @@ impl NetworkService {
             Err(e) => return Err(undo_join(e).await),
         };
         let gateway_endpoint = gateway_endpoint && !info.disable_gateway_service;
+        if !info.disable_gateway_service && !record.internal {
+            endpoint.gateways = [&info.gateway, &info.gateway_ipv6]
+                .into_iter()
+                .filter(|g| !g.is_empty())
+                .cloned()
+                .collect();
+        }
         if !plan.src_name.is_empty() {
             let attached = netns::in_namespace(path, move |links| async move {
                 netns::attach(&links, &plan).await
@@ -1191,7 +1199,78 @@ impl NetworkService {
         })
         .await;
         self.store
-            .apply(vec![Change::DeleteEndpoint(endpoint.id.clone())])
+            .apply(vec![Change::DeleteEndpoint(endpoint.id.clone())])?;
+        if endpoint.gateway_endpoint {
+            self.hand_over_gateway(&endpoint.name).await;
+        }
+        Ok(())
+    }
+
+    /// libnetwork moves a sandbox's external connectivity to another endpoint when its gateway
+    /// endpoint leaves: the namespace's next endpoint on a network that is not internal gets
+    /// `ProgramExternalConnectivity` and its default routes. Failures are logged.
+    async fn hand_over_gateway(&self, namespace: &str) {
+        let next = self.store.endpoints().into_iter().find(|e| {
+            e.name == namespace
+                && e.phase == Phase::Ready
+                && !e.gateway_endpoint
+                && self
+                    .store
+                    .network(&e.network_id)
+                    .is_some_and(|n| !n.internal)
+        });
+        let Some(next) = next else {
+            return;
+        };
+        let Some(network) = self.store.network(&next.network_id) else {
+            return;
+        };
+        let driver = match self.driver(&network.driver, Mode::Lookup).await {
+            Ok(driver) => driver,
+            Err(e) => {
+                log::warn!("moving external connectivity to {}: {e}", next.id);
+                return;
+            }
+        };
+        let budget = driver.call_timeout().unwrap_or(self.budget());
+        let programmed = within(
+            budget,
+            driver.program_external_connectivity(&network.id, &next.id, &Map::new()),
+        )
+        .await;
+        if let Err(e) = programmed {
+            log::warn!("moving external connectivity to {}: {e}", next.id);
+            return;
+        }
+        if let (Some(interface), Some((path, id))) =
+            (next.interface.clone(), self.namespace(namespace))
+        {
+            let routes: Vec<Route> = next
+                .gateways
+                .iter()
+                .filter_map(|g| g.parse().ok())
+                .map(|via| Route {
+                    destination: None,
+                    via: Some(via),
+                })
+                .collect();
+            if next.namespace == Some(id) && !routes.is_empty() {
+                let name = interface.clone();
+                let routed = netns::in_namespace(&path, move |links| async move {
+                    netns::add_routes(&links, &name, &routes).await
+                })
+                .await
+                .and_then(|r| r);
+                if let Err(e) = routed {
+                    log::warn!("default route through {interface} of {namespace}: {e}");
+                }
+            }
+        }
+        let mut promoted = (*next).clone();
+        promoted.gateway_endpoint = true;
+        if let Err(e) = self.store.apply(vec![Change::PutEndpoint(promoted)]) {
+            log::warn!("recording the gateway endpoint of {namespace}: {e}");
+        }
     }
 
     // -----------------------------------------------------------------------------------------
@@ -1557,6 +1636,7 @@ mod tests {
             src_name: String::new(),
             interface: None,
             gateway_endpoint: false,
+            gateways: Vec::new(),
             phase: Phase::Creating,
         };
         let info = crate::drivers::network::JoinInfo {

@@ -133,6 +133,10 @@ pub struct EndpointRecord {
     pub interface: Option<String>,
     /// It programmed the namespace's external connectivity (and default route).
     pub gateway_endpoint: bool,
+    /// The join's gateways (IPv4, IPv6): the default routes it gives the namespace while it
+    /// is the gateway endpoint.
+    #[serde(default)]
+    pub gateways: Vec<String>,
     pub phase: Phase,
 }
 
