@@ -26,6 +26,9 @@ use crate::error::{Error, Result};
 const NETWORKS: TableDefinition<&str, &str> = TableDefinition::new("networks");
 const ENDPOINTS: TableDefinition<&str, &str> = TableDefinition::new("endpoints");
 
+/// redb's page cache (see [`NetworkStore::open_in`]).
+const CACHE_BYTES: usize = 1 << 20;
+
 /// Where a record's operation stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Phase {
@@ -173,7 +176,11 @@ impl NetworkStore {
         let dir = data_root.join("network");
         std::fs::create_dir_all(&dir).map_err(|e| db_error(format!("{}: {e}", dir.display())))?;
         let path = dir.join("metadata.db");
-        let db = Database::create(&path)
+        // Every record is decoded in memory anyway: redb's page cache only has to hold a
+        // commit's pages, not its default 1 GiB worth of the file.
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
             .map_err(|e| db_error(format!("opening {}: {e}", path.display())))?;
         let store = NetworkStore {
             db,
