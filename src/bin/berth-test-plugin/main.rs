@@ -1,10 +1,11 @@
-//! `berth-test-plugin`: a small, dependency-light Docker volume plugin used by berth's runtime and
-//! volume tests, as a managed plugin (`scripts/make-test-plugins.sh` packs it into plugin
-//! directories) or directly on the host as a legacy plugin.
+//! `berth-test-plugin`: a small, dependency-light Docker plugin used by berth's runtime, volume
+//! and authorization tests, as a managed plugin (`scripts/make-test-plugins.sh` packs it into
+//! plugin directories) or directly on the host as a legacy plugin.
 //!
 //! It speaks the plugin RPC protocol (HTTP/1.1 over a unix socket, `POST /<Interface>.<Method>`
-//! with a JSON body): `Plugin.Activate`, every `VolumeDriver.*` method and, in its network and
-//! IPAM modes (`network.rs`, `ipam.rs`), every `NetworkDriver.*` and `IpamDriver.*` method. Volumes are directories
+//! with a JSON body): `Plugin.Activate`, every `VolumeDriver.*` method (volume.rs),
+//! `AuthZPlugin.AuthZReq`/`AuthZRes` (authz.rs) and, in its network and IPAM modes (network.rs,
+//! ipam.rs), every `NetworkDriver.*` and `IpamDriver.*` method. Volumes are directories
 //! `<TEST_ROOT>/<name>`; per-volume metadata (creation time, options) lives in
 //! `<TEST_ROOT>/.berth-test-plugin/<name>.json`, so volumes survive a plugin restart. Mounts are
 //! refcounted by caller ID in memory, as real plugins do.
@@ -23,12 +24,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Map, Value};
 
+mod authz;
 mod ipam;
 mod network;
 mod volume;
 
 const USAGE: &str = "\
-berth-test-plugin: a Docker volume plugin for tests (HTTP/1.1 JSON RPC on a unix socket)
+berth-test-plugin: a Docker volume and authorization plugin for tests (HTTP/1.1 JSON RPC on a
+unix socket)
 
 Knobs (environment, or arguments TEST_X=value which override the environment):
   TEST_SOCKET_PATH=<path>    listen here (wins over TEST_SOCKET)
@@ -60,6 +63,11 @@ Knobs (environment, or arguments TEST_X=value which override the environment):
   TEST_NET_MAC=<mac>         CreateEndpoint answers this MacAddress
   TEST_NET_ADDRESS=<cidr>    CreateEndpoint answers this Address (a driver changing the address)
   TEST_NET_NO_EXT=1          Program/RevokeExternalConnectivity answer 404 (not implemented)
+  TEST_AUTHZ_RULES=<rules>   AuthZ decisions, `;`-separated rules
+                             `<req|res|both> <allow|deny|error|garbage|hang|slow=MS> <METHOD|*>
+                             <uri-substring|*> [body=<substring>] [msg=<text to the end>]`;
+                             the first match decides, no match allows
+  TEST_AUTHZ_LOG=<path>      append every AuthZ call, one field per line, bodies decoded
 
 Volume options: `-o error=<text>` makes VolumeDriver.Create fail with that Err text.
 ";
@@ -112,6 +120,8 @@ struct Config {
     get_null: bool,
     call_log: Option<String>,
     net: network::NetConfig,
+    authz_rules: Vec<authz::Rule>,
+    authz_log: Option<String>,
 }
 
 struct Driver {
@@ -199,6 +209,8 @@ fn main() {
         get_null: knobs.flag("TEST_GET_NULL"),
         call_log: knobs.get("TEST_CALL_LOG"),
         net: network::NetConfig::from(&knobs),
+        authz_rules: authz::parse_rules(&knobs.get("TEST_AUTHZ_RULES").unwrap_or_default()),
+        authz_log: knobs.get("TEST_AUTHZ_LOG"),
     };
     if let Err(e) = fs::create_dir_all(&cfg.root) {
         eprintln!(
@@ -675,6 +687,7 @@ impl Driver {
             m if m.starts_with("VolumeDriver.") => self.volume_call(m, &args),
             m if m.starts_with("NetworkDriver.") => self.network_call(m, &args),
             m if m.starts_with("IpamDriver.") => self.ipam_call(m, &args),
+            m if m.starts_with("AuthZPlugin.") => self.authz_call(m, &args),
             _ => Reply::not_found(),
         }
     }
