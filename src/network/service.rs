@@ -119,17 +119,18 @@ impl NetworkService {
         };
         service.ensure_predefined()?;
         service.restore_allocations();
-        service.plugins.restore_references(
-            service
-                .store
-                .networks()
-                .iter()
-                .flat_map(|n| plugin_users(n))
-                .collect::<Vec<_>>()
-                .iter()
-                .map(String::as_str),
-        );
         Ok(service)
+    }
+
+    /// The plugins networks hold references on (drivers and IPAM drivers), each name once per
+    /// network: with the volumes' (`VolumeService::plugin_references`), what the daemon hands
+    /// [`PluginGetter::set_references`] at start-up.
+    pub fn plugin_references(&self) -> Vec<String> {
+        self.store
+            .networks()
+            .iter()
+            .flat_map(|n| plugin_users(n))
+            .collect()
     }
 
     /// `host` and `none`, made once so their IDs stay.
@@ -491,20 +492,23 @@ impl NetworkService {
             )));
         }
         let driver = self.driver(&record.driver, Mode::Acquire).await?;
-        let ipam = match self.ipam(&record.ipam_driver, Mode::Acquire).await {
-            Ok(ipam) => ipam,
-            Err(e) => {
-                self.plugins.release(&record.driver);
-                return Err(e);
-            }
-        };
         let budget = driver.call_timeout().unwrap_or(self.budget());
-        let outcome = within(budget, self.make_network(&driver, &ipam, &mut record)).await;
-        if let Err(e) = outcome {
-            self.release_plugins(&record);
-            return Err(e);
-        }
-        Ok(())
+        // One deadline for the whole create, an IPAM driver's registration calls included.
+        within(budget, async {
+            let ipam = match self.ipam(&record.ipam_driver, Mode::Acquire).await {
+                Ok(ipam) => ipam,
+                Err(e) => {
+                    self.plugins.release(&record.driver);
+                    return Err(e);
+                }
+            };
+            let outcome = self.make_network(&driver, &ipam, &mut record).await;
+            if outcome.is_err() {
+                self.release_plugins(&record);
+            }
+            outcome
+        })
+        .await
     }
 
     async fn make_network(
