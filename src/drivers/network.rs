@@ -1,7 +1,9 @@
-//! The NetworkDriver protocol (libnetwork `drivers/remote`): `/NetworkDriver.<Method>` with
-//! libnetwork's request shapes, the in-band `Err` turned into `remote: <Err>`, and
-//! `GetCapabilities` asked once per adapter. Which calls are made, in which order and how they
-//! are rolled back is the network service's business; deadlines are the RPC client's.
+//! The [`NetworkDriver`] trait the network service sees every network driver through, and the
+//! NetworkDriver protocol (libnetwork `drivers/remote`, [`NetworkDriverClient`]):
+//! `/NetworkDriver.<Method>` with libnetwork's request shapes, the in-band `Err` turned into
+//! `remote: <Err>`, and `GetCapabilities` asked once per adapter. Which calls are made, in which
+//! order and how they are rolled back is the network service's business; deadlines are the RPC
+//! client's.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -10,6 +12,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::{call_object, field, text, CallError};
+use crate::error::Result;
 use crate::rpc::client::PluginClient;
 use crate::rpc::handle::PluginHandle;
 
@@ -128,6 +131,72 @@ struct ExternalConnectivityRequest<'a> {
     options: &'a Map<String, Value>,
 }
 
+/// A network driver: libnetwork's driver calls, made by the network service in libnetwork's
+/// order. NetworkDriver plugins ([`NetworkDriverClient`]) are one kind; a built-in driver
+/// implements the same calls (endpoint and interface values are CIDR strings, as on the wire).
+#[async_trait::async_trait]
+pub trait NetworkDriver: Send + Sync {
+    /// The driver name users give (`name:tag` of a managed plugin).
+    fn name(&self) -> &str;
+
+    /// The deadline its calls have of their own (a plugin's `enable --timeout`).
+    fn call_timeout(&self) -> Option<std::time::Duration> {
+        None
+    }
+
+    /// Its scope; a driver that cannot say is used with local scope, as libnetwork does.
+    async fn capabilities(&self) -> Result<Capabilities>;
+
+    async fn create_network(
+        &self,
+        network_id: &str,
+        options: &Map<String, Value>,
+        ipv4_data: &[IpamData],
+        ipv6_data: &[IpamData],
+    ) -> Result<()>;
+
+    async fn delete_network(&self, network_id: &str) -> Result<()>;
+
+    /// The interface fields the driver filled in (`None`: it left them).
+    async fn create_endpoint(
+        &self,
+        network_id: &str,
+        endpoint_id: &str,
+        interface: &EndpointInterface,
+        options: &Map<String, Value>,
+    ) -> Result<Option<EndpointInterface>>;
+
+    /// The driver's free-form information on an endpoint.
+    async fn endpoint_oper_info(
+        &self,
+        network_id: &str,
+        endpoint_id: &str,
+    ) -> Result<Map<String, Value>>;
+
+    async fn delete_endpoint(&self, network_id: &str, endpoint_id: &str) -> Result<()>;
+
+    /// The endpoint joins the sandbox `sandbox_key` (a network namespace path).
+    async fn join(
+        &self,
+        network_id: &str,
+        endpoint_id: &str,
+        sandbox_key: &str,
+        options: &Map<String, Value>,
+    ) -> Result<JoinInfo>;
+
+    async fn leave(&self, network_id: &str, endpoint_id: &str) -> Result<()>;
+
+    async fn program_external_connectivity(
+        &self,
+        network_id: &str,
+        endpoint_id: &str,
+        options: &Map<String, Value>,
+    ) -> Result<()>;
+
+    async fn revoke_external_connectivity(&self, network_id: &str, endpoint_id: &str)
+        -> Result<()>;
+}
+
 /// A NetworkDriver plugin.
 #[derive(Debug)]
 pub struct NetworkDriverClient {
@@ -145,23 +214,13 @@ impl NetworkDriverClient {
         }
     }
 
-    /// The driver name users give (`name:tag` of a managed plugin).
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The deadline the plugin's calls have of their own (`enable --timeout`).
-    pub fn call_timeout(&self) -> Option<std::time::Duration> {
-        self.client.timeout()
-    }
-
     async fn call(&self, method: &str, body: &impl Serialize) -> Result<Value, CallError> {
         call_object(&self.client, method, body, "Err").await
     }
 
     /// `GetCapabilities` (empty body), once per adapter: libnetwork registers a remote driver
     /// only when this answers with a valid scope.
-    pub async fn capabilities(&self) -> Result<Capabilities, CallError> {
+    async fn ask_capabilities(&self) -> Result<Capabilities, CallError> {
         if let Some(known) = self
             .capabilities
             .lock()
@@ -186,13 +245,53 @@ impl NetworkDriverClient {
         Ok(caps)
     }
 
-    pub async fn create_network(
+    /// A call about one endpoint (`{"NetworkID","EndpointID"}`).
+    async fn endpoint_call(
+        &self,
+        method: &str,
+        network_id: &str,
+        endpoint_id: &str,
+    ) -> Result<Value, CallError> {
+        let request = EndpointRequest {
+            network_id,
+            endpoint_id,
+        };
+        self.call(method, &request).await
+    }
+}
+
+#[async_trait::async_trait]
+impl NetworkDriver for NetworkDriverClient {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn call_timeout(&self) -> Option<std::time::Duration> {
+        self.client.timeout()
+    }
+
+    async fn capabilities(&self) -> Result<Capabilities> {
+        match self.ask_capabilities().await {
+            Ok(caps) => Ok(caps),
+            Err(e) if e.to_string().starts_with(INVALID_CAPABILITY) => Err(e.into()),
+            // dockerd keeps using a driver whose GetCapabilities failed, with local scope.
+            Err(e) => {
+                log::warn!("network driver {}: GetCapabilities: {e}", self.name);
+                Ok(Capabilities {
+                    scope: "local".into(),
+                    connectivity_scope: "local".into(),
+                })
+            }
+        }
+    }
+
+    async fn create_network(
         &self,
         network_id: &str,
         options: &Map<String, Value>,
         ipv4_data: &[IpamData],
         ipv6_data: &[IpamData],
-    ) -> Result<(), CallError> {
+    ) -> Result<()> {
         let request = CreateNetworkRequest {
             network_id,
             options,
@@ -202,25 +301,26 @@ impl NetworkDriverClient {
         self.call("NetworkDriver.CreateNetwork", &request)
             .await
             .map(drop)
+            .map_err(Into::into)
     }
 
-    pub async fn delete_network(&self, network_id: &str) -> Result<(), CallError> {
+    async fn delete_network(&self, network_id: &str) -> Result<()> {
         self.call(
             "NetworkDriver.DeleteNetwork",
             &NetworkRequest { network_id },
         )
         .await
         .map(drop)
+        .map_err(Into::into)
     }
 
-    /// `CreateEndpoint`; the interface fields the driver filled in (`None`: it left them).
-    pub async fn create_endpoint(
+    async fn create_endpoint(
         &self,
         network_id: &str,
         endpoint_id: &str,
         interface: &EndpointInterface,
         options: &Map<String, Value>,
-    ) -> Result<Option<EndpointInterface>, CallError> {
+    ) -> Result<Option<EndpointInterface>> {
         let request = CreateEndpointRequest {
             network_id,
             endpoint_id,
@@ -238,18 +338,13 @@ impl NetworkDriverClient {
         })
     }
 
-    /// `EndpointOperInfo`: the driver's free-form `Value`.
-    pub async fn endpoint_oper_info(
+    async fn endpoint_oper_info(
         &self,
         network_id: &str,
         endpoint_id: &str,
-    ) -> Result<Map<String, Value>, CallError> {
-        let request = EndpointRequest {
-            network_id,
-            endpoint_id,
-        };
+    ) -> Result<Map<String, Value>> {
         let answer = self
-            .call("NetworkDriver.EndpointOperInfo", &request)
+            .endpoint_call("NetworkDriver.EndpointOperInfo", network_id, endpoint_id)
             .await?;
         Ok(match field(&answer, "Value") {
             Some(Value::Object(m)) => m.clone(),
@@ -257,37 +352,20 @@ impl NetworkDriverClient {
         })
     }
 
-    /// A call about one endpoint (`{"NetworkID","EndpointID"}`).
-    async fn endpoint_call(
-        &self,
-        method: &str,
-        network_id: &str,
-        endpoint_id: &str,
-    ) -> Result<Value, CallError> {
-        let request = EndpointRequest {
-            network_id,
-            endpoint_id,
-        };
-        self.call(method, &request).await
-    }
-
-    pub async fn delete_endpoint(
-        &self,
-        network_id: &str,
-        endpoint_id: &str,
-    ) -> Result<(), CallError> {
+    async fn delete_endpoint(&self, network_id: &str, endpoint_id: &str) -> Result<()> {
         self.endpoint_call("NetworkDriver.DeleteEndpoint", network_id, endpoint_id)
             .await
             .map(drop)
+            .map_err(Into::into)
     }
 
-    pub async fn join(
+    async fn join(
         &self,
         network_id: &str,
         endpoint_id: &str,
         sandbox_key: &str,
         options: &Map<String, Value>,
-    ) -> Result<JoinInfo, CallError> {
+    ) -> Result<JoinInfo> {
         let request = JoinRequest {
             network_id,
             endpoint_id,
@@ -320,19 +398,20 @@ impl NetworkDriverClient {
         Ok(info)
     }
 
-    pub async fn leave(&self, network_id: &str, endpoint_id: &str) -> Result<(), CallError> {
+    async fn leave(&self, network_id: &str, endpoint_id: &str) -> Result<()> {
         self.endpoint_call("NetworkDriver.Leave", network_id, endpoint_id)
             .await
             .map(drop)
+            .map_err(Into::into)
     }
 
-    /// `ProgramExternalConnectivity`; a 404 (not implemented) is fine.
-    pub async fn program_external_connectivity(
+    /// A 404 (not implemented) is fine.
+    async fn program_external_connectivity(
         &self,
         network_id: &str,
         endpoint_id: &str,
         options: &Map<String, Value>,
-    ) -> Result<(), CallError> {
+    ) -> Result<()> {
         let request = ExternalConnectivityRequest {
             network_id,
             endpoint_id,
@@ -344,12 +423,12 @@ impl NetworkDriverClient {
         )
     }
 
-    /// `RevokeExternalConnectivity`; a 404 (not implemented) is fine.
-    pub async fn revoke_external_connectivity(
+    /// A 404 (not implemented) is fine.
+    async fn revoke_external_connectivity(
         &self,
         network_id: &str,
         endpoint_id: &str,
-    ) -> Result<(), CallError> {
+    ) -> Result<()> {
         optional(
             self.endpoint_call(
                 "NetworkDriver.RevokeExternalConnectivity",
@@ -361,18 +440,20 @@ impl NetworkDriverClient {
     }
 }
 
-fn optional(result: Result<Value, CallError>) -> Result<(), CallError> {
+fn optional(result: Result<Value, CallError>) -> Result<()> {
     match result {
         Err(e) if e.not_implemented() => Ok(()),
-        other => other.map(drop),
+        other => other.map(drop).map_err(Into::into),
     }
 }
+
+const INVALID_CAPABILITY: &str = "invalid capability";
 
 fn check_scope(scope: &str) -> Result<String, CallError> {
     match scope {
         "local" | "global" => Ok(scope.to_string()),
         other => Err(CallError::Rpc(crate::rpc::client::RpcError::Decode(
-            format!("invalid capability: expecting 'local' or 'global', got {other}"),
+            format!("{INVALID_CAPABILITY}: expecting 'local' or 'global', got {other}"),
         ))),
     }
 }

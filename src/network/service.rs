@@ -28,7 +28,7 @@ use crate::cidr::Prefix;
 use crate::drivers::ipam::{
     Ipam, IpamDriverClient, PoolRequest, GATEWAY_ADDRESS, REQUEST_ADDRESS_TYPE,
 };
-use crate::drivers::network::{EndpointInterface, IpamData, NetworkDriverClient};
+use crate::drivers::network::{EndpointInterface, IpamData, NetworkDriver, NetworkDriverClient};
 use crate::drivers::AdapterCache;
 use crate::error::{Error, Result};
 use crate::plugin::getter::{Capability, Mode, PluginGetter};
@@ -195,7 +195,7 @@ impl NetworkService {
     }
 
     /// The driver plugin `name` (with [`Mode::Acquire`] the caller owes a release).
-    async fn driver(&self, name: &str, mode: Mode) -> Result<Arc<NetworkDriverClient>> {
+    async fn driver(&self, name: &str, mode: Mode) -> Result<Arc<dyn NetworkDriver>> {
         let plugin = self
             .plugins
             .get(name, Capability::NetworkDriver, mode)
@@ -502,7 +502,7 @@ impl NetworkService {
                     return Err(e);
                 }
             };
-            let outcome = self.make_network(&driver, &ipam, &mut record).await;
+            let outcome = self.make_network(driver.as_ref(), &ipam, &mut record).await;
             if outcome.is_err() {
                 self.release_plugins(&record);
             }
@@ -513,22 +513,11 @@ impl NetworkService {
 
     async fn make_network(
         &self,
-        driver: &NetworkDriverClient,
+        driver: &dyn NetworkDriver,
         ipam: &IpamRef,
         record: &mut NetworkRecord,
     ) -> Result<()> {
-        // dockerd keeps using a driver whose GetCapabilities failed, with local scope.
-        let caps = match driver.capabilities().await {
-            Ok(caps) => caps,
-            Err(e) if !e.to_string().starts_with("invalid capability") => {
-                log::warn!("network driver {}: GetCapabilities: {e}", driver.name());
-                crate::drivers::network::Capabilities {
-                    scope: "local".into(),
-                    connectivity_scope: "local".into(),
-                }
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let caps = driver.capabilities().await?;
         if record.ingress && caps.scope != "global" {
             return Err(Error::Forbidden(
                 "Ingress network can only be global scope network".into(),
@@ -563,7 +552,7 @@ impl NetworkService {
             self.release_pools(ipam, &record.pools).await;
             self.store
                 .apply(vec![Change::DeleteNetwork(record.id.clone())])?;
-            return Err(e.into());
+            return Err(e);
         }
         record.phase = Phase::Ready;
         self.store.apply(vec![Change::PutNetwork(record.clone())])
@@ -743,12 +732,12 @@ impl NetworkService {
         let mut removing = record.clone();
         removing.phase = Phase::Removing;
         self.store.apply(vec![Change::PutNetwork(removing)])?;
-        self.take_apart(&driver, record).await
+        self.take_apart(driver.as_ref(), record).await
     }
 
     /// `DeleteNetwork` (errors logged, as libnetwork does), the IPAM release, the record and
     /// the references.
-    async fn take_apart(&self, driver: &NetworkDriverClient, record: &NetworkRecord) -> Result<()> {
+    async fn take_apart(&self, driver: &dyn NetworkDriver, record: &NetworkRecord) -> Result<()> {
         let budget = driver.call_timeout().unwrap_or(self.budget());
         // dockerd 20.10 gives the addresses and pools back before it asks the driver.
         within(budget, async {
@@ -888,7 +877,13 @@ impl NetworkService {
             self.store
                 .apply(vec![Change::PutEndpoint(endpoint.clone())])?;
             let joined = self
-                .join(&driver, &record, &path, gateway_endpoint, &mut endpoint)
+                .join(
+                    driver.as_ref(),
+                    &record,
+                    &path,
+                    gateway_endpoint,
+                    &mut endpoint,
+                )
                 .await;
             if let Err(e) = joined {
                 self.release_addresses(&ipam, &endpoint).await;
@@ -991,7 +986,7 @@ impl NetworkService {
     /// undone in reverse on failure (the caller releases the addresses).
     async fn join(
         &self,
-        driver: &NetworkDriverClient,
+        driver: &dyn NetworkDriver,
         record: &NetworkRecord,
         path: &Path,
         gateway_endpoint: bool,
@@ -1044,7 +1039,7 @@ impl NetworkService {
             Ok(info) => info,
             Err(e) => {
                 let _ = driver.delete_endpoint(&record.id, &endpoint.id).await;
-                return Err(e.into());
+                return Err(e);
             }
         };
         let undo_join = |e: Error| async move {
@@ -1094,7 +1089,7 @@ impl NetworkService {
                 .await
             {
                 self.detach(endpoint).await;
-                return Err(undo_join(e.into()).await);
+                return Err(undo_join(e).await);
             }
             endpoint.gateway_endpoint = true;
         }
@@ -1319,7 +1314,7 @@ impl NetworkService {
             );
             match self.driver(&record.driver, Mode::Lookup).await {
                 Ok(driver) => {
-                    if let Err(e) = self.take_apart(&driver, &record).await {
+                    if let Err(e) = self.take_apart(driver.as_ref(), &record).await {
                         log::warn!("removing network {}: {e}", record.name);
                     }
                 }
