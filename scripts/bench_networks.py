@@ -180,7 +180,7 @@ def bench(run: Bench) -> dict:
     versions = run.versions({})
     run.undo.append(lambda: remove_networks(daemons))
     for d in daemons:
-        d.create_plugins({"bench/nd": os.path.join(base, "netdriver")})
+        d.create_plugins({PLUGIN: os.path.join(base, "netdriver")})
         if d is berth:
             d.docker("plugin", "set", "bench/nd", "TEST_NET_VETH=1")
         d.enable(PLUGIN)
