@@ -14,6 +14,7 @@ use berth::authz::Chain;
 use berth::config::{DaemonConfig, DaemonFlags};
 use berth::distribution::registry::{RegistryClient, RegistryOptions};
 use berth::network::service::{NetworkOptions, NetworkService};
+use berth::events::EventBus;
 use berth::plugin::getter::PluginGetter;
 use berth::plugin::manager::{Manager, RuntimeOptions};
 use berth::rpc::discovery::LegacyPlugins;
@@ -110,12 +111,15 @@ fn run_daemon(flags: &DaemonFlags, config: DaemonConfig) -> anyhow::Result<()> {
         ..RegistryOptions::default()
     })
     .context("configuring the registry client")?;
+    // In memory only: events do not survive a restart (as with dockerd).
+    let events = EventBus::new();
     let manager = Manager::open(
         &config.data_root,
         &config.exec_root,
         executor,
         options,
         registry,
+        events.clone(),
     )
     .context("opening the plugin store")?;
     let manager = Arc::new(manager);
@@ -158,7 +162,7 @@ fn run_daemon(flags: &DaemonFlags, config: DaemonConfig) -> anyhow::Result<()> {
         .iter()
         .map(|path| bind_socket(path))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let volumes = VolumeService::open(&config.data_root, getter.clone())
+    let volumes = VolumeService::open(&config.data_root, getter.clone(), events.clone())
         .context("opening the volume store")?;
     let mut network_options = NetworkOptions::default();
     if !config.default_address_pools.is_empty() {
@@ -181,6 +185,7 @@ fn run_daemon(flags: &DaemonFlags, config: DaemonConfig) -> anyhow::Result<()> {
         volumes: Arc::new(volumes),
         networks: networks.clone(),
         plugins: manager.clone(),
+        events,
         authz: authz.clone(),
         daemon: api::system_identity(DEFAULT_API_VERSION, &config.data_root, &config.exec_root),
     };
