@@ -76,7 +76,7 @@ KEEP_TMP = os.environ.get("BERTH_COMPAT_KEEP", "") not in ("", "0")
 # ~12.5 s on its own, see plugin-runtime.md §4).
 BERTH_PLUGIN_START_TIMEOUT = os.environ.get("BERTH_COMPAT_PLUGIN_START_TIMEOUT", "5")
 MAKE_TEST_PLUGINS = REPO / "scripts" / "make-test-plugins.sh"
-TEST_PLUGIN_NAMES = ("testdriver", "testdriver-privileged", "authz", "rclone", "rclone-noprivs")
+TEST_PLUGIN_NAMES = ("testdriver", "testdriver-privileged", "netdriver", "authz", "rclone", "rclone-noprivs")
 # the test plugin binary, run on the host as a legacy plugin (cargo build makes it; set
 # BERTH_TEST_PLUGIN_BIN for another)
 TEST_PLUGIN_BIN = os.environ.get("BERTH_TEST_PLUGIN_BIN") or str(REPO / "target" / "debug" / "berth-test-plugin")
@@ -1422,8 +1422,9 @@ class ScenarioRun:
 
 
 def reset_state(daemon: Daemon) -> list[str]:
-    """Start each scenario clean: remove every volume (best effort; first, while their drivers
-    still run), disable every enabled plugin, then `plugin rm -f` every plugin."""
+    """Start each scenario clean: remove every volume and every user network (best effort;
+    first, while their drivers still run; networks after disconnecting what joined them),
+    disable every enabled plugin, then `plugin rm -f` every plugin."""
     notes = []
     cfg = tempfile.mkdtemp(prefix="bcr-")
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": cfg, "DOCKER_HOST": daemon.host,
@@ -1443,6 +1444,14 @@ def reset_state(daemon: Daemon) -> list[str]:
                 rm = docker("volume", "rm", "-f", name)
                 if rm.returncode != 0:
                     notes.append(f"(state reset: `docker volume rm -f {name}` failed: {rm.stderr.strip()})")
+        ls = docker("network", "ls", "-q", "--no-trunc", "--filter", "type=custom")
+        for nid in ls.stdout.split() if ls.returncode == 0 else []:
+            joined = docker("network", "inspect", "-f", "{{range .Containers}}{{.Name}} {{end}}", nid)
+            for name in joined.stdout.split() if joined.returncode == 0 else []:
+                docker("network", "disconnect", "-f", nid, name)
+            rm = docker("network", "rm", nid)
+            if rm.returncode != 0:
+                notes.append(f"(state reset: `docker network rm {nid}` failed: {rm.stderr.strip()})")
         ls = docker("plugin", "ls", "--no-trunc", "--format", "{{.ID}} {{.Enabled}}")
         if ls.returncode != 0:
             notes.append(f"(state reset: `docker plugin ls` failed: {ls.stderr.strip()})")

@@ -51,6 +51,11 @@ pub struct DaemonFlags {
     /// Mirror tried before Docker Hub for docker.io pulls; repeatable
     #[arg(long = "registry-mirror", value_name = "URL")]
     pub registry_mirrors: Vec<String>,
+    /// Default address pool of the built-in IPAM, cut into subnets for networks created
+    /// without one (base=<cidr>,size=<prefix length>); repeatable [default: dockerd's,
+    /// 172.17.0.0/16 to 172.31.0.0/16, then 192.168.0.0/16 as /20s]
+    #[arg(long = "default-address-pool", value_name = "base=CIDR,size=N")]
+    pub default_address_pools: Vec<String>,
     /// Authorization plugin every API request must pass, in chain order; repeatable
     /// (daemon.json `authorization-plugins`, reloaded on SIGHUP)
     #[arg(long = "authorization-plugin", value_name = "NAME")]
@@ -79,6 +84,8 @@ pub struct DaemonConfig {
     pub legacy_plugin_dirs: Vec<PathBuf>,
     pub insecure_registries: Vec<String>,
     pub registry_mirrors: Vec<String>,
+    /// Empty: the built-in IPAM's defaults (dockerd's).
+    pub default_address_pools: Vec<crate::cidr::AddressPool>,
     /// The authorization chain, in order (duplicates are dropped by the chain).
     pub authorization_plugins: Vec<String>,
     pub authz_peer_credentials: bool,
@@ -109,6 +116,7 @@ const FILE_KEYS: &[&str] = &[
     "registry-mirrors",
     "authorization-plugins",
     "authz-peer-credentials",
+    "default-address-pools",
 ];
 const DEFAULT_PLUGIN_START_TIMEOUT: f64 = 30.0;
 
@@ -318,6 +326,25 @@ fn resolve(
             None => Ok(flag.clone()),
         }
     };
+    let default_address_pools = match file.get("default-address-pools") {
+        Some(_) if !flags.default_address_pools.is_empty() => bail!(
+            "the following directives are specified both as a flag and in the configuration file: default-address-pools"
+        ),
+        Some(serde_json::Value::Array(items)) => items
+            .iter()
+            .map(crate::cidr::address_pool_from_json)
+            .collect::<Result<Vec<_>, String>>()
+            .map_err(anyhow::Error::msg)?,
+        Some(_) => bail!("default-address-pools must be a list of {{\"base\": CIDR, \"size\": N}}"),
+        None => flags
+            .default_address_pools
+            .iter()
+            .map(|p| {
+                crate::cidr::parse_address_pool(p)
+                    .map_err(|e| anyhow::anyhow!("invalid --default-address-pool {p:?}: {e}"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?,
+    };
     let insecure_registries = list(&flags.insecure_registries, "insecure-registries")?;
     let registry_mirrors = list(&flags.registry_mirrors, "registry-mirrors")?;
     let authorization_plugins = list(&flags.authorization_plugins, "authorization-plugins")?;
@@ -331,6 +358,7 @@ fn resolve(
             .context("authz-peer-credentials must be true or false")?,
     };
     Ok(DaemonConfig {
+        default_address_pools,
         authorization_plugins,
         authz_peer_credentials,
         insecure_registries,
@@ -510,6 +538,33 @@ mod tests {
             parse_host("unix:///run/b.sock").unwrap(),
             PathBuf::from("/run/b.sock")
         );
+    }
+
+    #[test]
+    fn default_address_pools_come_from_flag_or_file() {
+        let flags = DaemonFlags {
+            default_address_pools: vec!["base=10.10.0.0/16,size=24".into()],
+            ..Default::default()
+        };
+        let cfg = resolve(&flags, &BTreeMap::new()).unwrap();
+        assert_eq!(cfg.default_address_pools[0].size, 24);
+        let cfg = resolve(
+            &DaemonFlags::default(),
+            &file(r#"{"default-address-pools":[{"base":"172.80.0.0/16","size":24}]}"#),
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.default_address_pools[0].base.to_string(),
+            "172.80.0.0/16"
+        );
+        assert!(resolve(
+            &DaemonFlags {
+                default_address_pools: vec!["base=10.10.0.0/16".into()],
+                ..Default::default()
+            },
+            &BTreeMap::new()
+        )
+        .is_err());
     }
 
     #[test]

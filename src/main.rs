@@ -14,6 +14,7 @@ use berth::authz::Chain;
 use berth::config::{DaemonConfig, DaemonFlags};
 use berth::distribution::registry::{RegistryClient, RegistryOptions};
 use berth::events::EventBus;
+use berth::network::service::{NetworkOptions, NetworkService};
 use berth::plugin::getter::PluginGetter;
 use berth::plugin::manager::{Manager, RuntimeOptions};
 use berth::rpc::discovery::LegacyPlugins;
@@ -161,10 +162,28 @@ fn run_daemon(flags: &DaemonFlags, config: DaemonConfig) -> anyhow::Result<()> {
         .iter()
         .map(|path| bind_socket(path))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let volumes = VolumeService::open(&config.data_root, getter, events.clone())
+    let volumes = VolumeService::open(&config.data_root, getter.clone(), events.clone())
         .context("opening the volume store")?;
+    let mut network_options = NetworkOptions::default();
+    if !config.default_address_pools.is_empty() {
+        network_options.default_address_pools = config.default_address_pools.clone();
+    }
+    let networks = Arc::new(
+        NetworkService::open(&config.data_root, getter.clone(), network_options)
+            .context("opening the network store")?,
+    );
+    // Reference counts follow from the records; set_references replaces what was counted, so
+    // every kind of user's references go in together.
+    getter.set_references(
+        volumes
+            .plugin_references()
+            .iter()
+            .chain(networks.plugin_references().iter())
+            .map(String::as_str),
+    );
     let state = ApiState {
         volumes: Arc::new(volumes),
+        networks: networks.clone(),
         plugins: manager.clone(),
         events,
         authz: authz.clone(),
@@ -179,6 +198,8 @@ fn run_daemon(flags: &DaemonFlags, config: DaemonConfig) -> anyhow::Result<()> {
     }
     let served = system.block_on(async {
         actix_rt::spawn(reload_on_hangup(hangups, flags.clone(), authz));
+        // What a crash interrupted is finished or undone before the API answers.
+        networks.recover().await;
         api::serve(state, listeners).await
     });
     for path in &config.sockets {

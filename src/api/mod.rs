@@ -9,6 +9,7 @@ pub mod body;
 mod connection;
 mod events;
 mod filters;
+mod networks;
 mod plugins;
 mod remote;
 pub mod routes;
@@ -32,6 +33,7 @@ use version::{ApiVersion, Compat, DEFAULT_API_VERSION, MAX_API_VERSION, MIN_API_
 pub struct ApiState {
     pub plugins: Arc<Manager>,
     pub volumes: Arc<crate::volume::service::VolumeService>,
+    pub networks: Arc<crate::network::service::NetworkService>,
     pub events: Arc<crate::events::EventBus>,
     /// The authorization plugins every routed request passes (empty: none).
     pub authz: Arc<crate::authz::Chain>,
@@ -286,6 +288,13 @@ async fn run(id: RouteId, call: Call, payload: web::Payload) -> Result<HttpRespo
         RouteId::VolumeRemove => volumes::remove(call).await,
         RouteId::VolumeMount => volumes::mount(call).await,
         RouteId::VolumeUnmount => volumes::unmount(call).await,
+        RouteId::NetworkList => networks::list(call).await,
+        RouteId::NetworkCreate => networks::create(call, payload).await,
+        RouteId::NetworkPrune => networks::prune(call).await,
+        RouteId::NetworkInspect => networks::inspect(call).await,
+        RouteId::NetworkRemove => networks::remove(call).await,
+        RouteId::NetworkConnect => networks::connect(call, payload).await,
+        RouteId::NetworkDisconnect => networks::disconnect(call, payload).await,
     }
 }
 

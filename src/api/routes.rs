@@ -31,6 +31,13 @@ pub enum RouteId {
     VolumeRemove,
     VolumeMount,
     VolumeUnmount,
+    NetworkList,
+    NetworkCreate,
+    NetworkPrune,
+    NetworkInspect,
+    NetworkRemove,
+    NetworkConnect,
+    NetworkDisconnect,
 }
 
 /// One served route. `{name}` matches greedily (plugin names hold `/` and `:`).
@@ -95,6 +102,17 @@ pub const ROUTES: &[Route] = &[
         ..route("PUT", "/volumes/{name}", RouteId::VolumeUpdate)
     },
     route("DELETE", "/volumes/{name}", RouteId::VolumeRemove),
+    route("GET", "/networks", RouteId::NetworkList),
+    route("POST", "/networks/create", RouteId::NetworkCreate),
+    route("POST", "/networks/prune", RouteId::NetworkPrune),
+    route("POST", "/networks/{name}/connect", RouteId::NetworkConnect),
+    route(
+        "POST",
+        "/networks/{name}/disconnect",
+        RouteId::NetworkDisconnect,
+    ),
+    route("GET", "/networks/{name}", RouteId::NetworkInspect),
+    route("DELETE", "/networks/{name}", RouteId::NetworkRemove),
 ];
 
 /// A matched route and its `{name}` parameter, if the pattern has one.

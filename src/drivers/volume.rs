@@ -30,15 +30,11 @@ use crate::rpc::handle::PluginHandle;
 /// The `Implements` / capability name of volume plugins.
 pub const VOLUME_DRIVER: &str = "VolumeDriver";
 
+pub use super::DEFAULT_RETRY;
+
 /// The largest `VolumeDriver.List` answer accepted: room for hundreds of thousands of volumes
 /// (every other method answers one volume at most, within the RPC client's default limit).
 pub const LIST_REPLY_LIMIT: usize = 64 << 20;
-
-/// Connection refusals are retried with backoff (moby gives up after ~15 s; berth's first
-/// retries come sooner), always within the call's one deadline.
-pub const DEFAULT_RETRY: Retry = Retry::Backoff {
-    total: Duration::from_secs(15),
-};
 
 /// `local` or `global` (`Capabilities.Scope`).
 pub const LOCAL_SCOPE: &str = "local";
