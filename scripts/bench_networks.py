@@ -275,17 +275,27 @@ def main() -> int:
     except (BenchError, subprocess.CalledProcessError) as e:
         log(f"error: {e}")
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        for d in daemons:
-            if d.proc is not None and d.proc.poll() is None:
-                # networks first: their plugin must still answer
-                try:
-                    for n in d.api("GET", "/networks"):
-                        if n["Name"] not in ("host", "none"):
-                            d.api("DELETE", f"/networks/{n['Id']}")
-                except (BenchError, OSError) as e:
-                    log(f"{d.name}: removing networks: {e}")
-        cleanup(args, tmp, daemons, dockerd, keep=args.keep_tmp or outcome == "error")
+        wind_down(args, tmp, daemons, dockerd, outcome)
+    return conclude(args, outcome, results)
+
+
+def wind_down(args, tmp: str, daemons: list[Daemon], dockerd: Dockerd, outcome: str) -> None:
+    """Removes the user networks of the daemons still running (first, while their plugins
+    still answer), then stops the daemons and removes the temp directory."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for d in daemons:
+        if d.proc is not None and d.proc.poll() is None:
+            try:
+                for n in d.api("GET", "/networks"):
+                    if n["Name"] not in ("host", "none"):
+                        d.api("DELETE", f"/networks/{n['Id']}")
+            except (BenchError, OSError) as e:
+                log(f"{d.name}: removing networks: {e}")
+    cleanup(args, tmp, daemons, dockerd, keep=args.keep_tmp or outcome == "error")
+
+
+def conclude(args, outcome: str, results: dict) -> int:
+    """The exit status; the results written to --json when the run went through."""
     if outcome != "ok":
         return 130 if outcome == "interrupted" else 1
     if args.json:

@@ -10,6 +10,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::{call_object, field, text, CallError};
+use crate::error::Result;
 use crate::rpc::client::PluginClient;
 use crate::rpc::handle::PluginHandle;
 
@@ -128,6 +129,72 @@ struct ExternalConnectivityRequest<'a> {
     options: &'a Map<String, Value>,
 }
 
+/// A network driver, in libnetwork's driver calls (the remote protocol's methods).
+#[async_trait::async_trait]
+pub trait NetworkDriver: Send + Sync {
+    /// The driver name users give (`bridge`, a managed plugin's `name:tag`).
+    fn name(&self) -> &str;
+
+    /// A built-in driver: no plugin behind it, so no plugin reference to hold.
+    fn builtin(&self) -> bool {
+        false
+    }
+
+    /// The deadline the driver's calls have of their own (a plugin's `enable --timeout`).
+    fn call_timeout(&self) -> Option<std::time::Duration> {
+        None
+    }
+
+    async fn capabilities(&self) -> Result<Capabilities>;
+
+    async fn create_network(
+        &self,
+        network_id: &str,
+        options: &Map<String, Value>,
+        ipv4_data: &[IpamData],
+        ipv6_data: &[IpamData],
+    ) -> Result<()>;
+
+    async fn delete_network(&self, network_id: &str) -> Result<()>;
+
+    /// The interface fields the driver filled in (`None`: it left them).
+    async fn create_endpoint(
+        &self,
+        network_id: &str,
+        endpoint_id: &str,
+        interface: &EndpointInterface,
+        options: &Map<String, Value>,
+    ) -> Result<Option<EndpointInterface>>;
+
+    async fn endpoint_oper_info(
+        &self,
+        network_id: &str,
+        endpoint_id: &str,
+    ) -> Result<Map<String, Value>>;
+
+    async fn delete_endpoint(&self, network_id: &str, endpoint_id: &str) -> Result<()>;
+
+    async fn join(
+        &self,
+        network_id: &str,
+        endpoint_id: &str,
+        sandbox_key: &str,
+        options: &Map<String, Value>,
+    ) -> Result<JoinInfo>;
+
+    async fn leave(&self, network_id: &str, endpoint_id: &str) -> Result<()>;
+
+    async fn program_external_connectivity(
+        &self,
+        network_id: &str,
+        endpoint_id: &str,
+        options: &Map<String, Value>,
+    ) -> Result<()>;
+
+    async fn revoke_external_connectivity(&self, network_id: &str, endpoint_id: &str)
+        -> Result<()>;
+}
+
 /// A NetworkDriver plugin.
 #[derive(Debug)]
 pub struct NetworkDriverClient {
@@ -145,23 +212,42 @@ impl NetworkDriverClient {
         }
     }
 
-    /// The driver name users give (`name:tag` of a managed plugin).
-    pub fn name(&self) -> &str {
+    async fn call(
+        &self,
+        method: &str,
+        body: &impl Serialize,
+    ) -> std::result::Result<Value, CallError> {
+        call_object(&self.client, method, body, "Err").await
+    }
+
+    /// A call about one endpoint (`{"NetworkID","EndpointID"}`).
+    async fn endpoint_call(
+        &self,
+        method: &str,
+        network_id: &str,
+        endpoint_id: &str,
+    ) -> std::result::Result<Value, CallError> {
+        let request = EndpointRequest {
+            network_id,
+            endpoint_id,
+        };
+        self.call(method, &request).await
+    }
+}
+
+#[async_trait::async_trait]
+impl NetworkDriver for NetworkDriverClient {
+    fn name(&self) -> &str {
         &self.name
     }
 
-    /// The deadline the plugin's calls have of their own (`enable --timeout`).
-    pub fn call_timeout(&self) -> Option<std::time::Duration> {
+    fn call_timeout(&self) -> Option<std::time::Duration> {
         self.client.timeout()
-    }
-
-    async fn call(&self, method: &str, body: &impl Serialize) -> Result<Value, CallError> {
-        call_object(&self.client, method, body, "Err").await
     }
 
     /// `GetCapabilities` (empty body), once per adapter: libnetwork registers a remote driver
     /// only when this answers with a valid scope.
-    pub async fn capabilities(&self) -> Result<Capabilities, CallError> {
+    async fn capabilities(&self) -> Result<Capabilities> {
         if let Some(known) = self
             .capabilities
             .lock()
@@ -186,41 +272,40 @@ impl NetworkDriverClient {
         Ok(caps)
     }
 
-    pub async fn create_network(
+    async fn create_network(
         &self,
         network_id: &str,
         options: &Map<String, Value>,
         ipv4_data: &[IpamData],
         ipv6_data: &[IpamData],
-    ) -> Result<(), CallError> {
+    ) -> Result<()> {
         let request = CreateNetworkRequest {
             network_id,
             options,
             ipv4_data,
             ipv6_data,
         };
-        self.call("NetworkDriver.CreateNetwork", &request)
-            .await
-            .map(drop)
+        self.call("NetworkDriver.CreateNetwork", &request).await?;
+        Ok(())
     }
 
-    pub async fn delete_network(&self, network_id: &str) -> Result<(), CallError> {
+    async fn delete_network(&self, network_id: &str) -> Result<()> {
         self.call(
             "NetworkDriver.DeleteNetwork",
             &NetworkRequest { network_id },
         )
-        .await
-        .map(drop)
+        .await?;
+        Ok(())
     }
 
     /// `CreateEndpoint`; the interface fields the driver filled in (`None`: it left them).
-    pub async fn create_endpoint(
+    async fn create_endpoint(
         &self,
         network_id: &str,
         endpoint_id: &str,
         interface: &EndpointInterface,
         options: &Map<String, Value>,
-    ) -> Result<Option<EndpointInterface>, CallError> {
+    ) -> Result<Option<EndpointInterface>> {
         let request = CreateEndpointRequest {
             network_id,
             endpoint_id,
@@ -239,11 +324,11 @@ impl NetworkDriverClient {
     }
 
     /// `EndpointOperInfo`: the driver's free-form `Value`.
-    pub async fn endpoint_oper_info(
+    async fn endpoint_oper_info(
         &self,
         network_id: &str,
         endpoint_id: &str,
-    ) -> Result<Map<String, Value>, CallError> {
+    ) -> Result<Map<String, Value>> {
         let request = EndpointRequest {
             network_id,
             endpoint_id,
@@ -257,37 +342,19 @@ impl NetworkDriverClient {
         })
     }
 
-    /// A call about one endpoint (`{"NetworkID","EndpointID"}`).
-    async fn endpoint_call(
-        &self,
-        method: &str,
-        network_id: &str,
-        endpoint_id: &str,
-    ) -> Result<Value, CallError> {
-        let request = EndpointRequest {
-            network_id,
-            endpoint_id,
-        };
-        self.call(method, &request).await
-    }
-
-    pub async fn delete_endpoint(
-        &self,
-        network_id: &str,
-        endpoint_id: &str,
-    ) -> Result<(), CallError> {
+    async fn delete_endpoint(&self, network_id: &str, endpoint_id: &str) -> Result<()> {
         self.endpoint_call("NetworkDriver.DeleteEndpoint", network_id, endpoint_id)
-            .await
-            .map(drop)
+            .await?;
+        Ok(())
     }
 
-    pub async fn join(
+    async fn join(
         &self,
         network_id: &str,
         endpoint_id: &str,
         sandbox_key: &str,
         options: &Map<String, Value>,
-    ) -> Result<JoinInfo, CallError> {
+    ) -> Result<JoinInfo> {
         let request = JoinRequest {
             network_id,
             endpoint_id,
@@ -320,55 +387,55 @@ impl NetworkDriverClient {
         Ok(info)
     }
 
-    pub async fn leave(&self, network_id: &str, endpoint_id: &str) -> Result<(), CallError> {
+    async fn leave(&self, network_id: &str, endpoint_id: &str) -> Result<()> {
         self.endpoint_call("NetworkDriver.Leave", network_id, endpoint_id)
-            .await
-            .map(drop)
+            .await?;
+        Ok(())
     }
 
     /// `ProgramExternalConnectivity`; a 404 (not implemented) is fine.
-    pub async fn program_external_connectivity(
+    async fn program_external_connectivity(
         &self,
         network_id: &str,
         endpoint_id: &str,
         options: &Map<String, Value>,
-    ) -> Result<(), CallError> {
+    ) -> Result<()> {
         let request = ExternalConnectivityRequest {
             network_id,
             endpoint_id,
             options,
         };
-        optional(
+        Ok(optional(
             self.call("NetworkDriver.ProgramExternalConnectivity", &request)
                 .await,
-        )
+        )?)
     }
 
     /// `RevokeExternalConnectivity`; a 404 (not implemented) is fine.
-    pub async fn revoke_external_connectivity(
+    async fn revoke_external_connectivity(
         &self,
         network_id: &str,
         endpoint_id: &str,
-    ) -> Result<(), CallError> {
-        optional(
+    ) -> Result<()> {
+        Ok(optional(
             self.endpoint_call(
                 "NetworkDriver.RevokeExternalConnectivity",
                 network_id,
                 endpoint_id,
             )
             .await,
-        )
+        )?)
     }
 }
 
-fn optional(result: Result<Value, CallError>) -> Result<(), CallError> {
+fn optional(result: std::result::Result<Value, CallError>) -> std::result::Result<(), CallError> {
     match result {
         Err(e) if e.not_implemented() => Ok(()),
         other => other.map(drop),
     }
 }
 
-fn check_scope(scope: &str) -> Result<String, CallError> {
+fn check_scope(scope: &str) -> std::result::Result<String, CallError> {
     match scope {
         "local" | "global" => Ok(scope.to_string()),
         other => Err(CallError::Rpc(crate::rpc::client::RpcError::Decode(

@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{Map, Value};
 
+use super::bridge::{self, BridgeDriver};
 use super::ipam::{AddressPool, DefaultIpam, DEFAULT_IPAM};
 use super::netns::{self, Attachment, Route, NETNS_DIR};
 use super::store::{Change, EndpointRecord, NetworkRecord, NetworkStore, Phase, PoolRecord};
@@ -28,7 +29,7 @@ use crate::cidr::Prefix;
 use crate::drivers::ipam::{
     Ipam, IpamDriverClient, PoolRequest, GATEWAY_ADDRESS, REQUEST_ADDRESS_TYPE,
 };
-use crate::drivers::network::{EndpointInterface, IpamData, NetworkDriverClient};
+use crate::drivers::network::{EndpointInterface, IpamData, NetworkDriver, NetworkDriverClient};
 use crate::drivers::AdapterCache;
 use crate::error::{Error, Result};
 use crate::plugin::getter::{Capability, Mode, PluginGetter};
@@ -36,9 +37,8 @@ use crate::rpc::client::within;
 
 /// Names no user network may take (moby `runconfig.IsPreDefinedNetwork`).
 const PREDEFINED_NAMES: &[&str] = &["bridge", "host", "none", "default"];
-/// The CLI's (and moby's) driver when none is given; berth has no built-in bridge driver, so
-/// it is looked up as a plugin and not found, in dockerd's words.
-pub const DEFAULT_DRIVER: &str = "bridge";
+/// The CLI's (and moby's) driver when none is given: the built-in bridge driver.
+pub const DEFAULT_DRIVER: &str = bridge::DRIVER;
 const NOT_A_MANAGER: &str = "This node is not a swarm manager. Use \"docker swarm init\" or \"docker swarm join\" to connect this node to swarm and try again.";
 
 // libnetwork's option keys of `CreateNetwork`.
@@ -91,6 +91,7 @@ pub struct NetworkService {
     default_ipam: Arc<DefaultIpam>,
     plugins: Arc<PluginGetter>,
     drivers: AdapterCache<NetworkDriverClient>,
+    bridge: Arc<BridgeDriver>,
     ipams: AdapterCache<IpamDriverClient>,
     netns_dir: PathBuf,
     /// One operation per network name (create) and per network (connect, disconnect, remove).
@@ -112,6 +113,7 @@ impl NetworkService {
             default_ipam: Arc::new(DefaultIpam::new(options.default_address_pools)),
             plugins,
             drivers: AdapterCache::default(),
+            bridge: Arc::new(BridgeDriver::new()),
             ipams: AdapterCache::default(),
             netns_dir: options.netns_dir,
             locks: Mutex::new(HashMap::new()),
@@ -119,6 +121,7 @@ impl NetworkService {
         };
         service.ensure_predefined()?;
         service.restore_allocations();
+        service.restore_builtin_networks();
         service.plugins.restore_references(
             service
                 .store
@@ -182,6 +185,17 @@ impl NetworkService {
         }
     }
 
+    /// The built-in drivers know their networks again from the records.
+    fn restore_builtin_networks(&self) {
+        for network in self.store.networks() {
+            if network.driver == bridge::DRIVER && !network.predefined && !network.config_only {
+                let (v4, v6) = ipam_data(&network.pools);
+                self.bridge
+                    .restore(&network.id, &create_options(&network), &v4, &v6);
+            }
+        }
+    }
+
     async fn lock(&self, key: String) -> tokio::sync::OwnedMutexGuard<()> {
         let lock = self
             .locks
@@ -193,8 +207,12 @@ impl NetworkService {
         lock.lock_owned().await
     }
 
-    /// The driver plugin `name` (with [`Mode::Acquire`] the caller owes a release).
-    async fn driver(&self, name: &str, mode: Mode) -> Result<Arc<NetworkDriverClient>> {
+    /// The driver `name`: built in, else a plugin (with [`Mode::Acquire`] the caller owes a
+    /// plugin a release).
+    async fn driver(&self, name: &str, mode: Mode) -> Result<Arc<dyn NetworkDriver>> {
+        if name == bridge::DRIVER {
+            return Ok(self.bridge.clone());
+        }
         let plugin = self
             .plugins
             .get(name, Capability::NetworkDriver, mode)
@@ -494,12 +512,14 @@ impl NetworkService {
         let ipam = match self.ipam(&record.ipam_driver, Mode::Acquire).await {
             Ok(ipam) => ipam,
             Err(e) => {
-                self.plugins.release(&record.driver);
+                if !driver.builtin() {
+                    self.plugins.release(&record.driver);
+                }
                 return Err(e);
             }
         };
         let budget = driver.call_timeout().unwrap_or(self.budget());
-        let outcome = within(budget, self.make_network(&driver, &ipam, &mut record)).await;
+        let outcome = within(budget, self.make_network(&*driver, &ipam, &mut record)).await;
         if let Err(e) = outcome {
             self.release_plugins(&record);
             return Err(e);
@@ -509,7 +529,7 @@ impl NetworkService {
 
     async fn make_network(
         &self,
-        driver: &NetworkDriverClient,
+        driver: &dyn NetworkDriver,
         ipam: &IpamRef,
         record: &mut NetworkRecord,
     ) -> Result<()> {
@@ -523,7 +543,7 @@ impl NetworkService {
                     connectivity_scope: "local".into(),
                 }
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e),
         };
         if record.ingress && caps.scope != "global" {
             return Err(Error::Forbidden(
@@ -559,7 +579,7 @@ impl NetworkService {
             self.release_pools(ipam, &record.pools).await;
             self.store
                 .apply(vec![Change::DeleteNetwork(record.id.clone())])?;
-            return Err(e.into());
+            return Err(e);
         }
         record.phase = Phase::Ready;
         self.store.apply(vec![Change::PutNetwork(record.clone())])
@@ -739,12 +759,12 @@ impl NetworkService {
         let mut removing = record.clone();
         removing.phase = Phase::Removing;
         self.store.apply(vec![Change::PutNetwork(removing)])?;
-        self.take_apart(&driver, record).await
+        self.take_apart(&*driver, record).await
     }
 
     /// `DeleteNetwork` (errors logged, as libnetwork does), the IPAM release, the record and
     /// the references.
-    async fn take_apart(&self, driver: &NetworkDriverClient, record: &NetworkRecord) -> Result<()> {
+    async fn take_apart(&self, driver: &dyn NetworkDriver, record: &NetworkRecord) -> Result<()> {
         let budget = driver.call_timeout().unwrap_or(self.budget());
         // dockerd 20.10 gives the addresses and pools back before it asks the driver.
         within(budget, async {
@@ -884,7 +904,7 @@ impl NetworkService {
             self.store
                 .apply(vec![Change::PutEndpoint(endpoint.clone())])?;
             let joined = self
-                .join(&driver, &record, &path, gateway_endpoint, &mut endpoint)
+                .join(&*driver, &record, &path, gateway_endpoint, &mut endpoint)
                 .await;
             if let Err(e) = joined {
                 self.release_addresses(&ipam, &endpoint).await;
@@ -987,7 +1007,7 @@ impl NetworkService {
     /// undone in reverse on failure (the caller releases the addresses).
     async fn join(
         &self,
-        driver: &NetworkDriverClient,
+        driver: &dyn NetworkDriver,
         record: &NetworkRecord,
         path: &Path,
         gateway_endpoint: bool,
@@ -1040,7 +1060,7 @@ impl NetworkService {
             Ok(info) => info,
             Err(e) => {
                 let _ = driver.delete_endpoint(&record.id, &endpoint.id).await;
-                return Err(e.into());
+                return Err(e);
             }
         };
         let undo_join = |e: Error| async move {
@@ -1090,7 +1110,7 @@ impl NetworkService {
                 .await
             {
                 self.detach(endpoint).await;
-                return Err(undo_join(e.into()).await);
+                return Err(undo_join(e).await);
             }
             endpoint.gateway_endpoint = true;
         }
@@ -1315,7 +1335,7 @@ impl NetworkService {
             );
             match self.driver(&record.driver, Mode::Lookup).await {
                 Ok(driver) => {
-                    if let Err(e) = self.take_apart(&driver, &record).await {
+                    if let Err(e) = self.take_apart(&*driver, &record).await {
                         log::warn!("removing network {}: {e}", record.name);
                     }
                 }
@@ -1331,6 +1351,19 @@ impl NetworkService {
                 }
             }
         }
+        let networks = self.store.networks();
+        let ready = networks
+            .iter()
+            .filter(|n| n.phase == Phase::Ready)
+            .map(|n| n.id.clone())
+            .collect();
+        let live: Vec<(String, String)> = self
+            .store
+            .endpoints()
+            .iter()
+            .map(|e| (e.id.clone(), e.network_id.clone()))
+            .collect();
+        self.bridge.reconcile(&ready, &live).await;
     }
 }
 
@@ -1362,12 +1395,16 @@ impl Ambiguity {
 }
 
 /// The plugins a network holds references on: its driver and its IPAM driver (not the
-/// built-ins, and none for configuration or predefined networks).
+/// built-in `bridge` driver and `default` IPAM; none for configuration or predefined
+/// networks).
 fn plugin_users(record: &NetworkRecord) -> Vec<String> {
     if record.predefined || record.config_only {
         return Vec::new();
     }
-    let mut names = vec![record.driver.clone()];
+    let mut names = Vec::new();
+    if record.driver != bridge::DRIVER {
+        names.push(record.driver.clone());
+    }
     if record.ipam_driver != DEFAULT_IPAM {
         names.push(record.ipam_driver.clone());
     }
