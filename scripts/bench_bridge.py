@@ -23,23 +23,19 @@ Targets are reported, never enforced.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from benchlib import (  # noqa: E402 - the shared benchmark helpers
-    build_berth, unwind_on_signals,
-    API, DOCKER_CLI, REPO, BenchError, Berth, Daemon, Dockerd, RawClient, check,
-    cpu_model, fmt3, loadavg, log, source_state, summary,
+from benchlib import (  # noqa: E402 - the shared benchmark frame and helpers
+    API, Bench, Berth, RawClient, add_common_options, add_options, apply_defaults,
+    argument_parser, check, fmt3, log, run_benchmark, summary,
 )
-from bench_networks import conclude, list_latency, wind_down  # noqa: E402 - shared with it
+from bench_networks import list_latency, remove_networks  # noqa: E402 - shared with it
 
 TARGET_TIME = 1 / 2   # berth / dockerd of medians
 QUICK = {"iterations": 10, "warmup": 2}
@@ -91,9 +87,10 @@ def connect_cycle(berth: Berth, client: RawClient, args) -> dict:
         subprocess.run(["ip", "netns", "del", ns])
 
 
-def bench(args, berth: Berth, daemons: list[Daemon]) -> dict:
-    for d in daemons:
-        d.start()
+def bench(run: Bench) -> dict:
+    args, berth, daemons = run.args, run.berth, run.daemons
+    run.start_daemons()
+    run.undo.append(lambda: remove_networks(daemons))
     clients = {d.name: RawClient(d.sock) for d in daemons}
     timings = {}
     label = "create + remove"
@@ -111,8 +108,6 @@ def bench(args, berth: Berth, daemons: list[Daemon]) -> dict:
     connect = connect_cycle(berth, clients["berth"], args)
     for c in clients.values():
         c.close()
-    print(f"\nmachine: {cpu_model()}, load {loadavg()}")
-    print(f"source: {source_state()}")
     print(f"\nLatency (ms): min / median / max of {args.iterations} requests, ratio of medians "
           f"berth/dockerd (target <= {TARGET_TIME:g})")
     out = {"timings": {}, "connect": {}}
@@ -134,50 +129,18 @@ def bench(args, berth: Berth, daemons: list[Daemon]) -> dict:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog=__doc__.split("\n\n", 2)[2])
-    ap.add_argument("--iterations", type=int, help="timed requests per figure (default "
-                    f"{DEFAULTS['iterations']}, --quick {QUICK['iterations']})")
-    ap.add_argument("--warmup", type=int)
-    ap.add_argument("--quick", action="store_true", help="fewer iterations")
-    ap.add_argument("--networks", type=int, default=100, help="networks for the list figure")
-    ap.add_argument("--json", metavar="FILE", help="also write the results as JSON here")
-    ap.add_argument("--no-build", action="store_true", help="skip cargo build --release")
-    ap.add_argument("--berth-bin", default=os.path.join(REPO, "target", "release", "berth"))
-    ap.add_argument("--dockerd-bin", default=os.environ.get("DOCKERD_BIN", "dockerd"))
-    ap.add_argument("--keep-tmp", action="store_true", help="keep the temp directory (logs)")
+    ap = argument_parser(__doc__, quick="fewer iterations")
+    add_options(ap, (
+        ("--iterations", int, None, "timed requests per figure"),
+        ("--warmup", int, None, "untimed requests first"),
+        ("--networks", int, 100, "bridge networks for the list figure"),
+    ), QUICK, DEFAULTS)
+    add_common_options(ap)
     args = ap.parse_args()
-    for k, v in (QUICK if args.quick else DEFAULTS).items():
-        if getattr(args, k) is None:
-            setattr(args, k, v)
-    if args.iterations < 1 or not 1 <= args.networks <= 2000:
-        ap.error("--iterations >= 1, 1 <= --networks <= 2000")
-    if os.geteuid() != 0:
-        print("bench-bridge: needs root", file=sys.stderr)
-        return 2
-    dockerd_bin = shutil.which(args.dockerd_bin)
-    if not dockerd_bin or not shutil.which(DOCKER_CLI) or not shutil.which("ip"):
-        print("bench-bridge: needs dockerd, the docker CLI and ip", file=sys.stderr)
-        return 2
-    unwind_on_signals()
-    stop = build_berth("bench-bridge", args.no_build, args.berth_bin)
-    if stop is not None:
-        return stop
-    tmp = tempfile.mkdtemp(prefix="b", dir="/tmp")
-    berth, dockerd = Berth(tmp, args.berth_bin), Dockerd(tmp, dockerd_bin)
-    daemons: list[Daemon] = [berth, dockerd]
-    outcome, results = "error", {}
-    try:
-        results = bench(args, berth, daemons)
-        outcome = "ok"
-    except KeyboardInterrupt:
-        outcome = "interrupted"
-    except (BenchError, subprocess.CalledProcessError) as e:
-        log(f"error: {e}")
-    finally:
-        wind_down(args, tmp, daemons, dockerd, outcome)
-    return conclude(args, outcome, results)
+    apply_defaults(args, QUICK, DEFAULTS)
+    if args.iterations < 1 or args.warmup < 0 or not 1 <= args.networks <= 2000:
+        ap.error("--iterations >= 1, --warmup >= 0, 1 <= --networks <= 2000")
+    return run_benchmark("bench-bridge", args, bench, tools=(("ip", "iproute2"),))
 
 
 if __name__ == "__main__":

@@ -28,23 +28,19 @@ Targets are reported, never enforced.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from benchlib import (  # noqa: E402 - the shared benchmark helpers
-    build_berth, unwind_on_signals,
-    API, DOCKER_CLI, REPO, BenchError, Berth, Daemon, Dockerd, RawClient, check, cleanup,
-    cpu_model, fmt3, loadavg, log, mem_total, sample_rss, source_state, summary,
+    API, Bench, BenchError, Berth, Daemon, RawClient, add_common_options, add_options,
+    apply_defaults, argument_parser, check, fmt3, loadavg, log, machine_facts, print_setting,
+    run_benchmark, sample_rss, summary,
 )
 
 PLUGIN = "bench/nd:latest"
@@ -161,18 +157,32 @@ def connect_cycle(berth: Berth, client: RawClient, args) -> dict:
         subprocess.run(["ip", "netns", "del", ns])
 
 
-def bench(args, tmp: str, berth: Berth, dockerd: Dockerd, daemons: list[Daemon]) -> dict:
-    plugin_dir = os.path.join(tmp, "tp")
-    log("scripts/make-test-plugins.sh netdriver (optimised)")
-    subprocess.run([os.path.join(REPO, "scripts", "make-test-plugins.sh"), plugin_dir,
-                    "netdriver"], check=True, env=dict(os.environ, BERTH_TEST_PLUGIN_OPTIMIZE="1"),
-                   stdout=subprocess.DEVNULL)
+def remove_networks(daemons: list[Daemon]) -> None:
+    """Every user network, while the plugin still answers (before the frame disables it)."""
     for d in daemons:
-        d.start()
-        d.docker("plugin", "create", "bench/nd", os.path.join(plugin_dir, "netdriver"))
+        if d.proc is None or d.proc.poll() is not None:
+            continue
+        try:
+            for n in d.api("GET", "/networks"):
+                if n["Name"] not in ("host", "none"):
+                    d.api("DELETE", f"/networks/{n['Id']}")
+        except (BenchError, OSError) as e:
+            log(f"{d.name}: removing networks: {e}")
+
+
+def bench(run: Bench) -> dict:
+    args, berth, daemons = run.args, run.berth, run.daemons
+    machine = machine_facts()
+    # An unoptimised plugin spends more time per call than either daemon; both call the same
+    # binary.
+    base = run.make_test_plugins(["netdriver"], {"BERTH_TEST_PLUGIN_OPTIMIZE": "1"})
+    run.start_daemons()
+    versions = run.versions({})
+    run.undo.append(lambda: remove_networks(daemons))
+    for d in daemons:
+        d.create_plugins({PLUGIN: os.path.join(base, "netdriver")})
         if d is berth:
             d.docker("plugin", "set", "bench/nd", "TEST_NET_VETH=1")
-        d.load_plugins()
         d.enable(PLUGIN)
     clients = {d.name: RawClient(d.sock) for d in daemons}
     timings = {}
@@ -195,12 +205,14 @@ def bench(args, tmp: str, berth: Berth, dockerd: Dockerd, daemons: list[Daemon])
     connect = connect_cycle(berth, clients["berth"], args)
     for c in clients.values():
         c.close()
-    return report(args, timings, rss, connect)
+    machine["loadavg_at_end"] = loadavg()
+    print_setting(machine, versions)
+    results = report(args, timings, rss, connect)
+    results.update(machine=machine, versions=versions)
+    return results
 
 
 def report(args, timings, rss, connect) -> dict:
-    print(f"\nmachine: {cpu_model()}, {mem_total()}, load {loadavg()}")
-    print(f"source: {source_state()}")
     print(f"\nLatency (ms): min / median / max of {args.iterations} requests, ratio of medians "
           f"berth/dockerd (target <= {TARGET_TIME:g})")
     out = {"timings": {}, "rss": {}, "connect": {}}
@@ -232,77 +244,19 @@ def report(args, timings, rss, connect) -> dict:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog=__doc__.split("\n\n", 2)[2])
-    ap.add_argument("--iterations", type=int, help="timed requests per figure (default "
-                    f"{DEFAULTS['iterations']}, --quick {QUICK['iterations']})")
-    ap.add_argument("--warmup", type=int)
-    ap.add_argument("--rss-samples", type=int)
-    ap.add_argument("--quick", action="store_true", help="fewer iterations and RSS samples")
-    ap.add_argument("--networks", type=int, default=1000, help="the large network count")
-    ap.add_argument("--json", metavar="FILE", help="also write the results as JSON here")
-    ap.add_argument("--no-build", action="store_true", help="skip cargo build --release")
-    ap.add_argument("--berth-bin", default=os.path.join(REPO, "target", "release", "berth"))
-    ap.add_argument("--dockerd-bin", default=os.environ.get("DOCKERD_BIN", "dockerd"))
-    ap.add_argument("--keep-tmp", action="store_true", help="keep the temp directory (logs)")
+    ap = argument_parser(__doc__, quick="fewer iterations and RSS samples")
+    add_options(ap, (
+        ("--iterations", int, None, "timed requests per figure"),
+        ("--warmup", int, None, "untimed requests first"),
+        ("--rss-samples", int, None, "RSS samples, 0.5 s apart"),
+        ("--networks", int, 1000, "the large network count"),
+    ), QUICK, DEFAULTS)
+    add_common_options(ap)
     args = ap.parse_args()
-    for k, v in (QUICK if args.quick else DEFAULTS).items():
-        if getattr(args, k) is None:
-            setattr(args, k, v)
-    if args.iterations < 1 or args.networks < 100 or args.networks > 1000 * 60:
-        ap.error("--iterations >= 1, 100 <= --networks")
-    if os.geteuid() != 0:
-        print("bench-networks: needs root", file=sys.stderr)
-        return 2
-    dockerd_bin = shutil.which(args.dockerd_bin)
-    if not dockerd_bin or not shutil.which(DOCKER_CLI) or not shutil.which("ip"):
-        print("bench-networks: needs dockerd, the docker CLI and ip", file=sys.stderr)
-        return 2
-    unwind_on_signals()
-    stop = build_berth("bench-networks", args.no_build, args.berth_bin)
-    if stop is not None:
-        return stop
-    tmp = tempfile.mkdtemp(prefix="b", dir="/tmp")
-    berth, dockerd = Berth(tmp, args.berth_bin), Dockerd(tmp, dockerd_bin)
-    daemons: list[Daemon] = [berth, dockerd]
-    outcome, results = "error", {}
-    try:
-        results = bench(args, tmp, berth, dockerd, daemons)
-        outcome = "ok"
-    except KeyboardInterrupt:
-        outcome = "interrupted"
-    except (BenchError, subprocess.CalledProcessError) as e:
-        log(f"error: {e}")
-    finally:
-        wind_down(args, tmp, daemons, dockerd, outcome)
-    return conclude(args, outcome, results)
-
-
-def wind_down(args, tmp: str, daemons: list[Daemon], dockerd: Dockerd, outcome: str) -> None:
-    """Removes the user networks of the daemons still running (first, while their plugins
-    still answer), then stops the daemons and removes the temp directory."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    for d in daemons:
-        if d.proc is not None and d.proc.poll() is None:
-            try:
-                for n in d.api("GET", "/networks"):
-                    if n["Name"] not in ("host", "none"):
-                        d.api("DELETE", f"/networks/{n['Id']}")
-            except (BenchError, OSError) as e:
-                log(f"{d.name}: removing networks: {e}")
-    cleanup(args, tmp, daemons, dockerd, keep=args.keep_tmp or outcome == "error")
-
-
-def conclude(args, outcome: str, results: dict) -> int:
-    """The exit status; the results written to --json when the run went through."""
-    if outcome != "ok":
-        return 130 if outcome == "interrupted" else 1
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2, default=str)
-            f.write("\n")
-    return 0
+    apply_defaults(args, QUICK, DEFAULTS)
+    if args.iterations < 1 or args.warmup < 0 or args.rss_samples < 1 or args.networks < 100:
+        ap.error("--iterations, --rss-samples >= 1, --warmup >= 0, --networks >= 100")
+    return run_benchmark("bench-networks", args, bench, tools=(("ip", "iproute2"),))
 
 
 if __name__ == "__main__":

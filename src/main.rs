@@ -165,8 +165,17 @@ fn run_daemon(flags: &DaemonFlags, config: DaemonConfig) -> anyhow::Result<()> {
         network_options.default_address_pools = config.default_address_pools.clone();
     }
     let networks = Arc::new(
-        NetworkService::open(&config.data_root, getter, network_options)
+        NetworkService::open(&config.data_root, getter.clone(), network_options)
             .context("opening the network store")?,
+    );
+    // Reference counts follow from the records; set_references replaces what was counted, so
+    // every kind of user's references go in together.
+    getter.set_references(
+        volumes
+            .plugin_references()
+            .iter()
+            .chain(networks.plugin_references().iter())
+            .map(String::as_str),
     );
     let state = ApiState {
         volumes: Arc::new(volumes),

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
-use crate::rpc::client::RpcError;
+use crate::rpc::client::{shorten, RpcError};
 use crate::rpc::handle::PluginHandle;
 
 /// Connection refusals are retried with backoff (moby gives up after ~15 s; berth's first
@@ -78,11 +78,21 @@ pub(crate) async fn call_object(
             "{method}: error reading plugin resp: expected a JSON object, got {answer}"
         ))));
     }
-    let err = text(&answer, error_field);
-    if !err.is_empty() {
-        return Err(CallError::Remote(err));
-    }
+    in_band_error(method, &answer, error_field)?;
     Ok(answer)
+}
+
+/// The answer's in-band error (`error_field`), passed on shortened. An error field of another
+/// type than string fails Go's decoder, so it is no success either.
+fn in_band_error(method: &str, answer: &Value, error_field: &str) -> Result<(), CallError> {
+    match field(answer, error_field) {
+        None | Some(Value::Null) => Ok(()),
+        Some(Value::String(err)) if err.is_empty() => Ok(()),
+        Some(Value::String(err)) => Err(CallError::Remote(shorten(err))),
+        Some(other) => Err(CallError::Rpc(RpcError::Decode(shorten(&format!(
+            "{method}: error reading plugin resp: {error_field} is not a string: {other}"
+        ))))),
+    }
 }
 
 /// Protocol adapters by plugin name, kept while the plugin is the same activation (adapters
@@ -112,5 +122,36 @@ impl<A> AdapterCache<A> {
         let adapter = Arc::new(make(plugin));
         adapters.insert(plugin.name.clone(), (plugin.clone(), adapter.clone()));
         adapter
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn in_band_errors_are_strings_and_passed_on_shortened() {
+        let m = "NetworkDriver.Join";
+        assert_eq!(in_band_error(m, &json!({"Err": ""}), "Err"), Ok(()));
+        assert_eq!(in_band_error(m, &json!({"Err": null}), "Err"), Ok(()));
+        assert_eq!(in_band_error(m, &json!({}), "Err"), Ok(()));
+        assert_eq!(
+            in_band_error(m, &json!({"err": "no"}), "Err")
+                .unwrap_err()
+                .to_string(),
+            "remote: no"
+        );
+        assert_eq!(
+            in_band_error(m, &json!({"Error": 5}), "Error")
+                .unwrap_err()
+                .to_string(),
+            "NetworkDriver.Join: error reading plugin resp: Error is not a string: 5"
+        );
+        let long = "x".repeat(1 << 20);
+        let shown = in_band_error(m, &json!({ "Err": long }), "Err")
+            .unwrap_err()
+            .to_string();
+        assert!(shown.len() < 5000, "{}", shown.len());
     }
 }

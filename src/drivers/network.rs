@@ -1,7 +1,9 @@
-//! The NetworkDriver protocol (libnetwork `drivers/remote`): `/NetworkDriver.<Method>` with
-//! libnetwork's request shapes, the in-band `Err` turned into `remote: <Err>`, and
-//! `GetCapabilities` asked once per adapter. Which calls are made, in which order and how they
-//! are rolled back is the network service's business; deadlines are the RPC client's.
+//! The [`NetworkDriver`] trait the network service sees every network driver through, and the
+//! NetworkDriver protocol (libnetwork `drivers/remote`, [`NetworkDriverClient`]):
+//! `/NetworkDriver.<Method>` with libnetwork's request shapes, the in-band `Err` turned into
+//! `remote: <Err>`, and `GetCapabilities` asked once per adapter. Which calls are made, in which
+//! order and how they are rolled back is the network service's business; deadlines are the RPC
+//! client's.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -129,7 +131,9 @@ struct ExternalConnectivityRequest<'a> {
     options: &'a Map<String, Value>,
 }
 
-/// A network driver, in libnetwork's driver calls (the remote protocol's methods).
+/// A network driver: libnetwork's driver calls, made by the network service in libnetwork's
+/// order. NetworkDriver plugins ([`NetworkDriverClient`]) are one kind; a built-in driver
+/// implements the same calls (endpoint and interface values are CIDR strings, as on the wire).
 #[async_trait::async_trait]
 pub trait NetworkDriver: Send + Sync {
     /// The driver name users give (`bridge`, a managed plugin's `name:tag`).
@@ -140,11 +144,12 @@ pub trait NetworkDriver: Send + Sync {
         false
     }
 
-    /// The deadline the driver's calls have of their own (a plugin's `enable --timeout`).
+    /// The deadline its calls have of their own (a plugin's `enable --timeout`).
     fn call_timeout(&self) -> Option<std::time::Duration> {
         None
     }
 
+    /// Its scope; a driver that cannot say is used with local scope, as libnetwork does.
     async fn capabilities(&self) -> Result<Capabilities>;
 
     async fn create_network(
@@ -166,6 +171,7 @@ pub trait NetworkDriver: Send + Sync {
         options: &Map<String, Value>,
     ) -> Result<Option<EndpointInterface>>;
 
+    /// The driver's free-form information on an endpoint.
     async fn endpoint_oper_info(
         &self,
         network_id: &str,
@@ -174,6 +180,7 @@ pub trait NetworkDriver: Send + Sync {
 
     async fn delete_endpoint(&self, network_id: &str, endpoint_id: &str) -> Result<()>;
 
+    /// The endpoint joins the sandbox `sandbox_key` (a network namespace path).
     async fn join(
         &self,
         network_id: &str,
@@ -212,42 +219,13 @@ impl NetworkDriverClient {
         }
     }
 
-    async fn call(
-        &self,
-        method: &str,
-        body: &impl Serialize,
-    ) -> std::result::Result<Value, CallError> {
+    async fn call(&self, method: &str, body: &impl Serialize) -> Result<Value, CallError> {
         call_object(&self.client, method, body, "Err").await
-    }
-
-    /// A call about one endpoint (`{"NetworkID","EndpointID"}`).
-    async fn endpoint_call(
-        &self,
-        method: &str,
-        network_id: &str,
-        endpoint_id: &str,
-    ) -> std::result::Result<Value, CallError> {
-        let request = EndpointRequest {
-            network_id,
-            endpoint_id,
-        };
-        self.call(method, &request).await
-    }
-}
-
-#[async_trait::async_trait]
-impl NetworkDriver for NetworkDriverClient {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn call_timeout(&self) -> Option<std::time::Duration> {
-        self.client.timeout()
     }
 
     /// `GetCapabilities` (empty body), once per adapter: libnetwork registers a remote driver
     /// only when this answers with a valid scope.
-    async fn capabilities(&self) -> Result<Capabilities> {
+    async fn ask_capabilities(&self) -> Result<Capabilities, CallError> {
         if let Some(known) = self
             .capabilities
             .lock()
@@ -272,6 +250,46 @@ impl NetworkDriver for NetworkDriverClient {
         Ok(caps)
     }
 
+    /// A call about one endpoint (`{"NetworkID","EndpointID"}`).
+    async fn endpoint_call(
+        &self,
+        method: &str,
+        network_id: &str,
+        endpoint_id: &str,
+    ) -> Result<Value, CallError> {
+        let request = EndpointRequest {
+            network_id,
+            endpoint_id,
+        };
+        self.call(method, &request).await
+    }
+}
+
+#[async_trait::async_trait]
+impl NetworkDriver for NetworkDriverClient {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn call_timeout(&self) -> Option<std::time::Duration> {
+        self.client.timeout()
+    }
+
+    async fn capabilities(&self) -> Result<Capabilities> {
+        match self.ask_capabilities().await {
+            Ok(caps) => Ok(caps),
+            Err(e) if e.to_string().starts_with(INVALID_CAPABILITY) => Err(e.into()),
+            // dockerd keeps using a driver whose GetCapabilities failed, with local scope.
+            Err(e) => {
+                log::warn!("network driver {}: GetCapabilities: {e}", self.name);
+                Ok(Capabilities {
+                    scope: "local".into(),
+                    connectivity_scope: "local".into(),
+                })
+            }
+        }
+    }
+
     async fn create_network(
         &self,
         network_id: &str,
@@ -285,8 +303,10 @@ impl NetworkDriver for NetworkDriverClient {
             ipv4_data,
             ipv6_data,
         };
-        self.call("NetworkDriver.CreateNetwork", &request).await?;
-        Ok(())
+        self.call("NetworkDriver.CreateNetwork", &request)
+            .await
+            .map(drop)
+            .map_err(Into::into)
     }
 
     async fn delete_network(&self, network_id: &str) -> Result<()> {
@@ -294,11 +314,11 @@ impl NetworkDriver for NetworkDriverClient {
             "NetworkDriver.DeleteNetwork",
             &NetworkRequest { network_id },
         )
-        .await?;
-        Ok(())
+        .await
+        .map(drop)
+        .map_err(Into::into)
     }
 
-    /// `CreateEndpoint`; the interface fields the driver filled in (`None`: it left them).
     async fn create_endpoint(
         &self,
         network_id: &str,
@@ -323,18 +343,13 @@ impl NetworkDriver for NetworkDriverClient {
         })
     }
 
-    /// `EndpointOperInfo`: the driver's free-form `Value`.
     async fn endpoint_oper_info(
         &self,
         network_id: &str,
         endpoint_id: &str,
     ) -> Result<Map<String, Value>> {
-        let request = EndpointRequest {
-            network_id,
-            endpoint_id,
-        };
         let answer = self
-            .call("NetworkDriver.EndpointOperInfo", &request)
+            .endpoint_call("NetworkDriver.EndpointOperInfo", network_id, endpoint_id)
             .await?;
         Ok(match field(&answer, "Value") {
             Some(Value::Object(m)) => m.clone(),
@@ -344,8 +359,9 @@ impl NetworkDriver for NetworkDriverClient {
 
     async fn delete_endpoint(&self, network_id: &str, endpoint_id: &str) -> Result<()> {
         self.endpoint_call("NetworkDriver.DeleteEndpoint", network_id, endpoint_id)
-            .await?;
-        Ok(())
+            .await
+            .map(drop)
+            .map_err(Into::into)
     }
 
     async fn join(
@@ -389,11 +405,12 @@ impl NetworkDriver for NetworkDriverClient {
 
     async fn leave(&self, network_id: &str, endpoint_id: &str) -> Result<()> {
         self.endpoint_call("NetworkDriver.Leave", network_id, endpoint_id)
-            .await?;
-        Ok(())
+            .await
+            .map(drop)
+            .map_err(Into::into)
     }
 
-    /// `ProgramExternalConnectivity`; a 404 (not implemented) is fine.
+    /// A 404 (not implemented) is fine.
     async fn program_external_connectivity(
         &self,
         network_id: &str,
@@ -405,41 +422,43 @@ impl NetworkDriver for NetworkDriverClient {
             endpoint_id,
             options,
         };
-        Ok(optional(
+        optional(
             self.call("NetworkDriver.ProgramExternalConnectivity", &request)
                 .await,
-        )?)
+        )
     }
 
-    /// `RevokeExternalConnectivity`; a 404 (not implemented) is fine.
+    /// A 404 (not implemented) is fine.
     async fn revoke_external_connectivity(
         &self,
         network_id: &str,
         endpoint_id: &str,
     ) -> Result<()> {
-        Ok(optional(
+        optional(
             self.endpoint_call(
                 "NetworkDriver.RevokeExternalConnectivity",
                 network_id,
                 endpoint_id,
             )
             .await,
-        )?)
+        )
     }
 }
 
-fn optional(result: std::result::Result<Value, CallError>) -> std::result::Result<(), CallError> {
+fn optional(result: Result<Value, CallError>) -> Result<()> {
     match result {
         Err(e) if e.not_implemented() => Ok(()),
-        other => other.map(drop),
+        other => other.map(drop).map_err(Into::into),
     }
 }
 
-fn check_scope(scope: &str) -> std::result::Result<String, CallError> {
+const INVALID_CAPABILITY: &str = "invalid capability";
+
+fn check_scope(scope: &str) -> Result<String, CallError> {
     match scope {
         "local" | "global" => Ok(scope.to_string()),
         other => Err(CallError::Rpc(crate::rpc::client::RpcError::Decode(
-            format!("invalid capability: expecting 'local' or 'global', got {other}"),
+            format!("{INVALID_CAPABILITY}: expecting 'local' or 'global', got {other}"),
         ))),
     }
 }

@@ -122,17 +122,18 @@ impl NetworkService {
         service.ensure_predefined()?;
         service.restore_allocations();
         service.restore_builtin_networks();
-        service.plugins.restore_references(
-            service
-                .store
-                .networks()
-                .iter()
-                .flat_map(|n| plugin_users(n))
-                .collect::<Vec<_>>()
-                .iter()
-                .map(String::as_str),
-        );
         Ok(service)
+    }
+
+    /// The plugins networks hold references on (drivers and IPAM drivers), each name once per
+    /// network: with the volumes' (`VolumeService::plugin_references`), what the daemon hands
+    /// [`PluginGetter::set_references`] at start-up.
+    pub fn plugin_references(&self) -> Vec<String> {
+        self.store
+            .networks()
+            .iter()
+            .flat_map(|n| plugin_users(n))
+            .collect()
     }
 
     /// `host` and `none`, made once so their IDs stay.
@@ -207,8 +208,7 @@ impl NetworkService {
         lock.lock_owned().await
     }
 
-    /// The driver `name`: built in, else a plugin (with [`Mode::Acquire`] the caller owes a
-    /// plugin a release).
+    /// The driver plugin `name` (with [`Mode::Acquire`] the caller owes a release).
     async fn driver(&self, name: &str, mode: Mode) -> Result<Arc<dyn NetworkDriver>> {
         if name == bridge::DRIVER {
             return Ok(self.bridge.clone());
@@ -509,22 +509,25 @@ impl NetworkService {
             )));
         }
         let driver = self.driver(&record.driver, Mode::Acquire).await?;
-        let ipam = match self.ipam(&record.ipam_driver, Mode::Acquire).await {
-            Ok(ipam) => ipam,
-            Err(e) => {
-                if !driver.builtin() {
-                    self.plugins.release(&record.driver);
-                }
-                return Err(e);
-            }
-        };
         let budget = driver.call_timeout().unwrap_or(self.budget());
-        let outcome = within(budget, self.make_network(&*driver, &ipam, &mut record)).await;
-        if let Err(e) = outcome {
-            self.release_plugins(&record);
-            return Err(e);
-        }
-        Ok(())
+        // One deadline for the whole create, an IPAM driver's registration calls included.
+        within(budget, async {
+            let ipam = match self.ipam(&record.ipam_driver, Mode::Acquire).await {
+                Ok(ipam) => ipam,
+                Err(e) => {
+                    if !driver.builtin() {
+                        self.plugins.release(&record.driver);
+                    }
+                    return Err(e);
+                }
+            };
+            let outcome = self.make_network(driver.as_ref(), &ipam, &mut record).await;
+            if outcome.is_err() {
+                self.release_plugins(&record);
+            }
+            outcome
+        })
+        .await
     }
 
     async fn make_network(
@@ -533,18 +536,7 @@ impl NetworkService {
         ipam: &IpamRef,
         record: &mut NetworkRecord,
     ) -> Result<()> {
-        // dockerd keeps using a driver whose GetCapabilities failed, with local scope.
-        let caps = match driver.capabilities().await {
-            Ok(caps) => caps,
-            Err(e) if !e.to_string().starts_with("invalid capability") => {
-                log::warn!("network driver {}: GetCapabilities: {e}", driver.name());
-                crate::drivers::network::Capabilities {
-                    scope: "local".into(),
-                    connectivity_scope: "local".into(),
-                }
-            }
-            Err(e) => return Err(e),
-        };
+        let caps = driver.capabilities().await?;
         if record.ingress && caps.scope != "global" {
             return Err(Error::Forbidden(
                 "Ingress network can only be global scope network".into(),
@@ -759,7 +751,7 @@ impl NetworkService {
         let mut removing = record.clone();
         removing.phase = Phase::Removing;
         self.store.apply(vec![Change::PutNetwork(removing)])?;
-        self.take_apart(&*driver, record).await
+        self.take_apart(driver.as_ref(), record).await
     }
 
     /// `DeleteNetwork` (errors logged, as libnetwork does), the IPAM release, the record and
@@ -904,7 +896,13 @@ impl NetworkService {
             self.store
                 .apply(vec![Change::PutEndpoint(endpoint.clone())])?;
             let joined = self
-                .join(&*driver, &record, &path, gateway_endpoint, &mut endpoint)
+                .join(
+                    driver.as_ref(),
+                    &record,
+                    &path,
+                    gateway_endpoint,
+                    &mut endpoint,
+                )
                 .await;
             if let Err(e) = joined {
                 self.release_addresses(&ipam, &endpoint).await;
@@ -1335,7 +1333,7 @@ impl NetworkService {
             );
             match self.driver(&record.driver, Mode::Lookup).await {
                 Ok(driver) => {
-                    if let Err(e) = self.take_apart(&*driver, &record).await {
+                    if let Err(e) = self.take_apart(driver.as_ref(), &record).await {
                         log::warn!("removing network {}: {e}", record.name);
                     }
                 }

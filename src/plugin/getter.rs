@@ -185,17 +185,16 @@ impl PluginGetter {
         }
     }
 
-    /// Start-up: the references one kind of user (volumes, networks) holds, by plugin name
-    /// (each name once per reference). They add to what other users restored: every user
-    /// restores its own, in any order, before the API answers.
-    pub fn restore_references<'a>(&self, names: impl IntoIterator<Item = &'a str>) {
+    /// Start-up: the references users hold, by plugin name (each name once per reference),
+    /// replace whatever was counted.
+    pub fn set_references<'a>(&self, names: impl IntoIterator<Item = &'a str>) {
         let mut counts = HashMap::new();
         for name in names {
             if let Ok(Some(plugin)) = self.managed(name) {
                 *counts.entry(plugin.id).or_insert(0) += 1;
             }
         }
-        self.manager.add_references(counts);
+        self.manager.set_references(counts);
     }
 
     /// Every plugin with `capability`: the enabled managed ones and the legacy ones discovery

@@ -148,14 +148,10 @@ impl Manager {
         }
     }
 
-    /// References recounted at start-up from what users recorded (volume and network records
-    /// outlive the daemon; moby keeps the counts in memory only and loses them, moby issue
-    /// 29544): each user adds its own.
-    pub(super) fn add_references(&self, counts: std::collections::HashMap<String, usize>) {
-        let mut refs = self.refcounts.lock().unwrap_or_else(|p| p.into_inner());
-        for (id, n) in counts {
-            *refs.entry(id).or_default() += n;
-        }
+    /// Reference counts recomputed at start-up from what users recorded (volume records outlive
+    /// the daemon; moby keeps the counts in memory only and loses them, moby issue 29544).
+    pub(super) fn set_references(&self, counts: std::collections::HashMap<String, usize>) {
+        *self.refcounts.lock().unwrap_or_else(|p| p.into_inner()) = counts;
     }
 
     /// True when users (volumes, networks) hold a reference to the plugin.

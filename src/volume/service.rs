@@ -82,15 +82,18 @@ impl VolumeService {
             name_locks: Mutex::new(HashMap::new()),
             prune_running: AtomicBool::new(false),
         };
-        // Plugin reference counts follow from the volume records.
-        let records = service.records();
-        service.plugins.restore_references(
-            records
-                .iter()
-                .filter(|r| r.driver != LOCAL)
-                .map(|r| r.driver.as_str()),
-        );
         Ok(service)
+    }
+
+    /// The plugins volumes hold references on, each name once per volume: with the networks'
+    /// (`NetworkService::plugin_references`), what the daemon hands
+    /// [`PluginGetter::set_references`] at start-up (volume records outlive the daemon).
+    pub fn plugin_references(&self) -> Vec<String> {
+        self.records()
+            .iter()
+            .filter(|r| r.driver != LOCAL)
+            .map(|r| r.driver.clone())
+            .collect()
     }
 
     fn records(&self) -> Vec<Arc<VolumeRecord>> {
