@@ -382,3 +382,287 @@ fn networks_and_volumes_both_keep_a_managed_plugin_in_use_across_restarts() {
     assert_eq!(d.delete("/v1.41/volumes/bv").status, 204);
     assert_eq!(in_use(&d).0, 200);
 }
+
+// ---------------------------------------------------------------------------------------------
+// The built-in bridge driver
+
+/// The Linux bridge of a network (`br-<first 12 of its ID>`).
+fn bridge_of(d: &Daemon, network: &str) -> String {
+    let r = d.get(&format!("/v1.41/networks/{network}"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    format!("br-{}", &r.json()["Id"].as_str().unwrap()[..12])
+}
+
+/// Bridges a test made, deleted when dropped: a failed test leaves no address on the host
+/// that a later run's routes would clash with.
+#[derive(Default)]
+struct Bridges(Vec<String>);
+
+impl Bridges {
+    fn of(&mut self, d: &Daemon, network: &str) -> String {
+        let name = bridge_of(d, network);
+        self.0.push(name.clone());
+        name
+    }
+}
+
+impl Drop for Bridges {
+    fn drop(&mut self) {
+        for name in &self.0 {
+            let _ = Command::new("ip")
+                .args(["link", "del", name])
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// The interfaces enslaved to `bridge` (empty when it does not exist).
+fn ports_of(bridge: &str) -> Vec<String> {
+    let out = Command::new("ip")
+        .args(["-br", "link", "show", "master", bridge])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.split(['@', ' ']).next().unwrap_or_default().to_string())
+        .collect()
+}
+
+fn link_exists(name: &str) -> bool {
+    Command::new("ip")
+        .args(["link", "show", "dev", name])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+}
+
+/// Runs `work` on a thread of its own inside the namespace `name`.
+fn inside<T: Send + 'static>(name: &str, work: impl FnOnce() -> T + Send + 'static) -> T {
+    use std::os::fd::AsFd;
+    let path = format!("/run/netns/{name}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).unwrap();
+        nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        work()
+    })
+    .join()
+    .unwrap()
+}
+
+impl Namespace {
+    /// Whether a TCP connection from here reaches `address` (a listener made for it in `to`,
+    /// or in berth's namespace): real traffic both ways over the bridge.
+    fn reaches(&self, to: Option<&Namespace>, address: &str) -> bool {
+        let ip: std::net::IpAddr = address.parse().unwrap();
+        let bind = move || std::net::TcpListener::bind((ip, 0));
+        let listener = match to {
+            Some(ns) => inside(&ns.0, bind),
+            None => bind(),
+        }
+        .unwrap();
+        let target = std::net::SocketAddr::new(ip, listener.local_addr().unwrap().port());
+        let connected = inside(&self.0, move || {
+            std::net::TcpStream::connect_timeout(&target, Duration::from_secs(5))
+        });
+        if let Err(e) = &connected {
+            eprintln!("connecting to {target} from {}: {e}", self.0);
+        }
+        connected.is_ok() && listener.accept().is_ok()
+    }
+
+    /// The interfaces' IPv4 addresses (`ip -br addr`, link-local IPv6 left out).
+    fn ipv4(&self) -> Vec<String> {
+        self.addresses()
+            .iter()
+            .map(|l| {
+                l.split(' ')
+                    .filter(|w| !w.starts_with("fe80:"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect()
+    }
+
+    /// `ip link` of one interface inside.
+    fn link(&self, name: &str) -> String {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.0, "ip", "link", "show", "dev", name])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+fn connect_ns(d: &Daemon, network: &str, ns: &Namespace, ip: &str) -> common::Response {
+    let config = if ip.is_empty() {
+        String::new()
+    } else {
+        format!(r#","EndpointConfig":{{"IPAMConfig":{{"IPv4Address":"{ip}"}}}}"#)
+    };
+    connect(
+        d,
+        network,
+        &format!(r#"{{"Container":"{}"{config}}}"#, ns.0),
+    )
+}
+
+#[test]
+fn bridge_networks_carry_traffic_between_namespaces() {
+    let d = Daemon::start();
+    let r = create(
+        &d,
+        r#"{"Name":"bapp","IPAM":{"Config":[{"Subnet":"10.230.0.0/24","Gateway":"10.230.0.1"}]},"Options":{"com.docker.network.driver.mtu":"1400"}}"#,
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = create(
+        &d,
+        r#"{"Name":"bint","Internal":true,"IPAM":{"Config":[{"Subnet":"10.231.0.0/24"}]}}"#,
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let mut bridges = Bridges::default();
+    let (app, internal) = (bridges.of(&d, "bapp"), bridges.of(&d, "bint"));
+
+    let a = Namespace::new("ba");
+    let b = Namespace::new("bb");
+    let r = connect_ns(&d, "bapp", &a, "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = connect_ns(&d, "bapp", &b, "10.230.0.50");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(a.ipv4(), ["lo", "eth0 10.230.0.2/24"]);
+    assert!(a.routes().contains("default via 10.230.0.1 dev eth0"));
+    let eth0 = a.link("eth0");
+    assert!(eth0.contains("mtu 1400"), "{eth0}");
+    assert!(eth0.contains("link/ether 02:42:0a:e6:00:02"), "{eth0}");
+    assert_eq!(ports_of(&app).len(), 2, "{:?}", ports_of(&app));
+    assert!(
+        a.reaches(Some(&b), "10.230.0.50"),
+        "a cannot reach b over {app}"
+    );
+    assert!(b.reaches(None, "10.230.0.1"), "b cannot reach the gateway");
+
+    // An internal network: an interface, no default route through it.
+    let r = connect_ns(&d, "bint", &b, "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        b.ipv4(),
+        ["lo", "eth0 10.230.0.50/24", "eth1 10.231.0.2/24"]
+    );
+    let routes = b.routes();
+    assert!(!routes.contains("default via 10.131"), "{routes}");
+    let c = Namespace::new("bc");
+    let r = connect_ns(&d, "bint", &c, "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(!c.routes().contains("default"), "{}", c.routes());
+    assert!(c.reaches(Some(&b), "10.231.0.2"));
+
+    // Twice, and what is not connected, in dockerd's words.
+    let r = connect_ns(&d, "bapp", &a, "");
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(
+        r.message(),
+        format!("endpoint with name {} already exists in network bapp", a.0)
+    );
+    let r = disconnect(&d, "bint", &a.0, false);
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert!(
+        r.message().ends_with("is not connected to network bint"),
+        "{}",
+        r.message()
+    );
+
+    // Disconnect takes the veth pair away; rm takes the bridge.
+    for (network, ns) in [("bapp", &a), ("bapp", &b), ("bint", &b), ("bint", &c)] {
+        let r = disconnect(&d, network, &ns.0, false);
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert_eq!(a.addresses(), ["lo"]);
+    assert!(ports_of(&app).is_empty() && ports_of(&internal).is_empty());
+    for network in ["bapp", "bint"] {
+        assert_eq!(d.delete(&format!("/v1.41/networks/{network}")).status, 204);
+    }
+    assert!(!link_exists(&app) && !link_exists(&internal));
+}
+
+#[test]
+fn bridges_and_veths_survive_kill9_and_nothing_leaks() {
+    let mut d = Daemon::start();
+    let r = create(
+        &d,
+        r#"{"Name":"bk","IPAM":{"Config":[{"Subnet":"10.232.0.0/24"}]}}"#,
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let mut bridges = Bridges::default();
+    let bridge = bridges.of(&d, "bk");
+    let a = Namespace::new("bka");
+    let b = Namespace::new("bkb");
+    for ns in [&a, &b] {
+        let r = connect_ns(&d, "bk", ns, "");
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+
+    // A crash: the next daemon finds the bridge, the endpoints and the traffic as they were,
+    // and a veth on its bridge that no endpoint owns is taken away.
+    d.kill9();
+    let ok = Command::new("ip")
+        .args([
+            "link",
+            "add",
+            "vethdead0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "vbdead0",
+        ])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let ok = Command::new("ip")
+        .args(["link", "set", "vethdead0", "master", &bridge])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    d.spawn();
+    assert_eq!(containers(&d, "bk").as_object().unwrap().len(), 2);
+    assert_eq!(ports_of(&bridge).len(), 2, "{:?}", ports_of(&bridge));
+    assert!(!link_exists("vethdead0"));
+    assert!(a.reaches(Some(&b), "10.232.0.3"));
+
+    // A bridge gone behind berth's back (a reboot) is made again at the next start.
+    d.stop();
+    let ok = Command::new("ip")
+        .args(["link", "del", &bridge])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    d.spawn();
+    assert_eq!(ports_of(&bridge).len(), 2, "{:?}", ports_of(&bridge));
+    assert!(a.reaches(Some(&b), "10.232.0.3"));
+    assert!(a.reaches(None, "10.232.0.1"));
+
+    // The same subnet and name are refused while the network lives, and the subnet is free
+    // again after it went.
+    let r = create(
+        &d,
+        r#"{"Name":"bk2","IPAM":{"Config":[{"Subnet":"10.232.0.0/24"}]}}"#,
+    );
+    assert_eq!(r.status, 403, "{}", r.text());
+    for ns in [&a, &b] {
+        let r = disconnect(&d, "bk", &ns.0, false);
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert_eq!(d.delete("/v1.41/networks/bk").status, 204);
+    assert!(!link_exists(&bridge));
+    let r = create(
+        &d,
+        r#"{"Name":"bk2","IPAM":{"Config":[{"Subnet":"10.232.0.0/24"}]}}"#,
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let bridge2 = bridges.of(&d, "bk2");
+    assert_eq!(d.delete("/v1.41/networks/bk2").status, 204);
+    assert!(!link_exists(&bridge2));
+}

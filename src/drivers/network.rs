@@ -136,8 +136,13 @@ struct ExternalConnectivityRequest<'a> {
 /// implements the same calls (endpoint and interface values are CIDR strings, as on the wire).
 #[async_trait::async_trait]
 pub trait NetworkDriver: Send + Sync {
-    /// The driver name users give (`name:tag` of a managed plugin).
+    /// The driver name users give (`bridge`, a managed plugin's `name:tag`).
     fn name(&self) -> &str;
+
+    /// A built-in driver: no plugin behind it, so no plugin reference to hold.
+    fn builtin(&self) -> bool {
+        false
+    }
 
     /// The deadline its calls have of their own (a plugin's `enable --timeout`).
     fn call_timeout(&self) -> Option<std::time::Duration> {

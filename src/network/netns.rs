@@ -348,7 +348,7 @@ where
 }
 
 /// An rtnetlink socket in the calling thread's namespace, driven by the current runtime.
-fn connect() -> io::Result<Handle> {
+pub(crate) fn connect() -> io::Result<Handle> {
     let (connection, handle, _) = rtnetlink::new_connection()?;
     tokio::spawn(connection);
     Ok(handle)
@@ -370,7 +370,6 @@ impl RtLinks {
         }
     }
 
-    /// `RTM_SETLINK` of a message built for the interface `index`.
     async fn set_link(
         &self,
         side: Side,
@@ -379,21 +378,27 @@ impl RtLinks {
             rtnetlink::LinkMessageBuilder<LinkUnspec>,
         ) -> rtnetlink::LinkMessageBuilder<LinkUnspec>,
     ) -> io::Result<()> {
-        let message = build(LinkUnspec::new_with_index(index)).build();
-        self.handle(side)
-            .link()
-            .set(message)
-            .execute()
-            .await
-            .map_err(nl)
+        set_link(self.handle(side), index, build).await
     }
+}
+
+/// `RTM_SETLINK` of a message built for the interface `index`.
+pub(crate) async fn set_link(
+    handle: &Handle,
+    index: u32,
+    build: impl FnOnce(
+        rtnetlink::LinkMessageBuilder<LinkUnspec>,
+    ) -> rtnetlink::LinkMessageBuilder<LinkUnspec>,
+) -> io::Result<()> {
+    let message = build(LinkUnspec::new_with_index(index)).build();
+    handle.link().set(message).execute().await.map_err(nl)
 }
 
 fn invalid(e: impl std::fmt::Display) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, e.to_string())
 }
 
-fn nl(e: rtnetlink::Error) -> io::Error {
+pub(crate) fn nl(e: rtnetlink::Error) -> io::Error {
     match e {
         rtnetlink::Error::NetlinkError(m) => m.to_io(),
         other => io::Error::other(other.to_string()),

@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{Map, Value};
 
+use super::bridge::{self, BridgeDriver};
 use super::ipam::{AddressPool, DefaultIpam, DEFAULT_IPAM};
 use super::netns::{self, Attachment, Route, NETNS_DIR};
 use super::store::{Change, EndpointRecord, NetworkRecord, NetworkStore, Phase, PoolRecord};
@@ -36,9 +37,8 @@ use crate::rpc::client::within;
 
 /// Names no user network may take (moby `runconfig.IsPreDefinedNetwork`).
 const PREDEFINED_NAMES: &[&str] = &["bridge", "host", "none", "default"];
-/// The CLI's (and moby's) driver when none is given; berth has no built-in bridge driver, so
-/// it is looked up as a plugin and not found, in dockerd's words.
-pub const DEFAULT_DRIVER: &str = "bridge";
+/// The CLI's (and moby's) driver when none is given: the built-in bridge driver.
+pub const DEFAULT_DRIVER: &str = bridge::DRIVER;
 const NOT_A_MANAGER: &str = "This node is not a swarm manager. Use \"docker swarm init\" or \"docker swarm join\" to connect this node to swarm and try again.";
 
 // libnetwork's option keys of `CreateNetwork`.
@@ -91,6 +91,7 @@ pub struct NetworkService {
     default_ipam: Arc<DefaultIpam>,
     plugins: Arc<PluginGetter>,
     drivers: AdapterCache<NetworkDriverClient>,
+    bridge: Arc<BridgeDriver>,
     ipams: AdapterCache<IpamDriverClient>,
     netns_dir: PathBuf,
     /// One operation per network name (create) and per network (connect, disconnect, remove).
@@ -112,6 +113,7 @@ impl NetworkService {
             default_ipam: Arc::new(DefaultIpam::new(options.default_address_pools)),
             plugins,
             drivers: AdapterCache::default(),
+            bridge: Arc::new(BridgeDriver::new()),
             ipams: AdapterCache::default(),
             netns_dir: options.netns_dir,
             locks: Mutex::new(HashMap::new()),
@@ -119,6 +121,7 @@ impl NetworkService {
         };
         service.ensure_predefined()?;
         service.restore_allocations();
+        service.restore_builtin_networks();
         Ok(service)
     }
 
@@ -183,6 +186,17 @@ impl NetworkService {
         }
     }
 
+    /// The built-in drivers know their networks again from the records.
+    fn restore_builtin_networks(&self) {
+        for network in self.store.networks() {
+            if network.driver == bridge::DRIVER && !network.predefined && !network.config_only {
+                let (v4, v6) = ipam_data(&network.pools);
+                self.bridge
+                    .restore(&network.id, &create_options(&network), &v4, &v6);
+            }
+        }
+    }
+
     async fn lock(&self, key: String) -> tokio::sync::OwnedMutexGuard<()> {
         let lock = self
             .locks
@@ -196,6 +210,9 @@ impl NetworkService {
 
     /// The driver plugin `name` (with [`Mode::Acquire`] the caller owes a release).
     async fn driver(&self, name: &str, mode: Mode) -> Result<Arc<dyn NetworkDriver>> {
+        if name == bridge::DRIVER {
+            return Ok(self.bridge.clone());
+        }
         let plugin = self
             .plugins
             .get(name, Capability::NetworkDriver, mode)
@@ -498,7 +515,9 @@ impl NetworkService {
             let ipam = match self.ipam(&record.ipam_driver, Mode::Acquire).await {
                 Ok(ipam) => ipam,
                 Err(e) => {
-                    self.plugins.release(&record.driver);
+                    if !driver.builtin() {
+                        self.plugins.release(&record.driver);
+                    }
                     return Err(e);
                 }
             };
@@ -1330,6 +1349,19 @@ impl NetworkService {
                 }
             }
         }
+        let networks = self.store.networks();
+        let ready = networks
+            .iter()
+            .filter(|n| n.phase == Phase::Ready)
+            .map(|n| n.id.clone())
+            .collect();
+        let live: Vec<(String, String)> = self
+            .store
+            .endpoints()
+            .iter()
+            .map(|e| (e.id.clone(), e.network_id.clone()))
+            .collect();
+        self.bridge.reconcile(&ready, &live).await;
     }
 }
 
@@ -1361,12 +1393,16 @@ impl Ambiguity {
 }
 
 /// The plugins a network holds references on: its driver and its IPAM driver (not the
-/// built-ins, and none for configuration or predefined networks).
+/// built-in `bridge` driver and `default` IPAM; none for configuration or predefined
+/// networks).
 fn plugin_users(record: &NetworkRecord) -> Vec<String> {
     if record.predefined || record.config_only {
         return Vec::new();
     }
-    let mut names = vec![record.driver.clone()];
+    let mut names = Vec::new();
+    if record.driver != bridge::DRIVER {
+        names.push(record.driver.clone());
+    }
     if record.ipam_driver != DEFAULT_IPAM {
         names.push(record.ipam_driver.clone());
     }
