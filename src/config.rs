@@ -33,6 +33,10 @@ pub struct DaemonFlags {
     /// Deadline in seconds of each call to a plugin that set no timeout of its own [default: 10]
     #[arg(long, value_name = "SECONDS")]
     pub plugin_call_timeout: Option<f64>,
+    /// Bytes a plugin create context or a pulled layer may unpack to at least; an archive may
+    /// unpack to 10 times what was read of it beyond that; 0: no limit [default: 1073741824]
+    #[arg(long, value_name = "BYTES")]
+    pub max_unpacked_size: Option<u64>,
     /// Directory searched for legacy plugins (.sock, .spec, .json); repeatable
     /// [default: /run/docker/plugins, /etc/docker/plugins, /usr/lib/docker/plugins]
     #[arg(long = "legacy-plugin-dir", value_name = "DIR")]
@@ -67,6 +71,8 @@ pub struct DaemonConfig {
     pub log_level: log::LevelFilter,
     pub plugin_start_timeout: std::time::Duration,
     pub plugin_call_timeout: std::time::Duration,
+    /// The floor of the unpack limit in bytes (0: none).
+    pub max_unpacked_size: u64,
     pub legacy_plugin_dirs: Vec<PathBuf>,
     pub insecure_registries: Vec<String>,
     pub registry_mirrors: Vec<String>,
@@ -89,6 +95,7 @@ const FILE_KEYS: &[&str] = &[
     "log-level",
     "plugin-start-timeout",
     "plugin-call-timeout",
+    "max-unpacked-size",
     "legacy-plugin-dirs",
     "insecure-registries",
     "registry-mirrors",
@@ -96,6 +103,7 @@ const FILE_KEYS: &[&str] = &[
     "authz-peer-credentials",
 ];
 const DEFAULT_PLUGIN_START_TIMEOUT: f64 = 30.0;
+const DEFAULT_MAX_UNPACKED_SIZE: u64 = crate::distribution::extract::UnpackLimit::DEFAULT_FLOOR;
 
 impl DaemonFlags {
     pub fn resolve(&self) -> anyhow::Result<DaemonConfig> {
@@ -176,30 +184,36 @@ fn resolve(
             ));
         }
     }
-    let start_timeout_file = match file.get("plugin-start-timeout") {
-        None => None,
-        Some(v) => Some(
-            v.as_f64()
-                .context("plugin-start-timeout must be a number of seconds")?,
-        ),
+    let mut number = |key: &str, flag: Option<f64>, unit: &str| -> anyhow::Result<Option<f64>> {
+        let from_file = match file.get(key) {
+            None => None,
+            Some(v) => Some(
+                v.as_f64()
+                    .with_context(|| format!("{key} must be a number of {unit}"))?,
+            ),
+        };
+        if let (Some(flag), Some(from_file)) = (flag, from_file) {
+            conflicts.push(format!(
+                "{key}: (from flag: {flag}, from file: {from_file})"
+            ));
+        }
+        Ok(from_file)
     };
-    if let (Some(flag), Some(from_file)) = (flags.plugin_start_timeout, start_timeout_file) {
-        conflicts.push(format!(
-            "plugin-start-timeout: (from flag: {flag}, from file: {from_file})"
-        ));
-    }
-    let call_timeout_file = match file.get("plugin-call-timeout") {
-        None => None,
-        Some(v) => Some(
-            v.as_f64()
-                .context("plugin-call-timeout must be a number of seconds")?,
-        ),
+    let start_timeout_file = number(
+        "plugin-start-timeout",
+        flags.plugin_start_timeout,
+        "seconds",
+    )?;
+    let call_timeout_file = number("plugin-call-timeout", flags.plugin_call_timeout, "seconds")?;
+    let max_unpacked_file = match file.get("max-unpacked-size") {
+        Some(v) if v.as_u64().is_none() => bail!("max-unpacked-size must be a number of bytes"),
+        v => v.and_then(serde_json::Value::as_u64),
     };
-    if let (Some(flag), Some(from_file)) = (flags.plugin_call_timeout, call_timeout_file) {
-        conflicts.push(format!(
-            "plugin-call-timeout: (from flag: {flag}, from file: {from_file})"
-        ));
-    }
+    number(
+        "max-unpacked-size",
+        flags.max_unpacked_size.map(|n| n as f64),
+        "bytes",
+    )?;
     let legacy_dirs_file: Option<Vec<PathBuf>> = match file.get("legacy-plugin-dirs") {
         None => None,
         Some(v) => Some(
@@ -298,6 +312,10 @@ fn resolve(
         registry_mirrors,
         plugin_start_timeout: std::time::Duration::from_secs_f64(start_timeout),
         plugin_call_timeout: std::time::Duration::from_secs_f64(call_timeout),
+        max_unpacked_size: flags
+            .max_unpacked_size
+            .or(max_unpacked_file)
+            .unwrap_or(DEFAULT_MAX_UNPACKED_SIZE),
         legacy_plugin_dirs,
         sockets,
         data_root: absolute(data_root)?,
