@@ -187,6 +187,25 @@ fn shapes(out: &str) -> Vec<Shape> {
                 .file("placeholder", 0o644, b"x"),
             refused("File name too long"),
         ),
+        Shape {
+            name: "a long name announcing 512 MiB (read into memory by the tar reader)",
+            tar: {
+                let mut t = RawTar::plugin().bytes();
+                t.truncate(t.len() - 1024);
+                let h = raw_header(
+                    tar::EntryType::GNULongName,
+                    b"././@LongLink",
+                    b"",
+                    0o644,
+                    512 << 20,
+                );
+                t.extend_from_slice(h.as_bytes());
+                t.extend_from_slice(&[b'n'; 4096]);
+                t
+            },
+            want: refused("a long name or PAX header of 536870912 bytes (at most 1048576)"),
+            check: None,
+        },
     ];
     all.push(Shape {
         name: "absolute paths are taken inside the rootfs",

@@ -13,7 +13,9 @@
 //! * nothing is ever written through a symlink: every parent directory of an entry must be a real
 //!   directory (a symlinked parent is refused), existing files and links at the entry's own path are
 //!   unlinked (never followed), files are created with `O_CREAT|O_EXCL|O_NOFOLLOW`;
-//! * character and block devices are skipped with a warning (neither created nor re-packed).
+//! * character and block devices are skipped with a warning (neither created nor re-packed);
+//! * GNU long names and PAX headers over 1 MiB are refused before the tar reader reads them into
+//!   memory (`guard`).
 //!
 //! Modes (setuid/setgid/sticky included), uid/gid (only when running as root, like GNU tar),
 //! mtimes (directories at the end), symlinks, hardlinks, FIFOs and `SCHILY.xattr.*` PAX records
@@ -29,11 +31,12 @@
 //! so far)`; past it the extraction stops with [`ExtractError::TooLarge`] and the caller removes
 //! what was written. dockerd sets no such bound.
 //!
-//! Files: `unpack` (the two tar walks and the unpacker that writes entries to disk), `paths` (the
+//! Files: `guard` (the metadata bound on the raw stream), `unpack` (the two tar walks and the unpacker that writes entries to disk), `paths` (the
 //! pure path rules above), `writer` (the re-packed layer of a create context), `gzip` (its
 //! parallel compressor). This file holds the public entry points, the error type and the entry
 //! metadata both the unpacker and the layer writer use.
 
+mod guard;
 mod gzip;
 mod paths;
 #[cfg(test)]
@@ -163,7 +166,8 @@ impl<R: Read> Read for Counted<R> {
 }
 
 /// The bound on one extraction: knows how much of the archive was read, and whether the bound
-/// stopped it (the tar reader turns the read error into its own; this keeps the reason).
+/// or the metadata guard stopped it (the tar reader turns the read error into its own; this
+/// keeps the reason).
 #[derive(Clone)]
 struct Meter {
     limit: UnpackLimit,
@@ -172,15 +176,18 @@ struct Meter {
 }
 
 impl Meter {
-    fn bound<R: Read>(&self, unpacked: R) -> Bounded<R> {
+    /// The decompressed stream within the bound, its metadata entries checked
+    /// ([`guard::MetadataGuard`]).
+    fn bound<R: Read>(&self, unpacked: R) -> Bounded<guard::MetadataGuard<R>> {
         Bounded {
-            inner: unpacked,
+            inner: guard::MetadataGuard::new(unpacked, self.exceeded.clone()),
             produced: 0,
             meter: self.clone(),
         }
     }
 
-    /// The extraction's outcome, with the bound's reason in place of the read error it caused.
+    /// The extraction's outcome, with the bound's (or guard's) reason in place of the read
+    /// error it caused.
     fn outcome<T>(&self, result: Result<T, ExtractError>) -> Result<T, ExtractError> {
         match (result, self.exceeded.take()) {
             (Err(_), Some(too_large)) => Err(too_large),
