@@ -40,6 +40,10 @@ pub struct DaemonFlags {
     /// [default: 1024]
     #[arg(long, value_name = "N")]
     pub max_concurrent_uploads: Option<usize>,
+    /// Bytes a plugin create context or a pulled layer may unpack to at least; an archive may
+    /// unpack to 10 times what was read of it beyond that; 0: no limit [default: 1073741824]
+    #[arg(long, value_name = "BYTES")]
+    pub max_unpacked_size: Option<u64>,
     /// Directory searched for legacy plugins (.sock, .spec, .json); repeatable
     /// [default: /run/docker/plugins, /etc/docker/plugins, /usr/lib/docker/plugins]
     #[arg(long = "legacy-plugin-dir", value_name = "DIR")]
@@ -81,6 +85,8 @@ pub struct DaemonConfig {
     pub plugin_call_timeout: std::time::Duration,
     pub body_idle_timeout: std::time::Duration,
     pub max_concurrent_uploads: usize,
+    /// The floor of the unpack limit in bytes (0: none).
+    pub max_unpacked_size: u64,
     pub legacy_plugin_dirs: Vec<PathBuf>,
     pub insecure_registries: Vec<String>,
     pub registry_mirrors: Vec<String>,
@@ -111,6 +117,7 @@ const FILE_KEYS: &[&str] = &[
     "plugin-call-timeout",
     "body-idle-timeout",
     "max-concurrent-uploads",
+    "max-unpacked-size",
     "legacy-plugin-dirs",
     "insecure-registries",
     "registry-mirrors",
@@ -119,6 +126,7 @@ const FILE_KEYS: &[&str] = &[
     "default-address-pools",
 ];
 const DEFAULT_PLUGIN_START_TIMEOUT: f64 = 30.0;
+const DEFAULT_MAX_UNPACKED_SIZE: u64 = crate::distribution::extract::UnpackLimit::DEFAULT_FLOOR;
 
 impl DaemonFlags {
     pub fn resolve(&self) -> anyhow::Result<DaemonConfig> {
@@ -199,30 +207,36 @@ fn resolve(
             ));
         }
     }
-    let start_timeout_file = match file.get("plugin-start-timeout") {
-        None => None,
-        Some(v) => Some(
-            v.as_f64()
-                .context("plugin-start-timeout must be a number of seconds")?,
-        ),
+    let mut number = |key: &str, flag: Option<f64>, unit: &str| -> anyhow::Result<Option<f64>> {
+        let from_file = match file.get(key) {
+            None => None,
+            Some(v) => Some(
+                v.as_f64()
+                    .with_context(|| format!("{key} must be a number of {unit}"))?,
+            ),
+        };
+        if let (Some(flag), Some(from_file)) = (flag, from_file) {
+            conflicts.push(format!(
+                "{key}: (from flag: {flag}, from file: {from_file})"
+            ));
+        }
+        Ok(from_file)
     };
-    if let (Some(flag), Some(from_file)) = (flags.plugin_start_timeout, start_timeout_file) {
-        conflicts.push(format!(
-            "plugin-start-timeout: (from flag: {flag}, from file: {from_file})"
-        ));
-    }
-    let call_timeout_file = match file.get("plugin-call-timeout") {
-        None => None,
-        Some(v) => Some(
-            v.as_f64()
-                .context("plugin-call-timeout must be a number of seconds")?,
-        ),
+    let start_timeout_file = number(
+        "plugin-start-timeout",
+        flags.plugin_start_timeout,
+        "seconds",
+    )?;
+    let call_timeout_file = number("plugin-call-timeout", flags.plugin_call_timeout, "seconds")?;
+    let max_unpacked_file = match file.get("max-unpacked-size") {
+        Some(v) if v.as_u64().is_none() => bail!("max-unpacked-size must be a number of bytes"),
+        v => v.and_then(serde_json::Value::as_u64),
     };
-    if let (Some(flag), Some(from_file)) = (flags.plugin_call_timeout, call_timeout_file) {
-        conflicts.push(format!(
-            "plugin-call-timeout: (from flag: {flag}, from file: {from_file})"
-        ));
-    }
+    number(
+        "max-unpacked-size",
+        flags.max_unpacked_size.map(|n| n as f64),
+        "bytes",
+    )?;
     let body_idle_timeout = setting(
         file,
         "body-idle-timeout",
@@ -367,6 +381,10 @@ fn resolve(
         plugin_call_timeout: std::time::Duration::from_secs_f64(call_timeout),
         body_idle_timeout: std::time::Duration::from_secs_f64(body_idle_timeout),
         max_concurrent_uploads,
+        max_unpacked_size: flags
+            .max_unpacked_size
+            .or(max_unpacked_file)
+            .unwrap_or(DEFAULT_MAX_UNPACKED_SIZE),
         legacy_plugin_dirs,
         sockets,
         data_root: absolute(data_root)?,

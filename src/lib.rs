@@ -15,7 +15,7 @@
 //! | [`rpc`] | the plugin RPC client (unix, tcp, TLS) with the one deadline per call, retries, plugin handles (client, host-path mapper, identity), legacy plugin discovery. | plugin sockets |
 //! | [`events`] | the event bus: services publish (plugin manager, volume service, networks), `/events` streams subscribe; bounded history for `since`, bounded per-subscriber queues, dockerd's event filters. | distribution (the reference grammar, for the `image` filter) |
 //! | [`distribution`] | the image-reference grammar, the registry client (endpoints, auth, manifests, transfer, login), content-addressed blob store, safe tar extraction (layers are unpacked while they download, into a staging rootfs discarded unless every digest matched). | disk, network |
-//! | [`error`], [`gojson`], [`goerr`], [`fsutil`], [`mounts`], [`config`], [`tls`], [`progress`], [`cidr`] | the one error type (mapped to Docker's status codes in one place; every area's typed error converts into it), Go's `encoding/json` (its syntax and type-error texts and the one decoder every Go-JSON body and plugin config goes through), Go's wording of OS and HTTP errors, durable file steps, the mount table and unmounting, daemon configuration, the TLS provider, JSON-message progress streams (and the spawning of streamed operations), IP prefixes and address pools. | — |
+//! | [`error`], [`gojson`], [`goerr`], [`fsutil`], [`rootlock`], [`mounts`], [`config`], [`tls`], [`progress`], [`cidr`] | the one error type (mapped to Docker's status codes in one place; every area's typed error converts into it), Go's `encoding/json` (its syntax and type-error texts and the one decoder every Go-JSON body and plugin config goes through), Go's wording of OS and HTTP errors, durable file steps, the mount table and unmounting, daemon configuration, the TLS provider, JSON-message progress streams (and the spawning of streamed operations), IP prefixes and address pools. | — |
 //!
 //! Services reach plugins only through [`plugin::getter::PluginGetter`] (`get(name, capability,
 //! mode)`, `all(capability)`); the manager knows nothing of volumes, networks or of what its
@@ -62,6 +62,7 @@ pub mod mounts;
 pub mod network;
 pub mod plugin;
 pub mod progress;
+pub mod rootlock;
 pub mod rpc;
 pub mod runtime;
 pub mod tls;

@@ -12,11 +12,13 @@ use clap::{Parser, Subcommand};
 use berth::api::{self, version::DEFAULT_API_VERSION, ApiState};
 use berth::authz::Chain;
 use berth::config::{DaemonConfig, DaemonFlags};
+use berth::distribution::extract::UnpackLimit;
 use berth::distribution::registry::{RegistryClient, RegistryOptions};
 use berth::events::EventBus;
 use berth::network::service::{NetworkOptions, NetworkService};
 use berth::plugin::getter::PluginGetter;
 use berth::plugin::manager::{Manager, RuntimeOptions};
+use berth::rootlock::RootLock;
 use berth::rpc::discovery::LegacyPlugins;
 use berth::volume::service::VolumeService;
 
@@ -100,6 +102,9 @@ fn run_daemon(flags: &DaemonFlags, config: DaemonConfig) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))?;
     }
+    // Before anything below the roots is touched: start-up clean-up would harm a daemon
+    // already using them.
+    let _locks = lock_roots(&config)?;
     let executor = berth::runtime::default_executor(&config.exec_root);
     let options = RuntimeOptions {
         start_timeout: config.plugin_start_timeout,
@@ -121,7 +126,8 @@ fn run_daemon(flags: &DaemonFlags, config: DaemonConfig) -> anyhow::Result<()> {
         registry,
         events.clone(),
     )
-    .context("opening the plugin store")?;
+    .context("opening the plugin store")?
+    .with_unpack_limit(UnpackLimit::new(config.max_unpacked_size));
     let manager = Arc::new(manager);
     // Plugins that were enabled run again before the API answers.
     manager.restore();
@@ -208,6 +214,19 @@ fn run_daemon(flags: &DaemonFlags, config: DaemonConfig) -> anyhow::Result<()> {
     manager.shutdown();
     log::info!("daemon stopped");
     served.context("serving the API")
+}
+
+/// Locks the data root and the exec root (once when they are the same directory).
+fn lock_roots(config: &DaemonConfig) -> anyhow::Result<Vec<RootLock>> {
+    let mut roots = vec![config.data_root.canonicalize()?];
+    let exec_root = config.exec_root.canonicalize()?;
+    if exec_root != roots[0] {
+        roots.push(exec_root);
+    }
+    roots
+        .iter()
+        .map(|root| RootLock::acquire(root, &config.sockets).map_err(anyhow::Error::from))
+        .collect()
 }
 
 /// SIGHUP reloads the configuration file, as dockerd does; what it changes is the

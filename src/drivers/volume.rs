@@ -136,6 +136,12 @@ impl DriverError {
         matches!(&self.kind, DriverErrorKind::Rpc(e) if e.is_unreachable())
     }
 
+    /// The answer was larger than berth reads: what the plugin meant is unknown, so it is no
+    /// "no such volume" either.
+    pub fn is_too_large(&self) -> bool {
+        matches!(&self.kind, DriverErrorKind::Rpc(RpcError::TooLarge { .. }))
+    }
+
     /// The message alone, without the `VolumeDriver.X: ` of status errors.
     pub fn message(&self) -> String {
         match &self.kind {

@@ -191,12 +191,13 @@ impl VolumeService {
         within(budget, work).await
     }
 
-    /// moby's `lookupVolume`: the driver's `Get`. A driver that cannot be reached is an error;
-    /// any other error (such as "no such volume") means it does not have the volume.
+    /// moby's `lookupVolume`: the driver's `Get`. A driver that cannot be reached, or whose
+    /// answer was too large to read, is an error; any other error (such as "no such volume")
+    /// means it does not have the volume.
     async fn lookup(&self, driver: &dyn VolumeDriver, name: &str) -> Result<Option<DriverVolume>> {
         match driver.get(name).await {
             Ok(found) => Ok(found),
-            Err(e) if e.is_unreachable() => Err(Error::System(e.to_string())),
+            Err(e) if e.is_unreachable() || e.is_too_large() => Err(Error::System(e.to_string())),
             Err(_) => Ok(None),
         }
     }

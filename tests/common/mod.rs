@@ -4,8 +4,10 @@
 //! loopback registries are in `registry.rs` (included by the registry tests only).
 #![allow(dead_code)]
 
+pub mod archives;
 pub mod authz;
 pub mod http;
+pub mod probes;
 pub use http::*;
 
 use std::os::unix::net::UnixStream;

@@ -27,6 +27,7 @@ use serde_json::{json, Map, Value};
 mod authz;
 mod ipam;
 mod network;
+mod hostile;
 mod volume;
 
 const USAGE: &str = "\
@@ -68,6 +69,11 @@ Knobs (environment, or arguments TEST_X=value which override the environment):
                              <uri-substring|*> [body=<substring>] [msg=<text to the end>]`;
                              the first match decides, no match allows
   TEST_AUTHZ_LOG=<path>      append every AuthZ call, one field per line, bodies decoded
+  TEST_HOSTILE=<mode>[@<m>[,<m>..]]  answer these methods (default: all but Plugin.Activate)
+                             with a hostile reply: huge, chunked, drip, slow-headers, garbage,
+                             not-json, wrong-types, close-mid-body, never, long-error, huge-error
+                             (an AuthZ rule's action `hostile=<mode>` does the same)
+  TEST_HOSTILE_FILE=<path>   read the TEST_HOSTILE text from this file on every call
 
 Volume options: `-o error=<text>` makes VolumeDriver.Create fail with that Err text.
 ";
@@ -122,6 +128,7 @@ struct Config {
     net: network::NetConfig,
     authz_rules: Vec<authz::Rule>,
     authz_log: Option<String>,
+    hostile: hostile::Source,
 }
 
 struct Driver {
@@ -211,6 +218,10 @@ fn main() {
         net: network::NetConfig::from(&knobs),
         authz_rules: authz::parse_rules(&knobs.get("TEST_AUTHZ_RULES").unwrap_or_default()),
         authz_log: knobs.get("TEST_AUTHZ_LOG"),
+        hostile: hostile::Source::from_knobs(
+            knobs.get("TEST_HOSTILE"),
+            knobs.get("TEST_HOSTILE_FILE"),
+        ),
     };
     if let Err(e) = fs::create_dir_all(&cfg.root) {
         eprintln!(
@@ -455,6 +466,11 @@ fn serve_connection(stream: UnixStream, driver: &Driver) {
                 return;
             }
         };
+        if let Some(mode) = driver.hostile_mode(&req) {
+            let method = req.path.trim_start_matches('/');
+            let _ = hostile::answer(mode, method, &mut writer);
+            return;
+        }
         let reply = driver.handle(&req);
         if write_reply(&mut writer, &reply, req.keep_alive).is_err() || !req.keep_alive {
             return;
@@ -649,6 +665,21 @@ fn str_field(v: &Value, name: &str) -> String {
 }
 
 impl Driver {
+    /// The hostile mode this request is to be answered with, if any (`TEST_HOSTILE`, or an
+    /// AuthZ rule's `hostile=<mode>`).
+    fn hostile_mode(&self, req: &Request) -> Option<hostile::Mode> {
+        let method = req.path.trim_start_matches('/');
+        if let Some(mode) = self.cfg.hostile.mode_for(method) {
+            self.log_call(method, &req.body);
+            return Some(mode);
+        }
+        if !method.starts_with("AuthZPlugin.") {
+            return None;
+        }
+        let request: Value = serde_json::from_slice(&req.body).ok()?;
+        self.authz_hostile_mode(method, &request)
+    }
+
     fn handle(&self, req: &Request) -> Reply {
         let method = req.path.trim_start_matches('/').to_string();
         self.log_call(&method, &req.body);
