@@ -4,6 +4,7 @@
 //! through [`syscall::Syscall`] so the setup sequence is unit-testable without root.
 
 pub mod executor;
+pub mod host;
 pub mod init;
 pub mod linux;
 pub mod logs;
