@@ -44,6 +44,10 @@ pub struct DaemonFlags {
     /// Mirror tried before Docker Hub for docker.io pulls; repeatable
     #[arg(long = "registry-mirror", value_name = "URL")]
     pub registry_mirrors: Vec<String>,
+    /// What runs plugins: builtin (berth's own namespaces executor), runc or crun (found on
+    /// PATH) [default: builtin]
+    #[arg(long, value_name = "NAME")]
+    pub plugin_runtime: Option<String>,
     /// daemon.json-style configuration file (read when present)
     #[arg(long, value_name = "FILE", default_value = DEFAULT_CONFIG_FILE)]
     pub config_file: PathBuf,
@@ -62,6 +66,7 @@ pub struct DaemonConfig {
     pub legacy_plugin_dirs: Vec<PathBuf>,
     pub insecure_registries: Vec<String>,
     pub registry_mirrors: Vec<String>,
+    pub plugin_runtime: crate::runtime::PluginRuntime,
 }
 
 pub const DEFAULT_LEGACY_PLUGIN_DIRS: &[&str] = &[
@@ -77,6 +82,7 @@ const FILE_KEYS: &[&str] = &[
     "exec-root",
     "log-level",
     "plugin-start-timeout",
+    "plugin-runtime",
 ];
 const DEFAULT_PLUGIN_START_TIMEOUT: f64 = 30.0;
 
@@ -138,6 +144,7 @@ fn resolve(
         ));
     }
     let data_root_file = file_string("data-root")?;
+    let plugin_runtime_file = file_string("plugin-runtime")?;
     let exec_root_file = file_string("exec-root")?;
     let log_level_file = file_string("log-level")?;
     for (key, flag, from_file) in [
@@ -152,6 +159,11 @@ fn resolve(
             &exec_root_file,
         ),
         ("log-level", flags.log_level.clone(), &log_level_file),
+        (
+            "plugin-runtime",
+            flags.plugin_runtime.clone(),
+            &plugin_runtime_file,
+        ),
     ] {
         if let (Some(flag), Some(from_file)) = (flag, from_file) {
             conflicts.push(format!(
@@ -262,9 +274,14 @@ fn resolve(
             None => Ok(flag.clone()),
         }
     };
+    let plugin_runtime = match flags.plugin_runtime.clone().or(plugin_runtime_file) {
+        Some(name) => name.parse()?,
+        None => crate::runtime::PluginRuntime::default(),
+    };
     let insecure_registries = list(&flags.insecure_registries, "insecure-registries")?;
     let registry_mirrors = list(&flags.registry_mirrors, "registry-mirrors")?;
     Ok(DaemonConfig {
+        plugin_runtime,
         insecure_registries,
         registry_mirrors,
         plugin_start_timeout: std::time::Duration::from_secs_f64(start_timeout),
@@ -380,6 +397,29 @@ mod tests {
             parse_host("unix:///run/b.sock").unwrap(),
             PathBuf::from("/run/b.sock")
         );
+    }
+
+    #[test]
+    fn plugin_runtime_comes_from_flag_or_file_and_must_be_known() {
+        use crate::runtime::{oci::OciRuntime, PluginRuntime};
+        let cfg = resolve(&DaemonFlags::default(), &BTreeMap::new()).unwrap();
+        assert_eq!(cfg.plugin_runtime, PluginRuntime::Builtin);
+        let cfg = resolve(&DaemonFlags::default(), &file(r#"{"plugin-runtime":"crun"}"#)).unwrap();
+        assert_eq!(cfg.plugin_runtime, PluginRuntime::Oci(OciRuntime::Crun));
+        let flags = DaemonFlags {
+            plugin_runtime: Some("runsc".into()),
+            ..Default::default()
+        };
+        let err = resolve(&flags, &BTreeMap::new()).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "unknown plugin runtime \"runsc\": expected builtin, runc or crun"
+        );
+        let flags = DaemonFlags {
+            plugin_runtime: Some("runc".into()),
+            ..Default::default()
+        };
+        assert!(resolve(&flags, &file(r#"{"plugin-runtime":"crun"}"#)).is_err());
     }
 
     #[test]

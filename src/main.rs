@@ -45,6 +45,9 @@ fn main() {
     if args.get(1).is_some_and(|a| a == "plugin-init") {
         berth::runtime::plugin_init(&args[2..]);
     }
+    if args.get(1).is_some_and(|a| a == "runtime-shim") {
+        berth::runtime::runtime_shim(&args[2..]);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Daemon(flags) => flags.resolve().and_then(run_daemon),
@@ -95,7 +98,8 @@ fn run_daemon(config: DaemonConfig) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))?;
     }
-    let executor = berth::runtime::default_executor(&config.exec_root);
+    let executor = berth::runtime::executor_for(config.plugin_runtime, &config.exec_root);
+    log::info!("plugins run with the {} runtime", config.plugin_runtime.name());
     let options = RuntimeOptions {
         start_timeout: config.plugin_start_timeout,
         ..RuntimeOptions::default()

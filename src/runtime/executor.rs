@@ -10,6 +10,9 @@ use super::spec::PluginSpec;
 pub trait PluginProcess: Send {
     /// Host PID of the process the executor supervises (what receives signals).
     fn pid(&self) -> u32;
+    /// Host PID of the plugin's own first process (PID 1 of its PID namespace, or the
+    /// entrypoint): the namespaces, root and cgroups `berth plugin exec` joins.
+    fn plugin_pid(&self) -> u32;
     /// The plugin's stdout and stderr, for log forwarding; `None` after the first call.
     fn take_output(&mut self) -> Option<(ChildStdout, ChildStderr)>;
     /// Sends a signal (SIGTERM to stop gracefully, SIGKILL to force).

@@ -163,7 +163,7 @@ fn clone_flags(spec: &PluginSpec) -> libc::c_int {
 
 /// What `plugin-init` said on the report pipe.
 #[derive(Debug, PartialEq, Eq)]
-enum Outcome {
+pub(crate) enum Outcome {
     /// `S`, then end-of-file: the entrypoint was exec'd.
     Exec,
     /// `S` then `E<message>`.
@@ -187,7 +187,7 @@ fn uninterrupted(rc: isize) -> io::Result<Option<usize>> {
     }
 }
 
-fn read_report(fd: &OwnedFd, timeout: Duration) -> io::Result<Outcome> {
+pub(crate) fn read_report(fd: &OwnedFd, timeout: Duration) -> io::Result<Outcome> {
     let deadline = Instant::now() + timeout;
     let mut buf = Vec::new();
     loop {
@@ -284,6 +284,7 @@ impl Executor for LinuxExecutor {
         let _ = fs::remove_file(&request_file);
         match result {
             Ok(child) => Ok(Box::new(LinuxProcess {
+                plugin_pid: plugin_pid(&child, spec),
                 child,
                 status: None,
                 release: Some(release),
@@ -390,7 +391,20 @@ impl LinuxExecutor {
     }
 }
 
-fn wait_bounded(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+/// The plugin's first process: with a private PID namespace the shim's one child (forked
+/// before the entrypoint was exec'd), else the process berth spawned.
+fn plugin_pid(child: &Child, spec: &PluginSpec) -> u32 {
+    let shim = child.id();
+    if !spec.namespaces.pid {
+        return shim;
+    }
+    fs::read_to_string(format!("/proc/{shim}/task/{shim}/children"))
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(shim)
+}
+
+pub(crate) fn wait_bounded(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
     let deadline = Instant::now() + timeout;
     loop {
         match child.try_wait() {
@@ -405,6 +419,7 @@ fn wait_bounded(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
 /// when it shares the host's PID namespace).
 struct LinuxProcess {
     child: Child,
+    plugin_pid: u32,
     status: Option<ExitStatus>,
     release: Option<Release>,
 }
@@ -424,6 +439,10 @@ impl LinuxProcess {
 impl PluginProcess for LinuxProcess {
     fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    fn plugin_pid(&self) -> u32 {
+        self.plugin_pid
     }
 
     fn take_output(&mut self) -> Option<(ChildStdout, ChildStderr)> {

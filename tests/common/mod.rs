@@ -83,6 +83,7 @@ impl Daemon {
             .arg(self.dir.path().join("no-daemon.json"))
             .arg("--log-level")
             .arg("debug")
+            .args(plugin_runtime_args(&self.extra_args))
             .args(&self.extra_args)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(self.dir.path().join("berth.log")).unwrap())
@@ -374,6 +375,24 @@ pub fn test_plugin_config(extra: &str) -> String {
   ]
 }}"#
     )
+}
+
+/// The executor daemons under test run plugins with: `BERTH_TEST_PLUGIN_RUNTIME` (`builtin`,
+/// `runc`, `crun`), so the runtime bar runs once per executor; unset means the default.
+pub fn test_plugin_runtime() -> Option<String> {
+    std::env::var("BERTH_TEST_PLUGIN_RUNTIME")
+        .ok()
+        .filter(|r| !r.is_empty())
+}
+
+/// `--plugin-runtime <test runtime>` unless the test chose one itself.
+fn plugin_runtime_args(extra_args: &[String]) -> Vec<String> {
+    match test_plugin_runtime() {
+        Some(runtime) if !extra_args.iter().any(|a| a == "--plugin-runtime") => {
+            vec!["--plugin-runtime".into(), runtime]
+        }
+        _ => Vec::new(),
+    }
 }
 
 /// Mount points below `dir` in this mount namespace.

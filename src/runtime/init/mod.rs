@@ -21,7 +21,7 @@ mod devices;
 mod mounts;
 mod process;
 mod rootfs;
-mod shim;
+pub(crate) mod shim;
 
 use std::fmt;
 use std::io;
@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 
 pub use devices::{default_devices, device_rule_line};
 pub use mounts::MountOptions;
+pub use rootfs::create_init_layer;
 pub use shim::run;
 
 use crate::goerr::io_error_text;

@@ -15,10 +15,10 @@ use crate::goerr::io_error_text;
 use crate::runtime::syscall::{LinuxSyscall, Syscall};
 
 /// The write end of the report pipe.
-struct Report(Option<RawFd>);
+pub(crate) struct Report(pub(crate) Option<RawFd>);
 
 impl Report {
-    fn write(&self, bytes: &[u8]) {
+    pub(crate) fn write(&self, bytes: &[u8]) {
         if let Some(fd) = self.0 {
             let mut rest = bytes;
             while !rest.is_empty() {
@@ -35,7 +35,7 @@ impl Report {
         }
     }
 
-    fn fail(&self, message: &str) -> ! {
+    pub(crate) fn fail(&self, message: &str) -> ! {
         eprintln!("berth plugin-init: {message}");
         let mut bytes = b"E".to_vec();
         bytes.extend_from_slice(message.as_bytes());
@@ -43,7 +43,7 @@ impl Report {
         std::process::exit(1)
     }
 
-    fn close(&mut self) {
+    pub(crate) fn close(&mut self) {
         if let Some(fd) = self.0.take() {
             // SAFETY: closing an fd we own, once.
             unsafe { libc::close(fd) };
@@ -52,7 +52,7 @@ impl Report {
 }
 
 /// Marks every fd above stderr close-on-exec, so nothing berth leaked reaches the plugin.
-fn cloexec_from_3() {
+pub(crate) fn cloexec_from_3() {
     const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
     // SAFETY: close_range only changes fd flags.
     let rc = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC) };
@@ -198,6 +198,11 @@ fn shim_wait(child: libc::pid_t) -> ! {
             std::process::exit(1);
         }
     }
+    exit_as(status)
+}
+
+/// Exits the way a child with wait `status` did: its exit code, or its signal re-raised.
+pub(crate) fn exit_as(status: libc::c_int) -> ! {
     if libc::WIFEXITED(status) {
         std::process::exit(libc::WEXITSTATUS(status));
     }
