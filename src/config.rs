@@ -404,7 +404,11 @@ mod tests {
         use crate::runtime::{oci::OciRuntime, PluginRuntime};
         let cfg = resolve(&DaemonFlags::default(), &BTreeMap::new()).unwrap();
         assert_eq!(cfg.plugin_runtime, PluginRuntime::Builtin);
-        let cfg = resolve(&DaemonFlags::default(), &file(r#"{"plugin-runtime":"crun"}"#)).unwrap();
+        let cfg = resolve(
+            &DaemonFlags::default(),
+            &file(r#"{"plugin-runtime":"crun"}"#),
+        )
+        .unwrap();
         assert_eq!(cfg.plugin_runtime, PluginRuntime::Oci(OciRuntime::Crun));
         let flags = DaemonFlags {
             plugin_runtime: Some("runsc".into()),

@@ -99,7 +99,10 @@ fn run_daemon(config: DaemonConfig) -> anyhow::Result<()> {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))?;
     }
     let executor = berth::runtime::executor_for(config.plugin_runtime, &config.exec_root);
-    log::info!("plugins run with the {} runtime", config.plugin_runtime.name());
+    log::info!(
+        "plugins run with the {} runtime",
+        config.plugin_runtime.name()
+    );
     let options = RuntimeOptions {
         start_timeout: config.plugin_start_timeout,
         ..RuntimeOptions::default()

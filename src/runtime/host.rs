@@ -17,6 +17,15 @@ use nix::unistd::Pid;
 use super::spec::PluginSpec;
 use crate::mounts::{self, read_mountinfo, UnmountError};
 
+/// Mount point of the v1 `devices` hierarchy, if the host has one.
+pub fn devices_hierarchy() -> Option<PathBuf> {
+    read_mountinfo()
+        .unwrap_or_default()
+        .into_iter()
+        .find(|m| m.fstype == "cgroup" && m.super_options.split(',').any(|o| o == "devices"))
+        .map(|m| m.mount_point)
+}
+
 /// Refuses IDs that could name a path outside the plugin's directories.
 pub fn check_id(id: &str) -> io::Result<()> {
     let ok = !id.is_empty() && id != "." && id != ".." && !id.contains('/') && !id.contains('\0');
@@ -72,7 +81,6 @@ impl Release {
         }
     }
 }
-
 
 /// The path as mountinfo shows it (symlinks resolved) when it exists.
 pub fn canonical(path: &Path) -> PathBuf {
@@ -183,7 +191,6 @@ pub fn remove_stale_sockets(dir: &Path) -> io::Result<()> {
     }
     Ok(())
 }
-
 
 /// Makes the host side ready for `spec`: the socket directory, and each propagated mount
 /// bound onto itself and made `rshared`. The returned [`Release`] undoes it (and removes

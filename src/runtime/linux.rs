@@ -78,10 +78,7 @@ impl LinuxExecutor {
     /// plugin start logs a warning.
     pub fn new() -> LinuxExecutor {
         let mounts = read_mountinfo().unwrap_or_default();
-        let devices_hierarchy = mounts
-            .iter()
-            .find(|m| m.fstype == "cgroup" && m.super_options.split(',').any(|o| o == "devices"))
-            .map(|m| m.mount_point.clone());
+        let devices_hierarchy = host::devices_hierarchy();
         let cgroup2_only = mounts
             .iter()
             .rev()

@@ -110,7 +110,12 @@ pub fn runtime_spec(spec: &PluginSpec, cgroups_path: &str) -> Result<Spec, OciSp
 
     let linux = LinuxBuilder::default()
         .namespaces(namespaces)
-        .devices(spec.devices.iter().map(device).collect::<Result<Vec<_>, _>>()?)
+        .devices(
+            spec.devices
+                .iter()
+                .map(device)
+                .collect::<Result<Vec<_>, _>>()?,
+        )
         .resources(
             LinuxResourcesBuilder::default()
                 .devices(
@@ -199,8 +204,8 @@ mod tests {
 
     #[test]
     fn the_run_spec_becomes_the_runtime_spec() {
-        let json = serde_json::to_value(runtime_spec(&plugin_spec(), "/berth/abc").unwrap())
-            .unwrap();
+        let json =
+            serde_json::to_value(runtime_spec(&plugin_spec(), "/berth/abc").unwrap()).unwrap();
         let process = &json["process"];
         assert_eq!(process["args"], serde_json::json!(["/bin/plugin", "-v"]));
         assert_eq!(process["cwd"], "/data");
@@ -221,7 +226,10 @@ mod tests {
             serde_json::json!(["CAP_SYS_ADMIN"])
         );
         assert_eq!(process["capabilities"]["ambient"], serde_json::json!([]));
-        assert_eq!(json["root"], serde_json::json!({"path": "/p/rootfs", "readonly": false}));
+        assert_eq!(
+            json["root"],
+            serde_json::json!({"path": "/p/rootfs", "readonly": false})
+        );
         let linux = &json["linux"];
         let types: Vec<&str> = linux["namespaces"]
             .as_array()
@@ -229,7 +237,11 @@ mod tests {
             .iter()
             .map(|n| n["type"].as_str().unwrap())
             .collect();
-        assert_eq!(types, ["mount", "uts", "pid", "ipc"], "host network: no netns");
+        assert_eq!(
+            types,
+            ["mount", "uts", "pid", "ipc"],
+            "host network: no netns"
+        );
         assert_eq!(linux["cgroupsPath"], "/berth/abc");
         assert_eq!(linux["rootfsPropagation"], "rshared");
         assert_eq!(linux["maskedPaths"], serde_json::json!(["/proc/kcore"]));

@@ -76,6 +76,9 @@ pub struct ShimRequest {
     pub state_root: PathBuf,
     pub bundle: PathBuf,
     pub id: String,
+    /// cgroup2 mounts the runtime must not see (see [`hidden_cgroup2_mounts`]).
+    #[serde(default)]
+    pub hide_cgroup2: Vec<PathBuf>,
 }
 
 impl ShimRequest {
@@ -84,8 +87,38 @@ impl ShimRequest {
         let mut command = Command::new(&self.binary);
         command
             .arg(format!("--root={}", self.state_root.display()))
-            .args(self.runtime.log_args(&self.bundle.join("runtime.log")))
-            .args(args);
+            .args(self.runtime.log_args(&self.bundle.join("runtime.log")));
+        command.args(args);
+        if !self.hide_cgroup2.is_empty() {
+            let hidden: Vec<std::ffi::CString> = self
+                .hide_cgroup2
+                .iter()
+                .filter_map(|p| std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).ok())
+                .collect();
+            let cgroup_root = c"/sys/fs/cgroup";
+            // SAFETY: only syscalls between fork and exec, on strings prepared before.
+            unsafe {
+                command.pre_exec(move || {
+                    if libc::unshare(libc::CLONE_NEWNS) < 0
+                        || libc::mount(
+                            std::ptr::null(),
+                            cgroup_root.as_ptr(),
+                            std::ptr::null(),
+                            libc::MS_REC | libc::MS_PRIVATE,
+                            std::ptr::null(),
+                        ) < 0
+                    {
+                        return Err(io::Error::last_os_error());
+                    }
+                    for path in &hidden {
+                        if libc::umount2(path.as_ptr(), libc::MNT_DETACH) < 0 {
+                            return Err(io::Error::last_os_error());
+                        }
+                    }
+                    Ok(())
+                });
+            }
+        }
         command
     }
 
@@ -102,6 +135,30 @@ pub struct OciExecutor {
     shim_program: PathBuf,
     cgroup_parent: String,
     setup_timeout: Duration,
+    hide_cgroup2: Vec<PathBuf>,
+}
+
+/// crun 1.8 refuses a hybrid host (v1 hierarchies under `/sys/fs/cgroup` plus a cgroup2 mount
+/// there that offers controllers: "cgroups in hybrid mode not supported"). Run in a private
+/// mount namespace without those cgroup2 mounts, it sees a v1 host and manages the plugin's
+/// v1 cgroups (devices rules included) as runc does.
+pub fn hidden_cgroup2_mounts(runtime: OciRuntime) -> Vec<PathBuf> {
+    if runtime != OciRuntime::Crun {
+        return Vec::new();
+    }
+    let mounts = crate::mounts::read_mountinfo().unwrap_or_default();
+    if !mounts.iter().any(|m| m.fstype == "cgroup") {
+        return Vec::new();
+    }
+    mounts
+        .into_iter()
+        .filter(|m| m.fstype == "cgroup2" && m.mount_point.starts_with("/sys/fs/cgroup/"))
+        .filter(|m| {
+            fs::read_to_string(m.mount_point.join("cgroup.controllers"))
+                .is_ok_and(|c| !c.trim().is_empty())
+        })
+        .map(|m| m.mount_point)
+        .collect()
 }
 
 impl OciExecutor {
@@ -112,6 +169,7 @@ impl OciExecutor {
             shim_program: PathBuf::from(SELF_EXE),
             cgroup_parent: "berth".into(),
             setup_timeout: Duration::from_secs(60),
+            hide_cgroup2: hidden_cgroup2_mounts(runtime),
         }
     }
 
@@ -143,6 +201,7 @@ impl OciExecutor {
             state_root: self.state_root(),
             bundle: self.bundle(id),
             id: id.to_string(),
+            hide_cgroup2: self.hide_cgroup2.clone(),
         })
     }
 

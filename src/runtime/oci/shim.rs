@@ -98,7 +98,14 @@ pub fn main(args: &[OsString]) -> ! {
     let pid_file = request.pid_file().display().to_string();
     let bundle = request.bundle.display().to_string();
     let created = request
-        .command(&["create", "--bundle", &bundle, "--pid-file", &pid_file, &request.id])
+        .command(&[
+            "create",
+            "--bundle",
+            &bundle,
+            "--pid-file",
+            &pid_file,
+            &request.id,
+        ])
         .stdin(Stdio::null())
         .status();
     match created {
@@ -134,7 +141,12 @@ pub fn main(args: &[OsString]) -> ! {
 
 /// Forwards signals to the plugin until it exits (reaping whatever else is reparented to the
 /// shim), deletes the container and exits as the plugin did.
-fn wait_for(plugin: libc::pid_t, berth: libc::pid_t, set: &libc::sigset_t, request: &ShimRequest) -> ! {
+fn wait_for(
+    plugin: libc::pid_t,
+    berth: libc::pid_t,
+    set: &libc::sigset_t,
+    request: &ShimRequest,
+) -> ! {
     let berth_gone = || {
         // SAFETY: getppid cannot fail.
         unsafe { libc::getppid() != berth }
