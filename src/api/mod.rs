@@ -161,6 +161,8 @@ async fn handle(id: RouteId, call: Call, payload: web::Payload) -> Result<HttpRe
         RouteId::PluginEnable => plugins::enable(call).await,
         RouteId::PluginDisable => plugins::disable(call).await,
         RouteId::PluginLogs => plugins::logs(call).await,
+        RouteId::PluginPs => plugins::ps(call).await,
+        RouteId::PluginProcess => plugins::process(call).await,
         RouteId::PluginPrivileges => remote::privileges(call).await,
         RouteId::PluginPull => remote::pull(call, payload).await,
         RouteId::PluginUpgrade => remote::upgrade(call, payload).await,

@@ -25,6 +25,9 @@ pub trait PluginProcess: Send {
 }
 
 pub trait Executor: Send + Sync {
+    /// `builtin`, `runc`, `crun`: what `--plugin-runtime` named.
+    fn name(&self) -> &'static str;
+
     /// Starts the plugin described by `spec`. Returns once the process runs (not when it is
     /// ready: readiness is the plugin socket accepting connections, the manager's concern).
     /// On error nothing stays running or mounted.

@@ -231,6 +231,10 @@ pub(crate) fn read_report(fd: &OwnedFd, timeout: Duration) -> io::Result<Outcome
 }
 
 impl Executor for LinuxExecutor {
+    fn name(&self) -> &'static str {
+        "builtin"
+    }
+
     fn start(&self, spec: &PluginSpec) -> io::Result<Box<dyn PluginProcess>> {
         check_id(&spec.id)?;
         if spec.args.is_empty() {

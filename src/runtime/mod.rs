@@ -3,6 +3,7 @@
 //! `plugin-init` process ([`init`], one function per setup step), whose kernel calls go
 //! through [`syscall::Syscall`] so the setup sequence is unit-testable without root.
 
+pub mod exec;
 pub mod executor;
 pub mod host;
 pub mod init;

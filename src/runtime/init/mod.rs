@@ -19,7 +19,7 @@
 
 mod devices;
 mod mounts;
-mod process;
+pub(crate) mod process;
 mod rootfs;
 pub(crate) mod shim;
 

@@ -83,6 +83,16 @@ const FORWARDED: [libc::c_int; 6] = [
     libc::SIGUSR2,
 ];
 
+/// From now on SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 sent to this process go
+/// to `child` instead.
+pub(crate) fn forward_signals_to(child: libc::pid_t) {
+    CHILD.store(child, Ordering::SeqCst);
+    for s in FORWARDED {
+        // SAFETY: forward_signal only calls kill.
+        unsafe { libc::signal(s, forward_signal as *const () as libc::sighandler_t) };
+    }
+}
+
 fn signal_mask(how: libc::c_int) {
     // SAFETY: sigset manipulation on a local set.
     unsafe {
@@ -173,11 +183,7 @@ pub fn run(args: &[OsString]) -> ! {
             drop(lifeline_r);
             // kept open (never exec'd) until the shim exits
             std::mem::forget(lifeline_w);
-            CHILD.store(child, Ordering::SeqCst);
-            for s in FORWARDED {
-                // SAFETY: forward_signal only calls kill.
-                unsafe { libc::signal(s, forward_signal as *const () as libc::sighandler_t) };
-            }
+            forward_signals_to(child);
             signal_mask(libc::SIG_UNBLOCK);
             report.close();
             shim_wait(child)

@@ -370,6 +370,10 @@ pub fn runtime_error(request: &ShimRequest, stderr: &[u8]) -> String {
 }
 
 impl Executor for OciExecutor {
+    fn name(&self) -> &'static str {
+        self.runtime.name()
+    }
+
     fn start(&self, spec: &PluginSpec) -> io::Result<Box<dyn PluginProcess>> {
         check_id(&spec.id)?;
         if spec.args.is_empty() {
