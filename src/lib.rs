@@ -32,6 +32,7 @@
 #![recursion_limit = "256"]
 
 pub mod api;
+pub mod cli;
 pub mod config;
 pub mod distribution;
 pub mod drivers;

@@ -36,6 +36,50 @@ struct Cli {
 enum Command {
     /// Run the daemon
     Daemon(DaemonFlags),
+    /// Debug running plugins
+    Plugin(PluginArgs),
+}
+
+#[derive(clap::Args)]
+struct PluginArgs {
+    /// The daemon's socket [default: DOCKER_HOST when it is unix://, else unix:///run/berth/berth.sock]
+    #[arg(short = 'H', long = "host", value_name = "unix://PATH", global = true)]
+    host: Option<String>,
+    #[command(subcommand)]
+    command: PluginCommand,
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// List running plugins: ID, name, PID, status, since, runtime
+    Ps {
+        /// Full plugin IDs
+        #[arg(long)]
+        no_trunc: bool,
+        /// Only IDs
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Run a command inside a running plugin (its namespaces, root, cgroups and capabilities)
+    Exec {
+        /// Allocate a pseudo-TTY
+        #[arg(short = 't', long)]
+        tty: bool,
+        /// Accepted for docker habits: stdin is always attached
+        #[arg(short = 'i', long)]
+        interactive: bool,
+        /// Set an environment variable (K=V); repeatable
+        #[arg(short = 'e', long = "env", value_name = "K=V")]
+        env: Vec<String>,
+        /// Working directory inside the plugin [default: the plugin's]
+        #[arg(short = 'w', long = "workdir", value_name = "DIR")]
+        workdir: Option<String>,
+        /// Plugin name, ID or ID prefix
+        name: String,
+        /// The command and its arguments
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
 }
 
 fn main() {
@@ -51,11 +95,44 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Daemon(flags) => flags.resolve().and_then(run_daemon),
+        Command::Plugin(plugin) => match run_plugin_command(plugin) {
+            Ok(code) => std::process::exit(code),
+            Err(e) => {
+                eprintln!("{e:#}");
+                std::process::exit(1);
+            }
+        },
     };
     if let Err(e) = result {
         log::error!("{e:#}");
         eprintln!("berth: {e:#}");
         std::process::exit(1);
+    }
+}
+
+/// `berth plugin ...`: a client of the daemon; returns the exit status.
+fn run_plugin_command(args: PluginArgs) -> anyhow::Result<i32> {
+    let socket = berth::cli::daemon_socket(args.host.as_deref())?;
+    match args.command {
+        PluginCommand::Ps { no_trunc, quiet } => {
+            berth::cli::ps(&socket, no_trunc, quiet).map(|()| 0)
+        }
+        PluginCommand::Exec {
+            tty,
+            interactive: _,
+            env,
+            workdir,
+            name,
+            command,
+        } => {
+            let options = berth::runtime::exec::ExecOptions {
+                command,
+                env,
+                workdir,
+                tty,
+            };
+            berth::cli::exec(&socket, &name, &options)
+        }
     }
 }
 

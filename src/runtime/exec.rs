@@ -176,7 +176,11 @@ fn namespace_flags(pid: u32) -> libc::c_int {
 
 /// The plugin's environment with `overrides` applied (same key replaced, new keys appended).
 pub fn merge_env(base: &[String], overrides: &[String]) -> Vec<String> {
-    let key = |e: &str| e.split_once('=').map(|(k, _)| k.to_string()).unwrap_or_else(|| e.to_string());
+    let key = |e: &str| {
+        e.split_once('=')
+            .map(|(k, _)| k.to_string())
+            .unwrap_or_else(|| e.to_string())
+    };
     let mut env: Vec<String> = base.to_vec();
     for o in overrides {
         let k = key(o);
@@ -210,10 +214,18 @@ struct Pty {
 fn open_pty(pid: u32) -> io::Result<Pty> {
     let path = CString::new(format!("/proc/{pid}/root/dev/pts/ptmx")).map_err(io::Error::other)?;
     // SAFETY: open with a valid path.
-    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) };
+    let fd = unsafe {
+        libc::open(
+            path.as_ptr(),
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        )
+    };
     if fd < 0 {
         let e = io::Error::last_os_error();
-        return Err(io::Error::new(e.kind(), format!("opening the plugin's /dev/pts/ptmx: {e}")));
+        return Err(io::Error::new(
+            e.kind(),
+            format!("opening the plugin's /dev/pts/ptmx: {e}"),
+        ));
     }
     // SAFETY: we own the fd just opened.
     let master = unsafe { OwnedFd::from_raw_fd(fd) };
@@ -256,12 +268,19 @@ pub fn run(target: &ExecTarget, options: &ExecOptions) -> Result<i32, ExecError>
     }
     let cgroups = cgroup_procs_files(target.pid)?;
     let flags = namespace_flags(target.pid);
-    let pty = if options.tty { Some(open_pty(target.pid)?) } else { None };
+    let pty = if options.tty {
+        Some(open_pty(target.pid)?)
+    } else {
+        None
+    };
     let mut env = merge_env(&target.env, &options.env);
     if options.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
         env.push("TERM=xterm".into());
     }
-    let cwd = options.workdir.clone().unwrap_or_else(|| target.cwd.clone());
+    let cwd = options
+        .workdir
+        .clone()
+        .unwrap_or_else(|| target.cwd.clone());
     let (error_r, error_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)?;
 
@@ -386,14 +405,19 @@ fn start_command(
             report(e.to_string(), code)
         }
     };
-    if let Err(e) = apply_capabilities(&sys, &target.capabilities, &target.inheritable_capabilities) {
+    if let Err(e) = apply_capabilities(&sys, &target.capabilities, &target.inheritable_capabilities)
+    {
         report(e.to_string(), 126);
     }
     if let Err(e) = sys.reset_signals() {
         report(format!("resetting signals: {e}"), 126);
     }
     let error = sys.execve(&path, &options.command, env);
-    let code = if error.kind() == io::ErrorKind::NotFound { 127 } else { 126 };
+    let code = if error.kind() == io::ErrorKind::NotFound {
+        127
+    } else {
+        126
+    };
     report(
         format!("exec: {:?}: {}", arg0, crate::goerr::io_error_text(&error)),
         code,
@@ -451,8 +475,16 @@ fn relay_terminal(master: RawFd) {
             copy_window_size(0, master);
         }
         let mut fds = [
-            libc::pollfd { fd: master, events: libc::POLLIN, revents: 0 },
-            libc::pollfd { fd: if stdin_open { 0 } else { -1 }, events: libc::POLLIN, revents: 0 },
+            libc::pollfd {
+                fd: master,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: if stdin_open { 0 } else { -1 },
+                events: libc::POLLIN,
+                revents: 0,
+            },
         ];
         // SAFETY: two valid pollfds.
         let ready = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };

@@ -37,9 +37,7 @@ pub enum RunState {
         since: chrono::DateTime<chrono::Utc>,
     },
     /// Exited before it was declared ready (enable failed): not restarted.
-    Exited {
-        status: String,
-    },
+    Exited { status: String },
     /// Crashed while supervised; starts again at `at`.
     Restarting {
         restarts: u32,
