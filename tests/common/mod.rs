@@ -310,6 +310,12 @@ pub fn shared_libraries(binary: &Path) -> Vec<PathBuf> {
 /// A create context whose rootfs holds the project's test plugin (and its libraries) at
 /// `/bin/berth-test-plugin`, with `config` as config.json.
 pub fn test_plugin_context(config: &str) -> Vec<u8> {
+    test_plugin_context_with(config, &[], &[])
+}
+
+/// [`test_plugin_context`] plus host programs (`sh`, `cat`, ...) copied to `/bin` with their
+/// libraries, and extra files (`var/log/plugin.log`).
+pub fn test_plugin_context_with(config: &str, tools: &[&str], extra: &[(&str, &[u8])]) -> Vec<u8> {
     let binary = PathBuf::from(env!("CARGO_BIN_EXE_berth-test-plugin"));
     let mut builder = tar::Builder::new(Vec::new());
     let mut h = header(tar::EntryType::Regular, config.len() as u64, 0o644);
@@ -326,10 +332,26 @@ pub fn test_plugin_context(config: &str) -> Vec<u8> {
         let mut d = header(tar::EntryType::Directory, 0, 0o755);
         builder.append_data(&mut d, dir, &[][..]).unwrap();
     }
-    let mut files = vec![(binary.clone(), PathBuf::from("bin/berth-test-plugin"))];
-    for lib in shared_libraries(&binary) {
-        let inside = lib.strip_prefix("/").unwrap().to_path_buf();
-        files.push((lib, inside));
+    let mut programs = vec![(binary.clone(), PathBuf::from("bin/berth-test-plugin"))];
+    for tool in tools {
+        let host = ["/usr/bin", "/bin", "/usr/sbin", "/sbin"]
+            .iter()
+            .map(|d| Path::new(d).join(tool))
+            .find(|p| p.exists())
+            .unwrap_or_else(|| panic!("{tool} not found on the host"));
+        let host = std::fs::canonicalize(host).unwrap();
+        programs.push((host, PathBuf::from("bin").join(tool)));
+    }
+    let mut files = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (host, inside) in programs {
+        for lib in shared_libraries(&host) {
+            let lib_inside = lib.strip_prefix("/").unwrap().to_path_buf();
+            if seen.insert(lib_inside.clone()) {
+                files.push((lib, lib_inside));
+            }
+        }
+        files.push((host, inside));
     }
     let mut dirs_done = std::collections::HashSet::new();
     for (host, inside) in files {
@@ -348,6 +370,27 @@ pub fn test_plugin_context(config: &str) -> Vec<u8> {
         let mut f = header(tar::EntryType::Regular, data.len() as u64, 0o755);
         builder
             .append_data(&mut f, format!("rootfs/{}", inside.display()), &data[..])
+            .unwrap();
+    }
+    for (path, data) in extra {
+        let mut parent = PathBuf::from("rootfs");
+        for component in Path::new(path)
+            .parent()
+            .into_iter()
+            .flat_map(|p| p.components())
+        {
+            parent.push(component);
+            let name = format!("{}/", parent.display());
+            if dirs_done.insert(name.clone())
+                && !["rootfs/bin/", "rootfs/etc/"].contains(&name.as_str())
+            {
+                let mut d = header(tar::EntryType::Directory, 0, 0o755);
+                builder.append_data(&mut d, &name, &[][..]).unwrap();
+            }
+        }
+        let mut f = header(tar::EntryType::Regular, data.len() as u64, 0o644);
+        builder
+            .append_data(&mut f, format!("rootfs/{path}"), *data)
             .unwrap();
     }
     builder.into_inner().unwrap()
