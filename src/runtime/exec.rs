@@ -33,10 +33,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use nix::libc;
 use serde::{Deserialize, Serialize};
 
+use super::host::cgroup_dirs;
 use super::init::process::{apply_capabilities, find_executable};
 use super::init::shim::{exit_as, forward_signals_to};
 use super::syscall::{LinuxSyscall, Syscall};
-use crate::mounts::read_mountinfo;
 
 /// What `berth plugin exec` joins, as the daemon reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,36 +115,13 @@ fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
 
 /// The `cgroup.procs` files of the target's cgroups, one per hierarchy mounted on the host.
 fn cgroup_procs_files(pid: u32) -> io::Result<Vec<PathBuf>> {
-    let mounts = read_mountinfo()?;
-    let mut files = Vec::new();
-    for line in fs::read_to_string(format!("/proc/{pid}/cgroup"))?.lines() {
-        let mut parts = line.splitn(3, ':');
-        let (Some(_), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
-        else {
-            continue;
-        };
-        let mount = if controllers.is_empty() {
-            mounts.iter().find(|m| m.fstype == "cgroup2")
-        } else {
-            mounts.iter().find(|m| {
-                m.fstype == "cgroup"
-                    && controllers
-                        .split(',')
-                        .all(|c| m.super_options.split(',').any(|o| o == c))
-            })
-        };
-        if let Some(mount) = mount {
-            let relative = path.trim_start_matches('/');
-            let dir = mount.mount_point.join(relative);
-            // v1 has no "no internal processes" rule; on v2 only a leaf can be joined, and
-            // a plugin in the host's own cgroup there needs no joining
-            if controllers.is_empty() && !dir.join("cgroup.procs").exists() {
-                continue;
-            }
-            files.push(dir.join("cgroup.procs"));
-        }
-    }
-    Ok(files)
+    Ok(cgroup_dirs(pid)?
+        .into_iter()
+        // v1 has no "no internal processes" rule; on v2 only a leaf can be joined, and a
+        // plugin left in the host's own cgroup there needs no joining
+        .filter(|(controllers, dir)| !controllers.is_empty() || dir.join("cgroup.procs").exists())
+        .map(|(_, dir)| dir.join("cgroup.procs"))
+        .collect())
 }
 
 /// Namespaces of `pid` that differ from this process's, as `CLONE_*` flags; mount, PID, IPC,

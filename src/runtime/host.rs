@@ -26,6 +26,35 @@ pub fn devices_hierarchy() -> Option<PathBuf> {
         .map(|m| m.mount_point)
 }
 
+/// The cgroups of process `pid` as host directories: `(controllers, directory)` per hierarchy
+/// mounted here (`controllers` empty for cgroup2).
+pub fn cgroup_dirs(pid: u32) -> io::Result<Vec<(String, PathBuf)>> {
+    let mounts = read_mountinfo()?;
+    let mut dirs = Vec::new();
+    for line in fs::read_to_string(format!("/proc/{pid}/cgroup"))?.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let mount = if controllers.is_empty() {
+            mounts.iter().find(|m| m.fstype == "cgroup2")
+        } else {
+            mounts.iter().find(|m| {
+                m.fstype == "cgroup"
+                    && controllers
+                        .split(',')
+                        .all(|c| m.super_options.split(',').any(|o| o == c))
+            })
+        };
+        if let Some(mount) = mount {
+            let dir = mount.mount_point.join(path.trim_start_matches('/'));
+            dirs.push((controllers.to_string(), dir));
+        }
+    }
+    Ok(dirs)
+}
+
 /// Refuses IDs that could name a path outside the plugin's directories.
 pub fn check_id(id: &str) -> io::Result<()> {
     let ok = !id.is_empty() && id != "." && id != ".." && !id.contains('/') && !id.contains('\0');

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 pub struct Daemon {
     /// Extra `berth daemon` flags for the next spawn.
     pub extra_args: Vec<String>,
+    /// Environment variables set for the next spawn (e.g. a `PATH` without runc).
+    pub extra_env: Vec<(String, String)>,
     pub dir: tempfile::TempDir,
     pub socket: PathBuf,
     pub data_root: PathBuf,
@@ -53,12 +55,20 @@ impl Daemon {
     }
 
     pub fn start_with(extra_args: &[&str]) -> Daemon {
+        Daemon::start_with_env(extra_args, &[])
+    }
+
+    pub fn start_with_env(extra_args: &[&str], env: &[(&str, &str)]) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("bt")
             .tempdir_in("/tmp")
             .unwrap();
         let mut daemon = Daemon {
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            extra_env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             socket: dir.path().join("berth.sock"),
             data_root: dir.path().join("data"),
             exec_root: dir.path().join("exec"),
@@ -85,6 +95,7 @@ impl Daemon {
             .arg("debug")
             .args(plugin_runtime_args(&self.extra_args))
             .args(&self.extra_args)
+            .envs(self.extra_env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(self.dir.path().join("berth.log")).unwrap())
             .spawn()

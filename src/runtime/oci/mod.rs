@@ -79,6 +79,9 @@ pub struct ShimRequest {
     /// cgroup2 mounts the runtime must not see (see [`hidden_cgroup2_mounts`]).
     #[serde(default)]
     pub hide_cgroup2: Vec<PathBuf>,
+    /// The spec's device rules, written again over the runtime's (see `shim.rs`).
+    #[serde(default)]
+    pub device_rules: Vec<crate::runtime::spec::DeviceRule>,
 }
 
 impl ShimRequest {
@@ -202,6 +205,7 @@ impl OciExecutor {
             bundle: self.bundle(id),
             id: id.to_string(),
             hide_cgroup2: self.hide_cgroup2.clone(),
+            device_rules: Vec::new(),
         })
     }
 
@@ -382,7 +386,8 @@ impl Executor for OciExecutor {
                 "plugin has no entrypoint: Config.Entrypoint and Settings.Args are empty",
             ));
         }
-        let request = self.request(&spec.id)?;
+        let mut request = self.request(&spec.id)?;
+        request.device_rules = spec.device_rules.clone();
         // A container left by an earlier instance (berth killed) must not survive.
         self.remove_container(&spec.id)?;
         let release = host::prepare(spec, None)?;

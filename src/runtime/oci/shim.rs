@@ -110,8 +110,11 @@ pub fn main(args: &[OsString]) -> ! {
         .status();
     match created {
         Ok(status) if status.success() => {}
-        Ok(_) => {
-            let message = runtime_error(&request, b"");
+        Ok(status) => {
+            let mut message = runtime_error(&request, b"");
+            if message.is_empty() {
+                message = status.to_string();
+            }
             delete(&request);
             report.fail(&format!("{name} create: {message}"))
         }
@@ -131,12 +134,51 @@ pub fn main(args: &[OsString]) -> ! {
             report.fail(&format!("{name} create: no PID in {pid_file}"))
         }
     };
+    if let Err(e) = exactly_the_spec_device_rules(plugin, &request.device_rules) {
+        delete(&request);
+        report.fail(&format!("{name} create: {e}"));
+    }
     if let Err(message) = run(&request, &["start", &request.id]) {
         delete(&request);
         report.fail(&format!("{name} start: {message}"));
     }
     report.close();
     wait_for(plugin, berth, &set, &request)
+}
+
+/// runc 1.1 appends rules of its own after the spec's (`c 10:200 rwm`, `/dev/net/tun`, among
+/// them): before the entrypoint runs, the created container's v1 devices cgroup is reset to
+/// exactly the spec's rules, in order, so a runtime never grants more than the built-in
+/// executor does.
+fn exactly_the_spec_device_rules(
+    plugin: libc::pid_t,
+    rules: &[crate::runtime::spec::DeviceRule],
+) -> std::io::Result<()> {
+    if rules.is_empty() {
+        return Ok(());
+    }
+    let dirs = crate::runtime::host::cgroup_dirs(plugin as u32)?;
+    let Some((_, dir)) = dirs
+        .iter()
+        .find(|(controllers, _)| controllers.split(',').any(|c| c == "devices"))
+    else {
+        return Ok(());
+    };
+    for rule in rules {
+        let file = dir.join(if rule.allow {
+            "devices.allow"
+        } else {
+            "devices.deny"
+        });
+        let line = crate::runtime::init::device_rule_line(rule);
+        std::fs::write(&file, &line).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("writing {line:?} to {}: {e}", file.display()),
+            )
+        })?;
+    }
+    Ok(())
 }
 
 /// Forwards signals to the plugin until it exits (reaping whatever else is reparented to the
