@@ -57,7 +57,9 @@ fn view(d: &Daemon, id: &str) -> BTreeMap<&'static str, String> {
     let caps = line("caps: ");
     let caps: Vec<&str> = caps
         .split_whitespace()
-        .filter(|w| w.starts_with("CapEff=") || w.starts_with("CapBnd="))
+        .filter(|w| {
+            w.starts_with("CapEff=") || w.starts_with("CapBnd=") || w.starts_with("hostname=")
+        })
         .collect();
     let namespaces: Vec<String> = ["mnt", "pid", "net", "ipc", "uts", "user", "cgroup"]
         .iter()

@@ -64,7 +64,9 @@ fn capabilities(names: &[String]) -> oci_spec::runtime::Capabilities {
 /// The bundle's `config.json` for `spec`, in the cgroup `cgroups_path` (`/berth/<id>`).
 pub fn runtime_spec(spec: &PluginSpec, cgroups_path: &str) -> Result<Spec, OciSpecError> {
     let caps = capabilities(&spec.capabilities);
-    let process = ProcessBuilder::default()
+    // The builder starts from the crate's defaults (an rlimit, noNewPrivileges): every field
+    // moby leaves unset is cleared below.
+    let mut process = ProcessBuilder::default()
         .terminal(false)
         .user(UserBuilder::default().uid(0u32).gid(0u32).build()?)
         .args(spec.args.clone())
@@ -80,6 +82,13 @@ pub fn runtime_spec(spec: &PluginSpec, cgroups_path: &str) -> Result<Spec, OciSp
                 .build()?,
         )
         .build()?;
+    process.set_rlimits(None);
+    process.set_no_new_privileges(None);
+    process.set_apparmor_profile(None);
+    process.set_selinux_label(None);
+    process.set_oom_score_adj(None);
+    process.set_scheduler(None);
+    process.set_io_priority(None);
 
     let ns = &spec.namespaces;
     let mut namespaces = Vec::new();
@@ -146,7 +155,13 @@ pub fn runtime_spec(spec: &PluginSpec, cgroups_path: &str) -> Result<Spec, OciSp
     if !spec.hostname.is_empty() {
         builder = builder.hostname(spec.hostname.clone());
     }
-    builder.build()
+    let mut config = builder.build()?;
+    // the crate's default spec names a hostname; moby sets none (the host's name is kept)
+    if spec.hostname.is_empty() {
+        config.set_hostname(None);
+    }
+    config.set_annotations(None);
+    Ok(config)
 }
 
 #[cfg(test)]
