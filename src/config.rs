@@ -37,7 +37,7 @@ pub struct DaemonFlags {
     /// [default: /run/docker/plugins, /etc/docker/plugins, /usr/lib/docker/plugins]
     #[arg(long = "legacy-plugin-dir", value_name = "DIR")]
     pub legacy_plugin_dirs: Vec<PathBuf>,
-    /// Registry reachable over plain HTTP or without certificate checks (host[:port] or CIDR;
+    /// Registry reachable over plain HTTP or without certificate checks (`host[:port]` or CIDR;
     /// loopback always is); repeatable
     #[arg(long = "insecure-registry", value_name = "REGISTRY")]
     pub insecure_registries: Vec<String>,
