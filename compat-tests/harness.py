@@ -544,7 +544,9 @@ class BerthDaemon(Daemon):
         # like dockerd's: an explicit empty config keeps /etc/berth/daemon.json out of the picture
         self.config_file = os.path.join(self.tmp, "daemon.json")
         with open(self.config_file, "w") as f:
-            f.write("{}\n")
+            # BERTH_COMPAT_PLUGIN_RUNTIME=runc|crun runs the scenarios' plugins under that executor
+            runtime = os.environ.get("BERTH_COMPAT_PLUGIN_RUNTIME", "")
+            f.write(json.dumps({"plugin-runtime": runtime}) + "\n" if runtime else "{}\n")
 
     def argv(self) -> list[str]:
         return [self.binary, "daemon", "--host", self.host, "--data-root", self.data_root,

@@ -5,11 +5,12 @@
 //!
 //! | module | owns | uses |
 //! | --- | --- | --- |
+//! | [`cli`] | the client commands `berth plugin ps` and `berth plugin exec`: the daemon's socket (`-H`, a unix `DOCKER_HOST`, the default), one HTTP request to a berth extension endpoint, the table or the command run in the plugin ([`runtime::exec`]). | api (over its socket), runtime |
 //! | [`api`] | HTTP surface: routing, `/vX.Y` prefixes and version negotiation, system endpoints, one file per resource, request decoding, filter parsing. Handlers are thin: decode, make one service call, encode. | services |
 //! | [`volume`] | the volume service: metadata store (redb), the built-in `local` driver, mount references. Every driver, built-in or plugin, is a [`drivers::volume::VolumeDriver`]. | plugin getter, drivers |
 //! | [`plugin`] | the managed plugin system: config schema and its Go decoding, settable rules, privileges, the run spec built from a plugin's record, the persistent store, the manager (create, set, rm, enable, disable, restore, pull, push, upgrade; it owns the registry client), and the **plugin getter**: the one way any user of a plugin protocol reaches a plugin, managed or legacy. | distribution, runtime, rpc |
 //! | [`drivers`] | typed protocol adapters over a plugin handle (VolumeDriver), cached per plugin activation. | rpc |
-//! | [`runtime`] | running plugins: the run spec (types and moby's defaults; it knows nothing of plugins), the `Executor` trait, the Linux namespaces executor and `plugin-init` (one function per setup step, every kernel call behind the `Syscall` seam), supervision, plugin logs. | kernel |
+//! | [`runtime`] | running plugins: the run spec (types and moby's defaults; it knows nothing of plugins), the `Executor` trait and its two implementations chosen by `--plugin-runtime` (the built-in Linux namespaces executor with `plugin-init`, one function per setup step, every kernel call behind the `Syscall` seam; the OCI executor writing a bundle with `oci-spec` for runc or crun, behind `runtime-shim`), the host side both share, supervision, plugin logs, and joining a running plugin for `berth plugin exec`. | kernel, runc/crun |
 //! | [`rpc`] | the plugin RPC client (unix, tcp, TLS) with the one deadline per call, retries, plugin handles (client, host-path mapper, identity), legacy plugin discovery. | plugin sockets |
 //! | [`distribution`] | the image-reference grammar, the registry client (endpoints, auth, manifests, transfer), content-addressed blob store, safe tar extraction (layers are unpacked while they download, into a staging rootfs discarded unless every digest matched). | disk, network |
 //! | [`error`], [`gojson`], [`goerr`], [`fsutil`], [`mounts`], [`config`], [`tls`], [`progress`] | the one error type (mapped to Docker's status codes in one place; every area's typed error converts into it), Go's `encoding/json` (its syntax and type-error texts and the one decoder every Go-JSON body and plugin config goes through), Go's wording of OS and HTTP errors, durable file steps, the mount table and unmounting, daemon configuration, the TLS provider, JSON-message progress streams (and the spawning of streamed operations). | — |
@@ -26,7 +27,11 @@
 //!   I/O that may block on a client.
 //! - Wire types mirror Docker's JSON (names and field order); the CLI prints some of it verbatim.
 //! - Plugin processes are spawned only from the supervisor thread (PDEATHSIG is per thread) and
-//!   set up in a fresh `berth plugin-init` process, never in a fork of the threaded daemon.
+//!   set up in a fresh `berth plugin-init` (built-in) or `berth runtime-shim` (runc, crun)
+//!   process, never in a fork of the threaded daemon. `berth plugin exec` joins a plugin from
+//!   the calling client process; the daemon only names the target.
+//! - Whatever the executor, a plugin gets exactly its run spec's capabilities and device rules
+//!   (the OCI executor rewrites what runc adds), and so does a command exec'd into it.
 //! - Every call to a plugin has one deadline, decided in the RPC client: the plugin's own
 //!   (`enable --timeout`), else `--plugin-call-timeout`, cut short by the operation it belongs to
 //!   (`rpc::client::within`); a hung plugin costs a request at most that long.

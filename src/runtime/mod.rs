@@ -1,7 +1,10 @@
 //! Running managed plugins: what to run ([`spec`], built by the plugin model), the executor
-//! seam ([`executor`]) and the built-in Linux namespaces executor ([`linux`]) with its
-//! `plugin-init` process ([`init`], one function per setup step), whose kernel calls go
-//! through [`syscall::Syscall`] so the setup sequence is unit-testable without root.
+//! seam ([`executor`]) and its implementations: the built-in Linux namespaces executor
+//! ([`linux`]) with its `plugin-init` process ([`init`], one function per setup step), whose
+//! kernel calls go through [`syscall::Syscall`] so the setup sequence is unit-testable without
+//! root, and the OCI executor ([`oci`]: a bundle for runc or crun, driven by `runtime-shim`).
+//! Both prepare and release the host side the same way ([`host`]), are supervised the same way
+//! ([`supervisor`], [`logs`]), and can be entered by `berth plugin exec` ([`exec`]).
 
 pub mod exec;
 pub mod executor;
