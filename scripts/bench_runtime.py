@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Runtime benchmark: berth against a private dockerd 20.10, side by side in one run.
+"""Runtime benchmark: berth (under each executor) against a private dockerd 20.10, side by side in one run.
 
     scripts/bench-runtime.sh [--iterations N] [--warmup N] [--plugins N] [--idle S]
+                             [--runtimes builtin,runc,crun] [--exec-iterations N]
                              [--json FILE] [--no-build] [--keep-tmp] [--show-procs]
 
 Measures the daemons, not the CLI: every timed request is raw HTTP on the daemon's unix socket.
@@ -14,12 +15,21 @@ Measures the daemons, not the CLI: every timed request is raw HTTP on the daemon
   enable response         from sending enable until its response arrived (informational)
   disable                 from sending POST /v1.41/plugins/<name>/disable until its response
   enable+disable cycle    from sending enable until the disable response (socket polled between)
+  exec round trip         `berth plugin exec <plugin> true` (the CLI asks the daemon, joins the
+                          plugin, runs /bin/true, exits) against `runc --root
+                          <exec-root>/runtime-runc/plugins.moby exec <id> true` on the same
+                          plugin (run by berth-runc); also berth plugin exec into the plugin
+                          run by the built-in executor
   idle RSS                VmRSS (/proc/<pid>/status) of the daemon with 1 and N plugins enabled,
                           sampled after the system was idle for --idle seconds; also the daemon
                           with its runtime helpers (berth: its `plugin-init` children; dockerd:
                           containerd and the containerd shims) and the plugins' own RSS.
 
-Setup: `cargo build --release` (skip with --no-build), scripts/make-test-plugins.sh testdriver,
+The timings run for one berth daemon per --runtimes entry (builtin, runc, crun; those whose
+binary is missing are skipped) beside dockerd; RSS compares the built-in berth with dockerd.
+
+Setup: `cargo build --release` (skip with --no-build), scripts/make-test-plugins.sh testdriver
+(plus /bin/true and its libraries in the rootfs, for the exec round trip),
 --plugins unique copies of it (bench/p0..), created on both daemons with the stock docker CLI.
 berth and dockerd run on private temp directories; both are stopped, and everything mounted
 below the temp directory is unmounted, before it is deleted, also on Ctrl-C or failure.
@@ -62,6 +72,22 @@ TARGET_RSS = 1 / 4
 # Benchmark
 
 
+def add_true(rootfs: str) -> None:
+    """/bin/true and its shared libraries, for the exec round trip."""
+    true = os.path.realpath(shutil.which("true") or "/bin/true")
+    files = [(true, "bin/true")]
+    out = subprocess.run(["ldd", true], capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        parts = line.split("=>")[-1].split()
+        if parts and parts[0].startswith("/"):
+            files.append((os.path.realpath(parts[0]), parts[0].lstrip("/")))
+    for host, inside in files:
+        dest = os.path.join(rootfs, inside)
+        if not os.path.exists(dest):
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            shutil.copy2(host, dest)
+
+
 def make_plugin_dirs(tmp: str, count: int) -> list[str]:
     base = os.path.join(tmp, "plugins")
     log("building the testdriver plugin directory (scripts/make-test-plugins.sh)")
@@ -71,6 +97,7 @@ def make_plugin_dirs(tmp: str, count: int) -> list[str]:
     if r.returncode != 0:
         raise BenchError(f"make-test-plugins.sh failed:\n{r.stdout}")
     src = os.path.join(base, "testdriver")
+    add_true(os.path.join(src, "rootfs"))
     dirs = []
     for i in range(count):
         d = os.path.join(base, f"p{i}")
@@ -96,6 +123,10 @@ def main() -> int:
                     "sampled (default 2)")
     ap.add_argument("--rss-samples", type=int, default=5, help="RSS samples, 0.5 s apart "
                     "(default 5)")
+    ap.add_argument("--runtimes", default="builtin,runc,crun", help="berth executors to time "
+                    "beside dockerd, comma-separated (default builtin,runc,crun)")
+    ap.add_argument("--exec-iterations", type=int, default=20, help="timed exec round trips "
+                    "per command (default 20)")
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON here")
     ap.add_argument("--no-build", action="store_true", help="skip cargo build --release")
     ap.add_argument("--berth-bin", default=os.path.join(REPO, "target", "release", "berth"))
@@ -126,13 +157,22 @@ def main() -> int:
 
     # short: plugin sockets live several levels below the exec roots (108-byte limit)
     tmp = tempfile.mkdtemp(prefix="b", dir="/tmp")
-    berth = Berth(tmp, args.berth_bin)
+    runtimes = [r for r in args.runtimes.split(",") if r]
+    for r in runtimes:
+        if r != "builtin" and not shutil.which(r):
+            log(f"{r} not installed: berth-{r} skipped")
+    berths = [Berth(tmp, args.berth_bin, r) for r in runtimes
+              if r == "builtin" or shutil.which(r)]
+    if not berths:
+        print("bench-runtime: no berth executor to time", file=sys.stderr)
+        return 2
+    berth = berths[0]
     dockerd = Dockerd(tmp, dockerd_bin)
-    daemons: list[Daemon] = [berth, dockerd]
+    daemons: list[Daemon] = [*berths, dockerd]
     results: dict = {}
     outcome = "error"  # a traceback from an unexpected exception still goes through cleanup
     try:
-        results = bench(args, tmp, berth, dockerd, daemons, dockerd_bin, started)
+        results = bench(args, tmp, berths, dockerd, daemons, dockerd_bin, started)
         outcome = "ok"
     except KeyboardInterrupt:
         outcome = "interrupted"
@@ -156,14 +196,15 @@ def main() -> int:
     return 0
 
 
-def bench(args, tmp: str, berth: Berth, dockerd: Dockerd, daemons: list[Daemon],
+def bench(args, tmp: str, berths: list[Berth], dockerd: Dockerd, daemons: list[Daemon],
           dockerd_bin: str, started: float) -> dict:
+    berth = berths[0]
     names = [f"bench/p{i}:latest" for i in range(args.plugins)]
     dirs = make_plugin_dirs(tmp, args.plugins)
 
-    log(f"starting berth and a private dockerd in {tmp}")
-    berth.start()
-    dockerd.start()
+    log(f"starting {', '.join(b.name for b in berths)} and a private dockerd in {tmp}")
+    for d in daemons:
+        d.start()
     for d in daemons:
         d.remember(sum(d.processes().values(), []))
 
@@ -174,6 +215,7 @@ def bench(args, tmp: str, berth: Berth, dockerd: Dockerd, daemons: list[Daemon],
         "dockerd": run_cmd_out([dockerd_bin, "--version"]),
         "containerd": run_cmd_out(["containerd", "--version"]),
         "runc": run_cmd_out(["runc", "--version"]),
+        "crun": run_cmd_out(["crun", "--version"]),
         "docker CLI": run_cmd_out([DOCKER_CLI, "--version"]),
         "python": platform.python_version(),
     }
@@ -219,10 +261,16 @@ def bench(args, tmp: str, berth: Berth, dockerd: Dockerd, daemons: list[Daemon],
                 f"{d.name} ready {timings[d.name]['ready'][-1] * 1000:.1f} ms"
                 for d in daemons))
 
+    exec_times = exec_round_trips(args, berths, cyc)
+
     # -- idle RSS -----------------------------------------------------------------------------
     rss: dict = {}
+    rss_daemons: list[Daemon] = [berth, dockerd]
+    for other in berths[1:]:
+        for n in other.enabled():
+            other.disable(n)
     for count in sorted({0, 1, args.plugins}):
-        for d in daemons:
+        for d in rss_daemons:
             want = set(names[:count])
             for n in names[:count]:
                 if n not in d.enabled():
@@ -232,25 +280,66 @@ def bench(args, tmp: str, berth: Berth, dockerd: Dockerd, daemons: list[Daemon],
         log(f"{count} plugin(s) enabled on each daemon; idle {args.idle:.1f} s, then "
             f"{args.rss_samples} RSS samples")
         time.sleep(args.idle)
-        rss[count] = sample_rss(daemons, args.rss_samples, 0.5)
-        for d in daemons:
+        rss[count] = sample_rss(rss_daemons, args.rss_samples, 0.5)
+        for d in rss_daemons:
             c = rss[count][d.name]["counts"]
             if c["plugins"] < count:
                 log(f"warning: {d.name}: {count} plugins enabled but only {c['plugins']} "
                     "plugin processes found")
     if args.show_procs:
-        for d in daemons:
+        for d in rss_daemons:
             table = proc_table()
             print(f"\n{d.name} processes with {args.plugins} plugins enabled:")
             for k, pids in d.processes().items():
                 for p in pids:
                     print(f"  {k:10} {p:>7} {mem_kb(p)[0]:>8} kB  {table.get(p, (0, '?'))[1]}")
 
-    return report(args, machine, versions, timings, rss, daemons)
+    return report(args, machine, versions, timings, rss, [*berths, dockerd], exec_times)
 
 
-def report(args, machine, versions, timings, rss, daemons) -> dict:
-    b, d = (x.name for x in daemons)
+def timed_run(argv: list[str]) -> float:
+    t0 = time.monotonic()
+    r = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    elapsed = time.monotonic() - t0
+    if r.returncode != 0:
+        raise BenchError(f"{' '.join(argv)} -> {r.returncode}: {r.stderr.strip()[:300]}")
+    return elapsed
+
+
+def exec_round_trips(args, berths: list[Berth], name: str) -> dict:
+    """`berth plugin exec <plugin> true` against `runc exec <id> true` on the same plugin."""
+    out: dict = {}
+    runc_berth = next((b for b in berths if b.runtime == "runc"), None)
+    targets = [b for b in berths if b.runtime in ("builtin", "runc")]
+    for b in targets:
+        b.enable(name)
+    commands: dict[str, list[str]] = {}
+    for b in targets:
+        commands[f"berth plugin exec [{b.runtime}]"] = [
+            b.binary, "plugin", "-H", "unix://" + b.sock, "exec", name, "true"]
+    if runc_berth is not None:
+        state = os.path.join(runc_berth.exec_root, "runtime-runc", "plugins.moby")
+        commands["runc exec [runc]"] = ["runc", "--root", state, "exec",
+                                        runc_berth.plugins[name]["id"], "true"]
+    log(f"{args.warmup} warm-up + {args.exec_iterations} timed exec round trips each: "
+        + ", ".join(commands))
+    samples: dict[str, list[float]] = {k: [] for k in commands}
+    for i in range(args.warmup + args.exec_iterations):
+        keys = list(commands) if i % 2 == 0 else list(commands)[::-1]
+        for k in keys:
+            t = timed_run(commands[k])
+            if i >= args.warmup:
+                samples[k].append(t)
+    for b in targets:
+        b.disable(name)
+    for k, xs in samples.items():
+        out[k] = summary([x * 1000 for x in xs])
+    return out
+
+
+def report(args, machine, versions, timings, rss, daemons, exec_times) -> dict:
+    berth_names = [x.name for x in daemons[:-1]]
+    b, d = berth_names[0], daemons[-1].name
     out = {"machine": machine, "versions": versions,
            "settings": {"iterations": args.iterations, "warmup": args.warmup,
                         "plugins": args.plugins, "idle_s": args.idle,
@@ -276,22 +365,37 @@ def report(args, machine, versions, timings, rss, daemons) -> dict:
 
     hdr = (f"{'':<34} {b + ' min / median / max':>26} {d + ' min / median / max':>26}"
            f" {'ratio':>7}  target (ratio = {b}/{d} of medians)")
-    print(f"\nTimings (ms), {args.iterations} cycles each")
-    print(hdr)
-    tb, td = timings[b], timings[d]
+    print(f"\nTimings (ms), {args.iterations} cycles each (ratio = berth variant / {d})")
+    print(f"{'':<34} {'berth min / median / max':>26} {d + ' min / median / max':>26}"
+          f" {'ratio':>7}  target")
+    td = timings[d]
     for key, label, target in (("ready", "enable -> plugin socket answers", TARGET_ENABLE),
                                ("response", "  (enable HTTP response only)", None),
                                ("disable", "disable", None),
                                ("cycle", "enable + disable cycle", None)):
-        out["timings_ms"][key] = row(label, summary([x * 1000 for x in tb[key]]),
-                                     summary([x * 1000 for x in td[key]]), 1, 2, target)
-    for n in (b, d):
+        for name in berth_names:
+            runtime = name.removeprefix("berth-") if name != "berth" else "builtin"
+            result = row(f"{label} [{runtime}]", summary([x * 1000 for x in timings[name][key]]),
+                         summary([x * 1000 for x in td[key]]), 1, 2,
+                         target if name == b else None)
+            out["timings_ms"].setdefault(key, {})[runtime] = result
+    for n in (*berth_names, d):
         out["timings_ms"].setdefault("socket_ready_at_enable_response", {})[n] = \
             timings[n]["ready_at_response"]
         out["timings_ms"].setdefault("median_connect_polls", {})[n] = \
             statistics.median(timings[n]["polls"])
     print("socket already answering when enable returned: " + ", ".join(
-        f"{n} {timings[n]['ready_at_response']}/{args.iterations}" for n in (b, d)))
+        f"{n} {timings[n]['ready_at_response']}/{args.iterations}" for n in (*berth_names, d)))
+
+    if exec_times:
+        print(f"\nExec round trip (ms), {args.exec_iterations} runs each, alternating order")
+        base = exec_times.get("runc exec [runc]")
+        for label, st in exec_times.items():
+            ratio = st["median"] / base["median"] if base else None
+            shown = "" if ratio is None else f"  {ratio:.2f}x runc exec"
+            print(f"{label:<34} {fmt3(st, 1, 2):>26}{shown}")
+            out.setdefault("exec_round_trip_ms", {})[label] = {
+                **st, "ratio_to_runc_exec": ratio}
 
     print(f"\nIdle RSS (MiB), {args.rss_samples} samples each")
     print(hdr)

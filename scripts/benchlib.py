@@ -378,26 +378,32 @@ class Daemon:
 class Berth(Daemon):
     name = "berth"
 
-    def __init__(self, tmp: str, binary: str):
+    def __init__(self, tmp: str, binary: str, runtime: str = "builtin"):
         super().__init__(tmp)
         self.binary = binary
-        self.sock = os.path.join(tmp, "berth.sock")
+        # `--plugin-runtime`: builtin (berth's own executor), runc or crun
+        self.runtime = runtime
+        suffix = "" if runtime == "builtin" else runtime[0]
+        if suffix:
+            self.name = f"berth-{runtime}"
+        self.sock = os.path.join(tmp, f"berth{suffix}.sock")
         # short names: a plugin socket is <exec-root>/plugins/<64-hex id>/<socket> and must fit
         # in sun_path (107 bytes)
-        self.data_root = os.path.join(tmp, "bd")
-        self.exec_root = os.path.join(tmp, "bx")
+        self.data_root = os.path.join(tmp, f"bd{suffix}")
+        self.exec_root = os.path.join(tmp, f"bx{suffix}")
         self.plugin_exec_root = os.path.join(self.exec_root, "plugins")
 
     def argv(self) -> list[str]:
         return [self.binary, "daemon", "--host", "unix://" + self.sock,
                 "--data-root", self.data_root, "--exec-root", self.exec_root,
-                "--config-file", "/nonexistent"]
+                "--config-file", "/nonexistent", "--plugin-runtime", self.runtime]
 
     def processes(self) -> dict[str, list[int]]:
         table = proc_table()
         helpers, plugins = [], []
         for pid in descendants(table, [self.pid]):
-            (helpers if "plugin-init" in table[pid][1] else plugins).append(pid)
+            helper = any(h in table[pid][1] for h in ("plugin-init", "runtime-shim"))
+            (helpers if helper else plugins).append(pid)
         return {"daemon": [self.pid], "helpers": helpers, "plugins": plugins}
 
 

@@ -1,5 +1,5 @@
 //! The executor seam: the manager starts and stops plugin processes only through this trait,
-//! so another executor (an OCI runtime such as runc) can be added beside the built-in one.
+//! implemented by the built-in executor ([`super::linux`]) and the OCI one ([`super::oci`]).
 
 use std::io;
 use std::process::{ChildStderr, ChildStdout, ExitStatus};
