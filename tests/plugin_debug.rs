@@ -185,6 +185,33 @@ fn exec_joins_the_plugin_with_no_more_than_its_privileges() {
     assert!(eventually(Duration::from_secs(5), || plugin_processes(&id).is_empty()));
 }
 
+/// Without `-H`, a unix `DOCKER_HOST` names the daemon; a tcp one is ignored (berth serves
+/// only unix sockets) and the default socket is tried.
+#[test]
+fn the_daemon_is_found_through_docker_host() {
+    let d = Daemon::start();
+    let ps = |docker_host: &str| {
+        Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(["plugin", "ps"])
+            .env("DOCKER_HOST", docker_host)
+            .output()
+            .unwrap()
+    };
+    let out = ps(&format!("unix://{}", d.socket.display()));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).starts_with("ID "));
+    if std::path::Path::new("/run/berth/berth.sock").exists() {
+        return; // a berth daemon on the default socket would answer
+    }
+    let out = ps("tcp://127.0.0.1:1");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("unix:///run/berth/berth.sock"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
 /// `berth plugin exec -t ... sh` driven through a pty by `script`: the shell has a terminal
 /// from the plugin's devpts, runs a command, and its exit status comes back.
 #[test]

@@ -179,11 +179,34 @@ fn the_same_plugin_sees_the_same_under_every_executor() {
                 "TEST_REPORT=1",
                 "TEST_OPEN_DEVICE=/dev/fuse",
                 "TEST_MKNOD_FUSE=/tmp/fuse",
+                "TEST_TRY_MOUNT=/data",
             ],
         );
         let r = enable(&d);
         assert_eq!(r.status, 200, "{runtime}: {}", r.text());
         let mut v = view(&d, &id);
+        // the tmpfs the plugin mounted on its propagated mount shows on the host
+        let propagated = d
+            .data_root
+            .join("plugins")
+            .join(&id)
+            .join("propagated-mount");
+        assert!(
+            eventually(Duration::from_secs(5), || mount_fstype(&propagated)
+                .as_deref()
+                == Some("tmpfs")),
+            "{runtime}: the plugin's mount did not reach {}",
+            propagated.display()
+        );
+        assert_eq!(
+            d.post(&format!("/v1.41/plugins/{PLUGIN}/disable")).status,
+            200
+        );
+        assert!(
+            mounts_under(d.dir.path()).is_empty(),
+            "{runtime}: {:?}",
+            mounts_under(d.dir.path())
+        );
         let mountinfo = v["mountinfo"].clone();
         v.insert("mountinfo", without_known_differences(&mountinfo));
         views.push((runtime, v, mountinfo));
