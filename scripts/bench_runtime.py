@@ -349,7 +349,7 @@ def report(args, machine, versions, timings, rss, daemons, exec_times) -> dict:
     print(f"machine   nproc {machine['nproc']}, kernel {machine['kernel']}, "
           f"{machine['cpu']}, {machine['memory']}")
     for k, v in versions.items():
-        print(f"{k:<18}{v}")
+        print(f"{k:<20}{v}")
     print(f"settings  {args.iterations} timed cycles per daemon after {args.warmup} warm-up, "
           f"alternating order; RSS after {args.idle:g} s idle, {args.rss_samples} samples")
 
@@ -358,15 +358,15 @@ def report(args, machine, versions, timings, rss, daemons, exec_times) -> dict:
         met = None if target is None or ratio is None else ratio <= target
         verdict = "" if met is None else f"<= 1/{round(1 / target)}: {'met' if met else 'NOT met'}"
         shown = "-" if ratio is None else f"{ratio:.3f}"
-        print(f"{label:<34} {fmt3(bs, unit_scale, prec):>26} {fmt3(ds, unit_scale, prec):>26}"
+        print(f"{label:<46} {fmt3(bs, unit_scale, prec):>26} {fmt3(ds, unit_scale, prec):>26}"
               f" {shown:>7}  {verdict}".rstrip())
         return {b: dict(bs), d: dict(ds), "ratio_of_medians": ratio, "target": target,
                 "target_met": met}
 
-    hdr = (f"{'':<34} {b + ' min / median / max':>26} {d + ' min / median / max':>26}"
+    hdr = (f"{'':<46} {b + ' min / median / max':>26} {d + ' min / median / max':>26}"
            f" {'ratio':>7}  target (ratio = {b}/{d} of medians)")
     print(f"\nTimings (ms), {args.iterations} cycles each (ratio = berth variant / {d})")
-    print(f"{'':<34} {'berth min / median / max':>26} {d + ' min / median / max':>26}"
+    print(f"{'':<46} {'berth min / median / max':>26} {d + ' min / median / max':>26}"
           f" {'ratio':>7}  target")
     td = timings[d]
     for key, label, target in (("ready", "enable -> plugin socket answers", TARGET_ENABLE),
@@ -393,7 +393,7 @@ def report(args, machine, versions, timings, rss, daemons, exec_times) -> dict:
         for label, st in exec_times.items():
             ratio = st["median"] / base["median"] if base else None
             shown = "" if ratio is None else f"  {ratio:.2f}x runc exec"
-            print(f"{label:<34} {fmt3(st, 1, 2):>26}{shown}")
+            print(f"{label:<46} {fmt3(st, 1, 2):>26}{shown}")
             out.setdefault("exec_round_trip_ms", {})[label] = {
                 **st, "ratio_to_runc_exec": ratio}
 
