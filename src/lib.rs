@@ -6,10 +6,11 @@
 //! | module | owns | uses |
 //! | --- | --- | --- |
 //! | [`cli`] | the client commands `berth plugin ps` and `berth plugin exec`: the daemon's socket (`-H`, a unix `DOCKER_HOST`, the default), one HTTP request to a berth extension endpoint, the table or the command run in the plugin ([`runtime::exec`]). | api (over its socket), runtime |
-//! | [`api`] | HTTP surface: routing, `/vX.Y` prefixes and version negotiation, system endpoints, one file per resource, request decoding, filter parsing. Handlers are thin: decode, make one service call, encode. | services |
+//! | [`api`] | HTTP surface: routing, `/vX.Y` prefixes and version negotiation, system endpoints, one file per resource, request decoding, filter parsing, the authorization middleware around every routed request. Handlers are thin: decode, make one service call, encode. | services, authz |
+//! | [`authz`] | the authorization chain: which plugins, in which order, asked how (fail-closed, no retries), reloaded on SIGHUP; the rules for what plugins are shown of a request and its response. | plugin getter, drivers |
 //! | [`volume`] | the volume service: metadata store (redb), the built-in `local` driver, mount references. Every driver, built-in or plugin, is a [`drivers::volume::VolumeDriver`]. | plugin getter, drivers |
 //! | [`plugin`] | the managed plugin system: config schema and its Go decoding, settable rules, privileges, the run spec built from a plugin's record, the persistent store, the manager (create, set, rm, enable, disable, restore, pull, push, upgrade; it owns the registry client), and the **plugin getter**: the one way any user of a plugin protocol reaches a plugin, managed or legacy. | distribution, runtime, rpc |
-//! | [`drivers`] | typed protocol adapters over a plugin handle (VolumeDriver), cached per plugin activation. | rpc |
+//! | [`drivers`] | typed protocol adapters over a plugin handle (VolumeDriver, cached per plugin activation; AuthZPlugin). | rpc |
 //! | [`runtime`] | running plugins: the run spec (types and moby's defaults; it knows nothing of plugins), the `Executor` trait and its two implementations chosen by `--plugin-runtime` (the built-in Linux namespaces executor with `plugin-init`, one function per setup step, every kernel call behind the `Syscall` seam; the OCI executor writing a bundle with `oci-spec` for runc or crun, behind `runtime-shim`), the host side both share, supervision, plugin logs, and joining a running plugin for `berth plugin exec`. | kernel, runc/crun |
 //! | [`rpc`] | the plugin RPC client (unix, tcp, TLS) with the one deadline per call, retries, plugin handles (client, host-path mapper, identity), legacy plugin discovery. | plugin sockets |
 //! | [`distribution`] | the image-reference grammar, the registry client (endpoints, auth, manifests, transfer), content-addressed blob store, safe tar extraction (layers are unpacked while they download, into a staging rootfs discarded unless every digest matched). | disk, network |
@@ -37,10 +38,14 @@
 //!   (`rpc::client::within`); a hung plugin costs a request at most that long.
 //! - Volume records are committed durably before a create is acknowledged; plugin reference
 //!   counts are derived from them at start-up.
+//! - With an authorization chain, no handler runs unless every plugin allowed the request as
+//!   the handler will see it: the body it reads is the body the plugins were shown, and its path
+//!   is the one they were shown (undecoded).
 
 #![recursion_limit = "256"]
 
 pub mod api;
+pub mod authz;
 pub mod cli;
 pub mod config;
 pub mod distribution;
