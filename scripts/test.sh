@@ -13,10 +13,11 @@ cargo clippy --all-targets -- -D warnings
 cargo build
 cargo test
 
-# The runtime bar again under each OCI runtime (plugins run by runc, then crun): enable,
+# The runtime bar again under each OCI runtime (plugins run by runc, then crun): the
+# executor alone (isolation, hostile rootfs, clean-up), enable,
 # readiness, supervision, logs, restore, kill -9 clean-up, ps and exec.
 for runtime in runc crun; do
-  BERTH_TEST_PLUGIN_RUNTIME=$runtime cargo test --test plugin_runtime --test plugin_debug
+  BERTH_TEST_PLUGIN_RUNTIME=$runtime cargo test --test runtime_executor --test plugin_runtime --test plugin_debug
 done
 
 export BERTH_BIN="$PWD/target/debug/berth"

@@ -30,7 +30,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use devices::{default_devices, device_rule_line};
-pub use mounts::MountOptions;
+pub use mounts::{create_mount_targets, MountOptions};
 pub use rootfs::create_init_layer;
 pub use shim::run;
 

@@ -271,8 +271,8 @@ impl OciExecutor {
         // SAFETY: only async-signal-safe syscalls between fork and exec.
         unsafe {
             command.pre_exec(move || {
-                // SIGTERM on the death of the spawning thread: the shim then finds it has a
-                // new parent and kills the plugin (berth was killed), see shim.rs.
+                // SIGTERM on the death of the spawning thread: the shim then kills the
+                // plugin (berth signals plugins directly, never the shim), see shim.rs.
                 if libc::fcntl(write_fd, libc::F_SETFD, 0) < 0
                     || libc::prctl(
                         libc::PR_SET_PDEATHSIG,
@@ -401,6 +401,7 @@ impl Executor for OciExecutor {
             e
         };
         super::init::create_init_layer(&LinuxSyscall, spec)
+            .and_then(|()| super::init::create_mount_targets(&LinuxSyscall, spec))
             .map_err(|e| undo(io::Error::new(e.error.kind(), e.to_string())))?;
         let request_file = self.write_bundle(spec, &request).map_err(|e| {
             undo(io::Error::new(

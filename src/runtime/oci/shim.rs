@@ -5,9 +5,10 @@
 //! to berth, become the plugin's) and `<runtime> start`; the plugin's init, orphaned when
 //! `create` exits, is reparented to the shim. Then it waits: signals berth sends are forwarded
 //! to the plugin, and when the plugin exits the shim deletes the container and exits the way
-//! the plugin did. Its PDEATHSIG is SIGTERM: a SIGTERM arriving once the shim's parent is no
-//! longer berth means berth died, and the plugin is killed (as the built-in executor's
-//! plugins die with berth).
+//! the plugin did. Its PDEATHSIG is SIGTERM, and berth signals the plugin itself (through a
+//! pidfd), never the shim: a SIGTERM to the shim means the thread that started it is gone
+//! (berth died), and the plugin is killed, as the built-in executor's plugins die with the
+//! thread that spawned them.
 //!
 //! Report protocol as `plugin-init`'s: `S` first, then `E<message>` or end-of-file (started).
 
@@ -214,7 +215,7 @@ fn wait_for(
         let signal = unsafe { libc::sigwaitinfo(set, std::ptr::null_mut()) };
         match signal {
             libc::SIGCHLD | -1 => {}
-            libc::SIGTERM if berth_gone() => {
+            libc::SIGTERM => {
                 // SAFETY: signalling our own child.
                 unsafe { libc::kill(plugin, libc::SIGKILL) };
             }
