@@ -30,8 +30,8 @@ binary is missing are skipped) beside dockerd; RSS compares the built-in berth w
 
 Setup: `cargo build --release` (skip with --no-build), scripts/make-test-plugins.sh testdriver
 (plus /bin/true and its libraries in the rootfs, for the exec round trip),
---plugins unique copies of it (bench/p0..), created on both daemons with the stock docker CLI.
-berth and dockerd run on private temp directories; both are stopped, and everything mounted
+--plugins unique copies of it (bench/p0..), created on every daemon with the stock docker CLI.
+berth and dockerd run on private temp directories; all are stopped, and everything mounted
 below the temp directory is unmounted, before it is deleted, also on Ctrl-C or failure.
 Cycles alternate which daemon goes first, after --warmup cycles each. Needs root.
 
@@ -40,25 +40,20 @@ Nothing here asserts on a timing: targets are reported, never enforced.
 
 from __future__ import annotations
 
-import argparse
 import os
-import platform
 import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.dont_write_bytecode = True  # no __pycache__ next to the scripts
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from benchlib import (  # noqa: E402 - the shared benchmark helpers
-    add_run_options,
-    build_berth,
-    unwind_on_signals,
-    DOCKER_CLI, REPO, BenchError, Berth, Daemon, Dockerd, cleanup, cpu_model, finish, fmt3,
-    log, mem_kb, mem_total, proc_table, run_cmd_out, run_then_unwind, sample_rss, summary,
+from benchlib import (  # noqa: E402 - the shared benchmark frame and helpers
+    Bench, BenchError, Berth, Table, add_common_options, add_options, argument_parser, fmt3,
+    loadavg, log, machine_facts, mem_kb, print_setting, proc_table, run_benchmark, sample_rss,
+    summary,
 )
 
 
@@ -87,14 +82,8 @@ def add_true(rootfs: str) -> None:
             shutil.copy2(host, dest)
 
 
-def make_plugin_dirs(tmp: str, count: int) -> list[str]:
-    base = os.path.join(tmp, "plugins")
-    log("building the testdriver plugin directory (scripts/make-test-plugins.sh)")
-    r = subprocess.run([os.path.join(REPO, "scripts", "make-test-plugins.sh"), base,
-                        "testdriver"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                       text=True)
-    if r.returncode != 0:
-        raise BenchError(f"make-test-plugins.sh failed:\n{r.stdout}")
+def make_plugin_dirs(run: Bench, count: int) -> list[str]:
+    base = run.make_test_plugins(["testdriver"])
     src = os.path.join(base, "testdriver")
     add_true(os.path.join(src, "rootfs"))
     dirs = []
@@ -110,108 +99,52 @@ def make_plugin_dirs(tmp: str, count: int) -> list[str]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog=__doc__.split("\n\n", 2)[2])
-    ap.add_argument("--iterations", type=int, default=20, help="timed enable/disable cycles "
-                    "per daemon (default 20)")
-    ap.add_argument("--warmup", type=int, default=2, help="untimed cycles first (default 2)")
-    ap.add_argument("--plugins", type=int, default=10, help="plugins enabled for the second "
-                    "RSS figure (default 10)")
-    ap.add_argument("--idle", type=float, default=2.0, help="idle seconds before RSS is "
-                    "sampled (default 2)")
-    ap.add_argument("--rss-samples", type=int, default=5, help="RSS samples, 0.5 s apart "
-                    "(default 5)")
+    ap = argument_parser(__doc__)
+    add_options(ap, (
+        ("--iterations", int, 20, "timed enable/disable cycles per daemon"),
+        ("--warmup", int, 2, "untimed cycles first"),
+        ("--plugins", int, 10, "plugins enabled for the second RSS figure"),
+        ("--idle", float, 2.0, "idle seconds before RSS is sampled"),
+        ("--rss-samples", int, 5, "RSS samples, 0.5 s apart"),
+        ("--exec-iterations", int, 20, "timed exec round trips per command"),
+    ))
     ap.add_argument("--runtimes", default="builtin,runc,crun", help="berth executors to time "
                     "beside dockerd, comma-separated (default builtin,runc,crun)")
-    ap.add_argument("--exec-iterations", type=int, default=20, help="timed exec round trips "
-                    "per command (default 20)")
-    add_run_options(ap)
     ap.add_argument("--show-procs", action="store_true", help="print the process trees "
                     "with all plugins enabled")
+    add_common_options(ap)
     args = ap.parse_args()
     if args.iterations < 1 or args.plugins < 1 or args.warmup < 0:
         ap.error("--iterations and --plugins must be >= 1, --warmup >= 0")
-    if os.geteuid() != 0:
-        print("bench-runtime: needs root (both daemons run plugins in namespaces)",
-              file=sys.stderr)
-        return 2
-    dockerd_bin = shutil.which(args.dockerd_bin)
-    if not dockerd_bin:
-        print(f"bench-runtime: {args.dockerd_bin} not found", file=sys.stderr)
-        return 2
-    if not shutil.which(DOCKER_CLI):
-        print(f"bench-runtime: the docker CLI ({DOCKER_CLI}) is not installed", file=sys.stderr)
-        return 2
+    return run_benchmark("bench-runtime", args, bench)
 
-    started = time.monotonic()
-    unwind_on_signals()
-    stop = build_berth("bench-runtime", args.no_build, args.berth_bin)
-    if stop is not None:
-        return stop
 
-    # short: plugin sockets live several levels below the exec roots (108-byte limit)
-    tmp = tempfile.mkdtemp(prefix="b", dir="/tmp")
-    runtimes = [r for r in args.runtimes.split(",") if r]
-    for r in runtimes:
-        if r != "builtin" and not shutil.which(r):
+def add_berths(run: Bench) -> list[Berth]:
+    """A berth per other --runtimes entry beside the built-in one (run.berth), in
+    run.daemons (so the frame stops them); returns every berth, the built-in one first."""
+    berths = [run.berth]
+    for r in (r for r in run.args.runtimes.split(",") if r and r != "builtin"):
+        if not shutil.which(r):
             log(f"{r} not installed: berth-{r} skipped")
-    berths = [Berth(tmp, args.berth_bin, r) for r in runtimes
-              if r == "builtin" or shutil.which(r)]
-    if not berths:
-        print("bench-runtime: no berth executor to time", file=sys.stderr)
-        return 2
-    berth = berths[0]
-    dockerd = Dockerd(tmp, dockerd_bin)
-    daemons: list[Daemon] = [*berths, dockerd]
-
-    def unwind(outcome: str) -> None:
-        cleanup(args, tmp, daemons, dockerd, keep=args.keep_tmp or outcome == "error")
-
-    outcome, results = run_then_unwind(
-        lambda: bench(args, tmp, berths, dockerd, daemons, dockerd_bin, started), unwind)
-    return finish(outcome, results, started, args.json,
-                  f"{'' if args.no_build else 'cargo build, '}setup, cycles, RSS, cleanup")
+            continue
+        b = Berth(run.tmp, run.berth.binary, r)
+        berths.append(b)
+        run.daemons.insert(len(berths) - 1, b)
+    return berths
 
 
-def bench(args, tmp: str, berths: list[Berth], dockerd: Dockerd, daemons: list[Daemon],
-          dockerd_bin: str, started: float) -> dict:
-    berth = berths[0]
+def bench(run: Bench) -> dict:
+    args, daemons = run.args, run.daemons
     names = [f"bench/p{i}:latest" for i in range(args.plugins)]
-    dirs = make_plugin_dirs(tmp, args.plugins)
-
-    log(f"starting {', '.join(b.name for b in berths)} and a private dockerd in {tmp}")
-    for d in daemons:
-        d.start()
-    for d in daemons:
-        d.remember(sum(d.processes().values(), []))
-
-    machine = {"nproc": os.cpu_count(), "kernel": platform.release(), "cpu": cpu_model(),
-               "memory": mem_total()}
-    versions = {
-        "berth": run_cmd_out([berth.binary, "--version"]),
-        "dockerd": run_cmd_out([dockerd_bin, "--version"]),
-        "containerd": run_cmd_out(["containerd", "--version"]),
-        "runc": run_cmd_out(["runc", "--version"]),
-        "crun": run_cmd_out(["crun", "--version"]),
-        "docker CLI": run_cmd_out([DOCKER_CLI, "--version"]),
-        "python": platform.python_version(),
-    }
-    for d in daemons:
-        v = d.api("GET", "/version")
-        versions[f"{d.name} /version"] = f"{v.get('Version')} (API {v.get('ApiVersion')})"
+    dirs = make_plugin_dirs(run, args.plugins)
+    berths = add_berths(run)
+    run.start_daemons()
+    machine = machine_facts()
+    versions = run.versions({"crun": "crun"})
 
     log(f"creating {len(names)} plugins on each daemon with the docker CLI")
     for d in daemons:
-        for name, pdir in zip(names, dirs):
-            d.docker("plugin", "create", name, pdir)
-        d.load_plugins()
-        missing = [n for n in names if n not in d.plugins]
-        if missing:
-            raise BenchError(f"{d.name}: created plugins not listed: {missing}")
-        for n in names:
-            if len(d.socket_path(n).encode()) > 107:
-                raise BenchError(f"{d.name}: plugin socket path too long: {d.socket_path(n)}")
+        d.create_plugins(dict(zip(names, dirs)))
 
     # -- enable/disable cycles ------------------------------------------------------------
     cyc = names[0]
@@ -241,14 +174,11 @@ def bench(args, tmp: str, berths: list[Berth], dockerd: Dockerd, daemons: list[D
 
     exec_times = exec_round_trips(args, berths, cyc)
 
-    # -- idle RSS -----------------------------------------------------------------------------
+    # -- idle RSS (the built-in berth beside dockerd) ------------------------------------------
     rss: dict = {}
-    rss_daemons: list[Daemon] = [berth, dockerd]
-    for other in berths[1:]:
-        for n in other.enabled():
-            other.disable(n)
+    daemons = [run.berth, run.dockerd]
     for count in sorted({0, 1, args.plugins}):
-        for d in rss_daemons:
+        for d in daemons:
             want = set(names[:count])
             for n in names[:count]:
                 if n not in d.enabled():
@@ -258,21 +188,22 @@ def bench(args, tmp: str, berths: list[Berth], dockerd: Dockerd, daemons: list[D
         log(f"{count} plugin(s) enabled on each daemon; idle {args.idle:.1f} s, then "
             f"{args.rss_samples} RSS samples")
         time.sleep(args.idle)
-        rss[count] = sample_rss(rss_daemons, args.rss_samples, 0.5)
-        for d in rss_daemons:
+        rss[count] = sample_rss(daemons, args.rss_samples, 0.5)
+        for d in daemons:
             c = rss[count][d.name]["counts"]
             if c["plugins"] < count:
                 log(f"warning: {d.name}: {count} plugins enabled but only {c['plugins']} "
                     "plugin processes found")
     if args.show_procs:
-        for d in rss_daemons:
+        for d in daemons:
             table = proc_table()
             print(f"\n{d.name} processes with {args.plugins} plugins enabled:")
             for k, pids in d.processes().items():
                 for p in pids:
                     print(f"  {k:10} {p:>7} {mem_kb(p)[0]:>8} kB  {table.get(p, (0, '?'))[1]}")
 
-    return report(args, machine, versions, timings, rss, [*berths, dockerd], exec_times)
+    machine["loadavg_at_end"] = loadavg()
+    return report(args, machine, versions, timings, rss, run.daemons, exec_times)
 
 
 def timed_run(argv: list[str]) -> float:
@@ -286,7 +217,6 @@ def timed_run(argv: list[str]) -> float:
 
 def exec_round_trips(args, berths: list[Berth], name: str) -> dict:
     """`berth plugin exec <plugin> true` against `runc exec <id> true` on the same plugin."""
-    out: dict = {}
     runc_berth = next((b for b in berths if b.runtime == "runc"), None)
     targets = [b for b in berths if b.runtime in ("builtin", "runc")]
     for b in targets:
@@ -294,7 +224,7 @@ def exec_round_trips(args, berths: list[Berth], name: str) -> dict:
     commands: dict[str, list[str]] = {}
     for b in targets:
         commands[f"berth plugin exec [{b.runtime}]"] = [
-            b.binary, "plugin", "-H", "unix://" + b.sock, "exec", name, "true"]
+            b.binary, "plugin", "exec", "-H", "unix://" + b.sock, name, "true"]
     if runc_berth is not None:
         state = os.path.join(runc_berth.exec_root, "runtime-runc", "plugins.moby")
         commands["runc exec [runc]"] = ["runc", "--root", state, "exec",
@@ -310,9 +240,7 @@ def exec_round_trips(args, berths: list[Berth], name: str) -> dict:
                 samples[k].append(t)
     for b in targets:
         b.disable(name)
-    for k, xs in samples.items():
-        out[k] = summary([x * 1000 for x in xs])
-    return out
+    return {k: summary([x * 1000 for x in xs]) for k, xs in samples.items()}
 
 
 def report(args, machine, versions, timings, rss, daemons, exec_times) -> dict:
@@ -321,31 +249,16 @@ def report(args, machine, versions, timings, rss, daemons, exec_times) -> dict:
     out = {"machine": machine, "versions": versions,
            "settings": {"iterations": args.iterations, "warmup": args.warmup,
                         "plugins": args.plugins, "idle_s": args.idle,
-                        "rss_samples": args.rss_samples},
+                        "rss_samples": args.rss_samples, "runtimes": berth_names,
+                        "exec_iterations": args.exec_iterations},
            "timings_ms": {}, "rss_kb": {}}
-    print()
-    print(f"machine   nproc {machine['nproc']}, kernel {machine['kernel']}, "
-          f"{machine['cpu']}, {machine['memory']}")
-    for k, v in versions.items():
-        print(f"{k:<20}{v}")
+    print_setting(machine, versions)
     print(f"settings  {args.iterations} timed cycles per daemon after {args.warmup} warm-up, "
           f"alternating order; RSS after {args.idle:g} s idle, {args.rss_samples} samples")
-
-    def row(label, bs, ds, unit_scale, prec, target):
-        ratio = bs["median"] / ds["median"] if ds["median"] else None
-        met = None if target is None or ratio is None else ratio <= target
-        verdict = "" if met is None else f"<= 1/{round(1 / target)}: {'met' if met else 'NOT met'}"
-        shown = "-" if ratio is None else f"{ratio:.3f}"
-        print(f"{label:<46} {fmt3(bs, unit_scale, prec):>26} {fmt3(ds, unit_scale, prec):>26}"
-              f" {shown:>7}  {verdict}".rstrip())
-        return {b: dict(bs), d: dict(ds), "ratio_of_medians": ratio, "target": target,
-                "target_met": met}
-
-    hdr = (f"{'':<46} {b + ' min / median / max':>26} {d + ' min / median / max':>26}"
-           f" {'ratio':>7}  target (ratio = {b}/{d} of medians)")
-    print(f"\nTimings (ms), {args.iterations} cycles each (ratio = berth variant / {d})")
-    print(f"{'':<46} {'berth min / median / max':>26} {d + ' min / median / max':>26}"
-          f" {'ratio':>7}  target")
+    hdr = f"target (ratio = {b}/{d} of medians)"
+    print(f"\nTimings (ms), {args.iterations} cycles each (ratio = berth under [runtime] / {d})")
+    timing_table = Table("berth", d, width=46)
+    timing_table.header("target")
     td = timings[d]
     for key, label, target in (("ready", "enable -> plugin socket answers", TARGET_ENABLE),
                                ("response", "  (enable HTTP response only)", None),
@@ -353,10 +266,9 @@ def report(args, machine, versions, timings, rss, daemons, exec_times) -> dict:
                                ("cycle", "enable + disable cycle", None)):
         for name in berth_names:
             runtime = name.removeprefix("berth-") if name != "berth" else "builtin"
-            result = row(f"{label} [{runtime}]", summary([x * 1000 for x in timings[name][key]]),
-                         summary([x * 1000 for x in td[key]]), 1, 2,
-                         target if name == b else None)
-            out["timings_ms"].setdefault(key, {})[runtime] = result
+            out["timings_ms"].setdefault(key, {})[runtime] = timing_table.row(
+                f"{label} [{runtime}]", summary([x * 1000 for x in timings[name][key]]),
+                summary([x * 1000 for x in td[key]]), 1, 2, target if name == b else None)
     for n in (*berth_names, d):
         out["timings_ms"].setdefault("socket_ready_at_enable_response", {})[n] = \
             timings[n]["ready_at_response"]
@@ -375,8 +287,9 @@ def report(args, machine, versions, timings, rss, daemons, exec_times) -> dict:
             out.setdefault("exec_round_trip_ms", {})[label] = {
                 **st, "ratio_to_runc_exec": ratio}
 
+    table = Table(b, d)
     print(f"\nIdle RSS (MiB), {args.rss_samples} samples each")
-    print(hdr)
+    table.header(hdr)
     helper_desc = {b: "plugin-init", d: "containerd+shims"}
     for count in sorted(rss):
         rb, rd = rss[count][b], rss[count][d]
@@ -397,7 +310,7 @@ def report(args, machine, versions, timings, rss, daemons, exec_times) -> dict:
                             [x + y + z for x, y, z in zip(rd["daemon_pss"], rd["helpers_pss"],
                                                           rd["plugins_pss"])], None))
         for label, xs, ys, target in entries:
-            out["rss_kb"][label.strip()] = row(label, summary(xs), summary(ys), 1 / 1024, 1,
+            out["rss_kb"][label.strip()] = table.row(label, summary(xs), summary(ys), 1 / 1024, 1,
                                                target)
         out["rss_kb"][f"process counts, {sfx}"] = {b: rb["counts"], d: rd["counts"]}
         print(f"{'':<2}processes: {b} 1 + {rb['counts']['helpers']} {helper_desc[b]}, "
