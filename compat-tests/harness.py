@@ -526,13 +526,30 @@ class Scenario:
     targets: list[str]
     masks: list[tuple[re.Pattern, str]]
     steps: list[Step]
+    # `# plugin-runtime: runc`: only where the daemon runs plugins with these runtimes
+    runtimes: list[str] = field(default_factory=list)
 
     @property
     def id(self) -> str:
         return self.path.stem
 
     def runs_on(self, target: str) -> bool:
-        return not self.targets or target in self.targets
+        return ((not self.targets or target in self.targets)
+                and (not self.runtimes or plugin_runtime(target) in self.runtimes))
+
+    def skip_reason(self, target: str) -> str:
+        if self.targets and target not in self.targets:
+            return f"only for target(s) {', '.join(self.targets)}"
+        return (f"only where plugins run under {', '.join(self.runtimes)} ({target} runs them "
+                f"under {plugin_runtime(target)})")
+
+
+def plugin_runtime(target: str) -> str:
+    """What runs the target's plugins: dockerd's containerd always uses runc; berth its
+    built-in executor unless BERTH_COMPAT_PLUGIN_RUNTIME names runc or crun."""
+    if target == "dockerd":
+        return "runc"
+    return os.environ.get("BERTH_COMPAT_PLUGIN_RUNTIME") or "builtin"
 
 
 _STEP_RE = re.compile(r"^(?:(?P<var>[A-Za-z_][A-Za-z0-9_]*)=)?(?P<cmd>[a-z]+)(?:\s+(?P<rest>.*))?$")
@@ -544,6 +561,7 @@ def parse_scenario(path: Path | str) -> Scenario:
     text = path.read_text()
     title = ""
     targets: list[str] = []
+    runtimes: list[str] = []
     masks: list[tuple[re.Pattern, str]] = []
     steps: list[Step] = []
     cur: Step | None = None
@@ -554,9 +572,11 @@ def parse_scenario(path: Path | str) -> Scenario:
     for lineno, line in enumerate(text.split("\n"), start=1):
         if line.startswith("#"):
             body = line[1:].strip()
-            m = re.match(r"^(target|mask):\s*(.*)$", body)
+            m = re.match(r"^(target|mask|plugin-runtime):\s*(.*)$", body)
             if m and cur is None:
-                if m.group(1) == "target":
+                if m.group(1) == "plugin-runtime":
+                    runtimes.extend(r for r in re.split(r"[,\s]+", m.group(2).strip()) if r)
+                elif m.group(1) == "target":
                     for t in re.split(r"[,\s]+", m.group(2).strip()):
                         if t not in TARGETS:
                             raise err(lineno, f"unknown target {t!r}")
@@ -643,7 +663,8 @@ def parse_scenario(path: Path | str) -> Scenario:
             st.status = 200
     if not steps:
         raise HarnessError(f"{path}: no steps")
-    return Scenario(path=path, title=title or path.stem, targets=targets, masks=masks, steps=steps)
+    return Scenario(path=path, title=title or path.stem, targets=targets, masks=masks, steps=steps,
+                    runtimes=runtimes)
 
 
 def discover_scenarios() -> list[Path]:
@@ -708,7 +729,8 @@ def _tar_dir(directory: str) -> bytes:
 
 
 _PLACEHOLDER_RE = re.compile(
-    r"\{(fixture|plugin|var|tmp|config|sock|goarch|pluginsockdir|dataroot|registry|target|"
+    r"\{(fixture|plugin|var|tmp|config|sock|goarch|pluginsockdir|dataroot|execroot|registry|"
+    r"target|"
     r"daemonpid|daemonconfig)"
     r"(?::([^{}]*))?\}")
 _GOARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386", "i386": "386",
@@ -821,6 +843,8 @@ class ScenarioRun:
                 return self.daemon.plugin_sock_dir
             if kind == "dataroot":
                 return self.daemon.data_root
+            if kind == "execroot":
+                return self.daemon.exec_root
             if kind == "registry":
                 return self.daemon.registry().host
             if kind == "target":

@@ -24,7 +24,7 @@ export BERTH_BIN="$PWD/target/debug/berth"
 python3 -m pytest -q compat-tests --target berth
 # the scenarios that run plugin processes, once more with plugins under runc
 BERTH_COMPAT_PLUGIN_RUNTIME=runc python3 -m pytest -q compat-tests --target berth \
-  -k "plugin-enable or plugin-rclone or volume-plugin"
+  -k "plugin-enable or plugin-rclone or volume-plugin or plugin-debug"
 if command -v dockerd >/dev/null 2>&1 && [ "${BERTH_SKIP_DOCKERD:-0}" != 1 ]; then
   python3 -m pytest -q compat-tests --target dockerd
 else
