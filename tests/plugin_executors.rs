@@ -382,4 +382,21 @@ fn a_missing_or_failing_runtime_fails_enable_and_leaves_nothing() {
         format!("starting plugin {PLUGIN}: runc create: simulated failure")
     );
     assert_nothing_left(&d);
+
+    // one that fails before it writes its log: what it printed comes back
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\necho 'flag provided but not defined: -x' >&2\nexit 1\n",
+    )
+    .unwrap();
+    let r = enable(&d);
+    assert_eq!(r.status, 500);
+    assert_eq!(
+        r.message(),
+        format!(
+            "starting plugin {PLUGIN}: runc create: exit status: 1; \
+             last output: flag provided but not defined: -x"
+        )
+    );
+    assert_nothing_left(&d);
 }

@@ -325,8 +325,39 @@ impl OciExecutor {
         };
         let _ = child.kill();
         let _ = child.wait();
-        Err(io::Error::other(message))
+        Err(io::Error::other(with_runtime_output(message, &mut child)))
     }
+}
+
+/// `message` with the last lines the runtime wrote to the shim's stderr, where they add
+/// something: a runtime that fails before it writes its `--log` file (a wrapper script, a
+/// bad flag) says why only there.
+fn with_runtime_output(message: String, shim: &mut Child) -> String {
+    let Some(stderr) = shim.stderr.as_mut() else {
+        return message;
+    };
+    // The shim is gone and the container deleted, but a stray holder of the pipe must not
+    // make this read block: take what is there.
+    let fd = stderr.as_raw_fd();
+    // SAFETY: fcntl on a pipe fd we own.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
+    }
+    let mut bytes = Vec::new();
+    let _ = io::Read::read_to_end(stderr, &mut bytes);
+    let text = String::from_utf8_lossy(&bytes);
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        // the shim's own report of the failure repeats `message`
+        .filter(|l| !l.is_empty() && !message.contains(l) && !l.contains(message.as_str()))
+        .collect();
+    if lines.is_empty() {
+        return message;
+    }
+    let last = &lines[lines.len().saturating_sub(3)..];
+    format!("{message}; last output: {}", last.join(" | "))
 }
 
 /// Go's `exec.LookPath` for a bare name: the first executable `name` on `PATH`.
