@@ -898,7 +898,7 @@ def print_setting(machine: dict, versions: dict) -> None:
           f"{machine['cpu']}, {machine['memory']}; load average {machine['loadavg_at_start']}"
           f" at start, {machine.get('loadavg_at_end', '?')} at end")
     for k, v in versions.items():
-        print(f"{k:<18}{v}")
+        print(f"{k:<20}{v}")
 
 
 def run_benchmark(name: str, args: argparse.Namespace, bench: Callable[[Bench], dict],
