@@ -155,9 +155,32 @@ pub fn exec(socket: &Path, name: &str, options: &ExecOptions) -> anyhow::Result<
     }
 }
 
+/// `-e` values as `docker exec` takes them: `K=V` as given; a bare `K` carries this client's
+/// value of `K`, and is dropped when the client has none.
+pub fn exec_env(entries: Vec<String>, lookup: impl Fn(&str) -> Option<String>) -> Vec<String> {
+    entries
+        .into_iter()
+        .filter_map(|entry| {
+            if entry.contains('=') {
+                return Some(entry);
+            }
+            lookup(&entry).map(|value| format!("{entry}={value}"))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bare_env_names_take_the_clients_value() {
+        let lookup = |k: &str| (k == "SET").then(|| "here".to_string());
+        assert_eq!(
+            exec_env(vec!["A=1".into(), "SET".into(), "UNSET".into()], lookup),
+            ["A=1", "SET=here"]
+        );
+    }
 
     #[test]
     fn chunked_bodies_are_joined() {

@@ -69,7 +69,7 @@ enum PluginCommand {
         /// Accepted for docker habits: stdin is always attached
         #[arg(short = 'i', long)]
         interactive: bool,
-        /// Set an environment variable (K=V); repeatable
+        /// Set an environment variable (K=V, or K for this shell's value of K); repeatable
         #[arg(short = 'e', long = "env", value_name = "K=V")]
         env: Vec<String>,
         /// Working directory inside the plugin [default: the plugin's]
@@ -130,7 +130,7 @@ fn run_plugin_command(args: PluginArgs) -> anyhow::Result<i32> {
         } => {
             let options = berth::runtime::exec::ExecOptions {
                 command,
-                env,
+                env: berth::cli::exec_env(env, |k| std::env::var(k).ok()),
                 workdir,
                 tty,
             };
