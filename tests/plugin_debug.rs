@@ -11,12 +11,19 @@ const PLUGIN: &str = "test/driver:latest";
 const TOOLS: [&str; 7] = ["sh", "cat", "ls", "id", "true", "sleep", "readlink"];
 
 fn berth_plugin(d: &Daemon, args: &[&str]) -> Output {
+    berth_plugin_with_env(d, args, &[])
+}
+
+/// `berth plugin ARGS` with `env` set in the client's environment.
+fn berth_plugin_with_env(d: &Daemon, args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_berth"))
         .arg("plugin")
         .arg("-H")
         .arg(format!("unix://{}", d.socket.display()))
         .args(args)
         .env_remove("DOCKER_HOST")
+        .env_remove("BERTH_UNSET_HERE")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .output()
         .expect("run berth plugin")
@@ -163,6 +170,23 @@ fn exec_joins_the_plugin_with_no_more_than_its_privileges() {
         text(&out.stdout),
         "hi /tmp /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"
     );
+    // a bare -e NAME carries the client's value; one the client has not set is dropped
+    let out = berth_plugin_with_env(
+        &d,
+        &[
+            "exec",
+            "-e",
+            "BERTH_FROM_CLIENT",
+            "-e",
+            "BERTH_UNSET_HERE",
+            "test/driver",
+            "sh",
+            "-c",
+            "echo $BERTH_FROM_CLIENT ${BERTH_UNSET_HERE-unset}",
+        ],
+        &[("BERTH_FROM_CLIENT", "carried")],
+    );
+    assert_eq!(text(&out.stdout), "carried unset\n");
 
     // a missing command: 127 and Docker's message
     let out = berth_plugin(&d, &["exec", "test/driver", "no-such-command"]);
