@@ -60,6 +60,10 @@ pub struct DaemonFlags {
     /// 172.17.0.0/16 to 172.31.0.0/16, then 192.168.0.0/16 as /20s]
     #[arg(long = "default-address-pool", value_name = "base=CIDR,size=N")]
     pub default_address_pools: Vec<String>,
+    /// What runs plugins: builtin (berth's own namespaces executor), runc or crun (found on
+    /// PATH) [default: builtin]
+    #[arg(long, value_name = "NAME")]
+    pub plugin_runtime: Option<String>,
     /// Authorization plugin every API request must pass, in chain order; repeatable
     /// (daemon.json `authorization-plugins`, reloaded on SIGHUP)
     #[arg(long = "authorization-plugin", value_name = "NAME")]
@@ -92,6 +96,7 @@ pub struct DaemonConfig {
     pub registry_mirrors: Vec<String>,
     /// Empty: the built-in IPAM's defaults (dockerd's).
     pub default_address_pools: Vec<crate::cidr::AddressPool>,
+    pub plugin_runtime: crate::runtime::PluginRuntime,
     /// The authorization chain, in order (duplicates are dropped by the chain).
     pub authorization_plugins: Vec<String>,
     pub authz_peer_credentials: bool,
@@ -124,6 +129,7 @@ const FILE_KEYS: &[&str] = &[
     "authorization-plugins",
     "authz-peer-credentials",
     "default-address-pools",
+    "plugin-runtime",
 ];
 const DEFAULT_PLUGIN_START_TIMEOUT: f64 = 30.0;
 const DEFAULT_MAX_UNPACKED_SIZE: u64 = crate::distribution::extract::UnpackLimit::DEFAULT_FLOOR;
@@ -186,6 +192,7 @@ fn resolve(
         ));
     }
     let data_root_file = file_string("data-root")?;
+    let plugin_runtime_file = file_string("plugin-runtime")?;
     let exec_root_file = file_string("exec-root")?;
     let log_level_file = file_string("log-level")?;
     for (key, flag, from_file) in [
@@ -200,6 +207,11 @@ fn resolve(
             &exec_root_file,
         ),
         ("log-level", flags.log_level.clone(), &log_level_file),
+        (
+            "plugin-runtime",
+            flags.plugin_runtime.clone(),
+            &plugin_runtime_file,
+        ),
     ] {
         if let (Some(flag), Some(from_file)) = (flag, from_file) {
             conflicts.push(format!(
@@ -359,6 +371,10 @@ fn resolve(
             })
             .collect::<anyhow::Result<Vec<_>>>()?,
     };
+    let plugin_runtime = match flags.plugin_runtime.clone().or(plugin_runtime_file) {
+        Some(name) => name.parse()?,
+        None => crate::runtime::PluginRuntime::default(),
+    };
     let insecure_registries = list(&flags.insecure_registries, "insecure-registries")?;
     let registry_mirrors = list(&flags.registry_mirrors, "registry-mirrors")?;
     let authorization_plugins = list(&flags.authorization_plugins, "authorization-plugins")?;
@@ -373,6 +389,7 @@ fn resolve(
     };
     Ok(DaemonConfig {
         default_address_pools,
+        plugin_runtime,
         authorization_plugins,
         authz_peer_credentials,
         insecure_registries,
@@ -583,6 +600,33 @@ mod tests {
             &BTreeMap::new()
         )
         .is_err());
+    }
+
+    #[test]
+    fn plugin_runtime_comes_from_flag_or_file_and_must_be_known() {
+        use crate::runtime::{oci::OciRuntime, PluginRuntime};
+        let cfg = resolve(&DaemonFlags::default(), &BTreeMap::new()).unwrap();
+        assert_eq!(cfg.plugin_runtime, PluginRuntime::Builtin);
+        let cfg = resolve(
+            &DaemonFlags::default(),
+            &file(r#"{"plugin-runtime":"crun"}"#),
+        )
+        .unwrap();
+        assert_eq!(cfg.plugin_runtime, PluginRuntime::Oci(OciRuntime::Crun));
+        let flags = DaemonFlags {
+            plugin_runtime: Some("runsc".into()),
+            ..Default::default()
+        };
+        let err = resolve(&flags, &BTreeMap::new()).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "unknown plugin runtime \"runsc\": expected builtin, runc or crun"
+        );
+        let flags = DaemonFlags {
+            plugin_runtime: Some("runc".into()),
+            ..Default::default()
+        };
+        assert!(resolve(&flags, &file(r#"{"plugin-runtime":"crun"}"#)).is_err());
     }
 
     #[test]

@@ -41,6 +41,50 @@ struct Cli {
 enum Command {
     /// Run the daemon
     Daemon(DaemonFlags),
+    /// Debug running plugins
+    Plugin(PluginArgs),
+}
+
+#[derive(clap::Args)]
+struct PluginArgs {
+    /// The daemon's socket [default: DOCKER_HOST when it is unix://, else unix:///run/berth/berth.sock]
+    #[arg(short = 'H', long = "host", value_name = "unix://PATH", global = true)]
+    host: Option<String>,
+    #[command(subcommand)]
+    command: PluginCommand,
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// List running plugins: ID, name, PID, status, since, runtime
+    Ps {
+        /// Full plugin IDs
+        #[arg(long)]
+        no_trunc: bool,
+        /// Only IDs
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Run a command inside a running plugin (its namespaces, root, cgroups and capabilities)
+    Exec {
+        /// Allocate a pseudo-TTY
+        #[arg(short = 't', long)]
+        tty: bool,
+        /// Accepted for docker habits: stdin is always attached
+        #[arg(short = 'i', long)]
+        interactive: bool,
+        /// Set an environment variable (K=V, or K for this shell's value of K); repeatable
+        #[arg(short = 'e', long = "env", value_name = "K=V")]
+        env: Vec<String>,
+        /// Working directory inside the plugin [default: the plugin's]
+        #[arg(short = 'w', long = "workdir", value_name = "DIR")]
+        workdir: Option<String>,
+        /// Plugin name, ID or ID prefix
+        name: String,
+        /// The command and its arguments
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
 }
 
 fn main() {
@@ -50,16 +94,52 @@ fn main() {
     if args.get(1).is_some_and(|a| a == "plugin-init") {
         berth::runtime::plugin_init(&args[2..]);
     }
+    if args.get(1).is_some_and(|a| a == "runtime-shim") {
+        berth::runtime::runtime_shim(&args[2..]);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Daemon(flags) => flags
             .resolve()
             .and_then(|config| run_daemon(&flags, config)),
+        Command::Plugin(plugin) => match run_plugin_command(plugin) {
+            Ok(code) => std::process::exit(code),
+            Err(e) => {
+                eprintln!("{e:#}");
+                std::process::exit(1);
+            }
+        },
     };
     if let Err(e) = result {
         log::error!("{e:#}");
         eprintln!("berth: {e:#}");
         std::process::exit(1);
+    }
+}
+
+/// `berth plugin ...`: a client of the daemon; returns the exit status.
+fn run_plugin_command(args: PluginArgs) -> anyhow::Result<i32> {
+    let socket = berth::cli::daemon_socket(args.host.as_deref())?;
+    match args.command {
+        PluginCommand::Ps { no_trunc, quiet } => {
+            berth::cli::ps(&socket, no_trunc, quiet).map(|()| 0)
+        }
+        PluginCommand::Exec {
+            tty,
+            interactive: _,
+            env,
+            workdir,
+            name,
+            command,
+        } => {
+            let options = berth::runtime::exec::ExecOptions {
+                command,
+                env: berth::cli::exec_env(env, |k| std::env::var(k).ok()),
+                workdir,
+                tty,
+            };
+            berth::cli::exec(&socket, &name, &options)
+        }
     }
 }
 
@@ -105,7 +185,11 @@ fn run_daemon(flags: &DaemonFlags, config: DaemonConfig) -> anyhow::Result<()> {
     // Before anything below the roots is touched: start-up clean-up would harm a daemon
     // already using them.
     let _locks = lock_roots(&config)?;
-    let executor = berth::runtime::default_executor(&config.exec_root);
+    let executor = berth::runtime::executor_for(config.plugin_runtime, &config.exec_root);
+    log::info!(
+        "plugins run with the {} runtime",
+        config.plugin_runtime.name()
+    );
     let options = RuntimeOptions {
         start_timeout: config.plugin_start_timeout,
         ..RuntimeOptions::default()

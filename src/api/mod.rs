@@ -276,6 +276,8 @@ async fn run(id: RouteId, call: Call, payload: web::Payload) -> Result<HttpRespo
         RouteId::PluginEnable => plugins::enable(call).await,
         RouteId::PluginDisable => plugins::disable(call).await,
         RouteId::PluginLogs => plugins::logs(call).await,
+        RouteId::PluginPs => plugins::ps(call).await,
+        RouteId::PluginProcess => plugins::process(call).await,
         RouteId::PluginPrivileges => remote::privileges(call).await,
         RouteId::PluginPull => remote::pull(call, payload).await,
         RouteId::PluginUpgrade => remote::upgrade(call, payload).await,

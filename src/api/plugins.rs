@@ -110,6 +110,19 @@ pub async fn logs(call: Call) -> Result<HttpResponse> {
         .body(body))
 }
 
+/// berth extension: the running plugins (`berth plugin ps`).
+pub async fn ps(call: Call) -> Result<HttpResponse> {
+    Ok(json_response(StatusCode::OK, &call.state.plugins.running()))
+}
+
+/// berth extension: the process `berth plugin exec` joins; 409 when the plugin is not running.
+pub async fn process(call: Call) -> Result<HttpResponse> {
+    let manager = call.state.plugins.clone();
+    let name = call.name.clone();
+    let target = blocking(move || manager.exec_target(&name)).await?;
+    Ok(json_response(StatusCode::OK, &target))
+}
+
 /// The upload is received whole into a spool file (memory stays flat, no blocking thread
 /// waits on the client) before the unpacker runs; an upload that fails or stalls creates
 /// nothing.

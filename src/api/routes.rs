@@ -19,6 +19,8 @@ pub enum RouteId {
     PluginEnable,
     PluginDisable,
     PluginLogs,
+    PluginPs,
+    PluginProcess,
     PluginPrivileges,
     PluginPull,
     PluginUpgrade,
@@ -82,6 +84,8 @@ pub const ROUTES: &[Route] = &[
     route("POST", "/plugins/{name}/enable", RouteId::PluginEnable),
     route("POST", "/plugins/{name}/disable", RouteId::PluginDisable),
     route("GET", "/plugins/{name}/logs", RouteId::PluginLogs),
+    route("GET", "/plugins/ps", RouteId::PluginPs),
+    route("GET", "/plugins/{name}/process", RouteId::PluginProcess),
     route("GET", "/plugins/privileges", RouteId::PluginPrivileges),
     route("POST", "/plugins/pull", RouteId::PluginPull),
     Route {
