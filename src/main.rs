@@ -40,7 +40,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the daemon
-    Daemon(DaemonFlags),
+    // Boxed: its flags are far larger than the other commands'.
+    Daemon(Box<DaemonFlags>),
     /// Debug running plugins
     Plugin(PluginArgs),
 }

@@ -25,9 +25,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::{json, Map, Value};
 
 mod authz;
+mod hostile;
 mod ipam;
 mod network;
-mod hostile;
 mod volume;
 
 const USAGE: &str = "\
