@@ -49,7 +49,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchlib import (  # noqa: E402 - the shared benchmark frame and helpers
     API, Bench, BenchError, Berth, Daemon, Dockerd, RawClient, Table, add_options, alternating,
     argument_parser, check, load_options, load_round, loadavg, log, machine_facts,
-    parse_options, print_setting, run_benchmark, summary,
+    parse_options, print_setting, round_options, run_benchmark, summary,
 )
 from testbed import LegacyAuthzPlugin  # noqa: E402
 
@@ -156,8 +156,7 @@ def latencies(daemons: list[Daemon], clients: dict, warmup: int, iterations: int
 def main() -> int:
     ap = argument_parser(__doc__, quick="fewer iterations, shorter and fewer load rounds")
     add_options(ap, (
-        ("--iterations", int, None, "timed requests per daemon and chain"),
-        ("--warmup", int, None, "untimed requests first"),
+        *round_options("requests", "per daemon and chain"),
         ("--volumes", int, 10, "local volumes GET /volumes lists"),
         *load_options(max_requests=200000),
     ), QUICK, DEFAULTS)

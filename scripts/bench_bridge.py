@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from benchlib import (  # noqa: E402 - the shared benchmark frame and helpers
     API, Bench, RawClient, add_options, argument_parser, check, fmt3, log, parse_options,
-    run_benchmark, summary,
+    round_options, run_benchmark, summary,
 )
 from bench_networks import (  # noqa: E402 - shared with it
     connect_cycle, create_remove, list_latency, print_timings, remove_networks,
@@ -83,8 +83,7 @@ def bench(run: Bench) -> dict:
 def main() -> int:
     ap = argument_parser(__doc__, quick="fewer iterations")
     add_options(ap, (
-        ("--iterations", int, None, "timed requests per figure"),
-        ("--warmup", int, None, "untimed requests first"),
+        *round_options("requests", "per figure"),
         ("--networks", int, 100, "bridge networks for the list figure"),
     ), QUICK, DEFAULTS)
     args = parse_options(ap, QUICK, DEFAULTS)

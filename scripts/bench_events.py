@@ -44,7 +44,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchlib import (  # noqa: E402 - the shared benchmark frame and helpers
     API, Bench, BenchError, Daemon, RawClient, Table, add_options, alternating,
     argument_parser, check, loadavg, log, machine_facts, parse_options, print_setting,
-    run_benchmark, summary,
+    round_options, run_benchmark, summary,
 )
 
 TARGET = 1 / 2  # berth's median / dockerd's, with subscribers and for system df
@@ -188,8 +188,7 @@ def disk_usage(daemons: list[Daemon], clients: dict, iterations: int, volumes: i
 def main() -> int:
     ap = argument_parser(__doc__, quick="fewer iterations")
     add_options(ap, (
-        ("--iterations", int, None, "timed creates per daemon, with and without subscribers"),
-        ("--warmup", int, None, "untimed creates first"),
+        *round_options("creates", "per daemon, with and without subscribers"),
         ("--df-iterations", int, None, "timed system df per daemon"),
         ("--subscribers", int, 100, "connected /events readers per daemon"),
         ("--volumes", int, 1000, "local volumes system df reports"),

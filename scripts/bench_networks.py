@@ -41,7 +41,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchlib import (  # noqa: E402 - the shared benchmark helpers
     API, Bench, BenchError, Berth, Daemon, RawClient, add_options, alternating,
     argument_parser, check, fmt3, loadavg, log, machine_facts, parse_options, print_setting,
-    run_benchmark, sample_rss, summary,
+    round_options, run_benchmark, sample_rss, summary,
 )
 
 PLUGIN = "bench/nd:latest"
@@ -252,8 +252,7 @@ def report(args, timings, rss, connect) -> dict:
 def main() -> int:
     ap = argument_parser(__doc__, quick="fewer iterations and RSS samples")
     add_options(ap, (
-        ("--iterations", int, None, "timed requests per figure"),
-        ("--warmup", int, None, "untimed requests first"),
+        *round_options("requests", "per figure"),
         ("--rss-samples", int, None, "RSS samples, 0.5 s apart"),
         ("--networks", int, 1000, "the large network count"),
     ), QUICK, DEFAULTS)

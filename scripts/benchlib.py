@@ -711,6 +711,14 @@ def load_options(max_requests: int) -> tuple:
              "round"))
 
 
+def round_options(what: str, per: str) -> tuple:
+    """The option rows (see `add_options`) of timed rounds (see `alternating`): --iterations
+    timed `what` `per` ..., after --warmup untimed ones; both take their defaults from the
+    benchmark's QUICK and DEFAULTS."""
+    return (("--iterations", int, None, f"timed {what} {per}"),
+            ("--warmup", int, None, f"untimed {what} first"))
+
+
 def load_round(d: Daemon, target: str, threads: int, seconds: float, max_requests: int,
                plugin_pids: list[int]) -> dict:
     """`threads` keep-alive connections issuing `GET target` back to back for `seconds`
