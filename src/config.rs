@@ -315,18 +315,18 @@ fn resolve(
         .plugin_start_timeout
         .or(start_timeout_file)
         .unwrap_or(DEFAULT_PLUGIN_START_TIMEOUT);
-    if !(start_timeout.is_finite() && start_timeout > 0.0) {
-        bail!("plugin-start-timeout must be a positive number of seconds, not {start_timeout}");
-    }
     let call_timeout = flags
         .plugin_call_timeout
         .or(call_timeout_file)
         .unwrap_or(DEFAULT_PLUGIN_CALL_TIMEOUT);
-    if !(call_timeout.is_finite() && call_timeout > 0.0) {
-        bail!("plugin-call-timeout must be a positive number of seconds, not {call_timeout}");
-    }
-    if !(body_idle_timeout.is_finite() && body_idle_timeout > 0.0) {
-        bail!("body-idle-timeout must be a positive number of seconds, not {body_idle_timeout}");
+    for (name, seconds) in [
+        ("plugin-start-timeout", start_timeout),
+        ("plugin-call-timeout", call_timeout),
+        ("body-idle-timeout", body_idle_timeout),
+    ] {
+        if !(seconds.is_finite() && seconds > 0.0) {
+            bail!("{name} must be a positive number of seconds, not {seconds}");
+        }
     }
     if max_concurrent_uploads == 0 {
         bail!("max-concurrent-uploads must be at least 1");

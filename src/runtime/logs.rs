@@ -242,12 +242,18 @@ fn read_tail(path: &PathBuf, keep: usize) -> VecDeque<LogLine> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn ring_is_bounded_and_file_survives_reopen() {
+    /// A store with plugin `p` logging to `<temp dir>/<file>`.
+    fn store_logging_to(file: &str) -> (tempfile::TempDir, PathBuf, LogStore) {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("p/plugin.log");
+        let path = dir.path().join(file);
         let store = LogStore::default();
         store.open("p", path.clone());
+        (dir, path, store)
+    }
+
+    #[test]
+    fn ring_is_bounded_and_file_survives_reopen() {
+        let (_dir, path, store) = store_logging_to("p/plugin.log");
         for i in 0..(RING_LINES + 5) {
             store.append("p", "stderr", format!("line {i}"));
         }
@@ -264,10 +270,7 @@ mod tests {
 
     #[test]
     fn file_rotates_past_its_limit() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("plugin.log");
-        let store = LogStore::default();
-        store.open("p", path.clone());
+        let (_dir, path, store) = store_logging_to("plugin.log");
         let long = "x".repeat(10_000);
         for _ in 0..120 {
             store.append("p", "stdout", long.clone());
