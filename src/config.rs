@@ -1,89 +1,167 @@
 //! `berth daemon` configuration: flags, an optional daemon.json-style file, and defaults.
+//!
+//! Every value is checked where it comes from: a bad flag is refused by the flag parser, naming
+//! the flag; a bad file value names the file and its key. Setting one thing both as a flag and
+//! in the file is an error, as with dockerd.
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
+use serde::de::DeserializeOwned;
 
 pub const DEFAULT_HOST: &str = "unix:///run/berth/berth.sock";
 pub const DEFAULT_DATA_ROOT: &str = "/var/lib/berth";
 pub const DEFAULT_EXEC_ROOT: &str = "/run/berth";
 pub const DEFAULT_CONFIG_FILE: &str = "/etc/berth/daemon.json";
-
-/// Flags of `berth daemon`. Every flag may instead be set in the config file under the same
-/// name (`hosts` for `--host`); setting one in both places is an error, as with dockerd.
-#[derive(Debug, Clone, Default, Args)]
-pub struct DaemonFlags {
-    /// Unix socket to serve the API on (repeatable), e.g. unix:///run/berth/berth.sock
-    #[arg(short = 'H', long = "host", value_name = "unix://PATH")]
-    pub hosts: Vec<String>,
-    /// Root of persistent state (plugins, blobs)
-    #[arg(long, value_name = "DIR")]
-    pub data_root: Option<PathBuf>,
-    /// Root of runtime state (plugin sockets)
-    #[arg(long, value_name = "DIR")]
-    pub exec_root: Option<PathBuf>,
-    /// Log level: debug, info, warn, error, fatal
-    #[arg(short = 'l', long, value_name = "LEVEL")]
-    pub log_level: Option<String>,
-    /// Seconds `plugin enable` waits for a plugin's socket to accept a connection [default: 30]
-    #[arg(long, value_name = "SECONDS")]
-    pub plugin_start_timeout: Option<f64>,
-    /// Deadline in seconds of each call to a plugin that set no timeout of its own [default: 10]
-    #[arg(long, value_name = "SECONDS")]
-    pub plugin_call_timeout: Option<f64>,
-    /// Directory searched for legacy plugins (.sock, .spec, .json); repeatable
-    /// [default: /run/docker/plugins, /etc/docker/plugins, /usr/lib/docker/plugins]
-    #[arg(long = "legacy-plugin-dir", value_name = "DIR")]
-    pub legacy_plugin_dirs: Vec<PathBuf>,
-    /// Registry reachable over plain HTTP or without certificate checks (host[:port] or CIDR;
-    /// loopback always is); repeatable
-    #[arg(long = "insecure-registry", value_name = "REGISTRY")]
-    pub insecure_registries: Vec<String>,
-    /// Mirror tried before Docker Hub for docker.io pulls; repeatable
-    #[arg(long = "registry-mirror", value_name = "URL")]
-    pub registry_mirrors: Vec<String>,
-    /// daemon.json-style configuration file (read when present)
-    #[arg(long, value_name = "FILE", default_value = DEFAULT_CONFIG_FILE)]
-    pub config_file: PathBuf,
-}
-
-/// The effective configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DaemonConfig {
-    /// Socket paths to listen on.
-    pub sockets: Vec<PathBuf>,
-    pub data_root: PathBuf,
-    pub exec_root: PathBuf,
-    pub log_level: log::LevelFilter,
-    pub plugin_start_timeout: std::time::Duration,
-    pub plugin_call_timeout: std::time::Duration,
-    pub legacy_plugin_dirs: Vec<PathBuf>,
-    pub insecure_registries: Vec<String>,
-    pub registry_mirrors: Vec<String>,
-}
-
+pub const DEFAULT_LOG_LEVEL: &str = "info";
 pub const DEFAULT_LEGACY_PLUGIN_DIRS: &[&str] = &[
     "/run/docker/plugins",
     "/etc/docker/plugins",
     "/usr/lib/docker/plugins",
 ];
-const DEFAULT_PLUGIN_CALL_TIMEOUT: f64 = 10.0;
+const DEFAULT_PLUGIN_START_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_PLUGIN_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
-const FILE_KEYS: &[&str] = &[
-    "hosts",
-    "data-root",
-    "exec-root",
-    "log-level",
-    "plugin-start-timeout",
-];
-const DEFAULT_PLUGIN_START_TIMEOUT: f64 = 30.0;
+/// Flags of `berth daemon`. Each may instead be set in the config file under the key named in
+/// its help (`hosts` for `--host`). Defaults are written into the help texts; a unit test keeps
+/// them equal to the constants above.
+#[derive(Debug, Clone, Default, Args)]
+pub struct DaemonFlags {
+    /// Socket to serve the API on (repeatable): unix:///PATH, or fd:// for every socket systemd
+    /// passed, fd://NAME for the one named NAME (FileDescriptorName=) [default:
+    /// unix:///run/berth/berth.sock] [file: hosts]
+    #[arg(short = 'H', long = "host", value_name = "ADDR", value_parser = parse_host)]
+    pub hosts: Vec<Host>,
+    /// Root of persistent state: plugins, blobs, volumes [default: /var/lib/berth]
+    /// [file: data-root]
+    #[arg(long, value_name = "DIR")]
+    pub data_root: Option<PathBuf>,
+    /// Root of runtime state: plugin sockets, metrics.sock, volume-plugins/ [default:
+    /// /run/berth] [file: exec-root]
+    #[arg(long, value_name = "DIR")]
+    pub exec_root: Option<PathBuf>,
+    /// Log level: debug, info, warn, error, fatal [default: info] [file: log-level]
+    #[arg(short = 'l', long, value_name = "LEVEL", value_parser = parse_log_level)]
+    pub log_level: Option<log::LevelFilter>,
+    /// Seconds `plugin enable` waits for a plugin's socket to accept a connection [default:
+    /// 30] [file: plugin-start-timeout]
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    pub plugin_start_timeout: Option<Duration>,
+    /// Deadline in seconds of each call to a plugin that set no timeout of its own [default:
+    /// 10] [file: plugin-call-timeout]
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    pub plugin_call_timeout: Option<Duration>,
+    /// Directory searched for legacy plugins (.sock, .spec, .json); repeatable [default:
+    /// /run/docker/plugins, /etc/docker/plugins, /usr/lib/docker/plugins] [file:
+    /// legacy-plugin-dirs]
+    #[arg(long = "legacy-plugin-dir", value_name = "DIR")]
+    pub legacy_plugin_dirs: Vec<PathBuf>,
+    /// Registry reachable over plain HTTP or without certificate checks (host[:port] or CIDR);
+    /// repeatable [default: loopback registries only] [file: insecure-registries]
+    #[arg(long = "insecure-registry", value_name = "REGISTRY")]
+    pub insecure_registries: Vec<String>,
+    /// Mirror tried before Docker Hub for docker.io pulls; repeatable [default: none] [file:
+    /// registry-mirrors]
+    #[arg(long = "registry-mirror", value_name = "URL")]
+    pub registry_mirrors: Vec<String>,
+    /// Serve Prometheus metrics at unix:///PATH or HOST:PORT (PORT alone: 127.0.0.1); also
+    /// turns on <exec-root>/metrics.sock for MetricsCollector plugins [default: off] [file:
+    /// metrics-addr]
+    #[arg(long, value_name = "ADDR", value_parser = parse_metrics_addr)]
+    pub metrics_addr: Option<MetricsAddr>,
+    /// daemon.json-style configuration file, read when present
+    #[arg(long, value_name = "FILE", default_value = DEFAULT_CONFIG_FILE)]
+    pub config_file: PathBuf,
+}
+
+/// Where the API is served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Host {
+    /// A socket berth creates (and removes when it stops).
+    Unix(PathBuf),
+    /// Sockets systemd passed (`LISTEN_FDS`): all of them (`fd://`), or the one whose
+    /// `FileDescriptorName=` is the given name (`fd://NAME`).
+    Systemd(Option<String>),
+}
+
+impl fmt::Display for Host {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Host::Unix(path) => write!(f, "unix://{}", path.display()),
+            Host::Systemd(None) => f.write_str("fd://"),
+            Host::Systemd(Some(name)) => write!(f, "fd://{name}"),
+        }
+    }
+}
+
+/// Where metrics are served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetricsAddr {
+    Unix(PathBuf),
+    Tcp(SocketAddr),
+}
+
+impl fmt::Display for MetricsAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MetricsAddr::Unix(path) => write!(f, "unix://{}", path.display()),
+            MetricsAddr::Tcp(addr) => write!(f, "{addr}"),
+        }
+    }
+}
+
+/// The effective configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaemonConfig {
+    pub hosts: Vec<Host>,
+    pub data_root: PathBuf,
+    pub exec_root: PathBuf,
+    pub log_level: log::LevelFilter,
+    pub plugin_start_timeout: Duration,
+    pub plugin_call_timeout: Duration,
+    pub legacy_plugin_dirs: Vec<PathBuf>,
+    pub insecure_registries: Vec<String>,
+    pub registry_mirrors: Vec<String>,
+    /// None: metrics are off (nothing is counted, no metrics socket exists).
+    pub metrics_addr: Option<MetricsAddr>,
+}
+
+impl DaemonConfig {
+    /// The socket MetricsCollector plugins scrape (moby's `<exec-root>/metrics.sock`).
+    pub fn metrics_socket(&self) -> PathBuf {
+        self.exec_root.join("metrics.sock")
+    }
+}
+
+/// What the config file may hold: every flag under its file key.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+struct FileConfig {
+    hosts: Option<serde_json::Value>,
+    data_root: Option<serde_json::Value>,
+    exec_root: Option<serde_json::Value>,
+    log_level: Option<serde_json::Value>,
+    plugin_start_timeout: Option<serde_json::Value>,
+    plugin_call_timeout: Option<serde_json::Value>,
+    legacy_plugin_dirs: Option<serde_json::Value>,
+    insecure_registries: Option<serde_json::Value>,
+    registry_mirrors: Option<serde_json::Value>,
+    metrics_addr: Option<serde_json::Value>,
+    /// Keys that match no option, refused as dockerd refuses them.
+    #[serde(flatten)]
+    unknown: BTreeMap<String, serde_json::Value>,
+}
 
 impl DaemonFlags {
+    /// Flags, then the file, then the defaults. Errors about the file name the file.
     pub fn resolve(&self) -> anyhow::Result<DaemonConfig> {
         let file = read_config_file(&self.config_file)?;
-        resolve(self, &file).with_context(|| {
+        resolve(self, file).with_context(|| {
             format!(
                 "unable to configure the berth daemon with file {}",
                 self.config_file.display()
@@ -92,188 +170,142 @@ impl DaemonFlags {
     }
 }
 
-fn read_config_file(path: &Path) -> anyhow::Result<BTreeMap<String, serde_json::Value>> {
+fn read_config_file(path: &Path) -> anyhow::Result<FileConfig> {
     match std::fs::read(path) {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .with_context(|| format!("invalid configuration file {}", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(FileConfig::default()),
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }
 }
 
-fn resolve(
-    flags: &DaemonFlags,
-    file: &BTreeMap<String, serde_json::Value>,
-) -> anyhow::Result<DaemonConfig> {
-    let unknown: Vec<&str> = file
-        .keys()
-        .map(String::as_str)
-        .filter(|k| !FILE_KEYS.contains(k))
-        .collect();
-    if !unknown.is_empty() {
+/// One setting's value from the flag or the file; both set is recorded as a conflict.
+struct Merge {
+    conflicts: Vec<String>,
+}
+
+impl Merge {
+    /// `parse` turns the file's value (read as `R`) into the setting; its errors name `key`.
+    fn pick<T: fmt::Debug, R: DeserializeOwned>(
+        &mut self,
+        key: &str,
+        flag: Option<T>,
+        file: Option<serde_json::Value>,
+        parse: impl FnOnce(R) -> anyhow::Result<T>,
+    ) -> anyhow::Result<Option<T>> {
+        let from_file = match file {
+            None => None,
+            Some(raw) => {
+                let value: R = serde_json::from_value(raw.clone())
+                    .with_context(|| format!("{key}: unexpected value {raw}"))?;
+                Some(parse(value).with_context(|| key.to_string())?)
+            }
+        };
+        match (flag, from_file) {
+            (Some(flag), Some(file)) => {
+                self.conflicts
+                    .push(format!("{key}: (from flag: {flag:?}, from file: {file:?})"));
+                Ok(None)
+            }
+            (flag, file) => Ok(flag.or(file)),
+        }
+    }
+
+    /// A repeatable flag: empty means unset.
+    fn pick_list<T: fmt::Debug + Clone, R: DeserializeOwned>(
+        &mut self,
+        key: &str,
+        flag: &[T],
+        file: Option<serde_json::Value>,
+        parse: impl Fn(R) -> anyhow::Result<T>,
+    ) -> anyhow::Result<Option<Vec<T>>> {
+        let flag = (!flag.is_empty()).then(|| flag.to_vec());
+        self.pick(key, flag, file, |values: Vec<R>| {
+            values.into_iter().map(&parse).collect()
+        })
+    }
+}
+
+fn resolve(flags: &DaemonFlags, file: FileConfig) -> anyhow::Result<DaemonConfig> {
+    if !file.unknown.is_empty() {
+        let keys: Vec<&str> = file.unknown.keys().map(String::as_str).collect();
         bail!(
             "the following directives don't match any configuration option: {}",
-            unknown.join(", ")
+            keys.join(", ")
         );
     }
-    let file_string = |key: &str| -> anyhow::Result<Option<String>> {
-        match file.get(key) {
-            None => Ok(None),
-            Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
-            Some(other) => bail!("{key} must be a string, not {other}"),
-        }
+    let mut merge = Merge {
+        conflicts: Vec::new(),
     };
-    let file_hosts: Option<Vec<String>> = match file.get("hosts") {
-        None => None,
-        Some(v) => {
-            Some(serde_json::from_value(v.clone()).context("hosts must be a list of strings")?)
-        }
-    };
-
-    let mut conflicts = Vec::new();
-    if let (false, Some(h)) = (flags.hosts.is_empty(), &file_hosts) {
-        conflicts.push(format!(
-            "hosts: (from flag: {:?}, from file: {:?})",
-            flags.hosts, h
-        ));
-    }
-    let data_root_file = file_string("data-root")?;
-    let exec_root_file = file_string("exec-root")?;
-    let log_level_file = file_string("log-level")?;
-    for (key, flag, from_file) in [
-        (
-            "data-root",
-            flags.data_root.as_ref().map(|p| p.display().to_string()),
-            &data_root_file,
-        ),
-        (
-            "exec-root",
-            flags.exec_root.as_ref().map(|p| p.display().to_string()),
-            &exec_root_file,
-        ),
-        ("log-level", flags.log_level.clone(), &log_level_file),
-    ] {
-        if let (Some(flag), Some(from_file)) = (flag, from_file) {
-            conflicts.push(format!(
-                "{key}: (from flag: {flag}, from file: {from_file})"
-            ));
-        }
-    }
-    let start_timeout_file = match file.get("plugin-start-timeout") {
-        None => None,
-        Some(v) => Some(
-            v.as_f64()
-                .context("plugin-start-timeout must be a number of seconds")?,
-        ),
-    };
-    if let (Some(flag), Some(from_file)) = (flags.plugin_start_timeout, start_timeout_file) {
-        conflicts.push(format!(
-            "plugin-start-timeout: (from flag: {flag}, from file: {from_file})"
-        ));
-    }
-    let call_timeout_file = match file.get("plugin-call-timeout") {
-        None => None,
-        Some(v) => Some(
-            v.as_f64()
-                .context("plugin-call-timeout must be a number of seconds")?,
-        ),
-    };
-    if let (Some(flag), Some(from_file)) = (flags.plugin_call_timeout, call_timeout_file) {
-        conflicts.push(format!(
-            "plugin-call-timeout: (from flag: {flag}, from file: {from_file})"
-        ));
-    }
-    let legacy_dirs_file: Option<Vec<PathBuf>> = match file.get("legacy-plugin-dirs") {
-        None => None,
-        Some(v) => Some(
-            serde_json::from_value(v.clone())
-                .context("legacy-plugin-dirs must be a list of paths")?,
-        ),
-    };
-    if let (false, Some(d)) = (flags.legacy_plugin_dirs.is_empty(), &legacy_dirs_file) {
-        conflicts.push(format!(
-            "legacy-plugin-dirs: (from flag: {:?}, from file: {:?})",
-            flags.legacy_plugin_dirs, d
-        ));
-    }
-    if !conflicts.is_empty() {
+    let text = |s: String| Ok(s);
+    let hosts = merge.pick_list("hosts", &flags.hosts, file.hosts, |h: String| {
+        parse_host(&h).map_err(anyhow::Error::msg)
+    })?;
+    let path = |p: String| Ok(PathBuf::from(p));
+    let data_root = merge.pick("data-root", flags.data_root.clone(), file.data_root, path)?;
+    let exec_root = merge.pick("exec-root", flags.exec_root.clone(), file.exec_root, path)?;
+    let log_level = merge.pick("log-level", flags.log_level, file.log_level, |l: String| {
+        parse_log_level(&l).map_err(anyhow::Error::msg)
+    })?;
+    let seconds = |s: f64| parse_seconds(&s.to_string()).map_err(anyhow::Error::msg);
+    let start_timeout = merge.pick(
+        "plugin-start-timeout",
+        flags.plugin_start_timeout,
+        file.plugin_start_timeout,
+        seconds,
+    )?;
+    let call_timeout = merge.pick(
+        "plugin-call-timeout",
+        flags.plugin_call_timeout,
+        file.plugin_call_timeout,
+        seconds,
+    )?;
+    let legacy_plugin_dirs = merge.pick_list(
+        "legacy-plugin-dirs",
+        &flags.legacy_plugin_dirs,
+        file.legacy_plugin_dirs,
+        path,
+    )?;
+    let insecure_registries = merge.pick_list(
+        "insecure-registries",
+        &flags.insecure_registries,
+        file.insecure_registries,
+        text,
+    )?;
+    let registry_mirrors = merge.pick_list(
+        "registry-mirrors",
+        &flags.registry_mirrors,
+        file.registry_mirrors,
+        text,
+    )?;
+    let metrics_addr = merge.pick(
+        "metrics-addr",
+        flags.metrics_addr.clone(),
+        file.metrics_addr,
+        |a: String| parse_metrics_addr(&a).map_err(anyhow::Error::msg),
+    )?;
+    if !merge.conflicts.is_empty() {
         bail!(
             "the following directives are specified both as a flag and in the configuration file: {}",
-            conflicts.join(", ")
+            merge.conflicts.join(", ")
         );
     }
-
-    let hosts = if !flags.hosts.is_empty() {
-        flags.hosts.clone()
-    } else {
-        file_hosts.unwrap_or_else(|| vec![DEFAULT_HOST.to_string()])
-    };
-    let sockets = hosts
-        .iter()
-        .map(|h| parse_host(h))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let data_root = flags
-        .data_root
-        .clone()
-        .or(data_root_file.map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_ROOT));
-    let exec_root = flags
-        .exec_root
-        .clone()
-        .or(exec_root_file.map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_EXEC_ROOT));
-    let level = flags
-        .log_level
-        .clone()
-        .or(log_level_file)
-        .unwrap_or_else(|| "info".into());
-    let start_timeout = flags
-        .plugin_start_timeout
-        .or(start_timeout_file)
-        .unwrap_or(DEFAULT_PLUGIN_START_TIMEOUT);
-    if !(start_timeout.is_finite() && start_timeout > 0.0) {
-        bail!("plugin-start-timeout must be a positive number of seconds, not {start_timeout}");
-    }
-    let call_timeout = flags
-        .plugin_call_timeout
-        .or(call_timeout_file)
-        .unwrap_or(DEFAULT_PLUGIN_CALL_TIMEOUT);
-    if !(call_timeout.is_finite() && call_timeout > 0.0) {
-        bail!("plugin-call-timeout must be a positive number of seconds, not {call_timeout}");
-    }
-    let legacy_plugin_dirs = if !flags.legacy_plugin_dirs.is_empty() {
-        flags.legacy_plugin_dirs.clone()
-    } else {
-        legacy_dirs_file.unwrap_or_else(|| {
+    Ok(DaemonConfig {
+        hosts: hosts.unwrap_or_else(|| vec![parse_host(DEFAULT_HOST).expect("default host")]),
+        data_root: absolute(data_root.unwrap_or_else(|| DEFAULT_DATA_ROOT.into()))?,
+        exec_root: absolute(exec_root.unwrap_or_else(|| DEFAULT_EXEC_ROOT.into()))?,
+        log_level: log_level.unwrap_or(log::LevelFilter::Info),
+        plugin_start_timeout: start_timeout.unwrap_or(DEFAULT_PLUGIN_START_TIMEOUT),
+        plugin_call_timeout: call_timeout.unwrap_or(DEFAULT_PLUGIN_CALL_TIMEOUT),
+        legacy_plugin_dirs: legacy_plugin_dirs.unwrap_or_else(|| {
             DEFAULT_LEGACY_PLUGIN_DIRS
                 .iter()
                 .map(PathBuf::from)
                 .collect()
-        })
-    };
-    let list = |flag: &Vec<String>, key: &str| -> anyhow::Result<Vec<String>> {
-        match file.get(key) {
-            Some(v) if flag.is_empty() => {
-                serde_json::from_value(v.clone()).with_context(|| format!("{key} must be a list of strings"))
-            }
-            Some(_) => bail!(
-                "the following directives are specified both as a flag and in the configuration file: {key}"
-            ),
-            None => Ok(flag.clone()),
-        }
-    };
-    let insecure_registries = list(&flags.insecure_registries, "insecure-registries")?;
-    let registry_mirrors = list(&flags.registry_mirrors, "registry-mirrors")?;
-    Ok(DaemonConfig {
-        insecure_registries,
-        registry_mirrors,
-        plugin_start_timeout: std::time::Duration::from_secs_f64(start_timeout),
-        plugin_call_timeout: std::time::Duration::from_secs_f64(call_timeout),
-        legacy_plugin_dirs,
-        sockets,
-        data_root: absolute(data_root)?,
-        exec_root: absolute(exec_root)?,
-        log_level: parse_log_level(&level)?,
+        }),
+        insecure_registries: insecure_registries.unwrap_or_default(),
+        registry_mirrors: registry_mirrors.unwrap_or_default(),
+        metrics_addr,
     })
 }
 
@@ -285,101 +317,218 @@ fn absolute(path: PathBuf) -> anyhow::Result<PathBuf> {
     }
 }
 
-/// Only unix sockets are served: the API grants root on this machine, and a TCP listener
-/// without TLS client auth would hand that to the network.
-pub fn parse_host(host: &str) -> anyhow::Result<PathBuf> {
+/// `unix:///absolute/path` (the scheme may be left out), `fd://` or `fd://NAME`. Nothing over
+/// TCP: the API grants root on this machine, and a TCP listener without TLS client auth would
+/// hand that to the network.
+pub fn parse_host(host: &str) -> Result<Host, String> {
+    if let Some(name) = host.strip_prefix("fd://") {
+        return Ok(Host::Systemd((!name.is_empty()).then(|| name.to_string())));
+    }
     let path = host.strip_prefix("unix://").unwrap_or(host);
     if path.contains("://") || !path.starts_with('/') {
-        bail!("invalid host {host:?}: berth serves only unix sockets (unix:///absolute/path)");
+        return Err(format!(
+            "invalid host {host:?}: berth serves only unix sockets (unix:///absolute/path) and \
+             sockets passed by systemd (fd://, fd://NAME)"
+        ));
     }
-    Ok(PathBuf::from(path))
+    Ok(Host::Unix(PathBuf::from(path)))
 }
 
-pub fn parse_log_level(level: &str) -> anyhow::Result<log::LevelFilter> {
+/// `unix:///path`, `HOST:PORT`, or `PORT` / `:PORT` (loopback: metrics stay on this machine
+/// unless a host is named).
+pub fn parse_metrics_addr(addr: &str) -> Result<MetricsAddr, String> {
+    if let Some(path) = addr.strip_prefix("unix://") {
+        if !path.starts_with('/') {
+            return Err(format!(
+                "invalid metrics address {addr:?}: a unix socket path must be absolute"
+            ));
+        }
+        return Ok(MetricsAddr::Unix(PathBuf::from(path)));
+    }
+    let port_only = addr.strip_prefix(':').unwrap_or(addr);
+    if let Ok(port) = port_only.parse::<u16>() {
+        return Ok(MetricsAddr::Tcp(SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port,
+        )));
+    }
+    addr.parse::<SocketAddr>()
+        .map(MetricsAddr::Tcp)
+        .map_err(|_| {
+            format!("invalid metrics address {addr:?}: expected unix:///PATH, HOST:PORT or PORT")
+        })
+}
+
+pub fn parse_log_level(level: &str) -> Result<log::LevelFilter, String> {
     Ok(match level {
         "debug" => log::LevelFilter::Debug,
         "info" => log::LevelFilter::Info,
         "warn" => log::LevelFilter::Warn,
         "error" | "fatal" => log::LevelFilter::Error,
-        other => bail!("unable to parse logging level: {other}"),
+        other => {
+            return Err(format!(
+                "unable to parse logging level: {other} (one of debug, info, warn, error, fatal)"
+            ))
+        }
     })
+}
+
+/// A positive, finite number of seconds.
+pub fn parse_seconds(text: &str) -> Result<Duration, String> {
+    match text.trim().parse::<f64>() {
+        Ok(s) if s.is_finite() && s > 0.0 => Ok(Duration::from_secs_f64(s)),
+        _ => Err(format!("{text:?} is not a positive number of seconds")),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn file(json: &str) -> BTreeMap<String, serde_json::Value> {
+    fn file(json: &str) -> FileConfig {
         serde_json::from_str(json).unwrap()
+    }
+
+    fn defaults() -> anyhow::Result<DaemonConfig> {
+        resolve(&DaemonFlags::default(), FileConfig::default())
     }
 
     #[test]
     fn defaults_apply_without_flags_or_file() {
-        let cfg = resolve(&DaemonFlags::default(), &BTreeMap::new()).unwrap();
-        assert_eq!(cfg.sockets, vec![PathBuf::from("/run/berth/berth.sock")]);
+        let cfg = defaults().unwrap();
+        assert_eq!(
+            cfg.hosts,
+            vec![Host::Unix(PathBuf::from("/run/berth/berth.sock"))]
+        );
         assert_eq!(cfg.data_root, PathBuf::from(DEFAULT_DATA_ROOT));
         assert_eq!(cfg.exec_root, PathBuf::from(DEFAULT_EXEC_ROOT));
         assert_eq!(cfg.log_level, log::LevelFilter::Info);
-        assert_eq!(cfg.plugin_start_timeout, std::time::Duration::from_secs(30));
+        assert_eq!(cfg.plugin_start_timeout, Duration::from_secs(30));
+        assert_eq!(cfg.plugin_call_timeout, Duration::from_secs(10));
+        assert_eq!(cfg.metrics_addr, None);
+        assert_eq!(cfg.legacy_plugin_dirs.len(), 3);
     }
 
     #[test]
     fn plugin_start_timeout_comes_from_flag_or_file() {
         let flags = DaemonFlags {
-            plugin_start_timeout: Some(2.5),
+            plugin_start_timeout: Some(parse_seconds("2.5").unwrap()),
             ..Default::default()
         };
-        let cfg = resolve(&flags, &BTreeMap::new()).unwrap();
-        assert_eq!(
-            cfg.plugin_start_timeout,
-            std::time::Duration::from_millis(2500)
-        );
+        let cfg = resolve(&flags, FileConfig::default()).unwrap();
+        assert_eq!(cfg.plugin_start_timeout, Duration::from_millis(2500));
         let cfg = resolve(
             &DaemonFlags::default(),
-            &file(r#"{"plugin-start-timeout": 4}"#),
+            file(r#"{"plugin-start-timeout": 4}"#),
         )
         .unwrap();
-        assert_eq!(cfg.plugin_start_timeout, std::time::Duration::from_secs(4));
-        assert!(resolve(
-            &DaemonFlags {
-                plugin_start_timeout: Some(0.0),
-                ..Default::default()
-            },
-            &BTreeMap::new()
+        assert_eq!(cfg.plugin_start_timeout, Duration::from_secs(4));
+        assert!(parse_seconds("0").is_err());
+        let err = resolve(
+            &DaemonFlags::default(),
+            file(r#"{"plugin-start-timeout": -1}"#),
         )
-        .is_err());
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").starts_with("plugin-start-timeout: "),
+            "{err:#}"
+        );
     }
 
     #[test]
     fn file_values_apply_and_flags_may_not_repeat_them() {
-        let f = file(
-            r#"{"data-root":"/srv/b","hosts":["unix:///tmp/a.sock","unix:///tmp/b.sock"],"log-level":"debug"}"#,
-        );
-        let cfg = resolve(&DaemonFlags::default(), &f).unwrap();
+        let json = r#"{"data-root":"/srv/b","hosts":["unix:///tmp/a.sock","fd://api"],"log-level":"debug"}"#;
+        let cfg = resolve(&DaemonFlags::default(), file(json)).unwrap();
         assert_eq!(cfg.data_root, PathBuf::from("/srv/b"));
-        assert_eq!(cfg.sockets.len(), 2);
+        assert_eq!(
+            cfg.hosts,
+            vec![
+                Host::Unix("/tmp/a.sock".into()),
+                Host::Systemd(Some("api".into()))
+            ]
+        );
         assert_eq!(cfg.log_level, log::LevelFilter::Debug);
 
         let flags = DaemonFlags {
             data_root: Some("/x".into()),
             ..Default::default()
         };
-        let err = resolve(&flags, &f).unwrap_err().to_string();
-        assert!(err.contains("specified both as a flag and in the configuration file: data-root: (from flag: /x, from file: /srv/b)"), "{err}");
+        let err = resolve(&flags, file(json)).unwrap_err().to_string();
+        assert!(err.contains("specified both as a flag and in the configuration file: data-root: (from flag: \"/x\", from file: \"/srv/b\")"), "{err}");
     }
 
     #[test]
-    fn unknown_file_keys_and_non_unix_hosts_are_refused() {
-        let err = resolve(&DaemonFlags::default(), &file(r#"{"storage-driver":"x"}"#)).unwrap_err();
+    fn every_key_the_file_may_hold_is_accepted() {
+        let f = file(
+            r#"{"plugin-call-timeout":2,"legacy-plugin-dirs":["/p"],"insecure-registries":["r:5000"],
+                "registry-mirrors":["https://m"],"metrics-addr":"unix:///run/berth/metrics.sock","exec-root":"/e"}"#,
+        );
+        let cfg = resolve(&DaemonFlags::default(), f).unwrap();
+        assert_eq!(cfg.plugin_call_timeout, Duration::from_secs(2));
+        assert_eq!(cfg.legacy_plugin_dirs, vec![PathBuf::from("/p")]);
+        assert_eq!(cfg.insecure_registries, vec!["r:5000"]);
+        assert_eq!(cfg.registry_mirrors, vec!["https://m"]);
+        assert_eq!(
+            cfg.metrics_addr,
+            Some(MetricsAddr::Unix("/run/berth/metrics.sock".into()))
+        );
+        assert_eq!(cfg.metrics_socket(), PathBuf::from("/e/metrics.sock"));
+    }
+
+    #[test]
+    fn unknown_file_keys_and_bad_file_values_name_the_key() {
+        let err = resolve(&DaemonFlags::default(), file(r#"{"storage-driver":"x"}"#)).unwrap_err();
         assert!(err
             .to_string()
             .contains("don't match any configuration option: storage-driver"));
+        let err = resolve(&DaemonFlags::default(), file(r#"{"log-level":"loud"}"#)).unwrap_err();
+        assert!(
+            format!("{err:#}").starts_with("log-level: unable to parse logging level: loud"),
+            "{err:#}"
+        );
+        let err = resolve(&DaemonFlags::default(), file(r#"{"hosts":"unix:///a"}"#)).unwrap_err();
+        assert!(
+            format!("{err:#}").starts_with("hosts: unexpected value"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn hosts_are_unix_sockets_or_systemd_sockets() {
         assert!(parse_host("tcp://0.0.0.0:2375").is_err());
         assert!(parse_host("unix://relative.sock").is_err());
         assert_eq!(
             parse_host("unix:///run/b.sock").unwrap(),
-            PathBuf::from("/run/b.sock")
+            Host::Unix(PathBuf::from("/run/b.sock"))
         );
+        assert_eq!(parse_host("fd://").unwrap(), Host::Systemd(None));
+        assert_eq!(
+            parse_host("fd://berth.socket").unwrap(),
+            Host::Systemd(Some("berth.socket".into()))
+        );
+        assert_eq!(parse_host("fd://x").unwrap().to_string(), "fd://x");
+    }
+
+    #[test]
+    fn metrics_addresses_default_to_loopback() {
+        assert_eq!(
+            parse_metrics_addr("9323").unwrap(),
+            MetricsAddr::Tcp("127.0.0.1:9323".parse().unwrap())
+        );
+        assert_eq!(
+            parse_metrics_addr(":9323").unwrap(),
+            MetricsAddr::Tcp("127.0.0.1:9323".parse().unwrap())
+        );
+        assert_eq!(
+            parse_metrics_addr("0.0.0.0:9323").unwrap(),
+            MetricsAddr::Tcp("0.0.0.0:9323".parse().unwrap())
+        );
+        assert_eq!(
+            parse_metrics_addr("unix:///run/m.sock").unwrap(),
+            MetricsAddr::Unix("/run/m.sock".into())
+        );
+        assert!(parse_metrics_addr("unix://m.sock").is_err());
+        assert!(parse_metrics_addr("localhost:x").is_err());
     }
 
     #[test]

@@ -1,30 +1,18 @@
-//! The `berth` command.
+//! The `berth` command: `berth daemon` runs the daemon (see `berth::daemon`), `berth version`
+//! prints what was built.
 
 use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::Path;
-use std::sync::Arc;
 
-use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 
-use berth::api::{self, version::DEFAULT_API_VERSION, ApiState};
-use berth::config::{DaemonConfig, DaemonFlags};
-use berth::distribution::registry::{RegistryClient, RegistryOptions};
-use berth::plugin::getter::PluginGetter;
-use berth::plugin::manager::{Manager, RuntimeOptions};
-use berth::rpc::discovery::LegacyPlugins;
-use berth::volume::service::VolumeService;
-
-/// How long a legacy plugin whose socket or spec exists may take to answer its activation
-/// (moby retries for about 15 s).
-const LEGACY_ACTIVATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+use berth::config::DaemonFlags;
+use berth::systemd::PassedSockets;
 
 #[derive(Parser)]
 #[command(
     name = "berth",
     version,
+    propagate_version = true,
     about = "Docker Engine API plugin and volume daemon"
 )]
 struct Cli {
@@ -34,8 +22,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the daemon
-    Daemon(DaemonFlags),
+    /// Run the daemon (in the foreground; SIGTERM or Ctrl-C stops it, SIGHUP reloads its
+    /// configuration file)
+    Daemon(Box<DaemonFlags>),
+    /// Show the version, commit, compiler and API versions of this build
+    Version,
 }
 
 fn main() {
@@ -47,7 +38,11 @@ fn main() {
     }
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Daemon(flags) => flags.resolve().and_then(run_daemon),
+        Command::Daemon(flags) => run_daemon(*flags),
+        Command::Version => {
+            print!("{}", berth::api::build_description());
+            Ok(())
+        }
     };
     if let Err(e) = result {
         log::error!("{e:#}");
@@ -56,9 +51,18 @@ fn main() {
     }
 }
 
+fn run_daemon(flags: DaemonFlags) -> anyhow::Result<()> {
+    // SAFETY: no other thread exists yet (logging and the runtime start below).
+    let passed = unsafe { PassedSockets::take_from_env() }?;
+    let config = flags.resolve()?;
+    init_logging(config.log_level);
+    berth::daemon::run(flags, config, passed)
+}
+
 fn init_logging(level: log::LevelFilter) {
     env_logger::Builder::new()
-        .filter_level(level)
+        // The level is the global maximum set below, so SIGHUP can change it.
+        .filter_level(log::LevelFilter::Trace)
         // actix's own start-up chatter is not the daemon's business at info level.
         .filter_module("actix_server", log::LevelFilter::Warn)
         .format(|buf, record| {
@@ -75,6 +79,7 @@ fn init_logging(level: log::LevelFilter) {
             writeln!(fields.0)
         })
         .init();
+    log::set_max_level(level);
 }
 
 struct KeyValues<'a>(&'a mut env_logger::fmt::Formatter);
@@ -89,88 +94,69 @@ impl<'kvs> log::kv::VisitSource<'kvs> for KeyValues<'_> {
     }
 }
 
-fn run_daemon(config: DaemonConfig) -> anyhow::Result<()> {
-    init_logging(config.log_level);
-    for dir in [&config.data_root, &config.exec_root] {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))?;
-    }
-    let executor = berth::runtime::default_executor(&config.exec_root);
-    let options = RuntimeOptions {
-        start_timeout: config.plugin_start_timeout,
-        ..RuntimeOptions::default()
-    };
-    let registry = RegistryClient::new(RegistryOptions {
-        insecure_registries: config.insecure_registries.clone(),
-        mirrors: config.registry_mirrors.clone(),
-        ..RegistryOptions::default()
-    })
-    .context("configuring the registry client")?;
-    let manager = Manager::open(
-        &config.data_root,
-        &config.exec_root,
-        executor,
-        options,
-        registry,
-    )
-    .context("opening the plugin store")?;
-    let manager = Arc::new(manager);
-    // Plugins that were enabled run again before the API answers.
-    manager.restore();
-    let listeners = config
-        .sockets
-        .iter()
-        .map(|path| bind_socket(path))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let legacy = LegacyPlugins::new(
-        config.legacy_plugin_dirs.clone(),
-        LEGACY_ACTIVATION_TIMEOUT,
-        Some(config.plugin_call_timeout),
-    )
-    .with_scan_timeout(config.plugin_call_timeout);
-    let getter = Arc::new(PluginGetter::new(
-        manager.clone(),
-        legacy,
-        config.plugin_call_timeout,
-    ));
-    let volumes =
-        VolumeService::open(&config.data_root, getter).context("opening the volume store")?;
-    let state = ApiState {
-        volumes: Arc::new(volumes),
-        plugins: manager.clone(),
-        daemon: api::system_identity(DEFAULT_API_VERSION, &config.data_root, &config.exec_root),
-    };
-    for path in &config.sockets {
-        log::info!("API listen on {}", path.display());
-    }
-    let served = actix_rt::System::new().block_on(api::serve(state, listeners));
-    for path in &config.sockets {
-        let _ = std::fs::remove_file(path);
-    }
-    manager.shutdown();
-    log::info!("daemon stopped");
-    served.context("serving the API")
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
 
-/// Binds a unix socket: a stale socket file left by a dead daemon is replaced, a live one is
-/// refused. Mode 0660, group `docker` when that group exists (as dockerd does).
-fn bind_socket(path: &Path) -> anyhow::Result<UnixListener> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    if path.exists() || std::fs::symlink_metadata(path).is_ok() {
-        if UnixStream::connect(path).is_ok() {
-            bail!("another daemon is already listening on {}", path.display());
+    #[test]
+    fn daemon_help_shows_every_default() {
+        let mut cli = Cli::command();
+        let help = cli
+            .find_subcommand_mut("daemon")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        let config = berth::config::DaemonFlags::default().resolve().unwrap();
+        let mut defaults = vec![
+            berth::config::DEFAULT_HOST.to_string(),
+            berth::config::DEFAULT_DATA_ROOT.to_string(),
+            berth::config::DEFAULT_EXEC_ROOT.to_string(),
+            berth::config::DEFAULT_CONFIG_FILE.to_string(),
+            format!("[default: {}]", berth::config::DEFAULT_LOG_LEVEL),
+            format!("[default: {}]", config.plugin_start_timeout.as_secs()),
+            format!("[default: {}]", config.plugin_call_timeout.as_secs()),
+            "[default: off]".to_string(),
+        ];
+        defaults.extend(
+            berth::config::DEFAULT_LEGACY_PLUGIN_DIRS
+                .iter()
+                .map(|d| d.to_string()),
+        );
+        let flat = help.split_whitespace().collect::<Vec<_>>().join(" ");
+        for default in defaults {
+            assert!(flat.contains(&default), "{default} missing from:\n{help}");
         }
-        std::fs::remove_file(path)
-            .with_context(|| format!("removing stale socket {}", path.display()))?;
     }
-    let listener =
-        UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
-    if let Ok(Some(group)) = nix::unistd::Group::from_name("docker") {
-        nix::unistd::chown(path, None, Some(group.gid))
-            .with_context(|| format!("giving {} to group docker", path.display()))?;
+
+    #[test]
+    fn bad_flags_are_refused_naming_the_flag() {
+        for (args, flag) in [
+            (
+                &["berth", "daemon", "--log-level", "verbose"][..],
+                "--log-level",
+            ),
+            (
+                &["berth", "daemon", "-H", "tcp://0.0.0.0:2375"][..],
+                "--host",
+            ),
+            (
+                &["berth", "daemon", "--metrics-addr", "x:y"][..],
+                "--metrics-addr",
+            ),
+            (
+                &["berth", "daemon", "--plugin-call-timeout", "0"][..],
+                "--plugin-call-timeout",
+            ),
+        ] {
+            let err = Cli::try_parse_from(args)
+                .err()
+                .expect("refused")
+                .to_string();
+            assert!(err.contains(flag), "{err}");
+            assert!(!err.contains("daemon.json"), "{err}");
+        }
+        assert!(Cli::try_parse_from(["berth", "daemon", "--version"])
+            .is_err_and(|e| e.kind() == clap::error::ErrorKind::DisplayVersion));
     }
-    Ok(listener)
 }

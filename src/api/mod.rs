@@ -21,6 +21,7 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::plugin::manager::Manager;
 use routes::{recognize, split_version, RouteId};
+pub use system::build_description;
 use version::{ApiVersion, Compat, DEFAULT_API_VERSION, MAX_API_VERSION, MIN_API_VERSION};
 
 /// What handlers share: the services behind the API and the daemon's identity.
@@ -100,11 +101,41 @@ async fn dispatch(
     payload: web::Payload,
     state: web::Data<ApiState>,
 ) -> HttpResponse {
+    if !crate::metrics::enabled() {
+        return respond(req, payload, state).await.0;
+    }
+    let started = std::time::Instant::now();
+    let method = metrics_method(req.method());
+    let (response, route) = respond(req, payload, state).await;
+    crate::metrics::api_request(method, route, response.status().as_u16(), started.elapsed());
+    response
+}
+
+/// The method as a metrics label (a fixed set, so labels cannot grow without bound).
+fn metrics_method(method: &actix_web::http::Method) -> &'static str {
+    use actix_web::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+/// The response and the pattern of the route that answered (None: no route did).
+async fn respond(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<ApiState>,
+) -> (HttpResponse, Option<&'static str>) {
     let advertised = state.daemon.api_version.clone();
     if req.method() == actix_web::http::Method::OPTIONS {
         let mut response = HttpResponse::Ok().finish();
         add_common_headers(&mut response, &advertised, true);
-        return response;
+        return (response, None);
     }
     let decoded = routes::decode_path(req.path());
     let clean = routes::clean_path(&decoded);
@@ -113,14 +144,16 @@ async fn dispatch(
         if !req.query_string().is_empty() {
             location = format!("{location}?{}", req.query_string());
         }
-        return HttpResponse::MovedPermanently()
+        let response = HttpResponse::MovedPermanently()
             .insert_header(("location", location))
             .finish();
+        return (response, None);
     }
     let (requested, path) = split_version(&decoded);
     let Some(matched) = recognize(req.method().as_str(), path) else {
-        return json_message(StatusCode::NOT_FOUND, "page not found");
+        return (json_message(StatusCode::NOT_FOUND, "page not found"), None);
     };
+    let route = matched.route.pattern;
     let version = requested
         .map(ApiVersion::parse)
         .unwrap_or_else(|| ApiVersion::parse(DEFAULT_API_VERSION));
@@ -144,7 +177,7 @@ async fn dispatch(
     };
     let mut response = result.unwrap_or_else(|e| error_response(&e, &compat));
     add_common_headers(&mut response, &advertised, version_accepted);
-    response
+    (response, Some(route))
 }
 
 async fn handle(id: RouteId, call: Call, payload: web::Payload) -> Result<HttpResponse> {

@@ -302,6 +302,7 @@ fn run(
             if entry.next_start.is_some_and(|at| now >= at) {
                 match launch(id, entry) {
                     Ok(pid) => {
+                        crate::metrics::plugin_restart(id);
                         logs.append(id, "daemon", format!("plugin restarted (pid {pid})"));
                         set_state(
                             id,

@@ -47,7 +47,7 @@ pub struct PruneFilter {
 }
 
 pub struct VolumeService {
-    store: VolumeStore,
+    store: Arc<VolumeStore>,
     local: Arc<LocalDriver>,
     plugins: Arc<PluginGetter>,
     /// VolumeDriver adapters of plugins, kept per plugin activation.
@@ -66,8 +66,23 @@ pub struct VolumeService {
 impl VolumeService {
     pub fn open(data_root: &Path, plugins: Arc<PluginGetter>) -> Result<VolumeService> {
         let root = data_root.join("volumes");
-        let store = VolumeStore::open(&root.join("metadata.db"))
-            .map_err(|e| Error::System(e.to_string()))?;
+        let store = Arc::new(
+            VolumeStore::open(&root.join("metadata.db"))
+                .map_err(|e| Error::System(e.to_string()))?,
+        );
+        let counted = store.clone();
+        crate::metrics::gauge_source(
+            "volumes",
+            "Volumes berth records, by driver",
+            Some("driver"),
+            move || {
+                let mut by_driver: BTreeMap<String, i64> = BTreeMap::new();
+                for record in counted.snapshot() {
+                    *by_driver.entry(record.driver.clone()).or_default() += 1;
+                }
+                by_driver.into_iter().collect()
+            },
+        );
         let local = LocalDriver::new(&root);
         if let Err(e) = local.restore() {
             log::warn!("restoring local volumes: {e}");

@@ -1,0 +1,220 @@
+//! `berth daemon`: the one place the daemon is wired together and run.
+//!
+//! Order of start-up: sockets first (the API's, created or passed by systemd, and the metrics
+//! sockets), so clients queue instead of failing and a second daemon on the same socket stops
+//! before touching any plugin; then the plugin store and the plugins that were enabled; then
+//! the services; then the API is served and, once it answers `/_ping`, systemd is told READY.
+//! SIGHUP reloads the configuration ([`reload`]); SIGTERM or SIGINT stops the API, tells
+//! MetricsCollector plugins to stop, closes the side sockets and stops every plugin (their
+//! enabled state stays recorded, so they run again at the next start).
+
+mod follow;
+mod listeners;
+pub mod reload;
+pub mod side;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::api::{self, version::DEFAULT_API_VERSION, ApiState};
+use crate::config::{DaemonConfig, DaemonFlags, MetricsAddr};
+use crate::distribution::registry::{RegistryClient, RegistryOptions};
+use crate::plugin::getter::PluginGetter;
+use crate::plugin::manager::{Manager, RuntimeOptions};
+use crate::rpc::discovery::LegacyPlugins;
+use crate::systemd::{notify, DaemonState, PassedSockets};
+use crate::volume::service::VolumeService;
+pub use follow::volume_plugin_socket;
+use listeners::ApiListeners;
+use side::{Handler, SideListener, SideResponse, SideServer};
+
+/// How long a legacy plugin whose socket or spec exists may take to answer its activation
+/// (moby retries for about 15 s).
+const LEGACY_ACTIVATION_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How long the daemon waits for its own API to answer before giving up on READY.
+const READY_PROBE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs the daemon until SIGTERM or SIGINT. `passed`: the sockets systemd passed (taken from
+/// the environment before any thread started).
+pub fn run(
+    flags: DaemonFlags,
+    config: DaemonConfig,
+    mut passed: PassedSockets,
+) -> anyhow::Result<()> {
+    for dir in [&config.data_root, &config.exec_root] {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))?;
+    }
+    let api_listeners = ApiListeners::open(&config.hosts, &mut passed)?;
+    let metrics_listeners = match &config.metrics_addr {
+        Some(addr) => {
+            crate::metrics::enable();
+            metrics_listeners(addr, &config.metrics_socket())?
+        }
+        None => Vec::new(),
+    };
+
+    let executor = crate::runtime::default_executor(&config.exec_root);
+    let options = RuntimeOptions {
+        start_timeout: config.plugin_start_timeout,
+        metrics_socket: config
+            .metrics_addr
+            .as_ref()
+            .map(|_| config.metrics_socket()),
+        ..RuntimeOptions::default()
+    };
+    let registry = RegistryClient::new(RegistryOptions {
+        insecure_registries: config.insecure_registries.clone(),
+        mirrors: config.registry_mirrors.clone(),
+        ..RegistryOptions::default()
+    })
+    .context("configuring the registry client")?;
+    let manager = Manager::open(
+        &config.data_root,
+        &config.exec_root,
+        executor,
+        options,
+        registry,
+    )
+    .context("opening the plugin store")?;
+    let manager = Arc::new(manager);
+    manager.publish_metrics();
+    // Plugins that were enabled run again before the API answers.
+    manager.restore();
+    let legacy = LegacyPlugins::new(
+        config.legacy_plugin_dirs.clone(),
+        LEGACY_ACTIVATION_TIMEOUT,
+        Some(config.plugin_call_timeout),
+    )
+    .with_scan_timeout(config.plugin_call_timeout);
+    let getter = Arc::new(PluginGetter::new(
+        manager.clone(),
+        legacy,
+        config.plugin_call_timeout,
+    ));
+    let volumes = Arc::new(
+        VolumeService::open(&config.data_root, getter.clone())
+            .context("opening the volume store")?,
+    );
+    let state = ApiState {
+        volumes: volumes.clone(),
+        plugins: manager.clone(),
+        daemon: api::system_identity(DEFAULT_API_VERSION, &config.data_root, &config.exec_root),
+    };
+    let api_paths = api_listeners.paths();
+    let ApiListeners { listeners, created } = api_listeners;
+    for host in &config.hosts {
+        log::info!("API listen on {host}");
+    }
+
+    let reloader = reload::Reloader::new(flags, config.clone());
+    let follower = follow::Follower::new(
+        getter,
+        volumes,
+        &config.exec_root,
+        config.metrics_addr.is_some(),
+    );
+    let served = actix_rt::System::new().block_on(async {
+        let _metrics_servers = serve_metrics(metrics_listeners)?;
+        let (stop_following, following) = tokio::sync::oneshot::channel();
+        let followed = actix_rt::spawn(follower.run(following));
+        actix_rt::spawn(reloader.run());
+        actix_rt::spawn(announce_ready(api_paths.first().cloned()));
+        let served = api::serve(state, listeners).await;
+        notify(DaemonState::Stopping, "Stopping plugins");
+        let _ = stop_following.send(());
+        let _ = followed.await;
+        anyhow::Ok(served)
+    });
+    for path in &created {
+        let _ = std::fs::remove_file(path);
+    }
+    manager.shutdown();
+    log::info!("daemon stopped");
+    served?.context("serving the API")
+}
+
+/// The metrics sockets: `--metrics-addr`, and the socket MetricsCollector plugins scrape
+/// (one socket when both are the same path).
+fn metrics_listeners(
+    addr: &MetricsAddr,
+    plugin_socket: &Path,
+) -> anyhow::Result<Vec<(SideListener, Option<PathBuf>)>> {
+    let mut listeners = vec![(
+        SideListener::bind_unix(plugin_socket, 0o660)?,
+        Some(plugin_socket.to_path_buf()),
+    )];
+    match addr {
+        MetricsAddr::Unix(path) if path == plugin_socket => {}
+        MetricsAddr::Unix(path) => {
+            listeners.push((SideListener::bind_unix(path, 0o660)?, Some(path.clone())))
+        }
+        MetricsAddr::Tcp(addr) => listeners.push((SideListener::bind_tcp(*addr)?, None)),
+    }
+    Ok(listeners)
+}
+
+fn serve_metrics(
+    listeners: Vec<(SideListener, Option<PathBuf>)>,
+) -> anyhow::Result<Vec<SideServer>> {
+    let handler: Handler = Rc::new(|request| {
+        Box::pin(async move {
+            match (request.method, request.path.as_str()) {
+                (hyper::Method::GET, "/metrics") => SideResponse {
+                    status: 200,
+                    content_type: crate::metrics::CONTENT_TYPE,
+                    body: crate::metrics::encode().into(),
+                },
+                _ => SideResponse::text(404, "404 page not found\n"),
+            }
+        })
+    });
+    listeners
+        .into_iter()
+        .map(|(listener, socket)| side::serve(listener, socket, handler.clone()))
+        .collect()
+}
+
+/// Tells systemd READY once the API answers `GET /_ping` on `socket` (at once when the API has
+/// no socket path to probe).
+async fn announce_ready(socket: Option<PathBuf>) {
+    if let Some(socket) = socket {
+        let deadline = tokio::time::Instant::now() + READY_PROBE_TIMEOUT;
+        loop {
+            match ping(&socket).await {
+                Ok(()) => break,
+                Err(e) if tokio::time::Instant::now() >= deadline => {
+                    log::error!("the API did not answer on {}: {e}", socket.display());
+                    return;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+            }
+        }
+    }
+    log::info!("Daemon has completed initialization");
+    notify(DaemonState::Ready, "Serving the API");
+}
+
+async fn ping(socket: &Path) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::UnixStream::connect(socket).await?;
+    stream
+        .write_all(b"GET /_ping HTTP/1.1\r\nHost: berth\r\nConnection: close\r\n\r\n")
+        .await?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).await?;
+    if &head == b"HTTP/1.1 200" {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "answered {}",
+            String::from_utf8_lossy(&head)
+        )))
+    }
+}

@@ -1,0 +1,167 @@
+//! berth as a volume plugin for other engines: Podman (and anything else that speaks the
+//! VolumeDriver protocol) reaches a berth-managed volume plugin through a socket berth serves
+//! for it, and every call goes through the volume service. So a volume created this way is a
+//! berth volume like any other: recorded, holding a reference on its plugin (the plugin is "in
+//! use" and cannot be disabled unless forced), with the plugin's paths mapped to host paths,
+//! under the same deadlines.
+//!
+//! The sockets themselves (`<exec-root>/volume-plugins/<name>.sock`, one per enabled managed
+//! volume plugin) are opened and closed by the daemon; this module answers the calls.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::service::{ListFilter, VolumeService};
+use crate::error::{Error, Result};
+
+/// The VolumeDriver protocol for one driver (the plugin's full name, `name:tag`).
+pub struct VolumeGateway {
+    volumes: Arc<VolumeService>,
+    driver: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Request {
+    #[serde(rename = "Name", default)]
+    name: String,
+    #[serde(rename = "Opts", default)]
+    opts: Option<BTreeMap<String, String>>,
+    #[serde(rename = "ID", default)]
+    id: String,
+}
+
+#[derive(Debug, Serialize)]
+struct ListedVolume {
+    #[serde(rename = "Name")]
+    name: String,
+    #[serde(rename = "Mountpoint")]
+    mountpoint: String,
+}
+
+#[derive(Debug, Serialize)]
+struct GotVolume {
+    #[serde(rename = "Name")]
+    name: String,
+    #[serde(rename = "Mountpoint")]
+    mountpoint: String,
+    #[serde(rename = "CreatedAt")]
+    created_at: String,
+    #[serde(rename = "Status", skip_serializing_if = "Option::is_none")]
+    status: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// An answer: the HTTP status and the JSON body. Failures are `500 {"Err": …}`, as plugins
+/// written with Docker's helpers answer.
+pub type Answer = (u16, serde_json::Value);
+
+impl VolumeGateway {
+    pub fn new(volumes: Arc<VolumeService>, driver: &str) -> VolumeGateway {
+        VolumeGateway {
+            volumes,
+            driver: driver.to_string(),
+        }
+    }
+
+    /// The driver this gateway serves.
+    pub fn driver(&self) -> &str {
+        &self.driver
+    }
+
+    /// Answers `POST /<method>` with `body`.
+    pub async fn call(&self, method: &str, body: &[u8]) -> Answer {
+        let request: Request = if body.iter().all(u8::is_ascii_whitespace) {
+            Request::default()
+        } else {
+            match serde_json::from_slice(body) {
+                Ok(r) => r,
+                Err(e) => return (400, serde_json::json!({ "Err": format!("{method}: {e}") })),
+            }
+        };
+        match self.answer(method, request).await {
+            Ok(value) => (200, value),
+            Err(Error::NotImplemented(m)) => (404, serde_json::json!({ "Err": m })),
+            Err(e) => (500, serde_json::json!({ "Err": e.message() })),
+        }
+    }
+
+    async fn answer(&self, method: &str, request: Request) -> Result<serde_json::Value> {
+        let name = request.name.as_str();
+        Ok(match method {
+            "Plugin.Activate" => serde_json::json!({ "Implements": ["VolumeDriver"] }),
+            "VolumeDriver.Capabilities" => {
+                serde_json::json!({ "Capabilities": { "Scope": "local" } })
+            }
+            "VolumeDriver.Create" => {
+                let opts = request.opts.unwrap_or_default();
+                self.volumes
+                    .create(name, &self.driver, opts, BTreeMap::new(), false)
+                    .await?;
+                serde_json::json!({})
+            }
+            "VolumeDriver.Remove" => {
+                self.own(name).await?;
+                self.volumes.remove(name, false).await?;
+                serde_json::json!({})
+            }
+            "VolumeDriver.Mount" => {
+                self.own(name).await?;
+                let mountpoint = self.volumes.mount(name, &request.id).await?;
+                serde_json::json!({ "Mountpoint": mountpoint })
+            }
+            "VolumeDriver.Unmount" => {
+                self.own(name).await?;
+                self.volumes.unmount(name, &request.id).await?;
+                serde_json::json!({})
+            }
+            "VolumeDriver.Path" => {
+                let volume = self.own(name).await?;
+                serde_json::json!({ "Mountpoint": volume.mountpoint })
+            }
+            "VolumeDriver.Get" => {
+                let volume = self.own(name).await?;
+                serde_json::json!({ "Volume": GotVolume {
+                    name: volume.name,
+                    mountpoint: volume.mountpoint,
+                    created_at: volume.created_at,
+                    status: volume.status,
+                }})
+            }
+            "VolumeDriver.List" => {
+                let filter = ListFilter {
+                    drivers: vec![self.driver.clone()],
+                    ..ListFilter::default()
+                };
+                let listed = self.volumes.list(&filter).await?;
+                let volumes: Vec<ListedVolume> = listed
+                    .volumes
+                    .into_iter()
+                    .map(|v| ListedVolume {
+                        name: v.name,
+                        mountpoint: v.mountpoint,
+                    })
+                    .collect();
+                serde_json::json!({ "Volumes": volumes })
+            }
+            other => {
+                return Err(Error::NotImplemented(format!(
+                    "{other}: not a VolumeDriver method"
+                )))
+            }
+        })
+    }
+
+    /// The volume `name`, which must be this driver's: a gateway never reaches volumes of
+    /// other drivers.
+    async fn own(&self, name: &str) -> Result<super::types::Volume> {
+        let volume = self.volumes.inspect(name).await?;
+        if volume.driver != self.driver {
+            return Err(Error::NotFound(format!(
+                "no such volume: {name} (it belongs to driver {})",
+                volume.driver
+            )));
+        }
+        Ok(volume)
+    }
+}
