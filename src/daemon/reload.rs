@@ -65,11 +65,12 @@ impl Reloader {
             }
         };
         if config.log_level != self.current.log_level {
-            log::set_max_level(config.log_level);
+            // Said before it applies: a quieter level would swallow the line.
             log::info!(
                 "Reloaded configuration: log-level {}",
                 config.log_level.as_str().to_ascii_lowercase()
             );
+            log::set_max_level(config.log_level);
         }
         let restart_only = restart_only_changes(&self.current, &config);
         if !restart_only.is_empty() {

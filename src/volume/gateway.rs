@@ -13,7 +13,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::service::{ListFilter, VolumeService};
+use super::service::VolumeService;
+use crate::drivers::volume::DriverVolume;
 use crate::error::{Error, Result};
 
 /// The VolumeDriver protocol for one driver (the plugin's full name, `name:tag`).
@@ -46,8 +47,8 @@ struct GotVolume {
     name: String,
     #[serde(rename = "Mountpoint")]
     mountpoint: String,
-    #[serde(rename = "CreatedAt")]
-    created_at: String,
+    #[serde(rename = "CreatedAt", skip_serializing_if = "Option::is_none")]
+    created_at: Option<String>,
     #[serde(rename = "Status", skip_serializing_if = "Option::is_none")]
     status: Option<serde_json::Map<String, serde_json::Value>>,
 }
@@ -64,13 +65,9 @@ impl VolumeGateway {
         }
     }
 
-    /// The driver this gateway serves.
-    pub fn driver(&self) -> &str {
-        &self.driver
-    }
-
     /// Answers `POST /<method>` with `body`.
     pub async fn call(&self, method: &str, body: &[u8]) -> Answer {
+        log::debug!("volume plugin {} for other engines: {method}", self.driver);
         let request: Request = if body.iter().all(u8::is_ascii_whitespace) {
             Request::default()
         } else {
@@ -117,29 +114,26 @@ impl VolumeGateway {
             }
             "VolumeDriver.Path" => {
                 let volume = self.own(name).await?;
-                serde_json::json!({ "Mountpoint": volume.mountpoint })
+                serde_json::json!({ "Mountpoint": volume.host_mountpoint })
             }
             "VolumeDriver.Get" => {
                 let volume = self.own(name).await?;
                 serde_json::json!({ "Volume": GotVolume {
                     name: volume.name,
-                    mountpoint: volume.mountpoint,
+                    mountpoint: volume.host_mountpoint,
                     created_at: volume.created_at,
                     status: volume.status,
                 }})
             }
             "VolumeDriver.List" => {
-                let filter = ListFilter {
-                    drivers: vec![self.driver.clone()],
-                    ..ListFilter::default()
-                };
-                let listed = self.volumes.list(&filter).await?;
-                let volumes: Vec<ListedVolume> = listed
+                let volumes: Vec<ListedVolume> = self
                     .volumes
+                    .driver_list(&self.driver)
+                    .await?
                     .into_iter()
                     .map(|v| ListedVolume {
                         name: v.name,
-                        mountpoint: v.mountpoint,
+                        mountpoint: v.host_mountpoint,
                     })
                     .collect();
                 serde_json::json!({ "Volumes": volumes })
@@ -152,14 +146,13 @@ impl VolumeGateway {
         })
     }
 
-    /// The volume `name`, which must be this driver's: a gateway never reaches volumes of
-    /// other drivers.
-    async fn own(&self, name: &str) -> Result<super::types::Volume> {
-        let volume = self.volumes.inspect(name).await?;
-        if volume.driver != self.driver {
+    /// The volume `name` as the plugin reports it (paths mapped to the host); it must be this
+    /// driver's: a gateway never reaches volumes of other drivers.
+    async fn own(&self, name: &str) -> Result<DriverVolume> {
+        let (driver, volume) = self.volumes.driver_view(name).await?;
+        if driver != self.driver {
             return Err(Error::NotFound(format!(
-                "no such volume: {name} (it belongs to driver {})",
-                volume.driver
+                "no such volume: {name} (it belongs to driver {driver})"
             )));
         }
         Ok(volume)

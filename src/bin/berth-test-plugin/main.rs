@@ -22,13 +22,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Map, Value};
 
+mod metrics;
 mod volume;
 
 const USAGE: &str = "\
 berth-test-plugin: a Docker volume plugin for tests (HTTP/1.1 JSON RPC on a unix socket)
 
 Knobs (environment, or arguments TEST_X=value which override the environment):
-  TEST_SOCKET_PATH=<path>    listen here (wins over TEST_SOCKET)
+  TEST_SOCKET_PATH=<path>    listen here (wins over TEST_SOCKET); a socket passed by an
+                             activator (LISTEN_FDS=1) wins over both
   TEST_SOCKET=<file>         listen on /run/docker/plugins/<file> (default testdriver.sock)
   TEST_ROOT=<dir>            volume directories live here (default /data)
   TEST_START_DELAY_MS=<n>    sleep before listening
@@ -47,6 +49,10 @@ Knobs (environment, or arguments TEST_X=value which override the environment):
   TEST_SCOPE=<scope>         VolumeDriver.Capabilities scope (default local)
   TEST_GET_NULL=1            Get of an unknown volume answers {\"Volume\":null,\"Err\":\"\"}
   TEST_CALL_LOG=<path>|-     append `<Method> <body>` per RPC to a file (`-`: stdout)
+  TEST_METRICS_SOCKET=<path> MetricsCollector mode: the daemon's metrics socket to scrape after
+                             StartMetrics (default /run/docker/metrics.sock); each scrape
+                             replaces <TEST_ROOT>/metrics.txt
+  TEST_SCRAPE_INTERVAL_MS=<n> between scrapes (default 100)
 
 Volume options: `-o error=<text>` makes VolumeDriver.Create fail with that Err text.
 ";
@@ -98,6 +104,8 @@ struct Config {
     scope: String,
     get_null: bool,
     call_log: Option<String>,
+    metrics_socket: PathBuf,
+    scrape_interval: Duration,
 }
 
 struct Driver {
@@ -182,6 +190,14 @@ fn main() {
         scope: knobs.get("TEST_SCOPE").unwrap_or_else(|| "local".into()),
         get_null: knobs.flag("TEST_GET_NULL"),
         call_log: knobs.get("TEST_CALL_LOG"),
+        metrics_socket: PathBuf::from(
+            knobs
+                .get("TEST_METRICS_SOCKET")
+                .unwrap_or_else(|| "/run/docker/metrics.sock".into()),
+        ),
+        scrape_interval: knobs
+            .millis("TEST_SCRAPE_INTERVAL_MS")
+            .unwrap_or(Duration::from_millis(100)),
     };
     if let Err(e) = fs::create_dir_all(&cfg.root) {
         eprintln!(
@@ -198,15 +214,23 @@ fn main() {
                 .unwrap_or_else(|| "testdriver.sock".into()),
         ),
     };
-    let listener = match bind(&socket) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("berth-test-plugin: listen on {}: {e}", socket.display());
-            std::process::exit(1);
-        }
+    let listener = if let Some(passed) = socket_from_activation() {
+        // Socket activation (systemd, systemd-socket-activate): the socket is the activator's
+        // to keep; it is neither bound nor removed here.
+        eprintln!("listening on the socket passed by the activator");
+        passed
+    } else {
+        let listener = match bind(&socket) {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("berth-test-plugin: listen on {}: {e}", socket.display());
+                std::process::exit(1);
+            }
+        };
+        let _ = BOUND_SOCKET.set(socket.clone());
+        eprintln!("listening on {}", socket.display());
+        listener
     };
-    let _ = BOUND_SOCKET.set(socket.clone());
-    eprintln!("listening on {}", socket.display());
 
     let driver = Arc::new(Driver {
         cfg,
@@ -225,6 +249,18 @@ fn main() {
             }
         }
     }
+}
+
+/// The listening socket passed as descriptor 3 by a socket activator (`LISTEN_PID` is this
+/// process, `LISTEN_FDS=1`), as go-plugins-helpers' plugins take it.
+fn socket_from_activation() -> Option<UnixListener> {
+    use std::os::fd::FromRawFd;
+    let for_us = std::env::var("LISTEN_PID").ok()?.parse::<u32>().ok()? == std::process::id();
+    if !for_us || std::env::var("LISTEN_FDS").ok()?.trim() != "1" {
+        return None;
+    }
+    // SAFETY: the activator passed descriptor 3 to this process alone; it is wrapped once.
+    Some(unsafe { UnixListener::from_raw_fd(3) })
 }
 
 fn split_list(v: Option<String>) -> Vec<String> {
@@ -638,7 +674,7 @@ impl Driver {
         let needs_args = !matches!(
             method.as_str(),
             "Plugin.Activate" | "VolumeDriver.List" | "VolumeDriver.Capabilities"
-        );
+        ) && !method.starts_with("MetricsCollector.");
         let args: Value = if req.body.iter().all(u8::is_ascii_whitespace) {
             if needs_args && method.starts_with("VolumeDriver.") {
                 // json.Decoder on an empty body.
@@ -654,6 +690,7 @@ impl Driver {
         match method.as_str() {
             "Plugin.Activate" => Reply::ok(json!({ "Implements": self.cfg.implements })),
             m if m.starts_with("VolumeDriver.") => self.volume_call(m, &args),
+            m if m.starts_with("MetricsCollector.") => self.metrics_call(m),
             _ => Reply::not_found(),
         }
     }
