@@ -9,6 +9,10 @@
 #                          (socket testdriver.sock, PropagatedMount /data, every TEST_* knob as a
 #                          settable Env entry, settable Args)
 #   testdriver-privileged  the same binary with CAP_SYS_ADMIN and device /dev/fuse
+#   metrics-collector      the same binary as a MetricsCollector plugin (and volume driver): after
+#                          StartMetrics it scrapes the daemon's metrics socket (bound at
+#                          /run/docker/metrics.sock inside) and keeps the last scrape in
+#                          /data/metrics.txt (the propagated mount)
 #   rclone                 Debian's rclone with rclone's published managed-plugin config.json
 #                          (cmd/serve/docker/contrib/plugin/config.json, verbatim): `rclone serve
 #                          docker`, rclone.sock, CAP_SYS_ADMIN, /dev/fuse, host network, settable
@@ -45,7 +49,7 @@ if [ $# -lt 1 ] || [ "$1" = "-h" ] || [ "$1" = "--help" ]; then
 fi
 OUTDIR=$1
 shift
-ALL=(testdriver testdriver-privileged rclone rclone-noprivs)
+ALL=(testdriver testdriver-privileged metrics-collector rclone rclone-noprivs)
 if [ $# -gt 0 ]; then NAMES=("$@"); else NAMES=("${ALL[@]}"); fi
 for n in "${NAMES[@]}"; do
   case " ${ALL[*]} " in
@@ -154,8 +158,9 @@ test_plugin_bin() {
   fi
 }
 
-# testdriver_config PRIVILEGED(0|1)
+# testdriver_config PRIVILEGED(0|1) [TYPES]
 testdriver_config() {
+  local types=${2:-'"docker.volumedriver/1.0"'}
   local linux
   if [ "$1" = 1 ]; then
     linux='{
@@ -189,6 +194,7 @@ TEST_IMPLEMENTS|null|Plugin.Activate Implements list (comma list, default Volume
 TEST_SCOPE|null|VolumeDriver.Capabilities scope (default local)
 TEST_GET_NULL|null|1: Get of an unknown volume answers Volume null instead of an error
 TEST_CALL_LOG|null|append one line per RPC to this file (- for stdout)
+TEST_SCRAPE_INTERVAL_MS|null|MetricsCollector mode: between scrapes of the metrics socket (default 100)
 EOF
   cat <<EOF
 {
@@ -199,7 +205,7 @@ EOF
   "Env": [
 $env
   ],
-  "Interface": {"Socket": "testdriver.sock", "Types": ["docker.volumedriver/1.0"]},
+  "Interface": {"Socket": "testdriver.sock", "Types": [$types]},
   "IpcHost": false,
   "Linux": $linux,
   "Mounts": null,
@@ -212,13 +218,14 @@ $env
 EOF
 }
 
+# build_testdriver NAME PRIVILEGED(0|1) [TYPES]
 build_testdriver() {
-  local name=$1 privileged=$2 rootfs
+  local name=$1 privileged=$2 types=${3:-} rootfs
   test_plugin_bin
   rootfs=$(fresh "$name")
   skeleton "$rootfs"
   install_bin "$rootfs" "$TEST_BIN" /berth-test-plugin
-  testdriver_config "$privileged" >"$OUTDIR/$name/config.json"
+  testdriver_config "$privileged" "$types" >"$OUTDIR/$name/config.json"
   report "$name"
 }
 
@@ -349,6 +356,8 @@ build_rclone() {
 # --- main ------------------------------------------------------------------------------------
 want testdriver && build_testdriver testdriver 0
 want testdriver-privileged && build_testdriver testdriver-privileged 1
+want metrics-collector &&
+  build_testdriver metrics-collector 0 '"docker.volumedriver/1.0", "docker.metricscollector/1.0"'
 want rclone && build_rclone rclone 1
 want rclone-noprivs && build_rclone rclone-noprivs 0
 exit 0

@@ -1,21 +1,64 @@
 #!/usr/bin/env bash
-# The one command that runs every test berth has. CI runs exactly this (see .ci/run).
+# The one command that installs what the tests need and runs every test berth has. CI runs
+# exactly this (see .ci/run). Needs root and a Rust toolchain (rustup, 1.89 or newer).
+#   0. set-up: Debian packages (dockerd 20.10 to prove expectations against, docker-registry,
+#      rclone, fuse3, openssl, podman, curl, systemd), pytest and docker-py from PyPI, clippy and
+#      rustfmt, cargo-deb from crates.io; whatever is there already is left alone
 #   1. formatting and lints
 #   2. Rust unit and integration tests (integration tests start the real daemon on temp sockets)
 #   3. compat scenarios: the stock docker CLI against berth, then the same scenarios against a
-#      private dockerd 20.10 when one is installed, which proves every expectation.
+#      private dockerd 20.10, which proves every expectation
+#   4. the Debian package: built, installed, run under systemd, purged (scripts/test-package.sh)
+#   5. the README: every shell block, in order, as a newcomer would type them
+#      (scripts/test-readme.sh)
+# Set BERTH_SKIP_DOCKERD=1 to skip step 3's dockerd half.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# --- 0. set-up ---------------------------------------------------------------------------------
+export DEBIAN_FRONTEND=noninteractive
+need_apt=()
+command -v dockerd >/dev/null 2>&1 || need_apt+=(docker.io)
+command -v docker-registry >/dev/null 2>&1 || need_apt+=(docker-registry)
+command -v rclone >/dev/null 2>&1 || need_apt+=(rclone)
+command -v fusermount3 >/dev/null 2>&1 || need_apt+=(fuse3)
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+command -v podman >/dev/null 2>&1 || need_apt+=(podman)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+command -v systemd-socket-activate >/dev/null 2>&1 || need_apt+=(systemd)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  apt-get update -qq
+  apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+python3 -m pytest --version >/dev/null 2>&1 || python3 -m pip install -q pytest
+python3 -m pip install -q -r compat-tests/requirements.txt
+rustup component list --installed 2>/dev/null | grep -q clippy || rustup component add clippy rustfmt
+command -v cargo-deb >/dev/null 2>&1 || cargo install -q cargo-deb --locked
+if [ ! -x "${DOCKER_CLI:-/usr/local/bin/docker}" ]; then
+  echo "test.sh: the compat scenarios need docker CLI 28.x at /usr/local/bin/docker (or DOCKER_CLI=path);" >&2
+  echo "         Debian's docker.io CLI (20.10) prints other output. See README.md, Tests." >&2
+  exit 1
+fi
+
+# --- 1. formatting and lints ------------------------------------------------------------------
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
+
+# --- 2. Rust tests ----------------------------------------------------------------------------
 cargo build
 cargo test
 
+# --- 3. compat scenarios ----------------------------------------------------------------------
 export BERTH_BIN="$PWD/target/debug/berth"
 python3 -m pytest -q compat-tests --target berth
 if command -v dockerd >/dev/null 2>&1 && [ "${BERTH_SKIP_DOCKERD:-0}" != 1 ]; then
   python3 -m pytest -q compat-tests --target dockerd
 else
-  echo "dockerd not installed: compat scenarios were not cross-checked against dockerd"
+  echo "dockerd not run: compat scenarios were not cross-checked against dockerd"
 fi
+
+# --- 4. the Debian package ----------------------------------------------------------------------
+bash scripts/test-package.sh
+
+# --- 5. the README ----------------------------------------------------------------------------
+bash scripts/test-readme.sh

@@ -1,0 +1,176 @@
+#!/usr/bin/env python3
+"""Cold start under socket activation: berth and a private dockerd 20.10, side by side in one
+run, each started by `systemd-socket-activate` on the first connection to its API socket, as
+their socket units start them (berth: `-H fd://berth-api`; dockerd: `-H fd://`, its
+docker.socket way).
+
+    scripts/bench-activation.sh [--iterations N] [--quick] [--json FILE] [--no-build]
+                                [--keep-tmp]
+
+Each iteration, for each daemon (alternating which goes first): the activator listens; the
+clock starts when the client connects and sends `GET /_ping`, which makes the activator exec
+the daemon with the socket; it stops when the answer has arrived. Then the daemon is stopped
+(SIGTERM) and waited for. State directories are kept across iterations (a service restart, not
+a first install; the first iteration of each daemon initialises its state and is reported apart).
+
+Needs root, systemd-socket-activate (package systemd), dockerd (package docker.io), cargo.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from benchlib import (  # noqa: E402 - the shared benchmark helpers
+    REPO, BenchError, Berth, Dockerd, build_berth, cpu_model, fmt3, loadavg, log, mem_total,
+    source_state, summary, unmount_below, unwind_on_signals,
+)
+
+QUICK = {"iterations": 3}
+DEFAULTS = {"iterations": 10}
+
+
+def activated(argv: list[str], sock: str, fdname: str) -> list[str]:
+    return ["systemd-socket-activate", "-l", sock, f"--fdname={fdname}"] + argv
+
+
+class ActivatedBerth(Berth):
+    def argv(self) -> list[str]:
+        inner = super().argv()
+        i = inner.index("--host")
+        inner[i:i + 2] = ["--host", "fd://berth-api"]
+        return activated(inner, self.sock, "berth-api")
+
+
+class ActivatedDockerd(Dockerd):
+    def argv(self) -> list[str]:
+        inner = super().argv()
+        i = inner.index("-H")
+        inner[i:i + 2] = ["-H", "fd://"]
+        return activated(inner, self.sock, "docker.socket")
+
+
+def first_ping(sock: str, timeout: float = 120.0) -> float:
+    """Seconds from connect to the end of the `/_ping` answer."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    t0 = time.perf_counter()
+    s.connect(sock)
+    s.sendall(b"GET /_ping HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+    data = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    t1 = time.perf_counter()
+    s.close()
+    if not data.startswith(b"HTTP/1.1 200"):
+        raise BenchError(f"{sock}: /_ping answered {data[:80]!r}")
+    return t1 - t0
+
+
+def cold_start(d, grace: float) -> float:
+    if os.path.exists(d.sock):
+        os.unlink(d.sock)
+    with open(d.log_path, "ab") as logf:
+        d.proc = subprocess.Popen(d.argv(), stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
+                                  start_new_session=True, cwd=d.tmp)
+    deadline = time.monotonic() + 10
+    while not os.path.exists(d.sock):
+        if time.monotonic() > deadline or d.proc.poll() is not None:
+            raise BenchError(f"{d.name}: the activator did not listen\n{d.log_tail()}")
+        time.sleep(0.005)
+    took = first_ping(d.sock)
+    # the activator exec'd the daemon: same pid
+    d.proc.send_signal(signal.SIGTERM)
+    try:
+        d.proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        d.proc.kill()
+        d.proc.wait(10)
+    d.reap_leftovers()
+    return took
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--iterations", type=int)
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--json")
+    p.add_argument("--no-build", action="store_true")
+    p.add_argument("--keep-tmp", action="store_true")
+    args = p.parse_args()
+    if args.iterations is None:
+        args.iterations = (QUICK if args.quick else DEFAULTS)["iterations"]
+    unwind_on_signals()
+    binary = os.path.join(REPO, "target/release/berth")
+    stop = build_berth("bench-activation", args.no_build, binary)
+    if stop is not None:
+        return stop
+    tmp = tempfile.mkdtemp(prefix="ba", dir="/tmp")
+    berth = ActivatedBerth(tmp, binary)
+    dockerd = ActivatedDockerd(tmp, subprocess.run(["sh", "-c", "command -v dockerd"],
+                                                   capture_output=True, text=True).stdout.strip())
+    daemons = [berth] + ([dockerd] if dockerd.binary else [])
+    report: dict = {"machine": {"cpu": cpu_model(), "mem": mem_total(),
+                                "loadavg_start": loadavg()}, "source": source_state()}
+    samples: dict[str, list[float]] = {d.name: [] for d in daemons}
+    first: dict[str, float] = {}
+    try:
+        for i in range(args.iterations + 1):
+            for d in (daemons if i % 2 == 0 else daemons[::-1]):
+                took = cold_start(d, 60.0)
+                if i == 0:
+                    first[d.name] = took
+                else:
+                    samples[d.name].append(took)
+                log(f"{d.name} iteration {i}: {took * 1e3:.0f} ms")
+        report["first_start_s"] = first
+        report["cold_start_s"] = {k: summary(v) for k, v in samples.items()}
+        report["machine"]["loadavg_end"] = loadavg()
+        print(f"\ncold start under socket activation, connect to /_ping answered, ms "
+              f"(min/median/max of {args.iterations}; release build; load average "
+              f"{report['machine']['loadavg_start']} -> {report['machine']['loadavg_end']})")
+        for d in daemons:
+            s = report["cold_start_s"][d.name]
+            print(f"  {d.name:8} {fmt3(s, 1e3, 0):>20}   (first start, empty state: "
+                  f"{first[d.name] * 1e3:.0f})")
+        if "dockerd" in report["cold_start_s"]:
+            ratio = (report["cold_start_s"]["berth"]["median"]
+                     / report["cold_start_s"]["dockerd"]["median"])
+            report["ratio_berth_to_dockerd"] = ratio
+            print(f"  berth / dockerd (medians): {ratio:.3f}")
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(report, f, indent=2)
+        return 0
+    finally:
+        for d in daemons:
+            if d.proc is not None and d.proc.poll() is None:
+                d.proc.send_signal(signal.SIGTERM)
+                try:
+                    d.proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    d.proc.kill()
+            d.reap_leftovers()
+        if not unmount_below(tmp) and not args.keep_tmp:
+            subprocess.run(["rm", "-rf", "--one-file-system", tmp])
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except BenchError as e:
+        print(f"bench-activation: {e}", file=sys.stderr)
+        sys.exit(1)
