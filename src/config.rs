@@ -61,7 +61,7 @@ pub struct DaemonFlags {
     /// legacy-plugin-dirs]
     #[arg(long = "legacy-plugin-dir", value_name = "DIR")]
     pub legacy_plugin_dirs: Vec<PathBuf>,
-    /// Registry reachable over plain HTTP or without certificate checks (host[:port] or CIDR);
+    /// Registry reachable over plain HTTP or without certificate checks (`host[:port]` or CIDR);
     /// repeatable [default: loopback registries only] [file: insecure-registries]
     #[arg(long = "insecure-registry", value_name = "REGISTRY")]
     pub insecure_registries: Vec<String>,

@@ -4,13 +4,30 @@
 
 use std::time::Duration;
 
-/// Go's `syscall.Errno.Error()`: the C library text with a lower-case first letter.
+/// Go's `syscall.Errno.Error()`: the C library's text with a lower-case first letter
+/// (`no such file or directory`, `input/output error`); Go's `errno N` for a number the
+/// table does not know.
 pub fn errno_text(code: i32) -> String {
-    let desc = nix::errno::Errno::from_raw(code).desc();
-    let mut chars = desc.chars();
+    let text = std::io::Error::from_raw_os_error(code).to_string();
+    let text = text
+        .strip_suffix(&format!(" (os error {code})"))
+        .unwrap_or(&text);
+    if text.is_empty() || text.starts_with("Unknown error") {
+        return format!("errno {code}");
+    }
+    let mut chars = text.chars();
     match chars.next() {
         Some(first) => first.to_lowercase().chain(chars).collect(),
         None => format!("errno {code}"),
+    }
+}
+
+/// An `io::Error` as Go prints the matching error: an OS error is its [`errno_text`] (no
+/// Rust ` (os error N)` suffix), anything else its own text.
+pub fn io_error_text(error: &std::io::Error) -> String {
+    match error.raw_os_error() {
+        Some(code) => errno_text(code),
+        None => error.to_string(),
     }
 }
 
@@ -114,6 +131,18 @@ mod tests {
         assert_eq!(
             errno_text(nix::errno::Errno::ECONNREFUSED as i32),
             "connection refused"
+        );
+        // glibc's (and so Go's) wording, not the kernel header comments
+        let t = |n| io_error_text(&std::io::Error::from_raw_os_error(n));
+        assert_eq!(t(nix::libc::ENODEV), "no such device");
+        assert_eq!(t(nix::libc::ENOTBLK), "block device required");
+        assert_eq!(t(nix::libc::EIO), "input/output error");
+        assert_eq!(t(nix::libc::ENAMETOOLONG), "file name too long");
+        assert_eq!(t(nix::libc::ELOOP), "too many levels of symbolic links");
+        assert_eq!(errno_text(4000), "errno 4000");
+        assert_eq!(
+            io_error_text(&std::io::Error::other("not a device node")),
+            "not a device node"
         );
     }
 

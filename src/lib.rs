@@ -3,21 +3,23 @@
 //!
 //! # Module map (dependencies point down this list; nothing reaches back up)
 //!
-//! | module | owns |
-//! | --- | --- |
-//! | [`daemon`] | `berth daemon` wired together: the API's sockets (created, or passed by systemd), start-up order, readiness, SIGHUP reload with its hooks, the side sockets (metrics; each enabled volume plugin served to other engines), shutdown. |
-//! | [`api`] | HTTP surface: routing, `/vX.Y` prefixes and version negotiation, system endpoints, one file per resource, request decoding, filter parsing. Handlers are thin: decode, call a service, encode. |
-//! | [`volume`] | the volume service: metadata store (redb), the `local` driver, driver lookup, deadlines, mount references; the gateway answering the VolumeDriver protocol for other engines (Podman) through the service. |
-//! | [`plugin`] | the managed plugin system: config schema, settable rules, privileges, the persistent store, the manager (create, set, rm, enable, disable, restore). |
-//! | [`drivers`] | typed protocol adapters over the RPC client (VolumeDriver, MetricsCollector). |
-//! | [`runtime`] | running plugins: run specs, the `Executor` trait, the Linux namespaces executor, supervision, plugin logs. |
-//! | [`rpc`] | the plugin RPC client (unix, tcp, TLS), retries and deadlines; legacy plugin discovery. |
-//! | [`distribution`] | the image-reference grammar, the registry client, content-addressed blob store, safe tar extraction (layers are unpacked while they download, into a staging rootfs discarded unless every digest matched). |
-//! | [`error`], [`gojson`], [`goerr`], [`fsutil`], [`config`], [`tls`], [`progress`] | the one error type (mapped to Docker's status codes in one place), Go's JSON error texts, Go's wording of OS and HTTP errors, durable file steps, daemon configuration (flags, file, defaults), the TLS provider, JSON-message progress streams. |
-//! | [`metrics`], [`systemd`] | the process-wide Prometheus registry (off unless `--metrics-addr`; fed by the API dispatcher, the RPC call path, the supervisor, the manager and the volume service); systemd's socket-passing and notification protocols. |
+//! | module | owns | uses |
+//! | --- | --- | --- |
+//! | [`daemon`] | `berth daemon` wired together: the API's sockets (created, or passed by systemd), start-up order, readiness, SIGHUP reload with its hooks, the side sockets (metrics; each enabled volume plugin served to other engines), shutdown. | api, services, systemd |
+//! | [`api`] | HTTP surface: routing, `/vX.Y` prefixes and version negotiation, system endpoints, one file per resource, request decoding, filter parsing. Handlers are thin: decode, make one service call, encode. | services |
+//! | [`volume`] | the volume service: metadata store (redb), the built-in `local` driver, mount references; the gateway answering the VolumeDriver protocol for other engines (Podman) through the service. Every driver, built-in or plugin, is a [`drivers::volume::VolumeDriver`]. | plugin getter, drivers |
+//! | [`plugin`] | the managed plugin system: config schema and its Go decoding, settable rules, privileges, the run spec built from a plugin's record, the persistent store, the manager (create, set, rm, enable, disable, restore, pull, push, upgrade; it owns the registry client), and the **plugin getter**: the one way any user of a plugin protocol reaches a plugin, managed or legacy. | distribution, runtime, rpc |
+//! | [`drivers`] | typed protocol adapters over a plugin handle (VolumeDriver, MetricsCollector), cached per plugin activation. | rpc |
+//! | [`runtime`] | running plugins: the run spec (types and moby's defaults; it knows nothing of plugins), the `Executor` trait, the Linux namespaces executor and `plugin-init` (one function per setup step, every kernel call behind the `Syscall` seam), supervision, plugin logs. | kernel |
+//! | [`rpc`] | the plugin RPC client (unix, tcp, TLS) with the one deadline per call, retries, plugin handles (client, host-path mapper, identity), legacy plugin discovery. | plugin sockets |
+//! | [`distribution`] | the image-reference grammar, the registry client (endpoints, auth, manifests, transfer), content-addressed blob store, safe tar extraction (layers are unpacked while they download, into a staging rootfs discarded unless every digest matched). | disk, network |
+//! | [`error`], [`gojson`], [`goerr`], [`fsutil`], [`mounts`], [`config`], [`tls`], [`progress`] | the one error type (mapped to Docker's status codes in one place; every area's typed error converts into it), Go's `encoding/json` (its syntax and type-error texts and the one decoder every Go-JSON body and plugin config goes through), Go's wording of OS and HTTP errors, durable file steps, the mount table and unmounting, daemon configuration, the TLS provider, JSON-message progress streams (and the spawning of streamed operations). | — |
+//! | [`metrics`], [`systemd`] | the process-wide Prometheus registry (off unless `--metrics-addr`; fed by the API dispatcher, the RPC call path, the supervisor, the manager and the volume service); systemd's socket-passing and notification protocols. | — |
 //!
-//! The volume service uses the plugin manager only to find managed volume drivers and to count
-//! references; the manager knows nothing of volumes.
+//! Services reach plugins only through [`plugin::getter::PluginGetter`] (`get(name, capability,
+//! mode)`, `all(capability)`); the manager knows nothing of volumes or of what its plugins are
+//! used for. A `docker volume create -d X` is api → volume service → getter (managed store or
+//! legacy discovery) → drivers adapter → rpc client → plugin.
 //!
 //! # Invariants
 //! - Every state change on disk is atomic (temp file, fsync, rename); a plugin directory without
@@ -27,7 +29,9 @@
 //! - Wire types mirror Docker's JSON (names and field order); the CLI prints some of it verbatim.
 //! - Plugin processes are spawned only from the supervisor thread (PDEATHSIG is per thread) and
 //!   set up in a fresh `berth plugin-init` process, never in a fork of the threaded daemon.
-//! - Every call to a plugin has a deadline; a hung plugin costs a request at most that long.
+//! - Every call to a plugin has one deadline, decided in the RPC client: the plugin's own
+//!   (`enable --timeout`), else `--plugin-call-timeout`, cut short by the operation it belongs to
+//!   (`rpc::client::within`); a hung plugin costs a request at most that long.
 //! - Volume records are committed durably before a create is acknowledged; plugin reference
 //!   counts are derived from them at start-up.
 
@@ -43,6 +47,7 @@ pub mod fsutil;
 pub mod goerr;
 pub mod gojson;
 pub mod metrics;
+pub mod mounts;
 pub mod plugin;
 pub mod progress;
 pub mod rpc;

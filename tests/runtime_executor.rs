@@ -14,11 +14,13 @@ use std::process::{Command, ExitStatus};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use berth::mounts::read_mountinfo;
 use berth::plugin::config::{decode_config, PluginSettings};
+use berth::plugin::spec::build_spec;
 use berth::plugin::store::Plugin;
 use berth::runtime::executor::{Executor, PluginProcess};
-use berth::runtime::linux::{read_mountinfo, LinuxExecutor};
-use berth::runtime::spec::{build_spec, PluginPaths, PluginSpec, DEFAULT_CAPABILITIES};
+use berth::runtime::linux::LinuxExecutor;
+use berth::runtime::spec::{PluginPaths, PluginSpec, DEFAULT_CAPABILITIES};
 use nix::sys::signal::Signal;
 
 const TIMEOUT: Duration = Duration::from_secs(20);

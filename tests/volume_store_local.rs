@@ -10,15 +10,23 @@ use std::path::{Path, PathBuf};
 
 use berth::volume::local::{
     mount_calls, mount_points, parse_mount_options, ram_in_bytes, resolve_ip,
-    resolve_mount_options, LocalDriver, MountOptions,
+    resolve_mount_options, LocalDriver, LocalError, MountOptions,
 };
 
+/// The text of a refusal, which must be the client's fault (a 400).
+fn refusal(result: Result<(), LocalError>) -> Result<(), String> {
+    result.map_err(|e| match e {
+        LocalError::Invalid(m) => m,
+        other => panic!("not a refusal of the request: {other:?}"),
+    })
+}
+
 fn validate_name(name: &str) -> Result<(), String> {
-    LocalDriver::validate_name(name)
+    refusal(LocalDriver::validate_name(name))
 }
 
 fn validate_options(opts: &BTreeMap<String, String>) -> Result<(), String> {
-    LocalDriver::validate_options(opts)
+    refusal(LocalDriver::validate_options(opts))
 }
 
 fn driver_in(root: &Root) -> LocalDriver {
@@ -246,7 +254,10 @@ fn ram_in_bytes_is_go_units() {
     assert_eq!(ram_in_bytes("1g"), Ok(1 << 30));
     assert_eq!(ram_in_bytes("1p"), Ok(1 << 50));
     assert_eq!(ram_in_bytes("0.5"), Ok(0));
-    assert_eq!(ram_in_bytes("10x"), Err("invalid size: '10x'".to_string()));
+    assert_eq!(
+        ram_in_bytes("10x"),
+        Err(LocalError::Invalid("invalid size: '10x'".to_string()))
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -335,11 +346,11 @@ fn mount_calls_and_their_error_texts_match_dockerd() {
 
 #[test]
 fn nfs_addr_names_are_resolved_and_other_types_left_alone() {
-    let fake = |host: &str| -> Result<std::net::IpAddr, String> {
+    let fake = |host: &str| -> Result<std::net::IpAddr, LocalError> {
         match host {
             "nfs.example" => Ok("192.0.2.7".parse().unwrap()),
             "::1" => Ok("::1".parse().unwrap()),
-            _ => Err(format!("lookup {host}: no such host")),
+            _ => Err(LocalError::Failed(format!("lookup {host}: no such host"))),
         }
     };
     let o = |t: &str, dev: &str, opts: &str| MountOptions {
@@ -375,17 +386,21 @@ fn nfs_addr_names_are_resolved_and_other_types_left_alone() {
         "addr=nfs.example"
     );
     assert_eq!(
-        resolve_mount_options(&o("nfs", ":/e", "addr=nosuch.invalid"), fake).unwrap_err(),
+        resolve_mount_options(&o("nfs", ":/e", "addr=nosuch.invalid"), fake)
+            .unwrap_err()
+            .to_string(),
         "error resolving passed in network volume address: lookup nosuch.invalid: no such host"
     );
     assert_eq!(
-        resolve_mount_options(&o("tmpfs", "", "size=1m"), fake).unwrap_err(),
+        resolve_mount_options(&o("tmpfs", "", "size=1m"), fake)
+            .unwrap_err()
+            .to_string(),
         "missing device in volume options"
     );
     // The real resolver: literals as they are, names through the system resolver.
     assert_eq!(resolve_ip("10.1.2.3").unwrap().to_string(), "10.1.2.3");
     assert!(resolve_ip("localhost").unwrap().is_loopback());
-    let err = resolve_ip("nosuch.invalid").unwrap_err();
+    let err = resolve_ip("nosuch.invalid").unwrap_err().to_string();
     assert!(err.starts_with("lookup nosuch.invalid"), "{err}");
 }
 
@@ -457,19 +472,19 @@ fn create_checks_name_and_options_first() {
     let root = Root::new();
     let driver = driver_in(&root);
     assert_eq!(
-        driver.create("a", &opts(&[])).unwrap_err(),
+        refusal(driver.create("a", &opts(&[])).map(|_| ())).unwrap_err(),
         "volume name is too short, names should be at least two alphanumeric characters"
     );
     assert_eq!(
-        driver.create("a/b", &opts(&[])).unwrap_err(),
+        refusal(driver.create("a/b", &opts(&[])).map(|_| ())).unwrap_err(),
         format!(r#""a/b"{INVALID_TAIL}"#)
     );
     assert_eq!(
-        driver.create("ok", &opts(&[("foo", "bar")])).unwrap_err(),
+        refusal(driver.create("ok", &opts(&[("foo", "bar")])).map(|_| ())).unwrap_err(),
         r#"invalid option: "foo""#
     );
     assert_eq!(
-        driver.create("ok", &opts(&[("size", "abc")])).unwrap_err(),
+        refusal(driver.create("ok", &opts(&[("size", "abc")])).map(|_| ())).unwrap_err(),
         "invalid size: 'abc'"
     );
     assert!(!driver.exists("ok"));
@@ -478,11 +493,11 @@ fn create_checks_name_and_options_first() {
     let dir = driver.root().join(&long);
     assert_eq!(
         driver.create(&long, &opts(&[])).unwrap_err(),
-        format!(
+        LocalError::Failed(format!(
             "error while creating volume root path '{}': mkdir {}: file name too long",
             dir.display(),
             dir.display()
-        )
+        ))
     );
     assert_eq!(fs::read_dir(driver.root()).unwrap().count(), 0);
 }
@@ -580,7 +595,7 @@ fn restore_learns_volumes_and_sweeps_leftovers() {
     assert!(volumes.join("lost+found").exists());
     assert_eq!(driver.options("two").unwrap().mount_type, "tmpfs");
     // A volume whose options cannot be read cannot be mounted, and says why.
-    let err = driver.mount("badopts").unwrap_err();
+    let err = driver.mount("badopts").unwrap_err().to_string();
     assert!(
         err.starts_with("error while unmarshaling volume options for volume: badopts: "),
         "{err}"
@@ -588,7 +603,10 @@ fn restore_learns_volumes_and_sweeps_leftovers() {
     // Plain volumes need no mount.
     assert_eq!(driver.mount("one").unwrap(), driver.mountpoint("one"));
     driver.unmount("one").unwrap();
-    assert_eq!(driver.mount("nothing"), Err("volume not found".to_string()));
+    assert_eq!(
+        driver.mount("nothing"),
+        Err(LocalError::Failed("volume not found".to_string()))
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -751,7 +769,7 @@ fn mount_failures_read_like_dockerd() {
     for (name, o, expected) in cases {
         driver.create(name, &opts(o)).unwrap();
         let dir = driver.mountpoint(name);
-        let err = driver.mount(name).unwrap_err();
+        let err = driver.mount(name).unwrap_err().to_string();
         assert_eq!(
             err,
             format!(
@@ -768,7 +786,7 @@ fn mount_failures_read_like_dockerd() {
         .create("nodev", &opts(&[("type", "tmpfs"), ("device", "")]))
         .unwrap();
     assert_eq!(
-        driver.mount("nodev").unwrap_err(),
+        driver.mount("nodev").unwrap_err().to_string(),
         "missing device in volume options"
     );
     assert!(root.mounts().is_empty());

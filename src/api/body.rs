@@ -1,10 +1,12 @@
 //! Request bodies: bounded reads and JSON decoding with the error texts Docker clients see.
 
+use actix_web::error::PayloadError;
 use actix_web::web;
 use futures_util::StreamExt;
 
 use super::Call;
 use crate::error::{Error, Result};
+use crate::gojson::decode::{self, GoDecode, GoSlice};
 use crate::gojson::{self, Mode};
 
 /// JSON bodies are small (privilege lists, set arguments); anything larger is refused rather
@@ -35,18 +37,14 @@ pub enum LegacyContentType {
     Required,
 }
 
-/// Reads a JSON body with moby's rules for the requested API version and returns the first
-/// JSON value, syntax-checked; `None` for an empty body where that is allowed. Type checks are
-/// the caller's (they need the Go type names).
-pub async fn read_json(
+/// Reads a JSON body with moby's rules for the requested API version and returns the bytes of
+/// the first JSON value, syntax-checked; `None` for an empty body where that is allowed.
+async fn read_json_bytes(
     call: &Call,
     payload: web::Payload,
     legacy: LegacyContentType,
-) -> Result<Option<serde_json::Value>> {
-    let body = read_bounded(payload, JSON_BODY_LIMIT).await?;
-    let parse = |json: &[u8]| -> Result<serde_json::Value> {
-        serde_json::from_slice(json).map_err(|e| Error::InvalidParameter(e.to_string()))
-    };
+) -> Result<Option<Vec<u8>>> {
+    let mut body = read_bounded(payload, JSON_BODY_LIMIT).await?;
     if call.compat.legacy() {
         // 20.10 decodes with a json.Decoder; bytes after the first value are never read.
         if legacy == LegacyContentType::Required {
@@ -64,8 +62,8 @@ pub async fn read_json(
                 "got EOF while reading request body".into(),
             ));
         }
-        let end = gojson::check_syntax(&body, Mode::Decoder).map_err(Error::InvalidParameter)?;
-        return parse(&body[..end]).map(Some);
+        body.truncate(gojson::check_syntax(&body, Mode::Decoder)?);
+        return Ok(Some(body));
     }
     check_json_content_type(call, body.is_empty())?;
     if body.is_empty() {
@@ -78,7 +76,39 @@ pub async fn read_json(
             "unexpected content after JSON".into(),
         ));
     }
-    parse(&body[..end]).map(Some)
+    body.truncate(end);
+    Ok(Some(body))
+}
+
+/// Reads a JSON body (see [`read_json_bytes`]) as a `serde_json::Value`; `None` for an empty
+/// body where that is allowed. Type checks are the caller's (they need the Go type names).
+pub async fn read_json(
+    call: &Call,
+    payload: web::Payload,
+    legacy: LegacyContentType,
+) -> Result<Option<serde_json::Value>> {
+    let Some(json) = read_json_bytes(call, payload, legacy).await? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&json)
+        .map(Some)
+        .map_err(|e| Error::InvalidParameter(e.to_string()))
+}
+
+/// Reads a JSON body (see [`read_json_bytes`]) into a Go-shaped value as Go's decoder fills the
+/// Go type it stands for, with Go's type-error texts (see [`type_error`]); `None` for an empty
+/// body where that is allowed.
+pub async fn read_go_json<T: GoDecode>(
+    call: &Call,
+    payload: web::Payload,
+    legacy: LegacyContentType,
+) -> Result<Option<T>> {
+    let Some(json) = read_json_bytes(call, payload, legacy).await? else {
+        return Ok(None);
+    };
+    decode::decode_valid(&json)
+        .map(Some)
+        .map_err(|e| type_error(call, e.to_string()))
 }
 
 /// The message prefix for type errors in a JSON body (`invalid JSON: ` from API 1.42).
@@ -90,13 +120,11 @@ pub fn type_error(call: &Call, message: String) -> Error {
     }
 }
 
-/// Reads a JSON array of strings (the body of `plugin set`). `null` or an empty body (where
-/// allowed) give an empty list.
+/// Reads a JSON array of strings (the body of `plugin set`) as Go's `[]string`. `null` or an
+/// empty body (where allowed) give an empty list.
 pub async fn read_string_list(call: &Call, payload: web::Payload) -> Result<Vec<String>> {
-    match read_json(call, payload, LegacyContentType::Ignored).await? {
-        None => Ok(Vec::new()),
-        Some(value) => string_list(value).map_err(|e| type_error(call, e)),
-    }
+    let list = read_go_json::<GoSlice<String>>(call, payload, LegacyContentType::Ignored).await?;
+    Ok(list.and_then(GoSlice::into_option).unwrap_or_default())
 }
 
 /// moby `httputils.CheckForJSON`: a body must be declared `application/json` (parameters
@@ -120,37 +148,14 @@ fn check_json_content_type(call: &Call, empty: bool) -> Result<()> {
     )))
 }
 
-/// Decodes a JSON value into `[]string` with Go's type-mismatch texts.
-fn string_list(value: serde_json::Value) -> std::result::Result<Vec<String>, String> {
-    match value {
-        serde_json::Value::Null => Ok(Vec::new()),
-        serde_json::Value::Array(items) => items
-            .into_iter()
-            .map(|item| match item {
-                serde_json::Value::String(s) => Ok(s),
-                // Go leaves the zero value for a null element.
-                serde_json::Value::Null => Ok(String::new()),
-                other => Err(gojson::unmarshal_type_error(
-                    gojson::kind_name(&other),
-                    "string",
-                )),
-            })
-            .collect(),
-        other => Err(gojson::unmarshal_type_error(
-            gojson::kind_name(&other),
-            "[]string",
-        )),
-    }
-}
-
 /// A blocking `Read` over chunks sent from the async side, so a request body can be streamed
 /// into synchronous unpackers running on a blocking thread.
 pub struct ChannelReader {
-    receiver: tokio::sync::mpsc::Receiver<std::result::Result<bytes::Bytes, String>>,
+    receiver: tokio::sync::mpsc::Receiver<std::result::Result<bytes::Bytes, PayloadError>>,
     current: bytes::Bytes,
 }
 
-pub type ChunkSender = tokio::sync::mpsc::Sender<std::result::Result<bytes::Bytes, String>>;
+pub type ChunkSender = tokio::sync::mpsc::Sender<std::result::Result<bytes::Bytes, PayloadError>>;
 
 impl ChannelReader {
     pub fn pair(depth: usize) -> (ChunkSender, ChannelReader) {

@@ -36,7 +36,7 @@ impl Filters {
                 let message =
                     crate::gojson::check_syntax(text.as_bytes(), crate::gojson::Mode::Unmarshal)
                         .err()
-                        .unwrap_or_else(|| "invalid filter".into());
+                        .map_or_else(|| "invalid filter".into(), |e| e.to_string());
                 return Err(invalid(message));
             }
         };

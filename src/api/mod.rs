@@ -215,18 +215,10 @@ fn check_version(
     route: &routes::Route,
     req: &HttpRequest,
 ) -> Result<()> {
-    if requested.is_none() {
-        return Ok(());
-    }
-    if *version > ApiVersion::parse(MAX_API_VERSION) {
-        return Err(Error::InvalidParameter(format!(
-            "client version {version} is too new. Maximum supported API version is {MAX_API_VERSION}"
-        )));
-    }
-    if version.less_than(MIN_API_VERSION) {
-        return Err(Error::InvalidParameter(format!(
-            "client version {version} is too old. Minimum supported API version is {MIN_API_VERSION}, please upgrade your client to a newer version"
-        )));
+    // The served range bounds versions clients ask for; a route's own minimum also holds for
+    // unversioned requests, which are made at the default version (as in moby).
+    if requested.is_some() {
+        check_served_range(version)?;
     }
     if let Some(min) = route.min_version {
         if version.less_than(min) {
@@ -237,6 +229,20 @@ fn check_version(
                 req.method()
             )));
         }
+    }
+    Ok(())
+}
+
+fn check_served_range(version: &ApiVersion) -> Result<()> {
+    if *version > ApiVersion::parse(MAX_API_VERSION) {
+        return Err(Error::InvalidParameter(format!(
+            "client version {version} is too new. Maximum supported API version is {MAX_API_VERSION}"
+        )));
+    }
+    if version.less_than(MIN_API_VERSION) {
+        return Err(Error::InvalidParameter(format!(
+            "client version {version} is too old. Minimum supported API version is {MIN_API_VERSION}, please upgrade your client to a newer version"
+        )));
     }
     Ok(())
 }

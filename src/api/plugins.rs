@@ -123,9 +123,8 @@ pub async fn create(call: Call, mut payload: web::Payload) -> Result<HttpRespons
             // The unpacker has stopped (it failed); drain so the client reads our answer.
             continue;
         }
-        let item = chunk.map_err(|e| e.to_string());
-        let failed = item.is_err();
-        if sender.send(item).await.is_err() || failed {
+        let failed = chunk.is_err();
+        if sender.send(chunk).await.is_err() || failed {
             receiving = false;
         }
     }

@@ -1,7 +1,5 @@
 //! `/volumes` handlers: decode the request, call the volume service, encode the reply.
 
-use std::collections::BTreeMap;
-
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
@@ -11,6 +9,7 @@ use super::filters::Filters;
 use super::{json_response, Call};
 use crate::error::{Error, Result};
 use crate::gojson;
+use crate::gojson::decode::{go_struct, GoMap};
 use crate::volume::service::{ListFilter, PruneFilter};
 use crate::volume::types::VolumeCreateBody;
 
@@ -47,9 +46,41 @@ pub async fn list(call: Call) -> Result<HttpResponse> {
     Ok(json_response(StatusCode::OK, &listed))
 }
 
+// What Go decodes the body into: `VolumeCreateBody` in 20.10, `CreateOptions` from API 1.42
+// (the names show in type errors).
+go_struct!([GoVolumeCreateBody = volume.VolumeCreateBody, GoCreateOptions = volume.CreateOptions] {
+    name: String = "Name",
+    driver: String = "Driver",
+    driver_opts: GoMap<String> = "DriverOpts",
+    labels: GoMap<String> = "Labels",
+});
+
+fn create_body(
+    name: String,
+    driver: String,
+    driver_opts: GoMap<String>,
+    labels: GoMap<String>,
+) -> VolumeCreateBody {
+    VolumeCreateBody {
+        name,
+        driver,
+        driver_opts: driver_opts.0,
+        labels: labels.0,
+    }
+}
+
 pub async fn create(call: Call, payload: web::Payload) -> Result<HttpResponse> {
-    let value = body::read_json(&call, payload, LegacyContentType::Required).await?;
-    let request = decode_create_body(value, &call)?;
+    let required = LegacyContentType::Required;
+    let request = if call.compat.legacy() {
+        body::read_go_json::<GoVolumeCreateBody>(&call, payload, required)
+            .await?
+            .map(|b| create_body(b.name, b.driver, b.driver_opts, b.labels))
+    } else {
+        body::read_go_json::<GoCreateOptions>(&call, payload, required)
+            .await?
+            .map(|b| create_body(b.name, b.driver, b.driver_opts, b.labels))
+    }
+    .unwrap_or_default();
     let volume = call
         .state
         .volumes
@@ -62,83 +93,6 @@ pub async fn create(call: Call, payload: web::Payload) -> Result<HttpResponse> {
         )
         .await?;
     Ok(json_response(StatusCode::CREATED, &volume))
-}
-
-/// Go decodes the body into `VolumeCreateBody` (20.10) / `CreateOptions` (current): keys match
-/// case-insensitively and type errors name the struct field.
-fn decode_create_body(value: Option<serde_json::Value>, call: &Call) -> Result<VolumeCreateBody> {
-    let struct_name = if call.compat.legacy() {
-        "VolumeCreateBody"
-    } else {
-        "CreateOptions"
-    };
-    let type_name = if call.compat.legacy() {
-        "volume.VolumeCreateBody"
-    } else {
-        "volume.CreateOptions"
-    };
-    let mut request = VolumeCreateBody::default();
-    let object = match value {
-        None | Some(serde_json::Value::Null) => return Ok(request),
-        Some(serde_json::Value::Object(object)) => object,
-        Some(other) => {
-            return Err(body::type_error(
-                call,
-                gojson::unmarshal_type_error(gojson::kind_name(&other), type_name),
-            ))
-        }
-    };
-    let field_error = |field: &str, kind: &str, go_type: &str| {
-        body::type_error(
-            call,
-            gojson::unmarshal_field_type_error(kind, struct_name, &[field], go_type),
-        )
-    };
-    for (key, value) in object {
-        let field = ["Name", "Driver", "DriverOpts", "Labels"]
-            .into_iter()
-            .find(|f| f.eq_ignore_ascii_case(&key));
-        match (field, value) {
-            (None, _) | (Some(_), serde_json::Value::Null) => {}
-            (Some(f @ ("Name" | "Driver")), serde_json::Value::String(s)) => {
-                if f == "Name" {
-                    request.name = s;
-                } else {
-                    request.driver = s;
-                }
-            }
-            (Some(f @ ("Name" | "Driver")), other) => {
-                return Err(field_error(f, gojson::kind_name(&other), "string"));
-            }
-            (Some(f), serde_json::Value::Object(map)) => {
-                let mut decoded = BTreeMap::new();
-                for (k, v) in map {
-                    match v {
-                        serde_json::Value::String(s) => {
-                            decoded.insert(k, s);
-                        }
-                        serde_json::Value::Null => {
-                            decoded.insert(k, String::new());
-                        }
-                        other => return Err(field_error(f, gojson::kind_name(&other), "string")),
-                    }
-                }
-                if f == "DriverOpts" {
-                    request.driver_opts = Some(decoded);
-                } else {
-                    request.labels = Some(decoded);
-                }
-            }
-            (Some(f), other) => {
-                return Err(field_error(
-                    f,
-                    gojson::kind_name(&other),
-                    "map[string]string",
-                ));
-            }
-        }
-    }
-    Ok(request)
 }
 
 pub async fn inspect(call: Call) -> Result<HttpResponse> {

@@ -3,7 +3,7 @@
 //! answer's body is ignored; a plugin scrapes the daemon's metrics socket, bound read-only at
 //! `/run/docker/metrics.sock` inside it, on its own schedule.
 
-use crate::rpc::client::{Retry, RpcError};
+use crate::rpc::client::{Retry, RpcError, DEFAULT_REPLY_LIMIT};
 use crate::rpc::handle::PluginHandle;
 
 pub struct MetricsCollector {
@@ -32,7 +32,7 @@ impl MetricsCollector {
     async fn call(&self, method: &str) -> Result<(), RpcError> {
         self.plugin
             .client
-            .call_raw(method, &(), Retry::Never)
+            .call_raw(method, &(), Retry::Never, DEFAULT_REPLY_LIMIT)
             .await
             .map(|_| ())
     }

@@ -22,12 +22,16 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::Error;
-use crate::rpc::client::{PluginClient, Retry, RpcError};
+use crate::rpc::client::{shorten, PluginClient, Retry, RpcError};
 pub use crate::rpc::handle::PathMapper;
 use crate::rpc::handle::PluginHandle;
 
 /// The `Implements` / capability name of volume plugins.
 pub const VOLUME_DRIVER: &str = "VolumeDriver";
+
+/// The largest `VolumeDriver.List` answer accepted: room for hundreds of thousands of volumes
+/// (every other method answers one volume at most, within the RPC client's default limit).
+pub const LIST_REPLY_LIMIT: usize = 64 << 20;
 
 /// Connection refusals are retried with backoff (moby gives up after ~15 s; berth's first
 /// retries come sooner), always within the call's one deadline.
@@ -164,10 +168,11 @@ impl DriverError {
         }
     }
 
+    /// A plugin's own message is passed on shortened (it reaches clients and warnings).
     fn plugin(method: &str, message: impl Into<String>) -> DriverError {
         DriverError {
             method: method.to_string(),
-            kind: DriverErrorKind::Plugin(message.into()),
+            kind: DriverErrorKind::Plugin(shorten(&message.into())),
         }
     }
 }
@@ -345,7 +350,7 @@ impl VolumeDriverClient {
         let answer: ListAnswer = self
             .inner
             .client
-            .call(M, &EmptyRequest {}, self.inner.retry)
+            .call_bounded(M, &EmptyRequest {}, self.inner.retry, LIST_REPLY_LIMIT)
             .await
             .map_err(|e| DriverError::rpc(M, e))?;
         let ListAnswer::Object { volumes, err } = answer else {
@@ -354,10 +359,9 @@ impl VolumeDriverClient {
             };
             return Err(not_an_object(M, &answer));
         };
-        if let Some(Loose::Str(err)) = err {
-            if !err.is_empty() {
-                return Err(DriverError::plugin(M, err));
-            }
+        let err = string_field(M, err, "Err")?;
+        if !err.is_empty() {
+            return Err(DriverError::plugin(M, err));
         }
         match volumes {
             None | Some(WireVolumes::Null) => Ok(Vec::new()),
@@ -487,10 +491,10 @@ impl VolumeDriverClient {
         if !answer.is_object() {
             return Err(not_an_object(method, &answer));
         }
-        if let Some(err) = field(&answer, "Err").and_then(Value::as_str) {
-            if !err.is_empty() {
-                return Err(DriverError::plugin(method, err));
-            }
+        // An `Err` of another type fails Go's decoder, so it is no success either.
+        let err = string_field(method, loose(field(&answer, "Err")), "Err")?;
+        if !err.is_empty() {
+            return Err(DriverError::plugin(method, err));
         }
         Ok(answer)
     }

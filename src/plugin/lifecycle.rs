@@ -7,10 +7,12 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::manager::Manager;
+use super::spec::{build_spec, SpecError};
 use super::store::Plugin;
 use crate::error::{Error, Result};
 use crate::fsutil;
-use crate::runtime::spec::{build_spec, MountSpec, PluginPaths, PluginSpec};
+use crate::goerr::io_error_text;
+use crate::runtime::spec::{MountSpec, PluginPaths, PluginSpec};
 use crate::runtime::supervisor::RunState;
 
 /// Where MetricsCollector plugins find the daemon's metrics socket.
@@ -240,7 +242,7 @@ impl Manager {
     fn start_plugin(&self, plugin: &Plugin, readiness: Readiness) -> Result<()> {
         let id = &plugin.id;
         let paths = self.paths(id);
-        let spec = self.run_spec(plugin).map_err(Error::System)?;
+        let spec = self.run_spec(plugin)?;
         fsutil::create_dir_mode(&paths.socket_dir, 0o700)?;
         let socket = self.socket_path(plugin);
         let _ = std::fs::remove_file(&socket);
@@ -307,7 +309,7 @@ impl Manager {
                 let mut message = format!(
                     "dial unix {}: connect: {}: plugin exited ({status})",
                     socket.display(),
-                    os_error_text(&error)
+                    io_error_text(&error)
                 );
                 let output = self.runtime.logs.tail_since(id, started, 3);
                 if !output.is_empty() {
@@ -319,7 +321,7 @@ impl Manager {
                 return Err(Error::System(format!(
                     "dial unix {}: connect: {}",
                     socket.display(),
-                    os_error_text(&error)
+                    io_error_text(&error)
                 )));
             }
             std::thread::sleep(pause);
@@ -329,7 +331,7 @@ impl Manager {
 
     /// The plugin's run spec: its own (moby's `InitSpec`) plus what the daemon adds, the
     /// metrics socket for MetricsCollector plugins (moby's runtime option for that type).
-    fn run_spec(&self, plugin: &Plugin) -> std::result::Result<PluginSpec, String> {
+    fn run_spec(&self, plugin: &Plugin) -> std::result::Result<PluginSpec, SpecError> {
         let mut spec = build_spec(plugin, &self.paths(&plugin.id))?;
         let collects_metrics = super::manager::plugin_capabilities(plugin)
             .iter()
@@ -363,14 +365,5 @@ impl Manager {
             log::debug!("removing {}: {e}", socket_dir.display());
         }
         Ok(())
-    }
-}
-
-/// The text Go prints for a dial error (`no such file or directory`), without Rust's
-/// `(os error N)` suffix.
-fn os_error_text(error: &std::io::Error) -> String {
-    match error.raw_os_error() {
-        Some(code) => nix::errno::Errno::from_raw(code).desc().to_lowercase(),
-        None => error.to_string(),
     }
 }

@@ -238,7 +238,7 @@ impl Manager {
             ));
         }
         let plugin = &mut record.plugin;
-        apply_set_args(&mut plugin.config, &mut plugin.settings, args).map_err(Error::System)?;
+        apply_set_args(&mut plugin.config, &mut plugin.settings, args)?;
         store.save(record)
     }
 

@@ -8,4 +8,5 @@ pub mod names;
 pub mod privileges;
 pub mod remote;
 pub mod settable;
+pub mod spec;
 pub mod store;

@@ -1,5 +1,4 @@
 //! Privileges a plugin needs (moby `computePrivileges`) and the exact grant check.
-//! OWNER: helper "config".
 
 use serde::{Deserialize, Serialize};
 

@@ -1,17 +1,37 @@
 //! `docker plugin set` rules (moby `v2/settable.go` + `Plugin.Set`).
-//! OWNER: helper "config".
 //!
 //! Confirmed against dockerd 20.10: the messages below are moby's (note the capital `P` in
 //! `Plugin config has no mount source` / `Plugin config has no device path`), and every one is
 //! an untyped error (HTTP 500). `cannot set on an active plugin, disable plugin before setting`
 //! is the caller's check (this function does not know whether the plugin is enabled).
 
-use super::config::{go_quote, PluginConfig, PluginSettings};
+use super::config::{go_quote, PluginConfig, PluginDevice, PluginMount, PluginSettings};
+use crate::error::Error;
 
-const ERR_INVALID_FORMAT: &str = "invalid format, must be <name>[.<field>][=<value>]";
-const ERR_MULTIPLE_FIELDS: &str = "multiple fields are settable, one must be specified";
-const ERR_NO_MOUNT_SOURCE: &str = "Plugin config has no mount source";
-const ERR_NO_DEVICE_PATH: &str = "Plugin config has no device path";
+/// Why a `set` argument was refused; moby's texts.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SetError {
+    #[error("invalid format, must be <name>[.<field>][=<value>]")]
+    InvalidFormat,
+    #[error("multiple fields are settable, one must be specified")]
+    MultipleFields,
+    /// The name (with the field, when given or inferred) that may not be set.
+    #[error("{} is not settable", go_quote(.0))]
+    NotSettable(String),
+    #[error("Plugin config has no mount source")]
+    NoMountSource,
+    #[error("Plugin config has no device path")]
+    NoDevicePath,
+    #[error("setting {} not found in the plugin configuration", go_quote(.0))]
+    NotFound(String),
+}
+
+/// Untyped in moby: a 500.
+impl From<SetError> for Error {
+    fn from(e: SetError) -> Error {
+        Error::System(e.to_string())
+    }
+}
 
 const ALLOWED_ENV: &[&str] = &["value"];
 const ALLOWED_ARGS: &[&str] = &["value"];
@@ -29,9 +49,9 @@ struct Settable {
 impl Settable {
     /// moby `newSettable`: the first `=` separates the value (none: empty value; at position
     /// 0: invalid); the key splits at its last `.` when that is not its first character.
-    fn parse(arg: &str) -> Result<Settable, String> {
+    fn parse(arg: &str) -> Result<Settable, SetError> {
         let (key, value) = match arg.find('=') {
-            Some(0) => return Err(ERR_INVALID_FORMAT.to_string()),
+            Some(0) => return Err(SetError::InvalidFormat),
             Some(i) => (&arg[..i], &arg[i + 1..]),
             None => (arg, ""),
         };
@@ -49,19 +69,19 @@ impl Settable {
     /// moby `isSettable`: infers the field from a single-entry `Settable` (keeping it for the
     /// error text), refuses to guess among several, then needs the field to be both allowed for
     /// the kind and listed.
-    fn check(&mut self, allowed: &[&str], settable: Option<&Vec<String>>) -> Result<(), String> {
+    fn check(&mut self, allowed: &[&str], settable: Option<&Vec<String>>) -> Result<(), SetError> {
         let settable: &[String] = settable.map_or(&[], |s| s.as_slice());
         if self.field.is_empty() {
             match settable.len() {
                 0 => {}
                 1 => self.field = settable[0].clone(),
-                _ => return Err(ERR_MULTIPLE_FIELDS.to_string()),
+                _ => return Err(SetError::MultipleFields),
             }
         }
         if allowed.contains(&self.field.as_str()) && settable.contains(&self.field) {
             Ok(())
         } else {
-            Err(format!("{} is not settable", go_quote(&self.pretty_name())))
+            Err(SetError::NotSettable(self.pretty_name()))
         }
     }
 
@@ -75,7 +95,7 @@ impl Settable {
 }
 
 /// Apply `set` arguments (`<name>[.<field>][=<value>]`) atomically: on any error neither
-/// `config` nor `settings` is changed. The error text is moby's (all are HTTP 500 in moby).
+/// `config` nor `settings` is changed.
 ///
 /// Each argument is resolved in order against `Config.Env`, `Config.Mounts`,
 /// `Config.Linux.Devices`, then `Config.Args` (first name match wins). Env writes
@@ -86,7 +106,7 @@ pub fn apply_set_args(
     config: &mut PluginConfig,
     settings: &mut PluginSettings,
     args: &[String],
-) -> Result<(), String> {
+) -> Result<(), SetError> {
     // All arguments are parsed before any is applied (moby `newSettables`).
     let sets = args
         .iter()
@@ -106,7 +126,7 @@ fn apply_one(
     config: &mut PluginConfig,
     settings: &mut PluginSettings,
     mut set: Settable,
-) -> Result<(), String> {
+) -> Result<(), SetError> {
     if let Some(env) = config.env.iter().flatten().find(|e| e.name == set.name) {
         set.check(ALLOWED_ENV, env.settable.as_ref())?;
         let entry = format!("{}={}", set.name, set.value);
@@ -121,41 +141,15 @@ fn apply_one(
         return Ok(());
     }
 
-    if let Some((i, mount)) = config
-        .mounts
-        .iter_mut()
-        .flatten()
-        .enumerate()
-        .find(|(_, m)| m.name == set.name)
-    {
-        set.check(ALLOWED_MOUNTS, mount.settable.as_ref())?;
-        let Some(source) = mount.source.as_mut() else {
-            return Err(ERR_NO_MOUNT_SOURCE.to_string());
-        };
-        *source = set.value.clone();
-        if let Some(m) = paired(&mut settings.mounts, i, |m| m.name == set.name) {
-            m.source = Some(set.value);
-        }
-        return Ok(());
+    if let Some(done) = set_shared(&mut set, config.mounts.as_mut(), &mut settings.mounts) {
+        return done;
     }
-
-    if let Some((i, device)) = config
-        .linux
-        .devices
-        .iter_mut()
-        .flatten()
-        .enumerate()
-        .find(|(_, d)| d.name == set.name)
-    {
-        set.check(ALLOWED_DEVICES, device.settable.as_ref())?;
-        let Some(path) = device.path.as_mut() else {
-            return Err(ERR_NO_DEVICE_PATH.to_string());
-        };
-        *path = set.value.clone();
-        if let Some(d) = paired(&mut settings.devices, i, |d| d.name == set.name) {
-            d.path = Some(set.value);
-        }
-        return Ok(());
+    if let Some(done) = set_shared(
+        &mut set,
+        config.linux.devices.as_mut(),
+        &mut settings.devices,
+    ) {
+        return done;
     }
 
     if config.args.name == set.name {
@@ -164,10 +158,70 @@ fn apply_one(
         return Ok(());
     }
 
-    Err(format!(
-        "setting {} not found in the plugin configuration",
-        go_quote(&set.name)
-    ))
+    Err(SetError::NotFound(set.name))
+}
+
+/// A config entry whose one settable field (a mount's source, a device's path) is shared with
+/// its copy in Settings: moby shares the pointer.
+trait SharedField {
+    const ALLOWED: &'static [&'static str];
+    /// When the config entry has no value to set (`null`).
+    const MISSING: SetError;
+    fn name(&self) -> &str;
+    fn settable(&self) -> Option<&Vec<String>>;
+    fn field(&mut self) -> &mut Option<String>;
+}
+
+impl SharedField for PluginMount {
+    const ALLOWED: &'static [&'static str] = ALLOWED_MOUNTS;
+    const MISSING: SetError = SetError::NoMountSource;
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn settable(&self) -> Option<&Vec<String>> {
+        self.settable.as_ref()
+    }
+    fn field(&mut self) -> &mut Option<String> {
+        &mut self.source
+    }
+}
+
+impl SharedField for PluginDevice {
+    const ALLOWED: &'static [&'static str] = ALLOWED_DEVICES;
+    const MISSING: SetError = SetError::NoDevicePath;
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn settable(&self) -> Option<&Vec<String>> {
+        self.settable.as_ref()
+    }
+    fn field(&mut self) -> &mut Option<String> {
+        &mut self.path
+    }
+}
+
+/// Sets the shared field of the config entry named `set.name`, in the config and in Settings;
+/// `None` when `config_list` has no such entry.
+fn set_shared<T: SharedField>(
+    set: &mut Settable,
+    config_list: Option<&mut Vec<T>>,
+    settings_list: &mut [T],
+) -> Option<Result<(), SetError>> {
+    let (i, entry) = config_list?
+        .iter_mut()
+        .enumerate()
+        .find(|(_, e)| e.name() == set.name)?;
+    if let Err(e) = set.check(T::ALLOWED, entry.settable()) {
+        return Some(Err(e));
+    }
+    let Some(value) = entry.field().as_mut() else {
+        return Some(Err(T::MISSING));
+    };
+    *value = set.value.clone();
+    if let Some(copy) = paired(settings_list, i, |e| e.name() == set.name) {
+        *copy.field() = Some(set.value.clone());
+    }
+    Some(Ok(()))
 }
 
 /// The Settings entry that shares the config entry's source/path in moby: Settings were
@@ -207,7 +261,7 @@ mod tests {
 
     fn set(c: &mut PluginConfig, s: &mut PluginSettings, args: &[&str]) -> Result<(), String> {
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        apply_set_args(c, s, &args)
+        apply_set_args(c, s, &args).map_err(|e| e.to_string())
     }
 
     /// Set on a fresh probe; on error also check that nothing changed.
@@ -243,66 +297,57 @@ mod tests {
         assert_eq!(p(".x=1"), t(".x", "", "1"));
         assert_eq!(p("."), t(".", "", ""));
         assert_eq!(p(""), t("", "", ""));
-        assert_eq!(p("=1"), Err(ERR_INVALID_FORMAT.to_string()));
-        assert_eq!(p("="), Err(ERR_INVALID_FORMAT.to_string()));
+        assert_eq!(p("=1"), Err(SetError::InvalidFormat));
+        assert_eq!(p("="), Err(SetError::InvalidFormat));
     }
 
     /// Every message confirmed on dockerd 20.10 with the SETPROBE plugin.
     #[test]
     fn error_messages() {
         let fmt = "invalid format, must be <name>[.<field>][=<value>]";
-        assert_eq!(set_err(&["=1"]), fmt);
-        assert_eq!(set_err(&["="]), fmt);
-        // the format of every argument is checked before any is applied
-        assert_eq!(set_err(&["DEBUG=1", "=x"]), fmt);
-        assert_eq!(set_err(&["LOCKED=2"]), "\"LOCKED\" is not settable");
-        assert_eq!(
-            set_err(&["LOCKED.value=1"]),
-            "\"LOCKED.value\" is not settable"
-        );
-        assert_eq!(set_err(&["DEBUG.path=3"]), "\"DEBUG.path\" is not settable");
-        assert_eq!(
-            set_err(&["fixed.source=/x"]),
-            "\"fixed.source\" is not settable"
-        );
-        assert_eq!(
-            set_err(&["dev2.source=/x"]),
-            "\"dev2.source\" is not settable"
-        );
-        assert_eq!(set_err(&["args.foo=1"]), "\"args.foo\" is not settable");
-        // an inferred field shows in the message
-        assert_eq!(
-            set_err(&["PATHONLY=1"]),
-            "\"PATHONLY.path\" is not settable"
-        );
-        assert_eq!(
-            set_err(&["MULTI=1"]),
-            "multiple fields are settable, one must be specified"
-        );
-        assert_eq!(set_err(&["nosrc=/x"]), "Plugin config has no mount source");
-        assert_eq!(
-            set_err(&["nosrc.source=/x"]),
-            "Plugin config has no mount source"
-        );
-        assert_eq!(set_err(&["nopath=/x"]), "Plugin config has no device path");
-        assert_eq!(
-            set_err(&["nopath.path=/x"]),
-            "Plugin config has no device path"
-        );
-        let nf = |n: &str| format!("setting {n} not found in the plugin configuration");
-        assert_eq!(set_err(&["nosuch=1"]), nf("\"nosuch\""));
-        assert_eq!(set_err(&["no\"such=1"]), nf(r#""no\"such""#));
-        assert_eq!(set_err(&["x.y.z=1"]), nf("\"x.y\""));
-        assert_eq!(set_err(&["args.value.x=1"]), nf("\"args.value\""));
-        assert_eq!(set_err(&["a.b=X=Y"]), nf("\"a\""));
-        assert_eq!(set_err(&[""]), nf("\"\""));
-        assert_eq!(set_err(&["."]), nf("\".\""));
-        assert_eq!(set_err(&[".x=1"]), nf("\".x\""));
-        // env is looked up before mounts: `state` is both
-        assert_eq!(
-            set_err(&["state.source=/new"]),
-            "\"state.source\" is not settable"
-        );
+        let not_settable = |n: &str| format!("{n:?} is not settable");
+        let not_found = |n: &str| format!("setting {n} not found in the plugin configuration");
+        let cases: &[(&[&str], String)] = &[
+            (&["=1"], fmt.into()),
+            (&["="], fmt.into()),
+            // the format of every argument is checked before any is applied
+            (&["DEBUG=1", "=x"], fmt.into()),
+            (&["LOCKED=2"], not_settable("LOCKED")),
+            (&["LOCKED.value=1"], not_settable("LOCKED.value")),
+            (&["DEBUG.path=3"], not_settable("DEBUG.path")),
+            (&["fixed.source=/x"], not_settable("fixed.source")),
+            (&["dev2.source=/x"], not_settable("dev2.source")),
+            (&["args.foo=1"], not_settable("args.foo")),
+            // an inferred field shows in the message
+            (&["PATHONLY=1"], not_settable("PATHONLY.path")),
+            (
+                &["MULTI=1"],
+                "multiple fields are settable, one must be specified".into(),
+            ),
+            (&["nosrc=/x"], "Plugin config has no mount source".into()),
+            (
+                &["nosrc.source=/x"],
+                "Plugin config has no mount source".into(),
+            ),
+            (&["nopath=/x"], "Plugin config has no device path".into()),
+            (
+                &["nopath.path=/x"],
+                "Plugin config has no device path".into(),
+            ),
+            (&["nosuch=1"], not_found("\"nosuch\"")),
+            (&["no\"such=1"], not_found(r#""no\"such""#)),
+            (&["x.y.z=1"], not_found("\"x.y\"")),
+            (&["args.value.x=1"], not_found("\"args.value\"")),
+            (&["a.b=X=Y"], not_found("\"a\"")),
+            (&[""], not_found("\"\"")),
+            (&["."], not_found("\".\"")),
+            (&[".x=1"], not_found("\".x\"")),
+            // env is looked up before mounts: `state` is both
+            (&["state.source=/new"], not_settable("state.source")),
+        ];
+        for (args, want) in cases {
+            assert_eq!(&set_err(args), want, "{args:?}");
+        }
     }
 
     #[test]
@@ -326,10 +371,10 @@ mod tests {
             ("M.value=1", "\"M.value\" is not settable"),
             ("D.source=1", "\"D.source\" is not settable"),
             ("A.path=1", "\"A.path\" is not settable"),
-            ("E=1", ERR_MULTIPLE_FIELDS),
-            ("M=1", ERR_MULTIPLE_FIELDS),
-            ("D=1", ERR_MULTIPLE_FIELDS),
-            ("A=1", ERR_MULTIPLE_FIELDS),
+            ("E=1", "multiple fields are settable, one must be specified"),
+            ("M=1", "multiple fields are settable, one must be specified"),
+            ("D=1", "multiple fields are settable, one must be specified"),
+            ("A=1", "multiple fields are settable, one must be specified"),
         ] {
             assert_eq!(set(&mut c, &mut s, &[arg]).unwrap_err(), msg, "{arg}");
         }

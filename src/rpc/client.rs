@@ -55,6 +55,16 @@ const IDLE_CONNECTIONS: usize = 8;
 /// How long an idle connection to a plugin is kept.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The largest answer a plugin call accepts unless its method says otherwise: far above any
+/// real answer of a single object (a volume, an endpoint, an authorization decision).
+pub const DEFAULT_REPLY_LIMIT: usize = 4 << 20;
+
+/// How much of an error answer (non-200) is read: enough for any message worth showing.
+const ERROR_BODY_LIMIT: usize = 64 << 10;
+
+/// How much of a message from a plugin berth passes on (to a client, into a warning).
+const MESSAGE_LIMIT: usize = 4096;
+
 /// Dial timeout of one connection attempt (go-connections `sockets.defaultTimeout`).
 const DIAL_TIMEOUT: Duration = Duration::from_secs(32);
 
@@ -154,6 +164,13 @@ pub enum RpcError {
     /// A 200 answer that is not the expected JSON.
     #[error("{0}")]
     Decode(String),
+    /// The answer is larger than berth accepts for the method.
+    #[error("{method}: the answer of the plugin at {plugin} is larger than the {} limit for this call", crate::progress::human_size(*limit as u64))]
+    TooLarge {
+        method: String,
+        plugin: String,
+        limit: usize,
+    },
 }
 
 impl RpcError {
@@ -329,7 +346,20 @@ impl PluginClient {
         body: &(impl serde::Serialize + ?Sized),
         retry: Retry,
     ) -> Result<T, RpcError> {
-        let bytes = self.call_raw(method, body, retry).await?;
+        self.call_bounded(method, body, retry, DEFAULT_REPLY_LIMIT)
+            .await
+    }
+
+    /// [`call`](Self::call) for a method whose answers may be larger than
+    /// [`DEFAULT_REPLY_LIMIT`] (lists): answers above `reply_limit` bytes are refused.
+    pub async fn call_bounded<T: serde::de::DeserializeOwned>(
+        &self,
+        method: &str,
+        body: &(impl serde::Serialize + ?Sized),
+        retry: Retry,
+        reply_limit: usize,
+    ) -> Result<T, RpcError> {
+        let bytes = self.call_raw(method, body, retry, reply_limit).await?;
         decode(method, &bytes)
     }
 
@@ -344,24 +374,28 @@ impl PluginClient {
         }
     }
 
-    /// The 200 answer's body, undecoded (for methods whose answer is not JSON).
+    /// The 200 answer's body, undecoded (for methods whose answer is not JSON), at most
+    /// `reply_limit` bytes.
     pub async fn call_raw(
         &self,
         method: &str,
         body: &(impl serde::Serialize + ?Sized),
         retry: Retry,
+        reply_limit: usize,
     ) -> Result<bytes::Bytes, RpcError> {
         let method = method.trim_start_matches('/');
         if !crate::metrics::enabled() {
-            return self.send(method, body, retry).await;
+            return self.send(method, body, retry, reply_limit).await;
         }
         let started = Instant::now();
-        let result = self.send(method, body, retry).await;
+        let result = self.send(method, body, retry, reply_limit).await;
         let outcome = match &result {
             Ok(_) => CallOutcome::Ok,
             Err(RpcError::Timeout { .. }) => CallOutcome::Timeout,
             Err(RpcError::Transport(_)) => CallOutcome::Unreachable,
-            Err(RpcError::Status { .. } | RpcError::Decode(_)) => CallOutcome::Error,
+            Err(RpcError::Status { .. } | RpcError::Decode(_) | RpcError::TooLarge { .. }) => {
+                CallOutcome::Error
+            }
         };
         crate::metrics::plugin_call(&self.inner.name, method, outcome, started.elapsed());
         result
@@ -373,6 +407,7 @@ impl PluginClient {
         method: &str,
         body: &(impl serde::Serialize + ?Sized),
         retry: Retry,
+        reply_limit: usize,
     ) -> Result<bytes::Bytes, RpcError> {
         let mut payload = serde_json::to_vec(body)
             .map_err(|e| RpcError::Decode(format!("{method}: encoding request: {e}")))?;
@@ -394,8 +429,14 @@ impl PluginClient {
         let mut pause = FIRST_BACKOFF;
         loop {
             let attempt = async {
-                match self.attempt(&url, method, payload.clone(), false).await {
-                    Attempt::Stale => self.attempt(&url, method, payload.clone(), true).await,
+                match self
+                    .attempt(&url, method, payload.clone(), false, reply_limit)
+                    .await
+                {
+                    Attempt::Stale => {
+                        self.attempt(&url, method, payload.clone(), true, reply_limit)
+                            .await
+                    }
                     outcome => outcome,
                 }
             };
@@ -455,7 +496,14 @@ impl PluginClient {
         }
     }
 
-    async fn attempt(&self, url: &str, method: &str, payload: Vec<u8>, fresh: bool) -> Attempt {
+    async fn attempt(
+        &self,
+        url: &str,
+        method: &str,
+        payload: Vec<u8>,
+        fresh: bool,
+        reply_limit: usize,
+    ) -> Attempt {
         let http = if fresh {
             &self.inner.fresh
         } else {
@@ -478,21 +526,57 @@ impl PluginClient {
             }
         };
         let status = resp.status().as_u16();
-        let body = resp.bytes().await;
         if status == 200 {
-            return Attempt::Answered(body.map_err(|e| {
-                RpcError::Transport(format!("{method}: reading answer: {}", chain(&e)))
-            }));
+            return Attempt::Answered(self.read_bounded(resp, method, reply_limit).await);
         }
-        let message = match body {
+        // An error answer is read only as far as its message is shown.
+        let message = match self.read_bounded(resp, method, ERROR_BODY_LIMIT).await {
             Ok(b) => status_message(&b),
-            Err(e) => chain(&e),
+            Err(RpcError::TooLarge { .. }) => "(an error answer too large to show)".to_string(),
+            Err(e) => e.to_string(),
         };
         Attempt::Answered(Err(RpcError::Status {
             method: method.to_string(),
             code: status,
             message,
         }))
+    }
+
+    /// The answer's body, refused as soon as it is known to exceed `limit` bytes (by its
+    /// `Content-Length`, or while it streams in), so a hostile or broken plugin costs at most
+    /// `limit` bytes of memory. The connection of a refused answer is not reused.
+    async fn read_bounded(
+        &self,
+        mut resp: reqwest::Response,
+        method: &str,
+        limit: usize,
+    ) -> Result<bytes::Bytes, RpcError> {
+        let too_large = || RpcError::TooLarge {
+            method: method.to_string(),
+            plugin: self.inner.log_addr.clone(),
+            limit,
+        };
+        if resp.content_length().is_some_and(|n| n > limit as u64) {
+            return Err(too_large());
+        }
+        let mut body = bytes::BytesMut::new();
+        loop {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => {
+                    if body.len() + chunk.len() > limit {
+                        return Err(too_large());
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => return Ok(body.freeze()),
+                Err(e) => {
+                    return Err(RpcError::Transport(format!(
+                        "{method}: reading answer: {}",
+                        chain(&e)
+                    )))
+                }
+            }
+        }
     }
 
     /// The request could not be written because the plugin had closed the connection, so it
@@ -567,6 +651,27 @@ fn decode<T: serde::de::DeserializeOwned>(method: &str, body: &[u8]) -> Result<T
 /// The message of a non-200 answer: a non-empty string `Err` field (any key case), else the raw
 /// body trimmed.
 pub(crate) fn status_message(body: &[u8]) -> String {
+    shorten(&full_status_message(body))
+}
+
+/// A message from a plugin as berth passes it on: at most [`MESSAGE_LIMIT`] bytes, cut at a
+/// character boundary, saying how long it was.
+pub fn shorten(message: &str) -> String {
+    if message.len() <= MESSAGE_LIMIT {
+        return message.to_string();
+    }
+    let mut end = MESSAGE_LIMIT;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!(
+        "{}… (message of {} bytes shortened)",
+        &message[..end],
+        message.len()
+    )
+}
+
+fn full_status_message(body: &[u8]) -> String {
     if let Ok(serde_json::Value::Object(map)) = serde_json::from_slice::<serde_json::Value>(body) {
         let err = map
             .get("Err")

@@ -1,5 +1,4 @@
 //! The built-in executor: runs a plugin's rootfs in Linux namespaces with nix + caps.
-//! OWNER: helper "executor".
 //!
 //! berth is multi-threaded, so no mount or namespace work happens in a forked copy of it.
 //! [`LinuxExecutor::start`]:
@@ -19,9 +18,6 @@
 //! [`PluginProcess::wait`] and [`Executor::cleanup`] release the devices cgroup (killing
 //! whatever is left in it) and every host mount under the plugin's propagated mount.
 
-#[path = "init.rs"]
-pub mod init;
-
 use std::ffi::OsString;
 use std::fs;
 use std::io::{self, Read};
@@ -33,13 +29,14 @@ use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::libc;
-use nix::mount::{MntFlags, MsFlags};
+use nix::mount::MsFlags;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 use super::executor::{Executor, PluginProcess};
+use super::init::{self, InitRequest};
 use super::spec::PluginSpec;
-use init::InitRequest;
+use crate::mounts::{self, read_mountinfo, UnmountError};
 
 /// Entry point of the hidden `berth plugin-init` subcommand. `main` must call it first thing,
 /// before any thread exists, with the arguments that follow `plugin-init`:
@@ -199,6 +196,20 @@ enum Outcome {
     TimedOut,
 }
 
+/// A libc return value: the count when it succeeded, `None` when the call was only
+/// interrupted (try again), the OS error otherwise.
+fn uninterrupted(rc: isize) -> io::Result<Option<usize>> {
+    if rc >= 0 {
+        return Ok(Some(rc as usize));
+    }
+    let e = io::Error::last_os_error();
+    if e.kind() == io::ErrorKind::Interrupted {
+        Ok(None)
+    } else {
+        Err(e)
+    }
+}
+
 fn read_report(fd: &OwnedFd, timeout: Duration) -> io::Result<Outcome> {
     let deadline = Instant::now() + timeout;
     let mut buf = Vec::new();
@@ -214,31 +225,23 @@ fn read_report(fd: &OwnedFd, timeout: Duration) -> io::Result<Outcome> {
         };
         let ms = left.as_millis().clamp(1, i32::MAX as u128) as libc::c_int;
         // SAFETY: one valid pollfd.
-        let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
-        if rc < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        if rc == 0 {
+        let ready = unsafe { libc::poll(&mut pfd, 1, ms) };
+        let Some(ready) = uninterrupted(ready as isize)? else {
+            continue;
+        };
+        if ready == 0 {
             continue;
         }
         let mut chunk = [0u8; 4096];
         // SAFETY: reading into a local buffer from an fd we own.
         let n = unsafe { libc::read(fd.as_raw_fd(), chunk.as_mut_ptr().cast(), chunk.len()) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
+        let Some(n) = uninterrupted(n)? else {
+            continue;
+        };
         if n == 0 {
             break;
         }
-        buf.extend_from_slice(&chunk[..n as usize]);
+        buf.extend_from_slice(&chunk[..n]);
     }
     Ok(match buf.split_first() {
         None => Outcome::NotStarted,
@@ -440,7 +443,7 @@ impl LinuxExecutor {
                 format!(
                     "starting {} plugin-init: {}",
                     self.init_program.display(),
-                    init::error_text(&e)
+                    crate::goerr::io_error_text(&e)
                 ),
             )
         })?;
@@ -545,74 +548,6 @@ impl PluginProcess for LinuxProcess {
 // ---------------------------------------------------------------------------------------------
 // Host-side helpers.
 
-/// One line of `/proc/self/mountinfo`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MountInfo {
-    pub id: u32,
-    pub parent: u32,
-    pub mount_point: PathBuf,
-    /// `shared:N`, `master:N`, ...
-    pub optional: Vec<String>,
-    pub fstype: String,
-    pub source: String,
-    pub super_options: String,
-}
-
-fn unescape_mountinfo(field: &str) -> OsString {
-    use std::os::unix::ffi::OsStringExt;
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let octal = bytes.get(i + 1..i + 4);
-        if bytes[i] == b'\\' && octal.is_some_and(|o| o.iter().all(|b| (b'0'..=b'7').contains(b))) {
-            let o = octal.unwrap_or_default();
-            let value = o.iter().fold(0u32, |acc, b| acc * 8 + u32::from(b - b'0'));
-            out.push(value as u8);
-            i += 4;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    OsString::from_vec(out)
-}
-
-pub fn parse_mountinfo(text: &str) -> Vec<MountInfo> {
-    text.lines()
-        .filter_map(|line| {
-            let (left, right) = line.split_once(" - ")?;
-            let mut l = left.split(' ');
-            let id = l.next()?.parse().ok()?;
-            let parent = l.next()?.parse().ok()?;
-            let _dev = l.next()?;
-            let _root = l.next()?;
-            let mount_point = PathBuf::from(unescape_mountinfo(l.next()?));
-            let _options = l.next()?;
-            let optional = l.map(String::from).collect();
-            let mut r = right.split(' ');
-            let fstype = r.next()?.to_string();
-            let source = r.next().unwrap_or("").to_string();
-            let super_options = r.next().unwrap_or("").to_string();
-            Some(MountInfo {
-                id,
-                parent,
-                mount_point,
-                optional,
-                fstype,
-                source,
-                super_options,
-            })
-        })
-        .collect()
-}
-
-pub fn read_mountinfo() -> io::Result<Vec<MountInfo>> {
-    Ok(parse_mountinfo(&fs::read_to_string(
-        "/proc/self/mountinfo",
-    )?))
-}
-
 /// The path as mountinfo shows it (symlinks resolved) when it exists.
 fn canonical(path: &Path) -> PathBuf {
     fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
@@ -629,33 +564,13 @@ fn below_plugin_dir(mount_point: &Path, id: &str) -> bool {
 /// Lazily unmounts every mount whose mount point matches, deepest (then newest) first, until
 /// none is left.
 fn unmount_all(matches: impl Fn(&Path) -> bool) -> io::Result<()> {
-    for _ in 0..32 {
-        let mut targets: Vec<MountInfo> = read_mountinfo()?
-            .into_iter()
-            .filter(|m| matches(&m.mount_point))
-            .collect();
-        if targets.is_empty() {
-            return Ok(());
-        }
-        targets.sort_by_key(|m| {
-            (
-                std::cmp::Reverse(m.mount_point.components().count()),
-                std::cmp::Reverse(m.id),
-            )
-        });
-        for m in targets {
-            match nix::mount::umount2(&m.mount_point, MntFlags::MNT_DETACH) {
-                Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
-                Err(e) => {
-                    return Err(io::Error::new(
-                        io::Error::from(e).kind(),
-                        format!("unmounting {}: {}", m.mount_point.display(), e.desc()),
-                    ))
-                }
-            }
-        }
-    }
-    Err(io::Error::other("mounts keep reappearing"))
+    mounts::unmount_matching(matches).map_err(|e| match e {
+        UnmountError::Failed { target, errno } => io::Error::new(
+            io::Error::from(errno).kind(),
+            format!("unmounting {}: {}", target.display(), errno.desc()),
+        ),
+        other => other.into(),
+    })
 }
 
 /// Binds `path` onto itself unless it is a mount point already, then makes it `rshared`
@@ -746,20 +661,6 @@ fn remove_stale_sockets(dir: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn mountinfo_lines() {
-        let text = "27 1 254:0 / / rw,relatime - ext4 /dev/vda rw,discard\n\
-                    42 27 254:0 /tmp/dk /tmp/with\\040space rw,relatime shared:1 master:3 - ext4 /dev/vda rw\n\
-                    36 31 0:33 / /sys/fs/cgroup/devices rw,relatime - cgroup cgroup rw,devices\n";
-        let m = parse_mountinfo(text);
-        assert_eq!(m.len(), 3);
-        assert_eq!(m[1].mount_point, Path::new("/tmp/with space"));
-        assert_eq!(m[1].optional, ["shared:1", "master:3"]);
-        assert_eq!(m[1].parent, 27);
-        assert_eq!(m[2].fstype, "cgroup");
-        assert_eq!(m[2].super_options, "rw,devices");
-    }
 
     #[test]
     fn plugin_dir_matching() {

@@ -1,8 +1,10 @@
-//! Running managed plugins: what to run ([`spec`]), the executor seam ([`executor`]) and the
-//! built-in Linux namespaces executor ([`linux`]), whose kernel calls go through
-//! [`syscall::Syscall`] so the setup sequence is unit-testable without root.
+//! Running managed plugins: what to run ([`spec`], built by the plugin model), the executor
+//! seam ([`executor`]) and the built-in Linux namespaces executor ([`linux`]) with its
+//! `plugin-init` process ([`init`], one function per setup step), whose kernel calls go
+//! through [`syscall::Syscall`] so the setup sequence is unit-testable without root.
 
 pub mod executor;
+pub mod init;
 pub mod linux;
 pub mod logs;
 pub mod spec;

@@ -1,15 +1,14 @@
-//! The run specification of a plugin: moby's `InitSpec` turned into berth's own small spec
-//! (what the OCI spec would say, limited to what plugins use).
-//! OWNER: helper "executor" — implement `build_spec`; fields may be added.
+//! The run specification of a plugin: what the executor is told to run (what an OCI spec
+//! would say, limited to what plugins use), with moby's defaults for it. The plugin model
+//! (`plugin/spec.rs`) builds one from a plugin's record; nothing here knows plugins.
 
-use std::collections::HashSet;
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::plugin::store::Plugin;
+use crate::goerr::io_error_text;
 
 /// Host paths a plugin runs with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,6 +97,30 @@ pub struct PluginSpec {
     pub readonly_paths: Vec<String>,
 }
 
+impl MountSpec {
+    pub fn new(source: &str, destination: &str, kind: &str, options: &[&str]) -> MountSpec {
+        MountSpec {
+            source: source.into(),
+            destination: destination.into(),
+            kind: kind.into(),
+            options: options.iter().map(|o| o.to_string()).collect(),
+        }
+    }
+}
+
+impl DeviceRule {
+    /// A rule for every access (`rwm`).
+    pub fn new(allow: bool, kind: char, major: Option<u64>, minor: Option<u64>) -> DeviceRule {
+        DeviceRule {
+            allow,
+            kind,
+            major,
+            minor,
+            access: "rwm".into(),
+        }
+    }
+}
+
 /// `PATH` every plugin starts with (moby `oci.DefaultPathEnv`).
 pub const DEFAULT_PATH_ENV: &str =
     "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -148,26 +171,17 @@ pub const DEFAULT_READONLY_PATHS: [&str; 5] = [
     "/proc/sysrq-trigger",
 ];
 
-fn mount(source: &str, destination: &str, kind: &str, options: &[&str]) -> MountSpec {
-    MountSpec {
-        source: source.into(),
-        destination: destination.into(),
-        kind: kind.into(),
-        options: options.iter().map(|o| o.to_string()).collect(),
-    }
-}
-
 /// The mounts of moby's default Linux spec, in its order.
 pub fn default_mounts() -> Vec<MountSpec> {
     vec![
-        mount("proc", "/proc", "proc", &["nosuid", "noexec", "nodev"]),
-        mount(
+        MountSpec::new("proc", "/proc", "proc", &["nosuid", "noexec", "nodev"]),
+        MountSpec::new(
             "tmpfs",
             "/dev",
             "tmpfs",
             &["nosuid", "strictatime", "mode=755", "size=65536k"],
         ),
-        mount(
+        MountSpec::new(
             "devpts",
             "/dev/pts",
             "devpts",
@@ -180,25 +194,25 @@ pub fn default_mounts() -> Vec<MountSpec> {
                 "gid=5",
             ],
         ),
-        mount(
+        MountSpec::new(
             "sysfs",
             "/sys",
             "sysfs",
             &["nosuid", "noexec", "nodev", "ro"],
         ),
-        mount(
+        MountSpec::new(
             "cgroup",
             "/sys/fs/cgroup",
             "cgroup",
             &["ro", "nosuid", "noexec", "nodev"],
         ),
-        mount(
+        MountSpec::new(
             "mqueue",
             "/dev/mqueue",
             "mqueue",
             &["nosuid", "noexec", "nodev"],
         ),
-        mount(
+        MountSpec::new(
             "shm",
             "/dev/shm",
             "tmpfs",
@@ -207,29 +221,19 @@ pub fn default_mounts() -> Vec<MountSpec> {
     ]
 }
 
-fn device_rule(allow: bool, kind: char, major: Option<u64>, minor: Option<u64>) -> DeviceRule {
-    DeviceRule {
-        allow,
-        kind,
-        major,
-        minor,
-        access: "rwm".into(),
-    }
-}
-
 /// moby's default device cgroup rules: deny everything, allow the standard character devices,
 /// and deny FUSE explicitly.
 pub fn default_device_rules() -> Vec<DeviceRule> {
-    let allow = |major, minor| device_rule(true, 'c', Some(major), Some(minor));
+    let allow = |major, minor| DeviceRule::new(true, 'c', Some(major), Some(minor));
     vec![
-        device_rule(false, 'a', None, None),
-        allow(1, 5),                                  // /dev/zero
-        allow(1, 3),                                  // /dev/null
-        allow(1, 9),                                  // /dev/urandom
-        allow(1, 8),                                  // /dev/random
-        allow(5, 0),                                  // /dev/tty
-        allow(5, 1),                                  // /dev/console
-        device_rule(false, 'c', Some(10), Some(229)), // /dev/fuse
+        DeviceRule::new(false, 'a', None, None),
+        allow(1, 5),                                      // /dev/zero
+        allow(1, 3),                                      // /dev/null
+        allow(1, 9),                                      // /dev/urandom
+        allow(1, 8),                                      // /dev/random
+        allow(5, 0),                                      // /dev/tty
+        allow(5, 1),                                      // /dev/console
+        DeviceRule::new(false, 'c', Some(10), Some(229)), // /dev/fuse
     ]
 }
 
@@ -237,16 +241,16 @@ pub fn default_device_rules() -> Vec<DeviceRule> {
 /// every container: `mknod` of any node (opening still needs a rule), `/dev/full`, the
 /// devpts terminals and `/dev/pts/ptmx`.
 pub fn runtime_device_rules() -> Vec<DeviceRule> {
-    let mut mknod_any_c = device_rule(true, 'c', None, None);
+    let mut mknod_any_c = DeviceRule::new(true, 'c', None, None);
     mknod_any_c.access = "m".into();
-    let mut mknod_any_b = device_rule(true, 'b', None, None);
+    let mut mknod_any_b = DeviceRule::new(true, 'b', None, None);
     mknod_any_b.access = "m".into();
     vec![
         mknod_any_c,
         mknod_any_b,
-        device_rule(true, 'c', Some(1), Some(7)), // /dev/full
-        device_rule(true, 'c', Some(136), None),  // /dev/pts/*
-        device_rule(true, 'c', Some(5), Some(2)), // /dev/ptmx
+        DeviceRule::new(true, 'c', Some(1), Some(7)), // /dev/full
+        DeviceRule::new(true, 'c', Some(136), None),  // /dev/pts/*
+        DeviceRule::new(true, 'c', Some(5), Some(2)), // /dev/ptmx
     ]
 }
 
@@ -258,6 +262,13 @@ pub fn canonical_capability(name: &str) -> String {
     } else {
         format!("CAP_{upper}")
     }
+}
+
+/// [`DEFAULT_MASKED_PATHS`] plus the per-CPU `thermal_throttle` directories the host has.
+pub fn default_masked_paths() -> Vec<String> {
+    let mut paths: Vec<String> = DEFAULT_MASKED_PATHS.iter().map(|p| p.to_string()).collect();
+    paths.extend(thermal_throttle_paths());
+    paths
 }
 
 /// Per-CPU `thermal_throttle` directories moby masks when the host has them.
@@ -322,18 +333,21 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-fn os_error_text(e: &std::io::Error) -> String {
-    match e.raw_os_error() {
-        Some(code) => nix::errno::Errno::from_raw(code).desc().to_lowercase(),
-        None => e.to_string(),
-    }
+/// A custom device that could not be added (moby `oci.DevicesFromPath`'s error).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("error gathering device information while adding custom device \"{path}\": {reason}")]
+pub struct DeviceError {
+    pub path: String,
+    /// Go's text for the failure: an errno text or `not a device node`.
+    pub reason: String,
 }
 
 /// moby `oci.DevicesFromPath(path, path, "rwm")`: a device node (symlinks on the host are
 /// followed first), or every device node below a directory, walked in lexical order.
-pub fn devices_from_path(path_on_host: &str) -> Result<Vec<(DeviceNode, DeviceRule)>, String> {
-    let fail = |why: String| {
-        format!("error gathering device information while adding custom device \"{path_on_host}\": {why}")
+pub fn devices_from_path(path_on_host: &str) -> Result<Vec<(DeviceNode, DeviceRule)>, DeviceError> {
+    let fail = |reason: String| DeviceError {
+        path: path_on_host.to_string(),
+        reason,
     };
     let mut resolved = PathBuf::from(path_on_host);
     if fs::symlink_metadata(&resolved).is_ok_and(|m| m.file_type().is_symlink()) {
@@ -342,13 +356,13 @@ pub fn devices_from_path(path_on_host: &str) -> Result<Vec<(DeviceNode, DeviceRu
         }
     }
     let with_rule = |d: DeviceNode| {
-        let rule = device_rule(true, d.kind, Some(d.major), Some(d.minor));
+        let rule = DeviceRule::new(true, d.kind, Some(d.major), Some(d.minor));
         (d, rule)
     };
     match device_node(&resolved, path_on_host.to_string()) {
         Ok(Some(d)) => return Ok(vec![with_rule(d)]),
         Ok(None) => {}
-        Err(e) => return Err(fail(os_error_text(&e))),
+        Err(e) => return Err(fail(io_error_text(&e))),
     }
     let mut found = Vec::new();
     if resolved.is_dir() {
@@ -368,417 +382,9 @@ pub fn devices_from_path(path_on_host: &str) -> Result<Vec<(DeviceNode, DeviceRu
     Ok(found)
 }
 
-/// moby `InitSpec` for this plugin. Fails like moby when a config mount has no source
-/// (`mount source is not specified`) or a device path does not exist.
-///
-/// Differences from moby, on purpose: the `/dev/*` override drops only default mounts (moby's
-/// loop also drops a config mount whose destination is in `Settings.Mounts`, and skips entries
-/// while deleting); capability names are canonicalised (`sys_admin` → `CAP_SYS_ADMIN`) and
-/// de-duplicated; the device rules end with what runc appends for the nodes it creates
-/// ([`runtime_device_rules`]), so the spec is the complete rule list.
-pub fn build_spec(plugin: &Plugin, paths: &PluginPaths) -> Result<PluginSpec, String> {
-    let config = &plugin.config;
-    let settings = &plugin.settings;
-
-    let user_destinations: HashSet<&str> = settings
-        .mounts
-        .iter()
-        .map(|m| m.destination.as_str())
-        .collect();
-    let mut mounts: Vec<MountSpec> = default_mounts()
-        .into_iter()
-        .filter(|m| {
-            !(m.destination.starts_with("/dev/")
-                && user_destinations.contains(m.destination.as_str()))
-        })
-        .collect();
-
-    let propagated = !config.propagated_mount.is_empty();
-    if propagated {
-        mounts.push(MountSpec {
-            source: paths.propagated_mount.to_string_lossy().into_owned(),
-            destination: config.propagated_mount.clone(),
-            kind: "bind".into(),
-            options: vec!["rbind".into(), "rw".into(), "rshared".into()],
-        });
-    }
-    for m in config.mounts.iter().flatten() {
-        let Some(source) = &m.source else {
-            return Err("mount source is not specified".into());
-        };
-        mounts.push(MountSpec {
-            source: source.clone(),
-            destination: m.destination.clone(),
-            kind: m.kind.clone(),
-            options: m.options.clone().unwrap_or_default(),
-        });
-    }
-    mounts.push(MountSpec {
-        source: paths.socket_dir.to_string_lossy().into_owned(),
-        destination: PLUGIN_SOCKET_DIR.into(),
-        kind: "bind".into(),
-        options: vec!["rbind".into(), "rshared".into()],
-    });
-    let network_type = config.network.kind.as_str();
-    if !network_type.is_empty() {
-        for file in ["/etc/hosts", "/etc/resolv.conf"] {
-            mounts.push(mount(file, file, "bind", &["rbind", "ro"]));
-        }
-    }
-
-    let mut device_rules = if config.linux.allow_all_devices {
-        vec![device_rule(true, 'a', None, None)]
-    } else {
-        default_device_rules()
-    };
-    let mut devices = Vec::new();
-    for device in &settings.devices {
-        let Some(path) = &device.path else {
-            return Err("device path is not specified".into());
-        };
-        for (node, rule) in devices_from_path(path)? {
-            devices.push(node);
-            device_rules.push(rule);
-        }
-    }
-    device_rules.extend(runtime_device_rules());
-
-    let mut env = vec![DEFAULT_PATH_ENV.to_string()];
-    env.extend(settings.env.iter().cloned());
-    let mut args = config.entrypoint.clone().unwrap_or_default();
-    args.extend(settings.args.iter().cloned());
-    let cwd = if config.work_dir.is_empty() {
-        "/".to_string()
-    } else {
-        config.work_dir.clone()
-    };
-
-    let mut inheritable: Vec<String> = Vec::new();
-    for cap in config.linux.capabilities.iter().flatten() {
-        let cap = canonical_capability(cap);
-        if !inheritable.contains(&cap) {
-            inheritable.push(cap);
-        }
-    }
-    let mut capabilities: Vec<String> =
-        DEFAULT_CAPABILITIES.iter().map(|c| c.to_string()).collect();
-    for cap in &inheritable {
-        if !capabilities.contains(cap) {
-            capabilities.push(cap.clone());
-        }
-    }
-
-    let mut masked_paths: Vec<String> =
-        DEFAULT_MASKED_PATHS.iter().map(|p| p.to_string()).collect();
-    masked_paths.extend(thermal_throttle_paths());
-
-    Ok(PluginSpec {
-        id: plugin.id.clone(),
-        paths: paths.clone(),
-        args,
-        env,
-        cwd,
-        // moby sets no hostname: the private UTS namespace keeps the host's name.
-        hostname: String::new(),
-        namespaces: Namespaces {
-            network: network_type != "host",
-            pid: !config.pid_host,
-            ipc: !config.ipc_host,
-            uts: true,
-            mount: true,
-        },
-        mounts,
-        rootfs_propagation: if propagated { "rshared" } else { "rslave" }.into(),
-        capabilities,
-        inheritable_capabilities: inheritable,
-        devices,
-        device_rules,
-        masked_paths,
-        readonly_paths: DEFAULT_READONLY_PATHS
-            .iter()
-            .map(|p| p.to_string())
-            .collect(),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plugin::config::{decode_config, PluginSettings};
-
-    const ID: &str = "5360746d9ae1a0e1b5c3c32f1f0e0e5e5d3f1c2b7a9e8d6c4b2a0f1e3d5c7b9a";
-
-    fn paths() -> PluginPaths {
-        PluginPaths {
-            rootfs: format!("/var/lib/berth/plugins/{ID}/rootfs").into(),
-            propagated_mount: format!("/var/lib/berth/plugins/{ID}/propagated-mount").into(),
-            socket_dir: format!("/run/berth/plugins/{ID}").into(),
-        }
-    }
-
-    fn plugin(config_json: &str) -> Plugin {
-        let config = decode_config(config_json.as_bytes()).unwrap();
-        let settings = PluginSettings::init_from(&config);
-        Plugin {
-            config,
-            enabled: false,
-            id: ID.into(),
-            name: "test:latest".into(),
-            plugin_reference: "test:latest".into(),
-            settings,
-        }
-    }
-
-    fn dests(spec: &PluginSpec) -> Vec<&str> {
-        spec.mounts.iter().map(|m| m.destination.as_str()).collect()
-    }
-
-    const RCLONE: &str = r#"{
-        "Description": "Rclone volume plugin",
-        "Entrypoint": ["rclone", "serve", "docker"],
-        "Env": [{"Name":"RCLONE_VERBOSE","Value":"0","Settable":["value"]},
-                {"Name":"RCLONE_CONFIG","Value":"/data/config/rclone.conf"},
-                {"Name":"NOVAL","Value":null}],
-        "Interface": {"Socket": "rclone.sock", "Types": ["docker.volumedriver/1.0"]},
-        "Linux": {"Capabilities": ["CAP_SYS_ADMIN"],
-                  "Devices": [{"Name":"fuse","Path":"/dev/fuse"}]},
-        "Network": {"Type": "host"},
-        "PropagatedMount": "/data",
-        "Mounts": [
-            {"Name":"config","Source":"/var/lib/docker-plugins/rclone/config",
-             "Destination":"/data/config","Type":"bind","Options":["rbind"],"Settable":["source"]},
-            {"Name":"cache","Source":"/var/lib/docker-plugins/rclone/cache",
-             "Destination":"/data/cache","Type":"bind","Options":["rbind"]}
-        ],
-        "Args": {"Name":"args","Value":["--verbose"],"Settable":["value"]},
-        "WorkDir": "/data"
-    }"#;
-
-    #[test]
-    fn rclone_like_plugin() {
-        if !Path::new("/dev/fuse").exists() {
-            eprintln!("no /dev/fuse on this host: skipped");
-            return;
-        }
-        let spec = build_spec(&plugin(RCLONE), &paths()).unwrap();
-        assert_eq!(spec.id, ID);
-        assert_eq!(spec.args, ["rclone", "serve", "docker", "--verbose"]);
-        assert_eq!(
-            spec.env,
-            [
-                DEFAULT_PATH_ENV,
-                "RCLONE_VERBOSE=0",
-                "RCLONE_CONFIG=/data/config/rclone.conf"
-            ]
-        );
-        assert_eq!(spec.cwd, "/data");
-        assert_eq!(spec.hostname, "");
-        assert_eq!(
-            spec.namespaces,
-            Namespaces {
-                network: false,
-                pid: true,
-                ipc: true,
-                uts: true,
-                mount: true
-            }
-        );
-        assert_eq!(
-            dests(&spec),
-            [
-                "/proc",
-                "/dev",
-                "/dev/pts",
-                "/sys",
-                "/sys/fs/cgroup",
-                "/dev/mqueue",
-                "/dev/shm",
-                "/data",
-                "/data/config",
-                "/data/cache",
-                "/run/docker/plugins",
-                "/etc/hosts",
-                "/etc/resolv.conf"
-            ]
-        );
-        assert_eq!(
-            spec.mounts[7],
-            MountSpec {
-                source: format!("/var/lib/berth/plugins/{ID}/propagated-mount"),
-                destination: "/data".into(),
-                kind: "bind".into(),
-                options: vec!["rbind".into(), "rw".into(), "rshared".into()],
-            }
-        );
-        assert_eq!(
-            spec.mounts[8].source,
-            "/var/lib/docker-plugins/rclone/config"
-        );
-        assert_eq!(spec.mounts[8].options, ["rbind"]);
-        assert_eq!(
-            spec.mounts[10],
-            MountSpec {
-                source: format!("/run/berth/plugins/{ID}"),
-                destination: "/run/docker/plugins".into(),
-                kind: "bind".into(),
-                options: vec!["rbind".into(), "rshared".into()],
-            }
-        );
-        assert_eq!(spec.mounts[11].options, ["rbind", "ro"]);
-        assert_eq!(spec.rootfs_propagation, "rshared");
-        assert_eq!(spec.capabilities.len(), 15);
-        assert_eq!(spec.capabilities[..14], DEFAULT_CAPABILITIES);
-        assert_eq!(spec.capabilities[14], "CAP_SYS_ADMIN");
-        assert_eq!(spec.inheritable_capabilities, ["CAP_SYS_ADMIN"]);
-        assert_eq!(
-            spec.devices,
-            [DeviceNode {
-                path: "/dev/fuse".into(),
-                kind: 'c',
-                major: 10,
-                minor: 229,
-                mode: fs::metadata("/dev/fuse").unwrap().mode() & 0o7777,
-                uid: 0,
-                gid: 0,
-            }]
-        );
-        let rules = &spec.device_rules;
-        assert_eq!(rules[..8], default_device_rules()[..]);
-        // the fuse allow comes after moby's explicit fuse deny, so it wins
-        assert_eq!(rules[8], device_rule(true, 'c', Some(10), Some(229)));
-        assert_eq!(rules[9..], runtime_device_rules()[..]);
-        assert_eq!(
-            spec.masked_paths[..12],
-            DEFAULT_MASKED_PATHS.map(String::from)
-        );
-        assert_eq!(spec.readonly_paths, DEFAULT_READONLY_PATHS);
-    }
-
-    #[test]
-    fn privilege_free_plugin() {
-        let spec = build_spec(
-            &plugin(r#"{"Entrypoint":["/plugin"],"Interface":{"Socket":"p.sock"}}"#),
-            &paths(),
-        )
-        .unwrap();
-        assert_eq!(spec.args, ["/plugin"]);
-        assert_eq!(spec.env, [DEFAULT_PATH_ENV]);
-        assert_eq!(spec.cwd, "/");
-        assert_eq!(
-            spec.namespaces,
-            Namespaces {
-                network: true,
-                pid: true,
-                ipc: true,
-                uts: true,
-                mount: true
-            }
-        );
-        assert_eq!(
-            dests(&spec),
-            [
-                "/proc",
-                "/dev",
-                "/dev/pts",
-                "/sys",
-                "/sys/fs/cgroup",
-                "/dev/mqueue",
-                "/dev/shm",
-                "/run/docker/plugins"
-            ]
-        );
-        assert_eq!(spec.mounts[..7], default_mounts()[..]);
-        assert_eq!(spec.rootfs_propagation, "rslave");
-        assert_eq!(spec.capabilities, DEFAULT_CAPABILITIES);
-        assert!(spec.inheritable_capabilities.is_empty());
-        assert!(spec.devices.is_empty());
-        let mut rules = default_device_rules();
-        rules.extend(runtime_device_rules());
-        assert_eq!(spec.device_rules, rules);
-    }
-
-    #[test]
-    fn namespaces_follow_the_host_flags() {
-        let spec = build_spec(
-            &plugin(r#"{"PidHost":true,"IpcHost":true,"Network":{"Type":"bridge"}}"#),
-            &paths(),
-        )
-        .unwrap();
-        assert_eq!(
-            spec.namespaces,
-            Namespaces {
-                network: true,
-                pid: false,
-                ipc: false,
-                uts: true,
-                mount: true
-            }
-        );
-        // any non-empty network type adds the network files, "host" or not
-        assert_eq!(
-            &dests(&spec)[7..],
-            ["/run/docker/plugins", "/etc/hosts", "/etc/resolv.conf"]
-        );
-        assert!(spec.args.is_empty());
-    }
-
-    #[test]
-    fn allow_all_devices() {
-        let mut p = plugin(
-            r#"{"Linux":{"AllowAllDevices":true,"Capabilities":["sys_admin","CAP_SYS_ADMIN","CAP_CHOWN"]}}"#,
-        );
-        p.settings.devices.clear();
-        let spec = build_spec(&p, &paths()).unwrap();
-        assert_eq!(spec.device_rules[0], device_rule(true, 'a', None, None));
-        assert_eq!(spec.device_rules[1..], runtime_device_rules()[..]);
-        // canonical and without duplicates
-        assert_eq!(spec.capabilities.len(), 15);
-        assert_eq!(
-            spec.inheritable_capabilities,
-            ["CAP_SYS_ADMIN", "CAP_CHOWN"]
-        );
-    }
-
-    #[test]
-    fn mounts_need_a_source() {
-        let p =
-            plugin(r#"{"Mounts":[{"Name":"m","Source":null,"Destination":"/m","Type":"bind"}]}"#);
-        assert_eq!(
-            build_spec(&p, &paths()).unwrap_err(),
-            "mount source is not specified"
-        );
-        // a config mount is copied verbatim, with no implicit bind
-        let p = plugin(
-            r#"{"Mounts":[{"Source":"none","Destination":"/t","Type":"tmpfs","Options":["size=1m"]}]}"#,
-        );
-        let spec = build_spec(&p, &paths()).unwrap();
-        assert_eq!(spec.mounts[7], mount("none", "/t", "tmpfs", &["size=1m"]));
-    }
-
-    #[test]
-    fn user_mounts_replace_default_dev_mounts() {
-        let p = plugin(
-            r#"{"Mounts":[{"Source":"/dev/shm","Destination":"/dev/shm","Type":"bind","Options":["rbind"]},
-                          {"Source":"/dev","Destination":"/dev","Type":"bind","Options":["rbind"]}]}"#,
-        );
-        let spec = build_spec(&p, &paths()).unwrap();
-        // /dev/shm's default goes; /dev is not under "/dev/" and stays, as in moby
-        assert_eq!(
-            dests(&spec),
-            [
-                "/proc",
-                "/dev",
-                "/dev/pts",
-                "/sys",
-                "/sys/fs/cgroup",
-                "/dev/mqueue",
-                "/dev/shm",
-                "/dev",
-                "/run/docker/plugins"
-            ]
-        );
-        assert_eq!(spec.mounts[6].kind, "bind");
-    }
 
     /// Read without changing it (tests run on parallel threads).
     fn current_umask() -> u32 {
@@ -789,35 +395,23 @@ mod tests {
 
     #[test]
     fn device_errors_and_directories() {
-        let mut p = plugin("{}");
-        p.settings.devices = vec![crate::plugin::config::PluginDevice {
-            path: Some("/dev/nonexistent-berth".into()),
-            ..Default::default()
-        }];
         assert_eq!(
-            build_spec(&p, &paths()).unwrap_err(),
-            "error gathering device information while adding custom device \"/dev/nonexistent-berth\": no such file or directory"
-        );
-        let dir = tempfile::Builder::new().prefix("brdev").tempdir().unwrap();
-        let file = dir.path().join("file");
-        std::fs::write(&file, b"").unwrap();
-        let file = file.to_string_lossy().into_owned();
-        p.settings.devices[0].path = Some(file.clone());
-        assert_eq!(
-            build_spec(&p, &paths()).unwrap_err(),
-            format!("error gathering device information while adding custom device \"{file}\": not a device node")
-        );
-        p.settings.devices[0].path = None;
-        assert_eq!(
-            build_spec(&p, &paths()).unwrap_err(),
-            "device path is not specified"
+            devices_from_path("/dev/nonexistent-berth").unwrap_err(),
+            DeviceError {
+                path: "/dev/nonexistent-berth".into(),
+                reason: "no such file or directory".into()
+            }
         );
         // a directory contributes every device node below it (symlinks inside are not
         // followed); a symlink to the directory keeps its own path inside the plugin
+        let dir = tempfile::Builder::new().prefix("brdev").tempdir().unwrap();
         std::fs::create_dir(dir.path().join("sub")).unwrap();
         std::os::unix::fs::symlink("/dev/null", dir.path().join("sub/link")).unwrap();
         let sub = dir.path().join("sub").to_string_lossy().into_owned();
-        assert!(devices_from_path(&sub).is_err());
+        assert_eq!(
+            devices_from_path(&sub).unwrap_err().reason,
+            "not a device node"
+        );
         if nix::unistd::geteuid().is_root() {
             let node = dir.path().join("sub/deeper/zero");
             std::fs::create_dir(node.parent().unwrap()).unwrap();
@@ -844,11 +438,19 @@ mod tests {
                     gid: 0,
                 }
             );
-            assert_eq!(found[0].1, device_rule(true, 'c', Some(1), Some(5)));
+            assert_eq!(found[0].1, DeviceRule::new(true, 'c', Some(1), Some(5)));
         }
         let found = devices_from_path("/dev").unwrap();
         assert!(found
             .iter()
             .any(|(d, _)| d.path == "/dev/null" && d.major == 1 && d.minor == 3));
+    }
+
+    #[test]
+    fn masked_paths_start_with_mobys() {
+        assert_eq!(
+            default_masked_paths()[..DEFAULT_MASKED_PATHS.len()],
+            DEFAULT_MASKED_PATHS.map(String::from)
+        );
     }
 }

@@ -1,17 +1,16 @@
 //! Every kernel call the executor makes while setting up a plugin, behind a trait so the setup
 //! sequence can be recorded and checked in unit tests without root (youki's `Syscall` seam).
-//! OWNER: helper "executor".
 //!
-//! [`LinuxSyscall`] makes the real calls; [`RecordingSyscall`] writes one line per call and
-//! answers queries (file kinds, executables, mount flags) from what the test told it.
+//! [`LinuxSyscall`] makes the real calls; in unit tests, `RecordingSyscall` writes one line
+//! per call and answers queries (file kinds, executables, mount flags) from what the test told
+//! it.
 //!
 //! Path resolution inside a plugin's rootfs ([`resolve_in_root`]) lives here too: a rootfs is
 //! untrusted content, so every component is looked at with `lstat` and symlinks are followed
 //! by hand, scoped to the root (an absolute link or a `..` restarts or stops at the root, never
 //! above it), creating what is missing on the way.
 
-use std::cell::RefCell;
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::ffi::{CString, OsStr, OsString};
 use std::fs;
 use std::io;
@@ -20,9 +19,14 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use caps::{CapSet, Capability, CapsHashSet};
+use caps::{CapSet, CapsHashSet};
 use nix::libc;
 use nix::mount::{MntFlags, MsFlags};
+
+#[cfg(test)]
+mod recording;
+#[cfg(test)]
+pub use recording::RecordingSyscall;
 
 /// What a path is, as far as mounting onto it is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +35,10 @@ pub enum FileKind {
     /// Anything that is not a directory (regular file, device, socket, ...).
     File,
 }
+
+/// A path resolved inside a root (a host path with no symlink below the root) and what is
+/// there.
+pub type InRoot = (PathBuf, FileKind);
 
 /// What [`Syscall::resolve_in_root`] creates when the path (or a parent) is missing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,17 +51,57 @@ pub enum Create {
     File,
 }
 
+/// One `mount(2)` call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mount<'a> {
+    pub source: Option<&'a Path>,
+    pub target: &'a Path,
+    pub fstype: Option<&'a str>,
+    pub flags: MsFlags,
+    pub data: Option<&'a str>,
+}
+
+impl<'a> Mount<'a> {
+    /// A change to the mount at `target`: its propagation, or a remount (`MS_REMOUNT`).
+    pub fn change(target: &'a Path, flags: MsFlags) -> Mount<'a> {
+        Mount {
+            source: None,
+            target,
+            fstype: None,
+            flags,
+            data: None,
+        }
+    }
+
+    /// `source` bound onto `target`; `flags` are added to `MS_BIND` (`MS_REC` for a tree).
+    pub fn bind(source: &'a Path, target: &'a Path, flags: MsFlags) -> Mount<'a> {
+        Mount {
+            source: Some(source),
+            ..Mount::change(target, MsFlags::MS_BIND | flags)
+        }
+    }
+
+    /// A new file system of type `fstype` from `source` on `target`.
+    pub fn filesystem(
+        source: &'a Path,
+        target: &'a Path,
+        fstype: &'a str,
+        flags: MsFlags,
+        data: Option<&'a str>,
+    ) -> Mount<'a> {
+        Mount {
+            source: Some(source),
+            fstype: Some(fstype),
+            data,
+            ..Mount::change(target, flags)
+        }
+    }
+}
+
 /// The kernel interface of the setup sequence. Paths are host paths before `pivot_root`
 /// and paths in the plugin's root after it.
 pub trait Syscall {
-    fn mount(
-        &self,
-        source: Option<&Path>,
-        target: &Path,
-        fstype: Option<&str>,
-        flags: MsFlags,
-        data: Option<&str>,
-    ) -> io::Result<()>;
+    fn mount(&self, mount: Mount<'_>) -> io::Result<()>;
     fn umount2(&self, target: &Path, flags: MntFlags) -> io::Result<()>;
     /// `open_tree(OPEN_TREE_CLONE)`: a detached copy of the mount tree at `source` that keeps
     /// the source's peer group (so mounts made in it still propagate to the host).
@@ -70,12 +118,7 @@ pub trait Syscall {
     /// Kind of a host path, following symlinks (bind mount sources).
     fn stat_kind(&self, path: &Path) -> io::Result<FileKind>;
     /// [`resolve_in_root`]: the path of `path` inside `root`, never outside it.
-    fn resolve_in_root(
-        &self,
-        root: &Path,
-        path: &str,
-        create: Create,
-    ) -> io::Result<(PathBuf, FileKind)>;
+    fn resolve_in_root(&self, root: &Path, path: &str, create: Create) -> io::Result<InRoot>;
     /// Creates the symlink `link -> target` unless something (even a dangling link) is at
     /// `link` already. The parent of `link` must have been resolved.
     fn symlink_if_missing(&self, target: &str, link: &Path) -> io::Result<()>;
@@ -126,15 +169,8 @@ fn last_error<T>() -> io::Result<T> {
 }
 
 impl Syscall for LinuxSyscall {
-    fn mount(
-        &self,
-        source: Option<&Path>,
-        target: &Path,
-        fstype: Option<&str>,
-        flags: MsFlags,
-        data: Option<&str>,
-    ) -> io::Result<()> {
-        nix::mount::mount(source, target, fstype, flags, data).map_err(io::Error::from)
+    fn mount(&self, m: Mount<'_>) -> io::Result<()> {
+        nix::mount::mount(m.source, m.target, m.fstype, m.flags, m.data).map_err(io::Error::from)
     }
 
     fn umount2(&self, target: &Path, flags: MntFlags) -> io::Result<()> {
@@ -229,12 +265,7 @@ impl Syscall for LinuxSyscall {
         })
     }
 
-    fn resolve_in_root(
-        &self,
-        root: &Path,
-        path: &str,
-        create: Create,
-    ) -> io::Result<(PathBuf, FileKind)> {
+    fn resolve_in_root(&self, root: &Path, path: &str, create: Create) -> io::Result<InRoot> {
         resolve_in_root(root, path, &create)
     }
 
@@ -424,11 +455,7 @@ fn caps_error(e: caps::errors::CapsError) -> io::Error {
 /// `root` and a `mount` onto it lands inside the rootfs. Missing components are created as
 /// `create` says (directories 0755; a final file 0755 like moby's init layer). Returns the host
 /// path and what is there.
-pub fn resolve_in_root(
-    root: &Path,
-    path: &str,
-    create: &Create,
-) -> io::Result<(PathBuf, FileKind)> {
+pub fn resolve_in_root(root: &Path, path: &str, create: &Create) -> io::Result<InRoot> {
     fn parts(p: &OsStr) -> VecDeque<OsString> {
         p.as_bytes()
             .split(|b| *b == b'/')
@@ -504,300 +531,6 @@ pub fn resolve_in_root(
         FileKind::File
     };
     Ok((path, kind))
-}
-
-/// Records every call as one line (`mount proc -> /r/proc type=proc flags=... data=...`) and
-/// answers queries from its configuration. Resolution inside a root is lexical here (no disk).
-#[derive(Debug, Default)]
-pub struct RecordingSyscall {
-    calls: RefCell<Vec<String>>,
-    /// Host paths `stat_kind` reports as regular files (everything else is a directory).
-    pub files: HashSet<PathBuf>,
-    /// Paths that exist for `resolve_in_root(.., Create::No)` and `check_executable`; `None`
-    /// means every path exists.
-    pub existing: Option<HashSet<PathBuf>>,
-    /// Paths `resolve_in_root` reports as directories when they exist.
-    pub dirs: HashSet<PathBuf>,
-    next_fd: RefCell<RawFd>,
-}
-
-impl RecordingSyscall {
-    pub fn new() -> RecordingSyscall {
-        RecordingSyscall::default()
-    }
-
-    pub fn calls(&self) -> Vec<String> {
-        self.calls.borrow().clone()
-    }
-
-    fn record(&self, line: String) {
-        self.calls.borrow_mut().push(line);
-    }
-
-    fn exists(&self, path: &Path) -> bool {
-        self.existing.as_ref().is_none_or(|set| set.contains(path))
-    }
-}
-
-/// `MS_BIND|MS_REC` style names of mount flags, in bit order.
-pub fn flag_names(flags: MsFlags) -> String {
-    if flags.is_empty() {
-        return "0".into();
-    }
-    flags
-        .iter_names()
-        .map(|(name, _)| name)
-        .collect::<Vec<_>>()
-        .join("|")
-}
-
-fn cap_names(caps: &CapsHashSet) -> String {
-    let mut v: Vec<&Capability> = caps.iter().collect();
-    v.sort_by_key(|c| c.index());
-    v.iter()
-        .map(|c| c.to_string())
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-/// Lexical clean of `root` + `path` (what the recording double pretends resolution gives).
-fn lexical_join(root: &Path, path: &str) -> PathBuf {
-    let mut parts: Vec<&str> = Vec::new();
-    for c in path.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            c => parts.push(c),
-        }
-    }
-    let mut p = root.to_path_buf();
-    p.extend(parts);
-    p
-}
-
-impl Syscall for RecordingSyscall {
-    fn mount(
-        &self,
-        source: Option<&Path>,
-        target: &Path,
-        fstype: Option<&str>,
-        flags: MsFlags,
-        data: Option<&str>,
-    ) -> io::Result<()> {
-        let mut line = format!(
-            "mount {} -> {}",
-            source
-                .map(|s| s.display().to_string())
-                .unwrap_or("-".into()),
-            target.display()
-        );
-        if let Some(t) = fstype {
-            line.push_str(&format!(" type={t}"));
-        }
-        line.push_str(&format!(" flags={}", flag_names(flags)));
-        if let Some(d) = data {
-            line.push_str(&format!(" data={d}"));
-        }
-        self.record(line);
-        Ok(())
-    }
-
-    fn umount2(&self, target: &Path, flags: MntFlags) -> io::Result<()> {
-        self.record(format!("umount2 {} {:?}", target.display(), flags));
-        Ok(())
-    }
-
-    fn clone_mount(&self, source: &Path, recursive: bool) -> io::Result<RawFd> {
-        let mut next = self.next_fd.borrow_mut();
-        *next = (*next).max(100) + 1;
-        self.record(format!(
-            "clone_mount {}{} = fd {}",
-            source.display(),
-            if recursive { " recursive" } else { "" },
-            *next
-        ));
-        Ok(*next)
-    }
-
-    fn attach_mount(&self, fd: RawFd, target: &Path) -> io::Result<()> {
-        self.record(format!("attach_mount fd {fd} -> {}", target.display()));
-        Ok(())
-    }
-
-    fn pivot_root(&self, new_root: &Path, put_old: &Path) -> io::Result<()> {
-        self.record(format!(
-            "pivot_root {} {}",
-            new_root.display(),
-            put_old.display()
-        ));
-        Ok(())
-    }
-
-    fn chdir(&self, path: &Path) -> io::Result<()> {
-        self.record(format!("chdir {}", path.display()));
-        Ok(())
-    }
-
-    fn open_dir(&self, path: &Path) -> io::Result<RawFd> {
-        let mut next = self.next_fd.borrow_mut();
-        *next = (*next).max(100) + 1;
-        self.record(format!("open {} = fd {}", path.display(), *next));
-        Ok(*next)
-    }
-
-    fn fchdir(&self, fd: RawFd) -> io::Result<()> {
-        self.record(format!("fchdir fd {fd}"));
-        Ok(())
-    }
-
-    fn close(&self, fd: RawFd) {
-        self.record(format!("close fd {fd}"));
-    }
-
-    fn umask(&self, mask: u32) {
-        self.record(format!("umask {mask:04o}"));
-    }
-
-    fn stat_kind(&self, path: &Path) -> io::Result<FileKind> {
-        if !self.exists(path) {
-            return Err(io::Error::from_raw_os_error(libc::ENOENT));
-        }
-        Ok(if self.files.contains(path) {
-            FileKind::File
-        } else {
-            FileKind::Dir
-        })
-    }
-
-    fn resolve_in_root(
-        &self,
-        root: &Path,
-        path: &str,
-        create: Create,
-    ) -> io::Result<(PathBuf, FileKind)> {
-        let p = lexical_join(root, path);
-        match create {
-            Create::No => {
-                if !self.exists(&p) {
-                    return Err(io::Error::from_raw_os_error(libc::ENOENT));
-                }
-                let kind = if self.dirs.contains(&p) {
-                    FileKind::Dir
-                } else {
-                    FileKind::File
-                };
-                Ok((p, kind))
-            }
-            Create::Dir => {
-                self.record(format!("ensure dir {}", p.display()));
-                Ok((p, FileKind::Dir))
-            }
-            Create::File => {
-                self.record(format!("ensure file {}", p.display()));
-                Ok((p, FileKind::File))
-            }
-        }
-    }
-
-    fn symlink_if_missing(&self, target: &str, link: &Path) -> io::Result<()> {
-        self.record(format!(
-            "symlink {} -> {target} (if missing)",
-            link.display()
-        ));
-        Ok(())
-    }
-
-    fn replace_with_symlink(&self, target: &str, link: &Path) -> io::Result<()> {
-        self.record(format!("symlink {} -> {target}", link.display()));
-        Ok(())
-    }
-
-    fn mkdir_all(&self, path: &Path, mode: u32) -> io::Result<()> {
-        self.record(format!("mkdir -p {} {mode:04o}", path.display()));
-        Ok(())
-    }
-
-    fn mknod(&self, path: &Path, kind: char, mode: u32, major: u64, minor: u64) -> io::Result<()> {
-        self.record(format!(
-            "mknod {} {kind} {major}:{minor} {mode:04o}",
-            path.display()
-        ));
-        Ok(())
-    }
-
-    fn chown(&self, path: &Path, uid: u32, gid: u32) -> io::Result<()> {
-        self.record(format!("chown {} {uid}:{gid}", path.display()));
-        Ok(())
-    }
-
-    fn write_file(&self, path: &Path, data: &str) -> io::Result<()> {
-        self.record(format!("write {} {data:?}", path.display()));
-        Ok(())
-    }
-
-    fn mount_flags(&self, path: &Path) -> io::Result<MsFlags> {
-        Ok(if path.starts_with("/proc") {
-            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC
-        } else {
-            MsFlags::empty()
-        })
-    }
-
-    fn sethostname(&self, name: &str) -> io::Result<()> {
-        self.record(format!("sethostname {name}"));
-        Ok(())
-    }
-
-    fn loopback_up(&self) -> io::Result<()> {
-        self.record("loopback up".into());
-        Ok(())
-    }
-
-    fn limit_bounding_set(&self, keep: &CapsHashSet) -> io::Result<()> {
-        self.record(format!("capbset {}", cap_names(keep)));
-        Ok(())
-    }
-
-    fn clear_ambient_caps(&self) -> io::Result<()> {
-        self.record("capamb clear".into());
-        Ok(())
-    }
-
-    fn set_caps(&self, set: CapSet, caps: &CapsHashSet) -> io::Result<()> {
-        let name = match set {
-            CapSet::Ambient => "ambient",
-            CapSet::Bounding => "bounding",
-            CapSet::Effective => "effective",
-            CapSet::Inheritable => "inheritable",
-            CapSet::Permitted => "permitted",
-        };
-        self.record(format!("capset {name} {}", cap_names(caps)));
-        Ok(())
-    }
-
-    fn check_executable(&self, path: &Path) -> io::Result<()> {
-        if self.exists(path) {
-            Ok(())
-        } else {
-            Err(io::Error::from_raw_os_error(libc::ENOENT))
-        }
-    }
-
-    fn reset_signals(&self) -> io::Result<()> {
-        self.record("reset signals".into());
-        Ok(())
-    }
-
-    fn execve(&self, path: &Path, args: &[String], env: &[String]) -> io::Error {
-        self.record(format!("execve {} {args:?} {env:?}", path.display()));
-        io::Error::other("recorded")
-    }
-
-    fn warn(&self, message: &str) {
-        self.record(format!("warn {message}"));
-    }
 }
 
 #[cfg(test)]
@@ -878,14 +611,5 @@ mod tests {
         let status = std::fs::read_to_string("/proc/self/status").unwrap();
         let line = status.lines().find(|l| l.starts_with("Umask:")).unwrap();
         u32::from_str_radix(line.split_whitespace().nth(1).unwrap(), 8).unwrap()
-    }
-
-    #[test]
-    fn flag_names_are_stable() {
-        assert_eq!(
-            flag_names(MsFlags::MS_BIND | MsFlags::MS_REC),
-            "MS_BIND|MS_REC"
-        );
-        assert_eq!(flag_names(MsFlags::empty()), "0");
     }
 }

@@ -1,5 +1,4 @@
 //! The built-in `local` volume driver.
-//! OWNER: helper "volstore".
 //!
 //! Same layout and texts as dockerd 20.10's `volume/local`: a volume `foo` is the directory
 //! `<data-root>/volumes/foo` (mode 0701) holding `_data` (0755), the directory containers see,
@@ -10,12 +9,13 @@
 //! file-system data) and unmounted on [`LocalDriver::unmount`].
 //!
 //! # Division of labour
-//! - Errors are dockerd's texts as plain strings; the service gives them their class and
-//!   prefix (`create <name>: `). Name and option errors ([`LocalDriver::validate_name`],
-//!   [`LocalDriver::validate_options`]) are 400s; the rest are 500s.
-//! - Counting users of a mounted volume is the service's job: [`LocalDriver::mount`] is the
-//!   first-use action and [`LocalDriver::unmount`] the last-use one. Whether `_data` is mounted
-//!   is read from `/proc/self/mountinfo`, so the driver cannot disagree with the kernel.
+//! - Errors ([`LocalError`]) carry dockerd's texts and their class: name and option errors
+//!   ([`LocalDriver::validate_name`], [`LocalDriver::validate_options`]) are refusals (400s),
+//!   the rest failures (500s); the service adds the prefix (`create <name>: `).
+//! - The driver is seen by the volume service as a [`VolumeDriver`] like any plugin. Through
+//!   that trait it counts the callers that mounted a volume: the first one's mount is
+//!   [`LocalDriver::mount`], the last one's unmount [`LocalDriver::unmount`]. Whether `_data` is
+//!   mounted is read from `/proc/self/mountinfo`, so the driver cannot disagree with the kernel.
 //! - [`LocalDriver::restore`] runs once at start-up, before any mount: it learns what is on
 //!   disk, unmounts what a crash left mounted and sweeps half-made or half-removed directories.
 //!
@@ -33,12 +33,16 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use nix::mount::{MntFlags, MsFlags};
+use nix::mount::MsFlags;
 use serde::{Deserialize, Serialize};
 
 use crate::drivers::volume::{Created, DriverError, DriverVolume, VolumeDriver};
 use crate::fsutil;
+// Go's wording of an OS error (`no such device`), as dockerd's messages carry it.
+use crate::goerr::io_error_text as errno_text;
 use crate::gojson::go_quote;
+use crate::mounts;
+pub use crate::mounts::mount_points;
 
 /// The driver's name in the API.
 pub const DRIVER_NAME: &str = "local";
@@ -60,15 +64,44 @@ const MANDATORY_OPTS: [(&str, &[&str]); 3] = [
     ("o", &["device", "type"]),
 ];
 
+/// A failure of the local driver, worded as dockerd's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LocalError {
+    /// The volume name or the driver options are not acceptable (a 400).
+    #[error("{0}")]
+    Invalid(String),
+    /// Anything else (a 500).
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl LocalError {
+    /// As the error of a [`VolumeDriver`] method.
+    fn for_method(self, method: &str) -> DriverError {
+        match self {
+            LocalError::Invalid(m) => DriverError::invalid(method, m),
+            LocalError::Failed(m) => DriverError::failed(method, m),
+        }
+    }
+}
+
+fn invalid(message: impl Into<String>) -> LocalError {
+    LocalError::Invalid(message.into())
+}
+
+fn failed(message: impl std::fmt::Display) -> LocalError {
+    LocalError::Failed(message.to_string())
+}
+
 // ---------------------------------------------------------------------------------------------
 // Validation
 
 /// See [`LocalDriver::validate_name`].
-fn validate_name(name: &str) -> Result<(), String> {
+fn validate_name(name: &str) -> Result<(), LocalError> {
     if name.len() == 1 {
-        return Err(
-            "volume name is too short, names should be at least two alphanumeric characters".into(),
-        );
+        return Err(invalid(
+            "volume name is too short, names should be at least two alphanumeric characters",
+        ));
     }
     let b = name.as_bytes();
     let ok = b.len() >= 2
@@ -77,25 +110,28 @@ fn validate_name(name: &str) -> Result<(), String> {
             .iter()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'));
     if !ok {
-        return Err(format!(
+        return Err(invalid(format!(
             "{} includes invalid characters for a local volume name, only {} are allowed. If you \
              intended to pass a host directory, use absolute path",
             go_quote(name),
             go_quote(RESTRICTED_NAME_CHARS)
-        ));
+        )));
     }
     Ok(())
 }
 
 /// See [`LocalDriver::validate_options`].
-fn validate_options(opts: &BTreeMap<String, String>) -> Result<(), String> {
+fn validate_options(opts: &BTreeMap<String, String>) -> Result<(), LocalError> {
     if let Some(bad) = opts.keys().find(|k| !VALID_OPTS.contains(&k.as_str())) {
-        return Err(format!("invalid option: {}", go_quote(bad)));
+        return Err(invalid(format!("invalid option: {}", go_quote(bad))));
     }
     for (opt, needs) in MANDATORY_OPTS {
         if opts.contains_key(opt) {
             if let Some(missing) = needs.iter().find(|n| !opts.contains_key(**n)) {
-                return Err(format!("missing required option: {}", go_quote(missing)));
+                return Err(invalid(format!(
+                    "missing required option: {}",
+                    go_quote(missing)
+                )));
             }
         }
     }
@@ -105,39 +141,39 @@ fn validate_options(opts: &BTreeMap<String, String>) -> Result<(), String> {
 
 /// The `size` option in bytes (0 when absent), checked as [`LocalDriver::validate_options`]
 /// says.
-fn quota_size(opts: &BTreeMap<String, String>) -> Result<u64, String> {
+fn quota_size(opts: &BTreeMap<String, String>) -> Result<u64, LocalError> {
     let Some(val) = opts.get("size") else {
         return Ok(0);
     };
     let size = ram_in_bytes(val)?;
     if size > 0 {
-        return Err("quota size requested but no quota support".into());
+        return Err(invalid("quota size requested but no quota support"));
     }
     Ok(0)
 }
 
 /// go-units `RAMInBytes`: `<number>[ ][kmgtp][i][b]`, binary multiples, truncated to an
 /// integer. Error texts are Go's.
-pub fn ram_in_bytes(s: &str) -> Result<i64, String> {
+pub fn ram_in_bytes(s: &str) -> Result<i64, LocalError> {
     static RE: OnceLock<regex::Regex> = OnceLock::new();
     let re = RE.get_or_init(|| {
         regex::Regex::new(r"^([0-9]+(\.[0-9]+)*) ?([kKmMgGtTpP])?[iI]?[bB]?$").unwrap()
     });
     let caps = re
         .captures(s)
-        .ok_or_else(|| format!("invalid size: '{s}'"))?;
+        .ok_or_else(|| invalid(format!("invalid size: '{s}'")))?;
     let number = &caps[1];
     let size: f64 = number.parse().map_err(|_| {
-        format!(
+        invalid(format!(
             "strconv.ParseFloat: parsing {}: invalid syntax",
             go_quote(number)
-        )
+        ))
     })?;
     if size.is_infinite() {
-        return Err(format!(
+        return Err(invalid(format!(
             "strconv.ParseFloat: parsing {}: value out of range",
             go_quote(number)
-        ));
+        )));
     }
     let mul: f64 = match caps.get(3).map(|m| m.as_str().to_ascii_lowercase()) {
         Some(u) if u == "k" => 1024.0,
@@ -175,7 +211,7 @@ pub struct Quota {
 impl MountOptions {
     /// From driver options that passed [`LocalDriver::validate_options`]; `None` for no
     /// options.
-    pub fn from_driver_opts(opts: &BTreeMap<String, String>) -> Result<Option<Self>, String> {
+    pub fn from_driver_opts(opts: &BTreeMap<String, String>) -> Result<Option<Self>, LocalError> {
         if opts.is_empty() {
             return Ok(None);
         }
@@ -366,17 +402,19 @@ fn option_value<'a>(opts: &'a str, key: &str) -> Option<&'a str> {
 /// not an IPv4 literal is resolved (the kernel's NFS client wants an address).
 pub fn resolve_mount_options(
     opts: &MountOptions,
-    resolve: impl Fn(&str) -> Result<IpAddr, String>,
-) -> Result<(String, String), String> {
+    resolve: impl Fn(&str) -> Result<IpAddr, LocalError>,
+) -> Result<(String, String), LocalError> {
     if opts.mount_device.is_empty() {
-        return Err("missing device in volume options".into());
+        return Err(failed("missing device in volume options"));
     }
     let mut mount_opts = opts.mount_opts.clone();
     if opts.mount_type == "nfs" {
         if let Some(addr) = option_value(&opts.mount_opts, "addr") {
             if !matches!(addr.parse::<IpAddr>(), Ok(IpAddr::V4(_))) {
                 let ip = resolve(addr).map_err(|e| {
-                    format!("error resolving passed in network volume address: {e}")
+                    failed(format!(
+                        "error resolving passed in network volume address: {e}"
+                    ))
                 })?;
                 mount_opts = mount_opts.replacen(&format!("addr={addr}"), &format!("addr={ip}"), 1);
             }
@@ -387,7 +425,7 @@ pub fn resolve_mount_options(
 
 /// Go's `net.ResolveIPAddr("ip", host)`: an IP literal as is, else the first IPv4 address
 /// of the name (else the first address). Failures read like Go's resolver.
-pub fn resolve_ip(host: &str) -> Result<IpAddr, String> {
+pub fn resolve_ip(host: &str) -> Result<IpAddr, LocalError> {
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Ok(ip);
     }
@@ -416,7 +454,7 @@ pub fn resolve_ip(host: &str) -> Result<IpAddr, String> {
                 text.trim_start_matches("failed to lookup address information: ")
                     .to_string()
             };
-            return Err(lookup_err(&why));
+            return Err(failed(lookup_err(&why)));
         }
     };
     addrs
@@ -424,25 +462,7 @@ pub fn resolve_ip(host: &str) -> Result<IpAddr, String> {
         .find(|a| a.is_ipv4())
         .or(addrs.first())
         .copied()
-        .ok_or_else(|| lookup_err("no such host"))
-}
-
-/// Go's text for an OS error: glibc's `strerror` with a lower-case first letter
-/// (`no such device`), without Rust's ` (os error N)`.
-fn errno_text(err: &io::Error) -> String {
-    let text = err.to_string();
-    let text = match err.raw_os_error() {
-        Some(code) => text
-            .strip_suffix(&format!(" (os error {code})"))
-            .unwrap_or(&text)
-            .to_string(),
-        None => text,
-    };
-    let mut chars = text.chars();
-    match chars.next() {
-        Some(c) => c.to_lowercase().chain(chars).collect(),
-        None => text,
-    }
+        .ok_or_else(|| failed(lookup_err("no such host")))
 }
 
 /// Hides the value of a `password=` option in a message (as current moby does for CIFS).
@@ -456,44 +476,6 @@ fn mask_password(message: String, mount_opts: &str) -> String {
 // ---------------------------------------------------------------------------------------------
 // /proc/self/mountinfo
 
-/// Mount points of this mount namespace, from `/proc/self/mountinfo` (octal escapes undone).
-pub fn mount_points() -> io::Result<Vec<PathBuf>> {
-    let text = fs::read_to_string("/proc/self/mountinfo")?;
-    Ok(text
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|p| PathBuf::from(unescape_mountinfo(p)))
-        .collect())
-}
-
-/// mountinfo writes space, tab, newline and backslash as `\040`, `\011`, `\012`, `\134`.
-fn unescape_mountinfo(s: &str) -> String {
-    use std::os::unix::ffi::OsStringExt;
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 4 <= b.len() {
-            let oct = &b[i + 1..i + 4];
-            if oct.iter().all(|c| (b'0'..=b'7').contains(c)) {
-                let v = oct
-                    .iter()
-                    .fold(0u32, |acc, c| acc * 8 + u32::from(c - b'0'));
-                if v <= 0xff {
-                    out.push(v as u8);
-                    i += 4;
-                    continue;
-                }
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    std::ffi::OsString::from_vec(out)
-        .into_string()
-        .unwrap_or_else(|s| s.to_string_lossy().into_owned())
-}
-
 fn is_mount_point(path: &Path) -> bool {
     match mount_points() {
         Ok(points) => points.iter().any(|p| p == path),
@@ -506,27 +488,8 @@ fn is_mount_point(path: &Path) -> bool {
 
 /// Lazily detaches every mount stacked on `path`. Not mounted (`EINVAL`) and missing
 /// (`ENOENT`) are success.
-fn unmount_all(path: &Path) -> Result<(), String> {
-    // A path can carry several stacked mounts; each umount2 takes off the top one.
-    for _ in 0..64 {
-        match nix::mount::umount2(path, MntFlags::MNT_DETACH) {
-            Ok(()) => continue,
-            Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => return Ok(()),
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => {
-                return Err(format!(
-                    "umount {}, flags: 0x{:x}: {}",
-                    path.display(),
-                    MntFlags::MNT_DETACH.bits(),
-                    errno_text(&io::Error::from(e))
-                ))
-            }
-        }
-    }
-    Err(format!(
-        "umount {}: too many stacked mounts",
-        path.display()
-    ))
+fn unmount_all(path: &Path) -> Result<(), LocalError> {
+    mounts::unmount_stack(path).map_err(failed)
 }
 
 fn sys_mount(call: &MountCall) -> io::Result<()> {
@@ -572,10 +535,6 @@ impl std::fmt::Debug for LocalDriver {
     }
 }
 
-fn system(e: impl std::fmt::Display) -> String {
-    e.to_string()
-}
-
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -607,7 +566,7 @@ impl LocalDriver {
     /// alphanumeric characters`, `"a/b" includes invalid characters for a local volume name,
     /// only "[a-zA-Z0-9][a-zA-Z0-9_.-]" are allowed. If you intended to pass a host directory,
     /// use absolute path`). A 400.
-    pub fn validate_name(name: &str) -> Result<(), String> {
+    pub fn validate_name(name: &str) -> Result<(), LocalError> {
         validate_name(name)
     }
 
@@ -616,7 +575,7 @@ impl LocalDriver {
     /// `size` (`invalid size: 'abc'`; any size above 0 is `quota size requested but no quota
     /// support`: berth has no project quotas). A 400 (20.10 made a bad size a 500, current
     /// moby a 400). dockerd names a random one of several unknown keys; this names the first.
-    pub fn validate_options(opts: &BTreeMap<String, String>) -> Result<(), String> {
+    pub fn validate_options(opts: &BTreeMap<String, String>) -> Result<(), LocalError> {
         validate_options(opts)
     }
 
@@ -634,12 +593,12 @@ impl LocalDriver {
     /// every volume with mount options (a crash leaves them mounted with no user), and learns
     /// the volumes on disk, whose names it returns sorted. Call once, before any mount.
     /// Directories whose names are not volume names (`lost+found`) are ignored.
-    pub fn restore(&self) -> Result<Vec<String>, String> {
+    pub fn restore(&self) -> Result<Vec<String>, LocalError> {
         let mut found = BTreeMap::new();
         let entries = fs::read_dir(&self.root)
-            .map_err(|e| system(format!("open {}: {}", self.root.display(), errno_text(&e))))?;
+            .map_err(|e| failed(format!("open {}: {}", self.root.display(), errno_text(&e))))?;
         for entry in entries {
-            let entry = entry.map_err(system)?;
+            let entry = entry.map_err(failed)?;
             let Ok(name) = entry.file_name().into_string() else {
                 continue;
             };
@@ -692,7 +651,11 @@ impl LocalDriver {
     /// first (see [`LocalDriver::validate_name`], [`LocalDriver::validate_options`]). A volume the driver already has is
     /// returned as is, whatever the options (dockerd does the same); a directory already on
     /// disk is taken over and its `opts.json` rewritten.
-    pub fn create(&self, name: &str, opts: &BTreeMap<String, String>) -> Result<PathBuf, String> {
+    pub fn create(
+        &self,
+        name: &str,
+        opts: &BTreeMap<String, String>,
+    ) -> Result<PathBuf, LocalError> {
         validate_name(name)?;
         validate_options(opts)?;
         let mount_opts = MountOptions::from_driver_opts(opts)?;
@@ -707,7 +670,7 @@ impl LocalDriver {
         }
         let dir = self.root.join(name);
         let creating = |e: io::Error| {
-            system(format!(
+            failed(format!(
                 "error while creating volume root path '{}': mkdir {}: {}",
                 dir.display(),
                 dir.display(),
@@ -718,7 +681,7 @@ impl LocalDriver {
             // Left by something else (or a volume whose record was lost): adopt it.
             if !data.is_dir() {
                 mkdir(&data, 0o755).map_err(|e| {
-                    system(format!(
+                    failed(format!(
                         "error while creating volume data path '{}': mkdir {}: {}",
                         data.display(),
                         data.display(),
@@ -731,7 +694,7 @@ impl LocalDriver {
             let tmp = self
                 .root
                 .join(format!("{CREATING_PREFIX}{}", fsutil::random_hex(8)));
-            let built = (|| -> Result<(), String> {
+            let built = (|| -> Result<(), LocalError> {
                 mkdir(&tmp, 0o701).map_err(creating)?;
                 mkdir(&tmp.join(DATA_DIR), 0o755).map_err(creating)?;
                 self.write_opts(&tmp, mount_opts.as_ref())?;
@@ -759,7 +722,7 @@ impl LocalDriver {
     /// directory. A volume that is not there (its directory deleted behind our back) is
     /// removed without error. Users of the volume are the service's business: call this when
     /// there are none.
-    pub fn remove(&self, name: &str) -> Result<(), String> {
+    pub fn remove(&self, name: &str) -> Result<(), LocalError> {
         let mut volumes = lock(&self.volumes);
         let Some(vol) = volumes
             .get(name)
@@ -772,12 +735,12 @@ impl LocalDriver {
         let dir = self.root.join(name);
         let data = dir.join(DATA_DIR);
         if state.opts.is_some() || state.opts_error.is_some() {
-            unmount_all(&data).map_err(system)?;
+            unmount_all(&data).map_err(failed)?;
         }
         // Never delete through a mount: that would empty a tmpfs or, worse, a bind-mounted
         // host directory.
         if let Some(p) = self.mounts_under(&dir) {
-            return Err(system(format!(
+            return Err(failed(format!(
                 "error removing volume path '{}': {} is mounted",
                 dir.display(),
                 p.display()
@@ -792,7 +755,7 @@ impl LocalDriver {
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => {
-                return Err(system(format!(
+                return Err(failed(format!(
                     "error removing volume path '{}': rename {} {}: {}",
                     dir.display(),
                     dir.display(),
@@ -815,14 +778,14 @@ impl LocalDriver {
     /// unless already mounted; returns the mountpoint. A plain volume needs nothing.
     /// Errors are dockerd's (`failed to mount local volume: mount <device>:<dir>, flags:
     /// 0x1000, data: <data>: <errno>`; a 500). Unknown name: `volume not found`.
-    pub fn mount(&self, name: &str) -> Result<PathBuf, String> {
+    pub fn mount(&self, name: &str) -> Result<PathBuf, LocalError> {
         let vol = self
             .lookup(name)
-            .ok_or_else(|| "volume not found".to_string())?;
+            .ok_or_else(|| failed("volume not found"))?;
         let state = lock(&vol);
         let data = self.mountpoint(name);
         if let Some(e) = &state.opts_error {
-            return Err(e.clone());
+            return Err(failed(e));
         }
         let Some(opts) = state.opts.as_ref().filter(|o| o.needs_mount()) else {
             return Ok(data);
@@ -840,7 +803,7 @@ impl LocalDriver {
                     let _ = unmount_all(&data);
                 }
                 let message = format!("failed to mount local volume: {}", call.error_text(&err));
-                return Err(mask_password(message, &opts.mount_opts));
+                return Err(failed(mask_password(message, &opts.mount_opts)));
             }
         }
         Ok(data)
@@ -848,7 +811,7 @@ impl LocalDriver {
 
     /// Last-use action: unmounts a volume with a `type` or `device` (every mount stacked on
     /// its `_data`); nothing for a plain volume or one that is not mounted.
-    pub fn unmount(&self, name: &str) -> Result<(), String> {
+    pub fn unmount(&self, name: &str) -> Result<(), LocalError> {
         let Some(vol) = self.lookup(name) else {
             return Ok(());
         };
@@ -858,7 +821,7 @@ impl LocalDriver {
         }
         let data = self.mountpoint(name);
         unmount_all(&data).map_err(|e| {
-            system(format!(
+            failed(format!(
                 "error while unmounting volume path '{}': {e}",
                 data.display()
             ))
@@ -930,10 +893,10 @@ impl LocalDriver {
     }
 
     /// Writes `opts.json` in `dir` (or removes a stale one when there are no options).
-    fn write_opts(&self, dir: &Path, opts: Option<&MountOptions>) -> Result<(), String> {
+    fn write_opts(&self, dir: &Path, opts: Option<&MountOptions>) -> Result<(), LocalError> {
         let path = dir.join(OPTS_FILE);
         let persist = |e: io::Error| {
-            system(format!(
+            failed(format!(
                 "error while persisting volume options: open {}: {}",
                 path.display(),
                 errno_text(&e)
@@ -941,7 +904,7 @@ impl LocalDriver {
         };
         match opts {
             Some(opts) => {
-                let json = serde_json::to_vec(opts).map_err(system)?;
+                let json = serde_json::to_vec(opts).map_err(failed)?;
                 fsutil::write_atomic(&path, &json, 0o600).map_err(persist)
             }
             None => fsutil::remove_all(&path).map_err(persist),
@@ -957,23 +920,23 @@ impl LocalDriver {
     }
 
     /// Deletes a directory tree that is no volume any more, refusing to descend into mounts.
-    fn remove_tree(&self, path: &Path) -> Result<(), String> {
+    fn remove_tree(&self, path: &Path) -> Result<(), LocalError> {
         if let Some(p) = self.mounts_under(path) {
             unmount_all(&p)?;
             if let Some(p) = self.mounts_under(path) {
-                return Err(format!(
+                return Err(failed(format!(
                     "not removing {}: {} is mounted",
                     path.display(),
                     p.display()
-                ));
+                )));
             }
         }
         fsutil::remove_all(path).map_err(|e| {
-            format!(
+            failed(format!(
                 "error removing volume path '{}': {}",
                 path.display(),
                 errno_text(&e)
-            )
+            ))
         })
     }
 }
@@ -1032,8 +995,8 @@ impl VolumeDriver for LocalDriver {
     }
 
     fn validate(&self, name: &str, opts: &BTreeMap<String, String>) -> Result<(), DriverError> {
-        validate_name(name).map_err(|m| DriverError::invalid("create", m))?;
-        validate_options(opts).map_err(|m| DriverError::invalid("create", m))
+        validate_name(name).map_err(|e| e.for_method("create"))?;
+        validate_options(opts).map_err(|e| e.for_method("create"))
     }
 
     /// An existing directory is taken over with the options given (as dockerd's local driver
@@ -1043,12 +1006,12 @@ impl VolumeDriver for LocalDriver {
         name: &str,
         opts: &BTreeMap<String, String>,
     ) -> Result<Created, DriverError> {
-        LocalDriver::create(self, name, opts).map_err(|m| DriverError::failed("create", m))?;
+        LocalDriver::create(self, name, opts).map_err(|e| e.for_method("create"))?;
         Ok(Created::New)
     }
 
     async fn remove(&self, name: &str) -> Result<(), DriverError> {
-        LocalDriver::remove(self, name).map_err(|m| DriverError::failed("remove", m))
+        LocalDriver::remove(self, name).map_err(|e| e.for_method("remove"))
     }
 
     async fn get(&self, name: &str) -> Result<Option<DriverVolume>, DriverError> {
@@ -1065,7 +1028,7 @@ impl VolumeDriver for LocalDriver {
     async fn mount(&self, name: &str, id: &str) -> Result<String, DriverError> {
         let first = lock(&self.users).get(name).is_none_or(|ids| ids.is_empty());
         let path = if first {
-            LocalDriver::mount(self, name).map_err(|m| DriverError::failed("mount", m))?
+            LocalDriver::mount(self, name).map_err(|e| e.for_method("mount"))?
         } else {
             self.mountpoint(name)
         };
@@ -1088,7 +1051,7 @@ impl VolumeDriver for LocalDriver {
             last
         };
         if last {
-            LocalDriver::unmount(self, name).map_err(|m| DriverError::failed("unmount", m))?;
+            LocalDriver::unmount(self, name).map_err(|e| e.for_method("unmount"))?;
         }
         Ok(())
     }
@@ -1128,22 +1091,6 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
-    }
-
-    #[test]
-    fn mountinfo_escapes_are_undone() {
-        assert_eq!(unescape_mountinfo(r"/a\040b\011c\134d"), "/a b\tc\\d");
-        assert_eq!(unescape_mountinfo(r"/plain"), "/plain");
-        assert_eq!(unescape_mountinfo(r"/x\04"), r"/x\04");
-    }
-
-    #[test]
-    fn errno_text_is_gos() {
-        let t = |n| errno_text(&io::Error::from_raw_os_error(n));
-        assert_eq!(t(nix::libc::ENODEV), "no such device");
-        assert_eq!(t(nix::libc::ENOTBLK), "block device required");
-        assert_eq!(t(nix::libc::EIO), "input/output error");
-        assert_eq!(t(nix::libc::ENAMETOOLONG), "file name too long");
     }
 
     #[test]

@@ -1,5 +1,4 @@
 //! Volume metadata in an embedded transactional database.
-//! OWNER: helper "volstore".
 //!
 //! One redb file, `<data-root>/volumes/metadata.db` (where dockerd keeps its bolt database),
 //! with one table: volume name → [`VolumeRecord`] as JSON. The store answers what the volume

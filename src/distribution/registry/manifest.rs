@@ -93,13 +93,13 @@ pub struct Manifest {
     /// In manifest order.
     pub layers: Vec<Descriptor>,
     /// When the reference named a manifest list / index: its digest (the manifest above was
-    /// chosen from it for linux/<this architecture>).
+    /// chosen from it for `linux/<this architecture>`).
     pub index_digest: Option<String>,
 }
 
 impl Session {
     /// Fetches the manifest of the reference's digest (or tag, `latest` by default), resolving a
-    /// manifest list / OCI index to its linux/<this architecture> entry. See [`Manifest`].
+    /// manifest list / OCI index to its `linux/<this architecture>` entry. See [`Manifest`].
     pub async fn fetch_manifest(&self) -> Result<Manifest> {
         loop {
             let index = self.state.lock().unwrap().index;

@@ -65,8 +65,8 @@ impl Session {
     /// `desc.size`, comes before the digest is checked: only an `Ok` return says the bytes are
     /// the blob). On any failure — and if this future is dropped — the file is removed.
     ///
-    /// Network chunks are gathered and written with one vectored write per [`WRITE_BATCH`]
-    /// bytes; every [`WRITEBACK_STEP`] bytes the kernel is asked to start writing the file back
+    /// Network chunks are gathered and written with one vectored write per `WRITE_BATCH`
+    /// bytes; every `WRITEBACK_STEP` bytes the kernel is asked to start writing the file back
     /// (`sync_file_range`, not waited for), so that the fsync of [`BlobStore::commit`] finds
     /// little left to do. The file itself is not fsynced here.
     pub async fn fetch_blob_to_file(
