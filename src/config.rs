@@ -74,6 +74,15 @@ pub struct DaemonFlags {
     /// metrics-addr]
     #[arg(long, value_name = "ADDR", value_parser = parse_metrics_addr)]
     pub metrics_addr: Option<MetricsAddr>,
+    /// Authorization plugin every API request must pass, in chain order; repeatable, reloaded
+    /// on SIGHUP [default: none] [file: authorization-plugins]
+    #[arg(long = "authorization-plugin", value_name = "NAME")]
+    pub authorization_plugins: Vec<String>,
+    /// Show authorization plugins who is on the other end of the unix socket: `User` = the
+    /// peer's user name (or uid), `UserAuthNMethod` = `peercred` (dockerd leaves both empty)
+    /// [file: authz-peer-credentials]
+    #[arg(long)]
+    pub authz_peer_credentials: bool,
     /// daemon.json-style configuration file, read when present
     #[arg(long, value_name = "FILE", default_value = DEFAULT_CONFIG_FILE)]
     pub config_file: PathBuf,
@@ -129,6 +138,9 @@ pub struct DaemonConfig {
     pub registry_mirrors: Vec<String>,
     /// None: metrics are off (nothing is counted, no metrics socket exists).
     pub metrics_addr: Option<MetricsAddr>,
+    /// The authorization chain, in order (duplicates are dropped by the chain).
+    pub authorization_plugins: Vec<String>,
+    pub authz_peer_credentials: bool,
 }
 
 impl DaemonConfig {
@@ -152,6 +164,8 @@ struct FileConfig {
     insecure_registries: Option<serde_json::Value>,
     registry_mirrors: Option<serde_json::Value>,
     metrics_addr: Option<serde_json::Value>,
+    authorization_plugins: Option<serde_json::Value>,
+    authz_peer_credentials: Option<serde_json::Value>,
     /// Keys that match no option, refused as dockerd refuses them.
     #[serde(flatten)]
     unknown: BTreeMap<String, serde_json::Value>,
@@ -284,6 +298,19 @@ fn resolve(flags: &DaemonFlags, file: FileConfig) -> anyhow::Result<DaemonConfig
         file.metrics_addr,
         |a: String| parse_metrics_addr(&a).map_err(anyhow::Error::msg),
     )?;
+    let authorization_plugins = merge.pick_list(
+        "authorization-plugins",
+        &flags.authorization_plugins,
+        file.authorization_plugins,
+        text,
+    )?;
+    // A switch: only `true` counts as set on the command line.
+    let authz_peer_credentials = merge.pick(
+        "authz-peer-credentials",
+        flags.authz_peer_credentials.then_some(true),
+        file.authz_peer_credentials,
+        |on: bool| Ok(on),
+    )?;
     if !merge.conflicts.is_empty() {
         bail!(
             "the following directives are specified both as a flag and in the configuration file: {}",
@@ -306,6 +333,8 @@ fn resolve(flags: &DaemonFlags, file: FileConfig) -> anyhow::Result<DaemonConfig
         insecure_registries: insecure_registries.unwrap_or_default(),
         registry_mirrors: registry_mirrors.unwrap_or_default(),
         metrics_addr,
+        authorization_plugins: authorization_plugins.unwrap_or_default(),
+        authz_peer_credentials: authz_peer_credentials.unwrap_or(false),
     })
 }
 
@@ -473,6 +502,31 @@ mod tests {
             Some(MetricsAddr::Unix("/run/berth/metrics.sock".into()))
         );
         assert_eq!(cfg.metrics_socket(), PathBuf::from("/e/metrics.sock"));
+    }
+
+    #[test]
+    fn authorization_plugins_come_from_flags_or_file_not_both() {
+        let flags = DaemonFlags {
+            authorization_plugins: vec!["policy".into(), "audit".into()],
+            ..Default::default()
+        };
+        let cfg = resolve(&flags, FileConfig::default()).unwrap();
+        assert_eq!(cfg.authorization_plugins, vec!["policy", "audit"]);
+        assert!(!cfg.authz_peer_credentials);
+        let cfg = resolve(
+            &DaemonFlags::default(),
+            file(r#"{"authorization-plugins":["a"],"authz-peer-credentials":true}"#),
+        )
+        .unwrap();
+        assert_eq!(cfg.authorization_plugins, vec!["a"]);
+        assert!(cfg.authz_peer_credentials);
+        let err = resolve(&flags, file(r#"{"authorization-plugins":["a"]}"#)).unwrap_err();
+        assert!(
+            err.to_string().contains(
+                "specified both as a flag and in the configuration file: authorization-plugins"
+            ),
+            "{err}"
+        );
     }
 
     #[test]

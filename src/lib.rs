@@ -6,10 +6,11 @@
 //! | module | owns | uses |
 //! | --- | --- | --- |
 //! | [`daemon`] | `berth daemon` wired together: the API's sockets (created, or passed by systemd), start-up order, readiness, SIGHUP reload with its hooks, the side sockets (metrics; each enabled volume plugin served to other engines), shutdown. | api, services, systemd |
-//! | [`api`] | HTTP surface: routing, `/vX.Y` prefixes and version negotiation, system endpoints, one file per resource, request decoding, filter parsing. Handlers are thin: decode, make one service call, encode. | services |
+//! | [`api`] | HTTP surface: routing, `/vX.Y` prefixes and version negotiation, system endpoints, one file per resource, request decoding, filter parsing, the authorization middleware around every routed request. Handlers are thin: decode, make one service call, encode. | services, authz |
+//! | [`authz`] | the authorization chain: which plugins, in which order, asked how (fail-closed, no retries), reloaded on SIGHUP; the rules for what plugins are shown of a request and its response. | plugin getter, drivers |
 //! | [`volume`] | the volume service: metadata store (redb), the built-in `local` driver, mount references; the gateway answering the VolumeDriver protocol for other engines (Podman) through the service. Every driver, built-in or plugin, is a [`drivers::volume::VolumeDriver`]. | plugin getter, drivers |
 //! | [`plugin`] | the managed plugin system: config schema and its Go decoding, settable rules, privileges, the run spec built from a plugin's record, the persistent store, the manager (create, set, rm, enable, disable, restore, pull, push, upgrade; it owns the registry client), and the **plugin getter**: the one way any user of a plugin protocol reaches a plugin, managed or legacy. | distribution, runtime, rpc |
-//! | [`drivers`] | typed protocol adapters over a plugin handle (VolumeDriver, MetricsCollector), cached per plugin activation. | rpc |
+//! | [`drivers`] | typed protocol adapters over a plugin handle (VolumeDriver, cached per plugin activation; AuthZPlugin; MetricsCollector). | rpc |
 //! | [`runtime`] | running plugins: the run spec (types and moby's defaults; it knows nothing of plugins), the `Executor` trait, the Linux namespaces executor and `plugin-init` (one function per setup step, every kernel call behind the `Syscall` seam), supervision, plugin logs. | kernel |
 //! | [`rpc`] | the plugin RPC client (unix, tcp, TLS) with the one deadline per call, retries, plugin handles (client, host-path mapper, identity), legacy plugin discovery. | plugin sockets |
 //! | [`distribution`] | the image-reference grammar, the registry client (endpoints, auth, manifests, transfer), content-addressed blob store, safe tar extraction (layers are unpacked while they download, into a staging rootfs discarded unless every digest matched). | disk, network |
@@ -34,10 +35,14 @@
 //!   (`rpc::client::within`); a hung plugin costs a request at most that long.
 //! - Volume records are committed durably before a create is acknowledged; plugin reference
 //!   counts are derived from them at start-up.
+//! - With an authorization chain, no handler runs unless every plugin allowed the request as
+//!   the handler will see it: the body it reads is the body the plugins were shown, and its path
+//!   is the one they were shown (undecoded).
 
 #![recursion_limit = "256"]
 
 pub mod api;
+pub mod authz;
 pub mod config;
 pub mod daemon;
 pub mod distribution;

@@ -22,6 +22,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::api::{self, version::DEFAULT_API_VERSION, ApiState};
+use crate::authz::Chain;
 use crate::config::{DaemonConfig, DaemonFlags, MetricsAddr};
 use crate::distribution::registry::{RegistryClient, RegistryOptions};
 use crate::plugin::getter::PluginGetter;
@@ -102,11 +103,6 @@ pub fn run(
         VolumeService::open(&config.data_root, getter.clone())
             .context("opening the volume store")?,
     );
-    let state = ApiState {
-        volumes: volumes.clone(),
-        plugins: manager.clone(),
-        daemon: api::system_identity(DEFAULT_API_VERSION, &config.data_root, &config.exec_root),
-    };
     let api_paths = api_listeners.paths();
     let ApiListeners { listeners, created } = api_listeners;
     for host in &config.hosts {
@@ -115,16 +111,45 @@ pub fn run(
 
     let reloader = reload::Reloader::new(flags, config.clone());
     let follower = follow::Follower::new(
-        getter,
-        volumes,
+        getter.clone(),
+        volumes.clone(),
         &config.exec_root,
         config.metrics_addr.is_some(),
     );
     let served = actix_rt::System::new().block_on(async {
+        // SIGHUP is watched from here on: its default action would end the daemon.
+        let mut reloads = reloader.watch().context("watching for SIGHUP")?;
+        // Every authorization plugin must be there before the API answers, as dockerd checks.
+        let authz = Chain::resolve(
+            getter,
+            &config.authorization_plugins,
+            config.authz_peer_credentials,
+        )
+        .await
+        .map(Arc::new)?;
+        let chain = authz.clone();
+        reloads.hook(
+            "authorization plugins",
+            Box::new(move |config| {
+                let chain = chain.clone();
+                Box::pin(async move {
+                    match chain.reload(&config.authorization_plugins).await {
+                        Ok(()) => Ok(format!("authorization plugins {:?}", chain.names())),
+                        Err(e) => Err(format!("{e}; the chain stays {:?}", chain.names())),
+                    }
+                })
+            }),
+        );
+        let state = ApiState {
+            volumes,
+            plugins: manager.clone(),
+            authz,
+            daemon: api::system_identity(DEFAULT_API_VERSION, &config.data_root, &config.exec_root),
+        };
         let _metrics_servers = serve_metrics(metrics_listeners)?;
         let (stop_following, following) = tokio::sync::oneshot::channel();
         let followed = actix_rt::spawn(follower.run(following));
-        actix_rt::spawn(reloader.run());
+        actix_rt::spawn(reloads.run());
         actix_rt::spawn(announce_ready(api_paths.first().cloned()));
         let served = api::serve(state, listeners).await;
         notify(DaemonState::Stopping, "Stopping plugins");

@@ -34,23 +34,44 @@ impl Reloader {
         self.hooks.push((what, hook));
     }
 
-    /// Reloads on every SIGHUP until the runtime stops.
-    pub async fn run(mut self) {
+    /// Starts watching for SIGHUP (whose default action would end the daemon): call it on the
+    /// runtime before the API answers, so that an early reload never stops berth.
+    pub fn watch(self) -> std::io::Result<Watching> {
         use actix_rt::signal::unix::{signal, SignalKind};
-        let mut hangups = match signal(SignalKind::hangup()) {
-            Ok(s) => s,
-            Err(e) => {
-                log::error!("cannot watch for SIGHUP: {e}");
-                return;
-            }
-        };
+        Ok(Watching {
+            reloader: self,
+            hangups: signal(SignalKind::hangup())?,
+        })
+    }
+}
+
+/// A [`Reloader`] whose signal is being watched.
+pub struct Watching {
+    reloader: Reloader,
+    hangups: actix_rt::signal::unix::Signal,
+}
+
+impl Watching {
+    /// [`Reloader::hook`], for subsystems made once the signal is watched.
+    pub fn hook(&mut self, what: &'static str, hook: ReloadHook) {
+        self.reloader.hook(what, hook);
+    }
+
+    /// Reloads on every SIGHUP until the runtime stops.
+    pub async fn run(self) {
+        let Watching {
+            mut reloader,
+            mut hangups,
+        } = self;
         while hangups.recv().await.is_some() {
             notify(DaemonState::Reloading, "Reloading configuration");
-            let outcome = self.reload().await;
+            let outcome = reloader.reload().await;
             notify(DaemonState::Ready, &outcome);
         }
     }
+}
 
+impl Reloader {
     /// One reload; returns the status line for the service manager.
     async fn reload(&mut self) -> String {
         log::info!(

@@ -1,9 +1,10 @@
-//! `berth-test-plugin`: a small, dependency-light Docker volume plugin used by berth's runtime and
-//! volume tests, as a managed plugin (`scripts/make-test-plugins.sh` packs it into plugin
-//! directories) or directly on the host as a legacy plugin.
+//! `berth-test-plugin`: a small, dependency-light Docker plugin used by berth's runtime, volume
+//! and authorization tests, as a managed plugin (`scripts/make-test-plugins.sh` packs it into
+//! plugin directories) or directly on the host as a legacy plugin.
 //!
 //! It speaks the plugin RPC protocol (HTTP/1.1 over a unix socket, `POST /<Interface>.<Method>`
-//! with a JSON body): `Plugin.Activate` and every `VolumeDriver.*` method. Volumes are directories
+//! with a JSON body): `Plugin.Activate`, every `VolumeDriver.*` method (volume.rs) and
+//! `AuthZPlugin.AuthZReq`/`AuthZRes` (authz.rs). Volumes are directories
 //! `<TEST_ROOT>/<name>`; per-volume metadata (creation time, options) lives in
 //! `<TEST_ROOT>/.berth-test-plugin/<name>.json`, so volumes survive a plugin restart. Mounts are
 //! refcounted by caller ID in memory, as real plugins do.
@@ -22,11 +23,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Map, Value};
 
+mod authz;
 mod metrics;
 mod volume;
 
 const USAGE: &str = "\
-berth-test-plugin: a Docker volume plugin for tests (HTTP/1.1 JSON RPC on a unix socket)
+berth-test-plugin: a Docker volume and authorization plugin for tests (HTTP/1.1 JSON RPC on a
+unix socket)
 
 Knobs (environment, or arguments TEST_X=value which override the environment):
   TEST_SOCKET_PATH=<path>    listen here (wins over TEST_SOCKET); a socket passed by an
@@ -49,6 +52,11 @@ Knobs (environment, or arguments TEST_X=value which override the environment):
   TEST_SCOPE=<scope>         VolumeDriver.Capabilities scope (default local)
   TEST_GET_NULL=1            Get of an unknown volume answers {\"Volume\":null,\"Err\":\"\"}
   TEST_CALL_LOG=<path>|-     append `<Method> <body>` per RPC to a file (`-`: stdout)
+  TEST_AUTHZ_RULES=<rules>   AuthZ decisions, `;`-separated rules
+                             `<req|res|both> <allow|deny|error|garbage|hang|slow=MS> <METHOD|*>
+                             <uri-substring|*> [body=<substring>] [msg=<text to the end>]`;
+                             the first match decides, no match allows
+  TEST_AUTHZ_LOG=<path>      append every AuthZ call, one field per line, bodies decoded
   TEST_METRICS_SOCKET=<path> MetricsCollector mode: the daemon's metrics socket to scrape after
                              StartMetrics (default /run/docker/metrics.sock); each scrape
                              replaces <TEST_ROOT>/metrics.txt
@@ -104,6 +112,8 @@ struct Config {
     scope: String,
     get_null: bool,
     call_log: Option<String>,
+    authz_rules: Vec<authz::Rule>,
+    authz_log: Option<String>,
     metrics_socket: PathBuf,
     scrape_interval: Duration,
 }
@@ -190,6 +200,8 @@ fn main() {
         scope: knobs.get("TEST_SCOPE").unwrap_or_else(|| "local".into()),
         get_null: knobs.flag("TEST_GET_NULL"),
         call_log: knobs.get("TEST_CALL_LOG"),
+        authz_rules: authz::parse_rules(&knobs.get("TEST_AUTHZ_RULES").unwrap_or_default()),
+        authz_log: knobs.get("TEST_AUTHZ_LOG"),
         metrics_socket: PathBuf::from(
             knobs
                 .get("TEST_METRICS_SOCKET")
@@ -690,6 +702,7 @@ impl Driver {
         match method.as_str() {
             "Plugin.Activate" => Reply::ok(json!({ "Implements": self.cfg.implements })),
             m if m.starts_with("VolumeDriver.") => self.volume_call(m, &args),
+            m if m.starts_with("AuthZPlugin.") => self.authz_call(m, &args),
             m if m.starts_with("MetricsCollector.") => self.metrics_call(m),
             _ => Reply::not_found(),
         }
