@@ -83,9 +83,10 @@ pub struct DaemonFlags {
     /// [file: authz-peer-credentials]
     #[arg(long)]
     pub authz_peer_credentials: bool,
-    /// daemon.json-style configuration file, read when present
-    #[arg(long, value_name = "FILE", default_value = DEFAULT_CONFIG_FILE)]
-    pub config_file: PathBuf,
+    /// daemon.json-style configuration file, read when present [default:
+    /// /etc/berth/daemon.json]
+    #[arg(long, value_name = "FILE")]
+    pub config_file: Option<PathBuf>,
 }
 
 /// Where the API is served.
@@ -174,22 +175,31 @@ struct FileConfig {
 impl DaemonFlags {
     /// Flags, then the file, then the defaults. Errors about the file name the file.
     pub fn resolve(&self) -> anyhow::Result<DaemonConfig> {
-        let file = read_config_file(&self.config_file)?;
-        resolve(self, file).with_context(|| {
+        let path = self.config_file();
+        let context = || {
             format!(
                 "unable to configure the berth daemon with file {}",
-                self.config_file.display()
+                path.display()
             )
-        })
+        };
+        let file = read_config_file(path).with_context(context)?;
+        resolve(self, file).with_context(context)
+    }
+
+    /// The configuration file: `--config-file`, else the default.
+    pub fn config_file(&self) -> &Path {
+        self.config_file
+            .as_deref()
+            .unwrap_or(Path::new(DEFAULT_CONFIG_FILE))
     }
 }
 
+/// The file's settings; a missing file is none.
 fn read_config_file(path: &Path) -> anyhow::Result<FileConfig> {
     match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .with_context(|| format!("invalid configuration file {}", path.display())),
+        Ok(bytes) => Ok(serde_json::from_slice(&bytes)?),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(FileConfig::default()),
-        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -200,7 +210,7 @@ struct Merge {
 
 impl Merge {
     /// `parse` turns the file's value (read as `R`) into the setting; its errors name `key`.
-    fn pick<T: fmt::Debug, R: DeserializeOwned>(
+    fn pick<T: Shown, R: DeserializeOwned>(
         &mut self,
         key: &str,
         flag: Option<T>,
@@ -217,8 +227,11 @@ impl Merge {
         };
         match (flag, from_file) {
             (Some(flag), Some(file)) => {
-                self.conflicts
-                    .push(format!("{key}: (from flag: {flag:?}, from file: {file:?})"));
+                self.conflicts.push(format!(
+                    "{key}: (from flag: {}, from file: {})",
+                    flag.shown(),
+                    file.shown()
+                ));
                 Ok(None)
             }
             (flag, file) => Ok(flag.or(file)),
@@ -226,7 +239,7 @@ impl Merge {
     }
 
     /// A repeatable flag: empty means unset.
-    fn pick_list<T: fmt::Debug + Clone, R: DeserializeOwned>(
+    fn pick_list<T: Shown + Clone, R: DeserializeOwned>(
         &mut self,
         key: &str,
         flag: &[T],
@@ -237,6 +250,47 @@ impl Merge {
         self.pick(key, flag, file, |values: Vec<R>| {
             values.into_iter().map(&parse).collect()
         })
+    }
+}
+
+/// A setting's value as a conflict message shows it (dockerd prints Go's `%v`: `/x`, `[a b]`).
+trait Shown {
+    fn shown(&self) -> String;
+}
+
+impl Shown for PathBuf {
+    fn shown(&self) -> String {
+        self.display().to_string()
+    }
+}
+
+impl Shown for log::LevelFilter {
+    fn shown(&self) -> String {
+        self.as_str().to_ascii_lowercase()
+    }
+}
+
+impl Shown for Duration {
+    fn shown(&self) -> String {
+        self.as_secs_f64().to_string()
+    }
+}
+
+macro_rules! shown_by_display {
+    ($($t:ty),*) => {$(
+        impl Shown for $t {
+            fn shown(&self) -> String {
+                self.to_string()
+            }
+        }
+    )*};
+}
+shown_by_display!(String, bool, Host, MetricsAddr);
+
+impl<T: Shown> Shown for Vec<T> {
+    fn shown(&self) -> String {
+        let items: Vec<String> = self.iter().map(Shown::shown).collect();
+        format!("[{}]", items.join(" "))
     }
 }
 
@@ -483,7 +537,7 @@ mod tests {
             ..Default::default()
         };
         let err = resolve(&flags, file(json)).unwrap_err().to_string();
-        assert!(err.contains("specified both as a flag and in the configuration file: data-root: (from flag: \"/x\", from file: \"/srv/b\")"), "{err}");
+        assert!(err.contains("specified both as a flag and in the configuration file: data-root: (from flag: /x, from file: /srv/b)"), "{err}");
     }
 
     #[test]

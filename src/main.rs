@@ -24,6 +24,8 @@ struct Cli {
 enum Command {
     /// Run the daemon (in the foreground; SIGTERM or Ctrl-C stops it, SIGHUP reloads its
     /// configuration file)
+    // `berth daemon --version` says `berth`, not clap's `berth-daemon`.
+    #[command(display_name = "berth")]
     Daemon(Box<DaemonFlags>),
     /// Show the version, commit, compiler and API versions of this build
     Version,
@@ -56,6 +58,15 @@ fn run_daemon(flags: DaemonFlags) -> anyhow::Result<()> {
     let passed = unsafe { PassedSockets::take_from_env() }?;
     let config = flags.resolve()?;
     init_logging(config.log_level);
+    // dockerd refuses to start without a file its --config-file names; berth's tests and
+    // benchmarks name absent files to keep the machine's own out of their daemons, so it is
+    // only said.
+    if let Some(named) = flags.config_file.as_deref().filter(|f| !f.exists()) {
+        log::warn!(
+            "configuration file {} does not exist: flags and defaults only",
+            named.display()
+        );
+    }
     berth::daemon::run(flags, config, passed)
 }
 

@@ -37,7 +37,11 @@ struct Activated {
 impl Activated {
     /// `fdname`: the socket's name; `host`: berth's `-H`.
     fn start(fdname: &str, host: &str) -> Activated {
-        let dir = short_tempdir("bts");
+        Activated::start_in(short_tempdir("bts"), fdname, host, &[])
+    }
+
+    /// As [`Activated::start`], in `dir`, with more `berth daemon` arguments.
+    fn start_in(dir: tempfile::TempDir, fdname: &str, host: &str, extra: &[&str]) -> Activated {
         let notify = UnixDatagram::bind(dir.path().join("notify.sock")).unwrap();
         notify
             .set_read_timeout(Some(Duration::from_secs(20)))
@@ -54,6 +58,7 @@ impl Activated {
             .arg(env!("CARGO_BIN_EXE_berth"))
             .args(["daemon", "-H", host])
             .args(roots(dir.path()))
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.path().join("berth.log")).unwrap())
             .spawn()
@@ -141,6 +146,43 @@ fn a_passed_socket_starts_berth_which_says_ready_reloads_and_stops() {
     assert!(a.socket().exists());
 }
 
+/// Readiness is known without berth sending its API a request of its own: an authorization
+/// plugin that refuses `/_ping` neither delays READY nor sees any request but the client's.
+#[test]
+fn ready_comes_without_a_request_of_berths_own() {
+    let dir = short_tempdir("bts");
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    let seen = dir.path().join("authz.log");
+    let _policy = host_test_plugin(
+        &plugins.join("policy.sock"),
+        &dir.path().join("volumes"),
+        &[
+            ("TEST_IMPLEMENTS", "authz"),
+            ("TEST_AUTHZ_RULES", "req deny GET /_ping msg=no pings"),
+            ("TEST_AUTHZ_LOG", seen.to_str().unwrap()),
+        ],
+    );
+    let plugin_dir = plugins.display().to_string();
+    let a = Activated::start_in(
+        dir,
+        "berth-api",
+        "fd://berth-api",
+        &[
+            "--legacy-plugin-dir",
+            &plugin_dir,
+            "--authorization-plugin",
+            "policy",
+        ],
+    );
+    let r = raw_request(&a.socket(), "GET", "/_ping", &[], &[]).unwrap();
+    assert_eq!(r.status, 403, "{}", a.log());
+    let ready = a.next_notification();
+    assert!(ready.contains("READY=1"), "{ready}");
+    let seen = std::fs::read_to_string(seen).unwrap();
+    assert_eq!(seen.matches("RequestUri").count(), 1, "{seen}");
+}
+
 #[test]
 fn fd_without_a_name_takes_every_passed_socket_and_a_wrong_name_is_an_error() {
     let a = Activated::start("whatever", "fd://");
@@ -209,6 +251,21 @@ fn flag_errors_name_the_flag_and_file_errors_the_file() {
     assert_eq!(code, Some(0), "{out}");
     let (code, _) = run(&["version"]);
     assert_eq!(code, Some(0));
+
+    // Both sides named as dockerd names them, values as written.
+    std::fs::write(&file, r#"{"hosts":["unix:///tmp/bts-a.sock"]}"#).unwrap();
+    let (code, err) = run(&[
+        "daemon",
+        "--config-file",
+        file.to_str().unwrap(),
+        "-H",
+        "unix:///tmp/bts-b.sock",
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("specified both as a flag and in the configuration file: hosts: (from flag: [unix:///tmp/bts-b.sock], from file: [unix:///tmp/bts-a.sock])"),
+        "{err}"
+    );
 }
 
 /// A legacy plugin whose socket is held by a socket activator: berth's first call starts it.

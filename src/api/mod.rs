@@ -14,6 +14,7 @@ mod system;
 pub mod version;
 mod volumes;
 
+use std::future::Future;
 use std::sync::Arc;
 
 use actix_web::http::header::{HeaderName, HeaderValue};
@@ -82,9 +83,12 @@ pub fn system_identity(
 }
 
 /// Binds every `--host` socket and serves until the process is told to stop.
+/// Serves the API on `listeners` until SIGTERM or SIGINT. `started` runs once the server's
+/// workers and accept loop are running, so every connection from then on is answered.
 pub async fn serve(
     state: ApiState,
     listeners: Vec<std::os::unix::net::UnixListener>,
+    started: impl FnOnce(),
 ) -> std::io::Result<()> {
     let peer_credentials = state.authz.peer_credentials();
     let state = web::Data::new(state);
@@ -102,7 +106,21 @@ pub async fn serve(
     for listener in listeners {
         server = server.listen_uds(listener)?;
     }
-    server.run().await
+    // The first poll of actix's server starts its workers and accept thread and returns only
+    // once they run (it waits for each to report); that moment is when the API answers, found
+    // without sending the API a request of its own (which plugins and metrics would see).
+    let mut server = std::pin::pin!(server.run());
+    let mut started = Some(started);
+    std::future::poll_fn(|cx| {
+        let polled = server.as_mut().poll(cx);
+        if polled.is_pending() {
+            if let Some(started) = started.take() {
+                started();
+            }
+        }
+        polled
+    })
+    .await
 }
 
 /// What a request addresses once routing has accepted it.

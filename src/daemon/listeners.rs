@@ -46,14 +46,6 @@ impl ApiListeners {
         }
         Ok(opened)
     }
-
-    /// Where each socket is, as the log and readiness probe name it.
-    pub fn paths(&self) -> Vec<PathBuf> {
-        self.listeners
-            .iter()
-            .filter_map(|l| l.local_addr().ok()?.as_pathname().map(Path::to_path_buf))
-            .collect()
-    }
 }
 
 /// Binds a unix socket: a stale socket file left by a dead daemon is replaced, a live one is

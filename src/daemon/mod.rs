@@ -3,7 +3,8 @@
 //! Order of start-up: sockets first (the API's, created or passed by systemd, and the metrics
 //! sockets), so clients queue instead of failing and a second daemon on the same socket stops
 //! before touching any plugin; then the plugin store and the plugins that were enabled; then
-//! the services; then the API is served and, once it answers `/_ping`, systemd is told READY.
+//! the services; then the API is served and, once its workers and accept loop run (every
+//! connection from then on is answered), systemd is told READY.
 //! SIGHUP reloads the configuration ([`reload`]); SIGTERM or SIGINT stops the API, tells
 //! MetricsCollector plugins to stop, closes the side sockets and stops every plugin (their
 //! enabled state stays recorded, so they run again at the next start).
@@ -37,9 +38,6 @@ use side::{Handler, SideListener, SideResponse, SideServer};
 /// How long a legacy plugin whose socket or spec exists may take to answer its activation
 /// (moby retries for about 15 s).
 const LEGACY_ACTIVATION_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// How long the daemon waits for its own API to answer before giving up on READY.
-const READY_PROBE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Runs the daemon until SIGTERM or SIGINT. `passed`: the sockets systemd passed (taken from
 /// the environment before any thread started).
@@ -103,7 +101,6 @@ pub fn run(
         VolumeService::open(&config.data_root, getter.clone())
             .context("opening the volume store")?,
     );
-    let api_paths = api_listeners.paths();
     let ApiListeners { listeners, created } = api_listeners;
     for host in &config.hosts {
         log::info!("API listen on {host}");
@@ -150,8 +147,11 @@ pub fn run(
         let (stop_following, following) = tokio::sync::oneshot::channel();
         let followed = actix_rt::spawn(follower.run(following));
         actix_rt::spawn(reloads.run());
-        actix_rt::spawn(announce_ready(api_paths.first().cloned()));
-        let served = api::serve(state, listeners).await;
+        let served = api::serve(state, listeners, || {
+            log::info!("Daemon has completed initialization");
+            notify(DaemonState::Ready, "Serving the API");
+        })
+        .await;
         notify(DaemonState::Stopping, "Stopping plugins");
         let _ = stop_following.send(());
         let _ = followed.await;
@@ -204,42 +204,4 @@ fn serve_metrics(
         .into_iter()
         .map(|(listener, socket)| side::serve(listener, socket, handler.clone()))
         .collect()
-}
-
-/// Tells systemd READY once the API answers `GET /_ping` on `socket` (at once when the API has
-/// no socket path to probe).
-async fn announce_ready(socket: Option<PathBuf>) {
-    if let Some(socket) = socket {
-        let deadline = tokio::time::Instant::now() + READY_PROBE_TIMEOUT;
-        loop {
-            match ping(&socket).await {
-                Ok(()) => break,
-                Err(e) if tokio::time::Instant::now() >= deadline => {
-                    log::error!("the API did not answer on {}: {e}", socket.display());
-                    return;
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
-            }
-        }
-    }
-    log::info!("Daemon has completed initialization");
-    notify(DaemonState::Ready, "Serving the API");
-}
-
-async fn ping(socket: &Path) -> std::io::Result<()> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::UnixStream::connect(socket).await?;
-    stream
-        .write_all(b"GET /_ping HTTP/1.1\r\nHost: berth\r\nConnection: close\r\n\r\n")
-        .await?;
-    let mut head = [0u8; 12];
-    stream.read_exact(&mut head).await?;
-    if &head == b"HTTP/1.1 200" {
-        Ok(())
-    } else {
-        Err(std::io::Error::other(format!(
-            "answered {}",
-            String::from_utf8_lossy(&head)
-        )))
-    }
 }

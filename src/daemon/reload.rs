@@ -76,7 +76,7 @@ impl Reloader {
     async fn reload(&mut self) -> String {
         log::info!(
             "Got signal to reload configuration, reloading from: {}",
-            self.flags.config_file.display()
+            self.flags.config_file().display()
         );
         let config = match self.flags.resolve() {
             Ok(config) => config,
