@@ -4,21 +4,23 @@
 use super::*;
 
 impl Driver {
-    /// `VolumeDriver.<method>`.
+    /// `VolumeDriver.<method>`. A method answers `Err` early (a bad name, no such volume)
+    /// with `?`.
     pub(super) fn volume_call(&self, method: &str, args: &Value) -> Reply {
-        match method {
-            "VolumeDriver.Capabilities" => {
-                Reply::ok(json!({ "Capabilities": { "Scope": self.cfg.scope } }))
-            }
+        let answer = match method {
+            "VolumeDriver.Capabilities" => Ok(Reply::ok(
+                json!({ "Capabilities": { "Scope": self.cfg.scope } }),
+            )),
             "VolumeDriver.Create" => self.create(args),
             "VolumeDriver.Remove" => self.remove(args),
             "VolumeDriver.Get" => self.get(args),
-            "VolumeDriver.List" => self.list(),
+            "VolumeDriver.List" => Ok(self.list()),
             "VolumeDriver.Path" => self.path(args),
             "VolumeDriver.Mount" => self.mount(args),
             "VolumeDriver.Unmount" => self.unmount(args),
-            _ => Reply::not_found(),
-        }
+            _ => Ok(Reply::not_found()),
+        };
+        answer.unwrap_or_else(|early| early)
     }
 
     fn volume_dir(&self, name: &str) -> PathBuf {
@@ -45,58 +47,62 @@ impl Driver {
         self.volume_dir(name).is_dir()
     }
 
-    fn create(&self, args: &Value) -> Reply {
-        let name = match self.name_of(args) {
-            Ok(n) => n,
-            Err(r) => return r,
-        };
+    /// The name of an existing volume a request names, or the error reply.
+    fn existing(&self, args: &Value) -> Result<String, Reply> {
+        let name = self.name_of(args)?;
+        match self.exists(&name) {
+            true => Ok(name),
+            false => Err(Reply::err("no such volume")),
+        }
+    }
+
+    fn mountpoint_reply(&self, name: &str) -> Reply {
+        Reply::ok(json!({ "Mountpoint": self.volume_dir(name).display().to_string(), "Err": "" }))
+    }
+
+    fn create(&self, args: &Value) -> Result<Reply, Reply> {
+        let name = self.name_of(args)?;
         let opts = field(args, "Opts").cloned().unwrap_or(Value::Null);
         if let Some(msg) = field(&opts, "error").and_then(Value::as_str) {
-            return Reply::err(msg);
+            return Ok(Reply::err(msg));
         }
         let _guard = self.fs_lock.lock().unwrap_or_else(|e| e.into_inner());
         if self.exists(&name) {
             // Idempotent, as the local driver is.
-            return Reply::ok(json!({ "Err": "" }));
+            return Ok(Reply::ok(json!({ "Err": "" })));
         }
         if let Err(e) = fs::create_dir_all(self.volume_dir(&name)) {
-            return Reply::err(format!("create {name}: {e}"));
+            return Ok(Reply::err(format!("create {name}: {e}")));
         }
         let meta = json!({ "CreatedAt": now_secs(), "Opts": opts });
         let _ = fs::create_dir_all(self.cfg.root.join(META_DIR));
         let _ = fs::write(self.meta_path(&name), meta.to_string());
-        Reply::ok(json!({ "Err": "" }))
+        Ok(Reply::ok(json!({ "Err": "" })))
     }
 
-    fn remove(&self, args: &Value) -> Reply {
-        let name = match self.name_of(args) {
-            Ok(n) => n,
-            Err(r) => return r,
-        };
+    fn remove(&self, args: &Value) -> Result<Reply, Reply> {
+        let name = self.name_of(args)?;
         let _guard = self.fs_lock.lock().unwrap_or_else(|e| e.into_inner());
         if !self.exists(&name) {
-            return Reply::err("no such volume");
+            return Ok(Reply::err("no such volume"));
         }
         if self.mount_count(&name) > 0 {
-            return Reply::err(format!("volume {name} is in use"));
+            return Ok(Reply::err(format!("volume {name} is in use")));
         }
         if let Err(e) = fs::remove_dir_all(self.volume_dir(&name)) {
-            return Reply::err(format!("remove {name}: {e}"));
+            return Ok(Reply::err(format!("remove {name}: {e}")));
         }
         let _ = fs::remove_file(self.meta_path(&name));
-        Reply::ok(json!({ "Err": "" }))
+        Ok(Reply::ok(json!({ "Err": "" })))
     }
 
-    fn get(&self, args: &Value) -> Reply {
-        let name = match self.name_of(args) {
-            Ok(n) => n,
-            Err(r) => return r,
-        };
+    fn get(&self, args: &Value) -> Result<Reply, Reply> {
+        let name = self.name_of(args)?;
         if !self.exists(&name) {
             if self.cfg.get_null {
-                return Reply::ok(json!({ "Volume": null, "Err": "" }));
+                return Ok(Reply::ok(json!({ "Volume": null, "Err": "" })));
             }
-            return Reply::err("no such volume");
+            return Ok(Reply::err("no such volume"));
         }
         let meta: Value = fs::read(self.meta_path(&name))
             .ok()
@@ -117,7 +123,7 @@ impl Driver {
         if let Some(opts) = field(&meta, "Opts").filter(|o| o.is_object()) {
             status.insert("Opts".into(), opts.clone());
         }
-        Reply::ok(json!({
+        Ok(Reply::ok(json!({
             "Volume": {
                 "Name": name,
                 "Mountpoint": self.volume_dir(&name).display().to_string(),
@@ -125,7 +131,7 @@ impl Driver {
                 "Status": status,
             },
             "Err": "",
-        }))
+        })))
     }
 
     fn list(&self) -> Reply {
@@ -171,25 +177,13 @@ impl Driver {
         Reply::json(200, Answer { volumes, err: "" })
     }
 
-    fn path(&self, args: &Value) -> Reply {
-        let name = match self.name_of(args) {
-            Ok(n) => n,
-            Err(r) => return r,
-        };
-        if !self.exists(&name) {
-            return Reply::err("no such volume");
-        }
-        Reply::ok(json!({ "Mountpoint": self.volume_dir(&name).display().to_string(), "Err": "" }))
+    fn path(&self, args: &Value) -> Result<Reply, Reply> {
+        let name = self.existing(args)?;
+        Ok(self.mountpoint_reply(&name))
     }
 
-    fn mount(&self, args: &Value) -> Reply {
-        let name = match self.name_of(args) {
-            Ok(n) => n,
-            Err(r) => return r,
-        };
-        if !self.exists(&name) {
-            return Reply::err("no such volume");
-        }
+    fn mount(&self, args: &Value) -> Result<Reply, Reply> {
+        let name = self.existing(args)?;
         let id = str_field(args, "ID");
         self.mounts
             .lock()
@@ -197,17 +191,11 @@ impl Driver {
             .entry(name.clone())
             .or_default()
             .insert(id);
-        Reply::ok(json!({ "Mountpoint": self.volume_dir(&name).display().to_string(), "Err": "" }))
+        Ok(self.mountpoint_reply(&name))
     }
 
-    fn unmount(&self, args: &Value) -> Reply {
-        let name = match self.name_of(args) {
-            Ok(n) => n,
-            Err(r) => return r,
-        };
-        if !self.exists(&name) {
-            return Reply::err("no such volume");
-        }
+    fn unmount(&self, args: &Value) -> Result<Reply, Reply> {
+        let name = self.existing(args)?;
         let id = str_field(args, "ID");
         let mut mounts = self.mounts.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(ids) = mounts.get_mut(&name) {
@@ -216,7 +204,7 @@ impl Driver {
                 mounts.remove(&name);
             }
         }
-        Reply::ok(json!({ "Err": "" }))
+        Ok(Reply::ok(json!({ "Err": "" })))
     }
 
     fn mount_count(&self, name: &str) -> usize {
