@@ -645,14 +645,6 @@ impl Drop for HostProcess {
     }
 }
 
-/// A fresh directory under /tmp with a short name (plugin socket paths must fit 107 bytes).
-pub fn short_tempdir(prefix: &str) -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix(prefix)
-        .tempdir_in("/tmp")
-        .unwrap()
-}
-
 /// Waits (up to 15 s) until `socket` accepts connections.
 pub fn wait_for_socket(socket: &Path) {
     assert!(
