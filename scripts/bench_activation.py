@@ -12,28 +12,27 @@ clock starts when the client connects and sends `GET /_ping`, which makes the ac
 the daemon with the socket; it stops when the answer has arrived. Then the daemon is stopped
 (SIGTERM) and waited for. State directories are kept across iterations (a service restart, not
 a first install; the first iteration of each daemon initialises its state and is reported apart).
+dockerd's containerd (a private one) runs throughout, as containerd.service does before
+docker.socket starts dockerd.
 
 Needs root, systemd-socket-activate (package systemd), dockerd (package docker.io), cargo.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from benchlib import (  # noqa: E402 - the shared benchmark helpers
-    REPO, BenchError, Berth, Dockerd, build_berth, cpu_model, fmt3, loadavg, log, mem_total,
-    source_state, summary, unmount_below, unwind_on_signals,
+    Bench, BenchError, Berth, Dockerd, add_common_options, add_options, apply_defaults,
+    argument_parser, fmt3, log, machine_facts, loadavg, run_benchmark, source_state, summary,
 )
 
 QUICK = {"iterations": 3}
@@ -104,73 +103,49 @@ def cold_start(d, grace: float) -> float:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--iterations", type=int)
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--json")
-    p.add_argument("--no-build", action="store_true")
-    p.add_argument("--keep-tmp", action="store_true")
-    args = p.parse_args()
-    if args.iterations is None:
-        args.iterations = (QUICK if args.quick else DEFAULTS)["iterations"]
-    unwind_on_signals()
-    binary = os.path.join(REPO, "target/release/berth")
-    stop = build_berth("bench-activation", args.no_build, binary)
-    if stop is not None:
-        return stop
-    tmp = tempfile.mkdtemp(prefix="ba", dir="/tmp")
-    berth = ActivatedBerth(tmp, binary)
-    dockerd = ActivatedDockerd(tmp, subprocess.run(["sh", "-c", "command -v dockerd"],
-                                                   capture_output=True, text=True).stdout.strip())
-    daemons = [berth] + ([dockerd] if dockerd.binary else [])
-    report: dict = {"machine": {"cpu": cpu_model(), "mem": mem_total(),
-                                "loadavg_start": loadavg()}, "source": source_state()}
+    ap = argument_parser(__doc__, quick="fewer cold starts")
+    add_options(ap, (("--iterations", int, None, "cold starts per daemon after the first"),),
+                QUICK, DEFAULTS)
+    add_common_options(ap)
+    args = ap.parse_args()
+    apply_defaults(args, QUICK, DEFAULTS)
+    if args.iterations < 1:
+        ap.error("--iterations must be >= 1")
+    return run_benchmark("bench-activation", args, bench,
+                         tools=(("systemd-socket-activate", "systemd"),),
+                         daemons=(ActivatedBerth, ActivatedDockerd))
+
+
+def bench(run: Bench) -> dict:
+    daemons = run.daemons
+    run.dockerd.containerd.start()
+    report: dict = {"machine": machine_facts(), "source": source_state()}
     samples: dict[str, list[float]] = {d.name: [] for d in daemons}
     first: dict[str, float] = {}
-    try:
-        for i in range(args.iterations + 1):
-            for d in (daemons if i % 2 == 0 else daemons[::-1]):
-                took = cold_start(d, 60.0)
-                if i == 0:
-                    first[d.name] = took
-                else:
-                    samples[d.name].append(took)
-                log(f"{d.name} iteration {i}: {took * 1e3:.0f} ms")
-        report["first_start_s"] = first
-        report["cold_start_s"] = {k: summary(v) for k, v in samples.items()}
-        report["machine"]["loadavg_end"] = loadavg()
-        print(f"\ncold start under socket activation, connect to /_ping answered, ms "
-              f"(min/median/max of {args.iterations}; release build; load average "
-              f"{report['machine']['loadavg_start']} -> {report['machine']['loadavg_end']})")
-        for d in daemons:
-            s = report["cold_start_s"][d.name]
-            print(f"  {d.name:8} {fmt3(s, 1e3, 0):>20}   (first start, empty state: "
-                  f"{first[d.name] * 1e3:.0f})")
-        if "dockerd" in report["cold_start_s"]:
-            ratio = (report["cold_start_s"]["berth"]["median"]
-                     / report["cold_start_s"]["dockerd"]["median"])
-            report["ratio_berth_to_dockerd"] = ratio
-            print(f"  berth / dockerd (medians): {ratio:.3f}")
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump(report, f, indent=2)
-        return 0
-    finally:
-        for d in daemons:
-            if d.proc is not None and d.proc.poll() is None:
-                d.proc.send_signal(signal.SIGTERM)
-                try:
-                    d.proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    d.proc.kill()
-            d.reap_leftovers()
-        if not unmount_below(tmp) and not args.keep_tmp:
-            subprocess.run(["rm", "-rf", "--one-file-system", tmp])
+    for i in range(run.args.iterations + 1):
+        for d in (daemons if i % 2 == 0 else daemons[::-1]):
+            took = cold_start(d, 60.0)
+            if i == 0:
+                first[d.name] = took
+            else:
+                samples[d.name].append(took)
+            log(f"{d.name} iteration {i}: {took * 1e3:.0f} ms")
+    report["first_start_s"] = first
+    report["cold_start_s"] = {k: summary(v) for k, v in samples.items()}
+    report["machine"]["loadavg_at_end"] = loadavg()
+    print(f"\ncold start under socket activation, connect to /_ping answered, ms "
+          f"(min/median/max of {run.args.iterations}; release build; load average "
+          f"{report['machine']['loadavg_at_start']} -> {report['machine']['loadavg_at_end']})")
+    for d in daemons:
+        s = report["cold_start_s"][d.name]
+        print(f"  {d.name:8} {fmt3(s, 1e3, 0):>20}   (first start, empty state: "
+              f"{first[d.name] * 1e3:.0f})")
+    medians = {k: v["median"] for k, v in report["cold_start_s"].items()}
+    ratio = medians["berth"] / medians["dockerd"]
+    report["ratio_berth_to_dockerd"] = ratio
+    print(f"  berth / dockerd (medians): {ratio:.3f}")
+    return report
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as e:
-        print(f"bench-activation: {e}", file=sys.stderr)
-        sys.exit(1)
+    sys.exit(main())
