@@ -32,7 +32,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from benchlib import (  # noqa: E402 - the shared benchmark helpers
     Bench, BenchError, Berth, Dockerd, add_common_options, add_options, apply_defaults,
-    argument_parser, fmt3, log, machine_facts, loadavg, run_benchmark, source_state, summary,
+    argument_parser, fmt3, log, machine_facts, loadavg, run_benchmark, source_state, spawn,
+    summary,
 )
 
 QUICK = {"iterations": 3}
@@ -52,6 +53,12 @@ class ActivatedBerth(Berth):
 
 
 class ActivatedDockerd(Dockerd):
+    def __init__(self, tmp: str, binary: str):
+        super().__init__(tmp, binary)
+        # its containerd outlives every cold start (the frame's cleanup stops it at the end):
+        # what is left after a start is reaped by the paths of dockerd's own directories only
+        self.own_paths.remove(self.containerd.dir)
+
     def argv(self) -> list[str]:
         inner = super().argv()
         i = inner.index("-H")
@@ -79,14 +86,21 @@ def first_ping(sock: str, timeout: float = 120.0) -> float:
     return t1 - t0
 
 
+def activator_listens(log_path: str, offset: int) -> bool:
+    with open(log_path, "rb") as f:
+        f.seek(offset)
+        return b"Listening on " in f.read()
+
+
 def cold_start(d, grace: float) -> float:
     if os.path.exists(d.sock):
         os.unlink(d.sock)
-    with open(d.log_path, "ab") as logf:
-        d.proc = subprocess.Popen(d.argv(), stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
-                                  start_new_session=True, cwd=d.tmp)
+    logged = os.path.getsize(d.log_path) if os.path.exists(d.log_path) else 0
+    d.proc = spawn(d.argv(), d.log_path, cwd=d.tmp)
+    # The socket file exists from bind(), before listen(): a connection then is refused. The
+    # activator says when it listens (a probe connection would start the daemon).
     deadline = time.monotonic() + 10
-    while not os.path.exists(d.sock):
+    while not activator_listens(d.log_path, logged):
         if time.monotonic() > deadline or d.proc.poll() is not None:
             raise BenchError(f"{d.name}: the activator did not listen\n{d.log_tail()}")
         time.sleep(0.005)

@@ -46,8 +46,8 @@ DEFAULTS = {"iterations": 200, "load_seconds": 3.0, "rounds": 4}
 class MetricsBerth(Berth):
     def __init__(self, tmp: str, binary: str, name: str, extra: list[str]):
         self.name = name
+        os.makedirs(os.path.join(tmp, name), exist_ok=True)
         super().__init__(os.path.join(tmp, name), binary)
-        os.makedirs(self.tmp, exist_ok=True)
         self.extra = extra
 
     def argv(self) -> list[str]:
