@@ -737,7 +737,10 @@ pub fn mount_count(path: &Path) -> usize {
 /// Asserts that `text` starts with `prefix`, showing `text` otherwise.
 #[track_caller]
 pub fn assert_starts_with(text: &str, prefix: &str) {
-    assert!(text.starts_with(prefix), "{prefix:?} does not start {text:?}");
+    assert!(
+        text.starts_with(prefix),
+        "{prefix:?} does not start {text:?}"
+    );
 }
 
 /// True for an RFC 3339 UTC time with seconds, as Go marshals `time.Time` in these answers
