@@ -26,6 +26,7 @@ use crate::api::{self, version::DEFAULT_API_VERSION, ApiState};
 use crate::authz::Chain;
 use crate::config::{DaemonConfig, DaemonFlags, MetricsAddr};
 use crate::distribution::registry::{RegistryClient, RegistryOptions};
+use crate::events::EventBus;
 use crate::plugin::getter::PluginGetter;
 use crate::plugin::manager::{Manager, RuntimeOptions};
 use crate::rpc::discovery::LegacyPlugins;
@@ -74,12 +75,15 @@ pub fn run(
         ..RegistryOptions::default()
     })
     .context("configuring the registry client")?;
+    // In memory only: events do not survive a restart (as with dockerd).
+    let events = EventBus::new();
     let manager = Manager::open(
         &config.data_root,
         &config.exec_root,
         executor,
         options,
         registry,
+        events.clone(),
     )
     .context("opening the plugin store")?;
     let manager = Arc::new(manager);
@@ -98,7 +102,7 @@ pub fn run(
         config.plugin_call_timeout,
     ));
     let volumes = Arc::new(
-        VolumeService::open(&config.data_root, getter.clone())
+        VolumeService::open(&config.data_root, getter.clone(), events.clone())
             .context("opening the volume store")?,
     );
     let ApiListeners { listeners, created } = api_listeners;
@@ -140,6 +144,7 @@ pub fn run(
         let state = ApiState {
             volumes,
             plugins: manager.clone(),
+            events,
             authz,
             daemon: api::system_identity(DEFAULT_API_VERSION, &config.data_root, &config.exec_root),
         };

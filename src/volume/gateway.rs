@@ -91,9 +91,9 @@ impl VolumeGateway {
                 serde_json::json!({ "Capabilities": { "Scope": "local" } })
             }
             "VolumeDriver.Create" => {
-                let opts = request.opts.unwrap_or_default();
+                // Options as the other engine sent them (left out stays left out).
                 self.volumes
-                    .create(name, &self.driver, opts, BTreeMap::new(), false)
+                    .create(name, &self.driver, request.opts, None, false)
                     .await?;
                 serde_json::json!({})
             }
