@@ -2,10 +2,13 @@
 # The one command that installs what the tests need and runs every test berth has. CI runs
 # exactly this (see .ci/run). Needs root and a Rust toolchain (rustup, 1.89 or newer).
 #   0. set-up: Debian packages (dockerd 20.10 to prove expectations against, docker-registry,
-#      rclone, fuse3, openssl, podman, curl, systemd), pytest and docker-py from PyPI, clippy and
-#      rustfmt, cargo-deb from crates.io; whatever is there already is left alone
+#      rclone, fuse3, openssl, podman, curl, systemd, iproute2, runc, crun, bsdutils' script),
+#      pytest and docker-py from PyPI, clippy and rustfmt, cargo-deb from crates.io; whatever is
+#      there already is left alone
 #   1. formatting and lints
-#   2. Rust unit and integration tests (integration tests start the real daemon on temp sockets)
+#   2. Rust unit and integration tests (integration tests start the real daemon on temp sockets),
+#      a short crash-consistency campaign (20 kill -9 trials), a short API fuzzing run, and
+#      the plugin runtime tests once more under runc and under crun
 #   3. compat scenarios: the stock docker CLI against berth, then the same scenarios against a
 #      private dockerd 20.10, which proves every expectation
 #   4. the Debian package: built, installed, run under systemd, purged (scripts/test-package.sh)
@@ -26,6 +29,11 @@ command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v podman >/dev/null 2>&1 || need_apt+=(podman)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v systemd-socket-activate >/dev/null 2>&1 || need_apt+=(systemd)
+# network namespaces in the network tests and scenarios (`ip netns`)
+command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+command -v runc >/dev/null 2>&1 || need_apt+=(runc)
+command -v crun >/dev/null 2>&1 || need_apt+=(crun)
+command -v script >/dev/null 2>&1 || need_apt+=(bsdutils)
 if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq "${need_apt[@]}" >/dev/null
@@ -47,10 +55,24 @@ cargo clippy --all-targets -- -D warnings
 # --- 2. Rust tests ----------------------------------------------------------------------------
 cargo build
 cargo test
+# The short crash-consistency campaign and API fuzzing run (long runs: scripts/crash-campaign.sh,
+# scripts/fuzz.sh).
+python3 scripts/crash-campaign.py --trials 20
+BERTH_BIN="$PWD/target/debug/berth" python3 -m pytest -q -p no:cacheprovider fuzz
+
+# The runtime bar again under each OCI runtime (plugins run by runc, then crun): the
+# executor alone (isolation, hostile rootfs, clean-up), enable,
+# readiness, supervision, logs, restore, kill -9 clean-up, ps and exec.
+for runtime in runc crun; do
+  BERTH_TEST_PLUGIN_RUNTIME=$runtime cargo test --test runtime_executor --test plugin_runtime --test plugin_debug
+done
 
 # --- 3. compat scenarios ----------------------------------------------------------------------
 export BERTH_BIN="$PWD/target/debug/berth"
 python3 -m pytest -q compat-tests --target berth
+# the scenarios that run plugin processes, once more with plugins under runc
+BERTH_COMPAT_PLUGIN_RUNTIME=runc python3 -m pytest -q compat-tests --target berth \
+  -k "plugin-enable or plugin-rclone or volume-plugin or plugin-debug"
 if command -v dockerd >/dev/null 2>&1 && [ "${BERTH_SKIP_DOCKERD:-0}" != 1 ]; then
   python3 -m pytest -q compat-tests --target dockerd
 else

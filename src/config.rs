@@ -14,6 +14,9 @@ use anyhow::{bail, Context};
 use clap::Args;
 use serde::de::DeserializeOwned;
 
+use crate::cidr::AddressPool;
+use crate::runtime::{PluginRuntime, UnknownRuntime};
+
 pub const DEFAULT_HOST: &str = "unix:///run/berth/berth.sock";
 pub const DEFAULT_DATA_ROOT: &str = "/var/lib/berth";
 pub const DEFAULT_EXEC_ROOT: &str = "/run/berth";
@@ -26,6 +29,11 @@ pub const DEFAULT_LEGACY_PLUGIN_DIRS: &[&str] = &[
 ];
 const DEFAULT_PLUGIN_START_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_PLUGIN_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Long enough for a client on a slow link, short enough that stalled uploads do not pile up.
+const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Far above what a daemon sees in use; each costs a connection, a spool file and an async task.
+pub const DEFAULT_MAX_CONCURRENT_UPLOADS: usize = 1024;
+pub const DEFAULT_MAX_UNPACKED_SIZE: u64 = crate::distribution::extract::UnpackLimit::DEFAULT_FLOOR;
 
 /// Flags of `berth daemon`. Each may instead be set in the config file under the key named in
 /// its help (`hosts` for `--host`). Defaults are written into the help texts; a unit test keeps
@@ -56,6 +64,19 @@ pub struct DaemonFlags {
     /// 10] [file: plugin-call-timeout]
     #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
     pub plugin_call_timeout: Option<Duration>,
+    /// Seconds a request body may send nothing before the request is dropped (408) [default:
+    /// 30] [file: body-idle-timeout]
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    pub body_idle_timeout: Option<Duration>,
+    /// Uploads (plugin create contexts) received at once; more are refused with 503 [default:
+    /// 1024] [file: max-concurrent-uploads]
+    #[arg(long, value_name = "N", value_parser = parse_upload_bound)]
+    pub max_concurrent_uploads: Option<usize>,
+    /// Bytes a plugin create context or a pulled layer may unpack to at least; an archive may
+    /// unpack to 10 times what was read of it beyond that; 0: no limit [default: 1073741824]
+    /// [file: max-unpacked-size]
+    #[arg(long, value_name = "BYTES")]
+    pub max_unpacked_size: Option<u64>,
     /// Directory searched for legacy plugins (.sock, .spec, .json); repeatable [default:
     /// /run/docker/plugins, /etc/docker/plugins, /usr/lib/docker/plugins] [file:
     /// legacy-plugin-dirs]
@@ -69,6 +90,19 @@ pub struct DaemonFlags {
     /// registry-mirrors]
     #[arg(long = "registry-mirror", value_name = "URL")]
     pub registry_mirrors: Vec<String>,
+    /// Default address pool of the built-in IPAM, cut into subnets for networks created
+    /// without one; repeatable [default: dockerd's, 172.17.0.0/16 to 172.31.0.0/16, then
+    /// 192.168.0.0/16 as /20s] [file: default-address-pools, as {"base": CIDR, "size": N}]
+    #[arg(
+        long = "default-address-pool",
+        value_name = "base=CIDR,size=N",
+        value_parser = crate::cidr::parse_address_pool
+    )]
+    pub default_address_pools: Vec<AddressPool>,
+    /// What runs plugins: builtin (berth's own namespaces executor), runc or crun (found on
+    /// PATH) [default: builtin] [file: plugin-runtime]
+    #[arg(long, value_name = "NAME", value_parser = parse_plugin_runtime)]
+    pub plugin_runtime: Option<PluginRuntime>,
     /// Serve Prometheus metrics at unix:///PATH or HOST:PORT (PORT alone: 127.0.0.1); also
     /// turns on <exec-root>/metrics.sock for MetricsCollector plugins [default: off] [file:
     /// metrics-addr]
@@ -134,9 +168,16 @@ pub struct DaemonConfig {
     pub log_level: log::LevelFilter,
     pub plugin_start_timeout: Duration,
     pub plugin_call_timeout: Duration,
+    pub body_idle_timeout: Duration,
+    pub max_concurrent_uploads: usize,
+    /// The floor of the unpack limit in bytes (0: none).
+    pub max_unpacked_size: u64,
     pub legacy_plugin_dirs: Vec<PathBuf>,
     pub insecure_registries: Vec<String>,
     pub registry_mirrors: Vec<String>,
+    /// Empty: the built-in IPAM's defaults (dockerd's).
+    pub default_address_pools: Vec<AddressPool>,
+    pub plugin_runtime: PluginRuntime,
     /// None: metrics are off (nothing is counted, no metrics socket exists).
     pub metrics_addr: Option<MetricsAddr>,
     /// The authorization chain, in order (duplicates are dropped by the chain).
@@ -161,9 +202,14 @@ struct FileConfig {
     log_level: Option<serde_json::Value>,
     plugin_start_timeout: Option<serde_json::Value>,
     plugin_call_timeout: Option<serde_json::Value>,
+    body_idle_timeout: Option<serde_json::Value>,
+    max_concurrent_uploads: Option<serde_json::Value>,
+    max_unpacked_size: Option<serde_json::Value>,
     legacy_plugin_dirs: Option<serde_json::Value>,
     insecure_registries: Option<serde_json::Value>,
     registry_mirrors: Option<serde_json::Value>,
+    default_address_pools: Option<serde_json::Value>,
+    plugin_runtime: Option<serde_json::Value>,
     metrics_addr: Option<serde_json::Value>,
     authorization_plugins: Option<serde_json::Value>,
     authz_peer_credentials: Option<serde_json::Value>,
@@ -285,7 +331,19 @@ macro_rules! shown_by_display {
         }
     )*};
 }
-shown_by_display!(String, bool, Host, MetricsAddr);
+shown_by_display!(String, bool, usize, u64, Host, MetricsAddr);
+
+impl Shown for AddressPool {
+    fn shown(&self) -> String {
+        format!("base={},size={}", self.base, self.size)
+    }
+}
+
+impl Shown for PluginRuntime {
+    fn shown(&self) -> String {
+        self.name().to_string()
+    }
+}
 
 impl<T: Shown> Shown for Vec<T> {
     fn shown(&self) -> String {
@@ -328,6 +386,24 @@ fn resolve(flags: &DaemonFlags, file: FileConfig) -> anyhow::Result<DaemonConfig
         file.plugin_call_timeout,
         seconds,
     )?;
+    let body_idle_timeout = merge.pick(
+        "body-idle-timeout",
+        flags.body_idle_timeout,
+        file.body_idle_timeout,
+        seconds,
+    )?;
+    let max_concurrent_uploads = merge.pick(
+        "max-concurrent-uploads",
+        flags.max_concurrent_uploads,
+        file.max_concurrent_uploads,
+        |n: usize| parse_upload_bound(&n.to_string()).map_err(anyhow::Error::msg),
+    )?;
+    let max_unpacked_size = merge.pick(
+        "max-unpacked-size",
+        flags.max_unpacked_size,
+        file.max_unpacked_size,
+        |bytes: u64| Ok(bytes),
+    )?;
     let legacy_plugin_dirs = merge.pick_list(
         "legacy-plugin-dirs",
         &flags.legacy_plugin_dirs,
@@ -345,6 +421,20 @@ fn resolve(flags: &DaemonFlags, file: FileConfig) -> anyhow::Result<DaemonConfig
         &flags.registry_mirrors,
         file.registry_mirrors,
         text,
+    )?;
+    let default_address_pools = merge.pick_list(
+        "default-address-pools",
+        &flags.default_address_pools,
+        file.default_address_pools,
+        |pool: serde_json::Value| {
+            crate::cidr::address_pool_from_json(&pool).map_err(anyhow::Error::msg)
+        },
+    )?;
+    let plugin_runtime = merge.pick(
+        "plugin-runtime",
+        flags.plugin_runtime,
+        file.plugin_runtime,
+        |name: String| parse_plugin_runtime(&name).map_err(anyhow::Error::from),
     )?;
     let metrics_addr = merge.pick(
         "metrics-addr",
@@ -378,6 +468,9 @@ fn resolve(flags: &DaemonFlags, file: FileConfig) -> anyhow::Result<DaemonConfig
         log_level: log_level.unwrap_or(log::LevelFilter::Info),
         plugin_start_timeout: start_timeout.unwrap_or(DEFAULT_PLUGIN_START_TIMEOUT),
         plugin_call_timeout: call_timeout.unwrap_or(DEFAULT_PLUGIN_CALL_TIMEOUT),
+        body_idle_timeout: body_idle_timeout.unwrap_or(DEFAULT_BODY_IDLE_TIMEOUT),
+        max_concurrent_uploads: max_concurrent_uploads.unwrap_or(DEFAULT_MAX_CONCURRENT_UPLOADS),
+        max_unpacked_size: max_unpacked_size.unwrap_or(DEFAULT_MAX_UNPACKED_SIZE),
         legacy_plugin_dirs: legacy_plugin_dirs.unwrap_or_else(|| {
             DEFAULT_LEGACY_PLUGIN_DIRS
                 .iter()
@@ -386,6 +479,8 @@ fn resolve(flags: &DaemonFlags, file: FileConfig) -> anyhow::Result<DaemonConfig
         }),
         insecure_registries: insecure_registries.unwrap_or_default(),
         registry_mirrors: registry_mirrors.unwrap_or_default(),
+        default_address_pools: default_address_pools.unwrap_or_default(),
+        plugin_runtime: plugin_runtime.unwrap_or_default(),
         metrics_addr,
         authorization_plugins: authorization_plugins.unwrap_or_default(),
         authz_peer_credentials: authz_peer_credentials.unwrap_or(false),
@@ -464,6 +559,18 @@ pub fn parse_seconds(text: &str) -> Result<Duration, String> {
     }
 }
 
+/// At least one upload at a time.
+pub fn parse_upload_bound(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("{text:?} is not a whole number of at least 1")),
+    }
+}
+
+pub fn parse_plugin_runtime(name: &str) -> Result<PluginRuntime, UnknownRuntime> {
+    name.parse()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -490,6 +597,109 @@ mod tests {
         assert_eq!(cfg.plugin_call_timeout, Duration::from_secs(10));
         assert_eq!(cfg.metrics_addr, None);
         assert_eq!(cfg.legacy_plugin_dirs.len(), 3);
+    }
+
+    #[test]
+    fn body_limits_come_from_flag_or_file_but_not_both() {
+        let cfg = defaults().unwrap();
+        assert_eq!(cfg.body_idle_timeout, Duration::from_secs(30));
+        assert_eq!(cfg.max_concurrent_uploads, 1024);
+        assert_eq!(cfg.max_unpacked_size, 1 << 30);
+        let cfg = resolve(
+            &DaemonFlags::default(),
+            file(r#"{"body-idle-timeout": 1.5, "max-concurrent-uploads": 8, "max-unpacked-size": 0}"#),
+        )
+        .unwrap();
+        assert_eq!(cfg.body_idle_timeout, Duration::from_millis(1500));
+        assert_eq!(cfg.max_concurrent_uploads, 8);
+        assert_eq!(cfg.max_unpacked_size, 0);
+        let flags = DaemonFlags {
+            max_concurrent_uploads: Some(2),
+            ..Default::default()
+        };
+        let err = resolve(&flags, file(r#"{"max-concurrent-uploads": 8}"#))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("max-concurrent-uploads: (from flag: 2, from file: 8)"),
+            "{err}"
+        );
+        for bad in [
+            r#"{"max-concurrent-uploads": 0}"#,
+            r#"{"max-concurrent-uploads": -1}"#,
+            r#"{"body-idle-timeout": 0}"#,
+            r#"{"body-idle-timeout": "30s"}"#,
+            r#"{"max-unpacked-size": -1}"#,
+        ] {
+            assert!(
+                resolve(&DaemonFlags::default(), file(bad)).is_err(),
+                "{bad}"
+            );
+        }
+        assert!(parse_upload_bound("0").is_err());
+        assert_eq!(parse_upload_bound("3"), Ok(3));
+    }
+
+    #[test]
+    fn default_address_pools_come_from_flag_or_file() {
+        let flags = DaemonFlags {
+            default_address_pools: vec![crate::cidr::parse_address_pool(
+                "base=10.10.0.0/16,size=24",
+            )
+            .unwrap()],
+            ..Default::default()
+        };
+        let cfg = resolve(&flags, FileConfig::default()).unwrap();
+        assert_eq!(cfg.default_address_pools[0].size, 24);
+        let json = r#"{"default-address-pools":[{"base":"172.80.0.0/16","size":24}]}"#;
+        let cfg = resolve(&DaemonFlags::default(), file(json)).unwrap();
+        assert_eq!(
+            cfg.default_address_pools[0].base.to_string(),
+            "172.80.0.0/16"
+        );
+        let err = resolve(&flags, file(json)).unwrap_err().to_string();
+        assert!(err.contains("default-address-pools: (from flag: [base=10.10.0.0/16,size=24], from file: [base=172.80.0.0/16,size=24])"), "{err}");
+        assert!(crate::cidr::parse_address_pool("base=10.10.0.0/16").is_err());
+        assert!(resolve(
+            &DaemonFlags::default(),
+            file(r#"{"default-address-pools":[{"base":"172.80.0.0/16"}]}"#)
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn plugin_runtime_comes_from_flag_or_file_and_must_be_known() {
+        use crate::runtime::oci::OciRuntime;
+        assert_eq!(defaults().unwrap().plugin_runtime, PluginRuntime::Builtin);
+        let cfg = resolve(
+            &DaemonFlags::default(),
+            file(r#"{"plugin-runtime":"crun"}"#),
+        )
+        .unwrap();
+        assert_eq!(cfg.plugin_runtime, PluginRuntime::Oci(OciRuntime::Crun));
+        assert_eq!(
+            parse_plugin_runtime("runsc").unwrap_err().to_string(),
+            "unknown plugin runtime \"runsc\": expected builtin, runc or crun"
+        );
+        let err = resolve(
+            &DaemonFlags::default(),
+            file(r#"{"plugin-runtime":"runsc"}"#),
+        )
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").starts_with("plugin-runtime: unknown plugin runtime"),
+            "{err:#}"
+        );
+        let flags = DaemonFlags {
+            plugin_runtime: Some(PluginRuntime::Oci(OciRuntime::Runc)),
+            ..Default::default()
+        };
+        let err = resolve(&flags, file(r#"{"plugin-runtime":"crun"}"#)).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("plugin-runtime: (from flag: runc, from file: crun)"),
+            "{err}"
+        );
     }
 
     #[test]

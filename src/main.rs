@@ -1,4 +1,5 @@
-//! The `berth` command: `berth daemon` runs the daemon (see `berth::daemon`), `berth version`
+//! The `berth` command: `berth daemon` runs the daemon (see `berth::daemon`), `berth plugin
+//! ps|exec` debug running plugins (a client of the daemon, see `berth::cli`), `berth version`
 //! prints what was built.
 
 use std::io::Write;
@@ -27,8 +28,52 @@ enum Command {
     // `berth daemon --version` says `berth`, not clap's `berth-daemon`.
     #[command(display_name = "berth")]
     Daemon(Box<DaemonFlags>),
+    /// Debug running plugins
+    Plugin(PluginArgs),
     /// Show the version, commit, compiler and API versions of this build
     Version,
+}
+
+#[derive(clap::Args)]
+struct PluginArgs {
+    /// The daemon's socket [default: DOCKER_HOST when it is unix://, else unix:///run/berth/berth.sock]
+    #[arg(short = 'H', long = "host", value_name = "unix://PATH", global = true)]
+    host: Option<String>,
+    #[command(subcommand)]
+    command: PluginCommand,
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// List running plugins: ID, name, PID, status, since, runtime
+    Ps {
+        /// Full plugin IDs
+        #[arg(long)]
+        no_trunc: bool,
+        /// Only IDs
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Run a command inside a running plugin (its namespaces, root, cgroups and capabilities)
+    Exec {
+        /// Allocate a pseudo-TTY
+        #[arg(short = 't', long)]
+        tty: bool,
+        /// Accepted for docker habits: stdin is always attached
+        #[arg(short = 'i', long)]
+        interactive: bool,
+        /// Set an environment variable (K=V, or K for this shell's value of K); repeatable
+        #[arg(short = 'e', long = "env", value_name = "K=V")]
+        env: Vec<String>,
+        /// Working directory inside the plugin [default: the plugin's]
+        #[arg(short = 'w', long = "workdir", value_name = "DIR")]
+        workdir: Option<String>,
+        /// Plugin name, ID or ID prefix
+        name: String,
+        /// The command and its arguments
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
 }
 
 fn main() {
@@ -38,9 +83,19 @@ fn main() {
     if args.get(1).is_some_and(|a| a == "plugin-init") {
         berth::runtime::plugin_init(&args[2..]);
     }
+    if args.get(1).is_some_and(|a| a == "runtime-shim") {
+        berth::runtime::runtime_shim(&args[2..]);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Daemon(flags) => run_daemon(*flags),
+        Command::Plugin(plugin) => match run_plugin_command(plugin) {
+            Ok(code) => std::process::exit(code),
+            Err(e) => {
+                eprintln!("{e:#}");
+                std::process::exit(1);
+            }
+        },
         Command::Version => {
             print!("{}", berth::api::build_description());
             Ok(())
@@ -68,6 +123,32 @@ fn run_daemon(flags: DaemonFlags) -> anyhow::Result<()> {
         );
     }
     berth::daemon::run(flags, config, passed)
+}
+
+/// `berth plugin ...`: a client of the daemon; returns the exit status.
+fn run_plugin_command(args: PluginArgs) -> anyhow::Result<i32> {
+    let socket = berth::cli::daemon_socket(args.host.as_deref())?;
+    match args.command {
+        PluginCommand::Ps { no_trunc, quiet } => {
+            berth::cli::ps(&socket, no_trunc, quiet).map(|()| 0)
+        }
+        PluginCommand::Exec {
+            tty,
+            interactive: _,
+            env,
+            workdir,
+            name,
+            command,
+        } => {
+            let options = berth::runtime::exec::ExecOptions {
+                command,
+                env: berth::cli::exec_env(env, |k| std::env::var(k).ok()),
+                workdir,
+                tty,
+            };
+            berth::cli::exec(&socket, &name, &options)
+        }
+    }
 }
 
 fn init_logging(level: log::LevelFilter) {
@@ -127,6 +208,10 @@ mod tests {
             format!("[default: {}]", berth::config::DEFAULT_LOG_LEVEL),
             format!("[default: {}]", config.plugin_start_timeout.as_secs()),
             format!("[default: {}]", config.plugin_call_timeout.as_secs()),
+            format!("[default: {}]", config.body_idle_timeout.as_secs()),
+            format!("[default: {}]", config.max_concurrent_uploads),
+            format!("[default: {}]", config.max_unpacked_size),
+            format!("[default: {}]", config.plugin_runtime.name()),
             "[default: off]".to_string(),
         ];
         defaults.extend(
@@ -158,6 +243,14 @@ mod tests {
             (
                 &["berth", "daemon", "--plugin-call-timeout", "0"][..],
                 "--plugin-call-timeout",
+            ),
+            (
+                &["berth", "daemon", "--plugin-runtime", "runsc"][..],
+                "--plugin-runtime",
+            ),
+            (
+                &["berth", "daemon", "--max-concurrent-uploads", "0"][..],
+                "--max-concurrent-uploads",
             ),
         ] {
             let err = Cli::try_parse_from(args)

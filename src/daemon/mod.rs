@@ -1,9 +1,11 @@
 //! `berth daemon`: the one place the daemon is wired together and run.
 //!
-//! Order of start-up: sockets first (the API's, created or passed by systemd, and the metrics
-//! sockets), so clients queue instead of failing and a second daemon on the same socket stops
-//! before touching any plugin; then the plugin store and the plugins that were enabled; then
-//! the services; then the API is served and, once its workers and accept loop run (every
+//! Order of start-up: the data and exec roots are locked first (a second daemon on them stops
+//! before touching anything); then the sockets (the API's, created or passed by systemd, and
+//! the metrics sockets), so clients queue instead of failing and a second daemon on the same
+//! socket stops before touching any plugin; then the plugin store and the plugins that were
+//! enabled; then the services, and what a crash interrupted in the network store is finished
+//! or undone; then the API is served and, once its workers and accept loop run (every
 //! connection from then on is answered), systemd is told READY.
 //! SIGHUP reloads the configuration ([`reload`]); SIGTERM or SIGINT stops the API, tells
 //! MetricsCollector plugins to stop, closes the side sockets and stops every plugin (their
@@ -24,11 +26,14 @@ use anyhow::Context;
 
 use crate::api::{self, version::DEFAULT_API_VERSION, ApiState};
 use crate::authz::Chain;
-use crate::config::{DaemonConfig, DaemonFlags, MetricsAddr};
+use crate::config::{DaemonConfig, DaemonFlags, Host, MetricsAddr};
+use crate::distribution::extract::UnpackLimit;
 use crate::distribution::registry::{RegistryClient, RegistryOptions};
 use crate::events::EventBus;
+use crate::network::service::{NetworkOptions, NetworkService};
 use crate::plugin::getter::PluginGetter;
 use crate::plugin::manager::{Manager, RuntimeOptions};
+use crate::rootlock::RootLock;
 use crate::rpc::discovery::LegacyPlugins;
 use crate::systemd::{notify, DaemonState, PassedSockets};
 use crate::volume::service::VolumeService;
@@ -51,6 +56,9 @@ pub fn run(
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))?;
     }
+    // Before anything below the roots is touched: start-up clean-up would harm a daemon
+    // already using them.
+    let _locks = lock_roots(&config)?;
     let api_listeners = ApiListeners::open(&config.hosts, &mut passed)?;
     let metrics_listeners = match &config.metrics_addr {
         Some(addr) => {
@@ -60,7 +68,11 @@ pub fn run(
         None => Vec::new(),
     };
 
-    let executor = crate::runtime::default_executor(&config.exec_root);
+    let executor = crate::runtime::executor_for(config.plugin_runtime, &config.exec_root);
+    log::info!(
+        "plugins run with the {} runtime",
+        config.plugin_runtime.name()
+    );
     let options = RuntimeOptions {
         start_timeout: config.plugin_start_timeout,
         metrics_socket: config
@@ -85,7 +97,8 @@ pub fn run(
         registry,
         events.clone(),
     )
-    .context("opening the plugin store")?;
+    .context("opening the plugin store")?
+    .with_unpack_limit(UnpackLimit::new(config.max_unpacked_size));
     let manager = Arc::new(manager);
     manager.publish_metrics();
     // Plugins that were enabled run again before the API answers.
@@ -104,6 +117,23 @@ pub fn run(
     let volumes = Arc::new(
         VolumeService::open(&config.data_root, getter.clone(), events.clone())
             .context("opening the volume store")?,
+    );
+    let mut network_options = NetworkOptions::default();
+    if !config.default_address_pools.is_empty() {
+        network_options.default_address_pools = config.default_address_pools.clone();
+    }
+    let networks = Arc::new(
+        NetworkService::open(&config.data_root, getter.clone(), network_options)
+            .context("opening the network store")?,
+    );
+    // Reference counts follow from the records; set_references replaces what was counted, so
+    // every kind of user's references go in together.
+    getter.set_references(
+        volumes
+            .plugin_references()
+            .iter()
+            .chain(networks.plugin_references().iter())
+            .map(String::as_str),
     );
     let ApiListeners { listeners, created } = api_listeners;
     for host in &config.hosts {
@@ -143,15 +173,22 @@ pub fn run(
         );
         let state = ApiState {
             volumes,
+            networks: networks.clone(),
             plugins: manager.clone(),
             events,
             authz,
             daemon: api::system_identity(DEFAULT_API_VERSION, &config.data_root, &config.exec_root),
+            uploads: api::body::Uploads::new(api::body::BodyLimits {
+                idle_timeout: config.body_idle_timeout,
+                max_concurrent_uploads: config.max_concurrent_uploads,
+            }),
         };
         let _metrics_servers = serve_metrics(metrics_listeners)?;
         let (stop_following, following) = tokio::sync::oneshot::channel();
         let followed = actix_rt::spawn(follower.run(following));
         actix_rt::spawn(reloads.run());
+        // What a crash interrupted is finished or undone before the API answers.
+        networks.recover().await;
         let served = api::serve(state, listeners, || {
             log::info!("Daemon has completed initialization");
             notify(DaemonState::Ready, "Serving the API");
@@ -168,6 +205,28 @@ pub fn run(
     manager.shutdown();
     log::info!("daemon stopped");
     served?.context("serving the API")
+}
+
+/// Locks the data root and the exec root (once when they are the same directory), naming the
+/// sockets berth creates as the holder's.
+fn lock_roots(config: &DaemonConfig) -> anyhow::Result<Vec<RootLock>> {
+    let sockets: Vec<PathBuf> = config
+        .hosts
+        .iter()
+        .filter_map(|host| match host {
+            Host::Unix(path) => Some(path.clone()),
+            Host::Systemd(_) => None,
+        })
+        .collect();
+    let mut roots = vec![config.data_root.canonicalize()?];
+    let exec_root = config.exec_root.canonicalize()?;
+    if exec_root != roots[0] {
+        roots.push(exec_root);
+    }
+    roots
+        .iter()
+        .map(|root| RootLock::acquire(root, &sockets).map_err(anyhow::Error::from))
+        .collect()
 }
 
 /// The metrics sockets: `--metrics-addr`, and the socket MetricsCollector plugins scrape

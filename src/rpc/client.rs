@@ -538,7 +538,7 @@ impl PluginClient {
             Ok(r) => r,
             Err(e) if !fresh && self.wrote_into_closed_connection(&e) => return Attempt::Stale,
             Err(e) => {
-                let (text, retryable) = self.describe(&e);
+                let (text, retryable) = self.describe(&e, method);
                 return Attempt::Failed { text, retryable };
             }
         };
@@ -588,7 +588,8 @@ impl PluginClient {
                 Ok(None) => return Ok(body.freeze()),
                 Err(e) => {
                     return Err(RpcError::Transport(format!(
-                        "{method}: reading answer: {}",
+                        "{method}: reading the answer of the plugin at {}: {}",
+                        self.inner.log_addr,
                         chain(&e)
                     )))
                 }
@@ -611,7 +612,7 @@ impl PluginClient {
 
     /// Go-like text for a failed request, and whether it failed before anything was sent
     /// (connect errors other than TLS handshakes), which alone makes it safe to retry.
-    fn describe(&self, e: &reqwest::Error) -> (String, bool) {
+    fn describe(&self, e: &reqwest::Error, method: &str) -> (String, bool) {
         let cause = Cause::of(e);
         let os_error = cause.os_error_or_timeout();
         let tls_error = cause.tls;
@@ -636,7 +637,14 @@ impl PluginClient {
             }
             return (format!("dial {net} {addr}: {}", chain(e)), false);
         }
-        (chain(e), false)
+        // Connected, but what came back is not an HTTP answer (or nothing came back).
+        (
+            format!(
+                "{method}: no valid answer from the plugin at {addr}: {}",
+                chain(e)
+            ),
+            false,
+        )
     }
 }
 

@@ -3,8 +3,9 @@
 //! plugin directories) or directly on the host as a legacy plugin.
 //!
 //! It speaks the plugin RPC protocol (HTTP/1.1 over a unix socket, `POST /<Interface>.<Method>`
-//! with a JSON body): `Plugin.Activate`, every `VolumeDriver.*` method (volume.rs) and
-//! `AuthZPlugin.AuthZReq`/`AuthZRes` (authz.rs). Volumes are directories
+//! with a JSON body): `Plugin.Activate`, every `VolumeDriver.*` method (volume.rs),
+//! `AuthZPlugin.AuthZReq`/`AuthZRes` (authz.rs) and, in its network and IPAM modes (network.rs,
+//! ipam.rs), every `NetworkDriver.*` and `IpamDriver.*` method. Volumes are directories
 //! `<TEST_ROOT>/<name>`; per-volume metadata (creation time, options) lives in
 //! `<TEST_ROOT>/.berth-test-plugin/<name>.json`, so volumes survive a plugin restart. Mounts are
 //! refcounted by caller ID in memory, as real plugins do.
@@ -24,7 +25,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::{json, Map, Value};
 
 mod authz;
+mod hostile;
+mod ipam;
 mod metrics;
+mod network;
 mod volume;
 
 const USAGE: &str = "\
@@ -52,6 +56,16 @@ Knobs (environment, or arguments TEST_X=value which override the environment):
   TEST_SCOPE=<scope>         VolumeDriver.Capabilities scope (default local)
   TEST_GET_NULL=1            Get of an unknown volume answers {\"Volume\":null,\"Err\":\"\"}
   TEST_CALL_LOG=<path>|-     append `<Method> <body>` per RPC to a file (`-`: stdout)
+  TEST_FAIL_ON=<m>[,<m>..]   NetworkDriver/IpamDriver methods (`NetworkDriver.Join` or `Join`) that
+                             answer 500 {\"Err\":\"<method> failed (TEST_FAIL_ON)\"}
+  TEST_NET_SCOPE=<scope>     NetworkDriver.GetCapabilities scope (default local)
+  TEST_NET_VETH=1            Join makes a veth pair tp<id>h/tp<id>c and answers tp<id>c as SrcName
+                             (needs CAP_NET_ADMIN in the daemon's network namespace)
+  TEST_NET_PREFIX=<p>        Join's DstPrefix (default eth)
+  TEST_NET_ROUTES=<r>[,<r>]  Join's StaticRoutes: `dest>nexthop` or `dest` (connected)
+  TEST_NET_MAC=<mac>         CreateEndpoint answers this MacAddress
+  TEST_NET_ADDRESS=<cidr>    CreateEndpoint answers this Address (a driver changing the address)
+  TEST_NET_NO_EXT=1          Program/RevokeExternalConnectivity answer 404 (not implemented)
   TEST_AUTHZ_RULES=<rules>   AuthZ decisions, `;`-separated rules
                              `<req|res|both> <allow|deny|error|garbage|hang|slow=MS> <METHOD|*>
                              <uri-substring|*> [body=<substring>] [msg=<text to the end>]`;
@@ -61,6 +75,11 @@ Knobs (environment, or arguments TEST_X=value which override the environment):
                              StartMetrics (default /run/docker/metrics.sock); each scrape
                              replaces <TEST_ROOT>/metrics.txt
   TEST_SCRAPE_INTERVAL_MS=<n> between scrapes (default 100)
+  TEST_HOSTILE=<mode>[@<m>[,<m>..]]  answer these methods (default: all but Plugin.Activate)
+                             with a hostile reply: huge, chunked, drip, slow-headers, garbage,
+                             not-json, wrong-types, close-mid-body, never, long-error, huge-error
+                             (an AuthZ rule's action `hostile=<mode>` does the same)
+  TEST_HOSTILE_FILE=<path>   read the TEST_HOSTILE text from this file on every call
 
 Volume options: `-o error=<text>` makes VolumeDriver.Create fail with that Err text.
 ";
@@ -112,10 +131,12 @@ struct Config {
     scope: String,
     get_null: bool,
     call_log: Option<String>,
+    net: network::NetConfig,
     authz_rules: Vec<authz::Rule>,
     authz_log: Option<String>,
     metrics_socket: PathBuf,
     scrape_interval: Duration,
+    hostile: hostile::Source,
 }
 
 struct Driver {
@@ -124,6 +145,8 @@ struct Driver {
     mounts: Mutex<HashMap<String, HashSet<String>>>,
     /// Serialises create/remove and call-log appends.
     fs_lock: Mutex<()>,
+    /// Networks, endpoints and pools of the network and IPAM modes.
+    net: Mutex<network::NetState>,
 }
 
 fn main() {
@@ -200,6 +223,7 @@ fn main() {
         scope: knobs.get("TEST_SCOPE").unwrap_or_else(|| "local".into()),
         get_null: knobs.flag("TEST_GET_NULL"),
         call_log: knobs.get("TEST_CALL_LOG"),
+        net: network::NetConfig::from(&knobs),
         authz_rules: authz::parse_rules(&knobs.get("TEST_AUTHZ_RULES").unwrap_or_default()),
         authz_log: knobs.get("TEST_AUTHZ_LOG"),
         metrics_socket: PathBuf::from(
@@ -210,6 +234,10 @@ fn main() {
         scrape_interval: knobs
             .millis("TEST_SCRAPE_INTERVAL_MS")
             .unwrap_or(Duration::from_millis(100)),
+        hostile: hostile::Source::from_knobs(
+            knobs.get("TEST_HOSTILE"),
+            knobs.get("TEST_HOSTILE_FILE"),
+        ),
     };
     if let Err(e) = fs::create_dir_all(&cfg.root) {
         eprintln!(
@@ -244,10 +272,12 @@ fn main() {
         listener
     };
 
+    let cfg_root = cfg.root.clone();
     let driver = Arc::new(Driver {
         cfg,
         mounts: Mutex::new(HashMap::new()),
         fs_lock: Mutex::new(()),
+        net: Mutex::new(Driver::load_net_state(&cfg_root)),
     });
     for conn in listener.incoming() {
         match conn {
@@ -472,6 +502,11 @@ fn serve_connection(stream: UnixStream, driver: &Driver) {
                 return;
             }
         };
+        if let Some(mode) = driver.hostile_mode(&req) {
+            let method = req.path.trim_start_matches('/');
+            let _ = hostile::answer(mode, method, &mut writer);
+            return;
+        }
         let reply = driver.handle(&req);
         if write_reply(&mut writer, &reply, req.keep_alive).is_err() || !req.keep_alive {
             return;
@@ -666,6 +701,21 @@ fn str_field(v: &Value, name: &str) -> String {
 }
 
 impl Driver {
+    /// The hostile mode this request is to be answered with, if any (`TEST_HOSTILE`, or an
+    /// AuthZ rule's `hostile=<mode>`).
+    fn hostile_mode(&self, req: &Request) -> Option<hostile::Mode> {
+        let method = req.path.trim_start_matches('/');
+        if let Some(mode) = self.cfg.hostile.mode_for(method) {
+            self.log_call(method, &req.body);
+            return Some(mode);
+        }
+        if !method.starts_with("AuthZPlugin.") {
+            return None;
+        }
+        let request: Value = serde_json::from_slice(&req.body).ok()?;
+        self.authz_hostile_mode(method, &request)
+    }
+
     fn handle(&self, req: &Request) -> Reply {
         let method = req.path.trim_start_matches('/').to_string();
         self.log_call(&method, &req.body);
@@ -703,6 +753,8 @@ impl Driver {
         match method.as_str() {
             "Plugin.Activate" => Reply::ok(json!({ "Implements": self.cfg.implements })),
             m if m.starts_with("VolumeDriver.") => self.volume_call(m, &args),
+            m if m.starts_with("NetworkDriver.") => self.network_call(m, &args),
+            m if m.starts_with("IpamDriver.") => self.ipam_call(m, &args),
             m if m.starts_with("AuthZPlugin.") => self.authz_call(m, &args),
             m if m.starts_with("MetricsCollector.") => self.metrics_call(m),
             _ => Reply::not_found(),
