@@ -37,6 +37,7 @@
 
 pub mod api;
 pub mod config;
+pub mod conformance;
 pub mod distribution;
 pub mod drivers;
 pub mod error;

@@ -36,6 +36,8 @@ struct Cli {
 enum Command {
     /// Run the daemon
     Daemon(DaemonFlags),
+    /// Check a plugin against the plugin protocols (exit status 1 when a check fails)
+    Conformance(berth::conformance::cli::ConformanceFlags),
 }
 
 fn main() {
@@ -48,6 +50,10 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Daemon(flags) => flags.resolve().and_then(run_daemon),
+        Command::Conformance(flags) => {
+            init_logging(log::LevelFilter::Warn);
+            std::process::exit(berth::conformance::cli::run(flags))
+        }
     };
     if let Err(e) = result {
         log::error!("{e:#}");

@@ -1,6 +1,7 @@
 //! Typed adapters over the plugin RPC client, one per plugin protocol, built on the
 //! [`PluginHandle`]s the plugin getter hands out.
 
+pub mod log;
 pub mod volume;
 
 use std::collections::HashMap;

@@ -591,7 +591,7 @@ impl VolumeDriver for VolumeDriverClient {
 }
 
 /// A JSON object field, matched case-insensitively (exact spelling first) as Go does.
-fn field<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
+pub(crate) fn field<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
     let obj = v.as_object()?;
     obj.get(name).or_else(|| {
         obj.iter()
