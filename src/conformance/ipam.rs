@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use serde_json::{json, Value};
 
-use super::probe::{call_failed, str_field, Reply};
+use super::probe::{str_field, Reply};
 use super::registry::sources::*;
 use super::registry::Check;
 use super::runner::{Context, Recorder};
@@ -91,13 +91,6 @@ impl Cidr {
     }
 }
 
-async fn call(ctx: &Context<'_>, method: &str, body: Value) -> Result<Reply, String> {
-    ctx.probe
-        .call(method, &body)
-        .await
-        .map_err(|e| call_failed(method, &e))
-}
-
 /// An IPAM answer is an error when non-200 or when `Error` is set.
 fn ipam_error(r: &Reply) -> bool {
     r.status != 200
@@ -112,7 +105,7 @@ fn granted(r: &Reply) -> bool {
 
 pub async fn run(ctx: &Context<'_>, rec: &mut Recorder<'_>) {
     let mut answers: Vec<Reply> = Vec::new();
-    match call(ctx, "IpamDriver.GetCapabilities", Value::Null).await {
+    match ctx.call("IpamDriver.GetCapabilities", Value::Null).await {
         Ok(r) => {
             if rec.expect(
                 "ipam.capabilities.answers",
@@ -134,7 +127,10 @@ pub async fn run(ctx: &Context<'_>, rec: &mut Recorder<'_>) {
             rec.check("ipam.capabilities.answers", false, "an answer", e);
         }
     }
-    let space = match call(ctx, "IpamDriver.GetDefaultAddressSpaces", Value::Null).await {
+    let space = match ctx
+        .call("IpamDriver.GetDefaultAddressSpaces", Value::Null)
+        .await
+    {
         Ok(r) => {
             let local = r
                 .field("LocalDefaultAddressSpace")
@@ -165,12 +161,12 @@ pub async fn run(ctx: &Context<'_>, rec: &mut Recorder<'_>) {
     };
 
     // A pool of the plugin's choice.
-    let any = call(
-        ctx,
-        "IpamDriver.RequestPool",
-        json!({"AddressSpace": space, "Pool": "", "SubPool": "", "Options": {}, "V6": false}),
-    )
-    .await;
+    let any = ctx
+        .call(
+            "IpamDriver.RequestPool",
+            json!({"AddressSpace": space, "Pool": "", "SubPool": "", "Options": {}, "V6": false}),
+        )
+        .await;
     if let Ok(r) = &any {
         let pool = Cidr::parse(&str_field(r.json.as_ref().unwrap_or(&Value::Null), "Pool"));
         rec.check(
@@ -183,7 +179,9 @@ pub async fn run(ctx: &Context<'_>, rec: &mut Recorder<'_>) {
         );
         if granted(r) {
             let id = str_field(r.json.as_ref().unwrap_or(&Value::Null), "PoolID");
-            let _ = call(ctx, "IpamDriver.ReleasePool", json!({"PoolID": id})).await;
+            let _ = ctx
+                .call("IpamDriver.ReleasePool", json!({"PoolID": id}))
+                .await;
         }
         answers.push(r.clone());
     } else if let Err(e) = &any {
@@ -192,9 +190,7 @@ pub async fn run(ctx: &Context<'_>, rec: &mut Recorder<'_>) {
 
     // The requested pool the address checks work in: a /29 of the benchmarking range.
     let subnet = ctx.options.ipam_subnet.clone();
-    let requested = call(
-        ctx,
-        "IpamDriver.RequestPool",
+    let requested = ctx.call("IpamDriver.RequestPool",
         json!({"AddressSpace": space, "Pool": subnet, "SubPool": "", "Options": {}, "V6": false}),
     )
     .await;
@@ -223,9 +219,7 @@ pub async fn run(ctx: &Context<'_>, rec: &mut Recorder<'_>) {
     };
     let pool = Cidr::parse(&subnet).expect("--ipam-subnet is checked when parsed");
 
-    match call(
-        ctx,
-        "IpamDriver.RequestPool",
+    match ctx.call("IpamDriver.RequestPool",
         json!({"AddressSpace": space, "Pool": subnet, "SubPool": "", "Options": {}, "V6": false}),
     )
     .await
@@ -241,7 +235,7 @@ pub async fn run(ctx: &Context<'_>, rec: &mut Recorder<'_>) {
             if !refused {
                 let id = str_field(r.json.as_ref().unwrap_or(&Value::Null), "PoolID");
                 if id != pool_id {
-                    let _ = call(ctx, "IpamDriver.ReleasePool", json!({"PoolID": id})).await;
+                    let _ = ctx.call("IpamDriver.ReleasePool", json!({"PoolID": id})).await;
                 }
             }
             answers.push(r);
@@ -253,12 +247,12 @@ pub async fn run(ctx: &Context<'_>, rec: &mut Recorder<'_>) {
 
     addresses(ctx, rec, &pool_id, pool, &mut answers).await;
 
-    match call(
-        ctx,
-        "IpamDriver.RequestPool",
-        json!({"AddressSpace": space, "Pool": "", "SubPool": "", "Options": {}, "V6": true}),
-    )
-    .await
+    match ctx
+        .call(
+            "IpamDriver.RequestPool",
+            json!({"AddressSpace": space, "Pool": "", "SubPool": "", "Options": {}, "V6": true}),
+        )
+        .await
     {
         Ok(r) => {
             let pool = Cidr::parse(&str_field(r.json.as_ref().unwrap_or(&Value::Null), "Pool"));
@@ -271,7 +265,9 @@ pub async fn run(ctx: &Context<'_>, rec: &mut Recorder<'_>) {
             );
             if granted(&r) {
                 let id = str_field(r.json.as_ref().unwrap_or(&Value::Null), "PoolID");
-                let _ = call(ctx, "IpamDriver.ReleasePool", json!({"PoolID": id})).await;
+                let _ = ctx
+                    .call("IpamDriver.ReleasePool", json!({"PoolID": id}))
+                    .await;
             }
         }
         Err(e) => {
@@ -279,7 +275,7 @@ pub async fn run(ctx: &Context<'_>, rec: &mut Recorder<'_>) {
         }
     }
 
-    match call(ctx, "IpamDriver.RequestAddress", json!({"PoolID": format!("berth-conformance-unknown-{}", crate::fsutil::random_hex(4)), "Address": "", "Options": {}})).await {
+    match ctx.call("IpamDriver.RequestAddress", json!({"PoolID": format!("berth-conformance-unknown-{}", crate::fsutil::random_hex(4)), "Address": "", "Options": {}})).await {
         Ok(r) => {
             rec.check("ipam.address.unknown-pool", ipam_error(&r), "an error", r.summary());
             let err_only = r.status == 200
@@ -293,7 +289,10 @@ pub async fn run(ctx: &Context<'_>, rec: &mut Recorder<'_>) {
         }
     }
 
-    match call(ctx, "IpamDriver.ReleasePool", json!({"PoolID": pool_id})).await {
+    match ctx
+        .call("IpamDriver.ReleasePool", json!({"PoolID": pool_id}))
+        .await
+    {
         Ok(r) => {
             rec.check("ipam.pool.release", granted(&r), "success", r.summary());
         }
@@ -329,11 +328,11 @@ async fn addresses(
 ) {
     let request = |address: String, options: Value| {
         let body = json!({"PoolID": pool_id, "Address": address, "Options": options});
-        async move { call(ctx, "IpamDriver.RequestAddress", body).await }
+        async move { ctx.call("IpamDriver.RequestAddress", body).await }
     };
     let release = |address: String| {
         let body = json!({"PoolID": pool_id, "Address": address});
-        async move { call(ctx, "IpamDriver.ReleaseAddress", body).await }
+        async move { ctx.call("IpamDriver.ReleaseAddress", body).await }
     };
     let address_of = |r: &Reply| str_field(r.json.as_ref().unwrap_or(&Value::Null), "Address");
 
@@ -558,5 +557,281 @@ mod tests {
         assert!(all.contains("8.8.8.8".parse().unwrap()));
         let v6 = Cidr::parse("fd42:b3e7::/64").unwrap();
         assert!(v6.contains("fd42:b3e7::5".parse().unwrap()));
+    }
+}
+
+#[cfg(test)]
+mod model_tests {
+    use std::collections::{HashMap, HashSet};
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::conformance::scripted::{self, arg, edit, err, ok, spoiled, Handler};
+
+    #[derive(Default)]
+    struct Pools {
+        /// PoolID → (pool, given addresses).
+        pools: HashMap<String, (Cidr, HashSet<IpAddr>)>,
+    }
+
+    fn nth(pool: Cidr, n: u32) -> IpAddr {
+        match pool.addr {
+            IpAddr::V4(a) => IpAddr::V4((u32::from(a) + n).into()),
+            IpAddr::V6(a) => IpAddr::V6((u128::from(a) + u128::from(n)).into()),
+        }
+    }
+
+    /// A well-behaved IPAM driver; `quirks` turn behaviours off.
+    fn ipam(quirks: &'static [&'static str]) -> Handler {
+        let state = scripted::state::<Pools>();
+        scripted::model("IpamDriver", move |method, args| {
+            let q = |k: &str| quirks.contains(&k);
+            let mut s = state.lock().unwrap();
+            Some(match method {
+                "IpamDriver.GetCapabilities" => {
+                    ok(json!({"RequiresMACAddress": false, "RequiresRequestReplay": false}))
+                }
+                "IpamDriver.GetDefaultAddressSpaces" => ok(
+                    json!({"LocalDefaultAddressSpace": "local", "GlobalDefaultAddressSpace": "global"}),
+                ),
+                "IpamDriver.RequestPool" => {
+                    let wanted = arg(args, "Pool");
+                    let v6 = args.get("V6").and_then(Value::as_bool).unwrap_or(false);
+                    let text = if !wanted.is_empty() {
+                        wanted
+                    } else if v6 {
+                        "fd00:1::/64".into()
+                    } else {
+                        "10.99.0.0/24".into()
+                    };
+                    if v6 && q("no-v6") {
+                        return Some(ok(json!({"Error": "no IPv6"})));
+                    }
+                    let pool = Cidr::parse(&text)?;
+                    if s.pools.values().any(|(p, _)| *p == pool) && !q("allow-overlap") {
+                        return Some(ok(json!({"Error": "pool overlaps"})));
+                    }
+                    let id = format!("pool-{}", s.pools.len());
+                    s.pools.insert(id.clone(), (pool, HashSet::new()));
+                    ok(json!({"PoolID": id, "Pool": text, "Data": {}}))
+                }
+                "IpamDriver.ReleasePool" => {
+                    s.pools.remove(&arg(args, "PoolID"));
+                    ok(json!({}))
+                }
+                "IpamDriver.RequestAddress" => {
+                    let Some((pool, given)) = s.pools.get_mut(&arg(args, "PoolID")) else {
+                        if q("unknown-pool-ok") {
+                            return Some(ok(json!({"Address": "10.0.0.2/24"})));
+                        }
+                        if q("err-field") {
+                            return Some(ok(json!({"Err": "no such pool"})));
+                        }
+                        return Some(ok(json!({"Error": "no such pool"})));
+                    };
+                    let wanted = arg(args, "Address");
+                    let addr = if !wanted.is_empty() && !q("ignore-specific") {
+                        let a: IpAddr = wanted.parse().ok()?;
+                        if given.contains(&a) && !q("allow-taken") {
+                            return Some(ok(json!({"Error": "address in use"})));
+                        }
+                        a
+                    } else if q("same-address") {
+                        nth(*pool, 1)
+                    } else {
+                        let size = 1u32 << (32 - u32::from(pool.prefix)).min(16);
+                        let free = (1..size.saturating_sub(1))
+                            .map(|n| nth(*pool, n))
+                            .find(|a| !given.contains(a));
+                        match free {
+                            Some(a) => a,
+                            None if q("never-full") => nth(*pool, size + 3),
+                            None => return Some(ok(json!({"Error": "pool is full"}))),
+                        }
+                    };
+                    given.insert(addr);
+                    ok(json!({"Address": format!("{addr}/{}", pool.prefix), "Data": {}}))
+                }
+                "IpamDriver.ReleaseAddress" => {
+                    if let Some((_, given)) = s.pools.get_mut(&arg(args, "PoolID")) {
+                        if let Ok(a) = arg(args, "Address").parse() {
+                            given.remove(&a);
+                        }
+                    }
+                    ok(json!({}))
+                }
+                _ => return None,
+            })
+        })
+    }
+
+    fn strip_prefix(v: &mut Value) {
+        if let Some(a) = v
+            .get("Address")
+            .and_then(Value::as_str)
+            .map(|a| a.split('/').next().unwrap().to_string())
+        {
+            v["Address"] = a.into();
+        }
+    }
+
+    #[tokio::test]
+    async fn every_ipam_check_passes_against_a_good_driver_and_fails_against_a_spoiled_one() {
+        let good = scripted::Scripted::start(ipam(&[]));
+        let report = scripted::run(&good, &["ipam.*"]).await;
+        for r in &report.results {
+            assert_eq!(
+                r.outcome,
+                Outcome::Pass,
+                "{} against the good model: {}",
+                r.check.id,
+                r.got
+            );
+        }
+        assert_eq!(report.results.len(), CHECKS.len());
+
+        let cases: Vec<(&str, Outcome, Handler)> = vec![
+            (
+                "ipam.capabilities.answers",
+                Outcome::Warn,
+                spoiled(ipam(&[]), "IpamDriver.GetCapabilities", |_, _| {
+                    err(500, "no")
+                }),
+            ),
+            (
+                "ipam.capabilities.shape",
+                Outcome::Fail,
+                spoiled(ipam(&[]), "IpamDriver.GetCapabilities", |_, _| {
+                    ok(json!({"RequiresMACAddress": "no"}))
+                }),
+            ),
+            (
+                "ipam.address-spaces",
+                Outcome::Fail,
+                spoiled(ipam(&[]), "IpamDriver.GetDefaultAddressSpaces", |_, _| {
+                    ok(json!({}))
+                }),
+            ),
+            (
+                "ipam.field-case",
+                Outcome::Warn,
+                spoiled(ipam(&[]), "IpamDriver.GetDefaultAddressSpaces", |_, _| {
+                    ok(
+                        json!({"localDefaultAddressSpace": "local", "GlobalDefaultAddressSpace": "global"}),
+                    )
+                }),
+            ),
+            (
+                "ipam.pool.any",
+                Outcome::Fail,
+                spoiled(ipam(&[]), "IpamDriver.RequestPool", |args, a| {
+                    if arg(args, "Pool").is_empty() {
+                        edit(a, |v| v["Pool"] = "10.99.0.0".into())
+                    } else {
+                        a
+                    }
+                }),
+            ),
+            (
+                "ipam.pool.requested",
+                Outcome::Fail,
+                spoiled(ipam(&[]), "IpamDriver.RequestPool", |_, a| {
+                    edit(a, |v| v["Pool"] = "10.1.0.0/16".into())
+                }),
+            ),
+            ("ipam.pool.overlap", Outcome::Fail, ipam(&["allow-overlap"])),
+            ("ipam.pool.v6", Outcome::Warn, ipam(&["no-v6"])),
+            (
+                "ipam.address.any",
+                Outcome::Fail,
+                spoiled(ipam(&[]), "IpamDriver.RequestAddress", |args, a| {
+                    if arg(args, "Address").is_empty() {
+                        ok(json!({"Address": ""}))
+                    } else {
+                        a
+                    }
+                }),
+            ),
+            (
+                "ipam.address.cidr",
+                Outcome::Fail,
+                spoiled(ipam(&[]), "IpamDriver.RequestAddress", |_, a| {
+                    edit(a, strip_prefix)
+                }),
+            ),
+            (
+                "ipam.address.in-pool",
+                Outcome::Fail,
+                spoiled(ipam(&[]), "IpamDriver.RequestAddress", |_, a| {
+                    edit(a, |v| {
+                        if v.get("Address").is_some() {
+                            v["Address"] = "192.0.2.7/24".into()
+                        }
+                    })
+                }),
+            ),
+            (
+                "ipam.address.distinct",
+                Outcome::Fail,
+                ipam(&["same-address"]),
+            ),
+            (
+                "ipam.address.specific",
+                Outcome::Fail,
+                ipam(&["ignore-specific"]),
+            ),
+            ("ipam.address.taken", Outcome::Fail, ipam(&["allow-taken"])),
+            (
+                "ipam.address.gateway",
+                Outcome::Fail,
+                spoiled(ipam(&[]), "IpamDriver.RequestAddress", |args, a| {
+                    if args["Options"].get("RequestAddressType").is_some() {
+                        ok(json!({"Error": "no gateway"}))
+                    } else {
+                        a
+                    }
+                }),
+            ),
+            (
+                "ipam.address.release",
+                Outcome::Fail,
+                spoiled(ipam(&[]), "IpamDriver.ReleaseAddress", |_, _| {
+                    err(500, "cannot release")
+                }),
+            ),
+            (
+                "ipam.address.exhaustion",
+                Outcome::Fail,
+                ipam(&["never-full"]),
+            ),
+            (
+                "ipam.address.unknown-pool",
+                Outcome::Fail,
+                ipam(&["unknown-pool-ok"]),
+            ),
+            ("ipam.error-field", Outcome::Fail, ipam(&["err-field"])),
+            (
+                "ipam.pool.release",
+                Outcome::Fail,
+                spoiled(ipam(&[]), "IpamDriver.ReleasePool", |_, _| err(500, "busy")),
+            ),
+        ];
+        let mut proven: Vec<&str> = Vec::new();
+        for (id, expected, handler) in cases {
+            let plugin = scripted::Scripted::start(handler);
+            let report = scripted::run(&plugin, &["ipam.*"]).await;
+            let got = scripted::outcome(&report, id);
+            assert_eq!(
+                got,
+                Some(expected),
+                "{id}: {:?}",
+                report.results.iter().find(|r| r.check.id == id)
+            );
+            proven.push(id);
+        }
+        for c in CHECKS {
+            assert!(proven.contains(&c.id), "{} has no failing case", c.id);
+        }
     }
 }

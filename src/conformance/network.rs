@@ -4,7 +4,7 @@
 use serde_json::{json, Value};
 
 use super::ipam::Cidr;
-use super::probe::{call_failed, field, str_field, Reply};
+use super::probe::{field, str_field, Reply};
 use super::registry::sources::*;
 use super::registry::Check;
 use super::runner::{Context, Recorder};
@@ -54,13 +54,6 @@ const FIELDS: &[&str] = &[
     "Err",
 ];
 
-async fn call(ctx: &Context<'_>, method: &str, body: Value) -> Result<Reply, String> {
-    ctx.probe
-        .call(method, &body)
-        .await
-        .map_err(|e| call_failed(method, &e))
-}
-
 fn id() -> String {
     crate::fsutil::random_hex(32)
 }
@@ -95,7 +88,7 @@ fn ok_or_404(r: &Reply) -> bool {
 
 pub async fn run(ctx: &Context<'_>, rec: &mut Recorder<'_>) {
     let mut answers: Vec<Reply> = Vec::new();
-    match call(ctx, "NetworkDriver.GetCapabilities", Value::Null).await {
+    match ctx.call("NetworkDriver.GetCapabilities", Value::Null).await {
         Ok(r) => {
             if rec.check(
                 "network.capabilities.answers",
@@ -139,7 +132,7 @@ pub async fn run(ctx: &Context<'_>, rec: &mut Recorder<'_>) {
     let pool_text = format!("{}/{}", pool.addr, pool.prefix);
     let v4 = json!([{"AddressSpace": "LocalDefault", "Pool": pool_text, "Gateway": host(pool, 1), "AuxAddresses": {"berth-aux": host(pool, 5)}}]);
     let network = id();
-    match call(ctx, "NetworkDriver.CreateNetwork", json!({"NetworkID": network, "Options": {"com.docker.network.enable_ipv6": false, "com.docker.network.generic": {}}, "IPv4Data": v4, "IPv6Data": []})).await {
+    match ctx.call("NetworkDriver.CreateNetwork", json!({"NetworkID": network, "Options": {"com.docker.network.enable_ipv6": false, "com.docker.network.generic": {}}, "IPv4Data": v4, "IPv6Data": []})).await {
         Ok(r) => {
             if !rec.check("network.create.ipv4", r.succeeded(), "success", r.summary()) {
                 rec.block(format!("CreateNetwork failed: {}", r.summary()));
@@ -158,11 +151,11 @@ pub async fn run(ctx: &Context<'_>, rec: &mut Recorder<'_>) {
     let v6_network = id();
     let v6 = json!([{"AddressSpace": "LocalDefault", "Pool": "fd42:b3e7:c0f::/64", "Gateway": "fd42:b3e7:c0f::1/64"}]);
     let v4b = json!([{"AddressSpace": "LocalDefault", "Pool": "198.18.79.0/24", "Gateway": "198.18.79.1/24"}]);
-    match call(ctx, "NetworkDriver.CreateNetwork", json!({"NetworkID": v6_network, "Options": {"com.docker.network.enable_ipv6": true, "com.docker.network.generic": {}}, "IPv4Data": v4b, "IPv6Data": v6})).await {
+    match ctx.call("NetworkDriver.CreateNetwork", json!({"NetworkID": v6_network, "Options": {"com.docker.network.enable_ipv6": true, "com.docker.network.generic": {}}, "IPv4Data": v4b, "IPv6Data": v6})).await {
         Ok(r) => {
             rec.expect("network.create.ipv6", r.succeeded(), Outcome::Warn, "success", r.summary());
             if r.succeeded() {
-                let _ = call(ctx, "NetworkDriver.DeleteNetwork", json!({"NetworkID": v6_network})).await;
+                let _ = ctx.call("NetworkDriver.DeleteNetwork", json!({"NetworkID": v6_network})).await;
             }
         }
         Err(e) => {
@@ -170,7 +163,7 @@ pub async fn run(ctx: &Context<'_>, rec: &mut Recorder<'_>) {
         }
     }
 
-    match call(ctx, "NetworkDriver.CreateEndpoint", json!({"NetworkID": id(), "EndpointID": id(), "Interface": {"Address": host(pool, 9), "AddressIPv6": "", "MacAddress": ""}, "Options": {}})).await {
+    match ctx.call("NetworkDriver.CreateEndpoint", json!({"NetworkID": id(), "EndpointID": id(), "Interface": {"Address": host(pool, 9), "AddressIPv6": "", "MacAddress": ""}, "Options": {}})).await {
         Ok(r) => {
             rec.expect("network.endpoint.unknown-network", r.is_error(), Outcome::Warn, "an error", r.summary());
         }
@@ -183,7 +176,7 @@ pub async fn run(ctx: &Context<'_>, rec: &mut Recorder<'_>) {
     let endpoint = id();
     let address = host(pool, 2);
     let mac = "02:42:c6:12:4e:02";
-    let created = call(ctx, "NetworkDriver.CreateEndpoint", json!({"NetworkID": network, "EndpointID": endpoint, "Interface": {"Address": address, "AddressIPv6": "", "MacAddress": mac}, "Options": {}})).await;
+    let created = ctx.call("NetworkDriver.CreateEndpoint", json!({"NetworkID": network, "EndpointID": endpoint, "Interface": {"Address": address, "AddressIPv6": "", "MacAddress": mac}, "Options": {}})).await;
     match &created {
         Ok(r) => {
             let ok = rec.check(
@@ -225,12 +218,12 @@ pub async fn run(ctx: &Context<'_>, rec: &mut Recorder<'_>) {
 
     // An endpoint without a MAC address: the driver may fill it in.
     let bare = id();
-    match call(ctx, "NetworkDriver.CreateEndpoint", json!({"NetworkID": network, "EndpointID": bare, "Interface": {"Address": host(pool, 3), "AddressIPv6": "", "MacAddress": ""}, "Options": {}})).await {
+    match ctx.call("NetworkDriver.CreateEndpoint", json!({"NetworkID": network, "EndpointID": bare, "Interface": {"Address": host(pool, 3), "AddressIPv6": "", "MacAddress": ""}, "Options": {}})).await {
         Ok(r) => {
             let filled = r.field("Interface").map(|i| str_field(i, "MacAddress")).unwrap_or_default();
             rec.check("network.endpoint.no-address", r.succeeded() && (filled.is_empty() || valid_mac(&filled)), "success (a filled-in MacAddress is aa:bb:cc:dd:ee:ff)", r.summary());
             if r.succeeded() {
-                let _ = call(ctx, "NetworkDriver.DeleteEndpoint", json!({"NetworkID": network, "EndpointID": bare})).await;
+                let _ = ctx.call("NetworkDriver.DeleteEndpoint", json!({"NetworkID": network, "EndpointID": bare})).await;
             }
         }
         Err(e) => {
@@ -242,12 +235,9 @@ pub async fn run(ctx: &Context<'_>, rec: &mut Recorder<'_>) {
         endpoint_life(ctx, rec, &network, &endpoint, &mut answers).await;
     }
 
-    match call(
-        ctx,
-        "NetworkDriver.DeleteNetwork",
-        json!({"NetworkID": network}),
-    )
-    .await
+    match ctx
+        .call("NetworkDriver.DeleteNetwork", json!({"NetworkID": network}))
+        .await
     {
         Ok(r) => {
             rec.check("network.delete", r.succeeded(), "success", r.summary());
@@ -282,7 +272,10 @@ async fn endpoint_life(
     answers: &mut Vec<Reply>,
 ) {
     let ids = json!({"NetworkID": network, "EndpointID": endpoint});
-    match call(ctx, "NetworkDriver.EndpointOperInfo", ids.clone()).await {
+    match ctx
+        .call("NetworkDriver.EndpointOperInfo", ids.clone())
+        .await
+    {
         Ok(r) => {
             let value = r.field("Value");
             rec.expect(
@@ -299,9 +292,7 @@ async fn endpoint_life(
     }
 
     let sandbox = format!("/var/run/docker/netns/{}", &crate::fsutil::random_hex(6));
-    let joined = call(
-        ctx,
-        "NetworkDriver.Join",
+    let joined = ctx.call("NetworkDriver.Join",
         json!({"NetworkID": network, "EndpointID": endpoint, "SandboxKey": sandbox, "Options": {}}),
     )
     .await;
@@ -394,7 +385,7 @@ async fn endpoint_life(
             ids.clone(),
         ),
     ] {
-        match call(ctx, method, body).await {
+        match ctx.call(method, body).await {
             Ok(r) => {
                 rec.check(id, ok_or_404(&r), "200, or 404", r.summary());
             }
@@ -405,7 +396,7 @@ async fn endpoint_life(
     }
 
     if matches!(&joined, Ok(r) if r.succeeded()) {
-        match call(ctx, "NetworkDriver.Leave", ids.clone()).await {
+        match ctx.call("NetworkDriver.Leave", ids.clone()).await {
             Ok(r) => {
                 rec.check("network.leave", r.succeeded(), "success", r.summary());
             }
@@ -416,7 +407,7 @@ async fn endpoint_life(
     } else {
         rec.skip("network.leave", "Join failed");
     }
-    match call(ctx, "NetworkDriver.DeleteEndpoint", ids).await {
+    match ctx.call("NetworkDriver.DeleteEndpoint", ids).await {
         Ok(r) => {
             rec.check(
                 "network.endpoint.delete",

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
-use super::probe::{quantile, Probe};
+use super::probe::{quantile, Probe, Reply};
 use super::registry::{self, Check, Selection};
 use super::report::{Latency, Report};
 use super::target::Target;
@@ -27,6 +27,14 @@ impl Context<'_> {
     /// A managed plugin (dockerd never activates those; their protocols are in the config).
     pub fn managed(&self) -> bool {
         self.plugin.managed_id().is_some()
+    }
+
+    /// `method` with a JSON `body`; a call that could not be made reads as the report shows it.
+    pub async fn call(&self, method: &str, body: serde_json::Value) -> Result<Reply, String> {
+        self.probe
+            .call(method, &body)
+            .await
+            .map_err(|e| super::probe::call_failed(method, &e))
     }
 
     /// A name unique to this run, for volumes, networks and files the checks create.
@@ -193,14 +201,16 @@ pub async fn run(target: &Target, options: &Options) -> Report {
         Some(asked) => asked.clone(),
         None => declared.clone(),
     };
-    super::transport::run(
-        &ctx,
-        &mut transport_rec,
-        &declared,
-        &implements,
-        target.declared.as_deref(),
-    )
-    .await;
+    if selection.any_of(Protocol::Transport) {
+        super::transport::run(
+            &ctx,
+            &mut transport_rec,
+            &declared,
+            &implements,
+            target.declared.as_deref(),
+        )
+        .await;
+    }
 
     let scenarios = [
         Protocol::Volume,

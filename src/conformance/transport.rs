@@ -172,6 +172,30 @@ fn probe_methods(declared: &[Protocol]) -> ((&'static str, Value), Option<&'stat
     (("Plugin.Activate", Value::Null), None)
 }
 
+/// A call that fails for what it asks, in the first declared protocol that has one.
+fn failing_call(declared: &[Protocol]) -> Option<(&'static str, Value)> {
+    let ghost = format!("berth-conformance-ghost-{}", crate::fsutil::random_hex(6));
+    declared.iter().find_map(|p| match p {
+        Protocol::Volume => Some((
+            "VolumeDriver.Mount",
+            json!({"Name": ghost, "ID": crate::fsutil::random_hex(32)}),
+        )),
+        Protocol::Ipam => Some((
+            "IpamDriver.RequestAddress",
+            json!({"PoolID": ghost, "Address": "", "Options": {}}),
+        )),
+        Protocol::Network => Some((
+            "NetworkDriver.Join",
+            json!({"NetworkID": crate::fsutil::random_hex(32), "EndpointID": crate::fsutil::random_hex(32), "SandboxKey": "/var/run/docker/netns/0", "Options": {}}),
+        )),
+        Protocol::Log => Some((
+            "LogDriver.StartLogging",
+            json!({"File": format!("/nonexistent/{ghost}"), "Info": {"ContainerID": crate::fsutil::random_hex(32)}}),
+        )),
+        _ => None,
+    })
+}
+
 fn body_of(v: &Value) -> Vec<u8> {
     if v.is_null() {
         return Vec::new();
@@ -446,6 +470,15 @@ pub async fn run(
                     Err(e) => call_failed(method, &e),
                 },
             );
+        }
+    }
+    // A call that must fail for what it asks (not for how it is written) shows how the plugin
+    // reports errors; decoding failures (go-plugins-helpers: plain-text 400) are the fallback.
+    if let Some((failing, body)) = failing_call(declared) {
+        if let Ok(r) = ctx.probe.call(failing, &body).await {
+            if r.is_error() {
+                error_answer = Some(r);
+            }
         }
     }
     match error_answer {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
-use super::probe::{call_failed, field, str_field, Reply};
+use super::probe::{field, str_field};
 use super::registry::sources::*;
 use super::registry::Check;
 use super::runner::{Context, Recorder};
@@ -84,13 +84,6 @@ pub async fn run(ctx: &Context<'_>, rec: &mut Recorder<'_>) {
     parallel(ctx, rec).await;
 }
 
-async fn call(ctx: &Context<'_>, method: &str, body: Value) -> Result<Reply, String> {
-    ctx.probe
-        .call(method, &body)
-        .await
-        .map_err(|e| call_failed(method, &e))
-}
-
 fn adapter(ctx: &Context<'_>) -> VolumeDriverClient {
     VolumeDriverClient::with_retry(
         ctx.plugin.name.clone(),
@@ -101,7 +94,7 @@ fn adapter(ctx: &Context<'_>) -> VolumeDriverClient {
 }
 
 async fn capabilities(ctx: &Context<'_>, rec: &mut Recorder<'_>) {
-    match call(ctx, "VolumeDriver.Capabilities", json!({})).await {
+    match ctx.call("VolumeDriver.Capabilities", json!({})).await {
         Ok(r) if r.succeeded() => {
             rec.pass("volume.capabilities.answers", r.summary());
             let scope = r
@@ -156,7 +149,7 @@ fn opts_value(opts: &BTreeMap<String, String>) -> Value {
 async fn create(ctx: &Context<'_>, rec: &mut Recorder<'_>, name: &str) -> bool {
     let opts = &ctx.options.volume_opts;
     let body = json!({"Name": name, "Opts": opts_value(opts)});
-    match call(ctx, "VolumeDriver.Create", body).await {
+    match ctx.call("VolumeDriver.Create", body).await {
         Ok(r) if r.succeeded() => rec.pass("volume.create.basic", r.summary()),
         Ok(r) => {
             rec.check(
@@ -184,12 +177,12 @@ async fn create(ctx: &Context<'_>, rec: &mut Recorder<'_>, name: &str) -> bool {
         "berth-conformance-no-such-option".into(),
         "surely-not".into(),
     );
-    match call(
-        ctx,
-        "VolumeDriver.Create",
-        json!({"Name": bad, "Opts": bad_opts}),
-    )
-    .await
+    match ctx
+        .call(
+            "VolumeDriver.Create",
+            json!({"Name": bad, "Opts": bad_opts}),
+        )
+        .await
     {
         Ok(r) if r.is_error() => {
             rec.check(
@@ -206,7 +199,7 @@ async fn create(ctx: &Context<'_>, rec: &mut Recorder<'_>, name: &str) -> bool {
                 "an error naming the unknown option",
                 format!("accepted: {}", r.summary()),
             );
-            let _ = call(ctx, "VolumeDriver.Remove", json!({"Name": bad})).await;
+            let _ = ctx.call("VolumeDriver.Remove", json!({"Name": bad})).await;
         }
         Err(e) => {
             rec.check("volume.create.bad-opts", false, "an answer", e);
@@ -216,7 +209,7 @@ async fn create(ctx: &Context<'_>, rec: &mut Recorder<'_>, name: &str) -> bool {
 }
 
 async fn get(ctx: &Context<'_>, rec: &mut Recorder<'_>, name: &str) {
-    let r = match call(ctx, "VolumeDriver.Get", json!({"Name": name})).await {
+    let r = match ctx.call("VolumeDriver.Get", json!({"Name": name})).await {
         Ok(r) => r,
         Err(e) => {
             rec.check("volume.get.created", false, "an answer", e);
@@ -288,7 +281,7 @@ async fn get(ctx: &Context<'_>, rec: &mut Recorder<'_>, name: &str) {
 }
 
 async fn list(ctx: &Context<'_>, rec: &mut Recorder<'_>, name: &str) {
-    let r = match call(ctx, "VolumeDriver.List", json!({})).await {
+    let r = match ctx.call("VolumeDriver.List", json!({})).await {
         Ok(r) => r,
         Err(e) => {
             rec.check("volume.list.shape", false, "an answer", e);
@@ -340,7 +333,7 @@ async fn list(ctx: &Context<'_>, rec: &mut Recorder<'_>, name: &str) {
 
 /// Path, Mount twice, Unmount per ID, data through the mount.
 async fn mounts(ctx: &Context<'_>, rec: &mut Recorder<'_>, name: &str) {
-    match call(ctx, "VolumeDriver.Path", json!({"Name": name})).await {
+    match ctx.call("VolumeDriver.Path", json!({"Name": name})).await {
         Ok(r) => {
             rec.expect(
                 "volume.path.before-mount",
@@ -357,12 +350,9 @@ async fn mounts(ctx: &Context<'_>, rec: &mut Recorder<'_>, name: &str) {
 
     let first = mount_id();
     let second = mount_id();
-    let mounted = match call(
-        ctx,
-        "VolumeDriver.Mount",
-        json!({"Name": name, "ID": first}),
-    )
-    .await
+    let mounted = match ctx
+        .call("VolumeDriver.Mount", json!({"Name": name, "ID": first}))
+        .await
     {
         Ok(r) => {
             let mp = r
@@ -439,7 +429,7 @@ async fn mounts(ctx: &Context<'_>, rec: &mut Recorder<'_>, name: &str) {
         }
     }
 
-    match call(ctx, "VolumeDriver.Path", json!({"Name": name})).await {
+    match ctx.call("VolumeDriver.Path", json!({"Name": name})).await {
         Ok(r) => {
             let path = str_field(r.json.as_ref().unwrap_or(&Value::Null), "Mountpoint");
             rec.check(
@@ -454,12 +444,9 @@ async fn mounts(ctx: &Context<'_>, rec: &mut Recorder<'_>, name: &str) {
         }
     }
 
-    match call(
-        ctx,
-        "VolumeDriver.Mount",
-        json!({"Name": name, "ID": second}),
-    )
-    .await
+    match ctx
+        .call("VolumeDriver.Mount", json!({"Name": name, "ID": second}))
+        .await
     {
         Ok(r) => {
             let path = str_field(r.json.as_ref().unwrap_or(&Value::Null), "Mountpoint");
@@ -476,7 +463,7 @@ async fn mounts(ctx: &Context<'_>, rec: &mut Recorder<'_>, name: &str) {
     }
 
     // Remove while mounted (a refusal is right; if it went through, the rest cannot run).
-    match call(ctx, "VolumeDriver.Remove", json!({"Name": name})).await {
+    match ctx.call("VolumeDriver.Remove", json!({"Name": name})).await {
         Ok(r) if r.is_error() => rec.pass("volume.remove.mounted", r.summary()),
         Ok(r) => {
             rec.record(
@@ -485,12 +472,12 @@ async fn mounts(ctx: &Context<'_>, rec: &mut Recorder<'_>, name: &str) {
                 "an error: the volume is in use",
                 format!("removed while mounted: {}", r.summary()),
             );
-            let _ = call(
-                ctx,
-                "VolumeDriver.Create",
-                json!({"Name": name, "Opts": opts_value(&ctx.options.volume_opts)}),
-            )
-            .await;
+            let _ = ctx
+                .call(
+                    "VolumeDriver.Create",
+                    json!({"Name": name, "Opts": opts_value(&ctx.options.volume_opts)}),
+                )
+                .await;
         }
         Err(e) => {
             rec.check("volume.remove.mounted", false, "an answer", e);
@@ -499,7 +486,7 @@ async fn mounts(ctx: &Context<'_>, rec: &mut Recorder<'_>, name: &str) {
 
     let unmount = |id: String| {
         let body = json!({"Name": name, "ID": id});
-        async move { call(ctx, "VolumeDriver.Unmount", body).await }
+        async move { ctx.call("VolumeDriver.Unmount", body).await }
     };
     match unmount(first).await {
         Ok(r) => {
@@ -545,12 +532,9 @@ async fn mounts(ctx: &Context<'_>, rec: &mut Recorder<'_>, name: &str) {
     // Mount again: the data is still there.
     if ctx.host_visible && data_ok {
         let third = mount_id();
-        match call(
-            ctx,
-            "VolumeDriver.Mount",
-            json!({"Name": name, "ID": third}),
-        )
-        .await
+        match ctx
+            .call("VolumeDriver.Mount", json!({"Name": name, "ID": third}))
+            .await
         {
             Ok(r) if r.succeeded() => {
                 let mp = str_field(r.json.as_ref().unwrap_or(&Value::Null), "Mountpoint");
@@ -587,7 +571,7 @@ async fn mounts(ctx: &Context<'_>, rec: &mut Recorder<'_>, name: &str) {
 }
 
 async fn remove(ctx: &Context<'_>, rec: &mut Recorder<'_>, name: &str) {
-    match call(ctx, "VolumeDriver.Remove", json!({"Name": name})).await {
+    match ctx.call("VolumeDriver.Remove", json!({"Name": name})).await {
         Ok(r) => {
             if !rec.check(
                 "volume.remove.unmounted",
@@ -604,8 +588,8 @@ async fn remove(ctx: &Context<'_>, rec: &mut Recorder<'_>, name: &str) {
             return;
         }
     }
-    let got = call(ctx, "VolumeDriver.Get", json!({"Name": name})).await;
-    let listed = call(ctx, "VolumeDriver.List", json!({})).await;
+    let got = ctx.call("VolumeDriver.Get", json!({"Name": name})).await;
+    let listed = ctx.call("VolumeDriver.List", json!({})).await;
     let still_got =
         matches!(&got, Ok(r) if r.succeeded() && r.field("Volume").is_some_and(Value::is_object));
     let still_listed = matches!(&listed, Ok(r) if r.field("Volumes").and_then(Value::as_array).is_some_and(|vs| vs.iter().any(|v| str_field(v, "Name") == name)));
@@ -627,7 +611,7 @@ async fn remove(ctx: &Context<'_>, rec: &mut Recorder<'_>, name: &str) {
 /// Calls about a volume that does not exist.
 async fn unknown(ctx: &Context<'_>, rec: &mut Recorder<'_>) {
     let ghost = ctx.unique("ghost");
-    match call(ctx, "VolumeDriver.Get", json!({"Name": ghost})).await {
+    match ctx.call("VolumeDriver.Get", json!({"Name": ghost})).await {
         Ok(r) => {
             let volume = r.field("Volume").is_some_and(Value::is_object);
             rec.check(
@@ -641,12 +625,12 @@ async fn unknown(ctx: &Context<'_>, rec: &mut Recorder<'_>) {
             rec.check("volume.get.unknown", false, "an answer", e);
         }
     }
-    match call(
-        ctx,
-        "VolumeDriver.Mount",
-        json!({"Name": ghost, "ID": mount_id()}),
-    )
-    .await
+    match ctx
+        .call(
+            "VolumeDriver.Mount",
+            json!({"Name": ghost, "ID": mount_id()}),
+        )
+        .await
     {
         Ok(r) => {
             rec.check(
@@ -660,7 +644,10 @@ async fn unknown(ctx: &Context<'_>, rec: &mut Recorder<'_>) {
             rec.check("volume.mount.unknown", false, "an answer", e);
         }
     }
-    match call(ctx, "VolumeDriver.Remove", json!({"Name": ghost})).await {
+    match ctx
+        .call("VolumeDriver.Remove", json!({"Name": ghost}))
+        .await
+    {
         Ok(r) => {
             rec.expect(
                 "volume.remove.unknown",
@@ -683,14 +670,13 @@ async fn parallel(ctx: &Context<'_>, rec: &mut Recorder<'_>) {
     let names: Vec<String> = (0..PARALLEL_VOLUMES).map(|_| ctx.unique("par")).collect();
     let opts = opts_value(&ctx.options.volume_opts);
     let creates = names.iter().map(|n| {
-        call(
-            ctx,
+        ctx.call(
             "VolumeDriver.Create",
             json!({"Name": n, "Opts": opts.clone()}),
         )
     });
     let created = futures_util::future::join_all(creates).await;
-    let listed = call(ctx, "VolumeDriver.List", json!({})).await;
+    let listed = ctx.call("VolumeDriver.List", json!({})).await;
     let listed: Vec<String> = match &listed {
         Ok(r) => r
             .field("Volumes")
@@ -721,6 +707,6 @@ async fn parallel(ctx: &Context<'_>, rec: &mut Recorder<'_>) {
     );
     let removes = names
         .iter()
-        .map(|n| call(ctx, "VolumeDriver.Remove", json!({"Name": n})));
+        .map(|n| ctx.call("VolumeDriver.Remove", json!({"Name": n})));
     futures_util::future::join_all(removes).await;
 }

@@ -7,6 +7,10 @@ impl Driver {
     /// `VolumeDriver.<method>`.
     pub(super) fn volume_call(&self, method: &str, args: &Value) -> Reply {
         match method {
+            "VolumeDriver.Capabilities" if self.broken("caps-404") => Reply::not_found(),
+            "VolumeDriver.Capabilities" if self.broken("scope-bogus") => {
+                Reply::ok(json!({ "Capabilities": { "Scope": "cluster" } }))
+            }
             "VolumeDriver.Capabilities" => {
                 Reply::ok(json!({ "Capabilities": { "Scope": self.cfg.scope } }))
             }
@@ -23,6 +27,31 @@ impl Driver {
 
     fn volume_dir(&self, name: &str) -> PathBuf {
         self.cfg.root.join(name)
+    }
+
+    /// The key of the mountpoint field (`mountpoint-case`: as dockerd reads it, not writes it).
+    fn mountpoint_key(&self) -> &'static str {
+        if self.broken("mountpoint-case") {
+            "MountPoint"
+        } else {
+            "Mountpoint"
+        }
+    }
+
+    /// The Mountpoint a Mount (or Path) answers for volume `name`.
+    fn mountpoint(&self, name: &str, fresh: bool) -> String {
+        if self.broken("mount-relative") {
+            return format!("volumes/{name}");
+        }
+        if self.broken("mount-nowhere") {
+            return format!("/nonexistent/berth-test-plugin/{name}");
+        }
+        if fresh && self.broken("mount-new-dir") {
+            let dir = self.cfg.root.join(format!(".mount-{name}-{}", now_nanos()));
+            let _ = fs::create_dir_all(&dir);
+            return dir.display().to_string();
+        }
+        self.volume_dir(name).display().to_string()
     }
 
     fn meta_path(&self, name: &str) -> PathBuf {
@@ -50,10 +79,35 @@ impl Driver {
             Ok(n) => n,
             Err(r) => return r,
         };
+        if self.broken("create-fails") {
+            return Reply::err("create refused (TEST_BROKEN=create-fails)");
+        }
         let opts = field(args, "Opts").cloned().unwrap_or(Value::Null);
         if let Some(msg) = field(&opts, "error").and_then(Value::as_str) {
             return Reply::err(msg);
         }
+        let unknown = opts
+            .as_object()
+            .and_then(|o| o.keys().find(|k| *k != "error").cloned());
+        if let Some(key) = unknown {
+            if self.broken("strict-opts-silent") {
+                return Reply::err("");
+            }
+            if self.broken("strict-opts") {
+                return Reply::err(format!("unknown option {key:?}"));
+            }
+        }
+        let _serial = if self.broken("create-serial") {
+            match self.create_gate.try_lock() {
+                Ok(g) => {
+                    thread::sleep(Duration::from_millis(20));
+                    Some(g)
+                }
+                Err(_) => return Reply::err("another create is running"),
+            }
+        } else {
+            None
+        };
         let _guard = self.fs_lock.lock().unwrap_or_else(|e| e.into_inner());
         if self.exists(&name) {
             // Idempotent, as the local driver is.
@@ -75,9 +129,18 @@ impl Driver {
         };
         let _guard = self.fs_lock.lock().unwrap_or_else(|e| e.into_inner());
         if !self.exists(&name) {
+            if self.broken("remove-unknown-ok") {
+                return Reply::ok(json!({ "Err": "" }));
+            }
             return Reply::err("no such volume");
         }
-        if self.mount_count(&name) > 0 {
+        if self.broken("remove-fails") {
+            return Reply::err("remove refused (TEST_BROKEN=remove-fails)");
+        }
+        if self.broken("remove-keeps") {
+            return Reply::ok(json!({ "Err": "" }));
+        }
+        if self.mount_count(&name) > 0 && !self.broken("remove-mounted-ok") {
             return Reply::err(format!("volume {name} is in use"));
         }
         if let Err(e) = fs::remove_dir_all(self.volume_dir(&name)) {
@@ -92,6 +155,9 @@ impl Driver {
             Ok(n) => n,
             Err(r) => return r,
         };
+        if !self.exists(&name) && self.broken("get-ghosts") {
+            return Reply::ok(json!({"Volume": {"Name": name, "Mountpoint": "/ghost"}, "Err": ""}));
+        }
         if !self.exists(&name) {
             if self.cfg.get_null {
                 return Reply::ok(json!({ "Volume": null, "Err": "" }));
@@ -117,15 +183,30 @@ impl Driver {
         if let Some(opts) = field(&meta, "Opts").filter(|o| o.is_object()) {
             status.insert("Opts".into(), opts.clone());
         }
-        Reply::ok(json!({
-            "Volume": {
-                "Name": name,
-                "Mountpoint": self.volume_dir(&name).display().to_string(),
-                "CreatedAt": rfc3339(created),
-                "Status": status,
-            },
-            "Err": "",
-        }))
+        let mut volume = Map::new();
+        let shown_name = if self.broken("get-misnamed") {
+            format!("{name}-other")
+        } else {
+            name.clone()
+        };
+        volume.insert("Name".into(), shown_name.into());
+        volume.insert(
+            self.mountpoint_key().into(),
+            self.volume_dir(&name).display().to_string().into(),
+        );
+        let created_at = if self.broken("bad-created-at") {
+            "yesterday".to_string()
+        } else {
+            rfc3339(created)
+        };
+        volume.insert("CreatedAt".into(), created_at.into());
+        let status = if self.broken("status-list") {
+            json!(["mounted", status.len()])
+        } else {
+            Value::Object(status)
+        };
+        volume.insert("Status".into(), status);
+        Reply::ok(json!({ "Volume": volume, "Err": "" }))
     }
 
     fn list(&self) -> Reply {
@@ -144,6 +225,19 @@ impl Driver {
             Err(e) => return Reply::err(format!("list: {e}")),
         }
         names.sort();
+        if self.broken("list-missing") {
+            names.clear();
+        }
+        if self.broken("list-bad") {
+            return Reply::ok(json!({"Volumes": {"count": names.len()}, "Err": ""}));
+        }
+        if self.broken("mountpoint-case") {
+            let volumes: Vec<Value> = names
+                .iter()
+                .map(|n| json!({"Name": n, "MountPoint": self.volume_dir(n)}))
+                .collect();
+            return Reply::ok(json!({"Volumes": volumes, "Err": ""}));
+        }
         // Serialised from plain structs: a `json!` tree per volume made this plugin slower
         // than the daemons that call it.
         // Keys in the order the former `json!` trees had (sorted), so answers stay the same.
@@ -179,7 +273,15 @@ impl Driver {
         if !self.exists(&name) {
             return Reply::err("no such volume");
         }
-        Reply::ok(json!({ "Mountpoint": self.volume_dir(&name).display().to_string(), "Err": "" }))
+        if self.broken("path-error") {
+            return Reply::err("path refused (TEST_BROKEN=path-error)");
+        }
+        let path = if self.broken("path-empty") {
+            String::new()
+        } else {
+            self.mountpoint(&name, false)
+        };
+        Reply::ok(json!({ self.mountpoint_key(): path, "Err": "" }))
     }
 
     fn mount(&self, args: &Value) -> Reply {
@@ -188,7 +290,10 @@ impl Driver {
             Err(r) => return r,
         };
         if !self.exists(&name) {
-            return Reply::err("no such volume");
+            if !self.broken("mount-unknown-ok") {
+                return Reply::err("no such volume");
+            }
+            let _ = fs::create_dir_all(self.volume_dir(&name));
         }
         let id = str_field(args, "ID");
         self.mounts
@@ -197,7 +302,7 @@ impl Driver {
             .entry(name.clone())
             .or_default()
             .insert(id);
-        Reply::ok(json!({ "Mountpoint": self.volume_dir(&name).display().to_string(), "Err": "" }))
+        Reply::ok(json!({ self.mountpoint_key(): self.mountpoint(&name, true), "Err": "" }))
     }
 
     fn unmount(&self, args: &Value) -> Reply {
@@ -207,6 +312,17 @@ impl Driver {
         };
         if !self.exists(&name) {
             return Reply::err("no such volume");
+        }
+        if self.broken("unmount-fails") {
+            return Reply::err("unmount refused (TEST_BROKEN=unmount-fails)");
+        }
+        if self.broken("unmount-wipes") {
+            // Ignores the count: the data goes with the first unmount.
+            if let Ok(entries) = fs::read_dir(self.volume_dir(&name)) {
+                for e in entries.flatten() {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
         }
         let id = str_field(args, "ID");
         let mut mounts = self.mounts.lock().unwrap_or_else(|e| e.into_inner());
