@@ -151,7 +151,7 @@ pub async fn run(ctx: &Context<'_>, rec: &mut Recorder<'_>) {
 
     // A body near the daemon's limit: base64 of ~3 MiB of JSON.
     let mut large = request("POST", "/v1.41/volumes/create");
-    let filler = "x".repeat(3 << 20);
+    let filler = "x".repeat(ctx.options.authz_large_body);
     large.insert(
         "RequestBody".into(),
         b64(format!("{{\"Name\":\"{filler}\"}}").as_bytes()).into(),
@@ -308,4 +308,176 @@ pub async fn run(ctx: &Context<'_>, rec: &mut Recorder<'_>) {
         ),
         format!("slowest decision {:.1} ms", slowest.as_secs_f64() * 1e3),
     );
+}
+
+#[cfg(test)]
+mod model_tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::conformance::scripted::{self, arg, edit, err, ok, spoiled, Handler};
+
+    /// Allows everything but volume creation, which it denies with a reason.
+    fn plugin() -> Handler {
+        scripted::model("authz", |method, args| {
+            Some(match method {
+                "AuthZPlugin.AuthZReq" if arg(args, "RequestUri").contains("/volumes/create") => {
+                    ok(json!({"Allow": false, "Msg": "volumes are read-only here"}))
+                }
+                "AuthZPlugin.AuthZReq" | "AuthZPlugin.AuthZRes" => {
+                    ok(json!({"Allow": true, "Msg": ""}))
+                }
+                _ => return None,
+            })
+        })
+    }
+
+    fn when(field: &'static str) -> impl Fn(&Value, scripted::Answer) -> scripted::Answer {
+        move |args, a| {
+            if args.get(field).is_some() {
+                err(500, "cannot handle it")
+            } else {
+                a
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn every_authz_check_passes_against_a_good_plugin_and_fails_against_a_spoiled_one() {
+        let good = scripted::Scripted::start(plugin());
+        let report = scripted::run(&good, &["authz.*"]).await;
+        for r in &report.results {
+            assert_eq!(
+                r.outcome,
+                Outcome::Pass,
+                "{} against the good model: {}",
+                r.check.id,
+                r.got
+            );
+        }
+        assert_eq!(report.results.len(), CHECKS.len());
+
+        const REQ: &str = "AuthZPlugin.AuthZReq";
+        const RES: &str = "AuthZPlugin.AuthZRes";
+        let flips = Arc::new(AtomicUsize::new(0));
+        let cases: Vec<(&str, Outcome, Handler)> = vec![
+            (
+                "authz.req.answers",
+                Outcome::Fail,
+                spoiled(plugin(), REQ, |_, _| err(500, "down")),
+            ),
+            (
+                "authz.req.shape",
+                Outcome::Fail,
+                spoiled(plugin(), REQ, |_, a| {
+                    edit(a, |v| v["Allow"] = "true".into())
+                }),
+            ),
+            (
+                "authz.req.field-case",
+                Outcome::Warn,
+                spoiled(plugin(), REQ, |_, _| ok(json!({"allow": true}))),
+            ),
+            (
+                "authz.req.minimal",
+                Outcome::Fail,
+                spoiled(plugin(), REQ, |args, a| {
+                    if args.get("RequestHeaders").is_none() {
+                        err(500, "no headers")
+                    } else {
+                        a
+                    }
+                }),
+            ),
+            (
+                "authz.req.body",
+                Outcome::Fail,
+                spoiled(plugin(), REQ, when("RequestBody")),
+            ),
+            (
+                "authz.req.large-body",
+                Outcome::Fail,
+                spoiled(plugin(), REQ, |args, a| {
+                    if arg(args, "RequestBody").len() > 100_000 {
+                        err(500, "too large")
+                    } else {
+                        a
+                    }
+                }),
+            ),
+            (
+                "authz.req.tls-user",
+                Outcome::Fail,
+                spoiled(plugin(), REQ, when("User")),
+            ),
+            (
+                "authz.req.deny-message",
+                Outcome::Warn,
+                spoiled(plugin(), REQ, |_, a| edit(a, |v| v["Msg"] = "".into())),
+            ),
+            (
+                "authz.req.consistent",
+                Outcome::Warn,
+                spoiled(plugin(), REQ, move |args, a| {
+                    let small_post = arg(args, "RequestMethod") == "POST"
+                        && arg(args, "RequestBody").len() < 1000;
+                    if small_post && flips.fetch_add(1, Ordering::SeqCst) % 2 == 1 {
+                        ok(json!({"Allow": true}))
+                    } else {
+                        a
+                    }
+                }),
+            ),
+            (
+                "authz.res.answers",
+                Outcome::Fail,
+                spoiled(plugin(), RES, |_, _| err(500, "down")),
+            ),
+            (
+                "authz.res.no-status",
+                Outcome::Fail,
+                spoiled(plugin(), RES, |args, a| {
+                    if args.get("ResponseStatusCode").is_none() {
+                        err(500, "no status")
+                    } else {
+                        a
+                    }
+                }),
+            ),
+            (
+                "authz.err.not-in-200",
+                Outcome::Warn,
+                spoiled(plugin(), RES, |_, a| {
+                    edit(a, |v| v["Err"] = "ignored".into())
+                }),
+            ),
+            (
+                "authz.deadline",
+                Outcome::Warn,
+                spoiled(plugin(), RES, |_, a| {
+                    std::thread::sleep(std::time::Duration::from_millis(600));
+                    a
+                }),
+            ),
+        ];
+        let mut proven: Vec<&str> = Vec::new();
+        for (id, expected, handler) in cases {
+            let plugin = scripted::Scripted::start(handler);
+            let report = scripted::run(&plugin, &["authz.*"]).await;
+            let got = scripted::outcome(&report, id);
+            assert_eq!(
+                got,
+                Some(expected),
+                "{id}: {:?}",
+                report.results.iter().find(|r| r.check.id == id)
+            );
+            proven.push(id);
+        }
+        for c in CHECKS {
+            assert!(proven.contains(&c.id), "{} has no failing case", c.id);
+        }
+    }
 }

@@ -187,6 +187,7 @@ fn options(flags: &ConformanceFlags) -> Result<Options, ConformanceError> {
         parallel: flags.parallel.max(1),
         call_timeout: Duration::from_secs_f64(flags.timeout),
         scratch: std::env::temp_dir(),
+        authz_large_body: Options::default().authz_large_body,
         network_subnet: flags.network_subnet.clone(),
         ipam_subnet: flags.ipam_subnet.clone(),
     })

@@ -172,6 +172,8 @@ pub struct Options {
     pub call_timeout: Duration,
     /// Where host-side FIFOs of legacy log plugins are made.
     pub scratch: std::path::PathBuf,
+    /// Bytes of the request body `authz.req.large-body` sends (base64 makes it a third larger).
+    pub authz_large_body: usize,
     /// The IPv4 network the NetworkDriver checks create (`--network-subnet`).
     pub network_subnet: String,
     /// The pool the IpamDriver address checks request (`--ipam-subnet`): small, so that
@@ -190,6 +192,8 @@ impl Default for Options {
             parallel: 16,
             call_timeout: Duration::from_secs(10),
             scratch: std::env::temp_dir(),
+            // Near the daemon's 4 MiB limit once base64-encoded.
+            authz_large_body: 3 << 20,
             // RFC 2544's benchmarking range: no real network uses it.
             network_subnet: "198.18.78.0/24".into(),
             ipam_subnet: "198.18.77.0/29".into(),

@@ -421,3 +421,220 @@ async fn endpoint_life(
         }
     }
 }
+
+#[cfg(test)]
+mod model_tests {
+    use std::collections::HashSet;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::conformance::scripted::{self, arg, edit, err, ok, spoiled, Handler};
+
+    /// A well-behaved network driver (interfaces named `lo`, which exists everywhere).
+    fn driver() -> Handler {
+        let networks = scripted::state::<HashSet<String>>();
+        scripted::model("NetworkDriver", move |method, args| {
+            let mut known = networks.lock().unwrap();
+            Some(match method {
+                "NetworkDriver.GetCapabilities" => {
+                    ok(json!({"Scope": "local", "ConnectivityScope": "global"}))
+                }
+                "NetworkDriver.CreateNetwork" => {
+                    known.insert(arg(args, "NetworkID"));
+                    ok(json!({}))
+                }
+                "NetworkDriver.DeleteNetwork" => {
+                    known.remove(&arg(args, "NetworkID"));
+                    ok(json!({}))
+                }
+                "NetworkDriver.CreateEndpoint" if !known.contains(&arg(args, "NetworkID")) => {
+                    err(500, "no such network")
+                }
+                "NetworkDriver.CreateEndpoint" => ok(json!({"Interface": null})),
+                "NetworkDriver.EndpointOperInfo" => ok(json!({"Value": {}})),
+                "NetworkDriver.Join" => ok(json!({
+                    "InterfaceName": {"SrcName": "lo", "DstPrefix": "eth"},
+                    "Gateway": "198.18.78.1",
+                    "StaticRoutes": [{"Destination": "10.0.0.0/8", "RouteType": 0, "NextHop": "198.18.78.1"}, {"Destination": "10.1.0.0/16", "RouteType": 1}]
+                })),
+                "NetworkDriver.Leave" | "NetworkDriver.DeleteEndpoint" => ok(json!({})),
+                // Optional: not implemented.
+                _ => return None,
+            })
+        })
+    }
+
+    fn answer(status: u16) -> impl Fn(&Value, scripted::Answer) -> scripted::Answer {
+        move |_, _| err(status, "spoiled")
+    }
+
+    #[tokio::test]
+    async fn every_network_check_passes_against_a_good_driver_and_fails_against_a_spoiled_one() {
+        let good = scripted::Scripted::start(driver());
+        let report = scripted::run(&good, &["network.*"]).await;
+        for r in &report.results {
+            assert_eq!(
+                r.outcome,
+                Outcome::Pass,
+                "{} against the good model: {}",
+                r.check.id,
+                r.got
+            );
+        }
+        assert_eq!(report.results.len(), CHECKS.len());
+
+        let join =
+            |f: fn(&mut Value)| spoiled(driver(), "NetworkDriver.Join", move |_, a| edit(a, f));
+        let cases: Vec<(&str, Outcome, Handler)> = vec![
+            (
+                "network.capabilities.answers",
+                Outcome::Fail,
+                spoiled(driver(), "NetworkDriver.GetCapabilities", answer(500)),
+            ),
+            (
+                "network.capabilities.scope",
+                Outcome::Fail,
+                spoiled(driver(), "NetworkDriver.GetCapabilities", |_, _| {
+                    ok(json!({"Scope": "cluster"}))
+                }),
+            ),
+            (
+                "network.capabilities.connectivity-scope",
+                Outcome::Fail,
+                spoiled(driver(), "NetworkDriver.GetCapabilities", |_, _| {
+                    ok(json!({"Scope": "local", "ConnectivityScope": "world"}))
+                }),
+            ),
+            (
+                "network.field-case",
+                Outcome::Warn,
+                spoiled(driver(), "NetworkDriver.GetCapabilities", |_, _| {
+                    ok(json!({"Scope": "local", "connectivityScope": "local"}))
+                }),
+            ),
+            (
+                "network.create.ipv4",
+                Outcome::Fail,
+                spoiled(driver(), "NetworkDriver.CreateNetwork", answer(500)),
+            ),
+            (
+                "network.create.ipv6",
+                Outcome::Warn,
+                spoiled(driver(), "NetworkDriver.CreateNetwork", |args, a| {
+                    if args["IPv6Data"].as_array().is_some_and(|d| !d.is_empty()) {
+                        err(500, "no IPv6")
+                    } else {
+                        a
+                    }
+                }),
+            ),
+            (
+                "network.endpoint.create",
+                Outcome::Fail,
+                spoiled(driver(), "NetworkDriver.CreateEndpoint", answer(500)),
+            ),
+            (
+                "network.endpoint.keeps-address",
+                Outcome::Fail,
+                spoiled(driver(), "NetworkDriver.CreateEndpoint", |_, a| {
+                    edit(a, |v| v["Interface"] = json!({"Address": "10.9.9.9/24"}))
+                }),
+            ),
+            (
+                "network.endpoint.no-address",
+                Outcome::Fail,
+                spoiled(driver(), "NetworkDriver.CreateEndpoint", |args, a| {
+                    if args["Interface"]["MacAddress"] == "" {
+                        edit(a, |v| v["Interface"] = json!({"MacAddress": "zz"}))
+                    } else {
+                        a
+                    }
+                }),
+            ),
+            (
+                "network.endpoint.unknown-network",
+                Outcome::Warn,
+                spoiled(driver(), "NetworkDriver.CreateEndpoint", |_, _| {
+                    ok(json!({}))
+                }),
+            ),
+            (
+                "network.endpoint.oper-info",
+                Outcome::Warn,
+                spoiled(driver(), "NetworkDriver.EndpointOperInfo", answer(500)),
+            ),
+            (
+                "network.join.answers",
+                Outcome::Fail,
+                join(|v| v["InterfaceName"] = Value::Null),
+            ),
+            (
+                "network.join.interface-exists",
+                Outcome::Fail,
+                join(|v| v["InterfaceName"]["SrcName"] = "berthnope0".into()),
+            ),
+            (
+                "network.join.gateway",
+                Outcome::Fail,
+                join(|v| v["Gateway"] = "198.18.78.1/24".into()),
+            ),
+            (
+                "network.join.routes",
+                Outcome::Fail,
+                join(|v| {
+                    v["StaticRoutes"] = json!([{"Destination": "10.0.0.0/8", "RouteType": 0}])
+                }),
+            ),
+            (
+                "network.external.program",
+                Outcome::Fail,
+                spoiled(
+                    driver(),
+                    "NetworkDriver.ProgramExternalConnectivity",
+                    answer(500),
+                ),
+            ),
+            (
+                "network.external.revoke",
+                Outcome::Fail,
+                spoiled(
+                    driver(),
+                    "NetworkDriver.RevokeExternalConnectivity",
+                    answer(500),
+                ),
+            ),
+            (
+                "network.leave",
+                Outcome::Fail,
+                spoiled(driver(), "NetworkDriver.Leave", answer(500)),
+            ),
+            (
+                "network.endpoint.delete",
+                Outcome::Fail,
+                spoiled(driver(), "NetworkDriver.DeleteEndpoint", answer(500)),
+            ),
+            (
+                "network.delete",
+                Outcome::Fail,
+                spoiled(driver(), "NetworkDriver.DeleteNetwork", answer(500)),
+            ),
+        ];
+        let mut proven: Vec<&str> = Vec::new();
+        for (id, expected, handler) in cases {
+            let plugin = scripted::Scripted::start(handler);
+            let report = scripted::run(&plugin, &["network.*"]).await;
+            let got = scripted::outcome(&report, id);
+            assert_eq!(
+                got,
+                Some(expected),
+                "{id}: {:?}",
+                report.results.iter().find(|r| r.check.id == id)
+            );
+            proven.push(id);
+        }
+        for c in CHECKS {
+            assert!(proven.contains(&c.id), "{} has no failing case", c.id);
+        }
+    }
+}

@@ -2,7 +2,6 @@
 //! from a closure, so every check can be shown passing against a good model of a protocol and
 //! failing (or warning) against that model with one answer spoiled.
 
-use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
@@ -106,6 +105,7 @@ pub async fn run(plugin: &Scripted, checks: &[&str]) -> Report {
         checks: checks.iter().map(|c| c.to_string()).collect(),
         scratch: plugin.scratch(),
         parallel: 4,
+        authz_large_body: 200_000,
         ..Options::default()
     };
     super::runner::run(&target, &options).await
@@ -190,6 +190,3 @@ pub fn arg(args: &Value, name: &str) -> String {
         .unwrap_or_default()
         .to_string()
 }
-
-/// Keys seen by a model, for models that need a set.
-pub type Seen = HashMap<String, String>;
