@@ -109,10 +109,11 @@ impl Protocol {
 
     /// The protocol of an `Interface.Types` entry (`docker.volumedriver/1.0`).
     pub fn from_interface_type(text: &str) -> Option<Protocol> {
-        let (capability, _) = crate::plugin::manager::parse_capability(text)?;
+        let (prefix, capability) = crate::plugin::manager::parse_capability(text)?;
+        let capability = capability.to_ascii_lowercase();
         Protocol::ALL
             .into_iter()
-            .find(|p| p.capability() == Some(capability.as_str()))
+            .find(|p| prefix == "docker" && p.capability() == Some(capability.as_str()))
     }
 }
 

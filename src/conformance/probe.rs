@@ -63,6 +63,17 @@ impl Reply {
         self.status != 200 || self.in_band_error().is_some()
     }
 
+    /// The message of an error answer, if it has one: a JSON answer's non-empty `Err` (or
+    /// IPAM's `Error`), a plain-text answer's text. `{"Err":""}` has none (dockerd would show
+    /// the raw JSON).
+    pub fn message(&self) -> Option<String> {
+        if self.json.is_some() {
+            return self.in_band_error();
+        }
+        let text = String::from_utf8_lossy(&self.body).trim().to_string();
+        (!text.is_empty()).then_some(text)
+    }
+
     /// The message a user would see for an error answer.
     pub fn error_text(&self) -> String {
         if self.status == 200 {

@@ -41,8 +41,8 @@ pub struct Target {
     pub restart: Option<Box<dyn Restart>>,
     /// Whether the plugin's paths and interfaces can be looked at from here.
     pub host_visible: bool,
-    /// Stops and removes what the harness started.
-    private: Option<PrivateStore>,
+    /// What the harness started; stopped and removed when the target is dropped.
+    _private: Option<PrivateStore>,
 }
 
 impl Target {
@@ -86,7 +86,7 @@ impl Target {
             declared: None,
             restart: None,
             host_visible,
-            private: None,
+            _private: None,
         })
     }
 
@@ -184,14 +184,6 @@ impl Target {
     }
 }
 
-impl Drop for Target {
-    fn drop(&mut self) {
-        if let Some(store) = self.private.take() {
-            store.remove();
-        }
-    }
-}
-
 /// The name plugins get in a private store.
 const PRIVATE_NAME: &str = "berth-conformance/plugin:latest";
 
@@ -282,14 +274,16 @@ impl PrivateStore {
             declared: Some(declared),
             restart: None,
             host_visible: true,
-            private: Some(self),
+            _private: Some(self),
         };
         target.restart = Some(Box::new(restarter));
         Ok(target)
     }
+}
 
-    fn remove(self) {
-        let _ = self.manager.remove(PRIVATE_NAME, true);
+/// Whatever happened, the plugins stop and the store goes.
+impl Drop for PrivateStore {
+    fn drop(&mut self) {
         for plugin in self
             .manager
             .list(crate::plugin::manager::EnabledFilter::Any, |_| true)

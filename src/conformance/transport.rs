@@ -517,7 +517,7 @@ pub async fn run(
 pub fn judge_error(rec: &mut Recorder<'_>, r: &Reply) {
     rec.check(
         "transport.error.message",
-        !r.error_text().trim().is_empty(),
+        r.message().is_some(),
         "a message",
         r.summary(),
     );

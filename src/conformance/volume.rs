@@ -187,7 +187,7 @@ async fn create(ctx: &Context<'_>, rec: &mut Recorder<'_>, name: &str) -> bool {
         Ok(r) if r.is_error() => {
             rec.check(
                 "volume.create.bad-opts",
-                !r.error_text().trim().is_empty(),
+                r.message().is_some(),
                 "an error with a message",
                 r.summary(),
             );

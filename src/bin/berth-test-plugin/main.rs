@@ -54,12 +54,14 @@ Modes: VolumeDriver (default) and LogDriver (TEST_IMPLEMENTS=LogDriver: entries 
 FIFO are kept in memory per container; ReadLogs with Since/Until/Tail/Follow).
 
 Broken knobs (each makes some conformance checks fail or warn):
-  transport: activate-empty activate-lowercase content-type-required strict-accept
+  transport: activate-fails activate-empty activate-no-implements activate-lowercase
+             content-type-required strict-accept
              strict-json-ct strict-host unknown-200 empty-200 text-200 no-content-type
              plain-errors silent-errors accept-garbage crash-on-garbage serial restart
   volume:    scope-bogus caps-404 create-fails strict-opts strict-opts-silent bad-created-at
              status-list mountpoint-case get-ghosts get-misnamed list-missing list-bad
-             path-empty path-error mount-relative mount-nowhere mount-new-dir unmount-wipes
+             path-empty path-error mount-fails mount-relative mount-nowhere mount-unwritable
+             mount-new-dir unmount-wipes
              unmount-fails mount-unknown-ok remove-mounted-ok remove-fails remove-keeps
              remove-unknown-ok create-serial
   log:       log-caps-404 log-caps-bad log-field-case log-start-fails log-no-read
@@ -791,7 +793,10 @@ impl Driver {
             || method.starts_with("VolumeDriver.")
             || method.starts_with("LogDriver.");
         let args: Value = if req.body.iter().all(u8::is_ascii_whitespace) {
-            if needs_args && known && !self.broken("accept-garbage") {
+            if needs_args && known && self.broken("accept-garbage") {
+                return Reply::ok(json!({}));
+            }
+            if needs_args && known {
                 // json.Decoder on an empty body.
                 return Reply::text(400, "EOF");
             }
@@ -808,20 +813,26 @@ impl Driver {
             }
         };
         match method {
+            "Plugin.Activate" if self.broken("activate-fails") => Reply::err("not ready"),
             "Plugin.Activate" if self.broken("activate-empty") => Reply::ok_empty(),
+            "Plugin.Activate" if self.broken("activate-no-implements") => {
+                Reply::ok(json!({ "Implements": [] }))
+            }
             "Plugin.Activate" if self.broken("activate-lowercase") => Reply::ok(json!({
                 "Implements": self.cfg.implements.iter().map(|i| i.to_ascii_lowercase()).collect::<Vec<_>>()
             })),
             "Plugin.Activate" => Reply::ok(json!({ "Implements": self.cfg.implements })),
             m if m.starts_with("VolumeDriver.") => self.volume_call(m, &args),
             m if m.starts_with("LogDriver.") => self.log_driver_call(m, &args),
-            _ if self.broken("unknown-200") => Reply::ok(json!({})),
             _ => Reply::not_found(),
         }
     }
 
     /// The knobs that spoil answers on their way out.
     fn spoil(&self, method: &str, mut reply: Reply) -> Reply {
+        if reply.status == 404 && self.broken("unknown-200") {
+            return Reply::ok(json!({}));
+        }
         let probe = matches!(method, "VolumeDriver.List" | "LogDriver.Capabilities");
         if reply.status == 200 && probe && self.broken("empty-200") {
             return Reply::ok_empty();

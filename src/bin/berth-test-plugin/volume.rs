@@ -43,6 +43,9 @@ impl Driver {
         if self.broken("mount-relative") {
             return format!("volumes/{name}");
         }
+        if self.broken("mount-unwritable") {
+            return "/proc/sys/kernel".into();
+        }
         if self.broken("mount-nowhere") {
             return format!("/nonexistent/berth-test-plugin/{name}");
         }
@@ -294,6 +297,9 @@ impl Driver {
                 return Reply::err("no such volume");
             }
             let _ = fs::create_dir_all(self.volume_dir(&name));
+        }
+        if self.broken("mount-fails") {
+            return Reply::err("mount refused (TEST_BROKEN=mount-fails)");
         }
         let id = str_field(args, "ID");
         self.mounts
