@@ -16,11 +16,14 @@ use serde_json::Value;
 const BERTH: &str = env!("CARGO_BIN_EXE_berth");
 
 fn conformance(args: &[&str]) -> Output {
-    Command::new(BERTH)
+    let start = std::time::Instant::now();
+    let out = Command::new(BERTH)
         .arg("conformance")
         .args(args)
         .output()
-        .expect("run berth conformance")
+        .expect("run berth conformance");
+    eprintln!("berth conformance {args:?}: {:.1}s", start.elapsed().as_secs_f64());
+    out
 }
 
 /// Results by check ID of a JSON run.

@@ -352,6 +352,7 @@ fn tar_stream(dir: PathBuf) -> impl Read + Send {
     std::thread::spawn(move || {
         let mut builder = tar::Builder::new(writer);
         builder.follow_symlinks(false);
+        builder.sparse(false);
         if let Err(e) = builder
             .append_dir_all(".", &dir)
             .and_then(|()| builder.finish())
