@@ -44,6 +44,10 @@ pub struct DaemonFlags {
     /// Mirror tried before Docker Hub for docker.io pulls; repeatable
     #[arg(long = "registry-mirror", value_name = "URL")]
     pub registry_mirrors: Vec<String>,
+    /// LogDriver plugin (managed or legacy) that every managed plugin's output is also sent
+    /// to, as a container's would be
+    #[arg(long, value_name = "NAME")]
+    pub plugin_log_driver: Option<String>,
     /// daemon.json-style configuration file (read when present)
     #[arg(long, value_name = "FILE", default_value = DEFAULT_CONFIG_FILE)]
     pub config_file: PathBuf,
@@ -62,6 +66,8 @@ pub struct DaemonConfig {
     pub legacy_plugin_dirs: Vec<PathBuf>,
     pub insecure_registries: Vec<String>,
     pub registry_mirrors: Vec<String>,
+    /// `--plugin-log-driver`: where plugin output is shipped besides the daemon log.
+    pub plugin_log_driver: Option<String>,
 }
 
 pub const DEFAULT_LEGACY_PLUGIN_DIRS: &[&str] = &[
@@ -77,6 +83,7 @@ const FILE_KEYS: &[&str] = &[
     "exec-root",
     "log-level",
     "plugin-start-timeout",
+    "plugin-log-driver",
 ];
 const DEFAULT_PLUGIN_START_TIMEOUT: f64 = 30.0;
 
@@ -140,6 +147,7 @@ fn resolve(
     let data_root_file = file_string("data-root")?;
     let exec_root_file = file_string("exec-root")?;
     let log_level_file = file_string("log-level")?;
+    let log_driver_file = file_string("plugin-log-driver")?;
     for (key, flag, from_file) in [
         (
             "data-root",
@@ -152,6 +160,11 @@ fn resolve(
             &exec_root_file,
         ),
         ("log-level", flags.log_level.clone(), &log_level_file),
+        (
+            "plugin-log-driver",
+            flags.plugin_log_driver.clone(),
+            &log_driver_file,
+        ),
     ] {
         if let (Some(flag), Some(from_file)) = (flag, from_file) {
             conflicts.push(format!(
@@ -264,7 +277,13 @@ fn resolve(
     };
     let insecure_registries = list(&flags.insecure_registries, "insecure-registries")?;
     let registry_mirrors = list(&flags.registry_mirrors, "registry-mirrors")?;
+    let plugin_log_driver = flags
+        .plugin_log_driver
+        .clone()
+        .or(log_driver_file)
+        .filter(|n| !n.is_empty());
     Ok(DaemonConfig {
+        plugin_log_driver,
         insecure_registries,
         registry_mirrors,
         plugin_start_timeout: std::time::Duration::from_secs_f64(start_timeout),

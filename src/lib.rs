@@ -44,6 +44,7 @@ pub mod error;
 pub mod fsutil;
 pub mod goerr;
 pub mod gojson;
+pub mod logforward;
 pub mod mounts;
 pub mod plugin;
 pub mod progress;

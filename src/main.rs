@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 use berth::api::{self, version::DEFAULT_API_VERSION, ApiState};
 use berth::config::{DaemonConfig, DaemonFlags};
 use berth::distribution::registry::{RegistryClient, RegistryOptions};
+use berth::logforward::LogForwarder;
 use berth::plugin::getter::PluginGetter;
 use berth::plugin::manager::{Manager, RuntimeOptions};
 use berth::rpc::discovery::LegacyPlugins;
@@ -121,13 +122,6 @@ fn run_daemon(config: DaemonConfig) -> anyhow::Result<()> {
     )
     .context("opening the plugin store")?;
     let manager = Arc::new(manager);
-    // Plugins that were enabled run again before the API answers.
-    manager.restore();
-    let listeners = config
-        .sockets
-        .iter()
-        .map(|path| bind_socket(path))
-        .collect::<anyhow::Result<Vec<_>>>()?;
     let legacy = LegacyPlugins::new(
         config.legacy_plugin_dirs.clone(),
         LEGACY_ACTIVATION_TIMEOUT,
@@ -139,6 +133,21 @@ fn run_daemon(config: DaemonConfig) -> anyhow::Result<()> {
         legacy,
         config.plugin_call_timeout,
     ));
+    if let Some(driver) = &config.plugin_log_driver {
+        // Before plugins start, so that their first lines are shipped too.
+        manager.set_log_sink(LogForwarder::start(
+            getter.clone(),
+            driver.clone(),
+            config.exec_root.join("logging"),
+        ));
+    }
+    // Plugins that were enabled run again before the API answers.
+    manager.restore();
+    let listeners = config
+        .sockets
+        .iter()
+        .map(|path| bind_socket(path))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let volumes =
         VolumeService::open(&config.data_root, getter).context("opening the volume store")?;
     let state = ApiState {

@@ -22,7 +22,10 @@ fn conformance(args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("run berth conformance");
-    eprintln!("berth conformance {args:?}: {:.1}s", start.elapsed().as_secs_f64());
+    eprintln!(
+        "berth conformance {args:?}: {:.1}s",
+        start.elapsed().as_secs_f64()
+    );
     out
 }
 
@@ -102,12 +105,15 @@ fn the_test_plugin_passes_in_its_volume_and_log_modes() {
     }
 }
 
-/// Which checks each broken knob makes fail (or warn).
-fn broken_cases() -> Vec<(
+/// A `TEST_BROKEN` knob, the protocol it breaks, and the checks (ID, outcome) it must turn.
+type BrokenCase = (
     &'static str,
     &'static str,
     Vec<(&'static str, &'static str)>,
-)> {
+);
+
+/// Which checks each broken knob makes fail (or warn).
+fn broken_cases() -> Vec<BrokenCase> {
     let v = "VolumeDriver";
     let l = "LogDriver";
     vec![
@@ -606,4 +612,113 @@ fn spec_and_json_files_name_the_plugin() {
         "json",
     ]);
     assert_eq!(outcome(&results(&out), "volume.list.contains"), "pass");
+}
+
+#[test]
+fn a_managed_plugin_of_a_running_berth_is_checked_and_its_output_shipped_to_a_log_plugin() {
+    use berth::drivers::log::{LogDriverClient, ReadConfig};
+    // The log plugin: the test plugin in its LogDriver mode, as a legacy plugin.
+    let dir = tempfile::Builder::new()
+        .prefix("bc")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let legacy = dir.path().join("plugins");
+    let socket = legacy.join("testlog.sock");
+    let _log_plugin = common::host_test_plugin(
+        &socket,
+        &dir.path().join("root"),
+        &[("TEST_IMPLEMENTS", "LogDriver")],
+    );
+    let daemon = common::Daemon::start_with(&[
+        "--legacy-plugin-dir",
+        legacy.to_str().unwrap(),
+        "--plugin-log-driver",
+        "testlog",
+    ]);
+
+    let r = daemon.create_plugin(
+        "conf/vol",
+        &common::test_plugin_context(&common::test_plugin_config("")),
+    );
+    assert_eq!(r.status, 204, "{}", r.text());
+    let r = daemon.post_json("/v1.41/plugins/conf/vol/set", r#"["TEST_STDERR_LINES=3"]"#);
+    assert_eq!(r.status, 204, "{}", r.text());
+    let r = daemon.request(
+        "POST",
+        "/v1.41/plugins/conf/vol/enable?timeout=30",
+        &[],
+        &[],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let id = daemon.get("/v1.41/plugins/conf/vol/json").json()["Id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let host = format!("unix://{}", daemon.socket.display());
+    let out = conformance(&[
+        "--plugin",
+        "conf/vol",
+        "--host",
+        &host,
+        "--format",
+        "json",
+        "--check",
+        "volume.*",
+        "--check",
+        "transport.activate.*",
+    ]);
+    let r = results(&out);
+    assert!(
+        out.status.success(),
+        "{r:#?}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for id in [
+        "volume.mount.host-visible",
+        "volume.mount.write-read",
+        "transport.activate.matches-config",
+    ] {
+        assert_eq!(outcome(&r, id), "pass", "{id}: {r:#?}");
+    }
+    let missing = conformance(&["--plugin", "conf/nope", "--host", &host]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("not found"),
+        "{}",
+        String::from_utf8_lossy(&missing.stderr)
+    );
+
+    // The plugin's start-up lines reached the log plugin, in a stream named by its ID.
+    let client = berth::rpc::client::PluginClient::new(
+        berth::rpc::client::Transport::Unix(socket.clone()),
+        Some(std::time::Duration::from_secs(5)),
+    )
+    .unwrap();
+    let log = LogDriverClient::for_plugin(&berth::rpc::handle::PluginHandle {
+        name: "testlog".into(),
+        kind: berth::rpc::handle::PluginKind::Legacy,
+        client,
+        paths: berth::rpc::handle::PathMapper::Identity,
+    });
+    let info = berth::drivers::log::Info {
+        container_id: id.clone(),
+        ..Default::default()
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let shipped = common::eventually(std::time::Duration::from_secs(10), || {
+        let lines: Vec<String> = runtime.block_on(async {
+            let mut reader = log.read_logs(&info, &ReadConfig::default()).await.unwrap();
+            let mut lines = Vec::new();
+            while let Some(e) = reader.next().await.unwrap() {
+                lines.push(format!("{} {}", e.source, String::from_utf8_lossy(&e.line)));
+            }
+            lines
+        });
+        (1..=3).all(|i| lines.contains(&format!("stderr test-plugin stderr line {i}")))
+    });
+    assert!(shipped, "the plugin's output did not reach the log plugin");
 }

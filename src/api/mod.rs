@@ -161,6 +161,7 @@ async fn handle(id: RouteId, call: Call, payload: web::Payload) -> Result<HttpRe
         RouteId::PluginEnable => plugins::enable(call).await,
         RouteId::PluginDisable => plugins::disable(call).await,
         RouteId::PluginLogs => plugins::logs(call).await,
+        RouteId::PluginEndpoint => plugins::endpoint(call).await,
         RouteId::PluginPrivileges => remote::privileges(call).await,
         RouteId::PluginPull => remote::pull(call, payload).await,
         RouteId::PluginUpgrade => remote::upgrade(call, payload).await,

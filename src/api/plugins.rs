@@ -111,6 +111,13 @@ pub async fn logs(call: Call) -> Result<HttpResponse> {
         .body(body))
 }
 
+/// berth extension: where the plugin's socket and files are on this host (for
+/// `berth conformance --plugin`).
+pub async fn endpoint(call: Call) -> Result<HttpResponse> {
+    let endpoint = call.state.plugins.public_endpoint(&call.name)?;
+    Ok(json_response(StatusCode::OK, &endpoint))
+}
+
 /// The upload is streamed into the unpacker as it arrives; nothing is buffered whole.
 pub async fn create(call: Call, mut payload: web::Payload) -> Result<HttpResponse> {
     let name = call.query("name");

@@ -16,6 +16,7 @@ pub enum RouteId {
     PluginEnable,
     PluginDisable,
     PluginLogs,
+    PluginEndpoint,
     PluginPrivileges,
     PluginPull,
     PluginUpgrade,
@@ -62,6 +63,7 @@ pub const ROUTES: &[Route] = &[
     route("POST", "/plugins/{name}/enable", RouteId::PluginEnable),
     route("POST", "/plugins/{name}/disable", RouteId::PluginDisable),
     route("GET", "/plugins/{name}/logs", RouteId::PluginLogs),
+    route("GET", "/plugins/{name}/endpoint", RouteId::PluginEndpoint),
     route("GET", "/plugins/privileges", RouteId::PluginPrivileges),
     route("POST", "/plugins/pull", RouteId::PluginPull),
     Route {

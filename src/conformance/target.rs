@@ -18,6 +18,7 @@ use serde_json::Value;
 
 use super::{ConformanceError, Protocol};
 use crate::plugin::getter::{Capability, Mode, PluginGetter};
+use crate::plugin::lifecycle::PublicEndpoint;
 use crate::plugin::manager::{Manager, RuntimeOptions};
 use crate::rpc::client::{PluginClient, Transport};
 use crate::rpc::discovery::LegacyPlugins;
@@ -161,27 +162,89 @@ impl Target {
         store.start(name, reference.to_string()).await
     }
 
-    /// A managed plugin of the berth daemon at `host` (`unix:///run/berth/berth.sock`).
+    /// A managed plugin of the berth daemon at `host` (`unix:///run/berth/berth.sock`),
+    /// found through that daemon's `GET /plugins/{name}/endpoint`.
     pub async fn berth(
         host: &str,
         name: &str,
         timeout: Duration,
     ) -> Result<Target, ConformanceError> {
         let socket = host.strip_prefix("unix://").ok_or_else(|| {
-            ConformanceError::Usage(format!("--host {host}: only unix:// sockets are served"))
+            ConformanceError::Usage(format!("--host {host}: berth serves unix:// sockets only"))
         })?;
-        let daemon = PluginClient::new(Transport::Unix(PathBuf::from(socket)), Some(timeout))
-            .map_err(|e| ConformanceError::Target(e.to_string()))?;
-        let method = format!("plugins/{name}/endpoint");
-        let raw = daemon
-            .exchange(&method, b"", &[("X-Http-Method", "GET")], 1 << 20)
+        let path = format!("/plugins/{name}/endpoint");
+        let socket = PathBuf::from(socket);
+        let answer = tokio::task::spawn_blocking(move || http_get(&socket, &path, timeout))
             .await
+            .map_err(|e| ConformanceError::Target(e.to_string()))?
             .map_err(|e| ConformanceError::Target(format!("{host}: {e}")))?;
-        let _ = raw;
-        Err(ConformanceError::Usage(
-            "--plugin: not served yet".to_string(),
-        ))
+        let (status, body) = answer;
+        if status != 200 {
+            let message = serde_json::from_slice::<Value>(&body)
+                .ok()
+                .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_string))
+                .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+            return Err(ConformanceError::Target(format!("{host}: {message}")));
+        }
+        let endpoint: PublicEndpoint = serde_json::from_slice(&body).map_err(|e| {
+            ConformanceError::Target(format!("{host}: not a berth plugin endpoint: {e}"))
+        })?;
+        if !endpoint.enabled {
+            return Err(ConformanceError::Usage(format!(
+                "plugin {} is disabled: enable it first",
+                endpoint.name
+            )));
+        }
+        let client = PluginClient::new(Transport::Unix(endpoint.socket.clone()), Some(timeout))
+            .map_err(|e| ConformanceError::Target(e.to_string()))?;
+        Ok(Target {
+            description: format!("managed plugin of {host}"),
+            plugin: PluginHandle {
+                name: endpoint.name.clone(),
+                kind: PluginKind::Managed {
+                    id: endpoint.id.clone(),
+                },
+                client,
+                paths: PathMapper::Managed {
+                    propagated_mount: endpoint.propagated_mount.clone(),
+                    host_propagated: endpoint.host_propagated_mount.clone(),
+                    rootfs: endpoint.rootfs.clone(),
+                },
+            },
+            declared: Some(
+                endpoint
+                    .types
+                    .iter()
+                    .filter_map(|t| Protocol::from_interface_type(t))
+                    .collect(),
+            ),
+            restart: None,
+            host_visible: true,
+            _private: None,
+        })
     }
+}
+
+/// `GET path` over HTTP/1.0 on a unix socket: status and body.
+fn http_get(socket: &Path, path: &str, timeout: Duration) -> std::io::Result<(u16, Vec<u8>)> {
+    use std::io::Write;
+    let mut stream = std::os::unix::net::UnixStream::connect(socket)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: berth\r\n\r\n")?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other("no HTTP answer"))?;
+    let head = String::from_utf8_lossy(&raw[..split]);
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other("no HTTP status"))?;
+    Ok((status, raw[split + 4..].to_vec()))
 }
 
 /// The name plugins get in a private store.
