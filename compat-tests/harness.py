@@ -52,7 +52,12 @@ KEEP_TMP = os.environ.get("BERTH_COMPAT_KEEP", "") not in ("", "0")
 # ~12.5 s on its own, see plugin-runtime.md §4).
 BERTH_PLUGIN_START_TIMEOUT = os.environ.get("BERTH_COMPAT_PLUGIN_START_TIMEOUT", "5")
 MAKE_TEST_PLUGINS = REPO / "scripts" / "make-test-plugins.sh"
-TEST_PLUGIN_NAMES = ("testdriver", "testdriver-privileged", "rclone", "rclone-noprivs")
+TEST_PLUGIN_NAMES = ("testdriver", "testdriver-privileged", "authz", "rclone", "rclone-noprivs")
+# the test plugin binary, run on the host as a legacy plugin (cargo build makes it)
+TEST_PLUGIN_BIN = os.environ.get("BERTH_TEST_PLUGIN_BIN") or str(REPO / "target" / "debug" / "berth-test-plugin")
+# where dockerd looks for legacy plugin spec files (hard-coded in dockerd, shared by every dockerd
+# on the machine: ours are named after the session directory and removed when the session ends)
+DOCKERD_PLUGIN_SPEC_DIR = "/etc/docker/plugins"
 # the first build of the test plugin binary compiles the berth library (~1 min)
 TEST_PLUGIN_BUILD_TIMEOUT = float(os.environ.get("BERTH_COMPAT_PLUGIN_BUILD_TIMEOUT", "900"))
 
@@ -215,6 +220,18 @@ def _descendants(roots: set[int]) -> dict[int, int]:
     return out
 
 
+def _terminate(proc: subprocess.Popen, grace: float = 10.0) -> None:
+    """SIGTERM a process we started (if it still runs), SIGKILL after `grace` seconds; reap it."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
 def _kill_processes(procs: dict[int, int]) -> list[str]:
     """SIGKILL the processes of `procs` (pid -> starttime) that still run; describe them."""
     killed = []
@@ -255,6 +272,12 @@ class Daemon:
         self.seen_plugin_ids: set[str] = set()
         # the session's loopback registry ({registry}), started on first use
         self._registry: "Registry | None" = None
+        # flags added to the daemon's command line (an authorization chain)
+        self.extra_args: list[str] = []
+        # variables every scenario starts with ({var:NAME})
+        self.scenario_vars: dict[str, str] = {}
+        # legacy plugins started for this daemon (stopped after it)
+        self.legacy_plugins: list["LegacyAuthzPlugin"] = []
 
     def registry(self) -> "Registry":
         """The session's docker-registry on 127.0.0.1 (started on first use)."""
@@ -272,6 +295,10 @@ class Daemon:
     # -- to override
     def argv(self) -> list[str]:
         raise NotImplementedError
+
+    def legacy_plugin_args(self) -> list[str]:
+        """Flags that make the daemon find the legacy plugins of `legacy_plugins`."""
+        return []
 
     @property
     def plugin_sock_dir(self) -> str:
@@ -307,8 +334,20 @@ class Daemon:
     def host(self) -> str:
         return "unix://" + self.sock
 
+    def use_authz_chain(self, plugins: list["LegacyAuthzPlugin"]) -> None:
+        """Start `plugins` (legacy AuthZ plugins) and configure them, in order, as the
+        daemon's authorization chain; `{var:<ROLE>}` names each one and `{var:<ROLE>LOG}` is
+        its call log (ROLE upper-cased)."""
+        for plugin in plugins:
+            self.legacy_plugins.append(plugin)
+            plugin.start(publish_spec=self.name == "dockerd")
+            self.extra_args += ["--authorization-plugin", plugin.name]
+            self.scenario_vars[plugin.role.upper()] = plugin.name
+            self.scenario_vars[plugin.role.upper() + "LOG"] = plugin.log
+        self.extra_args = self.legacy_plugin_args() + self.extra_args
+
     def start(self, ready_timeout: float = 60.0) -> None:
-        argv = self.argv()
+        argv = self.argv() + self.extra_args
         log = open(self.log_path, "ab")
         try:
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
@@ -427,6 +466,8 @@ class Daemon:
                 log.write(msg + "\n")
             print(msg, file=sys.stderr)
         self.cleanup_plugin_sock_dirs()
+        for plugin in self.legacy_plugins:
+            plugin.stop()
         if self._registry is not None:
             self._registry.stop()
         _unmount_below(self.tmp)
@@ -518,13 +559,8 @@ http:
             return
         pid = self.proc.pid
         st = _proc_stat(pid)
-        if self.proc.poll() is None and st is not None and st[1] == self._start:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        if st is not None and st[1] == self._start:
+            _terminate(self.proc)
         self.proc = None
 
 
@@ -554,6 +590,9 @@ class BerthDaemon(Daemon):
     @property
     def plugin_sock_dir(self) -> str:
         return os.path.join(self.exec_root, "plugins")
+
+    def legacy_plugin_args(self) -> list[str]:
+        return ["--legacy-plugin-dir", os.path.join(self.tmp, "lp")]
 
 
 class DockerdDaemon(Daemon):
@@ -614,12 +653,91 @@ class DockerdDaemon(Daemon):
             pass
 
 
+class LegacyAuthzPlugin:
+    """The test plugin (src/bin/berth-test-plugin) in its AuthZ mode, on the host as a legacy
+    plugin: socket `<session>/lp/<name>.sock`, call log `<session>/<name>.log`. The name is
+    `<session dir name>-<role>`, unique on the machine, because dockerd finds legacy plugins
+    only in fixed places: for dockerd a spec file `/etc/docker/plugins/<name>.spec` points at
+    the socket (berth is given `--legacy-plugin-dir <session>/lp`). Stopped by its PID, its
+    spec file removed, when the daemon stops."""
+
+    def __init__(self, daemon: Daemon, role: str, rules: str = ""):
+        self.role = role
+        self.rules = rules
+        self.name = f"{os.path.basename(daemon.tmp)}-{role}"
+        self.socket = os.path.join(daemon.tmp, "lp", self.name + ".sock")
+        self.log = os.path.join(daemon.tmp, self.name + ".log")
+        self.spec: str | None = None
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, publish_spec: bool, timeout: float = 15.0) -> None:
+        if not os.access(TEST_PLUGIN_BIN, os.X_OK):
+            raise HarnessError(f"test plugin binary not found at {TEST_PLUGIN_BIN} "
+                               "(build it with `cargo build` or set BERTH_TEST_PLUGIN_BIN)")
+        os.makedirs(os.path.dirname(self.socket), exist_ok=True)
+        env = {"PATH": "/usr/bin:/bin", "TEST_SOCKET_PATH": self.socket, "TEST_IMPLEMENTS": "authz",
+               "TEST_AUTHZ_RULES": self.rules, "TEST_AUTHZ_LOG": self.log,
+               "TEST_ROOT": self.socket + ".root"}
+        with open(self.log + ".out", "ab") as out:
+            self.proc = subprocess.Popen([TEST_PLUGIN_BIN], env=env, stdin=subprocess.DEVNULL,
+                                         stdout=out, stderr=out, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                unix_connect(self.socket, 1).close()
+                break
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise HarnessError(f"test plugin {self.name} exited with {self.proc.returncode}")
+                time.sleep(0.05)
+        else:
+            self.stop()
+            raise HarnessError(f"test plugin {self.name} did not listen on {self.socket}")
+        if publish_spec:
+            os.makedirs(DOCKERD_PLUGIN_SPEC_DIR, exist_ok=True)
+            self.spec = os.path.join(DOCKERD_PLUGIN_SPEC_DIR, self.name + ".spec")
+            with open(self.spec, "w") as f:
+                f.write(f"unix://{self.socket}\n")
+            atexit.register(self.stop)
+
+    def stop(self) -> None:
+        if self.spec is not None:
+            try:
+                os.unlink(self.spec)
+            except FileNotFoundError:
+                pass
+            self.spec = None
+        if self.proc is not None:
+            _terminate(self.proc)
+        self.proc = None
+
+
 def make_daemon(target: str) -> Daemon:
     if target == "berth":
         return BerthDaemon()
     if target == "dockerd":
         return DockerdDaemon()
     raise HarnessError(f"unknown target {target!r}")
+
+
+# What the policy plugin of `authz/chain/` scenarios decides; anything else is allowed (the state
+# resets between scenarios pass through the chain too).
+AUTHZ_POLICY_RULES = "; ".join([
+    "req deny POST /volumes/create body=secret msg=no secrets here",
+    "res deny GET /volumes/hidden msg=not for your eyes",
+    "res deny GET /volumes?deny msg=too much",
+    "res deny POST /push msg=no pushing",
+    "req error GET /volumes/broken msg=policy is broken",
+])
+
+
+def make_authz_chain_daemon(target: str) -> Daemon:
+    """A daemon (not started) whose chain is `policy` (AUTHZ_POLICY_RULES) then `audit` (allows
+    everything), both legacy test plugins started here."""
+    d = make_daemon(target)
+    d.use_authz_chain([LegacyAuthzPlugin(d, "policy", AUTHZ_POLICY_RULES),
+                       LegacyAuthzPlugin(d, "audit")])
+    return d
 
 
 # --------------------------------------------------------------------------------------------
@@ -843,7 +961,8 @@ def _tar_dir(directory: str) -> bytes:
 
 
 _PLACEHOLDER_RE = re.compile(
-    r"\{(fixture|plugin|var|tmp|config|sock|goarch|pluginsockdir|dataroot|registry|target)"
+    r"\{(fixture|plugin|var|tmp|config|sock|goarch|pluginsockdir|dataroot|registry|target|"
+    r"daemonpid|daemonconfig)"
     r"(?::([^{}]*))?\}")
 _GOARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386", "i386": "386",
            "ppc64le": "ppc64le", "s390x": "s390x", "riscv64": "riscv64"}
@@ -873,7 +992,7 @@ class ScenarioRun:
         self.tmp = tempfile.mkdtemp(prefix="bcs-")
         self.config_dir = os.path.join(self.tmp, "dockercfg")
         os.makedirs(self.config_dir)
-        self.vars: dict[str, str] = {}
+        self.vars: dict[str, str] = dict(daemon.scenario_vars)
         self.fixture_uses: dict[str, int] = {}
         self.failures: list[str] = []
         self.notes: list[str] = []
@@ -959,6 +1078,10 @@ class ScenarioRun:
                 return self.daemon.registry().host
             if kind == "target":
                 return self.daemon.name
+            if kind == "daemonpid":
+                return str(self.daemon.proc.pid if self.daemon.proc else 0)
+            if kind == "daemonconfig":
+                return self.daemon.config_file
             if kind == "goarch":
                 machine = os.uname().machine
                 return _GOARCH.get(machine, machine)
@@ -1288,13 +1411,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="daemon to test (default: $BERTH_COMPAT_TARGET or berth)")
     ap.add_argument("--print-actual", action="store_true",
                     help="print what each step actually produced, in scenario syntax (authoring aid)")
+    ap.add_argument("--authz-chain", action="store_true",
+                    help="start the daemon with the authorization chain of authz/chain/ scenarios")
     ap.add_argument("files", nargs="*", help="scenario files (default: all)")
     ns = ap.parse_args(argv)
     target = selected_target(ns.target)
     files = [Path(f) for f in ns.files] or discover_scenarios()
     scenarios = [parse_scenario(f) for f in files]
     runnable = [s for s in scenarios if s.runs_on(target)]
-    daemon = make_daemon(target)
+    daemon = make_authz_chain_daemon(target) if ns.authz_chain else make_daemon(target)
     failed = 0
     try:
         daemon.start()

@@ -64,11 +64,12 @@ sys.dont_write_bytecode = True  # no __pycache__ next to the scripts
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from benchlib import (  # noqa: E402 - the shared benchmark helpers
+    add_run_options, parse_with_defaults,
     build_berth,
     unwind_on_signals,
     API, DOCKER_CLI, REPO, BenchError, Berth, Daemon, Dockerd, UnixHTTPConnection, cleanup,
-    cpu_model, cpu_seconds, fmt3, loadavg, log, mem_total, pid_starttime,
-    run_cmd_out, socket_answers, source_state, summary, timed_post, wait_socket,
+    cpu_seconds, finish, fmt3, loadavg, log, machine_facts, pid_starttime, run_cmd_out,
+    run_then_unwind, socket_answers, source_state, summary, timed_post, wait_socket,
 )
 
 REGISTRY_BIN = os.environ.get("REGISTRY_BIN", "docker-registry")
@@ -700,17 +701,10 @@ def main() -> int:
     ap.add_argument("--big-mb", type=int, default=200, help="random data in the large "
                     "plugin, MB (10^6 bytes; default 200)")
     ap.add_argument("--quick", action="store_true", help="short run: fewer iterations")
-    ap.add_argument("--json", metavar="FILE", help="also write the results as JSON here")
-    ap.add_argument("--no-build", action="store_true", help="skip cargo build --release")
-    ap.add_argument("--berth-bin", default=os.path.join(REPO, "target", "release", "berth"))
-    ap.add_argument("--dockerd-bin", default=os.environ.get("DOCKERD_BIN", "dockerd"))
+    add_run_options(ap)
     ap.add_argument("--registry-bin", default=REGISTRY_BIN, help="distribution registry "
                     "binary (default docker-registry, Debian's package of that name)")
-    ap.add_argument("--keep-tmp", action="store_true", help="keep the temp directory (logs)")
-    args = ap.parse_args()
-    for k, v in (QUICK if args.quick else DEFAULTS).items():
-        if getattr(args, k) is None:
-            setattr(args, k, v)
+    args = parse_with_defaults(ap, QUICK, DEFAULTS)
     if args.iterations < 1 or args.warmup < 0 or args.big_iterations < 1 or args.big_mb < 1:
         ap.error("--iterations, --big-iterations and --big-mb must be >= 1, --warmup >= 0")
     if os.geteuid() != 0:
@@ -739,35 +733,18 @@ def main() -> int:
     dockerd = Dockerd(tmp, dockerd_bin)
     daemons: list[Daemon] = [berth, dockerd]
     registry = Registry(tmp, registry_bin)
-    results: dict = {}
-    outcome = "error"
-    try:
-        results = bench(args, tmp, berth, dockerd, daemons, dockerd_bin, registry)
-        outcome = "ok"
-    except KeyboardInterrupt:
-        outcome = "interrupted"
-        log("interrupted; cleaning up")
-    except BenchError as e:
-        log(f"error: {e}")
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+    def unwind(outcome: str) -> None:
         try:
             log("stopping the registry")
             registry.stop()
         finally:
             cleanup(args, tmp, daemons, dockerd, keep=args.keep_tmp or outcome == "error")
-    if outcome != "ok":
-        return 130 if outcome == "interrupted" else 1
-    results["duration_s"] = round(time.monotonic() - started, 1)
-    print(f"\ntotal wall time {results['duration_s']:.0f} s ("
-          f"{'' if args.no_build else 'cargo build, '}setup, measurements, cleanup)")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
-            f.write("\n")
-        print(f"results written to {args.json}")
-    return 0
+
+    outcome, results = run_then_unwind(
+        lambda: bench(args, tmp, berth, dockerd, daemons, dockerd_bin, registry), unwind)
+    return finish(outcome, results, started, args.json,
+                  f"{'' if args.no_build else 'cargo build, '}setup, measurements, cleanup")
 
 
 def bench(args, tmp: str, berth: Berth, dockerd: Dockerd, daemons: list[Daemon],
@@ -781,8 +758,7 @@ def bench(args, tmp: str, berth: Berth, dockerd: Dockerd, daemons: list[Daemon],
     for d in daemons:
         d.remember(sum(d.processes().values(), []))
 
-    machine = {"nproc": os.cpu_count(), "kernel": platform.release(), "cpu": cpu_model(),
-               "memory": mem_total(), "loadavg_at_start": loadavg()}
+    machine = machine_facts()
     versions = {
         "berth": run_cmd_out([berth.binary, "--version"]),
         "dockerd": run_cmd_out([dockerd_bin, "--version"]),

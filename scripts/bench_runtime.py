@@ -31,11 +31,9 @@ Nothing here asserts on a timing: targets are reported, never enforced.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -46,10 +44,11 @@ sys.dont_write_bytecode = True  # no __pycache__ next to the scripts
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from benchlib import (  # noqa: E402 - the shared benchmark helpers
+    add_run_options,
     build_berth,
     unwind_on_signals,
-    DOCKER_CLI, REPO, BenchError, Berth, Daemon, Dockerd, cleanup, cpu_model, fmt3, log,
-    mem_kb, mem_total, proc_table, run_cmd_out, sample_rss, summary,
+    DOCKER_CLI, REPO, BenchError, Berth, Daemon, Dockerd, cleanup, cpu_model, finish, fmt3,
+    log, mem_kb, mem_total, proc_table, run_cmd_out, run_then_unwind, sample_rss, summary,
 )
 
 
@@ -96,11 +95,7 @@ def main() -> int:
                     "sampled (default 2)")
     ap.add_argument("--rss-samples", type=int, default=5, help="RSS samples, 0.5 s apart "
                     "(default 5)")
-    ap.add_argument("--json", metavar="FILE", help="also write the results as JSON here")
-    ap.add_argument("--no-build", action="store_true", help="skip cargo build --release")
-    ap.add_argument("--berth-bin", default=os.path.join(REPO, "target", "release", "berth"))
-    ap.add_argument("--dockerd-bin", default=os.environ.get("DOCKERD_BIN", "dockerd"))
-    ap.add_argument("--keep-tmp", action="store_true", help="keep the temp directory (logs)")
+    add_run_options(ap)
     ap.add_argument("--show-procs", action="store_true", help="print the process trees "
                     "with all plugins enabled")
     args = ap.parse_args()
@@ -129,31 +124,14 @@ def main() -> int:
     berth = Berth(tmp, args.berth_bin)
     dockerd = Dockerd(tmp, dockerd_bin)
     daemons: list[Daemon] = [berth, dockerd]
-    results: dict = {}
-    outcome = "error"  # a traceback from an unexpected exception still goes through cleanup
-    try:
-        results = bench(args, tmp, berth, dockerd, daemons, dockerd_bin, started)
-        outcome = "ok"
-    except KeyboardInterrupt:
-        outcome = "interrupted"
-        log("interrupted; cleaning up")
-    except BenchError as e:
-        log(f"error: {e}")
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+    def unwind(outcome: str) -> None:
         cleanup(args, tmp, daemons, dockerd, keep=args.keep_tmp or outcome == "error")
-    if outcome != "ok":
-        return 130 if outcome == "interrupted" else 1
-    results["duration_s"] = round(time.monotonic() - started, 1)
-    print(f"\ntotal wall time {results['duration_s']:.0f} s ("
-          f"{'' if args.no_build else 'cargo build, '}setup, cycles, RSS, cleanup)")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
-            f.write("\n")
-        print(f"results written to {args.json}")
-    return 0
+
+    outcome, results = run_then_unwind(
+        lambda: bench(args, tmp, berth, dockerd, daemons, dockerd_bin, started), unwind)
+    return finish(outcome, results, started, args.json,
+                  f"{'' if args.no_build else 'cargo build, '}setup, cycles, RSS, cleanup")
 
 
 def bench(args, tmp: str, berth: Berth, dockerd: Dockerd, daemons: list[Daemon],

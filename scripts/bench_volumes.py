@@ -55,11 +55,12 @@ sys.dont_write_bytecode = True  # no __pycache__ next to the scripts
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from benchlib import (  # noqa: E402 - the shared benchmark helpers
+    add_run_options, parse_with_defaults,
     build_berth,
     unwind_on_signals,
     API, DOCKER_CLI, REPO, BenchError, Berth, Daemon, Dockerd, RawClient, check, cleanup,
-    cpu_model, cpu_seconds, fmt3, loadavg, log, mem_total, pid_starttime, proc_state,
-    run_cmd_out, sample_rss, source_state, summary,
+    finish, fmt3, load_round, loadavg, log, machine_facts, pid_starttime, proc_state,
+    run_cmd_out, run_then_unwind, sample_rss, source_state, summary,
 )
 
 PLUGIN = "bench/tv:latest"
@@ -228,66 +229,6 @@ def list_latency(daemons: list[Daemon], clients: dict, warmup: int, iterations: 
     return out
 
 
-def load_round(d: Daemon, threads: int, seconds: float, max_requests: int,
-               plugin_pids: list[int]) -> dict:
-    """--threads keep-alive connections issuing GET /volumes back to back for `seconds`."""
-    barrier = threading.Barrier(threads + 1)
-    go = threading.Event()
-    counts = [0] * threads
-    ends = [0.0] * threads
-    errors: list[str] = []
-    cap = max(1, max_requests // threads)
-    stop_at = [0.0]
-
-    def worker(i: int) -> None:
-        c = RawClient(d.sock)
-        try:
-            status, payload, _ = c.request("GET", volumes_path())  # opens the connection
-            check(d, "volume ls", status, payload, (200,))
-            barrier.wait(timeout=60)
-            go.wait()
-            n = 0
-            while n < cap and time.perf_counter() < stop_at[0]:
-                status, payload, _ = c.request("GET", volumes_path())
-                check(d, "volume ls", status, payload, (200,))
-                n += 1
-            counts[i] = n
-            ends[i] = time.perf_counter()
-        except threading.BrokenBarrierError:
-            pass
-        except Exception as e:  # noqa: BLE001 - reported by the main thread
-            errors.append(f"{type(e).__name__}: {e}")
-            barrier.abort()
-        finally:
-            c.close()
-
-    ts = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(threads)]
-    for t in ts:
-        t.start()
-    try:
-        barrier.wait(timeout=120)
-    except threading.BrokenBarrierError:
-        pass
-    # every connection is open and warm; all threads start together
-    cpu0 = cpu_seconds(d.pid)
-    pcpu0 = sum(cpu_seconds(p) for p in plugin_pids)
-    start = time.perf_counter()
-    stop_at[0] = start + seconds
-    go.set()
-    for t in ts:
-        while t.is_alive():
-            t.join(0.2)
-    cpu1 = cpu_seconds(d.pid)
-    pcpu1 = sum(cpu_seconds(p) for p in plugin_pids)
-    if errors:
-        raise BenchError(f"{d.name}: load: {errors[0]}")
-    total = sum(counts)
-    elapsed = max(ends) - start
-    return {"requests": total, "seconds": elapsed, "rps": total / elapsed,
-            "daemon_cpu_ms_per_request": (cpu1 - cpu0) * 1000 / total if total else None,
-            "plugin_cpu_ms_per_request": (pcpu1 - pcpu0) * 1000 / total if total else None}
-
-
 def freeze_and_list(d: Daemon, plugin_id: str, cap: float) -> dict:
     pids = d.plugin_pids(plugin_id)  # type: ignore[attr-defined]
     if not pids:
@@ -383,15 +324,8 @@ def main() -> int:
                     f"(default {DEFAULTS['idle']:g}, --quick {QUICK['idle']:g})")
     ap.add_argument("--rss-samples", type=int, help="RSS samples, 0.5 s apart (default "
                     f"{DEFAULTS['rss_samples']}, --quick {QUICK['rss_samples']})")
-    ap.add_argument("--json", metavar="FILE", help="also write the results as JSON here")
-    ap.add_argument("--no-build", action="store_true", help="skip cargo build --release")
-    ap.add_argument("--berth-bin", default=os.path.join(REPO, "target", "release", "berth"))
-    ap.add_argument("--dockerd-bin", default=os.environ.get("DOCKERD_BIN", "dockerd"))
-    ap.add_argument("--keep-tmp", action="store_true", help="keep the temp directory (logs)")
-    args = ap.parse_args()
-    for k, v in (QUICK if args.quick else DEFAULTS).items():
-        if getattr(args, k) is None:
-            setattr(args, k, v)
+    add_run_options(ap)
+    args = parse_with_defaults(ap, QUICK, DEFAULTS)
     if (args.iterations < 1 or args.warmup < 0 or args.volumes < 1 or args.threads < 1
             or args.load_rounds < 1 or args.load_seconds <= 0 or args.create_conns < 1
             or args.call_timeout <= 0 or args.frozen_cap <= 0 or args.frozen_repeats < 0
@@ -421,34 +355,17 @@ def main() -> int:
     berth = VolBerth(tmp, args.berth_bin, args.call_timeout)
     dockerd = VolDockerd(tmp, dockerd_bin)
     daemons: list[Daemon] = [berth, dockerd]
-    results: dict = {}
-    outcome = "error"
-    try:
-        results = bench(args, tmp, berth, dockerd, daemons, dockerd_bin)
-        outcome = "ok"
-    except KeyboardInterrupt:
-        outcome = "interrupted"
-        log("interrupted; cleaning up")
-    except BenchError as e:
-        log(f"error: {e}")
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+    def unwind(outcome: str) -> None:
         try:
             thaw_all()
         finally:
             cleanup(args, tmp, daemons, dockerd, keep=args.keep_tmp or outcome == "error")
-    if outcome != "ok":
-        return 130 if outcome == "interrupted" else 1
-    results["duration_s"] = round(time.monotonic() - started, 1)
-    print(f"\ntotal wall time {results['duration_s']:.0f} s ("
-          f"{'' if args.no_build else 'cargo build, '}setup, measurements, cleanup)")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
-            f.write("\n")
-        print(f"results written to {args.json}")
-    return 0
+
+    outcome, results = run_then_unwind(
+        lambda: bench(args, tmp, berth, dockerd, daemons, dockerd_bin), unwind)
+    return finish(outcome, results, started, args.json,
+                  f"{'' if args.no_build else 'cargo build, '}setup, measurements, cleanup")
 
 
 def bench(args, tmp: str, berth: VolBerth, dockerd: VolDockerd, daemons: list[Daemon],
@@ -471,8 +388,7 @@ def bench(args, tmp: str, berth: VolBerth, dockerd: VolDockerd, daemons: list[Da
     for d in daemons:
         d.remember(sum(d.processes().values(), []))
 
-    machine = {"nproc": os.cpu_count(), "kernel": platform.release(), "cpu": cpu_model(),
-               "memory": mem_total(), "loadavg_at_start": loadavg()}
+    machine = machine_facts()
     versions = {
         "berth": run_cmd_out([berth.binary, "--version"]),
         "dockerd": run_cmd_out([dockerd_bin, "--version"]),
@@ -540,8 +456,9 @@ def bench(args, tmp: str, berth: VolBerth, dockerd: VolDockerd, daemons: list[Da
         rounds: dict = {d.name: [] for d in daemons}
         for i in range(args.load_rounds):
             for d in (daemons if i % 2 == 0 else daemons[::-1]):
-                rounds[d.name].append(load_round(d, args.threads, args.load_seconds,
-                                                 args.max_requests, plugin_pids[d.name]))
+                rounds[d.name].append(load_round(d, volumes_path(), args.threads,
+                                                 args.load_seconds, args.max_requests,
+                                                 plugin_pids[d.name]))
         loads[key] = rounds
         log("  median latency " + ", ".join(
             f"{d.name} {statistics.median(timings[key][d.name]) * 1000:.2f} ms" for d in daemons)

@@ -19,6 +19,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 
@@ -689,6 +690,68 @@ def check(d: Daemon, what: str, status: int, body: bytes, want: tuple[int, ...])
         raise BenchError(f"{d.name}: {what} -> {status}: {body[:300]!r}")
 
 
+def load_round(d: Daemon, target: str, threads: int, seconds: float, max_requests: int,
+               plugin_pids: list[int]) -> dict:
+    """`threads` keep-alive connections issuing `GET target` back to back for `seconds`
+    (at most `max_requests` in all); requests/s, and the CPU time the daemon and the processes
+    `plugin_pids` spent per request."""
+    barrier = threading.Barrier(threads + 1)
+    go = threading.Event()
+    counts = [0] * threads
+    ends = [0.0] * threads
+    errors: list[str] = []
+    cap = max(1, max_requests // threads)
+    stop_at = [0.0]
+
+    def worker(i: int) -> None:
+        c = RawClient(d.sock)
+        try:
+            status, payload, _ = c.request("GET", target)  # opens the connection
+            check(d, f"GET {target}", status, payload, (200,))
+            barrier.wait(timeout=60)
+            go.wait()
+            n = 0
+            while n < cap and time.perf_counter() < stop_at[0]:
+                status, payload, _ = c.request("GET", target)
+                check(d, f"GET {target}", status, payload, (200,))
+                n += 1
+            counts[i] = n
+            ends[i] = time.perf_counter()
+        except threading.BrokenBarrierError:
+            pass
+        except Exception as e:  # noqa: BLE001 - reported by the main thread
+            errors.append(f"{type(e).__name__}: {e}")
+            barrier.abort()
+        finally:
+            c.close()
+
+    ts = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(threads)]
+    for t in ts:
+        t.start()
+    try:
+        barrier.wait(timeout=120)
+    except threading.BrokenBarrierError:
+        pass
+    # every connection is open and warm; all threads start together
+    cpu0 = cpu_seconds(d.pid)
+    pcpu0 = sum(cpu_seconds(p) for p in plugin_pids)
+    start = time.perf_counter()
+    stop_at[0] = start + seconds
+    go.set()
+    for t in ts:
+        while t.is_alive():
+            t.join(0.2)
+    cpu1 = cpu_seconds(d.pid)
+    pcpu1 = sum(cpu_seconds(p) for p in plugin_pids)
+    if errors:
+        raise BenchError(f"{d.name}: load: {errors[0]}")
+    total = sum(counts)
+    elapsed = max(ends) - start
+    return {"requests": total, "seconds": elapsed, "rps": total / elapsed,
+            "daemon_cpu_ms_per_request": (cpu1 - cpu0) * 1000 / total if total else None,
+            "plugin_cpu_ms_per_request": (pcpu1 - pcpu0) * 1000 / total if total else None}
+
+
 # --------------------------------------------------------------------------------------------
 # Machine and process facts
 
@@ -731,6 +794,78 @@ def unwind_on_signals() -> None:
         raise KeyboardInterrupt(f"signal {signum}")
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
+
+
+def run_then_unwind(work, unwind) -> tuple[str, dict]:
+    """Runs `work()` (returning the results) and then, whatever happened, `unwind(outcome)`
+    with SIGINT and SIGTERM ignored. Returns ("ok" | "interrupted" | "error", results)."""
+    results: dict = {}
+    outcome = "error"
+    try:
+        results = work()
+        outcome = "ok"
+    except KeyboardInterrupt:
+        outcome = "interrupted"
+        log("interrupted; cleaning up")
+    except BenchError as e:
+        log(f"error: {e}")
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        unwind(outcome)
+    return outcome, results
+
+
+def finish(outcome: str, results: dict, started: float, json_path: str | None,
+           what: str = "") -> int:
+    """The exit code of a run; on success, the wall time (spent on `what`) and the JSON file."""
+    if outcome != "ok":
+        return 130 if outcome == "interrupted" else 1
+    results["duration_s"] = round(time.monotonic() - started, 1)
+    print(f"\ntotal wall time {results['duration_s']:.0f} s" + (f" ({what})" if what else ""))
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(results, f, indent=2)
+            f.write("\n")
+        print(f"results written to {json_path}")
+    return 0
+
+
+def add_run_options(ap) -> None:
+    """The options every benchmark has: results file, build, binaries, temp directory."""
+    ap.add_argument("--json", metavar="FILE", help="also write the results as JSON here")
+    ap.add_argument("--no-build", action="store_true", help="skip cargo build --release")
+    ap.add_argument("--berth-bin", default=os.path.join(REPO, "target", "release", "berth"))
+    ap.add_argument("--dockerd-bin", default=os.environ.get("DOCKERD_BIN", "dockerd"))
+    ap.add_argument("--keep-tmp", action="store_true", help="keep the temp directory (logs)")
+
+
+def parse_with_defaults(ap, quick: dict, defaults: dict):
+    """Parsed arguments, each option left unset taking its --quick or default value."""
+    args = ap.parse_args()
+    for k, v in (quick if args.quick else defaults).items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+    return args
+
+
+def machine_facts() -> dict:
+    return {"nproc": os.cpu_count(), "kernel": platform.release(), "cpu": cpu_model(),
+            "memory": mem_total(), "loadavg_at_start": loadavg()}
+
+
+def start_run(name: str, args) -> tuple[int | None, str]:
+    """What every benchmark checks and does first: root, a dockerd binary, signals that unwind,
+    `cargo build --release`. Returns (an exit code to stop with, or None; dockerd's path)."""
+    if os.geteuid() != 0:
+        print(f"{name}: needs root (dockerd)", file=sys.stderr)
+        return 2, ""
+    dockerd_bin = shutil.which(args.dockerd_bin)
+    if not dockerd_bin:
+        print(f"{name}: {args.dockerd_bin} not found", file=sys.stderr)
+        return 2, ""
+    unwind_on_signals()
+    return build_berth(name, args.no_build, args.berth_bin), dockerd_bin
 
 
 def build_berth(name: str, no_build: bool, berth_bin: str) -> int | None:

@@ -9,6 +9,10 @@
 #                          (socket testdriver.sock, PropagatedMount /data, every TEST_* knob as a
 #                          settable Env entry, settable Args)
 #   testdriver-privileged  the same binary with CAP_SYS_ADMIN and device /dev/fuse
+#   authz                  the same binary as an authorization plugin (docker.authz/1.0, socket
+#                          authz.sock): settable TEST_AUTHZ_RULES, TEST_AUTHZ_LOG (default
+#                          /tmp/authz.log, i.e. <rootfs>/tmp/authz.log on the host),
+#                          TEST_SLOW_CALL_MS, TEST_HANG_ON
 #   rclone                 Debian's rclone with rclone's published managed-plugin config.json
 #                          (cmd/serve/docker/contrib/plugin/config.json, verbatim): `rclone serve
 #                          docker`, rclone.sock, CAP_SYS_ADMIN, /dev/fuse, host network, settable
@@ -45,7 +49,7 @@ if [ $# -lt 1 ] || [ "$1" = "-h" ] || [ "$1" = "--help" ]; then
 fi
 OUTDIR=$1
 shift
-ALL=(testdriver testdriver-privileged rclone rclone-noprivs)
+ALL=(testdriver testdriver-privileged authz rclone rclone-noprivs)
 if [ $# -gt 0 ]; then NAMES=("$@"); else NAMES=("${ALL[@]}"); fi
 for n in "${NAMES[@]}"; do
   case " ${ALL[*]} " in
@@ -222,6 +226,41 @@ build_testdriver() {
   report "$name"
 }
 
+# authz_config: the test plugin as an authorization plugin.
+authz_config() {
+  cat <<'EOF'
+{
+  "Args": {"Description": "TEST_X=value arguments override the environment", "Name": "args", "Settable": ["value"], "Value": []},
+  "Description": "berth test authorization plugin",
+  "Documentation": "src/bin/berth-test-plugin/authz.rs",
+  "Entrypoint": ["/berth-test-plugin"],
+  "Env": [
+    {"Description": "socket file name in /run/docker/plugins", "Name": "TEST_SOCKET", "Value": "authz.sock"},
+    {"Description": "AuthZ rules (see berth-test-plugin --help)", "Name": "TEST_AUTHZ_RULES", "Settable": ["value"], "Value": ""},
+    {"Description": "where every AuthZ call is logged", "Name": "TEST_AUTHZ_LOG", "Settable": ["value"], "Value": "/tmp/authz.log"},
+    {"Description": "delay every RPC answer", "Name": "TEST_SLOW_CALL_MS", "Settable": ["value"], "Value": null},
+    {"Description": "never answer these methods", "Name": "TEST_HANG_ON", "Settable": ["value"], "Value": null}
+  ],
+  "Interface": {"Socket": "authz.sock", "Types": ["docker.authz/1.0"]},
+  "Linux": {"AllowAllDevices": false, "Capabilities": null, "Devices": null},
+  "Mounts": null,
+  "Network": {"Type": ""},
+  "User": {},
+  "WorkDir": ""
+}
+EOF
+}
+
+build_authz() {
+  local rootfs
+  test_plugin_bin
+  rootfs=$(fresh authz)
+  skeleton "$rootfs"
+  install_bin "$rootfs" "$TEST_BIN" /berth-test-plugin
+  authz_config >"$OUTDIR/authz/config.json"
+  report authz
+}
+
 # --- rclone ----------------------------------------------------------------------------------
 
 # rclone_config PRIVILEGED(0|1) CONFIG_SOURCE CACHE_SOURCE
@@ -349,6 +388,7 @@ build_rclone() {
 # --- main ------------------------------------------------------------------------------------
 want testdriver && build_testdriver testdriver 0
 want testdriver-privileged && build_testdriver testdriver-privileged 1
+want authz && build_authz
 want rclone && build_rclone rclone 1
 want rclone-noprivs && build_rclone rclone-noprivs 0
 exit 0

@@ -44,6 +44,14 @@ pub struct DaemonFlags {
     /// Mirror tried before Docker Hub for docker.io pulls; repeatable
     #[arg(long = "registry-mirror", value_name = "URL")]
     pub registry_mirrors: Vec<String>,
+    /// Authorization plugin every API request must pass, in chain order; repeatable
+    /// (daemon.json `authorization-plugins`, reloaded on SIGHUP)
+    #[arg(long = "authorization-plugin", value_name = "NAME")]
+    pub authorization_plugins: Vec<String>,
+    /// Show authorization plugins who is on the other end of the unix socket: `User` = the
+    /// peer's user name (or uid), `UserAuthNMethod` = `peercred` (dockerd leaves both empty)
+    #[arg(long)]
+    pub authz_peer_credentials: bool,
     /// LogDriver plugin (managed or legacy) that every managed plugin's output is also sent
     /// to, as a container's would be
     #[arg(long, value_name = "NAME")]
@@ -66,6 +74,9 @@ pub struct DaemonConfig {
     pub legacy_plugin_dirs: Vec<PathBuf>,
     pub insecure_registries: Vec<String>,
     pub registry_mirrors: Vec<String>,
+    /// The authorization chain, in order (duplicates are dropped by the chain).
+    pub authorization_plugins: Vec<String>,
+    pub authz_peer_credentials: bool,
     /// `--plugin-log-driver`: where plugin output is shipped besides the daemon log.
     pub plugin_log_driver: Option<String>,
 }
@@ -83,6 +94,12 @@ const FILE_KEYS: &[&str] = &[
     "exec-root",
     "log-level",
     "plugin-start-timeout",
+    "plugin-call-timeout",
+    "legacy-plugin-dirs",
+    "insecure-registries",
+    "registry-mirrors",
+    "authorization-plugins",
+    "authz-peer-credentials",
     "plugin-log-driver",
 ];
 const DEFAULT_PLUGIN_START_TIMEOUT: f64 = 30.0;
@@ -282,8 +299,20 @@ fn resolve(
         .clone()
         .or(log_driver_file)
         .filter(|n| !n.is_empty());
+    let authorization_plugins = list(&flags.authorization_plugins, "authorization-plugins")?;
+    let authz_peer_credentials = match file.get("authz-peer-credentials") {
+        None => flags.authz_peer_credentials,
+        Some(_) if flags.authz_peer_credentials => bail!(
+            "the following directives are specified both as a flag and in the configuration file: authz-peer-credentials"
+        ),
+        Some(v) => v
+            .as_bool()
+            .context("authz-peer-credentials must be true or false")?,
+    };
     Ok(DaemonConfig {
         plugin_log_driver,
+        authorization_plugins,
+        authz_peer_credentials,
         insecure_registries,
         registry_mirrors,
         plugin_start_timeout: std::time::Duration::from_secs_f64(start_timeout),
@@ -399,6 +428,43 @@ mod tests {
             parse_host("unix:///run/b.sock").unwrap(),
             PathBuf::from("/run/b.sock")
         );
+    }
+
+    #[test]
+    fn authorization_plugins_come_from_flags_or_file_not_both() {
+        let flags = DaemonFlags {
+            authorization_plugins: vec!["policy".into(), "audit".into()],
+            ..Default::default()
+        };
+        let cfg = resolve(&flags, &BTreeMap::new()).unwrap();
+        assert_eq!(cfg.authorization_plugins, vec!["policy", "audit"]);
+        assert!(!cfg.authz_peer_credentials);
+        let cfg = resolve(
+            &DaemonFlags::default(),
+            &file(r#"{"authorization-plugins":["a"],"authz-peer-credentials":true}"#),
+        )
+        .unwrap();
+        assert_eq!(cfg.authorization_plugins, vec!["a"]);
+        assert!(cfg.authz_peer_credentials);
+        let err = resolve(&flags, &file(r#"{"authorization-plugins":["a"]}"#)).unwrap_err();
+        assert!(
+            err.to_string().contains(
+                "specified both as a flag and in the configuration file: authorization-plugins"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn every_key_the_file_may_hold_is_accepted() {
+        let f = file(
+            r#"{"plugin-call-timeout":2,"legacy-plugin-dirs":["/p"],"insecure-registries":["r:5000"],"registry-mirrors":["https://m"]}"#,
+        );
+        let cfg = resolve(&DaemonFlags::default(), &f).unwrap();
+        assert_eq!(cfg.plugin_call_timeout, std::time::Duration::from_secs(2));
+        assert_eq!(cfg.legacy_plugin_dirs, vec![PathBuf::from("/p")]);
+        assert_eq!(cfg.insecure_registries, vec!["r:5000"]);
+        assert_eq!(cfg.registry_mirrors, vec!["https://m"]);
     }
 
     #[test]

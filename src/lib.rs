@@ -5,11 +5,14 @@
 //!
 //! | module | owns | uses |
 //! | --- | --- | --- |
-//! | [`api`] | HTTP surface: routing, `/vX.Y` prefixes and version negotiation, system endpoints, one file per resource, request decoding, filter parsing. Handlers are thin: decode, make one service call, encode. | services |
+//! | [`conformance`] | `berth conformance`: the protocol checks (one file per protocol, each check with an ID, a rule and its source), the runner, the report (table, JSON, JUnit), and the targets (a socket, a spec file, a plugin directory or reference run in a private plugin store, a managed plugin of a running berth). | plugin getter and manager (private stores), drivers, rpc |
+//! | [`api`] | HTTP surface: routing, `/vX.Y` prefixes and version negotiation, system endpoints, one file per resource, request decoding, filter parsing, the authorization middleware around every routed request. Handlers are thin: decode, make one service call, encode. | services, authz |
+//! | [`authz`] | the authorization chain: which plugins, in which order, asked how (fail-closed, no retries), reloaded on SIGHUP; the rules for what plugins are shown of a request and its response. | plugin getter, drivers |
+//! | [`logforward`] | `--plugin-log-driver`: managed plugins' output lines shipped to a LogDriver plugin (one FIFO and `StartLogging` per plugin, a bounded queue fed by the output readers through the [`runtime::logs::LogSink`] seam). | plugin getter, drivers, runtime logs |
 //! | [`volume`] | the volume service: metadata store (redb), the built-in `local` driver, mount references. Every driver, built-in or plugin, is a [`drivers::volume::VolumeDriver`]. | plugin getter, drivers |
 //! | [`plugin`] | the managed plugin system: config schema and its Go decoding, settable rules, privileges, the run spec built from a plugin's record, the persistent store, the manager (create, set, rm, enable, disable, restore, pull, push, upgrade; it owns the registry client), and the **plugin getter**: the one way any user of a plugin protocol reaches a plugin, managed or legacy. | distribution, runtime, rpc |
-//! | [`drivers`] | typed protocol adapters over a plugin handle (VolumeDriver), cached per plugin activation. | rpc |
-//! | [`runtime`] | running plugins: the run spec (types and moby's defaults; it knows nothing of plugins), the `Executor` trait, the Linux namespaces executor and `plugin-init` (one function per setup step, every kernel call behind the `Syscall` seam), supervision, plugin logs. | kernel |
+//! | [`drivers`] | typed protocol adapters over a plugin handle (VolumeDriver, cached per plugin activation; AuthZPlugin; LogDriver with protobuf `LogEntry` framing). | rpc |
+//! | [`runtime`] | running plugins: the run spec (types and moby's defaults; it knows nothing of plugins), the `Executor` trait, the Linux namespaces executor and `plugin-init` (one function per setup step, every kernel call behind the `Syscall` seam), supervision, plugin logs (and the `LogSink` seam they are also sent through). | kernel |
 //! | [`rpc`] | the plugin RPC client (unix, tcp, TLS) with the one deadline per call, retries, plugin handles (client, host-path mapper, identity), legacy plugin discovery. | plugin sockets |
 //! | [`distribution`] | the image-reference grammar, the registry client (endpoints, auth, manifests, transfer), content-addressed blob store, safe tar extraction (layers are unpacked while they download, into a staging rootfs discarded unless every digest matched). | disk, network |
 //! | [`error`], [`gojson`], [`goerr`], [`fsutil`], [`mounts`], [`config`], [`tls`], [`progress`] | the one error type (mapped to Docker's status codes in one place; every area's typed error converts into it), Go's `encoding/json` (its syntax and type-error texts and the one decoder every Go-JSON body and plugin config goes through), Go's wording of OS and HTTP errors, durable file steps, the mount table and unmounting, daemon configuration, the TLS provider, JSON-message progress streams (and the spawning of streamed operations). | — |
@@ -32,10 +35,14 @@
 //!   (`rpc::client::within`); a hung plugin costs a request at most that long.
 //! - Volume records are committed durably before a create is acknowledged; plugin reference
 //!   counts are derived from them at start-up.
+//! - With an authorization chain, no handler runs unless every plugin allowed the request as
+//!   the handler will see it: the body it reads is the body the plugins were shown, and its path
+//!   is the one they were shown (undecoded).
 
 #![recursion_limit = "256"]
 
 pub mod api;
+pub mod authz;
 pub mod config;
 pub mod conformance;
 pub mod distribution;

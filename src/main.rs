@@ -10,6 +10,7 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 
 use berth::api::{self, version::DEFAULT_API_VERSION, ApiState};
+use berth::authz::Chain;
 use berth::config::{DaemonConfig, DaemonFlags};
 use berth::distribution::registry::{RegistryClient, RegistryOptions};
 use berth::logforward::LogForwarder;
@@ -50,7 +51,9 @@ fn main() {
     }
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Daemon(flags) => flags.resolve().and_then(run_daemon),
+        Command::Daemon(flags) => flags
+            .resolve()
+            .and_then(|config| run_daemon(&flags, config)),
         Command::Conformance(flags) => {
             init_logging(log::LevelFilter::Warn);
             std::process::exit(berth::conformance::cli::run(flags))
@@ -96,7 +99,7 @@ impl<'kvs> log::kv::VisitSource<'kvs> for KeyValues<'_> {
     }
 }
 
-fn run_daemon(config: DaemonConfig) -> anyhow::Result<()> {
+fn run_daemon(flags: &DaemonFlags, config: DaemonConfig) -> anyhow::Result<()> {
     init_logging(config.log_level);
     for dir in [&config.data_root, &config.exec_root] {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -143,6 +146,27 @@ fn run_daemon(config: DaemonConfig) -> anyhow::Result<()> {
     }
     // Plugins that were enabled run again before the API answers.
     manager.restore();
+    let system = actix_rt::System::new();
+    // SIGHUP is watched from here on (its default action would end the daemon); every
+    // authorization plugin must be there before the API answers (as dockerd checks).
+    let (hangups, authz) = system.block_on(async {
+        let hangups = actix_rt::signal::unix::signal(actix_rt::signal::unix::SignalKind::hangup());
+        let chain = Chain::resolve(
+            getter.clone(),
+            &config.authorization_plugins,
+            config.authz_peer_credentials,
+        )
+        .await;
+        (hangups, chain)
+    });
+    let authz = match authz {
+        Ok(chain) => Arc::new(chain),
+        Err(e) => {
+            manager.shutdown();
+            return Err(e.into());
+        }
+    };
+    let hangups = hangups.context("watching for SIGHUP")?;
     let listeners = config
         .sockets
         .iter()
@@ -153,18 +177,52 @@ fn run_daemon(config: DaemonConfig) -> anyhow::Result<()> {
     let state = ApiState {
         volumes: Arc::new(volumes),
         plugins: manager.clone(),
+        authz: authz.clone(),
         daemon: api::system_identity(DEFAULT_API_VERSION, &config.data_root, &config.exec_root),
     };
     for path in &config.sockets {
         log::info!("API listen on {}", path.display());
     }
-    let served = actix_rt::System::new().block_on(api::serve(state, listeners));
+    let served = system.block_on(async {
+        actix_rt::spawn(reload_on_hangup(hangups, flags.clone(), authz));
+        api::serve(state, listeners).await
+    });
     for path in &config.sockets {
         let _ = std::fs::remove_file(path);
     }
     manager.shutdown();
     log::info!("daemon stopped");
     served.context("serving the API")
+}
+
+/// SIGHUP reloads the configuration file, as dockerd does; what it changes is the
+/// authorization chain: the file's `authorization-plugins`, else the flags' list. A file that
+/// cannot be used, or a name that does not resolve, leaves the chain as it was (dockerd exits).
+async fn reload_on_hangup(
+    mut hangups: actix_rt::signal::unix::Signal,
+    flags: DaemonFlags,
+    authz: Arc<Chain>,
+) {
+    while hangups.recv().await.is_some() {
+        log::info!(
+            "Got signal to reload configuration, reloading from: {}",
+            flags.config_file.display()
+        );
+        let config = match flags.resolve() {
+            Ok(config) => config,
+            Err(e) => {
+                log::error!("{e:#}");
+                continue;
+            }
+        };
+        match authz.reload(&config.authorization_plugins).await {
+            Ok(()) => log::info!(
+                "Reloaded configuration: authorization plugins {:?}",
+                authz.names()
+            ),
+            Err(e) => log::error!("{e}; the authorization chain stays {:?}", authz.names()),
+        }
+    }
 }
 
 /// Binds a unix socket: a stale socket file left by a dead daemon is replaced, a live one is

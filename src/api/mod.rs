@@ -1,7 +1,10 @@
 //! The HTTP surface: one dispatcher in front of a route table, so the `/vX.Y` prefix, version
 //! checks, common headers and the 404 for unknown routes behave as moby's mux does, and every
-//! error leaves through [`error_response`].
+//! error leaves through [`error_response`]. When authorization plugins are configured, every
+//! routed request passes them around its handler ([`authz`]), as moby's authz middleware wraps
+//! every route.
 
+mod authz;
 mod body;
 mod filters;
 mod plugins;
@@ -27,6 +30,8 @@ use version::{ApiVersion, Compat, DEFAULT_API_VERSION, MAX_API_VERSION, MIN_API_
 pub struct ApiState {
     pub plugins: Arc<Manager>,
     pub volumes: Arc<crate::volume::service::VolumeService>,
+    /// The authorization plugins every routed request passes (empty: none).
+    pub authz: Arc<crate::authz::Chain>,
     pub daemon: system::DaemonIdentity,
 }
 
@@ -80,6 +85,7 @@ pub async fn serve(
     state: ApiState,
     listeners: Vec<std::os::unix::net::UnixListener>,
 ) -> std::io::Result<()> {
+    let peer_credentials = state.authz.peer_credentials();
     let state = web::Data::new(state);
     let mut server = HttpServer::new(move || {
         App::new()
@@ -89,10 +95,39 @@ pub async fn serve(
             .default_service(web::to(dispatch))
     })
     .workers(2);
+    if peer_credentials {
+        server = server.on_connect(authz::remember_peer);
+    }
     for listener in listeners {
         server = server.listen_uds(listener)?;
     }
     server.run().await
+}
+
+/// What a request addresses once routing has accepted it.
+pub(crate) struct Routed {
+    /// `None` for `OPTIONS`, which moby answers on any path.
+    route: Option<&'static routes::Route>,
+    name: String,
+    version: ApiVersion,
+    /// Whether the path carried a `/vX.Y` prefix.
+    versioned: bool,
+    compat: Compat,
+}
+
+/// A handler's result and the headers moby's version and experimental middlewares set
+/// around it (they sit inside the authorization middleware, so plugins see them).
+pub(crate) struct Handled {
+    result: Result<HttpResponse>,
+    common: CommonHeaders,
+}
+
+impl Handled {
+    fn into_response(self, compat: &Compat) -> HttpResponse {
+        let mut response = self.result.unwrap_or_else(|e| error_response(&e, compat));
+        self.common.apply(&mut response);
+        response
+    }
 }
 
 async fn dispatch(
@@ -100,54 +135,108 @@ async fn dispatch(
     payload: web::Payload,
     state: web::Data<ApiState>,
 ) -> HttpResponse {
-    let advertised = state.daemon.api_version.clone();
-    if req.method() == actix_web::http::Method::OPTIONS {
-        let mut response = HttpResponse::Ok().finish();
-        add_common_headers(&mut response, &advertised, true);
-        return response;
+    let routed = match route(&req) {
+        Routing::To(routed) => routed,
+        // Redirects and 404s reach no handler and, as in moby, no authorization plugin.
+        Routing::Answered(response) => return response,
+    };
+    if state.authz.is_empty() {
+        let compat = routed.compat.clone();
+        return handle(routed, req, payload, state)
+            .await
+            .into_response(&compat);
     }
+    let chain = state.authz.clone();
+    authz::guard(chain, routed, req, payload, move |routed, req, payload| {
+        handle(routed, req, payload, state)
+    })
+    .await
+}
+
+/// Where routing sends a request.
+enum Routing {
+    To(Routed),
+    /// The answer of a request that reaches no handler.
+    Answered(HttpResponse),
+}
+
+fn route(req: &HttpRequest) -> Routing {
+    let options = req.method() == actix_web::http::Method::OPTIONS;
     let decoded = routes::decode_path(req.path());
     let clean = routes::clean_path(&decoded);
-    if clean != decoded {
+    if clean != decoded && !options {
         let mut location = clean;
         if !req.query_string().is_empty() {
             location = format!("{location}?{}", req.query_string());
         }
-        return HttpResponse::MovedPermanently()
-            .insert_header(("location", location))
-            .finish();
+        return Routing::Answered(
+            HttpResponse::MovedPermanently()
+                .insert_header(("location", location))
+                .finish(),
+        );
     }
     let (requested, path) = split_version(&decoded);
-    let Some(matched) = recognize(req.method().as_str(), path) else {
-        return json_message(StatusCode::NOT_FOUND, "page not found");
+    let matched = if options {
+        None
+    } else {
+        match recognize(req.method().as_str(), path) {
+            Some(matched) => Some(matched),
+            None => {
+                return Routing::Answered(json_message(StatusCode::NOT_FOUND, "page not found"))
+            }
+        }
     };
     let version = requested
         .map(ApiVersion::parse)
         .unwrap_or_else(|| ApiVersion::parse(DEFAULT_API_VERSION));
-    let compat = Compat::new(version.clone());
-
-    // moby's experimental middleware sits inside the version check, so a refused version gets
-    // no `Docker-Experimental` header.
-    let mut version_accepted = false;
-    let result = match check_version(&version, requested, matched.route, &req) {
-        Err(e) => Err(e),
-        Ok(()) => {
-            version_accepted = true;
-            let call = Call {
-                req,
-                compat: compat.clone(),
-                name: matched.name.unwrap_or_default(),
-                state,
-            };
-            handle(matched.route.id, call, payload).await
-        }
-    };
-    let mut response = result.unwrap_or_else(|e| error_response(&e, &compat));
-    add_common_headers(&mut response, &advertised, version_accepted);
-    response
+    Routing::To(Routed {
+        route: matched.as_ref().map(|m| m.route),
+        name: matched.and_then(|m| m.name).unwrap_or_default(),
+        compat: Compat::new(version.clone()),
+        version,
+        versioned: requested.is_some(),
+    })
 }
 
-async fn handle(id: RouteId, call: Call, payload: web::Payload) -> Result<HttpResponse> {
+async fn handle(
+    routed: Routed,
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<ApiState>,
+) -> Handled {
+    let mut common = CommonHeaders {
+        api_version: state.daemon.api_version.clone(),
+        experimental: false,
+    };
+    let Some(route) = routed.route else {
+        common.experimental = true;
+        return Handled {
+            result: Ok(HttpResponse::Ok().finish()),
+            common,
+        };
+    };
+    // moby's experimental middleware sits inside the version check, so a refused version gets
+    // no `Docker-Experimental` header.
+    if let Err(e) = check_version(&routed, route, &req) {
+        return Handled {
+            result: Err(e),
+            common,
+        };
+    }
+    common.experimental = true;
+    let call = Call {
+        req,
+        compat: routed.compat,
+        name: routed.name,
+        state,
+    };
+    Handled {
+        result: run(route.id, call, payload).await,
+        common,
+    }
+}
+
+async fn run(id: RouteId, call: Call, payload: web::Payload) -> Result<HttpResponse> {
     match id {
         RouteId::Ping => system::ping(call, false).await,
         RouteId::PingHead => system::ping(call, true).await,
@@ -177,15 +266,11 @@ async fn handle(id: RouteId, call: Call, payload: web::Payload) -> Result<HttpRe
     }
 }
 
-fn check_version(
-    version: &ApiVersion,
-    requested: Option<&str>,
-    route: &routes::Route,
-    req: &HttpRequest,
-) -> Result<()> {
+fn check_version(routed: &Routed, route: &routes::Route, req: &HttpRequest) -> Result<()> {
     // The served range bounds versions clients ask for; a route's own minimum also holds for
     // unversioned requests, which are made at the default version (as in moby).
-    if requested.is_some() {
+    let version = &routed.version;
+    if routed.versioned {
         check_served_range(version)?;
     }
     if let Some(min) = route.min_version {
@@ -215,20 +300,34 @@ fn check_served_range(version: &ApiVersion) -> Result<()> {
     Ok(())
 }
 
-fn add_common_headers(response: &mut HttpResponse, api_version: &str, experimental: bool) {
-    let headers = response.headers_mut();
-    let server = format!("berth/{} (linux)", env!("CARGO_PKG_VERSION"));
-    let mut common = vec![
-        ("api-version", api_version),
-        ("server", server.as_str()),
-        ("ostype", "linux"),
-    ];
-    if experimental {
-        common.push(("docker-experimental", "false"));
+/// `Api-Version`, `Server`, `Ostype` and, once the version is accepted, `Docker-Experimental`.
+pub(crate) struct CommonHeaders {
+    api_version: String,
+    experimental: bool,
+}
+
+impl CommonHeaders {
+    fn pairs(&self) -> Vec<(&'static str, String)> {
+        let mut pairs = vec![
+            ("api-version", self.api_version.clone()),
+            (
+                "server",
+                format!("berth/{} (linux)", env!("CARGO_PKG_VERSION")),
+            ),
+            ("ostype", "linux".to_string()),
+        ];
+        if self.experimental {
+            pairs.push(("docker-experimental", "false".to_string()));
+        }
+        pairs
     }
-    for (name, value) in common {
-        if let Ok(value) = HeaderValue::from_str(value) {
-            headers.insert(HeaderName::from_static(name), value);
+
+    fn apply(&self, response: &mut HttpResponse) {
+        let headers = response.headers_mut();
+        for (name, value) in self.pairs() {
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                headers.insert(HeaderName::from_static(name), value);
+            }
         }
     }
 }

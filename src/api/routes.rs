@@ -38,6 +38,9 @@ pub struct Route {
     pub id: RouteId,
     /// Lowest API version the route answers to (moby's per-route minimums).
     pub min_version: Option<&'static str>,
+    /// The body is not JSON (a tar): authorization plugins are not shown it, as with dockerd.
+    /// On every other route a body the plugins were not shown is refused.
+    pub opaque_body: bool,
 }
 
 const fn route(method: &'static str, pattern: &'static str, id: RouteId) -> Route {
@@ -46,6 +49,7 @@ const fn route(method: &'static str, pattern: &'static str, id: RouteId) -> Rout
         pattern,
         id,
         min_version: None,
+        opaque_body: false,
     }
 }
 
@@ -56,7 +60,10 @@ pub const ROUTES: &[Route] = &[
     route("GET", "/version", RouteId::Version),
     route("GET", "/info", RouteId::Info),
     route("GET", "/plugins", RouteId::PluginList),
-    route("POST", "/plugins/create", RouteId::PluginCreate),
+    Route {
+        opaque_body: true,
+        ..route("POST", "/plugins/create", RouteId::PluginCreate)
+    },
     route("GET", "/plugins/{name}/json", RouteId::PluginInspect),
     route("POST", "/plugins/{name}/set", RouteId::PluginSet),
     route("DELETE", "/plugins/{name}", RouteId::PluginRemove),

@@ -133,6 +133,8 @@ pub async fn version(call: Call) -> Result<HttpResponse> {
 pub async fn info(call: Call) -> Result<HttpResponse> {
     let daemon = &call.state.daemon;
     let summary = call.state.plugins.summary();
+    // The chain configured at start-up, as dockerd reports it (`null` when there is none).
+    let authorization = Some(call.state.authz.configured()).filter(|names| !names.is_empty());
     let hostname = nix::unistd::gethostname()
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_default();
@@ -149,7 +151,7 @@ pub async fn info(call: Call) -> Result<HttpResponse> {
         "Plugins": {
             "Volume": std::iter::once("local".to_string()).chain(summary.volume).collect::<Vec<_>>(),
             "Network": summary.network,
-            "Authorization": summary.authorization,
+            "Authorization": authorization,
             "Log": summary.log,
         },
         "MemoryLimit": false,

@@ -131,7 +131,7 @@ fn misspelled(v: &Value, expected: &[&str], found: &mut Vec<String>) {
 
 /// A JSON object field, matched case-insensitively (exact spelling first), as Go does.
 pub fn field<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
-    crate::drivers::volume::field(v, name)
+    crate::drivers::field(v, name)
 }
 
 /// A string field (missing or not a string: empty).

@@ -237,8 +237,8 @@ impl LogDriverClient {
     pub async fn capabilities(&self) -> Capabilities {
         match self.call("LogDriver.Capabilities", &()).await {
             Ok(answer) => Capabilities {
-                read_logs: crate::drivers::volume::field(&answer, "Cap")
-                    .and_then(|c| crate::drivers::volume::field(c, "ReadLogs"))
+                read_logs: crate::drivers::field(&answer, "Cap")
+                    .and_then(|c| crate::drivers::field(c, "ReadLogs"))
                     .and_then(Value::as_bool)
                     .unwrap_or(false),
             },
@@ -283,7 +283,7 @@ impl LogDriverClient {
         body: &(impl Serialize + ?Sized),
     ) -> Result<Value, LogError> {
         let answer: Value = self.client.call(method, body, Retry::Never).await?;
-        let err = crate::drivers::volume::field(&answer, "Err")
+        let err = crate::drivers::field(&answer, "Err")
             .and_then(Value::as_str)
             .unwrap_or_default();
         if !err.is_empty() {

@@ -1,6 +1,7 @@
 //! Typed adapters over the plugin RPC client, one per plugin protocol, built on the
 //! [`PluginHandle`]s the plugin getter hands out.
 
+pub mod authz;
 pub mod log;
 pub mod volume;
 
@@ -37,4 +38,15 @@ impl<A> AdapterCache<A> {
         adapters.insert(plugin.name.clone(), (plugin.clone(), adapter.clone()));
         adapter
     }
+}
+
+/// A JSON object field of a plugin's answer, matched case-insensitively (exact spelling first)
+/// as Go's `encoding/json` does.
+pub(crate) fn field<'a>(v: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {
+    let obj = v.as_object()?;
+    obj.get(name).or_else(|| {
+        obj.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    })
 }

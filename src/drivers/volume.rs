@@ -21,6 +21,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::field;
 use crate::error::Error;
 use crate::rpc::client::{shorten, PluginClient, Retry, RpcError};
 pub use crate::rpc::handle::PathMapper;
@@ -588,16 +589,6 @@ impl VolumeDriver for VolumeDriverClient {
     fn call_timeout(&self) -> Option<Duration> {
         self.inner.client.timeout()
     }
-}
-
-/// A JSON object field, matched case-insensitively (exact spelling first) as Go does.
-pub(crate) fn field<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
-    let obj = v.as_object()?;
-    obj.get(name).or_else(|| {
-        obj.iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
-    })
 }
 
 /// A field of an answer decoded as a tree.

@@ -78,7 +78,6 @@ impl Default for RuntimeOptions {
 pub struct CapabilitySummary {
     pub volume: Vec<String>,
     pub network: Vec<String>,
-    pub authorization: Option<Vec<String>>,
     pub log: Vec<String>,
 }
 
@@ -193,7 +192,6 @@ impl Manager {
         CapabilitySummary {
             volume: volume.into_iter().collect(),
             network: network.into_iter().collect(),
-            authorization: None,
             log: log.into_iter().collect(),
         }
     }

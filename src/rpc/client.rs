@@ -26,9 +26,10 @@
 //!   restarted) reached nothing and is sent once more on a new connection, as Go re-sends a
 //!   request of which nothing was written; that attempt's outcome is the call's.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -208,6 +209,9 @@ struct Inner {
     https: bool,
     /// `scheme://host[:port]` the method path is appended to.
     base: String,
+    /// `<base>/<method>` parsed once per method: parsing (host name rules included) showed in
+    /// profiles of authorization chains, which call the same two methods on every request.
+    urls: Mutex<HashMap<String, reqwest::Url>>,
     /// What the retry log names: the socket path or `host:port`.
     log_addr: String,
     timeout: Option<Duration>,
@@ -292,6 +296,7 @@ impl PluginClient {
                 fresh,
                 https,
                 base,
+                urls: Mutex::new(HashMap::new()),
                 log_addr,
                 timeout,
                 unreachable: AtomicBool::new(false),
@@ -380,16 +385,16 @@ impl PluginClient {
             Retry::Never => start,
             Retry::Backoff { total } => start + total,
         };
-        let url = format!("{}/{}", self.inner.base, method);
+        let url = self.url(method)?;
         let mut pause = FIRST_BACKOFF;
         loop {
             let attempt = async {
                 match self
-                    .attempt(&url, method, payload.clone(), false, reply_limit)
+                    .attempt(url.clone(), method, payload.clone(), false, reply_limit)
                     .await
                 {
                     Attempt::Stale => {
-                        self.attempt(&url, method, payload.clone(), true, reply_limit)
+                        self.attempt(url.clone(), method, payload.clone(), true, reply_limit)
                             .await
                     }
                     outcome => outcome,
@@ -451,9 +456,21 @@ impl PluginClient {
         }
     }
 
+    /// The URL of `method`.
+    fn url(&self, method: &str) -> Result<reqwest::Url, RpcError> {
+        let mut urls = self.inner.urls.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(url) = urls.get(method) {
+            return Ok(url.clone());
+        }
+        let url = reqwest::Url::parse(&format!("{}/{}", self.inner.base, method))
+            .map_err(|e| RpcError::Transport(format!("{method}: {e}")))?;
+        urls.insert(method.to_string(), url.clone());
+        Ok(url)
+    }
+
     async fn attempt(
         &self,
-        url: &str,
+        url: reqwest::Url,
         method: &str,
         payload: Vec<u8>,
         fresh: bool,
@@ -484,7 +501,7 @@ impl PluginClient {
     /// leaves a header out), then `headers`.
     async fn send(
         &self,
-        url: &str,
+        url: reqwest::Url,
         payload: Vec<u8>,
         headers: &[(&str, &str)],
         fresh: bool,
@@ -592,10 +609,12 @@ impl PluginClient {
         deadline: Option<(Instant, Duration)>,
     ) -> Result<(String, reqwest::Response), RpcError> {
         let method = method.trim_start_matches('/').to_string();
-        let url = format!("{}/{}", self.inner.base, method);
+        // Not through the cache of `url`: callers of raw calls may name any method.
+        let url = reqwest::Url::parse(&format!("{}/{}", self.inner.base, method))
+            .map_err(|e| RpcError::Transport(format!("{method}: {e}")))?;
         let attempt = async {
-            match self.send(&url, body.to_vec(), headers, false).await {
-                Err(Attempt::Stale) => self.send(&url, body.to_vec(), headers, true).await,
+            match self.send(url.clone(), body.to_vec(), headers, false).await {
+                Err(Attempt::Stale) => self.send(url.clone(), body.to_vec(), headers, true).await,
                 outcome => outcome,
             }
         };

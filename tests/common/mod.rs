@@ -2,6 +2,8 @@
 //! HTTP/1.1 client over its unix socket.
 #![allow(dead_code)]
 
+pub mod authz;
+
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};

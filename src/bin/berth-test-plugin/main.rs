@@ -1,9 +1,10 @@
-//! `berth-test-plugin`: a small, dependency-light Docker volume plugin used by berth's runtime and
-//! volume tests, as a managed plugin (`scripts/make-test-plugins.sh` packs it into plugin
-//! directories) or directly on the host as a legacy plugin.
+//! `berth-test-plugin`: a small, dependency-light Docker plugin used by berth's runtime, volume
+//! and authorization tests, as a managed plugin (`scripts/make-test-plugins.sh` packs it into
+//! plugin directories) or directly on the host as a legacy plugin.
 //!
 //! It speaks the plugin RPC protocol (HTTP/1.1 over a unix socket, `POST /<Interface>.<Method>`
-//! with a JSON body): `Plugin.Activate` and every `VolumeDriver.*` method. Volumes are directories
+//! with a JSON body): `Plugin.Activate`, every `VolumeDriver.*` method (volume.rs),
+//! `AuthZPlugin.AuthZReq`/`AuthZRes` (authz.rs) and every `LogDriver.*` method (log.rs). Volumes are directories
 //! `<TEST_ROOT>/<name>`; per-volume metadata (creation time, options) lives in
 //! `<TEST_ROOT>/.berth-test-plugin/<name>.json`, so volumes survive a plugin restart. Mounts are
 //! refcounted by caller ID in memory, as real plugins do.
@@ -22,11 +23,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Map, Value};
 
+mod authz;
 mod log;
 mod volume;
 
 const USAGE: &str = "\
-berth-test-plugin: a Docker volume plugin for tests (HTTP/1.1 JSON RPC on a unix socket)
+berth-test-plugin: a Docker volume and authorization plugin for tests (HTTP/1.1 JSON RPC on a
+unix socket)
 
 Knobs (environment, or arguments TEST_X=value which override the environment):
   TEST_SOCKET_PATH=<path>    listen here (wins over TEST_SOCKET)
@@ -48,10 +51,16 @@ Knobs (environment, or arguments TEST_X=value which override the environment):
   TEST_SCOPE=<scope>         VolumeDriver.Capabilities scope (default local)
   TEST_GET_NULL=1            Get of an unknown volume answers {\"Volume\":null,\"Err\":\"\"}
   TEST_CALL_LOG=<path>|-     append `<Method> <body>` per RPC to a file (`-`: stdout)
+  TEST_AUTHZ_RULES=<rules>   AuthZ decisions, `;`-separated rules
+                             `<req|res|both> <allow|deny|error|garbage|hang|slow=MS> <METHOD|*>
+                             <uri-substring|*> [body=<substring>] [msg=<text to the end>]`;
+                             the first match decides, no match allows
+  TEST_AUTHZ_LOG=<path>      append every AuthZ call, one field per line, bodies decoded
   TEST_BROKEN=<k>[,<k>..]    break the protocol on purpose, for `berth conformance` (see below)
 
-Modes: VolumeDriver (default) and LogDriver (TEST_IMPLEMENTS=LogDriver: entries read from each
-FIFO are kept in memory per container; ReadLogs with Since/Until/Tail/Follow).
+Modes: VolumeDriver (default), AuthZ (TEST_IMPLEMENTS=authz, see TEST_AUTHZ_RULES) and LogDriver
+(TEST_IMPLEMENTS=LogDriver: entries read from each FIFO are kept in memory per container;
+ReadLogs with Since/Until/Tail/Follow).
 
 Broken knobs (each makes some conformance checks fail or warn):
   transport: activate-fails activate-empty activate-no-implements activate-lowercase
@@ -121,6 +130,8 @@ struct Config {
     call_log: Option<String>,
     /// `TEST_BROKEN` knobs.
     broken: HashSet<String>,
+    authz_rules: Vec<authz::Rule>,
+    authz_log: Option<String>,
 }
 
 struct Driver {
@@ -212,6 +223,8 @@ fn main() {
         get_null: knobs.flag("TEST_GET_NULL"),
         call_log: knobs.get("TEST_CALL_LOG"),
         broken: split_list(knobs.get("TEST_BROKEN")).into_iter().collect(),
+        authz_rules: authz::parse_rules(&knobs.get("TEST_AUTHZ_RULES").unwrap_or_default()),
+        authz_log: knobs.get("TEST_AUTHZ_LOG"),
     };
     if cfg.broken.contains("restart") {
         // Starts once: a second start (a restart) finds the marker and fails.
@@ -824,6 +837,7 @@ impl Driver {
             "Plugin.Activate" => Reply::ok(json!({ "Implements": self.cfg.implements })),
             m if m.starts_with("VolumeDriver.") => self.volume_call(m, &args),
             m if m.starts_with("LogDriver.") => self.log_driver_call(m, &args),
+            m if m.starts_with("AuthZPlugin.") => self.authz_call(m, &args),
             _ => Reply::not_found(),
         }
     }

@@ -1,0 +1,407 @@
+#!/usr/bin/env python3
+"""Authorization benchmark: what a chain of AuthZ plugins costs berth and a private dockerd 20.10,
+side by side in one run.
+
+    scripts/bench-authz.sh [--iterations N] [--quick] [--json FILE] [--no-build] [--keep-tmp]
+                           [--threads N] [--load-seconds S] [--load-rounds N] [--volumes N]
+
+For chains of 0 (no authorization), 1 and 3 allow-all plugins, on each daemon:
+
+  GET /volumes          GET /v1.41/volumes with --volumes (10) local volumes: latency on one
+                        keep-alive connection (alternating which daemon goes first), then
+                        requests/s from --threads client threads (own keep-alive connection
+                        each) for --load-seconds, --load-rounds rounds per daemon, with the
+                        daemon's and the plugins' CPU time per request (utime+stime, /proc)
+  create + remove       POST /v1.41/volumes/create {"Name"} (local driver) then
+                        DELETE /v1.41/volumes/<name>: latency of the pair
+
+Every request goes through the whole chain twice (AuthZReq, AuthZRes); a create also shows the
+plugins its JSON body. The added cost per request is the median with the chain minus the
+median without it, per daemon. Targets (issue 11): berth's added cost at most 1/2 of dockerd's,
+and berth's requests/s under load with a chain at least 2x dockerd's.
+
+The plugins are the project's test plugin in its AuthZ mode (an optimised build of
+src/bin/berth-test-plugin, no call log), run on the host as legacy plugins: the same three
+processes answer both daemons. dockerd finds them by spec files
+/etc/docker/plugins/<name>.spec (names unique to the run, removed at the end), berth by
+--legacy-plugin-dir. The chain is changed as a user would: `authorization-plugins` in each
+daemon's configuration file, then SIGHUP; a probe request every plugin refuses
+(GET /v1.41/volumes/authz-probe) shows the chain in place before anything is timed.
+
+berth and dockerd (with its own containerd) run on a private temp directory; both are stopped,
+the plugins too, and everything is deleted, also on Ctrl-C or failure. Needs root.
+
+Nothing here asserts on a timing: targets are reported, never enforced.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.dont_write_bytecode = True  # no __pycache__ next to the scripts
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from benchlib import (  # noqa: E402 - the shared benchmark helpers
+    API, DOCKER_CLI, REPO, BenchError, Berth, Daemon, Dockerd, RawClient, add_run_options,
+    check, cleanup, finish, fmt3, load_round, loadavg, log, machine_facts, parse_with_defaults,
+    run_cmd_out, run_then_unwind, socket_answers, source_state, start_run, summary,
+)
+
+CHAINS = (0, 1, 3)
+PLUGIN_COUNT = max(CHAINS)
+PROBE = f"{API}/volumes/authz-probe"
+# Targets from the issue.
+TARGET_ADDED = 1 / 2     # berth's added cost / dockerd's, medians
+TARGET_RPS = 2.0         # berth's requests/s / dockerd's, medians, with a chain
+
+QUICK = {"iterations": 20, "warmup": 3, "load_seconds": 1.0, "load_rounds": 2}
+DEFAULTS = {"iterations": 100, "warmup": 10, "load_seconds": 2.0, "load_rounds": 3}
+SPEC_DIR = "/etc/docker/plugins"
+
+
+# --------------------------------------------------------------------------------------------
+# Daemons and plugins
+
+
+class AuthzBerth(Berth):
+    """berth with a configuration file (reloaded on SIGHUP) and the plugins' directory."""
+
+    def __init__(self, tmp: str, binary: str, plugin_dir: str):
+        super().__init__(tmp, binary)
+        self.config_file = os.path.join(tmp, "berth.json")
+        self.plugin_dir = plugin_dir
+        with open(self.config_file, "w") as f:
+            f.write("{}\n")
+
+    def argv(self) -> list[str]:
+        argv = super().argv()
+        argv[argv.index("--config-file") + 1] = self.config_file
+        return argv + ["--legacy-plugin-dir", self.plugin_dir]
+
+
+class AuthzPlugins:
+    """PLUGIN_COUNT allow-all test plugins on `<tmp>/lp/<name>.sock`, each refusing only the
+    probe; spec files for dockerd. Stopped by their PIDs."""
+
+    def __init__(self, tmp: str, binary: str):
+        self.binary = binary
+        self.dir = os.path.join(tmp, "lp")
+        self.names = [f"{os.path.basename(tmp)}-authz{i}" for i in range(PLUGIN_COUNT)]
+        self.procs: list[subprocess.Popen] = []
+        self.specs: list[str] = []
+
+    def start(self) -> None:
+        os.makedirs(self.dir, exist_ok=True)
+        os.makedirs(SPEC_DIR, exist_ok=True)
+        for name in self.names:
+            sock = os.path.join(self.dir, name + ".sock")
+            env = {"PATH": "/usr/bin:/bin", "TEST_SOCKET_PATH": sock, "TEST_IMPLEMENTS": "authz",
+                   "TEST_ROOT": sock + ".root",
+                   "TEST_AUTHZ_RULES": "req deny GET /volumes/authz-probe msg=probe"}
+            with open(os.path.join(self.dir, name + ".out"), "ab") as out:
+                self.procs.append(subprocess.Popen([self.binary], env=env, stdout=out,
+                                                   stderr=out, stdin=subprocess.DEVNULL,
+                                                   start_new_session=True))
+            deadline = time.monotonic() + 15
+            while not socket_answers(sock):
+                if time.monotonic() > deadline or self.procs[-1].poll() is not None:
+                    raise BenchError(f"authz plugin {name} did not listen on {sock}")
+                time.sleep(0.02)
+            spec = os.path.join(SPEC_DIR, name + ".spec")
+            with open(spec, "w") as f:
+                f.write(f"unix://{sock}\n")
+            self.specs.append(spec)
+
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs]
+
+    def stop(self) -> None:
+        for spec in self.specs:
+            try:
+                os.unlink(spec)
+            except FileNotFoundError:
+                pass
+        self.specs = []
+        for p in self.procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(timeout=10)
+        self.procs = []
+
+
+def reloads(d: Daemon) -> int:
+    try:
+        with open(d.log_path, errors="replace") as f:
+            return f.read().count("Reloaded configuration")
+    except OSError:
+        return 0
+
+
+def set_chain(d: Daemon, names: list[str]) -> None:
+    """`authorization-plugins` in the daemon's configuration file, SIGHUP, and the probe to
+    show the chain is in place."""
+    before = reloads(d)
+    with open(d.config_file, "w") as f:  # type: ignore[attr-defined]
+        json.dump({"authorization-plugins": names} if names else {}, f)
+    os.kill(d.pid, signal.SIGHUP)
+    deadline = time.monotonic() + 30
+    while reloads(d) == before:
+        if time.monotonic() > deadline or d.proc.poll() is not None:  # type: ignore[union-attr]
+            raise BenchError(f"{d.name} did not reload its configuration\n{d.log_tail()}")
+        time.sleep(0.02)
+    c = RawClient(d.sock)
+    try:
+        status, payload, _ = c.request("GET", PROBE)
+    finally:
+        c.close()
+    check(d, f"probe with a chain of {len(names)}", status, payload, (403,) if names else (404,))
+
+
+# --------------------------------------------------------------------------------------------
+# Measurements
+
+
+def create_remove(d: Daemon, c: RawClient, name: str) -> float:
+    status, payload, t_create = c.request("POST", f"{API}/volumes/create", {"Name": name})
+    check(d, f"volume create {name}", status, payload, (201,))
+    status, payload, t_remove = c.request("DELETE", f"{API}/volumes/{name}")
+    check(d, f"volume rm {name}", status, payload, (204,))
+    return t_create + t_remove
+
+
+def latencies(daemons: list[Daemon], clients: dict, warmup: int, iterations: int,
+              chain: int) -> dict:
+    """Per daemon: GET /volumes and create+remove latencies (seconds), alternating order."""
+    out = {d.name: {"list": [], "create+remove": []} for d in daemons}
+    for i in range(warmup + iterations):
+        for d in (daemons if i % 2 == 0 else daemons[::-1]):
+            c = clients[d.name]
+            status, payload, t_list = c.request("GET", f"{API}/volumes")
+            check(d, "volume ls", status, payload, (200,))
+            t_cycle = create_remove(d, c, f"c{chain}-{i}")
+            if i >= warmup:
+                out[d.name]["list"].append(t_list)
+                out[d.name]["create+remove"].append(t_cycle)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Main
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog=__doc__.split("\n\n", 2)[2])
+    ap.add_argument("--iterations", type=int, help="timed requests per daemon and chain "
+                    f"(default {DEFAULTS['iterations']}, --quick {QUICK['iterations']})")
+    ap.add_argument("--warmup", type=int, help="untimed requests first (default "
+                    f"{DEFAULTS['warmup']}, --quick {QUICK['warmup']})")
+    ap.add_argument("--quick", action="store_true", help="short run: fewer iterations, "
+                    "shorter and fewer load rounds")
+    ap.add_argument("--volumes", type=int, default=10, help="local volumes GET /volumes lists "
+                    "(default 10)")
+    ap.add_argument("--threads", type=int, default=4, help="client threads of the throughput "
+                    "figure (default 4)")
+    ap.add_argument("--load-seconds", type=float, help="length of one throughput round "
+                    f"(default {DEFAULTS['load_seconds']:g}, --quick {QUICK['load_seconds']:g})")
+    ap.add_argument("--load-rounds", type=int, help="throughput rounds per daemon and chain, "
+                    f"alternating (default {DEFAULTS['load_rounds']}, --quick "
+                    f"{QUICK['load_rounds']})")
+    ap.add_argument("--max-requests", type=int, default=200000, help="bound on the requests "
+                    "of one throughput round (default 200000)")
+    ap.add_argument("--plugin-bin", default=os.path.join(REPO, "target", "release",
+                                                         "berth-test-plugin"))
+    add_run_options(ap)
+    args = parse_with_defaults(ap, QUICK, DEFAULTS)
+    if (args.iterations < 1 or args.warmup < 0 or args.volumes < 0 or args.threads < 1
+            or args.load_rounds < 1 or args.load_seconds <= 0):
+        ap.error("counts must be >= 1 (--warmup, --volumes >= 0), times > 0")
+    started = time.monotonic()
+    stop, dockerd_bin = start_run("bench-authz", args)
+    if stop is not None:
+        return stop
+    if not args.no_build:
+        log("cargo build --release --bin berth-test-plugin")
+        if subprocess.run(["cargo", "build", "--release", "-q", "--bin", "berth-test-plugin"],
+                          cwd=REPO).returncode != 0:
+            return 1
+    if not os.access(args.plugin_bin, os.X_OK):
+        print(f"bench-authz: no test plugin binary at {args.plugin_bin}", file=sys.stderr)
+        return 2
+
+    tmp = tempfile.mkdtemp(prefix="b", dir="/tmp")
+    plugins = AuthzPlugins(tmp, args.plugin_bin)
+    berth = AuthzBerth(tmp, args.berth_bin, plugins.dir)
+    dockerd = Dockerd(tmp, dockerd_bin)
+    daemons: list[Daemon] = [berth, dockerd]
+
+    def unwind(outcome: str) -> None:
+        try:
+            # the daemons' stop and cleanup requests pass the chain: empty it first
+            for d in daemons:
+                if d.proc is not None and d.proc.poll() is None:
+                    try:
+                        set_chain(d, [])
+                    except (BenchError, OSError) as e:
+                        log(f"{d.name}: emptying the chain: {e}")
+            cleanup(args, tmp, daemons, dockerd, keep=args.keep_tmp or outcome == "error")
+        finally:
+            plugins.stop()
+
+    outcome, results = run_then_unwind(
+        lambda: bench(args, plugins, berth, dockerd, daemons, dockerd_bin), unwind)
+    return finish(outcome, results, started, args.json)
+
+
+def bench(args, plugins: AuthzPlugins, berth: AuthzBerth, dockerd: Dockerd,
+          daemons: list[Daemon], dockerd_bin: str) -> dict:
+    log(f"starting {PLUGIN_COUNT} allow-all authz plugins ({args.plugin_bin})")
+    plugins.start()
+    log(f"starting berth and a private dockerd in {berth.tmp}")
+    for d in daemons:
+        d.start()
+        d.remember(sum(d.processes().values(), []))
+    machine = machine_facts()
+    versions = {
+        "berth": run_cmd_out([berth.binary, "--version"]),
+        "dockerd": run_cmd_out([dockerd_bin, "--version"]),
+        "docker CLI": run_cmd_out([DOCKER_CLI, "--version"]),
+        "python": platform.python_version(),
+        "berth source": source_state(),
+    }
+    clients = {d.name: RawClient(d.sock) for d in daemons}
+    for d in daemons:
+        for i in range(args.volumes):
+            status, payload, _ = clients[d.name].request("POST", f"{API}/volumes/create",
+                                                         {"Name": f"l{i:02d}"})
+            check(d, "volume create", status, payload, (201,))
+
+    timings: dict = {}
+    loads: dict = {}
+    for chain in CHAINS:
+        names = plugins.names[:chain]
+        log(f"chain of {chain}: configuration file + SIGHUP on both daemons")
+        for d in daemons:
+            set_chain(d, names)
+        log(f"  {args.warmup} warm-up + {args.iterations} timed GET /volumes and create+remove "
+            f"each, then {args.load_rounds} x {args.load_seconds:g} s of GET /volumes from "
+            f"{args.threads} threads per daemon")
+        timings[chain] = latencies(daemons, clients, args.warmup, args.iterations, chain)
+        rounds: dict = {d.name: [] for d in daemons}
+        for i in range(args.load_rounds):
+            for d in (daemons if i % 2 == 0 else daemons[::-1]):
+                rounds[d.name].append(load_round(d, f"{API}/volumes", args.threads,
+                                                 args.load_seconds, args.max_requests,
+                                                 plugins.pids()[:chain]))
+        loads[chain] = rounds
+        log("  median GET /volumes " + ", ".join(
+            f"{d.name} {statistics.median(timings[chain][d.name]['list']) * 1000:.3f} ms"
+            for d in daemons) + "; median req/s " + ", ".join(
+            f"{d.name} {statistics.median(x['rps'] for x in rounds[d.name]):.0f}"
+            for d in daemons))
+    for c in clients.values():
+        c.close()
+    machine["loadavg_at_end"] = loadavg()
+    return report(args, machine, versions, timings, loads, daemons)
+
+
+# --------------------------------------------------------------------------------------------
+# Report
+
+
+def report(args, machine, versions, timings, loads, daemons) -> dict:
+    b, d = (x.name for x in daemons)
+    out: dict = {"machine": machine, "versions": versions,
+                 "settings": {k: getattr(args, k) for k in (
+                     "iterations", "warmup", "quick", "volumes", "threads", "load_seconds",
+                     "load_rounds", "max_requests")},
+                 "latency_ms": {}, "added_ms": {}, "throughput": {}}
+    print()
+    print(f"machine   nproc {machine['nproc']}, kernel {machine['kernel']}, {machine['cpu']}, "
+          f"{machine['memory']}; load average {machine['loadavg_at_start']} at start, "
+          f"{machine['loadavg_at_end']} at end")
+    for k, v in versions.items():
+        print(f"{k:<18}{v}")
+    print(f"settings  chains of {', '.join(map(str, CHAINS))} allow-all plugins (the same "
+          f"processes for both daemons); {args.iterations} timed requests per daemon and chain "
+          f"after {args.warmup} warm-up, alternating order; GET /volumes lists {args.volumes} "
+          f"local volumes; throughput {args.threads} threads x {args.load_rounds} rounds x "
+          f"{args.load_seconds:g} s")
+
+    width = 30
+
+    def hdr(title: str, note: str) -> None:
+        print(f"\n{title}")
+        print(f"{'':<{width}} {b + ' min / median / max':>26} {d + ' min / median / max':>26}"
+              f" {'ratio':>7}  {note}")
+
+    def row(label, bs, ds, prec, target=None, invert=False):
+        ratio = bs["median"] / ds["median"] if ds["median"] else None
+        text = ""
+        if target is not None and ratio is not None:
+            met = ratio >= target if invert else ratio <= target
+            shown = f">= {target:g}" if invert else f"<= 1/{round(1 / target)}"
+            text = f"{shown}: {'met' if met else 'NOT met'}"
+        shown_ratio = "-" if ratio is None else f"{ratio:.3f}"
+        print(f"{label:<{width}} {fmt3(bs, 1, prec):>26} {fmt3(ds, 1, prec):>26}"
+              f" {shown_ratio:>7}  {text}".rstrip())
+        return {b: bs, d: ds, "ratio_of_medians": ratio, "target": target}
+
+    for what, title in (("list", f"GET /volumes ({args.volumes} local volumes)"),
+                        ("create+remove", "volume create + remove (local driver)")):
+        hdr(f"{title}: latency (ms), one keep-alive connection per daemon",
+            f"ratio = {b}/{d} of medians")
+        out["latency_ms"][what] = {}
+        for chain in CHAINS:
+            out["latency_ms"][what][chain] = row(
+                f"  chain of {chain}", summary([x * 1000 for x in timings[chain][b][what]]),
+                summary([x * 1000 for x in timings[chain][d][what]]), 3)
+        print(f"{'  added cost of the chain':<{width}} {b + ' median':>26} {d + ' median':>26}"
+              f" {'ratio':>7}  target (added cost {b}/{d})")
+        out["added_ms"][what] = {}
+        for chain in CHAINS[1:]:
+            added = {n: (statistics.median(timings[chain][n][what])
+                         - statistics.median(timings[0][n][what])) * 1000 for n in (b, d)}
+            ratio = added[b] / added[d] if added[d] > 0 else None
+            met = ratio is not None and ratio <= TARGET_ADDED
+            shown = "-" if ratio is None else f"{ratio:.3f}"
+            print(f"{'    chain of ' + str(chain):<{width}} {added[b]:>26.3f} {added[d]:>26.3f}"
+                  f" {shown:>7}  <= 1/{round(1 / TARGET_ADDED)}: {'met' if met else 'NOT met'}")
+            out["added_ms"][what][chain] = {**added, "ratio": ratio, "target": TARGET_ADDED,
+                                            "target_met": met}
+
+    hdr(f"GET /volumes under load: {args.threads} client threads, {args.load_rounds} rounds of "
+        f"{args.load_seconds:g} s per daemon", f"ratio = {b}/{d} of median req/s")
+    for chain in CHAINS:
+        lb, ld = loads[chain][b], loads[chain][d]
+        target = TARGET_RPS if chain else None
+        entry = {"rps": row(f"  req/s, chain of {chain}", summary([x["rps"] for x in lb]),
+                            summary([x["rps"] for x in ld]), 0, target, invert=True),
+                 "rounds": {b: lb, d: ld}}
+        for k, label in (("daemon_cpu_ms_per_request", "daemon CPU ms/request"),
+                         ("plugin_cpu_ms_per_request", "plugins' CPU ms/request")):
+            xs = [x[k] for x in lb if x[k] is not None]
+            ys = [x[k] for x in ld if x[k] is not None]
+            if xs and ys and (chain or k.startswith("daemon")):
+                entry[k] = row(f"    {label}", summary(xs), summary(ys), 3)
+        out["throughput"][chain] = entry
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())
