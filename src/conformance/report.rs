@@ -68,7 +68,7 @@ impl Report {
             .max()
             .unwrap_or(5)
             .max(5);
-        let _ = writeln!(out, "{:width$}  RESULT  TIME     DETAIL", "CHECK");
+        let _ = writeln!(out, "{:width$}  RESULT  {:>8}  DETAIL", "CHECK", "TIME");
         for r in &self.results {
             let detail = match (r.outcome, r.expected.is_empty()) {
                 (Outcome::Pass | Outcome::Skip, _) | (_, true) => one_line(&r.got),
@@ -80,7 +80,7 @@ impl Report {
             };
             let _ = writeln!(
                 out,
-                "{:width$}  {:6}  {:>6}  {}",
+                "{:width$}  {:6}  {:>8}  {}",
                 r.check.id,
                 r.outcome.name(),
                 millis(r.duration),
@@ -88,11 +88,22 @@ impl Report {
             );
         }
         if !self.latency.is_empty() {
-            let _ = writeln!(out, "\nMETHOD{:30}CALLS     P50     P99     MAX", "");
+            let width = self
+                .latency
+                .iter()
+                .map(|l| l.method.len())
+                .max()
+                .unwrap_or(6)
+                .max(6);
+            let _ = writeln!(
+                out,
+                "\n{:width$}  {:>5}  {:>8}  {:>8}  {:>8}",
+                "METHOD", "CALLS", "P50", "P99", "MAX"
+            );
             for l in &self.latency {
                 let _ = writeln!(
                     out,
-                    "{:36}{:>5}  {:>6}  {:>6}  {:>6}",
+                    "{:width$}  {:>5}  {:>8}  {:>8}  {:>8}",
                     l.method,
                     l.calls,
                     millis(l.p50),
