@@ -263,6 +263,89 @@ pub async fn run(ctx: &Context<'_>, rec: &mut Recorder<'_>) {
     );
 }
 
+/// The checks on a Join answer.
+fn judge_join(ctx: &Context<'_>, rec: &mut Recorder<'_>, r: &Reply) {
+    let name = r.field("InterfaceName").cloned().unwrap_or(Value::Null);
+    let src = str_field(&name, "SrcName");
+    rec.check(
+        "network.join.answers",
+        r.succeeded() && !src.is_empty(),
+        "InterfaceName {SrcName, DstPrefix}",
+        r.summary(),
+    );
+    if !r.succeeded() {
+        // What a failed Join answers is judged once, above.
+        for id in [
+            "network.join.interface-exists",
+            "network.join.gateway",
+            "network.join.routes",
+        ] {
+            rec.skip(id, "Join failed");
+        }
+        return;
+    }
+    if !src.is_empty() && ctx.host_visible {
+        let exists = std::path::Path::new("/sys/class/net").join(&src).exists();
+        rec.check(
+            "network.join.interface-exists",
+            exists,
+            format!("interface {src} on the host"),
+            if exists {
+                "exists".to_string()
+            } else {
+                format!("no interface {src}")
+            },
+        );
+    } else if !src.is_empty() {
+        rec.skip(
+            "network.join.interface-exists",
+            "the plugin's interfaces are not on this host",
+        );
+    }
+    let gateways: Vec<String> = ["Gateway", "GatewayIPv6"]
+        .iter()
+        .map(|k| r.field(k).and_then(Value::as_str).unwrap_or("").to_string())
+        .collect();
+    let bad: Vec<&String> = gateways
+        .iter()
+        .filter(|g| !g.is_empty() && g.parse::<std::net::IpAddr>().is_err())
+        .collect();
+    rec.check(
+        "network.join.gateway",
+        bad.is_empty(),
+        "plain IP addresses (no prefix)",
+        if bad.is_empty() {
+            r.summary()
+        } else {
+            format!("{bad:?}")
+        },
+    );
+    let routes = r.field("StaticRoutes").cloned().unwrap_or(Value::Null);
+    let routes_ok = match &routes {
+        Value::Null => true,
+        Value::Array(items) => items.iter().all(|route| {
+            let dest_ok = Cidr::parse(&str_field(route, "Destination")).is_some();
+            match field(route, "RouteType").and_then(Value::as_i64) {
+                Some(0) => {
+                    dest_ok
+                        && str_field(route, "NextHop")
+                            .parse::<std::net::IpAddr>()
+                            .is_ok()
+                }
+                Some(1) => dest_ok,
+                _ => false,
+            }
+        }),
+        _ => false,
+    };
+    rec.check(
+        "network.join.routes",
+        routes_ok,
+        "[{\"Destination\":\"10.0.0.0/8\",\"RouteType\":0,\"NextHop\":\"…\"}]",
+        format!("StaticRoutes {routes}"),
+    );
+}
+
 /// EndpointOperInfo, Join, external connectivity, Leave, DeleteEndpoint.
 async fn endpoint_life(
     ctx: &Context<'_>,
@@ -298,74 +381,7 @@ async fn endpoint_life(
     .await;
     match &joined {
         Ok(r) => {
-            let name = r.field("InterfaceName").cloned().unwrap_or(Value::Null);
-            let src = str_field(&name, "SrcName");
-            rec.check(
-                "network.join.answers",
-                r.succeeded() && !src.is_empty(),
-                "InterfaceName {SrcName, DstPrefix}",
-                r.summary(),
-            );
-            if !src.is_empty() && ctx.host_visible {
-                let exists = std::path::Path::new("/sys/class/net").join(&src).exists();
-                rec.check(
-                    "network.join.interface-exists",
-                    exists,
-                    format!("interface {src} on the host"),
-                    if exists {
-                        "exists".to_string()
-                    } else {
-                        format!("no interface {src}")
-                    },
-                );
-            } else if !src.is_empty() {
-                rec.skip(
-                    "network.join.interface-exists",
-                    "the plugin's interfaces are not on this host",
-                );
-            }
-            let gateways: Vec<String> = ["Gateway", "GatewayIPv6"]
-                .iter()
-                .map(|k| r.field(k).and_then(Value::as_str).unwrap_or("").to_string())
-                .collect();
-            let bad: Vec<&String> = gateways
-                .iter()
-                .filter(|g| !g.is_empty() && g.parse::<std::net::IpAddr>().is_err())
-                .collect();
-            rec.check(
-                "network.join.gateway",
-                r.succeeded() && bad.is_empty(),
-                "plain IP addresses (no prefix)",
-                if bad.is_empty() {
-                    r.summary()
-                } else {
-                    format!("{bad:?}")
-                },
-            );
-            let routes = r.field("StaticRoutes").cloned().unwrap_or(Value::Null);
-            let routes_ok = match &routes {
-                Value::Null => true,
-                Value::Array(items) => items.iter().all(|route| {
-                    let dest_ok = Cidr::parse(&str_field(route, "Destination")).is_some();
-                    match field(route, "RouteType").and_then(Value::as_i64) {
-                        Some(0) => {
-                            dest_ok
-                                && str_field(route, "NextHop")
-                                    .parse::<std::net::IpAddr>()
-                                    .is_ok()
-                        }
-                        Some(1) => dest_ok,
-                        _ => false,
-                    }
-                }),
-                _ => false,
-            };
-            rec.check(
-                "network.join.routes",
-                routes_ok,
-                "[{\"Destination\":\"10.0.0.0/8\",\"RouteType\":0,\"NextHop\":\"…\"}]",
-                format!("StaticRoutes {routes}"),
-            );
+            judge_join(ctx, rec, r);
             answers.push(r.clone());
         }
         Err(e) => {
