@@ -22,13 +22,15 @@ def target_name(request) -> str:
     return harness.selected_target(request.config.getoption("--target"))
 
 
-@pytest.fixture(scope="session")
-def daemon(target_name):
-    """One daemon per pytest session, started lazily by the first scenario that needs it."""
+def started(make_daemon):
+    """A fixture's daemon: made by `make_daemon()` and started, stopped when the fixture ends."""
+    d = None
     try:
-        d = harness.make_daemon(target_name)
+        d = make_daemon()
         d.start()
-    except harness.HarnessError as e:
+    except harness.SetupError as e:
+        if d is not None:
+            d.stop()
         pytest.fail(str(e), pytrace=False)
     try:
         yield d
@@ -37,6 +39,12 @@ def daemon(target_name):
         if d.leftovers:
             warnings.warn(f"{d.name} left {len(d.leftovers)} process(es) running after it stopped "
                           "(killed by the harness): " + "; ".join(d.leftovers))
+
+
+@pytest.fixture(scope="session")
+def daemon(target_name):
+    """One daemon per pytest session, started lazily by the first scenario that needs it."""
+    yield from started(lambda: harness.make_daemon(target_name))
 
 
 def pytest_report_header(config):

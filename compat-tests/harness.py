@@ -26,7 +26,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tarfile
@@ -38,6 +37,15 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+
+# The benchmarks' and this harness's common ground (HTTP on unix sockets, processes, the
+# registry, a private containerd) lives in scripts/testbed.py; no __pycache__ is left there.
+sys.path.insert(0, str(REPO / "scripts"))
+_writes_bytecode, sys.dont_write_bytecode = sys.dont_write_bytecode, True
+import testbed  # noqa: E402
+from testbed import SetupError, UnixHTTPConnection  # noqa: E402
+sys.dont_write_bytecode = _writes_bytecode
+
 SCENARIO_DIR = HERE / "scenarios"
 FIXTURE_DIR = HERE / "fixtures"
 
@@ -53,17 +61,17 @@ KEEP_TMP = os.environ.get("BERTH_COMPAT_KEEP", "") not in ("", "0")
 BERTH_PLUGIN_START_TIMEOUT = os.environ.get("BERTH_COMPAT_PLUGIN_START_TIMEOUT", "5")
 MAKE_TEST_PLUGINS = REPO / "scripts" / "make-test-plugins.sh"
 TEST_PLUGIN_NAMES = ("testdriver", "testdriver-privileged", "authz", "rclone", "rclone-noprivs")
-# the test plugin binary, run on the host as a legacy plugin (cargo build makes it)
+# the test plugin binary, run on the host as a legacy plugin (cargo build makes it; set
+# BERTH_TEST_PLUGIN_BIN for another)
 TEST_PLUGIN_BIN = os.environ.get("BERTH_TEST_PLUGIN_BIN") or str(REPO / "target" / "debug" / "berth-test-plugin")
-# where dockerd looks for legacy plugin spec files (hard-coded in dockerd, shared by every dockerd
-# on the machine: ours are named after the session directory and removed when the session ends)
-DOCKERD_PLUGIN_SPEC_DIR = "/etc/docker/plugins"
 # the first build of the test plugin binary compiles the berth library (~1 min)
 TEST_PLUGIN_BUILD_TIMEOUT = float(os.environ.get("BERTH_COMPAT_PLUGIN_BUILD_TIMEOUT", "900"))
 
 
-class HarnessError(Exception):
-    """Problem with the harness itself or a scenario file (not a mismatch)."""
+class HarnessError(SetupError):
+    """Problem with the harness itself or a scenario file (not a mismatch). The test bed's own
+    errors (`SetupError`: a daemon, the registry or containerd not starting) are caught with
+    these."""
 
 
 def selected_target(cli_value: str | None = None) -> str:
@@ -75,39 +83,6 @@ def selected_target(cli_value: str | None = None) -> str:
 
 # --------------------------------------------------------------------------------------------
 # HTTP over a unix socket
-
-
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, sock_path: str, timeout: float):
-        super().__init__("localhost", timeout=timeout)
-        self._sock_path = sock_path
-
-    def connect(self):
-        self.sock = unix_connect(self._sock_path, self.timeout)
-
-
-# sun_path holds 108 bytes including the terminating NUL
-_SUN_PATH_MAX = 107
-
-
-def unix_connect(path: str, timeout: float) -> socket.socket:
-    """Connect to a unix socket; paths longer than sun_path are reached through
-    /proc/self/fd/<dirfd>/<name> (plugin sockets sit deep below the exec root)."""
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(timeout)
-    try:
-        if len(os.fsencode(path)) <= _SUN_PATH_MAX:
-            s.connect(path)
-            return s
-        dirfd = os.open(os.path.dirname(path), os.O_PATH | os.O_DIRECTORY)
-        try:
-            s.connect(f"/proc/self/fd/{dirfd}/{os.path.basename(path)}")
-        finally:
-            os.close(dirfd)
-        return s
-    except BaseException:
-        s.close()
-        raise
 
 
 @dataclass
@@ -126,7 +101,7 @@ class HTTPResult:
 
 def http_request(sock_path: str, method: str, path: str, body: bytes | None = None,
                  headers: dict[str, str] | None = None, timeout: float = 30.0) -> HTTPResult:
-    conn = _UnixHTTPConnection(sock_path, timeout)
+    conn = UnixHTTPConnection(sock_path, timeout)
     try:
         conn.putrequest(method, path, skip_accept_encoding=True)
         hdrs = dict(headers or {})
@@ -146,56 +121,6 @@ def http_request(sock_path: str, method: str, path: str, body: bytes | None = No
 # Target daemons
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie still answers kill(0); treat it as gone
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def _pid_cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def _unmount_below(prefix: str) -> None:
-    """Lazily unmount everything mounted at or below `prefix` (dockerd bind-mounts its data root)."""
-    prefix = prefix.rstrip("/")
-    points = []
-    try:
-        with open("/proc/self/mountinfo") as f:
-            for line in f:
-                mp = line.split()[4].replace("\\040", " ")
-                if mp == prefix or mp.startswith(prefix + "/"):
-                    points.append(mp)
-    except OSError:
-        return
-    for mp in sorted(set(points), key=len, reverse=True):
-        subprocess.run(["umount", "-l", mp], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def _proc_stat(pid: int) -> tuple[int, int] | None:
-    """(ppid, starttime) of a live process, None if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    # fields[0] is the state (stat field 3): ppid is field 4, starttime field 22
-    return int(fields[1]), int(fields[19])
-
-
 def _all_pids() -> list[int]:
     return [int(n) for n in os.listdir("/proc") if n.isdigit()]
 
@@ -205,11 +130,11 @@ def _descendants(roots: set[int]) -> dict[int, int]:
     children: dict[int, list[int]] = {}
     starts: dict[int, int] = {}
     for pid in _all_pids():
-        st = _proc_stat(pid)
+        st = testbed.proc_stat(pid)
         if st is None:
             continue
-        children.setdefault(st[0], []).append(pid)
-        starts[pid] = st[1]
+        children.setdefault(st[1], []).append(pid)
+        starts[pid] = st[2]
     out: dict[int, int] = {}
     todo = list(roots)
     while todo:
@@ -220,26 +145,13 @@ def _descendants(roots: set[int]) -> dict[int, int]:
     return out
 
 
-def _terminate(proc: subprocess.Popen, grace: float = 10.0) -> None:
-    """SIGTERM a process we started (if it still runs), SIGKILL after `grace` seconds; reap it."""
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
-
-
 def _kill_processes(procs: dict[int, int]) -> list[str]:
     """SIGKILL the processes of `procs` (pid -> starttime) that still run; describe them."""
     killed = []
     for pid, start in procs.items():
-        st = _proc_stat(pid)
-        if st is None or st[1] != start or not _pid_alive(pid):
+        if testbed.pid_starttime(pid) != start or not testbed.pid_alive(pid):
             continue  # gone, or the pid was reused
-        killed.append(f"{pid} {_pid_cmdline(pid).strip()[:120]}")
+        killed.append(f"{pid} {testbed.pid_cmdline(pid)[:120]}")
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -271,7 +183,11 @@ class Daemon:
         # every plugin ID a state reset saw (for the session-end cleanup)
         self.seen_plugin_ids: set[str] = set()
         # the session's loopback registry ({registry}), started on first use
-        self._registry: "Registry | None" = None
+        self._registry: testbed.DockerRegistry | None = None
+        # an explicit empty config file keeps /etc/docker/daemon.json (or berth's) out of it
+        self.config_file = os.path.join(self.tmp, "daemon.json")
+        with open(self.config_file, "w") as f:
+            f.write("{}\n")
         # flags added to the daemon's command line (an authorization chain)
         self.extra_args: list[str] = []
         # variables every scenario starts with ({var:NAME})
@@ -279,10 +195,15 @@ class Daemon:
         # legacy plugins started for this daemon (stopped after it)
         self.legacy_plugins: list["LegacyAuthzPlugin"] = []
 
-    def registry(self) -> "Registry":
-        """The session's docker-registry on 127.0.0.1 (started on first use)."""
+    def registry(self) -> testbed.DockerRegistry:
+        """The session's docker-registry on 127.0.0.1 (started on first use), filesystem
+        storage under the session directory, stopped at the end of the session."""
         if self._registry is None:
-            reg = Registry(self.tmp)
+            binary = shutil.which(REGISTRY_BIN)
+            if not binary:
+                raise HarnessError(f"{REGISTRY_BIN} not found (Debian package docker-registry, "
+                                   "or set REGISTRY_BIN)")
+            reg = testbed.DockerRegistry(self.tmp, os.path.join(self.tmp, "registry"), binary)
             reg.start()
             self._registry = reg
             atexit.register(reg.stop)
@@ -326,7 +247,7 @@ class Daemon:
         for pid in ids:
             d = os.path.join(self.plugin_sock_dir, pid)
             if os.path.isdir(d):
-                _unmount_below(d)
+                testbed.unmount_below(d)
                 shutil.rmtree(d, ignore_errors=True)
 
     # -- common
@@ -347,34 +268,13 @@ class Daemon:
         self.extra_args = self.legacy_plugin_args() + self.extra_args
 
     def start(self, ready_timeout: float = 60.0) -> None:
-        argv = self.argv() + self.extra_args
-        log = open(self.log_path, "ab")
-        try:
-            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                         start_new_session=True, cwd=self.tmp)
-        except OSError as e:
-            raise HarnessError(f"cannot start {self.name}: {shlex.join(argv)}: {e}") from e
-        finally:
-            log.close()
+        self.proc = testbed.spawn(self.argv() + self.extra_args, self.log_path, cwd=self.tmp)
         atexit.register(self.stop)
-        deadline = time.monotonic() + ready_timeout
-        last_err = "no answer yet"
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise HarnessError(f"{self.name} exited with {self.proc.returncode} during startup\n"
-                                   f"command: {shlex.join(argv)}\n{self.log_tail()}")
-            if os.path.exists(self.sock):
-                try:
-                    r = http_request(self.sock, "GET", "/_ping", timeout=2)
-                    if r.status == 200:
-                        return
-                    last_err = f"GET /_ping -> {r.status}"
-                except OSError as e:
-                    last_err = str(e)
-            time.sleep(0.1)
-        self.stop()
-        raise HarnessError(f"{self.name} did not answer GET /_ping within {ready_timeout}s "
-                           f"({last_err})\ncommand: {shlex.join(argv)}\n{self.log_tail()}")
+        try:
+            testbed.wait_for_ping(self.proc, self.sock, self.name, self.log_path, ready_timeout)
+        except SetupError:
+            self.stop()
+            raise
 
     def test_plugin(self, name: str) -> str:
         """Directory of test plugin NAME, built by scripts/make-test-plugins.sh on first use."""
@@ -411,9 +311,9 @@ class Daemon:
             roots.add(self.proc.pid)
         procs = _descendants(roots)
         for pid in self.helper_roots():
-            st = _proc_stat(pid)
-            if st is not None:
-                procs[pid] = st[1]
+            start = testbed.pid_starttime(pid)
+            if start is not None:
+                procs[pid] = start
         return procs
 
     def disable_all_plugins(self) -> None:
@@ -432,12 +332,7 @@ class Daemon:
             pass
 
     def log_tail(self, n: int = 40) -> str:
-        try:
-            with open(self.log_path, errors="replace") as f:
-                lines = f.readlines()[-n:]
-        except OSError:
-            return "(no daemon log)"
-        return f"--- last lines of {self.log_path}:\n" + "".join(lines)
+        return testbed.log_tail(self.log_path, n)
 
     def stop(self) -> None:
         if self._stopped:
@@ -470,98 +365,11 @@ class Daemon:
             plugin.stop()
         if self._registry is not None:
             self._registry.stop()
-        _unmount_below(self.tmp)
+        testbed.unmount_below(self.tmp)
         if not KEEP_TMP:
             shutil.rmtree(self.tmp, ignore_errors=True)
 
 REGISTRY_BIN = os.environ.get("REGISTRY_BIN", "docker-registry")
-
-
-def _free_port() -> int:
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-    finally:
-        s.close()
-
-
-class Registry:
-    """Debian's `docker-registry` (distribution 2.x) on 127.0.0.1:<free port>, plain HTTP,
-    filesystem storage under the session directory. Started on first use (`{registry}`), stopped
-    by its PID (checked with the process start time) at the end of the session."""
-
-    def __init__(self, tmp: str):
-        self.root = os.path.join(tmp, "registry")
-        self.config = os.path.join(tmp, "registry.yml")
-        self.log_path = os.path.join(tmp, "registry.log")
-        self.port = 0
-        self.proc: subprocess.Popen | None = None
-        self._start: int | None = None
-
-    @property
-    def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def start(self, timeout: float = 30.0) -> None:
-        binary = shutil.which(REGISTRY_BIN)
-        if not binary:
-            raise HarnessError(f"{REGISTRY_BIN} not found (Debian package docker-registry, "
-                               "or set REGISTRY_BIN)")
-        for _ in range(5):
-            self.port = _free_port()
-            with open(self.config, "w") as f:
-                f.write(f"""version: 0.1
-log:
-  level: warn
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: {self.root}
-  delete:
-    enabled: true
-  maintenance:
-    uploadpurging:
-      enabled: false
-http:
-  addr: 127.0.0.1:{self.port}
-""")
-            with open(self.log_path, "ab") as log:
-                self.proc = subprocess.Popen([binary, "serve", self.config], stdin=subprocess.DEVNULL,
-                                             stdout=log, stderr=log, start_new_session=True)
-            st = _proc_stat(self.proc.pid)
-            self._start = st[1] if st else None
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline and self.proc.poll() is None:
-                try:
-                    conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
-                    conn.request("GET", "/v2/")
-                    if conn.getresponse().status == 200:
-                        return
-                except OSError:
-                    pass
-                finally:
-                    conn.close()
-                time.sleep(0.05)
-            self.stop()  # the port may have been taken meanwhile: try another one
-        raise HarnessError(f"{binary} did not answer GET /v2/ on 127.0.0.1\n{self.log_tail()}")
-
-    def log_tail(self, n: int = 20) -> str:
-        try:
-            with open(self.log_path, errors="replace") as f:
-                return f"--- last lines of {self.log_path}:\n" + "".join(f.readlines()[-n:])
-        except OSError:
-            return "(no registry log)"
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        pid = self.proc.pid
-        st = _proc_stat(pid)
-        if st is not None and st[1] == self._start:
-            _terminate(self.proc)
-        self.proc = None
 
 
 class BerthDaemon(Daemon):
@@ -577,10 +385,6 @@ class BerthDaemon(Daemon):
         # a one-letter exec root: berth's plugin sockets are <exec-root>/plugins/<64-hex id>/<socket>,
         # and /tmp/bcXXXXXXXX/exec/plugins/<id>/testdriver.sock (109 bytes) does not fit in sun_path
         self.exec_root = os.path.join(self.tmp, "x")
-        # like dockerd's: an explicit empty config keeps /etc/berth/daemon.json out of the picture
-        self.config_file = os.path.join(self.tmp, "daemon.json")
-        with open(self.config_file, "w") as f:
-            f.write("{}\n")
 
     def argv(self) -> list[str]:
         return [self.binary, "daemon", "--host", self.host, "--data-root", self.data_root,
@@ -602,16 +406,18 @@ class DockerdDaemon(Daemon):
     def __init__(self):
         super().__init__()
         self.pidfile = os.path.join(self.tmp, "docker.pid")
-        # an explicit empty config file keeps /etc/docker/daemon.json out of the picture
-        self.config_file = os.path.join(self.tmp, "daemon.json")
-        with open(self.config_file, "w") as f:
-            f.write("{}\n")
+        # its own containerd: one already listening on /run/containerd is left alone
+        self.containerd = testbed.PrivateContainerd(os.path.join(self.tmp, "ctd"))
 
     def argv(self) -> list[str]:
         return [DOCKERD_BIN, "--config-file", self.config_file,
                 "--data-root", self.data_root, "--exec-root", self.exec_root,
                 "-H", self.host, "--pidfile", self.pidfile,
-                "--iptables=false", "--bridge=none"]
+                "--iptables=false", "--bridge=none", "--containerd", self.containerd.address]
+
+    def start(self, ready_timeout: float = 60.0) -> None:
+        self.containerd.start()
+        super().start(ready_timeout)
 
     @property
     def plugin_sock_dir(self) -> str:
@@ -620,96 +426,32 @@ class DockerdDaemon(Daemon):
 
     def helper_roots(self) -> set[int]:
         # dockerd's plugins run below containerd shims, which are not dockerd's descendants:
-        # ours are the ones talking to the containerd under our exec root.
-        addr = os.path.join(self.exec_root, "containerd", "containerd.sock")
-        roots = set()
-        for pid in _all_pids():
-            cmd = _pid_cmdline(pid)
-            if "containerd-shim" in cmd and f"-address {addr} " in cmd + " ":
-                roots.add(pid)
-        return roots
+        # ours are the ones of our containerd.
+        return {pid for pid in _all_pids() if self.containerd.owns(pid)}
 
     def stop_grace(self) -> float:
         return 30.0
 
     def extra_cleanup(self) -> None:
-        # dockerd normally stops the containerd it supervises; make sure of it, but only ever
-        # signal a process whose command line names our own exec root.
-        pidfile = os.path.join(self.exec_root, "containerd", "containerd.pid")
-        try:
-            pid = int(open(pidfile).read().strip())
-        except (OSError, ValueError):
-            return
-        if not _pid_alive(pid) or self.exec_root not in _pid_cmdline(pid):
-            return
-        os.kill(pid, signal.SIGTERM)
-        for _ in range(50):
-            if not _pid_alive(pid):
-                return
-            time.sleep(0.1)
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        self.containerd.stop()
 
 
-class LegacyAuthzPlugin:
-    """The test plugin (src/bin/berth-test-plugin) in its AuthZ mode, on the host as a legacy
-    plugin: socket `<session>/lp/<name>.sock`, call log `<session>/<name>.log`. The name is
-    `<session dir name>-<role>`, unique on the machine, because dockerd finds legacy plugins
-    only in fixed places: for dockerd a spec file `/etc/docker/plugins/<name>.spec` points at
-    the socket (berth is given `--legacy-plugin-dir <session>/lp`). Stopped by its PID, its
-    spec file removed, when the daemon stops."""
+class LegacyAuthzPlugin(testbed.LegacyAuthzPlugin):
+    """The test plugin in its AuthZ mode as a legacy plugin of a daemon (`role`: what the
+    scenarios call it): socket `<session>/lp/<name>.sock`, call log `<session>/<name>.log`.
+    The name is `<session dir name>-<role>`, unique on the machine as dockerd's spec files
+    need (berth is given `--legacy-plugin-dir <session>/lp`). Stopped with the daemon; a spec
+    file is removed at exit at the latest."""
 
     def __init__(self, daemon: Daemon, role: str, rules: str = ""):
+        name = f"{os.path.basename(daemon.tmp)}-{role}"
+        super().__init__(TEST_PLUGIN_BIN, name, os.path.join(daemon.tmp, "lp", name + ".sock"),
+                         rules, log=os.path.join(daemon.tmp, name + ".log"))
         self.role = role
-        self.rules = rules
-        self.name = f"{os.path.basename(daemon.tmp)}-{role}"
-        self.socket = os.path.join(daemon.tmp, "lp", self.name + ".sock")
-        self.log = os.path.join(daemon.tmp, self.name + ".log")
-        self.spec: str | None = None
-        self.proc: subprocess.Popen | None = None
 
     def start(self, publish_spec: bool, timeout: float = 15.0) -> None:
-        if not os.access(TEST_PLUGIN_BIN, os.X_OK):
-            raise HarnessError(f"test plugin binary not found at {TEST_PLUGIN_BIN} "
-                               "(build it with `cargo build` or set BERTH_TEST_PLUGIN_BIN)")
-        os.makedirs(os.path.dirname(self.socket), exist_ok=True)
-        env = {"PATH": "/usr/bin:/bin", "TEST_SOCKET_PATH": self.socket, "TEST_IMPLEMENTS": "authz",
-               "TEST_AUTHZ_RULES": self.rules, "TEST_AUTHZ_LOG": self.log,
-               "TEST_ROOT": self.socket + ".root"}
-        with open(self.log + ".out", "ab") as out:
-            self.proc = subprocess.Popen([TEST_PLUGIN_BIN], env=env, stdin=subprocess.DEVNULL,
-                                         stdout=out, stderr=out, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                unix_connect(self.socket, 1).close()
-                break
-            except OSError:
-                if self.proc.poll() is not None:
-                    raise HarnessError(f"test plugin {self.name} exited with {self.proc.returncode}")
-                time.sleep(0.05)
-        else:
-            self.stop()
-            raise HarnessError(f"test plugin {self.name} did not listen on {self.socket}")
-        if publish_spec:
-            os.makedirs(DOCKERD_PLUGIN_SPEC_DIR, exist_ok=True)
-            self.spec = os.path.join(DOCKERD_PLUGIN_SPEC_DIR, self.name + ".spec")
-            with open(self.spec, "w") as f:
-                f.write(f"unix://{self.socket}\n")
-            atexit.register(self.stop)
-
-    def stop(self) -> None:
-        if self.spec is not None:
-            try:
-                os.unlink(self.spec)
-            except FileNotFoundError:
-                pass
-            self.spec = None
-        if self.proc is not None:
-            _terminate(self.proc)
-        self.proc = None
+        super().start(publish_spec, timeout)
+        atexit.register(self.stop)
 
 
 def make_daemon(target: str) -> Daemon:
@@ -1085,18 +827,12 @@ class ScenarioRun:
             if kind == "goarch":
                 machine = os.uname().machine
                 return _GOARCH.get(machine, machine)
-            if kind == "fixture":
+            if kind in ("fixture", "plugin"):
                 if not allow_fixture:
-                    raise HarnessError(f"{{fixture:...}} is not allowed here: {text!r}")
+                    raise HarnessError(f"{{{kind}:...}} is not allowed here: {text!r}")
                 if not arg:
-                    raise HarnessError("{fixture:NAME} needs a name")
-                return self.fixture(arg)
-            if kind == "plugin":
-                if not allow_fixture:
-                    raise HarnessError(f"{{plugin:...}} is not allowed here: {text!r}")
-                if not arg:
-                    raise HarnessError("{plugin:NAME} needs a name")
-                return self.plugin(arg)
+                    raise HarnessError(f"{{{kind}:NAME}} needs a name")
+                return self.fixture(arg) if kind == "fixture" else self.plugin(arg)
             vm = _VAR_SLICE_RE.match(arg or "")
             if not vm:
                 raise HarnessError(f"bad variable reference {m.group(0)!r}")
@@ -1135,7 +871,7 @@ class ScenarioRun:
             for step in self.sc.steps:
                 try:
                     self.run_step(step)
-                except HarnessError as e:
+                except SetupError as e:
                     self.failures.append(f"--- {self.sc.path.name}:{step.lineno}: $ {step.line}\n"
                                          f"harness error: {e}")
                     break
@@ -1443,6 +1179,6 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     try:
         sys.exit(main())
-    except HarnessError as e:
+    except SetupError as e:
         print(f"harness error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -17,34 +17,21 @@ import time
 import pytest
 
 import harness
-from conftest import run_scenario_file
+from conftest import run_scenario_file, started
 
 AUTHZ_DIR = harness.HERE / "authz"
 CHAIN = sorted((AUTHZ_DIR / "chain").glob("*.scn"))
 RELOAD = sorted((AUTHZ_DIR / "reload").glob("*.scn"))
 
 
-def _started(daemon):
-    """Starts a module's daemon; stops it when the module is done."""
-    try:
-        daemon.start()
-    except harness.HarnessError as e:
-        daemon.stop()
-        pytest.fail(str(e), pytrace=False)
-    try:
-        yield daemon
-    finally:
-        daemon.stop()
-
-
 @pytest.fixture(scope="module")
 def chain_daemon(target_name):
-    yield from _started(harness.make_authz_chain_daemon(target_name))
+    yield from started(lambda: harness.make_authz_chain_daemon(target_name))
 
 
 @pytest.fixture(scope="module")
 def reload_daemon(target_name):
-    yield from _started(harness.make_daemon(target_name))
+    yield from started(lambda: harness.make_daemon(target_name))
 
 
 @pytest.mark.parametrize("path", CHAIN, ids=[p.stem for p in CHAIN])

@@ -36,25 +36,22 @@ Nothing here asserts on a timing: targets are reported, never enforced.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import platform
 import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 
 sys.dont_write_bytecode = True  # no __pycache__ next to the scripts
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from benchlib import (  # noqa: E402 - the shared benchmark helpers
-    API, DOCKER_CLI, REPO, BenchError, Berth, Daemon, Dockerd, RawClient, add_run_options,
-    check, cleanup, finish, fmt3, load_round, loadavg, log, machine_facts, parse_with_defaults,
-    run_cmd_out, run_then_unwind, socket_answers, source_state, start_run, summary,
+from benchlib import (  # noqa: E402 - the shared benchmark frame and helpers
+    API, Bench, BenchError, Berth, Daemon, Dockerd, RawClient, Table, add_common_options,
+    add_options, apply_defaults, argument_parser, check, load_options, load_round, loadavg, log,
+    machine_facts, print_setting, run_benchmark, summary,
 )
+from testbed import LegacyAuthzPlugin  # noqa: E402
 
 CHAINS = (0, 1, 3)
 PLUGIN_COUNT = max(CHAINS)
@@ -65,7 +62,8 @@ TARGET_RPS = 2.0         # berth's requests/s / dockerd's, medians, with a chain
 
 QUICK = {"iterations": 20, "warmup": 3, "load_seconds": 1.0, "load_rounds": 2}
 DEFAULTS = {"iterations": 100, "warmup": 10, "load_seconds": 2.0, "load_rounds": 3}
-SPEC_DIR = "/etc/docker/plugins"
+# the plugins' sockets, in the temp directory (berth's --legacy-plugin-dir)
+PLUGIN_DIR = "lp"
 
 
 # --------------------------------------------------------------------------------------------
@@ -73,74 +71,19 @@ SPEC_DIR = "/etc/docker/plugins"
 
 
 class AuthzBerth(Berth):
-    """berth with a configuration file (reloaded on SIGHUP) and the plugins' directory."""
-
-    def __init__(self, tmp: str, binary: str, plugin_dir: str):
-        super().__init__(tmp, binary)
-        self.config_file = os.path.join(tmp, "berth.json")
-        self.plugin_dir = plugin_dir
-        with open(self.config_file, "w") as f:
-            f.write("{}\n")
+    """berth finding the plugins in their directory."""
 
     def argv(self) -> list[str]:
-        argv = super().argv()
-        argv[argv.index("--config-file") + 1] = self.config_file
-        return argv + ["--legacy-plugin-dir", self.plugin_dir]
+        return super().argv() + ["--legacy-plugin-dir", os.path.join(self.tmp, PLUGIN_DIR)]
 
 
-class AuthzPlugins:
+def authz_plugins(tmp: str, binary: str) -> list[LegacyAuthzPlugin]:
     """PLUGIN_COUNT allow-all test plugins on `<tmp>/lp/<name>.sock`, each refusing only the
-    probe; spec files for dockerd. Stopped by their PIDs."""
-
-    def __init__(self, tmp: str, binary: str):
-        self.binary = binary
-        self.dir = os.path.join(tmp, "lp")
-        self.names = [f"{os.path.basename(tmp)}-authz{i}" for i in range(PLUGIN_COUNT)]
-        self.procs: list[subprocess.Popen] = []
-        self.specs: list[str] = []
-
-    def start(self) -> None:
-        os.makedirs(self.dir, exist_ok=True)
-        os.makedirs(SPEC_DIR, exist_ok=True)
-        for name in self.names:
-            sock = os.path.join(self.dir, name + ".sock")
-            env = {"PATH": "/usr/bin:/bin", "TEST_SOCKET_PATH": sock, "TEST_IMPLEMENTS": "authz",
-                   "TEST_ROOT": sock + ".root",
-                   "TEST_AUTHZ_RULES": "req deny GET /volumes/authz-probe msg=probe"}
-            with open(os.path.join(self.dir, name + ".out"), "ab") as out:
-                self.procs.append(subprocess.Popen([self.binary], env=env, stdout=out,
-                                                   stderr=out, stdin=subprocess.DEVNULL,
-                                                   start_new_session=True))
-            deadline = time.monotonic() + 15
-            while not socket_answers(sock):
-                if time.monotonic() > deadline or self.procs[-1].poll() is not None:
-                    raise BenchError(f"authz plugin {name} did not listen on {sock}")
-                time.sleep(0.02)
-            spec = os.path.join(SPEC_DIR, name + ".spec")
-            with open(spec, "w") as f:
-                f.write(f"unix://{sock}\n")
-            self.specs.append(spec)
-
-    def pids(self) -> list[int]:
-        return [p.pid for p in self.procs]
-
-    def stop(self) -> None:
-        for spec in self.specs:
-            try:
-                os.unlink(spec)
-            except FileNotFoundError:
-                pass
-        self.specs = []
-        for p in self.procs:
-            if p.poll() is None:
-                p.terminate()
-        for p in self.procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(timeout=10)
-        self.procs = []
+    probe, with names unique to the run (dockerd's spec files are shared by the machine)."""
+    names = [f"{os.path.basename(tmp)}-authz{i}" for i in range(PLUGIN_COUNT)]
+    return [LegacyAuthzPlugin(binary, name, os.path.join(tmp, PLUGIN_DIR, name + ".sock"),
+                              rules="req deny GET /volumes/authz-probe msg=probe")
+            for name in names]
 
 
 def reloads(d: Daemon) -> int:
@@ -155,7 +98,7 @@ def set_chain(d: Daemon, names: list[str]) -> None:
     """`authorization-plugins` in the daemon's configuration file, SIGHUP, and the probe to
     show the chain is in place."""
     before = reloads(d)
-    with open(d.config_file, "w") as f:  # type: ignore[attr-defined]
+    with open(d.config_file, "w") as f:
         json.dump({"authorization-plugins": names} if names else {}, f)
     os.kill(d.pid, signal.SIGHUP)
     deadline = time.monotonic() + 30
@@ -169,6 +112,16 @@ def set_chain(d: Daemon, names: list[str]) -> None:
     finally:
         c.close()
     check(d, f"probe with a chain of {len(names)}", status, payload, (403,) if names else (404,))
+
+
+def empty_chains(daemons: list[Daemon]) -> None:
+    """No chain on the daemons still running (best effort)."""
+    for d in daemons:
+        if d.proc is not None and d.proc.poll() is None:
+            try:
+                set_chain(d, [])
+            except (BenchError, OSError) as e:
+                log(f"{d.name}: emptying the chain: {e}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -204,86 +157,40 @@ def latencies(daemons: list[Daemon], clients: dict, warmup: int, iterations: int
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog=__doc__.split("\n\n", 2)[2])
-    ap.add_argument("--iterations", type=int, help="timed requests per daemon and chain "
-                    f"(default {DEFAULTS['iterations']}, --quick {QUICK['iterations']})")
-    ap.add_argument("--warmup", type=int, help="untimed requests first (default "
-                    f"{DEFAULTS['warmup']}, --quick {QUICK['warmup']})")
-    ap.add_argument("--quick", action="store_true", help="short run: fewer iterations, "
-                    "shorter and fewer load rounds")
-    ap.add_argument("--volumes", type=int, default=10, help="local volumes GET /volumes lists "
-                    "(default 10)")
-    ap.add_argument("--threads", type=int, default=4, help="client threads of the throughput "
-                    "figure (default 4)")
-    ap.add_argument("--load-seconds", type=float, help="length of one throughput round "
-                    f"(default {DEFAULTS['load_seconds']:g}, --quick {QUICK['load_seconds']:g})")
-    ap.add_argument("--load-rounds", type=int, help="throughput rounds per daemon and chain, "
-                    f"alternating (default {DEFAULTS['load_rounds']}, --quick "
-                    f"{QUICK['load_rounds']})")
-    ap.add_argument("--max-requests", type=int, default=200000, help="bound on the requests "
-                    "of one throughput round (default 200000)")
-    ap.add_argument("--plugin-bin", default=os.path.join(REPO, "target", "release",
-                                                         "berth-test-plugin"))
-    add_run_options(ap)
-    args = parse_with_defaults(ap, QUICK, DEFAULTS)
+    ap = argument_parser(__doc__, quick="fewer iterations, shorter and fewer load rounds")
+    add_options(ap, (
+        ("--iterations", int, None, "timed requests per daemon and chain"),
+        ("--warmup", int, None, "untimed requests first"),
+        ("--volumes", int, 10, "local volumes GET /volumes lists"),
+        *load_options(max_requests=200000),
+    ), QUICK, DEFAULTS)
+    ap.add_argument("--plugin-bin", help="the test plugin binary (default: berth-test-plugin "
+                    "beside --berth-bin, built with it)")
+    add_common_options(ap)
+    args = ap.parse_args()
+    apply_defaults(args, QUICK, DEFAULTS)
     if (args.iterations < 1 or args.warmup < 0 or args.volumes < 0 or args.threads < 1
             or args.load_rounds < 1 or args.load_seconds <= 0):
         ap.error("counts must be >= 1 (--warmup, --volumes >= 0), times > 0")
-    started = time.monotonic()
-    stop, dockerd_bin = start_run("bench-authz", args)
-    if stop is not None:
-        return stop
-    if not args.no_build:
-        log("cargo build --release --bin berth-test-plugin")
-        if subprocess.run(["cargo", "build", "--release", "-q", "--bin", "berth-test-plugin"],
-                          cwd=REPO).returncode != 0:
-            return 1
-    if not os.access(args.plugin_bin, os.X_OK):
-        print(f"bench-authz: no test plugin binary at {args.plugin_bin}", file=sys.stderr)
-        return 2
-
-    tmp = tempfile.mkdtemp(prefix="b", dir="/tmp")
-    plugins = AuthzPlugins(tmp, args.plugin_bin)
-    berth = AuthzBerth(tmp, args.berth_bin, plugins.dir)
-    dockerd = Dockerd(tmp, dockerd_bin)
-    daemons: list[Daemon] = [berth, dockerd]
-
-    def unwind(outcome: str) -> None:
-        try:
-            # the daemons' stop and cleanup requests pass the chain: empty it first
-            for d in daemons:
-                if d.proc is not None and d.proc.poll() is None:
-                    try:
-                        set_chain(d, [])
-                    except (BenchError, OSError) as e:
-                        log(f"{d.name}: emptying the chain: {e}")
-            cleanup(args, tmp, daemons, dockerd, keep=args.keep_tmp or outcome == "error")
-        finally:
-            plugins.stop()
-
-    outcome, results = run_then_unwind(
-        lambda: bench(args, plugins, berth, dockerd, daemons, dockerd_bin), unwind)
-    return finish(outcome, results, started, args.json)
+    if args.plugin_bin is None:
+        args.plugin_bin = os.path.join(os.path.dirname(args.berth_bin), "berth-test-plugin")
+    return run_benchmark("bench-authz", args, bench, daemons=(AuthzBerth, Dockerd))
 
 
-def bench(args, plugins: AuthzPlugins, berth: AuthzBerth, dockerd: Dockerd,
-          daemons: list[Daemon], dockerd_bin: str) -> dict:
+def bench(run: Bench) -> dict:
+    args, daemons = run.args, run.daemons
+    plugins = authz_plugins(run.tmp, args.plugin_bin)
+    # the daemons' stop and cleanup requests pass the chain: it is emptied first, and the
+    # plugins outlive the daemons
+    for p in plugins:
+        run.after.append(p.stop)
+    run.undo.append(lambda: empty_chains(daemons))
     log(f"starting {PLUGIN_COUNT} allow-all authz plugins ({args.plugin_bin})")
-    plugins.start()
-    log(f"starting berth and a private dockerd in {berth.tmp}")
-    for d in daemons:
-        d.start()
-        d.remember(sum(d.processes().values(), []))
+    for p in plugins:
+        p.start(publish_spec=True)
+    run.start_daemons()
     machine = machine_facts()
-    versions = {
-        "berth": run_cmd_out([berth.binary, "--version"]),
-        "dockerd": run_cmd_out([dockerd_bin, "--version"]),
-        "docker CLI": run_cmd_out([DOCKER_CLI, "--version"]),
-        "python": platform.python_version(),
-        "berth source": source_state(),
-    }
+    versions = run.versions({})
     clients = {d.name: RawClient(d.sock) for d in daemons}
     for d in daemons:
         for i in range(args.volumes):
@@ -294,7 +201,7 @@ def bench(args, plugins: AuthzPlugins, berth: AuthzBerth, dockerd: Dockerd,
     timings: dict = {}
     loads: dict = {}
     for chain in CHAINS:
-        names = plugins.names[:chain]
+        names = [p.name for p in plugins[:chain]]
         log(f"chain of {chain}: configuration file + SIGHUP on both daemons")
         for d in daemons:
             set_chain(d, names)
@@ -303,11 +210,12 @@ def bench(args, plugins: AuthzPlugins, berth: AuthzBerth, dockerd: Dockerd,
             f"{args.threads} threads per daemon")
         timings[chain] = latencies(daemons, clients, args.warmup, args.iterations, chain)
         rounds: dict = {d.name: [] for d in daemons}
+        plugin_pids = [p.proc.pid for p in plugins[:chain]]
         for i in range(args.load_rounds):
             for d in (daemons if i % 2 == 0 else daemons[::-1]):
                 rounds[d.name].append(load_round(d, f"{API}/volumes", args.threads,
                                                  args.load_seconds, args.max_requests,
-                                                 plugins.pids()[:chain]))
+                                                 plugin_pids))
         loads[chain] = rounds
         log("  median GET /volumes " + ", ".join(
             f"{d.name} {statistics.median(timings[chain][d.name]['list']) * 1000:.3f} ms"
@@ -331,12 +239,7 @@ def report(args, machine, versions, timings, loads, daemons) -> dict:
                      "iterations", "warmup", "quick", "volumes", "threads", "load_seconds",
                      "load_rounds", "max_requests")},
                  "latency_ms": {}, "added_ms": {}, "throughput": {}}
-    print()
-    print(f"machine   nproc {machine['nproc']}, kernel {machine['kernel']}, {machine['cpu']}, "
-          f"{machine['memory']}; load average {machine['loadavg_at_start']} at start, "
-          f"{machine['loadavg_at_end']} at end")
-    for k, v in versions.items():
-        print(f"{k:<18}{v}")
+    print_setting(machine, versions)
     print(f"settings  chains of {', '.join(map(str, CHAINS))} allow-all plugins (the same "
           f"processes for both daemons); {args.iterations} timed requests per daemon and chain "
           f"after {args.warmup} warm-up, alternating order; GET /volumes lists {args.volumes} "
@@ -344,23 +247,14 @@ def report(args, machine, versions, timings, loads, daemons) -> dict:
           f"{args.load_seconds:g} s")
 
     width = 30
+    table = Table(b, d, width)
 
     def hdr(title: str, note: str) -> None:
         print(f"\n{title}")
-        print(f"{'':<{width}} {b + ' min / median / max':>26} {d + ' min / median / max':>26}"
-              f" {'ratio':>7}  {note}")
+        table.header(note)
 
     def row(label, bs, ds, prec, target=None, invert=False):
-        ratio = bs["median"] / ds["median"] if ds["median"] else None
-        text = ""
-        if target is not None and ratio is not None:
-            met = ratio >= target if invert else ratio <= target
-            shown = f">= {target:g}" if invert else f"<= 1/{round(1 / target)}"
-            text = f"{shown}: {'met' if met else 'NOT met'}"
-        shown_ratio = "-" if ratio is None else f"{ratio:.3f}"
-        print(f"{label:<{width}} {fmt3(bs, 1, prec):>26} {fmt3(ds, 1, prec):>26}"
-              f" {shown_ratio:>7}  {text}".rstrip())
-        return {b: bs, d: ds, "ratio_of_medians": ratio, "target": target}
+        return table.row(label, bs, ds, 1, prec, target, invert)
 
     for what, title in (("list", f"GET /volumes ({args.volumes} local volumes)"),
                         ("create+remove", "volume create + remove (local driver)")):

@@ -4,7 +4,7 @@ cleanup included) against each kind of target.
 
     scripts/bench-conformance.sh [--iterations N] [--quick] [--json FILE] [--no-build] [--keep-tmp]
 
-Targets, each run --iterations (5) times after one warm-up:
+Targets, each run --iterations times after one warm-up:
 
   rclone socket           `rclone serve docker` on the host (Debian's rclone), --socket,
                           volumes with type=local (FUSE mounts)
@@ -16,28 +16,25 @@ Targets, each run --iterations (5) times after one warm-up:
   test plugin directory   the same with `make-test-plugins.sh testdriver`
 
 The issue's target is under 10 s for a full run against rclone and against the test plugin.
-dockerd has no such tool, so there is nothing to run side by side: the figures stand alone.
-Nothing here asserts on a timing: the target is reported, never enforced.
+dockerd has no such tool, so there is nothing to run side by side: the figures stand alone
+(the shared frame still checks that dockerd is installed). Nothing here asserts on a timing:
+the target is reported, never enforced.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.dont_write_bytecode = True  # no __pycache__ next to the scripts
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from benchlib import (  # noqa: E402 - the shared benchmark helpers
-    REPO, BenchError, build_berth, finish, fmt3, loadavg, log, machine_facts,
-    parse_with_defaults, run_then_unwind, source_state, summary, unmount_below, unwind_on_signals,
-    wait_socket,
+    Bench, BenchError, add_common_options, add_options, apply_defaults, argument_parser,
+    fmt3, loadavg, log, machine_facts, run_benchmark, source_state, summary, wait_socket,
 )
 
 TARGET_SECONDS = 10.0
@@ -74,20 +71,19 @@ def run_conformance(berth: str, args: list[str]) -> tuple[float, dict]:
     return wall, report
 
 
-def bench(args) -> dict:
-    tmp = args.tmp
-    test_plugin = os.path.join(REPO, "target", "release", "berth-test-plugin")
+def bench(run: Bench) -> dict:
+    args, tmp = run.args, run.tmp
+    test_plugin = os.path.join(os.path.dirname(args.berth_bin), "berth-test-plugin")
     if not os.access(test_plugin, os.X_OK):
         raise BenchError(f"no optimised test plugin at {test_plugin}")
-    log("make-test-plugins.sh rclone testdriver")
-    subprocess.run([os.path.join(REPO, "scripts", "make-test-plugins.sh"),
-                    os.path.join(tmp, "dirs"), "rclone", "testdriver"], check=True,
-                   stdout=subprocess.DEVNULL,
-                   env={**os.environ, "BERTH_TEST_PLUGIN_BIN": test_plugin,
-                        "BERTH_RCLONE_STATE_DIR": os.path.join(tmp, "rclone-state")})
+    dirs = run.make_test_plugins(["rclone", "testdriver"], {
+        "BERTH_TEST_PLUGIN_BIN": test_plugin,
+        "BERTH_RCLONE_STATE_DIR": os.path.join(tmp, "rclone-state")})
     rclone_dir = os.path.join(tmp, "rclone-host")
     os.makedirs(rclone_dir)
-    plugins = {
+    plugins: dict = {}
+    run.after.append(lambda: [p.stop() for p in plugins.values()])
+    plugins.update({
         "rclone socket": HostPlugin(
             ["rclone", "serve", "docker", "--base-dir", f"{rclone_dir}/volumes",
              "--socket-addr", f"{rclone_dir}/rclone.sock", "--cache-dir", f"{rclone_dir}/cache",
@@ -102,15 +98,14 @@ def bench(args) -> dict:
             {"TEST_SOCKET_PATH": f"{tmp}/tl.sock", "TEST_ROOT": f"{tmp}/tl-root",
              "TEST_IMPLEMENTS": "LogDriver"},
             f"{tmp}/tl.log"),
-    }
-    args.started_plugins = list(plugins.values())
+    })
     targets = {
         "rclone socket": ["--socket", plugins["rclone socket"].socket,
                           "--volume-opt", "type=local"],
         "test plugin socket": ["--socket", plugins["test plugin socket"].socket],
         "test plugin log socket": ["--socket", plugins["test plugin log socket"].socket],
-        "rclone directory": [os.path.join(tmp, "dirs", "rclone"), "--volume-opt", "type=local"],
-        "test plugin directory": [os.path.join(tmp, "dirs", "testdriver")],
+        "rclone directory": [os.path.join(dirs, "rclone"), "--volume-opt", "type=local"],
+        "test plugin directory": [os.path.join(dirs, "testdriver")],
     }
     results: dict = {"machine": machine_facts(), "source": source_state(),
                      "iterations": args.iterations, "target_seconds": TARGET_SECONDS,
@@ -126,6 +121,7 @@ def bench(args) -> dict:
             outcome = report["summary"]
         results["targets"][name] = {"wall_s": summary(walls), "checks_s": summary(checks),
                                     "summary": outcome, "load": loadavg()}
+    report(results)
     return results
 
 
@@ -142,42 +138,15 @@ def report(results: dict) -> None:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--iterations", type=int)
-    ap.add_argument("--quick", action="store_true", help="2 runs per target")
-    ap.add_argument("--json", metavar="FILE", help="also write the results as JSON here")
-    ap.add_argument("--no-build", action="store_true", help="skip cargo build --release")
-    ap.add_argument("--berth-bin", default=os.path.join(REPO, "target", "release", "berth"))
-    ap.add_argument("--keep-tmp", action="store_true", help="keep the temp directory (logs)")
-    args = parse_with_defaults(ap, {"iterations": 2}, {"iterations": 5})
-    if os.geteuid() != 0:
-        print("bench-conformance: needs root (plugins run in namespaces)", file=sys.stderr)
-        return 2
-    if not shutil.which("rclone"):
-        print("bench-conformance: rclone not found (apt-get install rclone)", file=sys.stderr)
-        return 2
-    unwind_on_signals()
-    code = build_berth("bench-conformance", args.no_build, args.berth_bin)
-    if code is not None:
-        return code
-    started = time.monotonic()
-    args.tmp = tempfile.mkdtemp(prefix="bcb", dir="/tmp")
-    args.started_plugins = []
-
-    def unwind(_outcome: str) -> None:
-        for p in args.started_plugins:
-            p.stop()
-        unmount_below(args.tmp)
-        if args.keep_tmp:
-            log(f"kept {args.tmp}")
-        else:
-            shutil.rmtree(args.tmp, ignore_errors=True)
-
-    outcome, results = run_then_unwind(lambda: bench(args), unwind)
-    if outcome == "ok":
-        report(results)
-    return finish(outcome, results, started, args.json, "setup, warm-ups and runs")
+    ap = argument_parser(__doc__, quick="2 runs per target")
+    add_options(ap, (("--iterations", int, None, "timed runs per target"),),
+                {"iterations": 2}, {"iterations": 5})
+    add_common_options(ap)
+    args = ap.parse_args()
+    apply_defaults(args, {"iterations": 2}, {"iterations": 5})
+    if args.iterations < 1:
+        ap.error("--iterations must be >= 1")
+    return run_benchmark("bench-conformance", args, bench, tools=(("rclone", "rclone"),))
 
 
 if __name__ == "__main__":

@@ -42,35 +42,25 @@ Nothing here asserts on a timing: targets are reported, never enforced.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
-import platform
 import shutil
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 import zlib
 
 sys.dont_write_bytecode = True  # no __pycache__ next to the scripts
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from benchlib import (  # noqa: E402 - the shared benchmark helpers
-    add_run_options, parse_with_defaults,
-    build_berth,
-    unwind_on_signals,
-    API, DOCKER_CLI, REPO, BenchError, Berth, Daemon, Dockerd, UnixHTTPConnection, cleanup,
-    cpu_seconds, finish, fmt3, loadavg, log, machine_facts, pid_starttime, run_cmd_out,
-    run_then_unwind, socket_answers, source_state, summary, timed_post, wait_socket,
+from benchlib import (  # noqa: E402 - the shared benchmark frame and helpers
+    API, Bench, BenchError, Daemon, Table, UnixHTTPConnection, add_common_options, add_options,
+    apply_defaults, argument_parser, cpu_seconds, fmt3, loadavg, log, machine_facts,
+    print_setting, run_benchmark, socket_answers, summary, timed_post, wait_socket,
 )
+from testbed import DockerRegistry, task_files  # noqa: E402
 
 REGISTRY_BIN = os.environ.get("REGISTRY_BIN", "docker-registry")
 AUTH = "e30="  # base64("{}"): what the docker CLI sends without credentials
@@ -89,98 +79,13 @@ PUSH_VARIANTS = ("own", "same")
 # The registry
 
 
-def free_port() -> int:
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-    finally:
-        s.close()
-
-
-class Registry:
-    """Debian's docker-registry (distribution 2.x) on 127.0.0.1, filesystem storage in tmp.
-
-    No blob descriptor cache (nothing but the files says whether a blob exists), so deleting a
-    repository's files makes the registry answer 404 for its blobs again."""
+class Registry(DockerRegistry):
+    """The benchmark's registry (filesystem storage in <tmp>/reg), with what the benchmark
+    reads and deletes in its storage."""
 
     def __init__(self, tmp: str, binary: str):
-        self.binary = binary
-        self.root = os.path.join(tmp, "reg")
+        super().__init__(tmp, os.path.join(tmp, "reg"), binary)
         self.v2 = os.path.join(self.root, "docker", "registry", "v2")
-        self.config = os.path.join(tmp, "registry.yml")
-        self.log_path = os.path.join(tmp, "registry.log")
-        self.port = 0
-        self.proc: subprocess.Popen | None = None
-        self.starttime: int | None = None
-
-    @property
-    def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def start(self, timeout: float = 30.0) -> None:
-        for attempt in range(5):
-            self.port = free_port()
-            with open(self.config, "w") as f:
-                f.write(f"""version: 0.1
-log:
-  level: warn
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: {self.root}
-  delete:
-    enabled: true
-  maintenance:
-    uploadpurging:
-      enabled: false
-http:
-  addr: 127.0.0.1:{self.port}
-""")
-            with open(self.log_path, "ab") as logf:
-                self.proc = subprocess.Popen([self.binary, "serve", self.config],
-                                             stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
-                                             start_new_session=True)
-            self.starttime = pid_starttime(self.proc.pid)
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    break
-                try:
-                    with urllib.request.urlopen(f"http://{self.host}/v2/", timeout=2) as r:
-                        if r.status == 200:
-                            return
-                except (urllib.error.URLError, OSError):
-                    pass
-                time.sleep(0.05)
-            # the port may have been taken meanwhile: try another one
-            self.stop()
-            log(f"registry on port {self.port} did not come up (attempt {attempt + 1})")
-        raise BenchError(f"{self.binary} did not answer GET /v2/\n{self.log_tail()}")
-
-    def log_tail(self, n: int = 20) -> str:
-        try:
-            with open(self.log_path, errors="replace") as f:
-                return f"--- last lines of {self.log_path}:\n" + "".join(f.readlines()[-n:])
-        except OSError:
-            return "(no log)"
-
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL, to the registry this benchmark started (its PID, checked by
-        the process start time)."""
-        if self.proc is None:
-            return
-        pid = self.proc.pid
-        if self.proc.poll() is None and pid_starttime(pid) == self.starttime:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                log("registry did not stop within 10 s; SIGKILL")
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        self.proc = None
 
     def cpu(self) -> float:
         return cpu_seconds(self.proc.pid) if self.proc else 0.0
@@ -486,16 +391,11 @@ def thread_cpu(pid: int) -> dict[str, tuple[int, int]]:
     threads of pid, from schedstat (nanoseconds, unlike the 10 ms ticks of /proc/<pid>/stat);
     {} if the process is gone."""
     out = {}
-    try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return out
-    for tid in tids:
+    for tid, schedstat in task_files(pid, "schedstat").items():
         try:
-            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                run, wait = f.read().split()[:2]
+            run, wait = schedstat.split()[:2]
             out[tid] = (int(run), int(wait))
-        except (OSError, ValueError, IndexError):
+        except ValueError:
             pass
     return out
 
@@ -638,15 +538,9 @@ def single_core_pass(blob: str, digest: str, out_path: str, chunk: int = 1 << 20
 # Setup
 
 
-def make_plugins(tmp: str, big_mb: int) -> dict:
-    base = os.path.join(tmp, "plugins")
-    state = os.path.join(tmp, "state")
-    log("building the rclone and testdriver plugin directories (scripts/make-test-plugins.sh)")
-    r = subprocess.run([os.path.join(REPO, "scripts", "make-test-plugins.sh"), base, "rclone",
-                        "testdriver"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                       text=True, env=dict(os.environ, BERTH_RCLONE_STATE_DIR=state))
-    if r.returncode != 0:
-        raise BenchError(f"make-test-plugins.sh failed:\n{r.stdout}")
+def make_plugins(run: Bench, big_mb: int) -> dict:
+    state = os.path.join(run.tmp, "state")
+    base = run.make_test_plugins(["rclone", "testdriver"], {"BERTH_RCLONE_STATE_DIR": state})
     rclone, big = os.path.join(base, "rclone"), os.path.join(base, "big")
     # the installed copy gets a marker file, so its layer differs from the layer of the copies
     # the daemons create for the push figure (dockerd's create is deterministic)
@@ -687,92 +581,36 @@ def publish(d: Daemon, registry: Registry, ref: str, pdir: str) -> dict:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog=__doc__.split("\n\n", 2)[2])
-    ap.add_argument("--iterations", type=int, help="timed installs and pushes of the rclone "
-                    f"plugin per daemon (default {DEFAULTS['iterations']}, --quick "
-                    f"{QUICK['iterations']})")
-    ap.add_argument("--warmup", type=int, help="untimed installs and pushes first (default "
-                    f"{DEFAULTS['warmup']}, --quick {QUICK['warmup']})")
-    ap.add_argument("--big-iterations", type=int, help="timed installs of the large plugin per "
-                    f"daemon, each followed by one single-core pass (default "
-                    f"{DEFAULTS['big_iterations']}, --quick {QUICK['big_iterations']})")
-    ap.add_argument("--big-mb", type=int, default=200, help="random data in the large "
-                    "plugin, MB (10^6 bytes; default 200)")
-    ap.add_argument("--quick", action="store_true", help="short run: fewer iterations")
-    add_run_options(ap)
+    ap = argument_parser(__doc__, quick="fewer iterations")
+    add_options(ap, (
+        ("--iterations", int, None, "timed installs and pushes of the rclone plugin per daemon"),
+        ("--warmup", int, None, "untimed installs and pushes first"),
+        ("--big-iterations", int, None, "timed installs of the large plugin per daemon, each "
+         "followed by one single-core pass"),
+        ("--big-mb", int, 200, "random data in the large plugin, MB (10^6 bytes)"),
+    ), QUICK, DEFAULTS)
     ap.add_argument("--registry-bin", default=REGISTRY_BIN, help="distribution registry "
                     "binary (default docker-registry, Debian's package of that name)")
-    args = parse_with_defaults(ap, QUICK, DEFAULTS)
+    add_common_options(ap)
+    args = ap.parse_args()
+    apply_defaults(args, QUICK, DEFAULTS)
     if args.iterations < 1 or args.warmup < 0 or args.big_iterations < 1 or args.big_mb < 1:
         ap.error("--iterations, --big-iterations and --big-mb must be >= 1, --warmup >= 0")
-    if os.geteuid() != 0:
-        print("bench-registry: needs root (both daemons run plugins in namespaces)",
-              file=sys.stderr)
-        return 2
-    dockerd_bin = shutil.which(args.dockerd_bin)
-    registry_bin = shutil.which(args.registry_bin)
-    for what, found, hint in ((args.dockerd_bin, dockerd_bin, "docker.io"),
-                              (args.registry_bin, registry_bin, "docker-registry"),
-                              (DOCKER_CLI, shutil.which(DOCKER_CLI), "docker-cli")):
-        if not found:
-            print(f"bench-registry: {what} not found (Debian package {hint})", file=sys.stderr)
-            return 2
-
-    started = time.monotonic()
-
-    unwind_on_signals()
-    stop = build_berth("bench-registry", args.no_build, args.berth_bin)
-    if stop is not None:
-        return stop
-
-    # short: plugin sockets live several levels below the exec roots (108-byte limit)
-    tmp = tempfile.mkdtemp(prefix="b", dir="/tmp")
-    berth = Berth(tmp, args.berth_bin)
-    dockerd = Dockerd(tmp, dockerd_bin)
-    daemons: list[Daemon] = [berth, dockerd]
-    registry = Registry(tmp, registry_bin)
-
-    def unwind(outcome: str) -> None:
-        try:
-            log("stopping the registry")
-            registry.stop()
-        finally:
-            cleanup(args, tmp, daemons, dockerd, keep=args.keep_tmp or outcome == "error")
-
-    outcome, results = run_then_unwind(
-        lambda: bench(args, tmp, berth, dockerd, daemons, dockerd_bin, registry), unwind)
-    return finish(outcome, results, started, args.json,
-                  f"{'' if args.no_build else 'cargo build, '}setup, measurements, cleanup")
+    return run_benchmark("bench-registry", args, bench,
+                         tools=((args.registry_bin, "docker-registry"),
+                                ("rclone", "rclone")))
 
 
-def bench(args, tmp: str, berth: Berth, dockerd: Dockerd, daemons: list[Daemon],
-          dockerd_bin: str, registry: Registry) -> dict:
-    dirs = make_plugins(tmp, args.big_mb)
-
-    log(f"starting the registry, berth and a private dockerd in {tmp}")
+def bench(run: Bench) -> dict:
+    args, daemons, berth, dockerd = run.args, run.daemons, run.berth, run.dockerd
+    dirs = make_plugins(run, args.big_mb)
+    registry = Registry(run.tmp, shutil.which(args.registry_bin))
+    run.undo.append(registry.stop)
+    log("starting the registry")
     registry.start()
-    berth.start()
-    dockerd.start()
-    for d in daemons:
-        d.remember(sum(d.processes().values(), []))
-
+    run.start_daemons()
     machine = machine_facts()
-    versions = {
-        "berth": run_cmd_out([berth.binary, "--version"]),
-        "dockerd": run_cmd_out([dockerd_bin, "--version"]),
-        "containerd": run_cmd_out(["containerd", "--version"]),
-        "runc": run_cmd_out(["runc", "--version"]),
-        "registry": run_cmd_out([registry.binary, "--version"]),
-        "docker CLI": run_cmd_out([DOCKER_CLI, "--version"]),
-        "rclone": run_cmd_out(["rclone", "--version"]),
-        "python": platform.python_version(),
-        "berth source": source_state(),
-    }
-    for d in daemons:
-        v = d.api("GET", "/version")
-        versions[f"{d.name} /version"] = f"{v.get('Version')} (API {v.get('ApiVersion')})"
+    versions = run.versions({"registry": registry.binary, "rclone": "rclone"})
 
     # -- what gets installed: made by the private dockerd, pushed, removed again ---------------
     R = registry.host
@@ -820,7 +658,7 @@ def bench(args, tmp: str, berth: Berth, dockerd: Dockerd, daemons: list[Daemon],
             big[d.name].append(install(d, src_big, big_name, registry))
             blob_wait[d.name].append(remove_plugin(d, big_name))
         limit.append(single_core_pass(big_blob, sources["big"]["layer"],
-                                      os.path.join(tmp, "single-core.out")))
+                                      os.path.join(run.tmp, "single-core.out")))
         log(f"  round {i + 1}/{args.big_iterations}: " + ", ".join(
             f"{d.name} {big[d.name][-1]['total']:.2f} s" for d in daemons)
             + f", single-core pass {limit[-1]['seconds']:.2f} s")
@@ -893,12 +731,7 @@ def report(args, machine, versions, registry, sources, inst, big, limit, pushes,
         "samples": {"install": inst, "big_install": big, "single_core": limit,
                     "push": pushes, "blob_gc_wait_s": blob_wait},
     }
-    print()
-    print(f"machine   nproc {machine['nproc']}, kernel {machine['kernel']}, "
-          f"{machine['cpu']}, {machine['memory']}; load average {machine['loadavg_at_start']}"
-          f" at start, {machine['loadavg_at_end']} at end")
-    for k, v in versions.items():
-        print(f"{k:<18}{v}")
+    print_setting(machine, versions)
     rs, bs = sources["rclone"], sources["big"]
     print(f"settings  registry {registry.host} (filesystem storage, no blob cache); "
           f"{args.iterations} timed installs and pushes per daemon after {args.warmup} "
@@ -907,23 +740,12 @@ def report(args, machine, versions, registry, sources, inst, big, limit, pushes,
           f"{args.big_mb} MB random, layer {bs['layer_bytes'] / MB:.1f} MB gzip; both made by "
           f"the private dockerd (plugin create + push)")
 
-    def row(label, bs_, ds_, scale, prec, target, invert=False, width=38):
-        ratio = bs_["median"] / ds_["median"] if ds_["median"] else None
-        met, text = None, ""
-        if target is not None and ratio is not None:
-            met = ratio >= target if invert else ratio <= target
-            shown = f">= {target:g}" if invert else f"<= 1/{round(1 / target)}"
-            text = f"{shown}: {'met' if met else 'NOT met'}"
-        shown_ratio = "-" if ratio is None else f"{ratio:.3f}"
-        print(f"{label:<{width}} {fmt3(bs_, scale, prec):>26} {fmt3(ds_, scale, prec):>26}"
-              f" {shown_ratio:>7}  {text}".rstrip())
-        return {b: dict(bs_), d: dict(ds_), "ratio_of_medians": ratio, "target": target,
-                "target_met": met}
+    table = Table(b, d, width=38)
+    row = table.row
 
     def hdr(title, note):
         print(f"\n{title}")
-        print(f"{'':<38} {b + ' min / median / max':>26} {d + ' min / median / max':>26}"
-              f" {'ratio':>7}  {note}")
+        table.header(note)
 
     def phase_rows(samples_b, samples_d, scale, prec, key_out):
         """Wall time per pull phase, then the daemon's CPU per phase, then the registry's CPU
@@ -961,22 +783,17 @@ def report(args, machine, versions, registry, sources, inst, big, limit, pushes,
     ib, idd = inst[b], inst[d]
     hdr(f"plugin install of the rclone plugin (ms), {args.iterations} each; empty blob store "
         "before each", f"target (ratio = {b}/{d} of medians)")
-    out["install_ms"]["install"] = row(
-        "install: privileges+pull+enable->ready", summary([x["total"] for x in ib]),
-        summary([x["total"] for x in idd]), 1000, 0, TARGET_INSTALL)
+    out["install_ms"]["install"] = table.of("install: privileges+pull+enable->ready", inst,
+                                            "total", 1000, 0, TARGET_INSTALL)
     for key, label in (("privileges", "  GET /plugins/privileges"),
                        ("pull", "  POST /plugins/pull (stream to end)"),
                        ("enable_ready", "  enable -> plugin socket answers"),
                        ("enable_response", "    (enable HTTP response only)")):
-        out["install_ms"][key] = row(label, summary([x[key] for x in ib]),
-                                     summary([x[key] for x in idd]), 1000, 1, None)
+        out["install_ms"][key] = table.of(label, inst, key, 1000, 1)
     phase_rows(ib, idd, 1000, 1, out["install_phases_ms"])
-    out["install_ms"]["daemon_cpu"] = row(
-        "  daemon CPU per install (ms)", summary([x["daemon_cpu_s"] for x in ib]),
-        summary([x["daemon_cpu_s"] for x in idd]), 1000, 0, None)
-    out["install_ms"]["registry_cpu"] = row(
-        "  registry CPU per install (ms)", summary([x["registry_cpu_s"] for x in ib]),
-        summary([x["registry_cpu_s"] for x in idd]), 1000, 0, None)
+    for key, label in (("daemon_cpu", "  daemon CPU per install (ms)"),
+                       ("registry_cpu", "  registry CPU per install (ms)")):
+        out["install_ms"][key] = table.of(label, inst, key + "_s", 1000, 0)
     for n in (b, d):
         print(f"  {n} pull stream statuses (first appearance order): {', '.join(inst[n][-1]['statuses'])}")
     print(f"  privileges granted: {json.dumps(ib[-1]['privileges_body'])}")
@@ -986,28 +803,20 @@ def report(args, machine, versions, registry, sources, inst, big, limit, pushes,
     gb, gd = big[b], big[d]
     hdr(f"install of the large plugin (s), {args.big_iterations} each: layer "
         f"{lb / MB:.1f} MB gzip", f"(ratio = {b}/{d} of medians)")
-    out["big"]["install_s"] = row("install: privileges+pull+enable->ready",
-                                  summary([x["total"] for x in gb]),
-                                  summary([x["total"] for x in gd]), 1, 3, None)
-    out["big"]["pull_s"] = row("  POST /plugins/pull (stream to end)",
-                               summary([x["pull"] for x in gb]),
-                               summary([x["pull"] for x in gd]), 1, 3, None)
-    out["big"]["enable_ready_s"] = row("  enable -> plugin socket answers",
-                                       summary([x["enable_ready"] for x in gb]),
-                                       summary([x["enable_ready"] for x in gd]), 1, 3, None)
+    for key, label, field in (("install_s", "install: privileges+pull+enable->ready", "total"),
+                              ("pull_s", "  POST /plugins/pull (stream to end)", "pull"),
+                              ("enable_ready_s", "  enable -> plugin socket answers",
+                               "enable_ready")):
+        out["big"][key] = table.of(label, big, field, 1, 3)
     out["big"]["phases_s"] = {}
     phase_rows(gb, gd, 1, 3, out["big"]["phases_s"])
-    out["big"]["daemon_cpu_s"] = row("  daemon CPU per install (s)",
-                                     summary([x["daemon_cpu_s"] for x in gb]),
-                                     summary([x["daemon_cpu_s"] for x in gd]), 1, 3, None)
-    out["big"]["registry_cpu_s"] = row("  registry CPU per install (s)",
-                                       summary([x["registry_cpu_s"] for x in gb]),
-                                       summary([x["registry_cpu_s"] for x in gd]), 1, 3, None)
+    for key, label in (("daemon_cpu_s", "  daemon CPU per install (s)"),
+                       ("registry_cpu_s", "  registry CPU per install (s)")):
+        out["big"][key] = table.of(label, big, key, 1, 3)
     print(f"{'throughput (MB/s of layer bytes)':<38}")
-    out["big"]["install_mbps"] = row("  whole install", summary([lb / MB / x["total"] for x in gb]),
-                                     summary([lb / MB / x["total"] for x in gd]), 1, 1, None)
-    out["big"]["pull_mbps"] = row("  pull only", summary([lb / MB / x["pull"] for x in gb]),
-                                  summary([lb / MB / x["pull"] for x in gd]), 1, 1, None)
+    for key, label, field in (("install_mbps", "  whole install", "total"),
+                              ("pull_mbps", "  pull only", "pull")):
+        out["big"][key] = table.of(label, big, lambda x: lb / MB / x[field], 1, 1)
 
     sl = summary([x["seconds"] for x in limit])
     lim_mbps = summary([lb / MB / x["seconds"] for x in limit])

@@ -30,25 +30,18 @@ Nothing here asserts on a timing: targets are reported, never enforced.
 
 from __future__ import annotations
 
-import argparse
 import os
-import platform
 import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 
 sys.dont_write_bytecode = True  # no __pycache__ next to the scripts
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from benchlib import (  # noqa: E402 - the shared benchmark helpers
-    add_run_options,
-    build_berth,
-    unwind_on_signals,
-    DOCKER_CLI, REPO, BenchError, Berth, Daemon, Dockerd, cleanup, cpu_model, finish, fmt3,
-    log, mem_kb, mem_total, proc_table, run_cmd_out, run_then_unwind, sample_rss, summary,
+from benchlib import (  # noqa: E402 - the shared benchmark frame and helpers
+    Bench, BenchError, Table, add_common_options, add_options, argument_parser, loadavg, log,
+    machine_facts, mem_kb, print_setting, proc_table, run_benchmark, sample_rss, summary,
 )
 
 
@@ -61,14 +54,8 @@ TARGET_RSS = 1 / 4
 # Benchmark
 
 
-def make_plugin_dirs(tmp: str, count: int) -> list[str]:
-    base = os.path.join(tmp, "plugins")
-    log("building the testdriver plugin directory (scripts/make-test-plugins.sh)")
-    r = subprocess.run([os.path.join(REPO, "scripts", "make-test-plugins.sh"), base,
-                        "testdriver"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                       text=True)
-    if r.returncode != 0:
-        raise BenchError(f"make-test-plugins.sh failed:\n{r.stdout}")
+def make_plugin_dirs(run: Bench, count: int) -> list[str]:
+    base = run.make_test_plugins(["testdriver"])
     src = os.path.join(base, "testdriver")
     dirs = []
     for i in range(count):
@@ -83,93 +70,34 @@ def make_plugin_dirs(tmp: str, count: int) -> list[str]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog=__doc__.split("\n\n", 2)[2])
-    ap.add_argument("--iterations", type=int, default=20, help="timed enable/disable cycles "
-                    "per daemon (default 20)")
-    ap.add_argument("--warmup", type=int, default=2, help="untimed cycles first (default 2)")
-    ap.add_argument("--plugins", type=int, default=10, help="plugins enabled for the second "
-                    "RSS figure (default 10)")
-    ap.add_argument("--idle", type=float, default=2.0, help="idle seconds before RSS is "
-                    "sampled (default 2)")
-    ap.add_argument("--rss-samples", type=int, default=5, help="RSS samples, 0.5 s apart "
-                    "(default 5)")
-    add_run_options(ap)
+    ap = argument_parser(__doc__)
+    add_options(ap, (
+        ("--iterations", int, 20, "timed enable/disable cycles per daemon"),
+        ("--warmup", int, 2, "untimed cycles first"),
+        ("--plugins", int, 10, "plugins enabled for the second RSS figure"),
+        ("--idle", float, 2.0, "idle seconds before RSS is sampled"),
+        ("--rss-samples", int, 5, "RSS samples, 0.5 s apart"),
+    ))
     ap.add_argument("--show-procs", action="store_true", help="print the process trees "
                     "with all plugins enabled")
+    add_common_options(ap)
     args = ap.parse_args()
     if args.iterations < 1 or args.plugins < 1 or args.warmup < 0:
         ap.error("--iterations and --plugins must be >= 1, --warmup >= 0")
-    if os.geteuid() != 0:
-        print("bench-runtime: needs root (both daemons run plugins in namespaces)",
-              file=sys.stderr)
-        return 2
-    dockerd_bin = shutil.which(args.dockerd_bin)
-    if not dockerd_bin:
-        print(f"bench-runtime: {args.dockerd_bin} not found", file=sys.stderr)
-        return 2
-    if not shutil.which(DOCKER_CLI):
-        print(f"bench-runtime: the docker CLI ({DOCKER_CLI}) is not installed", file=sys.stderr)
-        return 2
-
-    started = time.monotonic()
-    unwind_on_signals()
-    stop = build_berth("bench-runtime", args.no_build, args.berth_bin)
-    if stop is not None:
-        return stop
-
-    # short: plugin sockets live several levels below the exec roots (108-byte limit)
-    tmp = tempfile.mkdtemp(prefix="b", dir="/tmp")
-    berth = Berth(tmp, args.berth_bin)
-    dockerd = Dockerd(tmp, dockerd_bin)
-    daemons: list[Daemon] = [berth, dockerd]
-
-    def unwind(outcome: str) -> None:
-        cleanup(args, tmp, daemons, dockerd, keep=args.keep_tmp or outcome == "error")
-
-    outcome, results = run_then_unwind(
-        lambda: bench(args, tmp, berth, dockerd, daemons, dockerd_bin, started), unwind)
-    return finish(outcome, results, started, args.json,
-                  f"{'' if args.no_build else 'cargo build, '}setup, cycles, RSS, cleanup")
+    return run_benchmark("bench-runtime", args, bench)
 
 
-def bench(args, tmp: str, berth: Berth, dockerd: Dockerd, daemons: list[Daemon],
-          dockerd_bin: str, started: float) -> dict:
+def bench(run: Bench) -> dict:
+    args, daemons = run.args, run.daemons
     names = [f"bench/p{i}:latest" for i in range(args.plugins)]
-    dirs = make_plugin_dirs(tmp, args.plugins)
-
-    log(f"starting berth and a private dockerd in {tmp}")
-    berth.start()
-    dockerd.start()
-    for d in daemons:
-        d.remember(sum(d.processes().values(), []))
-
-    machine = {"nproc": os.cpu_count(), "kernel": platform.release(), "cpu": cpu_model(),
-               "memory": mem_total()}
-    versions = {
-        "berth": run_cmd_out([berth.binary, "--version"]),
-        "dockerd": run_cmd_out([dockerd_bin, "--version"]),
-        "containerd": run_cmd_out(["containerd", "--version"]),
-        "runc": run_cmd_out(["runc", "--version"]),
-        "docker CLI": run_cmd_out([DOCKER_CLI, "--version"]),
-        "python": platform.python_version(),
-    }
-    for d in daemons:
-        v = d.api("GET", "/version")
-        versions[f"{d.name} /version"] = f"{v.get('Version')} (API {v.get('ApiVersion')})"
+    dirs = make_plugin_dirs(run, args.plugins)
+    run.start_daemons()
+    machine = machine_facts()
+    versions = run.versions({})
 
     log(f"creating {len(names)} plugins on each daemon with the docker CLI")
     for d in daemons:
-        for name, pdir in zip(names, dirs):
-            d.docker("plugin", "create", name, pdir)
-        d.load_plugins()
-        missing = [n for n in names if n not in d.plugins]
-        if missing:
-            raise BenchError(f"{d.name}: created plugins not listed: {missing}")
-        for n in names:
-            if len(d.socket_path(n).encode()) > 107:
-                raise BenchError(f"{d.name}: plugin socket path too long: {d.socket_path(n)}")
+        d.create_plugins(dict(zip(names, dirs)))
 
     # -- enable/disable cycles ------------------------------------------------------------
     cyc = names[0]
@@ -224,6 +152,7 @@ def bench(args, tmp: str, berth: Berth, dockerd: Dockerd, daemons: list[Daemon],
                 for p in pids:
                     print(f"  {k:10} {p:>7} {mem_kb(p)[0]:>8} kB  {table.get(p, (0, '?'))[1]}")
 
+    machine["loadavg_at_end"] = loadavg()
     return report(args, machine, versions, timings, rss, daemons)
 
 
@@ -234,34 +163,19 @@ def report(args, machine, versions, timings, rss, daemons) -> dict:
                         "plugins": args.plugins, "idle_s": args.idle,
                         "rss_samples": args.rss_samples},
            "timings_ms": {}, "rss_kb": {}}
-    print()
-    print(f"machine   nproc {machine['nproc']}, kernel {machine['kernel']}, "
-          f"{machine['cpu']}, {machine['memory']}")
-    for k, v in versions.items():
-        print(f"{k:<18}{v}")
+    print_setting(machine, versions)
     print(f"settings  {args.iterations} timed cycles per daemon after {args.warmup} warm-up, "
           f"alternating order; RSS after {args.idle:g} s idle, {args.rss_samples} samples")
-
-    def row(label, bs, ds, unit_scale, prec, target):
-        ratio = bs["median"] / ds["median"] if ds["median"] else None
-        met = None if target is None or ratio is None else ratio <= target
-        verdict = "" if met is None else f"<= 1/{round(1 / target)}: {'met' if met else 'NOT met'}"
-        shown = "-" if ratio is None else f"{ratio:.3f}"
-        print(f"{label:<34} {fmt3(bs, unit_scale, prec):>26} {fmt3(ds, unit_scale, prec):>26}"
-              f" {shown:>7}  {verdict}".rstrip())
-        return {b: dict(bs), d: dict(ds), "ratio_of_medians": ratio, "target": target,
-                "target_met": met}
-
-    hdr = (f"{'':<34} {b + ' min / median / max':>26} {d + ' min / median / max':>26}"
-           f" {'ratio':>7}  target (ratio = {b}/{d} of medians)")
+    table = Table(b, d)
+    hdr = f"target (ratio = {b}/{d} of medians)"
     print(f"\nTimings (ms), {args.iterations} cycles each")
-    print(hdr)
+    table.header(hdr)
     tb, td = timings[b], timings[d]
     for key, label, target in (("ready", "enable -> plugin socket answers", TARGET_ENABLE),
                                ("response", "  (enable HTTP response only)", None),
                                ("disable", "disable", None),
                                ("cycle", "enable + disable cycle", None)):
-        out["timings_ms"][key] = row(label, summary([x * 1000 for x in tb[key]]),
+        out["timings_ms"][key] = table.row(label, summary([x * 1000 for x in tb[key]]),
                                      summary([x * 1000 for x in td[key]]), 1, 2, target)
     for n in (b, d):
         out["timings_ms"].setdefault("socket_ready_at_enable_response", {})[n] = \
@@ -272,7 +186,7 @@ def report(args, machine, versions, timings, rss, daemons) -> dict:
         f"{n} {timings[n]['ready_at_response']}/{args.iterations}" for n in (b, d)))
 
     print(f"\nIdle RSS (MiB), {args.rss_samples} samples each")
-    print(hdr)
+    table.header(hdr)
     helper_desc = {b: "plugin-init", d: "containerd+shims"}
     for count in sorted(rss):
         rb, rd = rss[count][b], rss[count][d]
@@ -293,7 +207,7 @@ def report(args, machine, versions, timings, rss, daemons) -> dict:
                             [x + y + z for x, y, z in zip(rd["daemon_pss"], rd["helpers_pss"],
                                                           rd["plugins_pss"])], None))
         for label, xs, ys, target in entries:
-            out["rss_kb"][label.strip()] = row(label, summary(xs), summary(ys), 1 / 1024, 1,
+            out["rss_kb"][label.strip()] = table.row(label, summary(xs), summary(ys), 1 / 1024, 1,
                                                target)
         out["rss_kb"][f"process counts, {sfx}"] = {b: rb["counts"], d: rd["counts"]}
         print(f"{'':<2}processes: {b} 1 + {rb['counts']['helpers']} {helper_desc[b]}, "

@@ -36,17 +36,12 @@ Nothing here asserts on a timing: targets are reported, never enforced.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import platform
-import shutil
 import signal
 import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.parse
@@ -54,14 +49,13 @@ import urllib.parse
 sys.dont_write_bytecode = True  # no __pycache__ next to the scripts
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from benchlib import (  # noqa: E402 - the shared benchmark helpers
-    add_run_options, parse_with_defaults,
-    build_berth,
-    unwind_on_signals,
-    API, DOCKER_CLI, REPO, BenchError, Berth, Daemon, Dockerd, RawClient, check, cleanup,
-    finish, fmt3, load_round, loadavg, log, machine_facts, pid_starttime, proc_state,
-    run_cmd_out, run_then_unwind, sample_rss, source_state, summary,
+from benchlib import (  # noqa: E402 - the shared benchmark frame and helpers
+    API, Bench, BenchError, Berth, Daemon, Dockerd, RawClient, Table, add_common_options,
+    add_options, apply_defaults, argument_parser, check, fmt3, load_options, load_round,
+    loadavg, log, machine_facts, pid_starttime, print_setting, run_benchmark, sample_rss,
+    summary,
 )
+from testbed import thread_states  # noqa: E402
 
 PLUGIN = "bench/tv:latest"
 PLUGIN_BINARY = "berth-test-plugin"
@@ -83,9 +77,7 @@ DEFAULTS = {"iterations": 50, "warmup": 3, "load_seconds": 2.0, "load_rounds": 3
 class VolBerth(Berth):
     """berth with a --plugin-call-timeout (the deadline the frozen-plugin list shows)."""
 
-    def __init__(self, tmp: str, binary: str, call_timeout: float):
-        super().__init__(tmp, binary)
-        self.call_timeout = call_timeout
+    call_timeout = 2.0
 
     def argv(self) -> list[str]:
         return super().argv() + ["--plugin-call-timeout", f"{self.call_timeout:g}"]
@@ -242,11 +234,13 @@ def freeze_and_list(d: Daemon, plugin_id: str, cap: float) -> dict:
             raise BenchError(f"{d.name}: plugin process {pid} vanished")
         FROZEN.add((pid, st))
         os.kill(pid, signal.SIGSTOP)
+    # kill() returns before the stop is complete: wait until every thread of every process
+    # is stopped, or a thread could still answer the list
     deadline = time.monotonic() + 5
-    while any(proc_state(p) != "T" for p in pids):
+    while not all(thread_states(p) and set(thread_states(p)) == {"T"} for p in pids):
         if time.monotonic() > deadline:
             raise BenchError(f"{d.name}: plugin processes {pids} did not stop: "
-                             + ", ".join(proc_state(p) for p in pids))
+                             + ", ".join(f"{p} {thread_states(p)}" for p in pids))
         time.sleep(0.01)
     result: dict = {"pids": pids, "cap_s": cap}
     t0 = time.perf_counter()
@@ -293,114 +287,43 @@ def plugin_state(d: Daemon) -> dict:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog=__doc__.split("\n\n", 2)[2])
-    ap.add_argument("--iterations", type=int, help="timed requests per daemon for each latency "
-                    f"figure (default {DEFAULTS['iterations']}, --quick {QUICK['iterations']})")
-    ap.add_argument("--warmup", type=int, help="untimed requests first (default "
-                    f"{DEFAULTS['warmup']}, --quick {QUICK['warmup']})")
-    ap.add_argument("--quick", action="store_true", help="short run: fewer iterations, shorter "
-                    "and fewer load rounds, fewer RSS samples (volume counts unchanged)")
-    ap.add_argument("--volumes", type=int, default=1000, help="the large volume count "
-                    "(default 1000)")
-    ap.add_argument("--threads", type=int, default=4, help="client threads of the list "
-                    "throughput figure (default 4)")
-    ap.add_argument("--load-seconds", type=float, help="length of one throughput round "
-                    f"(default {DEFAULTS['load_seconds']:g}, --quick {QUICK['load_seconds']:g})")
-    ap.add_argument("--load-rounds", type=int, help="throughput rounds per daemon, alternating "
-                    f"(default {DEFAULTS['load_rounds']}, --quick {QUICK['load_rounds']})")
-    ap.add_argument("--max-requests", type=int, default=100000, help="bound on the requests "
-                    "of one throughput round (default 100000)")
-    ap.add_argument("--create-conns", type=int, default=4, help="parallel connections that "
-                    "create/remove the bulk volumes (default 4)")
-    ap.add_argument("--call-timeout", type=float, default=2.0, help="berth's "
-                    "--plugin-call-timeout for the whole run (default 2)")
-    ap.add_argument("--frozen-cap", type=float, default=40.0, help="longest wait for the "
-                    "frozen-plugin list (default 40 s)")
-    ap.add_argument("--frozen-repeats", type=int, default=1, help="frozen-plugin lists per "
-                    "daemon (default 1; dockerd takes ~30 s each)")
-    ap.add_argument("--idle", type=float, help="idle seconds before RSS is sampled "
-                    f"(default {DEFAULTS['idle']:g}, --quick {QUICK['idle']:g})")
-    ap.add_argument("--rss-samples", type=int, help="RSS samples, 0.5 s apart (default "
-                    f"{DEFAULTS['rss_samples']}, --quick {QUICK['rss_samples']})")
-    add_run_options(ap)
-    args = parse_with_defaults(ap, QUICK, DEFAULTS)
+    ap = argument_parser(__doc__, quick="fewer iterations, shorter and fewer load rounds, "
+                         "fewer RSS samples (volume counts unchanged)")
+    add_options(ap, (
+        ("--iterations", int, None, "timed requests per daemon for each latency figure"),
+        ("--warmup", int, None, "untimed requests first"),
+        ("--volumes", int, 1000, "the large volume count"),
+        *load_options(max_requests=100000),
+        ("--create-conns", int, 4, "parallel connections that create/remove the bulk volumes"),
+        ("--call-timeout", float, 2.0, "berth's --plugin-call-timeout for the whole run"),
+        ("--frozen-cap", float, 40.0, "longest wait for the frozen-plugin list, seconds"),
+        ("--frozen-repeats", int, 1, "frozen-plugin lists per daemon (dockerd takes ~30 s each)"),
+        ("--idle", float, None, "idle seconds before RSS is sampled"),
+        ("--rss-samples", int, None, "RSS samples, 0.5 s apart"),
+    ), QUICK, DEFAULTS)
+    add_common_options(ap)
+    args = ap.parse_args()
+    apply_defaults(args, QUICK, DEFAULTS)
     if (args.iterations < 1 or args.warmup < 0 or args.volumes < 1 or args.threads < 1
             or args.load_rounds < 1 or args.load_seconds <= 0 or args.create_conns < 1
             or args.call_timeout <= 0 or args.frozen_cap <= 0 or args.frozen_repeats < 0
             or args.rss_samples < 1):
         ap.error("counts must be >= 1 (--warmup, --frozen-repeats >= 0), times > 0")
-    if os.geteuid() != 0:
-        print("bench-volumes: needs root (both daemons run plugins in namespaces)",
-              file=sys.stderr)
-        return 2
-    dockerd_bin = shutil.which(args.dockerd_bin)
-    if not dockerd_bin:
-        print(f"bench-volumes: {args.dockerd_bin} not found", file=sys.stderr)
-        return 2
-    if not shutil.which(DOCKER_CLI):
-        print(f"bench-volumes: the docker CLI ({DOCKER_CLI}) is not installed", file=sys.stderr)
-        return 2
-
-    started = time.monotonic()
-
-    unwind_on_signals()
-    stop = build_berth("bench-volumes", args.no_build, args.berth_bin)
-    if stop is not None:
-        return stop
-
-    # short: plugin sockets live several levels below the exec roots (108-byte limit)
-    tmp = tempfile.mkdtemp(prefix="b", dir="/tmp")
-    berth = VolBerth(tmp, args.berth_bin, args.call_timeout)
-    dockerd = VolDockerd(tmp, dockerd_bin)
-    daemons: list[Daemon] = [berth, dockerd]
-
-    def unwind(outcome: str) -> None:
-        try:
-            thaw_all()
-        finally:
-            cleanup(args, tmp, daemons, dockerd, keep=args.keep_tmp or outcome == "error")
-
-    outcome, results = run_then_unwind(
-        lambda: bench(args, tmp, berth, dockerd, daemons, dockerd_bin), unwind)
-    return finish(outcome, results, started, args.json,
-                  f"{'' if args.no_build else 'cargo build, '}setup, measurements, cleanup")
+    VolBerth.call_timeout = args.call_timeout
+    return run_benchmark("bench-volumes", args, bench, daemons=(VolBerth, VolDockerd))
 
 
-def bench(args, tmp: str, berth: VolBerth, dockerd: VolDockerd, daemons: list[Daemon],
-          dockerd_bin: str) -> dict:
-    base = os.path.join(tmp, "plugins")
-    log("building the testdriver plugin directory, optimised (scripts/make-test-plugins.sh)")
+def bench(run: Bench) -> dict:
+    args, daemons = run.args, run.daemons
     # An unoptimised plugin spends more time per call than either daemon and flattens the
     # ratio; both daemons call the same binary.
-    r = subprocess.run([os.path.join(REPO, "scripts", "make-test-plugins.sh"), base,
-                        "testdriver"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                       text=True, env=dict(os.environ, BERTH_TEST_PLUGIN_OPTIMIZE="1"))
-    if r.returncode != 0:
-        raise BenchError(f"make-test-plugins.sh failed:\n{r.stdout}")
+    base = run.make_test_plugins(["testdriver"], {"BERTH_TEST_PLUGIN_OPTIMIZE": "1"})
     pdir = os.path.join(base, "testdriver")
-
-    log(f"starting berth (--plugin-call-timeout {args.call_timeout:g}) and a private dockerd "
-        f"in {tmp}")
-    berth.start()
-    dockerd.start()
-    for d in daemons:
-        d.remember(sum(d.processes().values(), []))
-
+    log(f"berth runs with --plugin-call-timeout {args.call_timeout:g}")
+    run.undo.append(thaw_all)  # a frozen plugin is continued, whatever happens
+    run.start_daemons()
     machine = machine_facts()
-    versions = {
-        "berth": run_cmd_out([berth.binary, "--version"]),
-        "dockerd": run_cmd_out([dockerd_bin, "--version"]),
-        "containerd": run_cmd_out(["containerd", "--version"]),
-        "runc": run_cmd_out(["runc", "--version"]),
-        "docker CLI": run_cmd_out([DOCKER_CLI, "--version"]),
-        "python": platform.python_version(),
-        "berth source": source_state(),
-    }
-    for d in daemons:
-        v = d.api("GET", "/version")
-        versions[f"{d.name} /version"] = f"{v.get('Version')} (API {v.get('ApiVersion')})"
+    versions = run.versions({})
     legacy = {}
     for ldir in ("/run/docker/plugins", "/etc/docker/plugins", "/usr/lib/docker/plugins"):
         try:
@@ -411,12 +334,7 @@ def bench(args, tmp: str, berth: VolBerth, dockerd: VolDockerd, daemons: list[Da
     log(f"docker plugin create {PLUGIN} on both daemons, then enable over HTTP")
     plugin_ids = {}
     for d in daemons:
-        d.docker("plugin", "create", PLUGIN, pdir)
-        d.load_plugins()
-        if PLUGIN not in d.plugins:
-            raise BenchError(f"{d.name}: created plugin {PLUGIN} not listed")
-        if len(d.socket_path(PLUGIN).encode()) > 107:
-            raise BenchError(f"{d.name}: plugin socket path too long: {d.socket_path(PLUGIN)}")
+        d.create_plugins({PLUGIN: pdir})
         d.enable(PLUGIN)
         if not plugin_state(d).get("Enabled"):
             raise BenchError(f"{d.name}: {PLUGIN} not enabled")
@@ -545,12 +463,7 @@ def report(args, machine, versions, legacy, timings, loads, bulk_times, rss, fro
         "latency_ms": {}, "throughput": {}, "frozen": {}, "rss_kb": {}, "bulk_s": bulk_times,
         "keepalive_reconnects": reconnects,
     }
-    print()
-    print(f"machine   nproc {machine['nproc']}, kernel {machine['kernel']}, "
-          f"{machine['cpu']}, {machine['memory']}; load average {machine['loadavg_at_start']}"
-          f" at start, {machine['loadavg_at_end']} at end")
-    for k, v in versions.items():
-        print(f"{k:<18}{v}")
+    print_setting(machine, versions)
     print(f"settings  berth --plugin-call-timeout {args.call_timeout:g} (whole run); driver "
           f"{PLUGIN} (berth-test-plugin, same binary on both); {args.iterations} timed "
           f"requests per daemon per latency figure after {args.warmup} warm-up, alternating "
@@ -559,30 +472,16 @@ def report(args, machine, versions, legacy, timings, loads, bulk_times, rss, fro
     print("legacy plugin dirs (scanned by both daemons' GET /volumes): " + "; ".join(
         f"{k} {'absent' if v is None else (', '.join(v) or 'empty')}" for k, v in legacy.items()))
 
-    def verdict(ratio, target, invert=False):
-        if target is None or ratio is None:
-            return None, ""
-        met = ratio >= target if invert else ratio <= target
-        shown = f">= {target:g}" if invert else f"<= 1/{round(1 / target)}"
-        return met, f"{shown}: {'met' if met else 'NOT met'}"
-
-    def row(label, bs, ds, scale, prec, target, width=34, invert=False):
-        ratio = bs["median"] / ds["median"] if ds["median"] else None
-        met, text = verdict(ratio, target, invert)
-        shown = "-" if ratio is None else f"{ratio:.3f}"
-        print(f"{label:<{width}} {fmt3(bs, scale, prec):>26} {fmt3(ds, scale, prec):>26}"
-              f" {shown:>7}  {text}".rstrip())
-        return {b: dict(bs), d: dict(ds), "ratio_of_medians": ratio, "target": target,
-                "target_met": met}
+    table = Table(b, d)
+    row = table.row
 
     def hdr(ratio_text):
-        return (f"{'':<34} {b + ' min / median / max':>26} {d + ' min / median / max':>26}"
-                f" {'ratio':>7}  target ({ratio_text})")
+        table.header(f"target ({ratio_text})")
 
     # latency
     print(f"\nLatency (ms), {args.iterations} requests each, one keep-alive connection per "
           "daemon")
-    print(hdr(f"ratio = {b}/{d} of medians"))
+    hdr(f"ratio = {b}/{d} of medians")
     rows = [("create", f"volume create ({PLUGIN})"), ("remove", f"volume remove ({PLUGIN})"),
             ("create+remove", "  create + remove")]
     for count in sorted({1, min(100, N), N}):
@@ -597,8 +496,8 @@ def report(args, machine, versions, legacy, timings, loads, bulk_times, rss, fro
     # throughput
     print(f"\nGET /volumes under load: {args.threads} client threads, {args.load_rounds} rounds"
           f" of {args.load_seconds:g} s per daemon")
-    print(f"{'requests/s':<34} {b + ' min / median / max':>26} {d + ' min / median / max':>26}"
-          f" {'ratio':>7}  target (ratio = {b}/{d} of median req/s, >= 2 is <= 1/2 the time)")
+    table.header(f"target (ratio = {b}/{d} of median req/s, >= 2 is <= 1/2 the time)",
+                 "requests/s")
     load_rows = []
     for key, label in rows[3:]:
         lb, ld = loads[key][b], loads[key][d]
@@ -626,8 +525,8 @@ def report(args, machine, versions, legacy, timings, loads, bulk_times, rss, fro
         print(f"\nGET /volumes with the plugin frozen (SIGSTOP), {N} plugin volumes; wait capped"
               f" at {args.frozen_cap:g} s; {b} runs with --plugin-call-timeout "
               f"{args.call_timeout:g}")
-        print(hdr(f"{b}: answered within its deadline {args.call_timeout:g} s "
-                  f"(+{(FROZEN_SLACK - 1) * 100:.0f}%)"))
+        hdr(f"{b}: answered within its deadline {args.call_timeout:g} s "
+            f"(+{(FROZEN_SLACK - 1) * 100:.0f}%)")
         fb = [x["seconds"] for x in frozen[b]]
         fd = [x["seconds"] for x in frozen[d]]
         sb, sd = summary(fb), summary(fd)
@@ -654,7 +553,7 @@ def report(args, machine, versions, legacy, timings, loads, bulk_times, rss, fro
     # RSS
     print(f"\nRSS (MiB), {args.rss_samples} samples each (dockerd reference with {N} volumes: "
           f"~{DOCKERD_RSS_REFERENCE_MB} MB)")
-    print(hdr(f"ratio = {b}/{d} of medians; no RSS target given"))
+    hdr(f"ratio = {b}/{d} of medians; no RSS target given")
     for label, r in rss.items():
         rb, rd = r[b], r[d]
         out["rss_kb"][f"daemon alone, {label}"] = row(

@@ -1,14 +1,18 @@
-"""Shared helpers of the berth-vs-dockerd benchmarks (bench_runtime.py, bench_volumes.py,
-bench_registry.py): HTTP on unix sockets (http.client and a minimal keep-alive client), the
-process table, the two daemons on a private temp directory (start, stop, leftover processes),
-statistics, machine facts and the cleanup that runs on success, error and Ctrl-C.
+"""Shared frame and helpers of the berth-vs-dockerd benchmarks (bench_runtime.py,
+bench_volumes.py, bench_registry.py, bench_authz.py): the run itself (options every benchmark
+takes, root and tool checks, the release build, a private temp directory, berth and a private
+dockerd with its own containerd, and the cleanup that runs on success, error and Ctrl-C), HTTP
+on unix sockets (http.client and a minimal keep-alive client), load rounds, the process table,
+statistics, report tables and machine facts. What the compat harness needs too (HTTP on unix
+sockets, processes, the registry, the private containerd, the test plugin as a legacy AuthZ
+plugin) comes from testbed.py.
 
 Standard library only; not a benchmark by itself.
 """
 
 from __future__ import annotations
 
-import http.client
+import argparse
 import json
 import os
 import platform
@@ -19,17 +23,23 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.parse
+from typing import Callable
+
+from testbed import (  # noqa: F401 - re-exported for the benchmarks
+    SetupError, UnixHTTPConnection, PrivateContainerd, log_tail, pid_alive,
+    pid_starttime, proc_stat, socket_answers, spawn, unmount_below, wait_for_ping,
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 API = "/v1.41"
 DOCKER_CLI = os.environ.get("DOCKER_CLI", "docker")
 
-
-class BenchError(Exception):
-    pass
+# A benchmark stops at the first failure of its own or of the test bed alike.
+BenchError = SetupError
 
 
 def log(msg: str) -> None:
@@ -38,18 +48,6 @@ def log(msg: str) -> None:
 
 # --------------------------------------------------------------------------------------------
 # HTTP on a unix socket
-
-
-class UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float = 60.0):
-        super().__init__("localhost", timeout=timeout)
-        self.unix_path = path
-
-    def connect(self) -> None:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(self.timeout)
-        s.connect(self.unix_path)
-        self.sock = s
 
 
 def http_call(sock: str, method: str, path: str, timeout: float = 60.0) -> tuple[int, bytes]:
@@ -78,17 +76,6 @@ def timed_post(sock: str, path: str, timeout: float = 60.0) -> tuple[float, floa
         return t0, t1, resp.status, body
     finally:
         conn.close()
-
-
-def socket_answers(path: str) -> bool:
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        s.connect(path)
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
 
 
 def wait_socket(path: str, timeout: float = 30.0, interval: float = 0.0005) -> tuple[float, int]:
@@ -161,57 +148,29 @@ def mem_kb(pid: int) -> tuple[int, int]:
     return rss, pss
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def pid_starttime(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[19])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def mountpoints_below(prefix: str) -> list[str]:
-    prefix = prefix.rstrip("/")
-    points = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            mp = line.split()[4]
-            mp = mp.encode().decode("unicode_escape") if "\\" in mp else mp
-            if mp == prefix or mp.startswith(prefix + "/"):
-                points.append(mp)
-    return sorted(set(points), key=lambda p: (p.count("/"), len(p)), reverse=True)
-
-
-def unmount_below(prefix: str) -> list[str]:
-    """Lazily unmount everything at or below prefix; returns what is still mounted."""
-    for _ in range(5):
-        points = mountpoints_below(prefix)
-        if not points:
-            return []
-        for mp in points:
-            subprocess.run(["umount", "-l", mp], stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL)
-    return mountpoints_below(prefix)
-
-
 # --------------------------------------------------------------------------------------------
 # Daemons
 
 
 class Daemon:
     name = "?"
+    # socket, data root and exec root, in the temp directory; short: a plugin socket is
+    # <exec-root>/plugins/<64-hex id>/<socket> and must fit in sun_path (107 bytes)
+    files = ("?.sock", "?d", "?x")
 
-    def __init__(self, tmp: str):
+    def __init__(self, tmp: str, binary: str):
         self.tmp = tmp
+        self.binary = binary
+        self.sock, self.data_root, self.exec_root = (os.path.join(tmp, f) for f in self.files)
+        # what the command lines of this daemon's processes (and no other's) name
+        self.own_paths = [self.data_root, self.exec_root, self.sock]
         self.proc: subprocess.Popen | None = None
         self.log_path = os.path.join(tmp, f"{self.name}.log")
+        # an explicit empty configuration file keeps the machine's out of it (a benchmark may
+        # rewrite it and send SIGHUP)
+        self.config_file = os.path.join(tmp, f"{self.name}.json")
+        with open(self.config_file, "w") as f:
+            f.write("{}\n")
         self.plugins: dict[str, dict] = {}  # name -> {"id", "socket"}
         # (pid, starttime) of every process seen in this daemon's tree, for cleanup
         self.seen: set[tuple[int, int]] = set()
@@ -225,36 +184,11 @@ class Daemon:
         raise NotImplementedError
 
     def start(self, ready_timeout: float = 60.0) -> None:
-        argv = self.argv()
-        with open(self.log_path, "ab") as logf:
-            # a session of its own: a Ctrl-C at the terminal reaches only the script, which
-            # then stops the daemon in order
-            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf,
-                                         stderr=logf, start_new_session=True, cwd=self.tmp)
-        deadline = time.monotonic() + ready_timeout
-        last = "no answer yet"
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise BenchError(f"{self.name} exited with {self.proc.returncode} during start"
-                                 f"\n{shlex.join(argv)}\n{self.log_tail()}")
-            if os.path.exists(self.sock):
-                try:
-                    status, _ = http_call(self.sock, "GET", "/_ping", timeout=2)
-                    if status == 200:
-                        return
-                    last = f"GET /_ping -> {status}"
-                except OSError as e:
-                    last = str(e)
-            time.sleep(0.05)
-        raise BenchError(f"{self.name} did not answer /_ping within {ready_timeout}s ({last})"
-                         f"\n{self.log_tail()}")
+        self.proc = spawn(self.argv(), self.log_path, cwd=self.tmp)
+        wait_for_ping(self.proc, self.sock, self.name, self.log_path, ready_timeout)
 
     def log_tail(self, n: int = 30) -> str:
-        try:
-            with open(self.log_path, errors="replace") as f:
-                return f"--- last lines of {self.log_path}:\n" + "".join(f.readlines()[-n:])
-        except OSError:
-            return "(no log)"
+        return log_tail(self.log_path, n)
 
     def docker(self, *args: str) -> str:
         env = dict(os.environ, DOCKER_HOST="unix://" + self.sock)
@@ -275,6 +209,20 @@ class Daemon:
     def load_plugins(self) -> None:
         for p in self.api("GET", "/plugins"):
             self.plugins[p["Name"]] = {"id": p["Id"], "socket": p["Config"]["Interface"]["Socket"]}
+
+    def create_plugins(self, dirs: dict[str, str]) -> None:
+        """`docker plugin create` of each name -> plugin directory, then checks that each is
+        listed and that its socket path fits in sun_path."""
+        for name, pdir in dirs.items():
+            self.docker("plugin", "create", name, pdir)
+        self.load_plugins()
+        missing = [n for n in dirs if n not in self.plugins]
+        if missing:
+            raise BenchError(f"{self.name}: created plugins not listed: {missing}")
+        for n in dirs:
+            if len(self.socket_path(n).encode()) > 107:
+                raise BenchError(f"{self.name}: plugin socket path too long: "
+                                 f"{self.socket_path(n)}")
 
     def socket_path(self, name: str) -> str:
         p = self.plugins[name]
@@ -323,7 +271,7 @@ class Daemon:
                 argv = f.read().decode(errors="replace").split("\0")
         except OSError:
             return False
-        roots = (self.data_root, self.exec_root, self.sock)
+        roots = self.own_paths
         for a in argv:
             a = a.split("=", 1)[1] if a.startswith("--") and "=" in a else a
             a = a.removeprefix("unix://")
@@ -346,7 +294,11 @@ class Daemon:
                 log(f"{self.name} did not stop within {grace}s; SIGKILL")
                 self.proc.kill()
                 self.proc.wait(timeout=10)
+        self.stop_helpers()
         self.reap_leftovers()
+
+    def stop_helpers(self) -> None:
+        """Stops the helpers this script started for the daemon, once the daemon is gone."""
 
     def reap_leftovers(self) -> None:
         """Stop whatever is left of the processes this daemon started (pid + start time match,
@@ -378,21 +330,16 @@ class Daemon:
 
 class Berth(Daemon):
     name = "berth"
+    files = ("berth.sock", "bd", "bx")
 
-    def __init__(self, tmp: str, binary: str):
-        super().__init__(tmp)
-        self.binary = binary
-        self.sock = os.path.join(tmp, "berth.sock")
-        # short names: a plugin socket is <exec-root>/plugins/<64-hex id>/<socket> and must fit
-        # in sun_path (107 bytes)
-        self.data_root = os.path.join(tmp, "bd")
-        self.exec_root = os.path.join(tmp, "bx")
-        self.plugin_exec_root = os.path.join(self.exec_root, "plugins")
+    @property
+    def plugin_exec_root(self) -> str:
+        return os.path.join(self.exec_root, "plugins")
 
     def argv(self) -> list[str]:
         return [self.binary, "daemon", "--host", "unix://" + self.sock,
                 "--data-root", self.data_root, "--exec-root", self.exec_root,
-                "--config-file", "/nonexistent"]
+                "--config-file", self.config_file]
 
     def processes(self) -> dict[str, list[int]]:
         table = proc_table()
@@ -404,33 +351,36 @@ class Berth(Daemon):
 
 class Dockerd(Daemon):
     name = "dockerd"
+    files = ("d.sock", "dd", "dx")
+    # moby 20.10 puts plugin sockets under this fixed directory, whatever --exec-root says
+    plugin_exec_root = "/run/docker/plugins"
 
     def __init__(self, tmp: str, binary: str):
-        super().__init__(tmp)
-        self.binary = binary
-        self.sock = os.path.join(tmp, "d.sock")
-        self.data_root = os.path.join(tmp, "dd")
-        self.exec_root = os.path.join(tmp, "dx")
+        super().__init__(tmp, binary)
         self.pidfile = os.path.join(tmp, "d.pid")
-        self.config_file = os.path.join(tmp, "daemon.json")
-        # moby 20.10 puts plugin sockets under this fixed directory, whatever --exec-root says
-        self.plugin_exec_root = "/run/docker/plugins"
-        with open(self.config_file, "w") as f:
-            f.write("{}\n")
+        # its own containerd: one already listening on /run/containerd is left alone
+        self.containerd = PrivateContainerd(os.path.join(tmp, "ctd"))
+        self.own_paths.append(self.containerd.dir)
 
     def argv(self) -> list[str]:
         return [self.binary, "--config-file", self.config_file, "--data-root", self.data_root,
                 "--exec-root", self.exec_root, "-H", "unix://" + self.sock,
-                "--pidfile", self.pidfile, "--iptables=false", "--bridge=none"]
+                "--pidfile", self.pidfile, "--iptables=false", "--bridge=none",
+                "--containerd", self.containerd.address]
+
+    def start(self, ready_timeout: float = 60.0) -> None:
+        self.containerd.start()
+        super().start(ready_timeout)
+
+    def stop_helpers(self) -> None:
+        self.containerd.stop()
 
     def processes(self) -> dict[str, list[int]]:
         table = proc_table()
-        containerd = [p for p in descendants(table, [self.pid])
-                      if "containerd" in table[p][1] and self.names_our_dirs(p)]
+        containerd = [p for p in table if p == getattr(self.containerd.proc, "pid", None)]
         # containerd-shim-runc-v2 daemonizes (it is not below containerd); its -address names
-        # our exec root
-        shims = [p for p, (_, cmd, _) in table.items()
-                 if "containerd-shim" in cmd and self.names_our_dirs(p)]
+        # our containerd
+        shims = [p for p in table if p not in containerd and self.containerd.owns(p)]
         plugins = [p for p in descendants(table, shims) if p not in shims]
         return {"daemon": [self.pid], "helpers": containerd + shims, "plugins": plugins,
                 "containerd": containerd, "shims": shims}
@@ -454,6 +404,41 @@ def summary(samples: list[float]) -> dict:
 
 def fmt3(s: dict, scale: float, prec: int) -> str:
     return " / ".join(f"{s[k] * scale:.{prec}f}" for k in ("min", "median", "max"))
+
+
+class Table:
+    """Report rows that set berth's figures (`b`) beside dockerd's (`d`): min / median / max
+    of each, the ratio of the medians and, where a target is given, whether it is met (the
+    ratio at most `target`, or with `invert` at least)."""
+
+    def __init__(self, b: str, d: str, width: int = 34):
+        self.b, self.d, self.width = b, d, width
+
+    def header(self, note: str, label: str = "") -> None:
+        print(f"{label:<{self.width}} {self.b + ' min / median / max':>26} "
+              f"{self.d + ' min / median / max':>26} {'ratio':>7}  {note}")
+
+    def of(self, label: str, samples: dict, value, scale: float, prec: int,
+           target: float | None = None, invert: bool = False) -> dict:
+        """The row of `value` (a key, or a function of a sample) over each daemon's samples
+        (`samples[name]`: a list)."""
+        get = (lambda x: x[value]) if isinstance(value, str) else value
+        return self.row(label, summary([get(x) for x in samples[self.b]]),
+                        summary([get(x) for x in samples[self.d]]), scale, prec, target, invert)
+
+    def row(self, label: str, bs: dict, ds: dict, scale: float, prec: int,
+            target: float | None = None, invert: bool = False) -> dict:
+        ratio = bs["median"] / ds["median"] if ds["median"] else None
+        met, verdict = None, ""
+        if target is not None and ratio is not None:
+            met = ratio >= target if invert else ratio <= target
+            shown = f">= {target:g}" if invert else f"<= 1/{round(1 / target)}"
+            verdict = f"{shown}: {'met' if met else 'NOT met'}"
+        shown_ratio = "-" if ratio is None else f"{ratio:.3f}"
+        print(f"{label:<{self.width}} {fmt3(bs, scale, prec):>26} {fmt3(ds, scale, prec):>26}"
+              f" {shown_ratio:>7}  {verdict}".rstrip())
+        return {self.b: dict(bs), self.d: dict(ds), "ratio_of_medians": ratio,
+                "target": target, "target_met": met}
 
 
 def run_cmd_out(argv: list[str]) -> str:
@@ -505,7 +490,7 @@ def sample_rss(daemons: list[Daemon], samples: int, interval: float) -> dict:
     return out
 
 
-def cleanup(args, tmp: str, daemons: list[Daemon], dockerd: Dockerd, keep: bool) -> None:
+def cleanup(tmp: str, daemons: list[Daemon], dockerd: Dockerd, keep: bool) -> None:
     log("stopping the daemons")
     for d in daemons:
         if d.proc is None or d.proc.poll() is not None:
@@ -690,6 +675,17 @@ def check(d: Daemon, what: str, status: int, body: bytes, want: tuple[int, ...])
         raise BenchError(f"{d.name}: {what} -> {status}: {body[:300]!r}")
 
 
+def load_options(max_requests: int) -> tuple:
+    """The option rows (see `add_options`) of a throughput figure measured with `load_round`;
+    --load-seconds and --load-rounds take their defaults from the benchmark's QUICK and
+    DEFAULTS."""
+    return (("--threads", int, 4, "client threads of the throughput figure"),
+            ("--load-seconds", float, None, "length of one throughput round"),
+            ("--load-rounds", int, None, "throughput rounds per daemon, alternating"),
+            ("--max-requests", int, max_requests, "bound on the requests of one throughput "
+             "round"))
+
+
 def load_round(d: Daemon, target: str, threads: int, seconds: float, max_requests: int,
                plugin_pids: list[int]) -> dict:
     """`threads` keep-alive connections issuing `GET target` back to back for `seconds`
@@ -774,11 +770,8 @@ def loadavg() -> str:
 
 
 def proc_state(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return "?"
+    st = proc_stat(pid)
+    return "?" if st is None else st[0]
 
 
 def cpu_seconds(pid: int) -> float:
@@ -788,21 +781,147 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def unwind_on_signals() -> None:
-    """SIGTERM/SIGHUP unwind like Ctrl-C, through the callers' `finally` cleanup."""
-    def on_signal(signum, _frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGHUP, on_signal)
+# --------------------------------------------------------------------------------------------
+# The frame of a run
 
 
-def run_then_unwind(work, unwind) -> tuple[str, dict]:
-    """Runs `work()` (returning the results) and then, whatever happened, `unwind(outcome)`
-    with SIGINT and SIGTERM ignored. Returns ("ok" | "interrupted" | "error", results)."""
+def argument_parser(doc: str, quick: str | None = None) -> argparse.ArgumentParser:
+    """A benchmark's options: its own (added by the caller), then those every benchmark has.
+    `doc` is the script's docstring: its first paragraph the description, the rest the
+    epilog. With `quick` (what it shortens), a --quick option (see `apply_defaults`)."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog=doc.split("\n\n", 2)[2])
+    if quick is not None:
+        ap.add_argument("--quick", action="store_true", help=f"short run: {quick}")
+    return ap
+
+
+def add_common_options(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--json", metavar="FILE", help="also write the results as JSON here")
+    ap.add_argument("--no-build", action="store_true", help="skip cargo build --release")
+    ap.add_argument("--berth-bin", default=os.path.join(REPO, "target", "release", "berth"))
+    ap.add_argument("--dockerd-bin", default=os.environ.get("DOCKERD_BIN", "dockerd"))
+    ap.add_argument("--keep-tmp", action="store_true", help="keep the temp directory (logs)")
+
+
+def add_options(ap: argparse.ArgumentParser, options: tuple, quick: dict | None = None,
+                defaults: dict | None = None) -> None:
+    """Options as (flag, type, default, help) rows. With `quick` and `defaults` (keyed by
+    dest), a row whose default is None takes its default from them after parsing (see
+    `apply_defaults`): the value of `defaults`, or of `quick` under --quick."""
+    for flag, kind, default, text in options:
+        key = flag[2:].replace("-", "_")
+        if default is None:
+            text += f" (default {defaults[key]:g}, --quick {quick[key]:g})"
+        else:
+            text += f" (default {default:g})"
+        ap.add_argument(flag, type=kind, default=default, help=text)
+
+
+def apply_defaults(args: argparse.Namespace, quick: dict, defaults: dict) -> None:
+    """Options left unset take the --quick value or the default."""
+    for k, v in (quick if args.quick else defaults).items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+
+
+class Bench:
+    """One run: its name (`bench-runtime`), options, temp directory (short: plugin sockets
+    live several levels below the exec roots), the two daemons, what to undo (last added
+    first) before the daemons are stopped and what to stop after them (processes the daemons
+    call, such as authorization plugins), whatever happens."""
+
+    def __init__(self, name: str, args: argparse.Namespace, tmp: str, berth: Berth,
+                 dockerd: Dockerd):
+        self.name = name
+        self.args = args
+        self.tmp = tmp
+        self.berth = berth
+        self.dockerd = dockerd
+        self.daemons: list[Daemon] = [berth, dockerd]
+        self.undo: list[Callable[[], None]] = []
+        self.after: list[Callable[[], None]] = []
+
+    def start_daemons(self) -> None:
+        log(f"starting berth and a private dockerd (its own containerd) in {self.tmp}")
+        for d in self.daemons:
+            d.start()
+        for d in self.daemons:
+            d.remember(sum(d.processes().values(), []))
+
+    def versions(self, tools: dict[str, str]) -> dict:
+        """`--version` of berth, dockerd and `tools` (label -> binary), and what each daemon's
+        GET /version says."""
+        binaries = {"berth": self.berth.binary, "dockerd": self.dockerd.binary,
+                    "containerd": "containerd", "runc": "runc", **tools,
+                    "docker CLI": DOCKER_CLI}
+        out = {label: run_cmd_out([b, "--version"]) for label, b in binaries.items()}
+        out["python"] = platform.python_version()
+        out["berth source"] = source_state()
+        for d in self.daemons:
+            v = d.api("GET", "/version")
+            out[f"{d.name} /version"] = f"{v.get('Version')} (API {v.get('ApiVersion')})"
+        return out
+
+    def make_test_plugins(self, names: list[str], env: dict | None = None) -> str:
+        """scripts/make-test-plugins.sh of `names` into <tmp>/plugins; returns that directory."""
+        base = os.path.join(self.tmp, "plugins")
+        log(f"building the {', '.join(names)} plugin directories (scripts/make-test-plugins.sh)")
+        r = subprocess.run([os.path.join(REPO, "scripts", "make-test-plugins.sh"), base, *names],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           env=dict(os.environ, **(env or {})))
+        if r.returncode != 0:
+            raise BenchError(f"make-test-plugins.sh failed:\n{r.stdout}")
+        return base
+
+
+def machine_facts() -> dict:
+    return {"nproc": os.cpu_count(), "kernel": platform.release(), "cpu": cpu_model(),
+            "memory": mem_total(), "loadavg_at_start": loadavg()}
+
+
+def print_setting(machine: dict, versions: dict) -> None:
+    print()
+    print(f"machine   nproc {machine['nproc']}, kernel {machine['kernel']}, "
+          f"{machine['cpu']}, {machine['memory']}; load average {machine['loadavg_at_start']}"
+          f" at start, {machine.get('loadavg_at_end', '?')} at end")
+    for k, v in versions.items():
+        print(f"{k:<18}{v}")
+
+
+def run_benchmark(name: str, args: argparse.Namespace, bench: Callable[[Bench], dict],
+                  tools: tuple[tuple[str, str], ...] = (),
+                  daemons: tuple[type[Berth], type[Dockerd]] = (Berth, Dockerd)) -> int:
+    """The frame of a benchmark: root and the tools checked (dockerd, the docker CLI and
+    `tools`, (binary, Debian package) each), berth built, `bench` run on a new Bench, then
+    the undo list run, the plugins disabled, the daemons and their helpers stopped, everything
+    below the temp directory unmounted and the directory deleted (kept on error or with
+    --keep-tmp), then the `after` list run, on success, error, Ctrl-C or SIGTERM alike. Prints
+    the wall time and writes the results to --json. Returns the exit code."""
+    if os.geteuid() != 0:
+        print(f"{name}: needs root (both daemons run plugins in namespaces)", file=sys.stderr)
+        return 2
+    dockerd_bin = shutil.which(args.dockerd_bin)
+    for binary, package in ((args.dockerd_bin, "docker.io"), (DOCKER_CLI, "docker-cli"),
+                            *tools):
+        if not shutil.which(binary):
+            print(f"{name}: {binary} not found (Debian package {package})", file=sys.stderr)
+            return 2
+    started = time.monotonic()
+    unwind_on_signals()
+    stop = build_berth(name, args.no_build, args.berth_bin)
+    if stop is not None:
+        return stop
+
+    tmp = tempfile.mkdtemp(prefix="b", dir="/tmp")
+    berth_class, dockerd_class = daemons
+    run = Bench(name, args, tmp, berth_class(tmp, args.berth_bin),
+                dockerd_class(tmp, dockerd_bin))
     results: dict = {}
-    outcome = "error"
+    outcome = "error"  # a traceback from an unexpected exception still goes through cleanup
     try:
-        results = work()
+        results = bench(run)
         outcome = "ok"
     except KeyboardInterrupt:
         outcome = "interrupted"
@@ -812,60 +931,35 @@ def run_then_unwind(work, unwind) -> tuple[str, dict]:
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        unwind(outcome)
-    return outcome, results
-
-
-def finish(outcome: str, results: dict, started: float, json_path: str | None,
-           what: str = "") -> int:
-    """The exit code of a run; on success, the wall time (spent on `what`) and the JSON file."""
+        try:
+            for undo in reversed(run.undo):
+                undo()
+        finally:
+            try:
+                cleanup(tmp, run.daemons, run.dockerd, keep=args.keep_tmp or outcome == "error")
+            finally:
+                for stop in reversed(run.after):
+                    stop()
     if outcome != "ok":
         return 130 if outcome == "interrupted" else 1
     results["duration_s"] = round(time.monotonic() - started, 1)
-    print(f"\ntotal wall time {results['duration_s']:.0f} s" + (f" ({what})" if what else ""))
-    if json_path:
-        with open(json_path, "w") as f:
+    print(f"\ntotal wall time {results['duration_s']:.0f} s ("
+          f"{'' if args.no_build else 'cargo build, '}setup, measurements, cleanup)")
+    if args.json:
+        with open(args.json, "w") as f:
             json.dump(results, f, indent=2)
             f.write("\n")
-        print(f"results written to {json_path}")
+        print(f"results written to {args.json}")
     return 0
 
 
-def add_run_options(ap) -> None:
-    """The options every benchmark has: results file, build, binaries, temp directory."""
-    ap.add_argument("--json", metavar="FILE", help="also write the results as JSON here")
-    ap.add_argument("--no-build", action="store_true", help="skip cargo build --release")
-    ap.add_argument("--berth-bin", default=os.path.join(REPO, "target", "release", "berth"))
-    ap.add_argument("--dockerd-bin", default=os.environ.get("DOCKERD_BIN", "dockerd"))
-    ap.add_argument("--keep-tmp", action="store_true", help="keep the temp directory (logs)")
+def unwind_on_signals() -> None:
+    """SIGTERM/SIGHUP unwind like Ctrl-C, through the callers' `finally` cleanup."""
+    def on_signal(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
 
-
-def parse_with_defaults(ap, quick: dict, defaults: dict):
-    """Parsed arguments, each option left unset taking its --quick or default value."""
-    args = ap.parse_args()
-    for k, v in (quick if args.quick else defaults).items():
-        if getattr(args, k) is None:
-            setattr(args, k, v)
-    return args
-
-
-def machine_facts() -> dict:
-    return {"nproc": os.cpu_count(), "kernel": platform.release(), "cpu": cpu_model(),
-            "memory": mem_total(), "loadavg_at_start": loadavg()}
-
-
-def start_run(name: str, args) -> tuple[int | None, str]:
-    """What every benchmark checks and does first: root, a dockerd binary, signals that unwind,
-    `cargo build --release`. Returns (an exit code to stop with, or None; dockerd's path)."""
-    if os.geteuid() != 0:
-        print(f"{name}: needs root (dockerd)", file=sys.stderr)
-        return 2, ""
-    dockerd_bin = shutil.which(args.dockerd_bin)
-    if not dockerd_bin:
-        print(f"{name}: {args.dockerd_bin} not found", file=sys.stderr)
-        return 2, ""
-    unwind_on_signals()
-    return build_berth(name, args.no_build, args.berth_bin), dockerd_bin
 
 
 def build_berth(name: str, no_build: bool, berth_bin: str) -> int | None:

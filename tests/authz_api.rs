@@ -242,11 +242,9 @@ fn a_body_is_seen_by_the_plugins_whatever_its_framing_or_the_request_is_refused(
     let r = send("Content-Length: 0", br#"{"Name":"secret-zero"}"#, false);
     assert_eq!(r.status, 400, "{}", r.text());
     // (What follows the first answer is actix refusing the stray bytes as a request.)
-    assert!(
-        r.text()
-            .starts_with("{\"message\":\"got EOF while reading request body\"}\n"),
-        "{}",
-        r.text()
+    assert_starts_with(
+        &r.text(),
+        "{\"message\":\"got EOF while reading request body\"}\n",
     );
     // Longer than what is sent: the body never completes, nothing runs.
     let r = send("Content-Length: 500", br#"{"Name":"secret-long"}"#, true);
@@ -277,11 +275,9 @@ fn a_body_is_seen_by_the_plugins_whatever_its_framing_or_the_request_is_refused(
         let head = format!("{content_type}Content-Length: {}\r\n", body.len());
         let r = exchange(&d.socket, &raw_create(&head, body), false, WAIT);
         assert_eq!(r.status, 400, "{content_type:?}: {}", r.text());
-        assert!(
-            r.message()
-                .starts_with("request body not shown to authorization plugins"),
-            "{}",
-            r.message()
+        assert_starts_with(
+            &r.message(),
+            "request body not shown to authorization plugins",
         );
     }
     let r = d.request(

@@ -136,12 +136,9 @@ fn garbage_and_error_answers_fail_closed_in_both_phases() {
     );
     let (r, _) = timed_create(&d, "garbage");
     assert_eq!(r.status, 500);
-    assert!(
-        r.message().starts_with(
-            "plugin guard failed with error: AuthZPlugin.AuthZReq: error reading plugin resp"
-        ),
-        "{}",
-        r.message()
+    assert_starts_with(
+        &r.message(),
+        "plugin guard failed with error: AuthZPlugin.AuthZReq: error reading plugin resp",
     );
     let (r, _) = timed_create(&d, "broken");
     assert_eq!(r.status, 500);
@@ -161,11 +158,9 @@ fn garbage_and_error_answers_fail_closed_in_both_phases() {
         assert_eq!(timed_create(&d, name).0.status, 201);
         let r = d.get(&format!("/v1.41/volumes/{name}"));
         assert_eq!(r.status, 500);
-        assert!(
-            r.message()
-                .starts_with(&format!("plugin guard failed with error: {message}")),
-            "{}",
-            r.message()
+        assert_starts_with(
+            &r.message(),
+            &format!("plugin guard failed with error: {message}"),
         );
         assert!(!r.text().contains("Mountpoint"), "the answer never leaves");
     }

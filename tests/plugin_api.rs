@@ -2,7 +2,7 @@
 //! running berth, including crash safety of the store.
 
 mod common;
-use common::{plugin_context, Daemon, VOLUME_PLUGIN_CONFIG};
+use common::{plugin_context, url_escape, Daemon, VOLUME_PLUGIN_CONFIG};
 use std::path::Path;
 
 fn plugin_dirs(data_root: &Path) -> Vec<String> {
@@ -137,10 +137,7 @@ fn create_errors_carry_dockers_messages_and_leave_nothing_behind() {
     let blobs = blob_count(&d.data_root);
 
     let dup = d.create_plugin("dup", &ok);
-    assert_eq!(
-        (dup.status, dup.message()),
-        (409, "plugin dup:latest already exists".to_string())
-    );
+    dup.assert_error(409, "plugin dup:latest already exists");
 
     let no_name = d.request("POST", "/v1.41/plugins/create", &[], &ok);
     assert_eq!(no_name.status, 500);
@@ -159,10 +156,7 @@ fn create_errors_carry_dockers_messages_and_leave_nothing_behind() {
     let mut dir = common::header(tar::EntryType::Directory, 0, 0o755);
     no_config.append_data(&mut dir, "rootfs/", &[][..]).unwrap();
     let r = d.create_plugin("noconfig", &no_config.into_inner().unwrap());
-    assert_eq!(
-        (r.status, r.message()),
-        (500, "config not found".to_string())
-    );
+    r.assert_error(500, "config not found");
 
     let bad_json = plugin_context("{bad", &[]);
     let r = d.create_plugin("badjson", &bad_json);
@@ -210,66 +204,54 @@ fn list_filters_by_enabled_and_capability() {
     );
     assert_eq!(d.create_plugin("vol", &volume).status, 204);
     assert_eq!(d.create_plugin("net", &network).status, 204);
-    let names = |query: &str| -> Vec<String> {
-        let mut names: Vec<String> = d
-            .get(&format!("/v1.41/plugins?filters={query}"))
-            .json()
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| p["Name"].as_str().unwrap().to_string())
-            .collect();
-        names.sort();
-        names
-    };
     assert_eq!(
-        names("%7B%22capability%22%3A%7B%22volume%22%3Atrue%7D%7D"),
+        d.plugin_names(r#"{"capability":{"volume":true}}"#),
         ["vol:latest"]
     );
     assert_eq!(
-        names("%7B%22enabled%22%3A%5B%22false%22%5D%7D"),
+        d.plugin_names(r#"{"enabled":["false"]}"#),
         ["net:latest", "vol:latest"]
     );
-    assert!(names("%7B%22enabled%22%3A%7B%22true%22%3Atrue%7D%7D").is_empty());
+    assert!(d.plugin_names(r#"{"enabled":{"true":true}}"#).is_empty());
 
-    let bad_key = d.get("/v1.41/plugins?filters=%7B%22enable%22%3A%7B%22true%22%3Atrue%7D%7D");
-    assert_eq!(
-        (bad_key.status, bad_key.message()),
-        (400, "Invalid filter 'enable'".to_string())
-    );
-    let bad_key = d.get("/v1.44/plugins?filters=%7B%22enable%22%3A%7B%22true%22%3Atrue%7D%7D");
-    assert_eq!(
-        (bad_key.status, bad_key.message()),
-        (400, "invalid filter 'enable'".to_string())
-    );
-    let bad_bool = d.get("/v1.41/plugins?filters=%7B%22enabled%22%3A%7B%22potato%22%3Atrue%7D%7D");
-    assert_eq!(
-        (bad_bool.status, bad_bool.message()),
-        (400, "Invalid filter 'enabled=[potato]'".to_string())
-    );
-    let not_json = d.get("/v1.41/plugins?filters=nope");
-    assert_eq!(
-        (not_json.status, not_json.message()),
+    for (version, filters, status, message) in [
         (
+            "v1.41",
+            r#"{"enable":{"true":true}}"#,
+            400,
+            "Invalid filter 'enable'",
+        ),
+        (
+            "v1.44",
+            r#"{"enable":{"true":true}}"#,
+            400,
+            "invalid filter 'enable'",
+        ),
+        (
+            "v1.41",
+            r#"{"enabled":{"potato":true}}"#,
+            400,
+            "Invalid filter 'enabled=[potato]'",
+        ),
+        (
+            "v1.41",
+            "nope",
             500,
-            "invalid character 'o' in literal null (expecting 'u')".to_string()
-        )
-    );
+            "invalid character 'o' in literal null (expecting 'u')",
+        ),
+    ] {
+        let path = format!("/{version}/plugins?filters={}", url_escape(filters));
+        d.get(&path).assert_error(status, message);
+    }
 }
 
 #[test]
 fn lookups_report_missing_and_ambiguous_names() {
     let d = Daemon::start();
     let r = d.get("/v1.41/plugins/nosuch/json");
-    assert_eq!(
-        (r.status, r.message()),
-        (404, "plugin \"nosuch\" not found".to_string())
-    );
+    r.assert_error(404, "plugin \"nosuch\" not found");
     let r = d.request("DELETE", "/v1.41/plugins/nosuch", &[], &[]);
-    assert_eq!(
-        (r.status, r.message()),
-        (404, "plugin \"nosuch\" not found".to_string())
-    );
+    r.assert_error(404, "plugin \"nosuch\" not found");
     let r = d.get("/v1.41/plugins/Upper/json");
     assert_eq!(r.status, 404);
 
@@ -292,10 +274,7 @@ fn lookups_report_missing_and_ambiguous_names() {
         .find(|p| ids.iter().filter(|id| id.starts_with(*p)).count() > 1)
         .unwrap();
     let r = d.get(&format!("/v1.41/plugins/{shared}/json"));
-    assert_eq!(
-        (r.status, r.message()),
-        (400, format!("multiple plugins found for \"{shared}\""))
-    );
+    r.assert_error(400, &format!("multiple plugins found for \"{shared}\""));
 }
 
 #[test]
@@ -314,12 +293,9 @@ fn set_body_rules_follow_the_api_version() {
     );
     assert_eq!(legacy.status, 204);
     let r = d.post_json("/v1.41/plugins/s/set", "[1]");
-    assert_eq!(
-        (r.status, r.message()),
-        (
-            400,
-            "json: cannot unmarshal number into Go value of type string".to_string()
-        )
+    r.assert_error(
+        400,
+        "json: cannot unmarshal number into Go value of type string",
     );
     let current = d.request(
         "POST",
@@ -327,27 +303,17 @@ fn set_body_rules_follow_the_api_version() {
         &[("Content-Type", "text/plain")],
         b"[]",
     );
-    assert_eq!(
-        (current.status, current.message()),
-        (
-            400,
-            "unsupported Content-Type header (text/plain): must be 'application/json'".to_string()
-        )
+    current.assert_error(
+        400,
+        "unsupported Content-Type header (text/plain): must be 'application/json'",
     );
     let r = d.post_json("/v1.44/plugins/s/set", "{invalid json");
-    assert_eq!(
-        (r.status, r.message()),
-        (
-            400,
-            "invalid JSON: invalid character 'i' looking for beginning of object key string"
-                .to_string()
-        )
+    r.assert_error(
+        400,
+        "invalid JSON: invalid character 'i' looking for beginning of object key string",
     );
     let r = d.post_json("/v1.44/plugins/s/set", "[] trailing");
-    assert_eq!(
-        (r.status, r.message()),
-        (400, "unexpected content after JSON".to_string())
-    );
+    r.assert_error(400, "unexpected content after JSON");
 }
 
 #[test]
@@ -398,7 +364,14 @@ fn kill_during_concurrent_creates_keeps_every_acknowledged_plugin_and_nothing_pa
             })
         })
         .collect();
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // Kill once a create has been acknowledged: the other workers are in the middle of theirs.
+    assert!(
+        common::eventually(std::time::Duration::from_secs(60), || !acknowledged
+            .lock()
+            .unwrap()
+            .is_empty()),
+        "no create acknowledged within 60 s"
+    );
     d.kill9();
     for w in workers {
         w.join().unwrap();

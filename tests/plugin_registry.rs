@@ -14,7 +14,6 @@ mod registry;
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
@@ -46,11 +45,13 @@ fn daemon() -> Daemon {
 }
 
 /// Prints how long a test took when it ends (visible with `--nocapture`).
-struct Timer(&'static str, Instant);
+struct Timer(String, Instant);
 
 impl Timer {
-    fn start(name: &'static str) -> Timer {
-        Timer(name, Instant::now())
+    /// Times the test running on this thread (libtest names the thread after the test).
+    fn start() -> Timer {
+        let test = thread::current().name().unwrap_or("?").to_string();
+        Timer(test, Instant::now())
     }
 }
 
@@ -64,205 +65,72 @@ impl Drop for Timer {
     }
 }
 
-/// Sends one request and returns the open connection (the answer is still to be read).
-fn send(
-    socket: &Path,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> UnixStream {
-    let mut stream = UnixStream::connect(socket).unwrap();
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: berth\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
-    stream.write_all(head.as_bytes()).unwrap();
-    stream.write_all(body).unwrap();
-    stream
+/// `host/<ref>` for each of `refs`.
+fn at<const N: usize>(host: &str, refs: [&str; N]) -> [String; N] {
+    refs.map(|r| format!("{host}/{r}"))
 }
 
-fn dechunk(mut data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(end) = data.windows(2).position(|w| w == b"\r\n") {
-        let size =
-            usize::from_str_radix(String::from_utf8_lossy(&data[..end]).trim(), 16).unwrap_or(0);
-        if size == 0 || data.len() < end + 2 + size {
-            break;
-        }
-        out.extend_from_slice(&data[end + 2..end + 2 + size]);
-        data = &data[(end + 4 + size).min(data.len())..];
-    }
-    out
+/// The start of a test against Debian's docker-registry (plain, or with an htpasswd entry):
+/// its timer, the registry and berth.
+fn with_registry(htpasswd: Option<(&str, &str)>) -> (Timer, DockerRegistry, Daemon) {
+    (Timer::start(), DockerRegistry::start(htpasswd), daemon())
 }
 
-fn parse(raw: &[u8]) -> Response {
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| panic!("no header end in {:?}", String::from_utf8_lossy(raw)));
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .expect("status line");
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect();
-    let mut body = raw[split + 4..].to_vec();
-    if headers
-        .iter()
-        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"))
-    {
-        body = dechunk(&body);
-    }
-    Response {
-        status,
-        headers,
-        body,
-    }
-}
-
-/// One request, its whole answer read with a long deadline: a progress stream may be quiet for
-/// a minute (a stalled registry) before its last message.
+/// One request as the CLI sends it to the plugin distribution endpoints: `X-Registry-Auth`
+/// when given, and a grant (the privileges, as JSON) as body when given. Its whole answer is
+/// read with a long deadline: a progress stream may be quiet for a minute (a stalled registry)
+/// before its last message.
 fn call(
     socket: &Path,
     method: &str,
     path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
+    auth: Option<&str>,
+    grant: Option<&str>,
 ) -> Response {
-    let mut stream = send(socket, method, path, headers, body);
+    let mut headers = Vec::new();
+    if grant.is_some() {
+        headers.push(("Content-Type", "application/json"));
+    }
+    if let Some(auth) = auth {
+        headers.push(("X-Registry-Auth", auth));
+    }
+    let body = grant.unwrap_or_default().as_bytes();
+    let stream = send_request(socket, (method, path, &headers, body), body.len())
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
     stream
         .set_read_timeout(Some(Duration::from_secs(150)))
         .unwrap();
-    let mut raw = Vec::new();
-    stream
-        .read_to_end(&mut raw)
-        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-    parse(&raw)
-}
-
-fn with_auth<'a>(
-    mut headers: Vec<(&'a str, &'a str)>,
-    auth: Option<&'a str>,
-) -> Vec<(&'a str, &'a str)> {
-    if let Some(a) = auth {
-        headers.push(("X-Registry-Auth", a));
-    }
-    headers
+    read_response(stream).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
 }
 
 /// `POST /plugins/pull?remote=…&name=…` with `grant` as the body, as the CLI sends it.
-fn pull(d: &Daemon, remote: &str, alias: &str, grant: &str, auth: Option<&str>) -> Response {
-    pull_on(&d.socket, remote, alias, grant, auth)
+fn pull(socket: &Path, remote: &str, alias: &str, grant: &str, auth: Option<&str>) -> Response {
+    let (remote, alias) = (url_escape(remote), url_escape(alias));
+    let path = format!("/v1.41/plugins/pull?remote={remote}&name={alias}");
+    call(socket, "POST", &path, auth, Some(grant))
 }
 
-fn pull_on(socket: &Path, remote: &str, alias: &str, grant: &str, auth: Option<&str>) -> Response {
-    let path = format!(
-        "/v1.41/plugins/pull?remote={}&name={}",
-        url_escape(remote),
-        url_escape(alias)
-    );
-    let headers = with_auth(vec![("Content-Type", "application/json")], auth);
-    call(socket, "POST", &path, &headers, grant.as_bytes())
-}
-
-fn upgrade(d: &Daemon, name: &str, remote: &str, grant: &str) -> Response {
+fn upgrade(socket: &Path, name: &str, remote: &str, grant: &str) -> Response {
     let path = format!(
         "/v1.41/plugins/{name}/upgrade?remote={}",
         url_escape(remote)
     );
-    let headers = [
-        ("Content-Type", "application/json"),
-        ("X-Registry-Auth", NO_AUTH),
-    ];
-    call(&d.socket, "POST", &path, &headers, grant.as_bytes())
+    call(socket, "POST", &path, Some(NO_AUTH), Some(grant))
 }
 
-fn push(d: &Daemon, name: &str, auth: Option<&str>) -> Response {
-    push_on(&d.socket, name, auth)
-}
-
-fn push_on(socket: &Path, name: &str, auth: Option<&str>) -> Response {
-    let headers = with_auth(vec![], auth);
+fn push(socket: &Path, name: &str, auth: Option<&str>) -> Response {
     call(
         socket,
         "POST",
         &format!("/v1.41/plugins/{name}/push"),
-        &headers,
-        &[],
+        auth,
+        None,
     )
 }
 
-fn privileges(d: &Daemon, remote: &str, auth: Option<&str>) -> Response {
-    privileges_on(&d.socket, remote, auth)
-}
-
-fn privileges_on(socket: &Path, remote: &str, auth: Option<&str>) -> Response {
-    let headers = with_auth(vec![], auth);
-    call(
-        socket,
-        "GET",
-        &format!("/v1.41/plugins/privileges?remote={}", url_escape(remote)),
-        &headers,
-        &[],
-    )
-}
-
-/// `GET /plugins/<name>/json`: the Plugin object, or None for 404.
-fn inspect(d: &Daemon, name: &str) -> Option<Value> {
-    let r = d.get(&format!("/v1.41/plugins/{name}/json"));
-    match r.status {
-        200 => Some(r.json()),
-        404 => None,
-        s => panic!("inspect {name}: {s} {}", r.text()),
-    }
-}
-
-fn remove(d: &Daemon, name: &str) {
-    let r = d.delete(&format!("/v1.41/plugins/{name}"));
-    assert_eq!(r.status, 200, "rm {name}: {}", r.text());
-}
-
-fn enable(d: &Daemon, name: &str) -> Response {
-    d.post(&format!("/v1.41/plugins/{name}/enable?timeout=30"))
-}
-
-fn disable(d: &Daemon, name: &str) {
-    let r = d.post(&format!("/v1.41/plugins/{name}/disable"));
-    assert_eq!(r.status, 200, "disable {name}: {}", r.text());
-}
-
-fn set(d: &Daemon, name: &str, args: &[&str]) {
-    let r = d.post_json(
-        &format!("/v1.41/plugins/{name}/set"),
-        &serde_json::to_string(args).unwrap(),
-    );
-    assert_eq!(r.status, 204, "set {name}: {}", r.text());
-}
-
-fn create(d: &Daemon, name: &str, context: &[u8]) {
-    let r = d.create_plugin(name, context);
-    assert_eq!(r.status, 204, "create {name}: {}", r.text());
-}
-
-fn plugin_names(d: &Daemon) -> Vec<String> {
-    let r = d.get("/v1.41/plugins");
-    assert_eq!(r.status, 200, "{}", r.text());
-    let mut names: Vec<String> = r
-        .json()
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["Name"].as_str().unwrap().to_string())
-        .collect();
-    names.sort();
-    names
+fn privileges(socket: &Path, remote: &str, auth: Option<&str>) -> Response {
+    let path = format!("/v1.41/plugins/privileges?remote={}", url_escape(remote));
+    call(socket, "GET", &path, auth, None)
 }
 
 /// The JSON messages of a progress stream (each line ends with `\r\n`).
@@ -355,6 +223,15 @@ fn s(status: &str, id: &str) -> (String, String) {
     (status.to_string(), id.to_string())
 }
 
+/// The steps of a stream that reports each of `statuses` in turn for every one of `digests`.
+fn each(statuses: &[&str], digests: &[&str]) -> Vec<(String, String)> {
+    let ids: Vec<String> = digests.iter().map(|d| short(d)).collect();
+    statuses
+        .iter()
+        .flat_map(|st| ids.iter().map(move |id| s(st, id)))
+        .collect()
+}
+
 // ---- support: what is on disk ---------------------------------------------------------------------
 
 fn names_in(dir: &Path) -> BTreeSet<String> {
@@ -409,7 +286,7 @@ fn assert_nothing_left(
     blobs_before: &BTreeSet<String>,
     what: &str,
 ) {
-    assert_eq!(plugin_names(d), plugins_before, "{what}: plugins");
+    assert_eq!(d.plugin_names(""), plugins_before, "{what}: plugins");
     let (tmp, ingest) = scratch(d);
     assert!(tmp.is_empty(), "{what}: left in plugins/tmp: {tmp:?}");
     assert!(
@@ -538,9 +415,7 @@ fn registry_get(
     }
     head.push_str("\r\n");
     conn.write_all(head.as_bytes()).unwrap();
-    let mut raw = Vec::new();
-    conn.read_to_end(&mut raw).unwrap();
-    let r = parse(&raw);
+    let r = read_response(conn).unwrap();
     (r.status, r.headers, r.body)
 }
 
@@ -593,6 +468,24 @@ fn push_raw(
             .await
             .unwrap()
     })
+}
+
+/// Pushes a small image (not a plugin) as `reference` with tag `1`.
+fn push_image(reference: &str) {
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let layer = layer(&[E::File("hello", b"image")]);
+    let manifest = manifest_json(
+        &desc(MEDIA_TYPE_DOCKER_IMAGE_CONFIG, config),
+        &[desc(MEDIA_TYPE_DOCKER_LAYER_GZIP, &layer)],
+    );
+    push_raw(
+        reference,
+        "1",
+        &[config, &layer],
+        MEDIA_TYPE_DOCKER_MANIFEST,
+        &manifest,
+    );
 }
 
 /// One tar entry of a hand-made layer. Names are written as raw bytes, so `..` can be said.
@@ -691,11 +584,7 @@ fn hostile_registry(
     reply: impl Fn() -> Reply + Send + Sync + 'static,
 ) -> StandIn {
     let base = simple_registry(
-        vec![(
-            tag.into(),
-            MEDIA_TYPE_DOCKER_MANIFEST.into(),
-            art.manifest.clone(),
-        )],
+        vec![served(tag, MEDIA_TYPE_DOCKER_MANIFEST, &art.manifest)],
         art.blobs(),
     );
     StandIn::start(move |req| match &hostile_blob {
@@ -730,21 +619,17 @@ fn basic_auth_header(user: &str, password: &str, server: &str) -> String {
 
 #[test]
 fn push_rm_privileges_pull_inspect_round_trip() {
-    let _t = Timer::start("push_rm_privileges_pull_inspect_round_trip");
-    let reg = DockerRegistry::start(None);
+    let (_t, reg, d) = with_registry(None);
     let host = reg.host();
-    let d = daemon();
-    let name = format!("{host}/test/td:1");
-    let priv_name = format!("{host}/test/priv:1");
+    let [name, priv_name] = at(&host, ["test/td:1", "test/priv:1"]);
 
-    create(&d, &name, &test_plugin_context(&test_plugin_config("")));
-    create(
-        &d,
+    d.create_plugin_ok(&name, &test_plugin_context(&test_plugin_config("")));
+    d.create_plugin_ok(
         &priv_name,
         &test_plugin_context(&test_plugin_config(PRIVILEGED)),
     );
-    let created = inspect(&d, &name).unwrap();
-    let created_priv = inspect(&d, &priv_name).unwrap();
+    let created = d.plugin(&name).unwrap();
+    let created_priv = d.plugin(&priv_name).unwrap();
     let layer = created["Config"]["rootfs"]["diff_ids"][0]
         .as_str()
         .unwrap()
@@ -752,7 +637,7 @@ fn push_rm_privileges_pull_inspect_round_trip() {
 
     // Push: the stream names the repository, prepares both blobs, pushes them, then says the
     // digest and ends with the aux result.
-    let r = push(&d, &name, Some(NO_AUTH));
+    let r = push(&d.socket, &name, Some(NO_AUTH));
     let msgs = assert_streamed_ok(&r, "push");
     assert!(r.header("docker-plugin-name").is_none());
     let aux = msgs.last().unwrap()["aux"].clone();
@@ -778,23 +663,19 @@ fn push_rm_privileges_pull_inspect_round_trip() {
     );
     assert_eq!(
         steps(&msgs),
-        vec![
-            s(
+        [
+            vec![s(
                 &format!("The push refers to repository [{host}/test/td]"),
                 ""
-            ),
+            )],
             // dockerd 20.10's non-TTY shape: every blob and the manifest announced twice,
             // then `Upload complete` each; the digest only in the aux message.
-            s("Preparing", &short(&layer)),
-            s("Preparing", &short(&config_digest)),
-            s("Preparing", &short(&digest)),
-            s("Preparing", &short(&layer)),
-            s("Preparing", &short(&config_digest)),
-            s("Preparing", &short(&digest)),
-            s("Upload complete", &short(&layer)),
-            s("Upload complete", &short(&config_digest)),
-            s("Upload complete", &short(&digest)),
-        ],
+            each(
+                &["Preparing", "Preparing", "Upload complete"],
+                &[&layer, &config_digest, &digest]
+            ),
+        ]
+        .concat(),
         "{}",
         r.text()
     );
@@ -807,7 +688,7 @@ fn push_rm_privileges_pull_inspect_round_trip() {
     assert_eq!(blob(&d, &layer), served_blob(&host, "test/td", &layer));
 
     // Pushing again: same digest, nothing uploaded.
-    let again = push(&d, &name, Some(NO_AUTH));
+    let again = push(&d.socket, &name, Some(NO_AUTH));
     let msgs = assert_streamed_ok(&again, "re-push");
     assert_eq!(msgs.last().unwrap()["aux"], aux);
     assert!(
@@ -821,42 +702,45 @@ fn push_rm_privileges_pull_inspect_round_trip() {
         again.text()
     );
 
-    let r = push(&d, &priv_name, Some(NO_AUTH));
+    let r = push(&d.socket, &priv_name, Some(NO_AUTH));
     assert_streamed_ok(&r, "push privileged");
 
     // rm: the plugin and every blob nobody references go.
-    remove(&d, &name);
-    remove(&d, &priv_name);
-    assert!(plugin_names(&d).is_empty());
+    d.remove_plugin(&name, false).expect(200, "rm");
+    d.remove_plugin(&priv_name, false).expect(200, "rm");
+    assert!(d.plugin_names("").is_empty());
     assert!(blobs(&d).is_empty(), "blobs left: {:?}", blobs(&d));
     assert!(plugin_dirs(&d).is_empty());
 
     // Privileges: `null` for the privilege-free driver, the exact list in moby's order else.
-    let r = privileges(&d, &format!("{host}/test/td:1"), Some(NO_AUTH));
+    let r = privileges(&d.socket, &format!("{host}/test/td:1"), Some(NO_AUTH));
     assert_eq!((r.status, r.text()), (200, "null\n".to_string()));
     assert_eq!(r.header("content-type"), Some("application/json"));
     // Untagged means :latest, which was never pushed: fetch errors are hidden as `[]`.
-    let r = privileges(&d, &format!("{host}/test/priv"), Some(NO_AUTH));
+    let r = privileges(&d.socket, &format!("{host}/test/priv"), Some(NO_AUTH));
     assert_privileges_hidden(&r, "untagged");
-    let r = privileges(&d, &priv_name, Some(NO_AUTH));
+    let r = privileges(&d.socket, &priv_name, Some(NO_AUTH));
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json(), privileged_list());
     assert_eq!(r.text(), PRIVILEGED_TEXT);
 
     // Pull with the grant the privileges endpoint gave (the CLI re-sends it unchanged).
-    let r = pull(&d, &name, "", "null", Some(NO_AUTH));
+    let r = pull(&d.socket, &name, "", "null", Some(NO_AUTH));
     assert_eq!(r.header("docker-plugin-name"), Some(name.as_str()));
     let msgs = assert_streamed_ok(&r, "pull");
     assert_eq!(
         steps(&msgs),
-        vec![
-            s(&format!("Pulling from {host}/test/td"), "1"),
-            s(&format!("Digest: {digest}"), ""),
-            s("Waiting", &short(&layer)),
-            s("Download complete", &short(&layer)),
-            s("Extracting", &short(&layer)),
-            s("Complete", &short(&layer)),
-        ],
+        [
+            vec![
+                s(&format!("Pulling from {host}/test/td"), "1"),
+                s(&format!("Digest: {digest}"), ""),
+            ],
+            each(
+                &["Waiting", "Download complete", "Extracting", "Complete"],
+                &[&layer]
+            ),
+        ]
+        .concat(),
         "{}",
         r.text()
     );
@@ -867,7 +751,7 @@ fn push_rm_privileges_pull_inspect_round_trip() {
     }
 
     // Inspect: the same config, the remote as reference, settings initialised, disabled.
-    let pulled = inspect(&d, &name).unwrap();
+    let pulled = d.plugin(&name).unwrap();
     assert_eq!(pulled["Config"], created["Config"]);
     assert_eq!(pulled["Name"], name.as_str());
     assert_eq!(pulled["PluginReference"], name.as_str());
@@ -891,20 +775,20 @@ fn push_rm_privileges_pull_inspect_round_trip() {
     );
     assert_eq!(scratch(&d), (BTreeSet::new(), BTreeSet::new()));
     // ... and pushing the pulled plugin gives the same digest.
-    let r = push(&d, &name, Some(NO_AUTH));
+    let r = push(&d.socket, &name, Some(NO_AUTH));
     let msgs = assert_streamed_ok(&r, "push after pull");
     assert_eq!(msgs.last().unwrap()["aux"], aux);
 
     // The privileged one with its exact grant.
     let grant = privileged_list().to_string();
-    let r = pull(&d, &priv_name, "", &grant, Some(NO_AUTH));
+    let r = pull(&d.socket, &priv_name, "", &grant, Some(NO_AUTH));
     assert_streamed_ok(&r, "pull privileged");
-    let pulled_priv = inspect(&d, &priv_name).unwrap();
+    let pulled_priv = d.plugin(&priv_name).unwrap();
     assert_eq!(pulled_priv["Config"], created_priv["Config"]);
     assert_eq!(pulled_priv["Settings"], created_priv["Settings"]);
 
     // A pulled plugin runs.
-    let r = enable(&d, &name);
+    let r = d.enable_plugin(&name);
     assert_eq!(
         r.status,
         200,
@@ -912,46 +796,43 @@ fn push_rm_privileges_pull_inspect_round_trip() {
         r.text(),
         d.log()
     );
-    assert_eq!(inspect(&d, &name).unwrap()["Enabled"], true);
-    disable(&d, &name);
+    assert_eq!(d.plugin(&name).unwrap()["Enabled"], true);
+    d.disable_plugin(&name).expect(200, "disable");
 }
 
 #[test]
 fn pull_names_aliases_digests_and_shared_blobs() {
-    let _t = Timer::start("pull_names_aliases_digests_and_shared_blobs");
-    let reg = DockerRegistry::start(None);
+    let (_t, reg, d) = with_registry(None);
     let host = reg.host();
-    let d = daemon();
-    let name = format!("{host}/test/td:1");
-    let second = format!("{host}/test/second:1");
+    let [name, second] = at(&host, ["test/td:1", "test/second:1"]);
     // Same rootfs, different config: the layer is shared.
-    create(&d, &name, &small_context("first", b"shared rootfs"));
-    create(&d, &second, &small_context("second", b"shared rootfs"));
-    let layer = inspect(&d, &name).unwrap()["Config"]["rootfs"]["diff_ids"][0]
+    d.create_plugin_ok(&name, &small_context("first", b"shared rootfs"));
+    d.create_plugin_ok(&second, &small_context("second", b"shared rootfs"));
+    let layer = d.plugin(&name).unwrap()["Config"]["rootfs"]["diff_ids"][0]
         .as_str()
         .unwrap()
         .to_string();
     assert_eq!(
-        inspect(&d, &second).unwrap()["Config"]["rootfs"]["diff_ids"][0],
+        d.plugin(&second).unwrap()["Config"]["rootfs"]["diff_ids"][0],
         layer.as_str(),
         "create is deterministic: the same rootfs gives the same layer"
     );
-    let digest = assert_streamed_ok(&push(&d, &name, Some(NO_AUTH)), "push")
+    let digest = assert_streamed_ok(&push(&d.socket, &name, Some(NO_AUTH)), "push")
         .last()
         .unwrap()["aux"]["Digest"]
         .as_str()
         .unwrap()
         .to_string();
-    assert_streamed_ok(&push(&d, &second, Some(NO_AUTH)), "push second");
-    remove(&d, &name);
-    remove(&d, &second);
+    assert_streamed_ok(&push(&d.socket, &second, Some(NO_AUTH)), "push second");
+    d.remove_plugin(&name, false).expect(200, "rm");
+    d.remove_plugin(&second, false).expect(200, "rm");
     assert!(blobs(&d).is_empty());
 
     // --alias: the local name is the alias (tagged), the reference the remote.
-    let r = pull(&d, &name, "myalias", "null", Some(NO_AUTH));
+    let r = pull(&d.socket, &name, "myalias", "null", Some(NO_AUTH));
     assert_eq!(r.header("docker-plugin-name"), Some("myalias:latest"));
     assert_streamed_ok(&r, "pull --alias");
-    let p = inspect(&d, "myalias").unwrap();
+    let p = d.plugin("myalias").unwrap();
     assert_eq!(p["Name"], "myalias:latest");
     assert_eq!(p["PluginReference"], name.as_str());
     assert_eq!(p["Config"]["Description"], "first");
@@ -960,7 +841,7 @@ fn pull_names_aliases_digests_and_shared_blobs() {
 
     // By digest: named `repo:latest`, referenced by digest; every blob is already there.
     let by_digest = format!("{host}/test/td@{digest}");
-    let r = pull(&d, &by_digest, "", "null", Some(NO_AUTH));
+    let r = pull(&d.socket, &by_digest, "", "null", Some(NO_AUTH));
     let latest = format!("{host}/test/td:latest");
     assert_eq!(r.header("docker-plugin-name"), Some(latest.as_str()));
     let msgs = assert_streamed_ok(&r, "pull by digest");
@@ -970,13 +851,13 @@ fn pull_names_aliases_digests_and_shared_blobs() {
         r.text()
     );
     assert!(!steps(&msgs).iter().any(|(st, _)| st == "Pulling fs layer"));
-    let p = inspect(&d, &latest).unwrap();
+    let p = d.plugin(&latest).unwrap();
     assert_eq!(p["Name"], latest.as_str());
     assert_eq!(p["PluginReference"], by_digest.as_str());
     assert_eq!(blobs(&d), after_first);
 
     // A different plugin sharing the layer: `Already exists`, and the layer is stored once.
-    let r = pull(&d, &second, "", "null", Some(NO_AUTH));
+    let r = pull(&d.socket, &second, "", "null", Some(NO_AUTH));
     let msgs = assert_streamed_ok(&r, "pull second");
     assert_eq!(
         steps(&msgs)[2..],
@@ -995,7 +876,7 @@ fn pull_names_aliases_digests_and_shared_blobs() {
         "two manifests, two configs, one layer: {all:?}"
     );
     assert!(all.is_superset(&after_first));
-    let second_id = inspect(&d, &second).unwrap()["Id"]
+    let second_id = d.plugin(&second).unwrap()["Id"]
         .as_str()
         .unwrap()
         .to_string();
@@ -1005,18 +886,18 @@ fn pull_names_aliases_digests_and_shared_blobs() {
     );
 
     // rm collects what nobody references any more, and only that.
-    remove(&d, "myalias");
+    d.remove_plugin("myalias", false).expect(200, "rm");
     assert_eq!(
         blobs(&d),
         all,
         "td:latest still uses the first plugin's blobs"
     );
-    remove(&d, &latest);
+    d.remove_plugin(&latest, false).expect(200, "rm");
     let left = blobs(&d);
     assert_eq!(left.len(), 3, "{left:?}");
     assert!(left.contains(&layer));
     assert!(!left.contains(&digest));
-    remove(&d, &second);
+    d.remove_plugin(&second, false).expect(200, "rm");
     assert!(blobs(&d).is_empty());
     assert_eq!(scratch(&d), (BTreeSet::new(), BTreeSet::new()));
 }
@@ -1027,15 +908,13 @@ fn pull_names_aliases_digests_and_shared_blobs() {
 
 #[test]
 fn wrong_grants_fail_with_incorrect_privileges_and_leave_nothing() {
-    let _t = Timer::start("wrong_grants_fail_with_incorrect_privileges_and_leave_nothing");
-    let reg = DockerRegistry::start(None);
+    let (_t, reg, d) = with_registry(None);
     let host = reg.host();
-    let d = daemon();
     let name = format!("{host}/test/priv:1");
-    create(&d, &name, &small_privileged_context("needs privileges"));
-    assert_streamed_ok(&push(&d, &name, Some(NO_AUTH)), "push");
-    remove(&d, &name);
-    let (plugins_before, blobs_before) = (plugin_names(&d), blobs(&d));
+    d.create_plugin_ok(&name, &small_privileged_context("needs privileges"));
+    assert_streamed_ok(&push(&d.socket, &name, Some(NO_AUTH)), "push");
+    d.remove_plugin(&name, false).expect(200, "rm");
+    let (plugins_before, blobs_before) = (d.plugin_names(""), blobs(&d));
     assert!(blobs_before.is_empty());
 
     let full = privileged_list();
@@ -1068,7 +947,7 @@ fn wrong_grants_fail_with_incorrect_privileges_and_leave_nothing() {
         ("null", "null".to_string()),
     ];
     for (what, grant) in &cases {
-        let r = pull(&d, &name, "", grant, Some(NO_AUTH));
+        let r = pull(&d.socket, &name, "", grant, Some(NO_AUTH));
         assert_eq!(r.status, 200, "{what}: {}", r.text());
         assert_eq!(
             r.header("docker-plugin-name"),
@@ -1087,7 +966,7 @@ fn wrong_grants_fail_with_incorrect_privileges_and_leave_nothing() {
     }
 
     // No body at all is not a grant: refused before streaming (the CLI always sends one).
-    let r = pull(&d, &name, "", "", Some(NO_AUTH));
+    let r = pull(&d.socket, &name, "", "", Some(NO_AUTH));
     assert_eq!(r.status, 500, "{}", r.text());
     assert!(
         r.message().starts_with("failed to parse privileges: "),
@@ -1108,9 +987,9 @@ fn wrong_grants_fail_with_incorrect_privileges_and_leave_nothing() {
         .enumerate()
     {
         let alias = format!("granted{i}");
-        let r = pull(&d, &name, &alias, grant, Some(NO_AUTH));
+        let r = pull(&d.socket, &name, &alias, grant, Some(NO_AUTH));
         assert_streamed_ok(&r, &alias);
-        assert!(inspect(&d, &alias).is_some());
+        assert!(d.plugin(&alias).is_some());
     }
 }
 
@@ -1120,36 +999,25 @@ fn wrong_grants_fail_with_incorrect_privileges_and_leave_nothing() {
 
 #[test]
 fn errors_before_streaming_and_from_the_registry() {
-    let _t = Timer::start("errors_before_streaming_and_from_the_registry");
-    let reg = DockerRegistry::start(None);
+    let (_t, reg, d) = with_registry(None);
     let host = reg.host();
-    let d = daemon();
     let name = format!("{host}/test/td:1");
-    create(&d, &name, &small_context("errors", b"x"));
-    assert_streamed_ok(&push(&d, &name, Some(NO_AUTH)), "push");
+    d.create_plugin_ok(&name, &small_context("errors", b"x"));
+    assert_streamed_ok(&push(&d.socket, &name, Some(NO_AUTH)), "push");
 
     // The name is taken (checked before anything is fetched): 400, plain JSON error.
-    let r = pull(&d, &name, "", "null", Some(NO_AUTH));
-    assert_eq!(
-        (r.status, r.message()),
-        (400, format!("plugin {name} already exists"))
-    );
+    let r = pull(&d.socket, &name, "", "null", Some(NO_AUTH));
+    r.assert_error(400, &format!("plugin {name} already exists"));
     assert!(r.header("docker-plugin-name").is_none());
-    create(&d, "local", &small_context("local", b"y"));
-    let r = pull(&d, &name, "local", "null", Some(NO_AUTH));
-    assert_eq!(
-        (r.status, r.message()),
-        (400, "plugin local:latest already exists".to_string())
-    );
+    d.create_plugin_ok("local", &small_context("local", b"y"));
+    let r = pull(&d.socket, &name, "local", "null", Some(NO_AUTH));
+    r.assert_error(400, "plugin local:latest already exists");
     // A digest in the alias: 500.
     let alias = format!("foo@sha256:{}", "a".repeat(64));
-    let r = pull(&d, &name, &alias, "null", Some(NO_AUTH));
-    assert_eq!(
-        (r.status, r.message()),
-        (500, "cannot use digest in plugin tag".to_string())
-    );
+    let r = pull(&d.socket, &name, &alias, "null", Some(NO_AUTH));
+    r.assert_error(500, "cannot use digest in plugin tag");
     // A bad reference: 500 on 1.41, 400 from 1.42.
-    let r = pull(&d, "Not/Valid", "", "null", Some(NO_AUTH));
+    let r = pull(&d.socket, "Not/Valid", "", "null", Some(NO_AUTH));
     assert_eq!(r.status, 500, "{}", r.text());
     assert!(
         r.message().contains("invalid reference format"),
@@ -1159,9 +1027,9 @@ fn errors_before_streaming_and_from_the_registry() {
     let r = d.post_json("/v1.44/plugins/pull?remote=Not%2FValid&name=", "null");
     assert_eq!(r.status, 400, "{}", r.text());
 
-    remove(&d, &name);
-    remove(&d, "local");
-    let (plugins_before, blobs_before) = (plugin_names(&d), blobs(&d));
+    d.remove_plugin(&name, false).expect(200, "rm");
+    d.remove_plugin("local", false).expect(200, "rm");
+    let (plugins_before, blobs_before) = (d.plugin_names(""), blobs(&d));
 
     // Unknown tag / repository on a real registry: the stream says so.
     for (remote, expected) in [
@@ -1174,41 +1042,25 @@ fn errors_before_streaming_and_from_the_registry() {
             format!("{host}/test/absent:latest: not found"),
         ),
     ] {
-        let r = pull(&d, &remote, "", "null", Some(NO_AUTH));
+        let r = pull(&d.socket, &remote, "", "null", Some(NO_AUTH));
         let err = failed_stream(&r, &remote);
         println!("[berth] pull {remote}: {err}");
         assert_eq!(err, expected);
         assert_nothing_left(&d, &plugins_before, &blobs_before, &remote);
         // The privileges endpoint hides fetch errors: 200 [].
-        let r = privileges(&d, &remote, Some(NO_AUTH));
+        let r = privileges(&d.socket, &remote, Some(NO_AUTH));
         assert_privileges_hidden(&r, &remote);
     }
 
     // An image, not a plugin: the privileges endpoint refuses, and so does pull.
-    let image_config =
-        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
-    let image_layer = layer(&[E::File("hello", b"image")]);
-    let image_manifest = manifest_json(
-        &desc(MEDIA_TYPE_DOCKER_IMAGE_CONFIG, image_config),
-        &[desc(MEDIA_TYPE_DOCKER_LAYER_GZIP, &image_layer)],
-    );
     let image = format!("{host}/test/image:1");
-    push_raw(
-        &image,
-        "1",
-        &[image_config, &image_layer],
-        MEDIA_TYPE_DOCKER_MANIFEST,
-        &image_manifest,
+    push_image(&image);
+    let r = privileges(&d.socket, &image, Some(NO_AUTH));
+    r.assert_error(
+        500,
+        &format!("did not find plugin config for specified reference {image}"),
     );
-    let r = privileges(&d, &image, Some(NO_AUTH));
-    assert_eq!(
-        (r.status, r.message()),
-        (
-            500,
-            format!("did not find plugin config for specified reference {image}")
-        )
-    );
-    let r = pull(&d, &image, "", "null", Some(NO_AUTH));
+    let r = pull(&d.socket, &image, "", "null", Some(NO_AUTH));
     let err = failed_stream(&r, "pull image");
     println!("[berth] pull {image}: {err}");
     assert_eq!(
@@ -1218,11 +1070,8 @@ fn errors_before_streaming_and_from_the_registry() {
     assert_nothing_left(&d, &plugins_before, &blobs_before, "image");
 
     // Push of a plugin that does not exist.
-    let r = push(&d, "nosuch:latest", Some(NO_AUTH));
-    assert_eq!(
-        (r.status, r.message()),
-        (404, r#"plugin "nosuch:latest" not found"#.to_string())
-    );
+    let r = push(&d.socket, "nosuch:latest", Some(NO_AUTH));
+    r.assert_error(404, r#"plugin "nosuch:latest" not found"#);
 }
 
 #[test]
@@ -1231,10 +1080,10 @@ fn privileges_of_an_unfetchable_remote_is_an_empty_list() {
     let host = reg.host();
     let d = daemon();
     let name = format!("{host}/test/free:1");
-    create(&d, &name, &small_context("needs nothing", b"x"));
-    assert_streamed_ok(&push(&d, &name, Some(NO_AUTH)), "push");
+    d.create_plugin_ok(&name, &small_context("needs nothing", b"x"));
+    assert_streamed_ok(&push(&d.socket, &name, Some(NO_AUTH)), "push");
     // Needs nothing: `null` (a Go nil slice).
-    let r = privileges(&d, &name, Some(NO_AUTH));
+    let r = privileges(&d.socket, &name, Some(NO_AUTH));
     assert_eq!((r.status, r.text()), (200, "null\n".to_string()));
     // Cannot be fetched (unknown tag, unknown repository, registry down): `[]`.
     let down = format!("127.0.0.1:{}/x/y:1", free_port());
@@ -1243,7 +1092,7 @@ fn privileges_of_an_unfetchable_remote_is_an_empty_list() {
         format!("{host}/test/absent"),
         down,
     ] {
-        let r = privileges(&d, &remote, Some(NO_AUTH));
+        let r = privileges(&d.socket, &remote, Some(NO_AUTH));
         assert_eq!((r.status, r.text()), (200, "[]\n".to_string()), "{remote}");
     }
 }
@@ -1257,7 +1106,7 @@ fn a_remote_that_does_not_resolve_fails_before_streaming() {
         format!("{host}/test/td:nope"),
         format!("{host}/test/absent"),
     ] {
-        let r = pull(&d, &remote, "", "null", Some(NO_AUTH));
+        let r = pull(&d.socket, &remote, "", "null", Some(NO_AUTH));
         let full = if remote.ends_with("absent") {
             format!("{remote}:latest")
         } else {
@@ -1294,10 +1143,10 @@ fn hostile_art(seed: u64) -> Art {
 /// Pulls `<stand-in>/hostile/plugin:1` and returns the stream's error, checking nothing is
 /// left behind.
 fn hostile_pull(d: &Daemon, stand_in: &StandIn, what: &str) -> String {
-    let (plugins_before, blobs_before) = (plugin_names(d), blobs(d));
+    let (plugins_before, blobs_before) = (d.plugin_names(""), blobs(d));
     let remote = format!("{}/hostile/plugin:1", stand_in.host());
     let started = Instant::now();
-    let r = pull(d, &remote, "", "null", None);
+    let r = pull(&d.socket, &remote, "", "null", None);
     let err = failed_stream(&r, what);
     println!(
         "[berth] hostile {what} ({:.1}s): {err}",
@@ -1311,7 +1160,7 @@ fn hostile_pull(d: &Daemon, stand_in: &StandIn, what: &str) -> String {
 
 #[test]
 fn hostile_blobs_and_manifests_fail_cleanly() {
-    let _t = Timer::start("hostile_blobs_and_manifests_fail_cleanly");
+    let _t = Timer::start();
     let d = daemon();
 
     // A layer whose bytes are not its digest.
@@ -1354,7 +1203,7 @@ fn hostile_blobs_and_manifests_fail_cleanly() {
         });
         let err = hostile_pull(&d, &stand_in, "oversized manifest");
         assert!(err.contains("exceeds the limit of 4194304 bytes"), "{err}");
-        thread::sleep(Duration::from_millis(200));
+        assert!(eventually(Duration::from_secs(60), || stand_in.all_hung_up()));
         let written = stand_in.written.load(Ordering::Relaxed);
         assert!(written < 32 << 20, "berth read {written} bytes of it");
     }
@@ -1385,7 +1234,7 @@ fn hostile_blobs_and_manifests_fail_cleanly() {
 /// response and whether `file` showed up below a staging rootfs before the pull ended.
 fn pull_watching_staging(d: &Daemon, remote: &str, file: &str) -> (Response, bool) {
     let (socket, remote) = (d.socket.clone(), remote.to_string());
-    let pulling = thread::spawn(move || pull_on(&socket, &remote, "", "null", None));
+    let pulling = thread::spawn(move || pull(&socket, &remote, "", "null", None));
     let tmp = plugins_root(d).join("tmp");
     let mut seen = false;
     while !pulling.is_finished() {
@@ -1403,7 +1252,7 @@ fn pull_watching_staging(d: &Daemon, remote: &str, file: &str) -> (Response, boo
 /// error (not an unpacking error, also when the wrong bytes do not unpack) and leave nothing.
 #[test]
 fn a_layer_unpacked_while_downloading_is_refused_when_its_digest_is_wrong() {
-    let _t = Timer::start("a_layer_unpacked_while_downloading_is_refused_when_its_digest_is_wrong");
+    let _t = Timer::start();
     let d = daemon();
     // Stored (uncompressed) gzip: the same length for the same entry sizes.
     let content = |seed| {
@@ -1427,7 +1276,7 @@ fn a_layer_unpacked_while_downloading_is_refused_when_its_digest_is_wrong() {
     let n = corrupt.len();
     corrupt[n * 3 / 4] ^= 0xff;
     for (what, served) in [("another valid layer", other), ("a corrupt layer", corrupt)] {
-        let (plugins_before, blobs_before) = (plugin_names(&d), blobs(&d));
+        let (plugins_before, blobs_before) = (d.plugin_names(""), blobs(&d));
         let actual = digest_of(&served);
         let body = Arc::new(served);
         let stand_in = hostile_registry(&art, "1", Some(digest.clone()), move || Reply::Slow {
@@ -1455,7 +1304,7 @@ fn a_layer_unpacked_while_downloading_is_refused_when_its_digest_is_wrong() {
 /// download and unpacking.
 #[test]
 fn layers_unpacked_while_downloading_apply_in_order() {
-    let _t = Timer::start("layers_unpacked_while_downloading_apply_in_order");
+    let _t = Timer::start();
     let d = daemon();
     let base = layer(&[
         E::Dir("bin/"),
@@ -1483,26 +1332,24 @@ fn layers_unpacked_while_downloading_apply_in_order() {
     all_blobs.extend(stack.blobs());
     let stand_in = StandIn::start(simple_registry(
         vec![
-            (
-                "base".into(),
-                MEDIA_TYPE_DOCKER_MANIFEST.into(),
-                first.manifest.clone(),
-            ),
-            (
-                "stack".into(),
-                MEDIA_TYPE_DOCKER_MANIFEST.into(),
-                stack.manifest.clone(),
-            ),
+            served("base", MEDIA_TYPE_DOCKER_MANIFEST, &first.manifest),
+            served("stack", MEDIA_TYPE_DOCKER_MANIFEST, &stack.manifest),
         ],
         all_blobs,
     ));
     let host = stand_in.host();
     assert_streamed_ok(
-        &pull(&d, &format!("{host}/layers/base:base"), "", "null", None),
+        &pull(
+            &d.socket,
+            &format!("{host}/layers/base:base"),
+            "",
+            "null",
+            None,
+        ),
         "pull base",
     );
     let name = format!("{host}/layers/stack:stack");
-    let r = pull(&d, &name, "", "null", None);
+    let r = pull(&d.socket, &name, "", "null", None);
     let msgs = assert_streamed_ok(&r, "pull stack");
     let (b, m, t) = (
         short(&digest_of(&base)),
@@ -1527,10 +1374,7 @@ fn layers_unpacked_while_downloading_apply_in_order() {
         "{}",
         r.text()
     );
-    let id = inspect(&d, &name).unwrap()["Id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = d.plugin(&name).unwrap()["Id"].as_str().unwrap().to_string();
     let rootfs = tree(&plugins_root(&d).join(id).join("rootfs"));
     let expected: Vec<(String, Vec<u8>)> = vec![
         ("big".into(), big),
@@ -1553,9 +1397,16 @@ fn unsafe_layers_pull(d: &Daemon, what: &str, layers: Vec<Vec<u8>>) -> (String, 
     (hostile_pull(d, &stand_in, what), art)
 }
 
+/// `unsafe_layers_pull` of one layer of `entries`; returns the error and the layer's short
+/// digest.
+fn unsafe_layer_pull(d: &Daemon, what: &str, entries: &[E]) -> (String, String) {
+    let (err, art) = unsafe_layers_pull(d, what, vec![layer(entries)]);
+    (err, short(&digest_of(&art.layers[0])))
+}
+
 #[test]
 fn layers_that_escape_the_rootfs_are_refused() {
-    let _t = Timer::start("layers_that_escape_the_rootfs_are_refused");
+    let _t = Timer::start();
     let d = daemon();
     let outside = tempfile::Builder::new()
         .prefix("berth-outside")
@@ -1570,43 +1421,38 @@ fn layers_that_escape_the_rootfs_are_refused() {
     ];
 
     // `..` breakout.
-    let (err, art) = unsafe_layers_pull(
+    let (err, refused) = unsafe_layer_pull(
         &d,
         "dotdot",
-        vec![layer(&[
+        &[
             E::Dir("bin/"),
             E::File("bin/ok", b"fine"),
             E::File("../../../escaped", b"pwned"),
-        ])],
+        ],
     );
     assert_eq!(
         err,
         format!(
-            r#"failed to extract layer {}: refusing unsafe tar entry "../../../escaped": climbs above the root (".." breakout)"#,
-            short(&digest_of(&art.layers[0]))
+            r#"failed to extract layer {refused}: refusing unsafe tar entry "../../../escaped": climbs above the root (".." breakout)"#
         )
     );
-    let (err, _) = unsafe_layers_pull(
+    let (err, _) = unsafe_layer_pull(
         &d,
         "dotdot inside a name",
-        vec![layer(&[E::File("bin/../../escaped", b"pwned")])],
+        &[E::File("bin/../../escaped", b"pwned")],
     );
     assert!(err.contains("climbs above the root"), "{err}");
 
     // An absolute symlink to a host directory, then a file written through it.
-    let (err, art) = unsafe_layers_pull(
+    let (err, refused) = unsafe_layer_pull(
         &d,
         "write through symlink",
-        vec![layer(&[
-            E::Symlink("evil", &out),
-            E::File("evil/pwned", b"pwned"),
-        ])],
+        &[E::Symlink("evil", &out), E::File("evil/pwned", b"pwned")],
     );
     assert_eq!(
         err,
         format!(
-            r#"failed to extract layer {}: refusing unsafe tar entry "evil/pwned": parent "evil" is a symbolic link; refusing to write through it"#,
-            short(&digest_of(&art.layers[0]))
+            r#"failed to extract layer {refused}: refusing unsafe tar entry "evil/pwned": parent "evil" is a symbolic link; refusing to write through it"#
         )
     );
     // The same across two layers (the second layer meets the first one's link on disk).
@@ -1627,13 +1473,13 @@ fn layers_that_escape_the_rootfs_are_refused() {
     );
     // A relative symlink climbing out.
     let relative = format!("../../../../../../../../..{out}");
-    let (err, _) = unsafe_layers_pull(
+    let (err, _) = unsafe_layer_pull(
         &d,
         "relative symlink escape",
-        vec![layer(&[
+        &[
             E::Symlink("evil", &relative),
             E::File("evil/pwned", b"pwned"),
-        ])],
+        ],
     );
     assert!(
         err.contains(&format!(
@@ -1646,7 +1492,7 @@ fn layers_that_escape_the_rootfs_are_refused() {
         ("hardlink climbing out", "../../../../../../etc/passwd"),
         ("hardlink to an absolute host path", "/etc/passwd"),
     ] {
-        let (err, _) = unsafe_layers_pull(&d, what, vec![layer(&[E::Hardlink("passwd", target)])]);
+        let (err, _) = unsafe_layer_pull(&d, what, &[E::Hardlink("passwd", target)]);
         assert!(
             err.contains(r#"refusing unsafe tar entry "passwd""#),
             "{what}: {err}"
@@ -1665,8 +1511,11 @@ fn layers_that_escape_the_rootfs_are_refused() {
     );
     let stand_in = hostile_registry(&art, "1", None, || status(500, &[], ""));
     let remote = format!("{}/hostile/plugin:1", stand_in.host());
-    assert_streamed_ok(&pull(&d, &remote, "", "null", None), "dir over symlink");
-    let id = inspect(&d, &remote).unwrap()["Id"]
+    assert_streamed_ok(
+        &pull(&d.socket, &remote, "", "null", None),
+        "dir over symlink",
+    );
+    let id = d.plugin(&remote).unwrap()["Id"]
         .as_str()
         .unwrap()
         .to_string();
@@ -1686,12 +1535,12 @@ fn layers_that_escape_the_rootfs_are_refused() {
 
 #[test]
 fn a_stalled_layer_fails_at_the_stall_deadline() {
-    let _t = Timer::start("a_stalled_layer_fails_at_the_stall_deadline");
-    let d = daemon();
+    let _t = Timer::start();
     let art = hostile_art(3);
     let digest = digest_of(&art.layers[0]);
     let n = art.layers[0].len();
     let half = art.layers[0][..n / 2].to_vec();
+    let d = daemon();
     let stand_in = hostile_registry(&art, "1", Some(digest.clone()), move || Reply::Partial {
         content_length: Some(n as u64),
         body: half.clone(),
@@ -1715,7 +1564,7 @@ fn a_stalled_layer_fails_at_the_stall_deadline() {
 
 #[test]
 fn a_multi_arch_index_installs_this_platform() {
-    let _t = Timer::start("a_multi_arch_index_installs_this_platform");
+    let _t = Timer::start();
     let d = daemon();
     let arch_art = |arch: &str| {
         Art::new(
@@ -1724,39 +1573,18 @@ fn a_multi_arch_index_installs_this_platform() {
         )
     };
     let (amd, arm) = (arch_art("amd64"), arch_art("arm64"));
-    let entry = |a: &Art, arch: &str| {
-        json!({
-            "mediaType": MEDIA_TYPE_DOCKER_MANIFEST,
-            "digest": a.digest(),
-            "size": a.manifest.len(),
-            "platform": {"architecture": arch, "os": "linux"},
-        })
-    };
-    let index = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": MEDIA_TYPE_DOCKER_MANIFEST_LIST,
-        "manifests": [entry(&amd, "amd64"), entry(&arm, "arm64")],
-    }))
-    .unwrap();
+    let entry = |a: &Art, arch: &str| index_entry(&a.manifest, Some(("linux", arch)));
+    let index = index_json(
+        MEDIA_TYPE_DOCKER_MANIFEST_LIST,
+        &[entry(&amd, "amd64"), entry(&arm, "arm64")],
+    );
     let mut blob_list = amd.blobs();
     blob_list.extend(arm.blobs());
     let stand_in = StandIn::start(simple_registry(
         vec![
-            (
-                "1".into(),
-                MEDIA_TYPE_DOCKER_MANIFEST_LIST.into(),
-                index.clone(),
-            ),
-            (
-                "amd".into(),
-                MEDIA_TYPE_DOCKER_MANIFEST.into(),
-                amd.manifest.clone(),
-            ),
-            (
-                "arm".into(),
-                MEDIA_TYPE_DOCKER_MANIFEST.into(),
-                arm.manifest.clone(),
-            ),
+            served("1", MEDIA_TYPE_DOCKER_MANIFEST_LIST, &index),
+            served("amd", MEDIA_TYPE_DOCKER_MANIFEST, &amd.manifest),
+            served("arm", MEDIA_TYPE_DOCKER_MANIFEST, &arm.manifest),
         ],
         blob_list,
     ));
@@ -1764,12 +1592,12 @@ fn a_multi_arch_index_installs_this_platform() {
     let ours = if go_arch() == "arm64" { &arm } else { &amd };
     let theirs = if go_arch() == "arm64" { &amd } else { &arm };
 
-    let r = privileges(&d, &remote, None);
+    let r = privileges(&d.socket, &remote, None);
     assert_eq!((r.status, r.text()), (200, "null\n".to_string()));
-    let r = pull(&d, &remote, "", "null", None);
+    let r = pull(&d.socket, &remote, "", "null", None);
     let msgs = assert_streamed_ok(&r, "pull index");
     println!("[berth] index pull: {:?}", steps(&msgs));
-    let p = inspect(&d, &remote).unwrap();
+    let p = d.plugin(&remote).unwrap();
     assert_eq!(
         p["Config"]["Description"],
         format!("built for {}", go_arch())
@@ -1804,26 +1632,24 @@ fn a_multi_arch_index_installs_this_platform() {
 
 #[test]
 fn htpasswd_registry_needs_credentials_for_push_and_pull() {
-    let _t = Timer::start("htpasswd_registry_needs_credentials_for_push_and_pull");
-    let reg = DockerRegistry::start(Some(("alice", "s3cret")));
+    let (_t, reg, d) = with_registry(Some(("alice", "s3cret")));
     let host = reg.host();
-    let d = daemon();
     let name = format!("{host}/alice/td:1");
     let good = basic_auth_header("alice", "s3cret", &host);
     let wrong = basic_auth_header("alice", "guess", &host);
-    create(&d, &name, &small_context("private", b"secret rootfs"));
+    d.create_plugin_ok(&name, &small_context("private", b"secret rootfs"));
 
     for (what, auth) in [
         ("no header", None),
         ("{}", Some(NO_AUTH)),
         ("wrong password", Some(wrong.as_str())),
     ] {
-        let r = push(&d, &name, auth);
+        let r = push(&d.socket, &name, auth);
         let err = failed_stream(&r, what);
         println!("[berth] push without credentials ({what}): {err}");
         assert_eq!(err, "unauthorized: authentication required", "{what}");
     }
-    let r = push(&d, &name, Some(&good));
+    let r = push(&d.socket, &name, Some(&good));
     let aux = assert_streamed_ok(&r, "push with credentials")
         .last()
         .unwrap()["aux"]
@@ -1834,27 +1660,27 @@ fn htpasswd_registry_needs_credentials_for_push_and_pull() {
         digest_of(&served_manifest(&host, "alice/td", "1", Some(&basic))),
         digest
     );
-    remove(&d, &name);
-    let (plugins_before, blobs_before) = (plugin_names(&d), blobs(&d));
+    d.remove_plugin(&name, false).expect(200, "rm");
+    let (plugins_before, blobs_before) = (d.plugin_names(""), blobs(&d));
 
     for (what, auth) in [
         ("no header", None),
         ("{}", Some(NO_AUTH)),
         ("wrong password", Some(wrong.as_str())),
     ] {
-        let r = pull(&d, &name, "", "null", auth);
+        let r = pull(&d.socket, &name, "", "null", auth);
         let err = failed_stream(&r, what);
         println!("[berth] pull without credentials ({what}): {err}");
         assert_eq!(err, "unauthorized: authentication required", "{what}");
         assert_nothing_left(&d, &plugins_before, &blobs_before, what);
-        let r = privileges(&d, &name, auth);
+        let r = privileges(&d.socket, &name, auth);
         assert_privileges_hidden(&r, what);
     }
-    let r = privileges(&d, &name, Some(&good));
+    let r = privileges(&d.socket, &name, Some(&good));
     assert_eq!((r.status, r.text()), (200, "null\n".to_string()));
-    let r = pull(&d, &name, "", "null", Some(&good));
+    let r = pull(&d.socket, &name, "", "null", Some(&good));
     assert_streamed_ok(&r, "pull with credentials");
-    let p = inspect(&d, &name).unwrap();
+    let p = d.plugin(&name).unwrap();
     assert_eq!(p["Config"]["Description"], "private");
     assert_eq!(
         blob(&d, &digest),
@@ -1870,16 +1696,11 @@ fn htpasswd_registry_needs_credentials_for_push_and_pull() {
 /// it closed.
 fn pull_and_hang_up(d: &Daemon, remote: &str) {
     let path = format!("/v1.41/plugins/pull?remote={}&name=", url_escape(remote));
-    let mut stream = send(
-        &d.socket,
-        "POST",
-        &path,
-        &[
-            ("Content-Type", "application/json"),
-            ("X-Registry-Auth", NO_AUTH),
-        ],
-        b"null",
-    );
+    let headers = [
+        ("Content-Type", "application/json"),
+        ("X-Registry-Auth", NO_AUTH),
+    ];
+    let mut stream = send_request(&d.socket, ("POST", &path, &headers, b"null"), 4).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(60)))
         .unwrap();
@@ -1923,7 +1744,10 @@ fn large_art() -> Art {
     )
 }
 
-fn assert_cancelled_cleanly(d: &Daemon, within: Duration, what: &str) -> Duration {
+/// Pulls `remote`, hangs up at the first `Downloading`, and asserts that within `within` berth
+/// has left nothing of the pull behind and still answers.
+fn cancel_pull(d: &Daemon, remote: &str, within: Duration, what: &str) {
+    pull_and_hang_up(d, remote);
     let started = Instant::now();
     let clean = eventually(within, || {
         let (tmp, ingest) = scratch(d);
@@ -1933,17 +1757,48 @@ fn assert_cancelled_cleanly(d: &Daemon, within: Duration, what: &str) -> Duratio
     assert!(
         clean,
         "{what}: {within:?} after the client left: plugins {:?}, scratch {:?}, blobs {:?}",
-        plugin_names(d),
+        d.plugin_names(""),
         scratch(d),
         blobs(d)
     );
-    assert!(plugin_names(d).is_empty(), "{what}");
-    took
+    assert!(d.plugin_names("").is_empty(), "{what}");
+    println!(
+        "[berth] cancelled pull ({what}) clean after {:.1}s",
+        took.as_secs_f64()
+    );
+    assert_eq!(d.get("/_ping").status, 200);
+}
+
+/// berth after a pull of a large plugin from a slow stand-in (its layer in `chunk`-byte
+/// pieces) was cancelled, checked as `cancel_pull` does; the plugin and its remote.
+fn cancelled_slow_pull(
+    chunk: usize,
+    within: Duration,
+    what: &str,
+) -> (Daemon, StandIn, Art, String) {
+    let art = large_art();
+    let stand_in = slow_registry(&art, chunk);
+    let d = daemon();
+    let remote = format!("{}/slow/plugin:1", stand_in.host());
+    cancel_pull(&d, &remote, within, what);
+    (d, stand_in, art, remote)
+}
+
+/// A stand-in serving `art` whose layer comes in `chunk`-byte pieces, 50 ms apart.
+fn slow_registry(art: &Art, chunk: usize) -> StandIn {
+    let body = Arc::new(art.layers[0].clone());
+    let delay = Duration::from_millis(50);
+    let layer = Some(digest_of(&body));
+    hostile_registry(art, "1", layer, move || Reply::Slow {
+        body: body.clone(),
+        chunk,
+        delay,
+    })
 }
 
 #[test]
 fn a_client_that_hangs_up_cancels_the_pull_real_registry() {
-    let _t = Timer::start("a_client_that_hangs_up_cancels_the_pull_real_registry");
+    let _t = Timer::start();
     let reg = DockerRegistry::start(None);
     let host = reg.host();
     let art = large_art();
@@ -1959,22 +1814,16 @@ fn a_client_that_hangs_up_cancels_the_pull_real_registry() {
     );
     let d = daemon();
 
-    pull_and_hang_up(&d, &remote);
-    let took = assert_cancelled_cleanly(&d, Duration::from_secs(15), "real registry");
-    println!(
-        "[berth] cancelled pull (real registry) clean after {:.1}s",
-        took.as_secs_f64()
-    );
-    assert_eq!(d.get("/_ping").status, 200);
+    cancel_pull(&d, &remote, Duration::from_secs(15), "real registry");
     // The daemon still serves, and the same pull completes.
     let started = Instant::now();
-    let r = pull(&d, &remote, "", "null", Some(NO_AUTH));
+    let r = pull(&d.socket, &remote, "", "null", Some(NO_AUTH));
     assert_streamed_ok(&r, "pull after cancel");
     println!(
         "[berth] a whole pull of the 50 MiB plugin took {:.1}s",
         started.elapsed().as_secs_f64()
     );
-    let id = inspect(&d, &remote).unwrap()["Id"]
+    let id = d.plugin(&remote).unwrap()["Id"]
         .as_str()
         .unwrap()
         .to_string();
@@ -1988,57 +1837,27 @@ fn a_client_that_hangs_up_cancels_the_pull_real_registry() {
 
 #[test]
 fn a_client_that_hangs_up_stops_the_download_promptly() {
-    let _t = Timer::start("a_client_that_hangs_up_stops_the_download_promptly");
-    let art = large_art();
-    let layer_digest = digest_of(&art.layers[0]);
-    let body = Arc::new(art.layers[0].clone());
+    let _t = Timer::start();
     // 50 MiB at ~2.5 MB/s: 20 s for the whole layer.
-    let stand_in = hostile_registry(&art, "1", Some(layer_digest), move || Reply::Slow {
-        body: body.clone(),
-        chunk: 128 * 1024,
-        delay: Duration::from_millis(50),
-    });
-    let d = daemon();
-    let remote = format!("{}/slow/plugin:1", stand_in.host());
-    pull_and_hang_up(&d, &remote);
-    let took = assert_cancelled_cleanly(&d, Duration::from_secs(5), "slow stand-in");
-    println!(
-        "[berth] cancelled pull (slow stand-in) clean after {:.1}s",
-        took.as_secs_f64()
-    );
+    let within = Duration::from_secs(5);
+    let (_d, stand_in, art, _) = cancelled_slow_pull(128 * 1024, within, "slow stand-in");
     // berth stopped reading: the stand-in's writes stop growing.
     let a = stand_in.written.load(Ordering::Relaxed);
     thread::sleep(Duration::from_secs(2));
     let b = stand_in.written.load(Ordering::Relaxed);
     assert!(b - a < 2 << 20, "still downloading: {a} -> {b} bytes");
     assert!(b < (art.layers[0].len() as u64) / 2, "downloaded {b} bytes");
-    assert_eq!(d.get("/_ping").status, 200);
 }
 
 #[test]
 fn a_client_that_hangs_up_leaves_nothing_slow_registry() {
-    let _t = Timer::start("a_client_that_hangs_up_leaves_nothing_slow_registry");
-    let art = large_art();
-    let layer_digest = digest_of(&art.layers[0]);
-    let body = Arc::new(art.layers[0].clone());
+    let _t = Timer::start();
     // 50 MiB at ~10 MB/s: ~5 s for the whole layer; the client leaves at the start.
-    let stand_in = hostile_registry(&art, "1", Some(layer_digest), move || Reply::Slow {
-        body: body.clone(),
-        chunk: 512 * 1024,
-        delay: Duration::from_millis(50),
-    });
-    let d = daemon();
-    let remote = format!("{}/slow/plugin:1", stand_in.host());
-    pull_and_hang_up(&d, &remote);
-    let took = assert_cancelled_cleanly(&d, Duration::from_secs(30), "slow stand-in");
-    println!(
-        "[berth] cancelled pull (stand-in, 5 s layer) clean after {:.1}s",
-        took.as_secs_f64()
-    );
-    assert_eq!(d.get("/_ping").status, 200);
-    let r = pull(&d, &remote, "", "null", None);
+    let within = Duration::from_secs(30);
+    let (d, _stand_in, _, remote) = cancelled_slow_pull(512 * 1024, within, "5 s layer");
+    let r = pull(&d.socket, &remote, "", "null", None);
     assert_streamed_ok(&r, "pull after cancel");
-    assert_eq!(plugin_names(&d), vec![remote]);
+    assert_eq!(d.plugin_names(""), vec![remote]);
 }
 
 // =================================================================================================
@@ -2047,60 +1866,49 @@ fn a_client_that_hangs_up_leaves_nothing_slow_registry() {
 
 #[test]
 fn upgrade_keeps_id_name_settings_and_swaps_config_and_rootfs() {
-    let _t = Timer::start("upgrade_keeps_id_name_settings_and_swaps_config_and_rootfs");
-    let reg = DockerRegistry::start(None);
+    let (_t, reg, d) = with_registry(None);
     let host = reg.host();
-    let d = daemon();
-    let v1 = format!("{host}/test/up:1");
-    let v2 = format!("{host}/test/up:2");
-    let v3 = format!("{host}/test/up:3");
-    create(&d, &v1, &driver_context(&test_plugin_config(""), &[]));
+    let [v1, v2, v3] = at(&host, ["test/up:1", "test/up:2", "test/up:3"]);
+    d.create_plugin_ok(&v1, &driver_context(&test_plugin_config(""), &[]));
     let config2 = test_plugin_config("").replace("berth test volume driver", "upgraded driver");
-    create(
-        &d,
+    d.create_plugin_ok(
         &v2,
         &driver_context(&config2, &[("upgraded.txt", b"version 2\n")]),
     );
-    create(
-        &d,
-        &v3,
-        &driver_context(&test_plugin_config(PRIVILEGED), &[]),
-    );
+    d.create_plugin_ok(&v3, &driver_context(&test_plugin_config(PRIVILEGED), &[]));
     let mut aux2 = Value::Null;
     for n in [&v1, &v2, &v3] {
-        let msgs = assert_streamed_ok(&push(&d, n, Some(NO_AUTH)), n);
+        let msgs = assert_streamed_ok(&push(&d.socket, n, Some(NO_AUTH)), n);
         if n == &v2 {
             aux2 = msgs.last().unwrap()["aux"].clone();
         }
-        remove(&d, n);
+        d.remove_plugin(n, false).expect(200, "rm");
     }
 
-    let r = pull(&d, &v1, "", "null", Some(NO_AUTH));
+    let r = pull(&d.socket, &v1, "", "null", Some(NO_AUTH));
     assert_streamed_ok(&r, "pull v1");
-    set(&d, &v1, &["TEST_START_DELAY_MS=0"]);
-    let before = inspect(&d, &v1).unwrap();
+    d.set_plugin(&v1, &["TEST_START_DELAY_MS=0"])
+        .expect(204, "set");
+    let before = d.plugin(&v1).unwrap();
     let id = before["Id"].as_str().unwrap().to_string();
     let rootfs = plugins_root(&d).join(&id).join("rootfs");
 
     // Enabled: refused with 409 before anything streams.
-    let r = enable(&d, &v1);
+    let r = d.enable_plugin(&v1);
     assert_eq!(r.status, 200, "enable: {}\n{}", r.text(), d.log());
-    let r = upgrade(&d, &v1, &v2, "null");
-    assert_eq!(
-        (r.status, r.message()),
-        (
-            409,
-            format!("plugin must be disabled before upgrading: plugin {v1} is enabled")
-        )
+    let r = upgrade(&d.socket, &v1, &v2, "null");
+    r.assert_error(
+        409,
+        &format!("plugin must be disabled before upgrading: plugin {v1} is enabled"),
     );
-    disable(&d, &v1);
+    d.disable_plugin(&v1).expect(200, "disable");
 
     // Disabled: upgraded in place.
-    let r = upgrade(&d, &v1, &v2, "null");
+    let r = upgrade(&d.socket, &v1, &v2, "null");
     assert_eq!(r.header("docker-plugin-name"), Some(v1.as_str()));
     let msgs = assert_streamed_ok(&r, "upgrade");
     assert_eq!(status_of(&msgs[0]), format!("Pulling from {host}/test/up"));
-    let after = inspect(&d, &v1).unwrap();
+    let after = d.plugin(&v1).unwrap();
     assert_eq!(after["Id"], before["Id"]);
     assert_eq!(after["Name"], before["Name"]);
     assert_eq!(after["Settings"], before["Settings"]);
@@ -2134,7 +1942,7 @@ fn upgrade_keeps_id_name_settings_and_swaps_config_and_rootfs() {
     assert_eq!(blobs(&d).len(), 3, "{:?}", blobs(&d));
     assert_eq!(scratch(&d), (BTreeSet::new(), BTreeSet::new()));
     // ... and it runs.
-    let r = enable(&d, &v1);
+    let r = d.enable_plugin(&v1);
     assert_eq!(
         r.status,
         200,
@@ -2142,13 +1950,13 @@ fn upgrade_keeps_id_name_settings_and_swaps_config_and_rootfs() {
         r.text(),
         d.log()
     );
-    disable(&d, &v1);
+    d.disable_plugin(&v1).expect(200, "disable");
 
-    let state = |d: &Daemon| (inspect(d, &v1).unwrap(), tree(&rootfs), blobs(d));
+    let state = |d: &Daemon| (d.plugin(&v1).unwrap(), tree(&rootfs), blobs(d));
     let upgraded = state(&d);
 
     // A fetch that fails leaves everything as it was.
-    let r = upgrade(&d, &v1, &format!("{host}/test/up:nope"), "null");
+    let r = upgrade(&d.socket, &v1, &format!("{host}/test/up:nope"), "null");
     let err = failed_stream(&r, "upgrade to a missing tag");
     assert_eq!(err, format!("{host}/test/up:nope: not found"));
     assert!(state(&d) == upgraded, "a failed upgrade changed the plugin");
@@ -2156,7 +1964,7 @@ fn upgrade_keeps_id_name_settings_and_swaps_config_and_rootfs() {
 
     // A wrong grant: incorrect privileges, nothing changed.
     for grant in ["null", "[]"] {
-        let r = upgrade(&d, &v1, &v3, grant);
+        let r = upgrade(&d.socket, &v1, &v3, grant);
         assert_eq!(r.status, 200, "{}", r.text());
         assert_eq!(
             r.text().trim_end().lines().last().unwrap(),
@@ -2169,9 +1977,9 @@ fn upgrade_keeps_id_name_settings_and_swaps_config_and_rootfs() {
         assert_eq!(scratch(&d), (BTreeSet::new(), BTreeSet::new()));
     }
     // The right grant for v3 works.
-    let r = upgrade(&d, &v1, &v3, &privileged_list().to_string());
+    let r = upgrade(&d.socket, &v1, &v3, &privileged_list().to_string());
     assert_streamed_ok(&r, "upgrade to v3");
-    let p = inspect(&d, &v1).unwrap();
+    let p = d.plugin(&v1).unwrap();
     assert_eq!(p["PluginReference"], v3.as_str());
     assert_eq!(p["Config"]["Network"]["Type"], "host");
     assert_eq!(
@@ -2259,16 +2067,51 @@ fn docker_cli() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/usr/local/bin/docker"))
 }
 
+/// containerd with its own socket (returned), root, state and configuration under `dir`, as
+/// scripts/testbed.py starts one for the compat harness: a dockerd pointed at it leaves a
+/// containerd already listening on /run/containerd alone (whose state mixed with the private
+/// dockerd's made `plugin enable` fail with `... plugins.moby/<id>: file exists`).
+fn private_containerd(dir: &Path) -> (HostProcess, PathBuf) {
+    std::fs::create_dir_all(dir).unwrap();
+    let address = dir.join("c.sock");
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "version = 2\nroot = \"{}\"\nstate = \"{}\"\n\
+             disabled_plugins = [\"io.containerd.grpc.v1.cri\", \"io.containerd.internal.v1.opt\"]\n\
+             [grpc]\n  address = \"{}\"\n",
+            dir.join("root").display(),
+            dir.join("state").display(),
+            address.display()
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.join("containerd.log")).unwrap();
+    let mut cmd = Command::new("containerd");
+    cmd.arg("--config")
+        .arg(&config)
+        .arg("--address")
+        .arg(&address)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
+    let containerd = HostProcess::spawn("containerd", &mut cmd);
+    wait_for_socket(&address);
+    (containerd, address)
+}
+
 /// A private dockerd as compat-tests/harness.py starts one: its own data and exec roots under
-/// `/tmp/bc…` (and so its own supervised containerd), an empty config file, no iptables, no
-/// bridge; stopped by PID (SIGTERM, 30 s, SIGKILL), its containerd only if its command line
-/// names our exec root, leftovers killed by PID + start time. /var/lib/docker is never touched.
+/// `/tmp/bc…`, its own containerd, an empty config file, no iptables, no bridge; stopped by
+/// PID (SIGTERM, 30 s, SIGKILL), then its containerd, leftovers killed by PID + start time.
+/// /var/lib/docker is never touched.
 struct Dockerd {
     tmp: PathBuf,
     sock: PathBuf,
     data_root: PathBuf,
     exec_root: PathBuf,
     child: Option<Child>,
+    containerd: HostProcess,
+    containerd_address: PathBuf,
 }
 
 impl Dockerd {
@@ -2306,12 +2149,15 @@ impl Dockerd {
             .keep();
         let config = tmp.join("daemon.json");
         std::fs::write(&config, "{}\n").unwrap();
+        let (containerd, containerd_address) = private_containerd(&tmp.join("ctd"));
         let mut d = Dockerd {
             sock: tmp.join("docker.sock"),
             data_root: tmp.join("data"),
             exec_root: tmp.join("exec"),
             tmp: tmp.clone(),
             child: None,
+            containerd,
+            containerd_address,
         };
         let log = std::fs::File::create(tmp.join("daemon.log")).unwrap();
         use std::os::unix::process::CommandExt;
@@ -2327,6 +2173,8 @@ impl Dockerd {
             .arg("--pidfile")
             .arg(tmp.join("docker.pid"))
             .args(["--iptables=false", "--bridge=none"])
+            .arg("--containerd")
+            .arg(&d.containerd_address)
             .current_dir(&tmp)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -2369,7 +2217,7 @@ impl Dockerd {
 
     /// Processes below dockerd and below the containerd shims talking to our containerd.
     fn owned(&self) -> Vec<(i32, u64)> {
-        let addr = self.exec_root.join("containerd/containerd.sock");
+        let addr = &self.containerd_address;
         let mut roots: BTreeSet<i32> = all_pids()
             .into_iter()
             .filter(|p| {
@@ -2428,20 +2276,7 @@ impl Dockerd {
         }
         let _ = child.wait();
         owned.extend(self.owned());
-        // Our containerd, only if its command line names our exec root.
-        if let Ok(text) = std::fs::read_to_string(self.exec_root.join("containerd/containerd.pid"))
-        {
-            if let Ok(cpid) = text.trim().parse::<i32>() {
-                if pid_alive(cpid) && cmdline(cpid).contains(&self.exec_root.display().to_string())
-                {
-                    let p = nix::unistd::Pid::from_raw(cpid);
-                    let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGTERM);
-                    if !eventually(Duration::from_secs(5), || !pid_alive(cpid)) {
-                        let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGKILL);
-                    }
-                }
-            }
-        }
+        self.containerd.terminate();
         owned.extend(self.owned());
         for (p, start) in owned {
             if proc_stat(p).is_some_and(|(_, st)| st == start) && pid_alive(p) {
@@ -2475,7 +2310,7 @@ impl Drop for Dockerd {
 
 #[test]
 fn plugins_cross_between_berth_and_dockerd_20_10() {
-    let _t = Timer::start("plugins_cross_between_berth_and_dockerd_20_10");
+    let _t = Timer::start();
     let Some(dockerd) = Dockerd::start() else {
         return;
     };
@@ -2485,14 +2320,10 @@ fn plugins_cross_between_berth_and_dockerd_20_10() {
 
     // berth -> registry -> dockerd.
     let from_berth = format!("{host}/cross/fromberth:1");
-    create(
-        &d,
-        &from_berth,
-        &test_plugin_context(&test_plugin_config("")),
-    );
-    let berth_push = push(&d, &from_berth, Some(NO_AUTH));
+    d.create_plugin_ok(&from_berth, &test_plugin_context(&test_plugin_config("")));
+    let berth_push = push(&d.socket, &from_berth, Some(NO_AUTH));
     let berth_push_msgs = assert_streamed_ok(&berth_push, "berth push");
-    let created = inspect(&d, &from_berth).unwrap();
+    let created = d.plugin(&from_berth).unwrap();
     let out = dockerd.docker(&["plugin", "install", "--grant-all-permissions", &from_berth]);
     assert!(
         out.status.success(),
@@ -2539,13 +2370,13 @@ fn plugins_cross_between_berth_and_dockerd_20_10() {
         &ctx_dir.path().display().to_string(),
     ]);
     assert!(out.status.success(), "{}", dockerd.log());
-    let dockerd_push = push_on(&dockerd.sock, &from_dockerd, Some(NO_AUTH));
+    let dockerd_push = push(&dockerd.sock, &from_dockerd, Some(NO_AUTH));
     let dockerd_push_msgs = assert_streamed_ok(&dockerd_push, "dockerd push");
-    let r = privileges(&d, &from_dockerd, Some(NO_AUTH));
+    let r = privileges(&d.socket, &from_dockerd, Some(NO_AUTH));
     assert_eq!((r.status, r.text()), (200, "null\n".to_string()));
-    let berth_pull = pull(&d, &from_dockerd, "", "null", Some(NO_AUTH));
+    let berth_pull = pull(&d.socket, &from_dockerd, "", "null", Some(NO_AUTH));
     let berth_pull_msgs = assert_streamed_ok(&berth_pull, "berth pulls dockerd's push");
-    let p = inspect(&d, &from_dockerd).unwrap();
+    let p = d.plugin(&from_dockerd).unwrap();
     assert_eq!(p["Config"]["Description"], "made by dockerd");
     assert_eq!(p["Config"]["DockerVersion"], "20.10.24+dfsg1");
     let digest = dockerd_push_msgs.last().unwrap()["aux"]["Digest"]
@@ -2556,7 +2387,7 @@ fn plugins_cross_between_berth_and_dockerd_20_10() {
         blob(&d, &digest),
         served_manifest(&host, "cross/fromdockerd", "1", None)
     );
-    let r = enable(&d, &from_dockerd);
+    let r = d.enable_plugin(&from_dockerd);
     assert_eq!(
         r.status,
         200,
@@ -2564,9 +2395,9 @@ fn plugins_cross_between_berth_and_dockerd_20_10() {
         r.text(),
         d.log()
     );
-    disable(&d, &from_dockerd);
+    d.disable_plugin(&from_dockerd).expect(200, "disable");
     // ... and dockerd pulls it back from the registry the same (its own push, byte for byte).
-    let dockerd_pull = pull_on(&dockerd.sock, &from_berth, "", "null", Some(NO_AUTH));
+    let dockerd_pull = pull(&dockerd.sock, &from_berth, "", "null", Some(NO_AUTH));
     let dockerd_pull_msgs = assert_streamed_ok(&dockerd_pull, "dockerd pull via API");
 
     println!(
@@ -2601,25 +2432,16 @@ fn plugins_cross_between_berth_and_dockerd_20_10() {
 
     // Errors, side by side (raw HTTP, API 1.41).
     let priv_name = format!("{host}/cross/priv:1");
-    create(&d, &priv_name, &small_privileged_context("privileged"));
-    assert_streamed_ok(&push(&d, &priv_name, Some(NO_AUTH)), "push privileged");
-    remove(&d, &priv_name);
+    d.create_plugin_ok(&priv_name, &small_privileged_context("privileged"));
+    assert_streamed_ok(
+        &push(&d.socket, &priv_name, Some(NO_AUTH)),
+        "push privileged",
+    );
+    d.remove_plugin(&priv_name, false).expect(200, "rm");
     let mut first_sorted = privileged_list();
     first_sorted[3]["Value"] = json!(["CAP_NET_ADMIN"]);
-    let image_config =
-        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
-    let image_layer = layer(&[E::File("hello", b"image")]);
     let image = format!("{host}/cross/image:1");
-    push_raw(
-        &image,
-        "1",
-        &[image_config, &image_layer],
-        MEDIA_TYPE_DOCKER_MANIFEST,
-        &manifest_json(
-            &desc(MEDIA_TYPE_DOCKER_IMAGE_CONFIG, image_config),
-            &[desc(MEDIA_TYPE_DOCKER_LAYER_GZIP, &image_layer)],
-        ),
-    );
+    push_image(&image);
     let cases = [
         (
             "missing tag",
@@ -2642,8 +2464,8 @@ fn plugins_cross_between_berth_and_dockerd_20_10() {
     ];
     for (what, remote, grant) in &cases {
         let alias = "cmp:latest";
-        let b = pull(&d, remote, alias, grant, Some(NO_AUTH));
-        let k = pull_on(&dockerd.sock, remote, alias, grant, Some(NO_AUTH));
+        let b = pull(&d.socket, remote, alias, grant, Some(NO_AUTH));
+        let k = pull(&dockerd.sock, remote, alias, grant, Some(NO_AUTH));
         let text = |r: &Response| {
             if r.status != 200 {
                 format!("HTTP {} {}", r.status, r.text().trim())
@@ -2688,22 +2510,26 @@ fn plugins_cross_between_berth_and_dockerd_20_10() {
             );
         }
     }
-    let r = privileges_on(
+    let r = privileges(
         &dockerd.sock,
         &format!("{host}/cross/fromberth:nope"),
         Some(NO_AUTH),
     );
     println!(
         "[compare] privileges of a missing tag: berth {} / dockerd {} {}",
-        privileges(&d, &format!("{host}/cross/fromberth:nope"), Some(NO_AUTH))
-            .text()
-            .trim(),
+        privileges(
+            &d.socket,
+            &format!("{host}/cross/fromberth:nope"),
+            Some(NO_AUTH)
+        )
+        .text()
+        .trim(),
         r.status,
         r.text().trim()
     );
     let (b, k) = (
-        privileges(&d, &image, Some(NO_AUTH)),
-        privileges_on(&dockerd.sock, &image, Some(NO_AUTH)),
+        privileges(&d.socket, &image, Some(NO_AUTH)),
+        privileges(&dockerd.sock, &image, Some(NO_AUTH)),
     );
     println!(
         "[compare] privileges of an image: berth {} {} / dockerd {} {}",
@@ -2713,7 +2539,7 @@ fn plugins_cross_between_berth_and_dockerd_20_10() {
         k.text().trim()
     );
     assert_eq!((b.status, b.message()), (k.status, k.message()));
-    let r = privileges_on(&dockerd.sock, &priv_name, Some(NO_AUTH));
+    let r = privileges(&dockerd.sock, &priv_name, Some(NO_AUTH));
     assert_eq!(r.status, 200);
     assert_eq!(
         r.json(),

@@ -11,40 +11,16 @@ fn daemon() -> Daemon {
     Daemon::start_with(&["--plugin-start-timeout", "3"])
 }
 
-/// Creates the test driver plugin with `set` arguments applied; returns its ID.
-fn create_test_plugin(d: &Daemon, extra_config: &str, settings: &[&str]) -> String {
-    let r = d.create_plugin(
-        PLUGIN,
-        &test_plugin_context(&test_plugin_config(extra_config)),
-    );
-    assert_eq!(r.status, 204, "{}", r.text());
-    if !settings.is_empty() {
-        let body = serde_json::to_string(settings).unwrap();
-        let r = d.post_json(&format!("/v1.41/plugins/{PLUGIN}/set"), &body);
-        assert_eq!(r.status, 204, "{}", r.text());
-    }
-    d.get(&format!("/v1.41/plugins/{PLUGIN}/json")).json()["Id"]
-        .as_str()
-        .unwrap()
-        .to_string()
-}
-
 fn enable(d: &Daemon) -> Response {
-    d.request(
-        "POST",
-        &format!("/v1.41/plugins/{PLUGIN}/enable?timeout=30"),
-        &[],
-        &[],
-    )
+    d.enable_plugin(PLUGIN)
 }
 
 fn disable(d: &Daemon) -> Response {
-    d.request(
-        "POST",
-        &format!("/v1.41/plugins/{PLUGIN}/disable"),
-        &[],
-        &[],
-    )
+    d.disable_plugin(PLUGIN)
+}
+
+fn enabled(d: &Daemon) -> bool {
+    d.plugin(PLUGIN).unwrap()["Enabled"] == true
 }
 
 fn socket(d: &Daemon, id: &str) -> std::path::PathBuf {
@@ -62,15 +38,12 @@ fn logs(d: &Daemon) -> String {
 #[test]
 fn enable_answers_on_the_socket_and_disable_releases_everything() {
     let d = daemon();
-    let id = create_test_plugin(&d, "", &[]);
+    let id = d.create_test_plugin(PLUGIN, "", &[]);
     let r = enable(&d);
     assert_eq!(r.status, 200, "{}", r.text());
     let activated = activate(&d, &id).expect("socket accepts connections once enable returns");
     assert_eq!(activated.json()["Implements"][0], "VolumeDriver");
-    assert_eq!(
-        d.get(&format!("/v1.41/plugins/{PLUGIN}/json")).json()["Enabled"],
-        true
-    );
+    assert!(enabled(&d));
     assert_eq!(
         plugin_processes(&id).len(),
         1,
@@ -78,35 +51,22 @@ fn enable_answers_on_the_socket_and_disable_releases_everything() {
     );
 
     let again = enable(&d);
-    assert_eq!(
-        (again.status, again.message()),
-        (
-            409,
-            format!("plugin already enabled: plugin {PLUGIN} is enabled")
-        )
+    again.assert_error(
+        409,
+        &format!("plugin already enabled: plugin {PLUGIN} is enabled"),
     );
-    let rm = d.request("DELETE", &format!("/v1.41/plugins/{PLUGIN}"), &[], &[]);
-    assert_eq!(
-        (rm.status, rm.message()),
-        (409, format!("plugin {PLUGIN} is enabled"))
-    );
+    let rm = d.remove_plugin(PLUGIN, false);
+    rm.assert_error(409, &format!("plugin {PLUGIN} is enabled"));
 
     let r = disable(&d);
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(eventually(Duration::from_secs(5), || plugin_processes(&id).is_empty()));
-    assert!(
-        mounts_under(d.dir.path()).is_empty(),
-        "{:?}",
-        mounts_under(d.dir.path())
-    );
+    assert_nothing_mounted_under(d.dir.path());
     assert!(!socket(&d, &id).exists());
     let again = disable(&d);
-    assert_eq!(
-        (again.status, again.message()),
-        (
-            409,
-            format!("plugin is already disabled: plugin {PLUGIN} found but disabled")
-        )
+    again.assert_error(
+        409,
+        &format!("plugin is already disabled: plugin {PLUGIN} found but disabled"),
     );
 
     // Cycles work and `rm -f` of an enabled plugin disables it first.
@@ -116,49 +76,32 @@ fn enable_answers_on_the_socket_and_disable_releases_everything() {
         assert_eq!(disable(&d).status, 200);
     }
     assert_eq!(enable(&d).status, 200);
-    let rm = d.request(
-        "DELETE",
-        &format!("/v1.41/plugins/{PLUGIN}?force=1"),
-        &[],
-        &[],
-    );
+    let rm = d.remove_plugin(PLUGIN, true);
     assert_eq!(rm.status, 200, "{}", rm.text());
     assert!(eventually(Duration::from_secs(5), || plugin_processes(&id).is_empty()));
-    assert!(mounts_under(d.dir.path()).is_empty());
+    assert_nothing_mounted_under(d.dir.path());
     assert!(!d.exec_root.join("plugins").join(&id).exists());
 }
 
 #[test]
 fn enable_timeout_parameter_is_mandatory() {
     let d = daemon();
-    create_test_plugin(&d, "", &[]);
+    d.create_test_plugin(PLUGIN, "", &[]);
     let r = d.request("POST", &format!("/v1.41/plugins/{PLUGIN}/enable"), &[], &[]);
-    assert_eq!(
-        (r.status, r.message()),
-        (
-            500,
-            "strconv.Atoi: parsing \"\": invalid syntax".to_string()
-        )
-    );
+    r.assert_error(500, "strconv.Atoi: parsing \"\": invalid syntax");
     let r = d.request(
         "POST",
         &format!("/v1.44/plugins/{PLUGIN}/enable?timeout=x"),
         &[],
         &[],
     );
-    assert_eq!(
-        (r.status, r.message()),
-        (
-            400,
-            "strconv.Atoi: parsing \"x\": invalid syntax".to_string()
-        )
-    );
+    r.assert_error(400, "strconv.Atoi: parsing \"x\": invalid syntax");
 }
 
 #[test]
 fn a_plugin_that_never_listens_fails_enable_and_leaves_nothing() {
     let d = daemon();
-    let id = create_test_plugin(&d, "", &["TEST_NEVER_LISTEN=1"]);
+    let id = d.create_test_plugin(PLUGIN, "", &["TEST_NEVER_LISTEN=1"]);
     let started = std::time::Instant::now();
     let r = enable(&d);
     assert_eq!(r.status, 500);
@@ -168,23 +111,16 @@ fn a_plugin_that_never_listens_fails_enable_and_leaves_nothing() {
     );
     assert_eq!(r.message(), expected);
     assert!(started.elapsed() < Duration::from_secs(10));
-    assert_eq!(
-        d.get(&format!("/v1.41/plugins/{PLUGIN}/json")).json()["Enabled"],
-        false
-    );
+    assert!(!enabled(&d));
     assert!(eventually(Duration::from_secs(5), || plugin_processes(&id).is_empty()));
-    assert!(
-        mounts_under(d.dir.path()).is_empty(),
-        "{:?}",
-        mounts_under(d.dir.path())
-    );
+    assert_nothing_mounted_under(d.dir.path());
 }
 
 #[test]
 fn a_plugin_that_exits_at_start_fails_enable_at_once_with_its_output() {
     let d = daemon();
-    create_test_plugin(
-        &d,
+    d.create_test_plugin(
+        PLUGIN,
         "",
         &[
             "TEST_NEVER_LISTEN=1",
@@ -214,7 +150,7 @@ fn a_plugin_that_exits_at_start_fails_enable_at_once_with_its_output() {
 #[test]
 fn output_is_logged_with_the_plugin_id_and_served_per_plugin() {
     let d = daemon();
-    let id = create_test_plugin(&d, "", &["TEST_STDERR_LINES=3", "TEST_REPORT=1"]);
+    let id = d.create_test_plugin(PLUGIN, "", &["TEST_STDERR_LINES=3", "TEST_REPORT=1"]);
     assert_eq!(enable(&d).status, 200);
     assert!(eventually(Duration::from_secs(5), || logs(&d)
         .contains("test-plugin stderr line 3")));
@@ -239,7 +175,7 @@ fn output_is_logged_with_the_plugin_id_and_served_per_plugin() {
 #[test]
 fn a_crashing_plugin_is_restarted_with_backoff_and_stays_enabled() {
     let d = daemon();
-    let id = create_test_plugin(&d, "", &["TEST_CRASH_AFTER_MS=300"]);
+    let id = d.create_test_plugin(PLUGIN, "", &["TEST_CRASH_AFTER_MS=300"]);
     assert_eq!(enable(&d).status, 200);
     // 300 ms of life, then 100 ms, 200 ms, 400 ms of backoff between restarts.
     assert!(eventually(Duration::from_secs(10), || logs(&d)
@@ -253,10 +189,7 @@ fn a_crashing_plugin_is_restarted_with_backoff_and_stays_enabled() {
     );
     assert!(text.contains("restart 2 in 200ms"), "{text}");
     assert!(text.contains("restart 3 in 400ms"), "{text}");
-    assert_eq!(
-        d.get(&format!("/v1.41/plugins/{PLUGIN}/json")).json()["Enabled"],
-        true
-    );
+    assert!(enabled(&d));
     assert_eq!(disable(&d).status, 200);
     assert!(eventually(Duration::from_secs(5), || plugin_processes(&id).is_empty()));
     let settled = logs(&d);
@@ -267,7 +200,7 @@ fn a_crashing_plugin_is_restarted_with_backoff_and_stays_enabled() {
 #[test]
 fn a_plugin_ignoring_sigterm_is_killed_after_the_grace_period() {
     let d = Daemon::start_with(&["--plugin-start-timeout", "3"]);
-    let id = create_test_plugin(&d, "", &["TEST_IGNORE_SIGTERM=1"]);
+    let id = d.create_test_plugin(PLUGIN, "", &["TEST_IGNORE_SIGTERM=1"]);
     assert_eq!(enable(&d).status, 200);
     let started = std::time::Instant::now();
     assert_eq!(disable(&d).status, 200);
@@ -281,7 +214,7 @@ fn a_plugin_ignoring_sigterm_is_killed_after_the_grace_period() {
 #[test]
 fn enabled_plugins_come_back_after_a_restart_and_after_kill_9() {
     let mut d = daemon();
-    let id = create_test_plugin(&d, "", &[]);
+    let id = d.create_test_plugin(PLUGIN, "", &[]);
     assert_eq!(enable(&d).status, 200);
 
     d.stop();
@@ -294,10 +227,7 @@ fn enabled_plugins_come_back_after_a_restart_and_after_kill_9() {
         activate(&d, &id).is_ok(),
         "enabled again before the API serves"
     );
-    assert_eq!(
-        d.get(&format!("/v1.41/plugins/{PLUGIN}/json")).json()["Enabled"],
-        true
-    );
+    assert!(enabled(&d));
 
     d.kill9();
     assert!(
@@ -308,17 +238,13 @@ fn enabled_plugins_come_back_after_a_restart_and_after_kill_9() {
     assert!(activate(&d, &id).is_ok());
     assert_eq!(plugin_processes(&id).len(), 1, "exactly one plugin process");
     assert_eq!(disable(&d).status, 200);
-    assert!(
-        mounts_under(d.dir.path()).is_empty(),
-        "{:?}",
-        mounts_under(d.dir.path())
-    );
+    assert_nothing_mounted_under(d.dir.path());
 }
 
 #[test]
 fn capabilities_are_exactly_the_granted_ones() {
     let d = daemon();
-    create_test_plugin(&d, "", &["TEST_TRY_MOUNT=/tmp", "TEST_REPORT=1"]);
+    d.create_test_plugin(PLUGIN, "", &["TEST_TRY_MOUNT=/tmp", "TEST_REPORT=1"]);
     assert_eq!(enable(&d).status, 200);
     assert!(eventually(Duration::from_secs(5), || logs(&d).contains("mount /tmp:")));
     let text = logs(&d);
@@ -330,16 +256,11 @@ fn capabilities_are_exactly_the_granted_ones() {
     // NET_BIND_SERVICE NET_RAW SYS_CHROOT MKNOD AUDIT_WRITE SETFCAP = 0xa80425fb.
     assert!(text.contains("CapEff=00000000a80425fb"), "{text}");
     assert!(text.contains("CapBnd=00000000a80425fb"), "{text}");
-    let rm = d.request(
-        "DELETE",
-        &format!("/v1.41/plugins/{PLUGIN}?force=1"),
-        &[],
-        &[],
-    );
+    let rm = d.remove_plugin(PLUGIN, true);
     assert_eq!(rm.status, 200);
 
-    create_test_plugin(
-        &d,
+    d.create_test_plugin(
+        PLUGIN,
         r#""Linux": {"Capabilities": ["CAP_SYS_ADMIN"]},"#,
         &["TEST_TRY_MOUNT=/tmp", "TEST_REPORT=1"],
     );
@@ -353,7 +274,7 @@ fn capabilities_are_exactly_the_granted_ones() {
 #[test]
 fn devices_are_only_the_listed_ones() {
     let d = daemon();
-    create_test_plugin(&d, "", &["TEST_MKNOD_FUSE=/tmp/fuse"]);
+    d.create_test_plugin(PLUGIN, "", &["TEST_MKNOD_FUSE=/tmp/fuse"]);
     assert_eq!(enable(&d).status, 200);
     assert!(eventually(Duration::from_secs(5), || logs(&d).contains("/tmp/fuse")));
     let text = logs(&d);
@@ -361,16 +282,11 @@ fn devices_are_only_the_listed_ones() {
         !text.contains("open /tmp/fuse: ok"),
         "an unlisted device cannot be opened: {text}"
     );
-    let rm = d.request(
-        "DELETE",
-        &format!("/v1.41/plugins/{PLUGIN}?force=1"),
-        &[],
-        &[],
-    );
+    let rm = d.remove_plugin(PLUGIN, true);
     assert_eq!(rm.status, 200);
 
-    create_test_plugin(
-        &d,
+    d.create_test_plugin(
+        PLUGIN,
         r#""Linux": {"Devices": [{"Name": "fuse", "Path": "/dev/fuse"}]},"#,
         &["TEST_OPEN_DEVICE=/dev/fuse"],
     );

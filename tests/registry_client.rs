@@ -4,6 +4,7 @@
 //! overlong blobs, oversized manifests, image manifests, multi-platform indexes, stalls and a
 //! Bearer token flow whose scope is asserted.
 
+mod common;
 #[path = "common/registry.rs"]
 mod registry;
 
@@ -23,6 +24,7 @@ use berth::distribution::registry::{
     MEDIA_TYPE_DOCKER_IMAGE_CONFIG, MEDIA_TYPE_DOCKER_LAYER_GZIP, MEDIA_TYPE_DOCKER_MANIFEST,
     MEDIA_TYPE_DOCKER_MANIFEST_LIST, MEDIA_TYPE_OCI_INDEX, MEDIA_TYPE_PLUGIN_CONFIG,
 };
+use common::http::find_header;
 use registry::*;
 
 // ---- helpers ----------------------------------------------------------------------------------
@@ -33,6 +35,31 @@ fn reference(s: &str) -> Reference {
 
 fn client(options: RegistryOptions) -> RegistryClient {
     RegistryClient::new(options).unwrap()
+}
+
+/// A session of `c` with `remote` (`host/repository[:tag]`), for pushing or pulling.
+async fn open(c: &RegistryClient, remote: &str, auth: &AuthConfig, push: bool) -> Session {
+    c.session(&reference(remote), auth, push)
+        .await
+        .unwrap_or_else(|e| panic!("session with {remote}: {e}"))
+}
+
+/// An anonymous session with `repository` on `stand_in`, with short deadlines.
+async fn stand_in_session(
+    stand_in: &StandIn,
+    repository: &str,
+    push: bool,
+) -> Result<Session, RegistryError> {
+    let remote = reference(&format!("{}/{repository}", stand_in.host()));
+    let c = client(quick_options());
+    c.session(&remote, &AuthConfig::default(), push).await
+}
+
+/// What `stand_in`'s endless replies wrote until the client hung up.
+async fn written_once_hung_up(stand_in: &StandIn) -> u64 {
+    let hung_up = common::eventually_async(Duration::from_secs(60), || stand_in.all_hung_up());
+    assert!(hung_up.await, "the client kept a connection open for 60 s");
+    stand_in.written.load(Ordering::Relaxed)
 }
 
 /// Short deadlines for the stand-in scenarios.
@@ -130,14 +157,7 @@ async fn push_then_pull_round_trips_byte_identical_on_docker_registry() {
     let artifact = build_artifact("hello from the registry");
     let anonymous = AuthConfig::from_header("e30=");
 
-    let push = c
-        .session(
-            &reference(&format!("{host}/berth/hello:v1")),
-            &anonymous,
-            true,
-        )
-        .await
-        .unwrap();
+    let push = open(&c, &format!("{host}/berth/hello:v1"), &anonymous, true).await;
     // Loopback is insecure: HTTPS was tried first, then plain HTTP answered.
     assert_eq!(push.endpoint(), format!("http://{host}"));
     assert_eq!(push.repository(), "berth/hello");
@@ -149,14 +169,7 @@ async fn push_then_pull_round_trips_byte_identical_on_docker_registry() {
     assert!(push.blob_exists(&artifact.config_desc).await.unwrap());
 
     // Pull by tag: the same bytes come back.
-    let pull = c
-        .session(
-            &reference(&format!("{host}/berth/hello:v1")),
-            &anonymous,
-            false,
-        )
-        .await
-        .unwrap();
+    let pull = open(&c, &format!("{host}/berth/hello:v1"), &anonymous, false).await;
     let m = pull.fetch_manifest().await.unwrap();
     assert_eq!(m.digest, digest);
     assert_eq!(m.media_type, MEDIA_TYPE_DOCKER_MANIFEST);
@@ -243,14 +256,7 @@ async fn push_then_pull_round_trips_byte_identical_on_docker_registry() {
     push.push_manifest("image", MEDIA_TYPE_DOCKER_MANIFEST, &image_manifest)
         .await
         .unwrap();
-    let s = c
-        .session(
-            &reference(&format!("{host}/berth/hello:image")),
-            &anonymous,
-            false,
-        )
-        .await
-        .unwrap();
+    let s = open(&c, &format!("{host}/berth/hello:image"), &anonymous, false).await;
     let err = s.fetch_manifest().await.unwrap_err();
     assert_eq!(
         err.to_string(),
@@ -328,13 +334,7 @@ async fn fetch_hostile_blob(
             reply()
         }
     });
-    let c = client(quick_options());
-    let s = c
-        .session(
-            &reference(&format!("{}/hostile/blob", stand_in.host())),
-            &AuthConfig::default(),
-            false,
-        )
+    let s = stand_in_session(&stand_in, "hostile/blob", false)
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -437,8 +437,7 @@ async fn a_blob_longer_than_its_descriptor_is_cut_off() {
                 }
             );
         }
-        thread::sleep(Duration::from_millis(200));
-        let written = stand_in.written.load(Ordering::Relaxed);
+        let written = written_once_hung_up(&stand_in).await;
         assert!(
             written < 32 << 20,
             "the client kept reading: {written} bytes"
@@ -484,15 +483,10 @@ async fn fetch_manifest_from(
     stand_in: &StandIn,
     r: &str,
 ) -> Result<berth::distribution::registry::Manifest, RegistryError> {
-    let c = client(quick_options());
-    let s = c
-        .session(
-            &reference(&format!("{}/{r}", stand_in.host())),
-            &AuthConfig::default(),
-            false,
-        )
-        .await?;
-    s.fetch_manifest().await
+    stand_in_session(stand_in, r, false)
+        .await?
+        .fetch_manifest()
+        .await
 }
 
 #[actix_rt::test]
@@ -522,12 +516,9 @@ async fn an_oversized_manifest_is_refused_without_reading_it() {
             "{err}"
         );
         assert!(started.elapsed() < Duration::from_secs(5));
-        thread::sleep(Duration::from_millis(200));
-        let written = stand_in.written.load(Ordering::Relaxed);
-        assert!(
-            written < 32 << 20,
-            "{content_length:?}: the client read {written} bytes of a 100 MiB manifest"
-        );
+        let written = written_once_hung_up(&stand_in).await;
+        let read = format!("{content_length:?}: the client read {written} bytes");
+        assert!(written < 32 << 20, "{read} of a 100 MiB manifest");
     }
 }
 
@@ -590,12 +581,12 @@ async fn manifests_that_are_not_plugins_are_refused() {
         br#"{"schemaVersion":1,"name":"hostile/x","tag":"v1","fsLayers":[],"history":[]}"#.to_vec();
     let stand_in = StandIn::start(simple_registry(
         vec![
-            ("image".into(), MEDIA_TYPE_DOCKER_MANIFEST.into(), image),
-            ("odd".into(), MEDIA_TYPE_DOCKER_MANIFEST.into(), odd),
-            (
-                "schema1".into(),
-                "application/vnd.docker.distribution.manifest.v1+prettyjws".into(),
-                schema1,
+            served("image", MEDIA_TYPE_DOCKER_MANIFEST, &image),
+            served("odd", MEDIA_TYPE_DOCKER_MANIFEST, &odd),
+            served(
+                "schema1",
+                "application/vnd.docker.distribution.manifest.v1+prettyjws",
+                &schema1,
             ),
         ],
         vec![],
@@ -632,74 +623,37 @@ async fn an_index_resolves_to_this_platform() {
     let ours = build_artifact("ours");
     let arm = build_artifact("arm");
     let win = build_artifact("windows");
-    let entry = |a: &Artifact, os: &str, arch: &str| {
-        serde_json::json!({
-            "mediaType": MEDIA_TYPE_DOCKER_MANIFEST,
-            "digest": digest_of(&a.manifest),
-            "size": a.manifest.len(),
-            "platform": {"architecture": arch, "os": os},
-        })
-    };
+    let entry = |a: &Artifact, os: &str, arch: &str| index_entry(&a.manifest, Some((os, arch)));
     let other_arch = if go_arch() == "arm64" {
         "amd64"
     } else {
         "arm64"
     };
-    let index = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": MEDIA_TYPE_DOCKER_MANIFEST_LIST,
-        "manifests": [
+    let index = index_json(
+        MEDIA_TYPE_DOCKER_MANIFEST_LIST,
+        &[
             entry(&arm, "linux", other_arch),
             entry(&win, "windows", go_arch()),
             entry(&ours, "linux", go_arch()),
         ],
-    }))
-    .unwrap();
+    );
     // An OCI index with one entry and no platform (as some plugin indexes are written).
-    let bare = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": MEDIA_TYPE_OCI_INDEX,
-        "manifests": [{
-            "mediaType": MEDIA_TYPE_DOCKER_MANIFEST,
-            "digest": digest_of(&ours.manifest),
-            "size": ours.manifest.len(),
-        }],
-    }))
-    .unwrap();
-    let foreign = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": MEDIA_TYPE_DOCKER_MANIFEST_LIST,
-        "manifests": [entry(&arm, "linux", other_arch), entry(&win, "windows", go_arch())],
-    }))
-    .unwrap();
+    let bare = index_json(MEDIA_TYPE_OCI_INDEX, &[index_entry(&ours.manifest, None)]);
+    let foreign = index_json(
+        MEDIA_TYPE_DOCKER_MANIFEST_LIST,
+        &[
+            entry(&arm, "linux", other_arch),
+            entry(&win, "windows", go_arch()),
+        ],
+    );
     let stand_in = StandIn::start(simple_registry(
         vec![
-            (
-                "multi".into(),
-                MEDIA_TYPE_DOCKER_MANIFEST_LIST.into(),
-                index.clone(),
-            ),
-            ("bare".into(), MEDIA_TYPE_OCI_INDEX.into(), bare.clone()),
-            (
-                "foreign".into(),
-                MEDIA_TYPE_DOCKER_MANIFEST_LIST.into(),
-                foreign,
-            ),
-            (
-                "arm".into(),
-                MEDIA_TYPE_DOCKER_MANIFEST.into(),
-                arm.manifest.clone(),
-            ),
-            (
-                "win".into(),
-                MEDIA_TYPE_DOCKER_MANIFEST.into(),
-                win.manifest.clone(),
-            ),
-            (
-                "ours".into(),
-                MEDIA_TYPE_DOCKER_MANIFEST.into(),
-                ours.manifest.clone(),
-            ),
+            served("multi", MEDIA_TYPE_DOCKER_MANIFEST_LIST, &index),
+            served("bare", MEDIA_TYPE_OCI_INDEX, &bare),
+            served("foreign", MEDIA_TYPE_DOCKER_MANIFEST_LIST, &foreign),
+            served("arm", MEDIA_TYPE_DOCKER_MANIFEST, &arm.manifest),
+            served("win", MEDIA_TYPE_DOCKER_MANIFEST, &win.manifest),
+            served("ours", MEDIA_TYPE_DOCKER_MANIFEST, &ours.manifest),
         ],
         vec![],
     ));
@@ -755,26 +709,15 @@ async fn an_index_resolves_to_this_platform() {
 async fn an_index_entry_must_match_the_manifest_it_names() {
     let ours = build_artifact("ours");
     let other = build_artifact("other");
-    let index = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": MEDIA_TYPE_OCI_INDEX,
-        "manifests": [{
-            "mediaType": MEDIA_TYPE_DOCKER_MANIFEST,
-            "digest": digest_of(&ours.manifest),
-            "size": ours.manifest.len(),
-            "platform": {"architecture": go_arch(), "os": "linux"},
-        }],
-    }))
-    .unwrap();
+    let index = index_json(
+        MEDIA_TYPE_OCI_INDEX,
+        &[index_entry(&ours.manifest, Some(("linux", go_arch())))],
+    );
     let wanted = digest_of(&ours.manifest);
     let stand_in = StandIn::start(simple_registry(
         vec![
-            ("idx".into(), MEDIA_TYPE_OCI_INDEX.into(), index),
-            (
-                wanted.clone(),
-                MEDIA_TYPE_DOCKER_MANIFEST.into(),
-                other.manifest.clone(),
-            ),
+            served("idx", MEDIA_TYPE_OCI_INDEX, &index),
+            served(&wanted, MEDIA_TYPE_DOCKER_MANIFEST, &other.manifest),
         ],
         vec![],
     ));
@@ -820,19 +763,18 @@ fn bearer_registry(artifact: &Artifact) -> StandIn {
             )
         };
         if req.path() == "/token" {
-            let scopes: Vec<String> = req
-                .params("scope")
+            let scopes: Vec<String> = params(req, "scope")
                 .iter()
                 .flat_map(|s| s.split(' ').map(str::to_string).collect::<Vec<_>>())
                 .collect();
-            let basic = req.header("authorization").map(str::to_string);
+            let basic = find_header(&req.headers, "authorization").map(str::to_string);
             let good_basic = format!(
                 "Basic {}",
                 base64::engine::general_purpose::STANDARD.encode("alice:s3cret")
             );
             let who = if req.method == "POST" {
-                if req.params("grant_type") == ["refresh_token"]
-                    && req.params("refresh_token") == ["REFRESH"]
+                if params(req, "grant_type") == ["refresh_token"]
+                    && params(req, "refresh_token") == ["REFRESH"]
                 {
                     "full"
                 } else {
@@ -856,8 +798,7 @@ fn bearer_registry(artifact: &Artifact) -> StandIn {
                     .as_slice(),
             );
         }
-        let token = req
-            .header("authorization")
+        let token = find_header(&req.headers, "authorization")
             .and_then(|a| a.strip_prefix("Bearer "))
             .unwrap_or("");
         let mut fields = token.split('|');
@@ -944,11 +885,11 @@ async fn bearer_tokens_are_requested_with_the_plugin_scope() {
     for t in &tokens {
         assert_eq!(t.method, "GET");
         assert_eq!(
-            t.params("scope"),
+            params(t, "scope"),
             ["repository(plugin):plugins/secure:pull"]
         );
-        assert_eq!(t.params("service"), ["stand-in"]);
-        assert_eq!(t.params("account"), ["alice"]);
+        assert_eq!(params(t, "service"), ["stand-in"]);
+        assert_eq!(params(t, "account"), ["alice"]);
     }
 
     // Push asks for pull,push and uploads with the token (relative Location resolved).
@@ -966,21 +907,20 @@ async fn bearer_tokens_are_requested_with_the_plugin_scope() {
     let seen = stand_in.seen();
     let push_token = seen.iter().rev().find(|r| r.path() == "/token").unwrap();
     assert_eq!(
-        push_token.params("scope"),
+        params(push_token, "scope"),
         ["repository(plugin):plugins/secure:pull,push"]
     );
     let put = seen
         .iter()
         .find(|r| r.method == "PUT" && r.path().contains("/blobs/uploads/u1"))
         .unwrap();
-    assert_eq!(put.params("_state"), ["s"]);
+    assert_eq!(params(put, "_state"), ["s"]);
     assert_eq!(
-        put.params("digest"),
+        params(put, "digest"),
         vec![artifact.config_desc.digest.clone()]
     );
     assert_eq!(put.body, artifact.config);
-    assert!(put
-        .header("authorization")
+    assert!(find_header(&put.headers, "authorization")
         .unwrap()
         .starts_with("Bearer full|"));
 
@@ -997,12 +937,12 @@ async fn bearer_tokens_are_requested_with_the_plugin_scope() {
         .find(|r| r.path() == "/token")
         .unwrap();
     assert_eq!(post.method, "POST");
-    assert_eq!(post.params("grant_type"), ["refresh_token"]);
+    assert_eq!(params(&post, "grant_type"), ["refresh_token"]);
     assert_eq!(
-        post.params("scope"),
+        params(&post, "scope"),
         ["repository(plugin):plugins/secure:pull"]
     );
-    assert_eq!(post.params("client_id"), ["berth"]);
+    assert_eq!(params(&post, "client_id"), ["berth"]);
 
     // Anonymous gets a token the registry refuses; a wrong password no token at all.
     let s = c.session(&r, &AuthConfig::default(), false).await.unwrap();
@@ -1040,15 +980,7 @@ async fn upload_locations_may_be_absolute() {
         _ => status(404, &[], ""),
     });
     *port.lock().unwrap() = stand_in.port;
-    let c = client(quick_options());
-    let s = c
-        .session(
-            &reference(&format!("{}/up/load", stand_in.host())),
-            &AuthConfig::default(),
-            true,
-        )
-        .await
-        .unwrap();
+    let s = stand_in_session(&stand_in, "up/load", true).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = write_file(dir.path(), "blob", &blob);
     s.push_blob_from_file(&d, &path, &mut |_| {}).await.unwrap();
@@ -1057,8 +989,8 @@ async fn upload_locations_may_be_absolute() {
         .into_iter()
         .find(|r| r.method == "PUT")
         .unwrap();
-    assert_eq!(put.params("_state"), ["xyz"]);
-    assert_eq!(put.params("digest"), vec![d.digest.clone()]);
+    assert_eq!(params(&put, "_state"), ["xyz"]);
+    assert_eq!(params(&put, "digest"), vec![d.digest.clone()]);
     assert_eq!(put.body, blob);
 
     // A file that does not match its descriptor is not uploaded.
@@ -1095,10 +1027,10 @@ async fn upload_locations_may_be_absolute() {
 async fn registry_mirrors_serve_docker_hub_pulls_first() {
     let artifact = build_artifact("mirrored");
     let stand_in = StandIn::start(simple_registry(
-        vec![(
-            "1.0".into(),
-            MEDIA_TYPE_DOCKER_MANIFEST.into(),
-            artifact.manifest.clone(),
+        vec![served(
+            "1.0",
+            MEDIA_TYPE_DOCKER_MANIFEST,
+            &artifact.manifest,
         )],
         vec![artifact.config.clone()],
     ));

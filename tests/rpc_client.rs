@@ -2,6 +2,8 @@
 //! status/decode/transport errors, deadlines and connection retries; the VolumeDriver adapter's
 //! in-band errors and capabilities cache.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -12,27 +14,11 @@ use std::time::{Duration, Instant};
 
 use berth::drivers::volume::{DriverErrorKind, PathMapper, VolumeDriverClient};
 use berth::rpc::client::{within, PluginClient, Retry, RpcError, Transport};
+use common::http::{find_header, read_request, Request};
 use serde_json::{json, Value};
 
 /// One request as the plugin saw it.
-#[derive(Debug, Clone)]
-struct Seen {
-    request_line: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Seen {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-    fn path(&self) -> &str {
-        self.request_line.split(' ').nth(1).unwrap_or("")
-    }
-}
+type Seen = Request;
 
 /// What the scripted plugin answers: `Some((status, body))`, or `None` to never answer.
 type Script = dyn Fn(&Seen) -> Option<(u16, String)> + Send + Sync;
@@ -103,38 +89,11 @@ fn serve(conn: UnixStream, seen: &Mutex<Vec<Seen>>, stop: &AtomicBool, script: &
     let mut writer = conn.try_clone().unwrap();
     let mut reader = BufReader::new(conn);
     loop {
-        let mut line = String::new();
-        match reader.read_line(&mut line) {
-            Ok(0) => return,
-            Ok(_) => {}
+        let req = match read_request(&mut reader) {
+            Ok(Some(req)) => req,
+            Ok(None) => return,
             Err(_) if !stop.load(Ordering::Relaxed) => continue,
             Err(_) => return,
-        }
-        let request_line = line.trim_end().to_string();
-        let mut headers = Vec::new();
-        loop {
-            let mut h = String::new();
-            if reader.read_line(&mut h).unwrap_or(0) == 0 {
-                return;
-            }
-            let h = h.trim_end();
-            if h.is_empty() {
-                break;
-            }
-            let (k, v) = h.split_once(':').unwrap();
-            headers.push((k.trim().to_string(), v.trim().to_string()));
-        }
-        let len: usize = headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-            .map(|(_, v)| v.parse().unwrap())
-            .unwrap_or(0);
-        let mut body = vec![0; len];
-        reader.read_exact(&mut body).unwrap();
-        let req = Seen {
-            request_line,
-            headers,
-            body,
         };
         seen.lock().unwrap().push(req.clone());
         match script(&req) {
@@ -162,6 +121,36 @@ fn ok(body: Value) -> Option<(u16, String)> {
     Some((200, format!("{body}\n")))
 }
 
+/// Retries connection failures for `millis`.
+fn backoff(millis: u64) -> Retry {
+    Retry::Backoff {
+        total: Duration::from_millis(millis),
+    }
+}
+
+/// A call expected to fail: the error and how long it took.
+async fn failed_call(
+    client: &PluginClient,
+    method: &str,
+    args: &Value,
+    retry: Retry,
+) -> (RpcError, Duration) {
+    let started = Instant::now();
+    let e = client.call::<Value>(method, args, retry).await.unwrap_err();
+    (e, started.elapsed())
+}
+
+/// `Plugin.Activate` through a new client on `transport`, expected to fail.
+async fn failed_activation(
+    transport: Transport,
+    deadline: Option<Duration>,
+    retry: Retry,
+) -> (RpcError, Duration, PluginClient) {
+    let client = PluginClient::new(transport, deadline).unwrap();
+    let (e, took) = failed_call(&client, "Plugin.Activate", &Value::Null, retry).await;
+    (e, took, client)
+}
+
 #[actix_rt::test]
 async fn request_shape_is_mobys() {
     let dir = tempfile::tempdir().unwrap();
@@ -186,14 +175,24 @@ async fn request_shape_is_mobys() {
     let seen = plugin.seen();
     assert_eq!(seen.len(), 2);
     let a = &seen[0];
-    assert_eq!(a.request_line, "POST /Plugin.Activate HTTP/1.1");
     assert_eq!(
-        a.header("Accept"),
+        (a.method.as_str(), a.target.as_str(), a.version.as_str()),
+        ("POST", "/Plugin.Activate", "HTTP/1.1")
+    );
+    assert_eq!(
+        find_header(&a.headers, "Accept"),
         Some("application/vnd.docker.plugins.v1.2+json")
     );
-    assert_eq!(a.header("Content-Type"), None, "moby sends no Content-Type");
-    assert_eq!(a.header("Host"), Some("plugin.moby.localhost"));
-    assert_eq!(a.header("Content-Length"), Some("0"));
+    assert_eq!(
+        find_header(&a.headers, "Content-Type"),
+        None,
+        "moby sends no Content-Type"
+    );
+    assert_eq!(
+        find_header(&a.headers, "Host"),
+        Some("plugin.moby.localhost")
+    );
+    assert_eq!(find_header(&a.headers, "Content-Length"), Some("0"));
     assert!(a.body.is_empty());
     let c = &seen[1];
     assert_eq!(c.path(), "/VolumeDriver.Create");
@@ -263,13 +262,9 @@ async fn status_and_decode_errors() {
 async fn transport_errors_read_like_go_and_fail_fast_without_retry() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("missing.sock");
-    let client = PluginClient::new(Transport::Unix(missing.clone()), None).unwrap();
-    let t = Instant::now();
-    let e = client
-        .call::<Value>("Plugin.Activate", &Value::Null, Retry::Never)
-        .await
-        .unwrap_err();
-    assert!(t.elapsed() < Duration::from_millis(500));
+    let (e, took, client) =
+        failed_activation(Transport::Unix(missing.clone()), None, Retry::Never).await;
+    assert!(took < Duration::from_millis(500));
     assert_eq!(
         e,
         RpcError::Transport(format!(
@@ -282,11 +277,7 @@ async fn transport_errors_read_like_go_and_fail_fast_without_retry() {
     // A socket file nobody listens on.
     let stale = dir.path().join("stale.sock");
     drop(UnixListener::bind(&stale).unwrap());
-    let client = PluginClient::new(Transport::Unix(stale.clone()), None).unwrap();
-    let e = client
-        .call::<Value>("Plugin.Activate", &Value::Null, Retry::Never)
-        .await
-        .unwrap_err();
+    let (e, _, _) = failed_activation(Transport::Unix(stale.clone()), None, Retry::Never).await;
     assert_eq!(
         e.to_string(),
         format!("dial unix {}: connect: connection refused", stale.display())
@@ -297,18 +288,8 @@ async fn transport_errors_read_like_go_and_fail_fast_without_retry() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let client = PluginClient::new(
-        Transport::Tcp {
-            url: format!("tcp://127.0.0.1:{port}"),
-            tls: None,
-        },
-        None,
-    )
-    .unwrap();
-    let e = client
-        .call::<Value>("Plugin.Activate", &Value::Null, Retry::Never)
-        .await
-        .unwrap_err();
+    let url = format!("tcp://127.0.0.1:{port}");
+    let (e, _, _) = failed_activation(Transport::Tcp { url, tls: None }, None, Retry::Never).await;
     assert_eq!(
         e.to_string(),
         format!("dial tcp 127.0.0.1:{port}: connect: connection refused")
@@ -319,19 +300,8 @@ async fn transport_errors_read_like_go_and_fail_fast_without_retry() {
 async fn backoff_retries_connection_failures_until_the_budget() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("missing.sock");
-    let client = PluginClient::new(Transport::Unix(missing.clone()), None).unwrap();
-    let t = Instant::now();
-    let e = client
-        .call::<Value>(
-            "Plugin.Activate",
-            &Value::Null,
-            Retry::Backoff {
-                total: Duration::from_millis(400),
-            },
-        )
-        .await
-        .unwrap_err();
-    let took = t.elapsed();
+    let (e, took, _) =
+        failed_activation(Transport::Unix(missing.clone()), None, backoff(400)).await;
     assert!(
         took >= Duration::from_millis(380) && took < Duration::from_millis(1500),
         "{took:?}"
@@ -339,24 +309,9 @@ async fn backoff_retries_connection_failures_until_the_budget() {
     assert!(matches!(e, RpcError::Transport(ref m) if m.contains("no such file or directory")));
 
     // The call's deadline also ends the retries (with the connection error, the real cause).
-    let client =
-        PluginClient::new(Transport::Unix(missing), Some(Duration::from_millis(300))).unwrap();
-    let t = Instant::now();
-    let e = client
-        .call::<Value>(
-            "Plugin.Activate",
-            &Value::Null,
-            Retry::Backoff {
-                total: Duration::from_secs(30),
-            },
-        )
-        .await
-        .unwrap_err();
-    assert!(
-        t.elapsed() < Duration::from_millis(1200),
-        "{:?}",
-        t.elapsed()
-    );
+    let deadline = Some(Duration::from_millis(300));
+    let (e, took, _) = failed_activation(Transport::Unix(missing), deadline, backoff(30_000)).await;
+    assert!(took < Duration::from_millis(1200), "{took:?}");
     assert!(matches!(e, RpcError::Transport(_)), "{e:?}");
 }
 
@@ -374,13 +329,7 @@ async fn a_plugin_that_appears_during_backoff_is_reached() {
     let client = PluginClient::new(Transport::Unix(path), None).unwrap();
     let t = Instant::now();
     let v: Value = client
-        .call(
-            "Plugin.Activate",
-            &Value::Null,
-            Retry::Backoff {
-                total: Duration::from_secs(5),
-            },
-        )
+        .call("Plugin.Activate", &Value::Null, backoff(5000))
         .await
         .unwrap();
     assert_eq!(v["Implements"][0], "VolumeDriver");
@@ -398,18 +347,7 @@ async fn deadlines_cut_hung_calls_and_errors_are_not_retried() {
         _ => ok(json!({})),
     });
     let client = plugin.client(Some(Duration::from_millis(300)));
-    let t = Instant::now();
-    let e = client
-        .call::<Value>(
-            "VolumeDriver.List",
-            &json!({}),
-            Retry::Backoff {
-                total: Duration::from_secs(10),
-            },
-        )
-        .await
-        .unwrap_err();
-    let took = t.elapsed();
+    let (e, took) = failed_call(&client, "VolumeDriver.List", &json!({}), backoff(10_000)).await;
     assert!(
         took >= Duration::from_millis(280) && took < Duration::from_millis(1500),
         "{took:?}"
@@ -463,16 +401,8 @@ async fn deadlines_cut_hung_calls_and_errors_are_not_retried() {
 
     // Status errors are answers: one request, no retry.
     let before = plugin.seen().len();
-    let e = client
-        .call::<Value>(
-            "VolumeDriver.Create",
-            &json!({"Name": "x"}),
-            Retry::Backoff {
-                total: Duration::from_secs(10),
-            },
-        )
-        .await
-        .unwrap_err();
+    let create = json!({"Name": "x"});
+    let (e, _) = failed_call(&client, "VolumeDriver.Create", &create, backoff(10_000)).await;
     assert_eq!(e.to_string(), "VolumeDriver.Create: nope");
     assert_eq!(plugin.seen().len(), before + 1);
     // And the client still works after a timed-out call.

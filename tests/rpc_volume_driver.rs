@@ -5,11 +5,14 @@
 //! `serve docker` as a third-party plugin. Every process and thread started here is stopped by
 //! its guard; every wait is bounded.
 
+mod common;
+use common::{host_test_plugin, opts, rclone_serve_docker, HostProcess};
+
 use std::collections::BTreeMap;
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -19,90 +22,26 @@ use berth::drivers::volume::{DriverErrorKind, PathMapper, VolumeDriverClient};
 use berth::rpc::client::{RpcError, Transport};
 use berth::rpc::discovery::{LegacyPlugins, LookupError};
 
-const TEST_PLUGIN: &str = env!("CARGO_BIN_EXE_berth-test-plugin");
-
-/// A child process killed (SIGKILL) and reaped when dropped.
-struct Proc {
-    child: Option<Child>,
-    name: String,
+/// `dir/<name>` for each of `names`.
+fn paths_in<const N: usize>(dir: &Path, names: [&str; N]) -> [PathBuf; N] {
+    names.map(|name| dir.join(name))
 }
 
-impl Proc {
-    /// SIGTERM: the test plugin removes its socket and exits; waits up to 5 s.
-    fn terminate(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(c.id() as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-            let until = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < until {
-                if let Ok(Some(_)) = c.try_wait() {
-                    return;
-                }
-                thread::sleep(Duration::from_millis(10));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// SIGKILL: the socket file stays behind, as after a crash.
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
+/// A temp directory whose `plugins/<name>.sock` is the test plugin with `knobs` (volumes in
+/// `root/`): the temp directory, the plugin and its discovery directory.
+fn one_plugin(name: &str, knobs: &[(&str, &str)]) -> (tempfile::TempDir, HostProcess, PathBuf) {
+    let t = tempfile::tempdir().unwrap();
+    let [plugins, root] = paths_in(t.path(), ["plugins", "root"]);
+    let p = host_test_plugin(&plugins.join(format!("{name}.sock")), &root, knobs);
+    (t, p, plugins)
 }
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Some(c) = self.child.as_mut() {
-            if let Ok(Some(status)) = c.try_wait() {
-                eprintln!("{} had exited: {status}", self.name);
-            }
-        }
-        self.kill();
-    }
-}
-
-/// Starts the test plugin listening on `socket`, with `TEST_*` knobs; waits for the socket
-/// unless the knobs delay or prevent listening.
-fn test_plugin(socket: &Path, root: &Path, knobs: &[(&str, &str)]) -> Proc {
-    let mut cmd = Command::new(TEST_PLUGIN);
-    cmd.env("TEST_SOCKET_PATH", socket)
-        .env("TEST_ROOT", root)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
-    for (k, v) in knobs {
-        cmd.env(k, v);
-    }
-    let child = cmd.spawn().expect("start berth-test-plugin");
-    let p = Proc {
-        child: Some(child),
-        name: format!("berth-test-plugin {}", socket.display()),
-    };
-    let waits = !knobs
-        .iter()
-        .any(|(k, _)| *k == "TEST_START_DELAY_MS" || *k == "TEST_NEVER_LISTEN");
-    if waits {
-        wait_for_socket(socket);
-    }
-    p
-}
-
-fn wait_for_socket(socket: &Path) {
-    let until = Instant::now() + Duration::from_secs(10);
-    while UnixStream::connect(socket).is_err() {
-        assert!(
-            Instant::now() < until,
-            "{} did not appear within 10 s",
-            socket.display()
-        );
-        thread::sleep(Duration::from_millis(10));
-    }
+/// `dir/<name>.spec` naming the unix socket `socket`.
+fn write_spec(dir: &Path, name: &str, socket: &Path) {
+    write(
+        &dir.join(format!("{name}.spec")),
+        &format!("unix://{}", socket.display()),
+    );
 }
 
 fn write(path: &Path, text: &str) {
@@ -116,13 +55,6 @@ fn registry(dirs: &[&Path], activation: Duration) -> LegacyPlugins {
         activation,
         Some(Duration::from_secs(10)),
     )
-}
-
-fn opts(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -378,12 +310,10 @@ impl Drop for TlsFront {
 
 /// Activation through a `.sock` file and every VolumeDriver method, against the real plugin.
 #[actix_rt::test]
-async fn every_volume_call_against_the_test_plugin() {
+async fn every_volume_call_against_the_host_test_plugin() {
     let t = tempfile::tempdir().unwrap();
-    let plugins = t.path().join("plugins");
-    let root = t.path().join("root");
-    let log = t.path().join("calls.log");
-    let _p = test_plugin(
+    let [plugins, root, log] = paths_in(t.path(), ["plugins", "root", "calls.log"]);
+    let _p = host_test_plugin(
         &plugins.join("tdrv.sock"),
         &root,
         &[
@@ -493,13 +423,7 @@ async fn every_volume_call_against_the_test_plugin() {
 
 #[actix_rt::test]
 async fn get_null_is_no_such_volume() {
-    let t = tempfile::tempdir().unwrap();
-    let plugins = t.path().join("plugins");
-    let _p = test_plugin(
-        &plugins.join("nul.sock"),
-        &t.path().join("root"),
-        &[("TEST_GET_NULL", "1")],
-    );
+    let (_t, _p, plugins) = one_plugin("nul", &[("TEST_GET_NULL", "1")]);
     let reg = registry(&[&plugins], Duration::from_secs(5));
     let plugin = reg.get("nul", "VolumeDriver").await.unwrap();
     let d = VolumeDriverClient::new("nul".into(), plugin.client.clone(), PathMapper::Identity);
@@ -509,11 +433,10 @@ async fn get_null_is_no_such_volume() {
 #[actix_rt::test]
 async fn discovery_by_spec_files_unix_and_tcp() {
     let t = tempfile::tempdir().unwrap();
-    let sockets = t.path().join("run");
-    let specs = t.path().join("etc");
+    let [sockets, specs] = paths_in(t.path(), ["run", "etc"]);
     // The plugin's socket lives outside every discovery directory.
     let hidden = t.path().join("elsewhere/viaspec.sock");
-    let _p = test_plugin(&hidden, &t.path().join("root"), &[]);
+    let _p = host_test_plugin(&hidden, &t.path().join("root"), &[]);
     let fwd = Forwarder::start(&hidden);
     write(
         &specs.join("viaspec.spec"),
@@ -547,7 +470,7 @@ async fn discovery_by_json_with_tls() {
     let t = tempfile::tempdir().unwrap();
     let pki = make_pki(&t.path().join("pki"));
     let sock = t.path().join("elsewhere/tls.sock");
-    let _p = test_plugin(&sock, &t.path().join("root"), &[]);
+    let _p = host_test_plugin(&sock, &t.path().join("root"), &[]);
     let front = TlsFront::start(&pki, &sock);
     let specs = t.path().join("specs");
     let addr = format!("https://127.0.0.1:{}", front.port);
@@ -615,24 +538,20 @@ async fn discovery_by_json_with_tls() {
 #[actix_rt::test]
 async fn activation_waits_for_a_plugin_that_starts_late() {
     let t = tempfile::tempdir().unwrap();
-    let dir = t.path().join("plugins");
-    let late_sock = t.path().join("elsewhere/late.sock");
-    write(
-        &dir.join("late.spec"),
-        &format!("unix://{}", late_sock.display()),
-    );
+    let [dir, late_sock] = paths_in(t.path(), ["plugins", "elsewhere/late.sock"]);
+    write_spec(&dir, "late", &late_sock);
     // A socket file left by a previous run: connection refused until the plugin re-binds it.
     let stale_sock = dir.join("stale.sock");
     std::fs::create_dir_all(&dir).unwrap();
     drop(UnixListener::bind(&stale_sock).unwrap());
 
     let reg = registry(&[&dir], Duration::from_secs(10));
-    let _a = test_plugin(
+    let _a = host_test_plugin(
         &late_sock,
         &t.path().join("root-a"),
         &[("TEST_START_DELAY_MS", "700")],
     );
-    let _b = test_plugin(
+    let _b = host_test_plugin(
         &stale_sock,
         &t.path().join("root-b"),
         &[("TEST_START_DELAY_MS", "700")],
@@ -673,13 +592,9 @@ async fn unknown_names_fail_at_once() {
 #[actix_rt::test]
 async fn a_found_plugin_that_never_answers_is_unavailable_after_the_activation_timeout() {
     let t = tempfile::tempdir().unwrap();
-    let dir = t.path().join("plugins");
-    let sock = t.path().join("elsewhere/mute.sock");
-    write(
-        &dir.join("mute.spec"),
-        &format!("unix://{}", sock.display()),
-    );
-    let _p = test_plugin(&sock, &t.path().join("root"), &[("TEST_NEVER_LISTEN", "1")]);
+    let [dir, sock] = paths_in(t.path(), ["plugins", "elsewhere/mute.sock"]);
+    write_spec(&dir, "mute", &sock);
+    let _p = host_test_plugin(&sock, &t.path().join("root"), &[("TEST_NEVER_LISTEN", "1")]);
     let reg = registry(&[&dir], Duration::from_millis(600));
     let t0 = Instant::now();
     let e = reg.get("mute", "VolumeDriver").await.unwrap_err();
@@ -698,7 +613,7 @@ async fn a_found_plugin_that_never_answers_is_unavailable_after_the_activation_t
 
     // A plugin that accepts but hangs on Plugin.Activate is cut at the same deadline.
     let hung = dir.join("hung.sock");
-    let _h = test_plugin(
+    let _h = host_test_plugin(
         &hung,
         &t.path().join("root-h"),
         &[("TEST_HANG_ON", "Activate")],
@@ -714,13 +629,7 @@ async fn a_found_plugin_that_never_answers_is_unavailable_after_the_activation_t
 
 #[actix_rt::test]
 async fn a_hung_call_times_out_within_its_deadline() {
-    let t = tempfile::tempdir().unwrap();
-    let dir = t.path().join("plugins");
-    let _p = test_plugin(
-        &dir.join("slowpoke.sock"),
-        &t.path().join("root"),
-        &[("TEST_HANG_ON", "List")],
-    );
+    let (_t, _p, dir) = one_plugin("slowpoke", &[("TEST_HANG_ON", "List")]);
     let reg = LegacyPlugins::new(
         vec![dir.clone()],
         Duration::from_secs(5),
@@ -747,11 +656,8 @@ async fn a_hung_call_times_out_within_its_deadline() {
 
 #[actix_rt::test]
 async fn implements_mismatch() {
-    let t = tempfile::tempdir().unwrap();
-    let dir = t.path().join("plugins");
-    let _p = test_plugin(
-        &dir.join("netonly.sock"),
-        &t.path().join("root"),
+    let (_t, _p, dir) = one_plugin(
+        "netonly",
         &[("TEST_IMPLEMENTS", "NetworkDriver,IpamDriver")],
     );
     let reg = registry(&[&dir], Duration::from_secs(5));
@@ -773,7 +679,7 @@ async fn stale_cache_entries_are_rediscovered() {
     let dir = t.path().join("plugins");
     let sock = dir.join("flaky.sock");
     let root = t.path().join("root");
-    let mut p = test_plugin(&sock, &root, &[]);
+    let mut p = host_test_plugin(&sock, &root, &[]);
     let reg = registry(&[&dir], Duration::from_millis(500));
     let first = reg.get("flaky", "VolumeDriver").await.unwrap();
 
@@ -787,7 +693,7 @@ async fn stale_cache_entries_are_rediscovered() {
     assert!(t0.elapsed() < Duration::from_millis(100));
 
     // Back again: a fresh activation.
-    let mut p = test_plugin(&sock, &root, &[]);
+    let mut p = host_test_plugin(&sock, &root, &[]);
     let second = reg.get("flaky", "VolumeDriver").await.unwrap();
     assert!(!Arc::ptr_eq(&first, &second));
     // Cached while it answers.
@@ -815,7 +721,7 @@ async fn stale_cache_entries_are_rediscovered() {
     assert!(matches!(e, LookupError::Unavailable(_)), "{e}");
 
     // Restarted on the same socket: found and activated again.
-    let _p = test_plugin(&sock, &root, &[]);
+    let _p = host_test_plugin(&sock, &root, &[]);
     let third = reg.get("flaky", "VolumeDriver").await.unwrap();
     assert!(!Arc::ptr_eq(&second, &third));
 }
@@ -826,16 +732,16 @@ async fn stale_cache_entries_are_rediscovered() {
 async fn all_volume_plugins() {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path().join("plugins");
-    let _a = test_plugin(&dir.join("alpha.sock"), &t.path().join("ra"), &[]);
-    let _b = test_plugin(&dir.join("beta/beta.sock"), &t.path().join("rb"), &[]);
-    let _n = test_plugin(
+    let _a = host_test_plugin(&dir.join("alpha.sock"), &t.path().join("ra"), &[]);
+    let _b = host_test_plugin(&dir.join("beta/beta.sock"), &t.path().join("rb"), &[]);
+    let _n = host_test_plugin(
         &dir.join("net.sock"),
         &t.path().join("rn"),
         &[("TEST_IMPLEMENTS", "NetworkDriver")],
     );
     // A managed plugin's exec root next to the legacy sockets.
     let id = "0123456789abcdef".repeat(4);
-    let _m = test_plugin(
+    let _m = host_test_plugin(
         &dir.join(&id).join("managed.sock"),
         &t.path().join("rm"),
         &[],
@@ -845,20 +751,22 @@ async fn all_volume_plugins() {
         &dir.join("dead.spec"),
         &format!("unix://{}", t.path().join("dead.sock").display()),
     );
-    let _h = test_plugin(
+    let _h = host_test_plugin(
         &dir.join("hang.sock"),
         &t.path().join("rh"),
         &[("TEST_HANG_ON", "Activate")],
     );
-    let reg =
-        registry(&[&dir], Duration::from_secs(30)).with_scan_timeout(Duration::from_millis(700));
+    // The scan timeout cuts the hung plugin; it is long enough for a live plugin to answer on
+    // a loaded machine (at 700 ms, live plugins were left out under a load of 8 on 2 cores).
+    let scan = Duration::from_secs(3);
+    let reg = registry(&[&dir], Duration::from_secs(30)).with_scan_timeout(scan);
     assert_eq!(reg.names(), vec!["alpha", "beta", "dead", "hang", "net"]);
     let t0 = Instant::now();
     let all = reg.all("VolumeDriver").await;
     let took = t0.elapsed();
     let names: Vec<&str> = all.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names, vec!["alpha", "beta"]);
-    assert!(took < Duration::from_secs(2), "{took:?}");
+    assert!(took < scan + Duration::from_secs(2), "{took:?}");
     // Activations done by `all` are cached for `get`.
     assert!(Arc::ptr_eq(
         &all[0],
@@ -872,38 +780,9 @@ async fn all_volume_plugins() {
 #[actix_rt::test]
 async fn rclone_serve_docker_as_a_legacy_plugin() {
     let t = tempfile::tempdir().unwrap();
-    let plugins = t.path().join("plugins");
-    let base = t.path().join("mnt");
-    let cache = t.path().join("cache");
-    let data = t.path().join("data");
-    for d in [&plugins, &base, &cache, &data] {
-        std::fs::create_dir_all(d).unwrap();
-    }
-    let config = t.path().join("rclone.conf");
-    std::fs::write(&config, "").unwrap();
-    let sock = plugins.join("rclone.sock");
-    let child = Command::new("rclone")
-        .arg("serve")
-        .arg("docker")
-        .arg("--socket-addr")
-        .arg(&sock)
-        .arg("--base-dir")
-        .arg(&base)
-        .arg("--cache-dir")
-        .arg(&cache)
-        .arg("--config")
-        .arg(&config)
-        .arg("--no-spec")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("rclone is needed for this test (Debian package rclone; .ci/run installs it)");
-    let _rclone = Proc {
-        child: Some(child),
-        name: "rclone serve docker".into(),
-    };
-    wait_for_socket(&sock);
+    let [plugins, base, data] = paths_in(t.path(), ["plugins", "mnt", "data"]);
+    std::fs::create_dir_all(&data).unwrap();
+    let _rclone = rclone_serve_docker(&plugins.join("rclone.sock"), t.path());
 
     let reg = registry(&[&plugins], Duration::from_secs(5));
     let p = reg.get("rclone", "VolumeDriver").await.unwrap();

@@ -331,10 +331,11 @@ fn granted_plugin_mounts_into_its_propagated_mount() {
         return;
     }
     let sb = Sandbox::new("gran");
+    // The trap comes first: once the file shows, a SIGTERM finds it set.
     let script = format!(
-        "{STATUS_CAPS}; (exec 3<>/dev/fuse) && echo fuse=open; \
+        "trap 'echo term; exit 0' TERM; {STATUS_CAPS}; (exec 3<>/dev/fuse) && echo fuse=open; \
          mkdir -p /mnt/volumes/v && mount -t tmpfs none /mnt/volumes/v && echo hi > /mnt/volumes/v/file \
-         && echo mounted; trap 'echo term; exit 0' TERM; echo ready; sleep 60 & wait"
+         && echo mounted; echo ready; sleep 60 & wait"
     );
     let spec = sb.spec(&config(
         &["sh", "-c", &script],
@@ -359,7 +360,6 @@ fn granted_plugin_mounts_into_its_propagated_mount() {
     assert!(sb.host_mounts().contains(&host_pm.join("v")));
 
     // graceful stop: the shim forwards SIGTERM to the plugin (PID 1, which traps it)
-    std::thread::sleep(Duration::from_millis(100));
     process.signal(Signal::SIGTERM).unwrap();
     let status = wait_bounded(&mut process);
     let (out, err) = output.recv_timeout(TIMEOUT).unwrap();
@@ -394,33 +394,24 @@ fn missing_entrypoint_fails_clearly_and_leaves_nothing() {
     );
     sb.assert_released();
 
-    let spec = sb.spec(&config(&["no-such-plugin"], ""));
-    let message = executor()
-        .start(&spec)
-        .err()
-        .expect("start must fail")
-        .to_string();
-    assert_eq!(
-        message,
-        "exec: \"no-such-plugin\": executable file not found in $PATH"
-    );
-    sb.assert_released();
-
-    // a mount whose source is missing names the mount
-    let spec = sb.spec(&config(
-        &["sh"],
-        r#""Mounts":[{"Source":"/nonexistent/berth","Destination":"/x","Type":"bind","Options":["rbind"]}]"#,
-    ));
-    let message = executor()
-        .start(&spec)
-        .err()
-        .expect("start must fail")
-        .to_string();
-    assert_eq!(
-        message,
-        "mount source /nonexistent/berth for /x: no such file or directory"
-    );
-    sb.assert_released();
+    for (args, extra, message) in [
+        (
+            "no-such-plugin",
+            "",
+            "exec: \"no-such-plugin\": executable file not found in $PATH",
+        ),
+        // a mount whose source is missing names the mount
+        (
+            "sh",
+            r#""Mounts":[{"Source":"/nonexistent/berth","Destination":"/x","Type":"bind","Options":["rbind"]}]"#,
+            "mount source /nonexistent/berth for /x: no such file or directory",
+        ),
+    ] {
+        let spec = sb.spec(&config(&[args], extra));
+        let err = executor().start(&spec).err().expect("start must fail");
+        assert_eq!(err.to_string(), message);
+        sb.assert_released();
+    }
 }
 
 fn alive(pid: i32) -> bool {

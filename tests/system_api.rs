@@ -77,9 +77,9 @@ fn unknown_routes_and_methods_get_page_not_found() {
 fn version_names_berth_and_its_api_range() {
     let d = Daemon::start();
     let v = d.get("/v1.41/version").json();
-    assert_eq!(v["Platform"]["Name"], "berth");
     assert_eq!(v["ApiVersion"], "1.41");
     assert_eq!(v["MinAPIVersion"], "1.24");
+    assert_eq!(v["Platform"]["Name"], "berth");
     assert_eq!(v["Components"][0]["Name"], "Engine");
     assert_eq!(v["Components"][0]["Details"]["ApiVersion"], "1.41");
     assert_eq!(v["Os"], "linux");

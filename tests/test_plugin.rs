@@ -4,6 +4,8 @@
 //! Every wait is bounded; every process started here is killed (by its own pid) when its guard
 //! drops.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
@@ -13,6 +15,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::http::{read_framed_response, read_head, Response};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_berth-test-plugin");
@@ -149,7 +152,7 @@ impl Plugin {
         }
     }
 
-    fn call(&self, method: &str, body: &str) -> Resp {
+    fn call(&self, method: &str, body: &str) -> Response {
         call(&self.socket, method, body)
     }
 }
@@ -160,32 +163,6 @@ impl Drop for Plugin {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
-    }
-}
-
-#[derive(Debug)]
-struct Resp {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Resp {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.text()))
-    }
-    fn err(&self) -> String {
-        self.json()["Err"].as_str().unwrap_or_default().to_string()
     }
 }
 
@@ -206,41 +183,18 @@ fn go_request(method: &str, body: &str, extra: &str) -> String {
     )
 }
 
-fn read_response(r: &mut impl BufRead) -> std::io::Result<Resp> {
-    let mut line = String::new();
-    r.read_line(&mut line)?;
-    let status: u16 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("bad status line {line:?}"));
-    let mut headers = Vec::new();
-    loop {
-        let mut h = String::new();
-        r.read_line(&mut h)?;
-        let h = h.trim_end();
-        if h.is_empty() {
-            break;
-        }
-        let (k, v) = h.split_once(':').expect("header");
-        headers.push((k.trim().to_string(), v.trim().to_string()));
-    }
-    let len: usize = headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-        .map(|(_, v)| v.parse().unwrap())
-        .expect("Content-Length");
-    let mut body = vec![0; len];
-    r.read_exact(&mut body)?;
-    Ok(Resp {
-        status,
-        headers,
-        body,
-    })
+/// One response; the test plugin frames every body with a Content-Length.
+fn read_response(r: &mut impl BufRead) -> std::io::Result<Response> {
+    let response = read_framed_response(r)?;
+    assert!(
+        response.header("Content-Length").is_some(),
+        "no Content-Length"
+    );
+    Ok(response)
 }
 
 /// One request on a fresh connection; the body gets Go's trailing newline unless empty.
-fn call(socket: &Path, method: &str, body: &str) -> Resp {
+fn call(socket: &Path, method: &str, body: &str) -> Response {
     let mut s = connect(socket);
     let body = if body.is_empty() {
         String::new()
@@ -252,7 +206,7 @@ fn call(socket: &Path, method: &str, body: &str) -> Resp {
     read_response(&mut BufReader::new(s)).unwrap_or_else(|e| panic!("{method}: {e}"))
 }
 
-fn assert_ok(r: &Resp) -> Value {
+fn assert_ok(r: &Response) -> Value {
     assert_eq!(r.status, 200, "body {:?}", r.text());
     assert_eq!(
         r.header("Content-Type"),
@@ -261,9 +215,9 @@ fn assert_ok(r: &Resp) -> Value {
     r.json()
 }
 
-fn assert_err(r: &Resp, err: &str) {
+fn assert_err(r: &Response, err: &str) {
     assert_eq!(r.status, 500, "body {:?}", r.text());
-    assert_eq!(r.err(), err);
+    assert_eq!(r.json()["Err"], err);
 }
 
 fn is_rfc3339_utc(s: &str) -> bool {
@@ -464,16 +418,13 @@ fn http_keep_alive_chunked_and_close() {
 
 /// Reads an interim (bodiless) response; returns its status.
 fn read_response_allowing_no_length(r: &mut impl BufRead) -> u16 {
-    let mut line = String::new();
-    r.read_line(&mut line).unwrap();
-    let status = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-    loop {
-        let mut h = String::new();
-        r.read_line(&mut h).unwrap();
-        if h.trim_end().is_empty() {
-            return status;
-        }
-    }
+    let (status_line, _) = read_head(r).unwrap().expect("a response");
+    status_line
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 #[test]

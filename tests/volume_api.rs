@@ -23,19 +23,6 @@ fn data_dir(d: &Daemon, name: &str) -> PathBuf {
     volumes_root(d).join(name).join("_data")
 }
 
-fn created(r: &Response) -> Value {
-    assert_eq!(r.status, 201, "{}", r.text());
-    r.json()
-}
-
-fn find<'a>(list: &'a Value, name: &str) -> Option<&'a Value> {
-    list["Volumes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["Name"] == name)
-}
-
 fn is_hex64(s: &str) -> bool {
     s.len() == 64
         && s.bytes()
@@ -291,25 +278,16 @@ fn inspect_and_remove() {
     );
     // A volume may be called "create": GET inspects it.
     let r = d.get("/v1.44/volumes/create");
-    assert_eq!(
-        (r.status, r.message()),
-        (404, "get create: no such volume".to_string())
-    );
+    r.assert_error(404, "get create: no such volume");
 
     let r = d.delete("/v1.44/volumes/gone");
     assert_eq!(r.status, 204, "{}", r.text());
     assert!(r.body.is_empty());
     assert!(!volumes_root(&d).join("gone").exists());
     let r = d.get("/v1.44/volumes/gone");
-    assert_eq!(
-        (r.status, r.message()),
-        (404, "get gone: no such volume".to_string())
-    );
+    r.assert_error(404, "get gone: no such volume");
     let r = d.delete("/v1.44/volumes/gone");
-    assert_eq!(
-        (r.status, r.message()),
-        (404, "get gone: no such volume".to_string())
-    );
+    r.assert_error(404, "get gone: no such volume");
     for force in ["1", "true"] {
         let r = d.delete(&format!("/v1.44/volumes/gone?force={force}"));
         assert_eq!(r.status, 204, "force on a missing volume: {}", r.text());
@@ -327,14 +305,20 @@ fn write_bytes(d: &Daemon, volume: &str, n: usize) {
     std::fs::write(data_dir(d, volume).join("payload"), vec![b'x'; n]).unwrap();
 }
 
-fn prune(d: &Daemon, version: &str, filters: &str) -> Value {
+/// `POST /<version>/volumes/prune` with `filters` (JSON; none when empty).
+fn prune_request(d: &Daemon, version: &str, filters: &str) -> Response {
     let path = if filters.is_empty() {
         format!("/{version}/volumes/prune")
     } else {
         format!("/{version}/volumes/prune?filters={}", url_escape(filters))
     };
-    let r = d.post(&path);
-    assert_eq!(r.status, 200, "POST {path}: {}", r.text());
+    d.post(&path)
+}
+
+/// The prune report (asserted 200).
+fn prune(d: &Daemon, version: &str, filters: &str) -> Value {
+    let r = prune_request(d, version, filters);
+    r.expect(200, "prune");
     r.json()
 }
 
@@ -388,25 +372,13 @@ fn prune_follows_the_api_version_labels_and_options() {
     assert_eq!(report["VolumesDeleted"], json!(["busy"]));
     assert_eq!(d.volume_names(""), vec!["withopts"]);
 
-    let r = d.post(&format!(
-        "/v1.44/volumes/prune?filters={}",
-        url_escape(r#"{"all":{"true":true,"false":true}}"#)
-    ));
-    assert_eq!(
-        (r.status, r.message()),
-        (
-            400,
-            "invalid filter 'all=[false true]': only one value is expected".to_string()
-        )
+    let r = prune_request(&d, "v1.44", r#"{"all":{"true":true,"false":true}}"#);
+    r.assert_error(
+        400,
+        "invalid filter 'all=[false true]': only one value is expected",
     );
-    let r = d.post(&format!(
-        "/v1.44/volumes/prune?filters={}",
-        url_escape(r#"{"dangling":{"true":true}}"#)
-    ));
-    assert_eq!(
-        (r.status, r.message()),
-        (400, "invalid filter 'dangling'".to_string())
-    );
+    let r = prune_request(&d, "v1.44", r#"{"dangling":{"true":true}}"#);
+    r.assert_error(400, "invalid filter 'dangling'");
 }
 
 #[test]
@@ -414,12 +386,9 @@ fn volume_update_is_for_swarm_cluster_volumes_only() {
     let d = Daemon::start();
     created(&d.create_volume("/v1.44", r#"{"Name":"x1"}"#));
     let r = d.request("PUT", "/v1.44/volumes/x1?version=1", &[], &[]);
-    assert_eq!(
-        (r.status, r.message()),
-        (
-            503,
-            "volume update only valid for cluster volumes, but swarm is unavailable".to_string()
-        )
+    r.assert_error(
+        503,
+        "volume update only valid for cluster volumes, but swarm is unavailable",
     );
     let r = d.request("PUT", "/v1.41/volumes/x1?version=1", &[], &[]);
     assert_eq!(r.status, 400, "{}", r.text());
@@ -437,12 +406,9 @@ fn volume_update_is_for_swarm_cluster_volumes_only() {
 fn volume_update_min_version_error_names_the_route_as_moby_does() {
     let d = Daemon::start();
     let r = d.request("PUT", "/v1.41/volumes/x1?version=1", &[], &[]);
-    assert_eq!(
-        (r.status, r.message()),
-        (
-            400,
-            "PUT /volumes/{name:.*} requires minimum API version 1.42".to_string()
-        )
+    r.assert_error(
+        400,
+        "PUT /volumes/{name:.*} requires minimum API version 1.42",
     );
 }
 
@@ -480,10 +446,7 @@ fn mount_extension_counts_users_per_id() {
     assert_eq!(r.header("Content-Type"), Some("application/json"));
 
     let r = d.delete("/v1.44/volumes/used");
-    assert_eq!(
-        (r.status, r.message()),
-        (409, "remove used: volume is in use - [a]".to_string())
-    );
+    r.assert_error(409, "remove used: volume is in use - [a]");
     let r = d.delete("/v1.44/volumes/used?force=1");
     assert_eq!(r.status, 409, "force does not override use: {}", r.text());
     assert_eq!(prune(&d, "v1.41", "")["VolumesDeleted"], json!([]));
@@ -496,16 +459,10 @@ fn mount_extension_counts_users_per_id() {
     assert_eq!(d.post("/v1.44/volumes/used/mount?id=b").status, 200);
     assert_eq!(d.post("/v1.44/volumes/used/mount?id=a").status, 200);
     let r = d.delete("/v1.44/volumes/used");
-    assert_eq!(
-        (r.status, r.message()),
-        (409, "remove used: volume is in use - [a, b]".to_string())
-    );
+    r.assert_error(409, "remove used: volume is in use - [a, b]");
 
     let r = d.post("/v1.44/volumes/used/unmount?id=zzz");
-    assert_eq!(
-        (r.status, r.message()),
-        (409, "unmount used: not mounted by zzz".to_string())
-    );
+    r.assert_error(409, "unmount used: not mounted by zzz");
     let r = d.post("/v1.44/volumes/used/unmount?id=a");
     assert_eq!(r.status, 204, "{}", r.text());
     assert_eq!(d.post("/v1.44/volumes/used/unmount?id=a").status, 409);
@@ -522,10 +479,7 @@ fn mount_extension_counts_users_per_id() {
     assert_eq!(d.delete("/v1.44/volumes/used").status, 204);
 
     let r = d.post("/v1.44/volumes/used/mount?id=a");
-    assert_eq!(
-        (r.status, r.message()),
-        (404, "get used: no such volume".to_string())
-    );
+    r.assert_error(404, "get used: no such volume");
     created(&d.create_volume("/v1.44", r#"{"Name":"other"}"#));
     let r = d.post("/v1.44/volumes/other/mount");
     assert_eq!(r.status, 400, "the caller id is required: {}", r.text());
@@ -569,10 +523,7 @@ fn a_tmpfs_volume_is_mounted_on_first_use_and_unmounted_after_the_last() {
     );
     assert!(data.join("on-tmpfs").exists());
     let r = d.delete("/v1.44/volumes/tv");
-    assert_eq!(
-        (r.status, r.message()),
-        (409, "remove tv: volume is in use - [b]".to_string())
-    );
+    r.assert_error(409, "remove tv: volume is in use - [b]");
 
     assert_eq!(d.post("/v1.44/volumes/tv/unmount?id=b").status, 204);
     assert_eq!(mount_fstype(&data), None, "unmounted after the last user");
@@ -645,7 +596,7 @@ fn managed_plugin_volumes_and_the_plugin_in_use() {
     );
 
     let list = d.volume_list("");
-    let listed = find(&list, "pv1").expect("listed");
+    let listed = find_volume(&list, "pv1").expect("listed");
     assert_eq!(listed["Driver"], PLUGIN);
     assert_eq!(listed["Mountpoint"], host.join("pv1").display().to_string());
     assert_eq!(listed["Labels"], json!({"l": "1"}));
@@ -660,9 +611,7 @@ fn managed_plugin_volumes_and_the_plugin_in_use() {
         "the driver filter is exact"
     );
 
-    let r = d.get("/v1.44/volumes/pv1");
-    assert_eq!(r.status, 200, "{}", r.text());
-    let inspected = r.json();
+    let inspected = d.inspect_volume("pv1");
     assert_eq!(
         inspected["Mountpoint"], "/data/pv1",
         "inspect shows the plugin's own path"
@@ -673,15 +622,9 @@ fn managed_plugin_volumes_and_the_plugin_in_use() {
 
     // The plugin is in use while it has volumes.
     let r = disable(&d);
-    assert_eq!(
-        (r.status, r.message()),
-        (409, format!("plugin {PLUGIN} is in use"))
-    );
+    r.assert_error(409, &format!("plugin {PLUGIN} is in use"));
     let r = d.delete(&format!("/v1.41/plugins/{PLUGIN}"));
-    assert_eq!(
-        (r.status, r.message()),
-        (409, format!("plugin {PLUGIN} is in use"))
-    );
+    r.assert_error(409, &format!("plugin {PLUGIN} is in use"));
 
     // Mount through the extension: a host path that exists.
     let r = d.post("/v1.44/volumes/pv1/mount?id=m1");
@@ -692,10 +635,7 @@ fn managed_plugin_volumes_and_the_plugin_in_use() {
     std::fs::write(mountpoint.join("from-host"), b"1").unwrap();
     assert_eq!(d.get("/v1.44/volumes/pv1").json()["Status"]["Mounts"], 1);
     let r = d.delete("/v1.44/volumes/pv1");
-    assert_eq!(
-        (r.status, r.message()),
-        (409, "remove pv1: volume is in use - [m1]".to_string())
-    );
+    r.assert_error(409, "remove pv1: volume is in use - [m1]");
     assert_eq!(d.post("/v1.44/volumes/pv1/unmount?id=m1").status, 204);
     assert_eq!(d.get("/v1.44/volumes/pv1").json()["Status"]["Mounts"], 0);
 
@@ -718,13 +658,10 @@ fn plugin_references_survive_a_daemon_restart() {
     d.spawn();
     // dockerd forgets these references (moby issue 29544); berth recounts them from the store.
     let r = disable(&d);
-    assert_eq!(
-        (r.status, r.message()),
-        (409, format!("plugin {PLUGIN} is in use"))
-    );
+    r.assert_error(409, &format!("plugin {PLUGIN} is in use"));
     let listed = d.volume_list("");
     assert_eq!(
-        find(&listed, "kept").expect("listed after restart")["Mountpoint"],
+        find_volume(&listed, "kept").expect("listed after restart")["Mountpoint"],
         propagated(&d, &id).join("kept").display().to_string()
     );
     assert_eq!(d.get("/v1.44/volumes/kept").status, 200);
@@ -753,32 +690,20 @@ fn a_disabled_plugin_driver_refuses_create_and_hides_its_volumes() {
         "/v1.44",
         &format!(r#"{{"Name":"after","Driver":"{PLUGIN}"}}"#),
     );
-    assert_eq!(
-        (r.status, r.message()),
-        (
-            409,
-            format!(
+    r.assert_error(409, &format!(
                 "create after: error looking up volume plugin {PLUGIN}: plugin {PLUGIN} found but disabled"
-            )
-        )
-    );
+            ));
     assert!(started.elapsed() < Duration::from_secs(2));
 
     // As with dockerd, the volumes of a disabled driver are not listed (it is not asked).
     let list = d.volume_list("");
-    assert!(find(&list, "before").is_none(), "{list}");
-    assert!(find(&list, "after").is_none());
+    assert!(find_volume(&list, "before").is_none(), "{list}");
+    assert!(find_volume(&list, "after").is_none());
     assert!(d.volume_names("").is_empty());
     let r = d.get("/v1.44/volumes/before");
-    assert_eq!(
-        (r.status, r.message()),
-        (
-            409,
-            format!(
+    r.assert_error(409, &format!(
                 "get before: error while checking if volume \"before\" exists in driver \"{PLUGIN}\": error looking up volume plugin {PLUGIN}: plugin {PLUGIN} found but disabled"
-            )
-        )
-    );
+            ));
 
     // Enabled again, everything works as before.
     let r = d.post(&format!("/v1.41/plugins/{PLUGIN}/enable?timeout=30"));
@@ -797,7 +722,7 @@ fn a_managed_driver_given_without_tag_is_recorded_under_the_plugin_name() {
     assert_eq!(v["Driver"], PLUGIN);
     assert_eq!(d.get("/v1.44/volumes/short").json()["Driver"], PLUGIN);
     let list = d.volume_list("");
-    let listed = find(&list, "short").expect("listed");
+    let listed = find_volume(&list, "short").expect("listed");
     assert_eq!(listed["Driver"], PLUGIN);
     assert_eq!(
         listed["Mountpoint"],
@@ -824,33 +749,6 @@ fn a_managed_driver_given_without_tag_is_recorded_under_the_plugin_name() {
 // ---------------------------------------------------------------------------------------------
 // Legacy plugins on the host
 
-struct Legacy {
-    dir: tempfile::TempDir,
-}
-
-impl Legacy {
-    fn new() -> Legacy {
-        let dir = tempfile::Builder::new()
-            .prefix("blg")
-            .tempdir_in("/tmp")
-            .unwrap();
-        std::fs::create_dir_all(dir.path().join("plugins")).unwrap();
-        Legacy { dir }
-    }
-    fn plugins(&self) -> PathBuf {
-        self.dir.path().join("plugins")
-    }
-    fn path(&self, p: &str) -> PathBuf {
-        self.dir.path().join(p)
-    }
-    fn daemon(&self, extra: &[&str]) -> Daemon {
-        let plugins = self.plugins().display().to_string();
-        let mut args = vec!["--legacy-plugin-dir", plugins.as_str()];
-        args.extend_from_slice(extra);
-        Daemon::start_with(&args)
-    }
-}
-
 /// create / list / inspect / mount / rm of a volume of legacy driver `driver` whose volumes
 /// live in `root`.
 fn legacy_round_trip(d: &Daemon, driver: &str, root: &Path) {
@@ -871,17 +769,15 @@ fn legacy_round_trip(d: &Daemon, driver: &str, root: &Path) {
     std::fs::create_dir(root.join("outside")).unwrap();
     let list = d.volume_list("");
     assert_eq!(list["Warnings"], Value::Null);
-    let listed = find(&list, "lv1").expect("lv1 listed");
+    let listed = find_volume(&list, "lv1").expect("lv1 listed");
     assert_eq!(listed["Driver"], driver);
     assert_eq!(listed["Mountpoint"], root.join("lv1").display().to_string());
     assert_eq!(listed["Options"], json!({"k": "v"}));
-    let outside = find(&list, "outside").expect("the plugin's own volume is listed");
+    let outside = find_volume(&list, "outside").expect("the plugin's own volume is listed");
     assert_eq!(outside["Driver"], driver);
     assert_eq!(outside["CreatedAt"], "0001-01-01T00:00:00Z");
 
-    let inspected = d.get("/v1.44/volumes/lv1");
-    assert_eq!(inspected.status, 200, "{}", inspected.text());
-    let inspected = inspected.json();
+    let inspected = d.inspect_volume("lv1");
     assert_eq!(
         inspected["Mountpoint"],
         root.join("lv1").display().to_string()
@@ -910,7 +806,7 @@ fn legacy_round_trip(d: &Daemon, driver: &str, root: &Path) {
 
 #[test]
 fn legacy_test_plugin_through_a_socket_in_the_plugin_directory() {
-    let legacy = Legacy::new();
+    let legacy = LegacyPlugins::new();
     let root = legacy.path("root");
     let _plugin = host_test_plugin(&legacy.plugins().join("tp.sock"), &root, &[]);
     let d = legacy.daemon(&[]);
@@ -921,49 +817,30 @@ fn legacy_test_plugin_through_a_socket_in_the_plugin_directory() {
         "/v1.44",
         r#"{"Name":"bad","Driver":"tp","DriverOpts":{"error":"no space on the moon"}}"#,
     );
-    assert_eq!(
-        (r.status, r.message()),
-        (
-            500,
-            "create bad: VolumeDriver.Create: no space on the moon".to_string()
-        )
-    );
+    r.assert_error(500, "create bad: VolumeDriver.Create: no space on the moon");
     assert_eq!(d.get("/v1.44/volumes/bad").status, 404);
     assert!(!d.volume_names("").contains(&"bad".to_string()));
 
     // A name owned by one driver cannot be taken by another.
     created(&d.create_volume("/v1.44", r#"{"Name":"mine","Driver":"tp"}"#));
     let r = d.create_volume("/v1.44", r#"{"Name":"mine","Driver":"local"}"#);
-    assert_eq!(
-        (r.status, r.message()),
-        (
-            409,
-            "create mine: driver 'tp' already has volume 'mine': volume name must be unique"
-                .to_string()
-        )
+    r.assert_error(
+        409,
+        "create mine: driver 'tp' already has volume 'mine': volume name must be unique",
     );
 
     // Prune never touches plugin volumes.
-    let r = d.post(&format!(
-        "/v1.44/volumes/prune?filters={}",
-        url_escape(r#"{"all":{"true":true}}"#)
-    ));
-    assert_eq!(r.json()["VolumesDeleted"], json!([]));
+    let r = prune(&d, "v1.44", r#"{"all":{"true":true}}"#);
+    assert_eq!(r["VolumesDeleted"], json!([]));
 
     // The plugin lost it behind berth's back: as with dockerd, the volume reads as missing
     // (rm and inspect say `no such volume`) but its record keeps the name until `rm -f`.
     std::fs::remove_dir(root.join("mine")).unwrap();
     let r = d.delete("/v1.44/volumes/mine");
-    assert_eq!(
-        (r.status, r.message()),
-        (404, "get mine: no such volume".to_string())
-    );
+    r.assert_error(404, "get mine: no such volume");
     assert!(!d.volume_names("").contains(&"mine".to_string()));
     let r = d.get("/v1.44/volumes/mine");
-    assert_eq!(
-        (r.status, r.message()),
-        (404, "get mine: no such volume".to_string())
-    );
+    r.assert_error(404, "get mine: no such volume");
     let r = d.delete("/v1.44/volumes/mine?force=1");
     assert_eq!(r.status, 204, "{}", r.text());
     let r = d.create_volume("/v1.44", r#"{"Name":"mine","Driver":"local"}"#);
@@ -986,7 +863,7 @@ fn legacy_test_plugin_through_a_socket_in_the_plugin_directory() {
 
 #[test]
 fn legacy_test_plugin_through_a_spec_file() {
-    let legacy = Legacy::new();
+    let legacy = LegacyPlugins::new();
     let root = legacy.path("root");
     let socket = legacy.path("elsewhere/speccy.sock");
     let _plugin = host_test_plugin(&socket, &root, &[]);
@@ -1001,19 +878,15 @@ fn legacy_test_plugin_through_a_spec_file() {
 
 #[test]
 fn an_unknown_driver_fails_at_once() {
-    let legacy = Legacy::new();
+    let legacy = LegacyPlugins::new();
     let d = legacy.daemon(&[]);
     for version in ["v1.41", "v1.44"] {
         let started = Instant::now();
         let r = d.create_volume(&format!("/{version}"), r#"{"Name":"v","Driver":"nosuch"}"#);
         let took = started.elapsed();
-        assert_eq!(
-            (r.status, r.message()),
-            (
-                404,
-                "create v: error looking up volume plugin nosuch: plugin \"nosuch\" not found"
-                    .to_string()
-            )
+        r.assert_error(
+            404,
+            "create v: error looking up volume plugin nosuch: plugin \"nosuch\" not found",
         );
         assert!(took < Duration::from_secs(1), "took {took:?}");
     }
@@ -1022,32 +895,11 @@ fn an_unknown_driver_fails_at_once() {
 
 #[test]
 fn rclone_serve_docker_as_a_legacy_plugin() {
-    let legacy = Legacy::new();
+    let legacy = LegacyPlugins::new();
     let base = legacy.path("mnt");
-    let cache = legacy.path("cache");
     let remote = legacy.path("remote");
-    for dir in [&base, &cache, &remote] {
-        std::fs::create_dir_all(dir).unwrap();
-    }
-    let config = legacy.path("rclone.conf");
-    std::fs::write(&config, "").unwrap();
-    let socket = legacy.plugins().join("rclone.sock");
-    let mut cmd = Command::new("rclone");
-    cmd.args(["serve", "docker", "--no-spec", "--socket-addr"])
-        .arg(&socket)
-        .arg("--base-dir")
-        .arg(&base)
-        .arg("--cache-dir")
-        .arg(&cache)
-        .arg("--config")
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let _rclone = HostProcess::spawn(
-        "rclone serve docker (Debian package rclone; .ci/run installs it)",
-        &mut cmd,
-    );
-    wait_for_socket(&socket);
+    std::fs::create_dir_all(&remote).unwrap();
+    let _rclone = rclone_serve_docker(&legacy.plugins().join("rclone.sock"), legacy.dir.path());
     let d = legacy.daemon(&[]);
 
     let remote_path = remote.display().to_string();
@@ -1078,17 +930,15 @@ fn rclone_serve_docker_as_a_legacy_plugin() {
         vec!["rc1", "rc2"]
     );
     assert_eq!(
-        find(&list, "rc2").unwrap()["Mountpoint"],
+        find_volume(&list, "rc2").unwrap()["Mountpoint"],
         base.join("rc2").display().to_string()
     );
     assert_eq!(
-        find(&list, "rc2").unwrap()["Labels"],
+        find_volume(&list, "rc2").unwrap()["Labels"],
         json!({"via": "remote"})
     );
 
-    let r = d.get("/v1.44/volumes/rc1");
-    assert_eq!(r.status, 200, "{}", r.text());
-    let inspected = r.json();
+    let inspected = d.inspect_volume("rc1");
     assert_eq!(
         inspected["Mountpoint"],
         base.join("rc1").display().to_string()
@@ -1100,21 +950,14 @@ fn rclone_serve_docker_as_a_legacy_plugin() {
         "/v1.44",
         r#"{"Name":"rc3","Driver":"rclone","DriverOpts":{"bogus":"1"}}"#,
     );
-    assert_eq!(
-        (r.status, r.message()),
-        (
-            500,
-            "create rc3: VolumeDriver.Create: unsupported backend option \"bogus\"".to_string()
-        )
+    r.assert_error(
+        500,
+        "create rc3: VolumeDriver.Create: unsupported backend option \"bogus\"",
     );
     let r = d.create_volume("/v1.44", r#"{"Name":"rc4","Driver":"rclone"}"#);
-    assert_eq!(
-        (r.status, r.message()),
-        (
-            500,
-            "create rc4: VolumeDriver.Create: volume must have either remote or backend type"
-                .to_string()
-        )
+    r.assert_error(
+        500,
+        "create rc4: VolumeDriver.Create: volume must have either remote or backend type",
     );
 
     for name in ["rc1", "rc2"] {
@@ -1169,7 +1012,7 @@ fn wolphin_driver_python_plugin_as_a_legacy_plugin() {
         eprintln!("SKIPPED: could not install wolphin-driver 0.0.4 from PyPI into a venv");
         return;
     };
-    let legacy = Legacy::new();
+    let legacy = LegacyPlugins::new();
     let base = legacy.path("base");
     std::fs::create_dir_all(&base).unwrap();
     let socket = legacy.plugins().join("wolphin.sock");
@@ -1198,7 +1041,7 @@ fn wolphin_driver_python_plugin_as_a_legacy_plugin() {
 
     let list = d.volume_list("");
     assert_eq!(list["Warnings"], Value::Null);
-    let listed = find(&list, "wv1").expect("listed");
+    let listed = find_volume(&list, "wv1").expect("listed");
     assert_eq!(listed["Driver"], "wolphin");
     assert_eq!(
         listed["Mountpoint"],
@@ -1208,9 +1051,7 @@ fn wolphin_driver_python_plugin_as_a_legacy_plugin() {
     assert_eq!(listed["Scope"], "global");
     assert_eq!(listed["Labels"], json!({"py": "yes"}));
 
-    let r = d.get("/v1.44/volumes/wv1");
-    assert_eq!(r.status, 200, "{}", r.text());
-    let inspected = r.json();
+    let inspected = d.inspect_volume("wv1");
     assert_eq!(
         inspected["Mountpoint"],
         base.join("wv1").display().to_string()
@@ -1248,14 +1089,12 @@ fn wolphin_driver_python_plugin_as_a_legacy_plugin() {
 /// every list or create.
 #[test]
 fn legacy_plugin_capabilities_are_asked_once() {
-    let legacy = Legacy::new();
-    let root = legacy.path("root");
+    let legacy = LegacyPlugins::new();
     let calls = legacy.path("calls.log");
-    let calls_knob = calls.display().to_string();
     let _plugin = host_test_plugin(
         &legacy.plugins().join("capy.sock"),
-        &root,
-        &[("TEST_CALL_LOG", calls_knob.as_str())],
+        &legacy.path("root"),
+        &[("TEST_CALL_LOG", calls.to_str().unwrap())],
     );
     let d = legacy.daemon(&[]);
     for i in 0..3 {

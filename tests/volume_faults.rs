@@ -1,5 +1,5 @@
 //! `/volumes` when things go wrong: a legacy plugin frozen with SIGSTOP while berth lists or
-//! creates, a plugin killed in the middle of a slow create, and berth itself killed with SIGKILL
+//! creates, a plugin killed in the middle of a create, and berth itself killed with SIGKILL
 //! in the middle of 100 concurrent creates. Every process started here is resumed and killed
 //! by its guard; every wait is bounded.
 
@@ -12,26 +12,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-fn created(r: &Response) -> Value {
-    assert_eq!(r.status, 201, "{}", r.text());
-    r.json()
-}
-
-fn find<'a>(list: &'a Value, name: &str) -> Option<&'a Value> {
-    list["Volumes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["Name"] == name)
-}
-
-fn warnings(list: &Value) -> Vec<String> {
-    list["Warnings"]
-        .as_array()
-        .map(|w| w.iter().map(|s| s.as_str().unwrap().to_string()).collect())
-        .unwrap_or_default()
-}
 
 /// Timed `GET /v1.44/volumes`.
 fn timed_list(d: &Daemon) -> (Value, Duration) {
@@ -46,7 +26,7 @@ fn timed_list(d: &Daemon) -> (Value, Duration) {
 /// Each plugin has a volume berth created; `alive` also has one berth never created; `local`
 /// has one.
 struct FrozenSetup {
-    _dir: tempfile::TempDir,
+    _legacy: LegacyPlugins,
     frozen: HostProcess,
     _alive: HostProcess,
     alive_root: PathBuf,
@@ -54,21 +34,16 @@ struct FrozenSetup {
 }
 
 fn frozen_setup() -> FrozenSetup {
-    let dir = tempfile::Builder::new()
-        .prefix("bfz")
-        .tempdir_in("/tmp")
-        .unwrap();
-    let plugins = dir.path().join("plugins");
-    let frozen_root = dir.path().join("frozen-root");
-    let alive_root = dir.path().join("alive-root");
-    let frozen = host_test_plugin(&plugins.join("frozen.sock"), &frozen_root, &[]);
-    let alive = host_test_plugin(&plugins.join("alive.sock"), &alive_root, &[]);
-    let d = Daemon::start_with(&[
-        "--plugin-call-timeout",
-        "1",
-        "--legacy-plugin-dir",
-        plugins.to_str().unwrap(),
-    ]);
+    let legacy = LegacyPlugins::new();
+    let alive_root = legacy.path("alive-root");
+    let frozen = host_test_plugin(
+        &legacy.plugins().join("frozen.sock"),
+        &legacy.path("frozen-root"),
+        &[],
+    );
+    let alive = host_test_plugin(&legacy.plugins().join("alive.sock"), &alive_root, &[]);
+    let d = legacy.daemon(&["--plugin-call-timeout", "1"]);
+    // Volumes through both plugins: berth has activated both before any test freezes one.
     created(&d.create_volume("/v1.44", r#"{"Name":"fv","Driver":"frozen"}"#));
     created(&d.create_volume("/v1.44", r#"{"Name":"av","Driver":"alive"}"#));
     created(&d.create_volume("/v1.44", r#"{"Name":"lv"}"#));
@@ -81,7 +56,7 @@ fn frozen_setup() -> FrozenSetup {
         "before the freeze"
     );
     FrozenSetup {
-        _dir: dir,
+        _legacy: legacy,
         frozen,
         _alive: alive,
         alive_root,
@@ -99,13 +74,13 @@ fn assert_list_despite_the_frozen_driver(list: &Value, alive_root: &Path) -> Str
         .map(|v| v["Name"].as_str().unwrap())
         .collect();
     assert_eq!(names, vec!["alive-only", "av", "fv", "lv"], "{list}");
-    assert_eq!(find(list, "fv").unwrap()["Driver"], "frozen");
+    assert_eq!(find_volume(list, "fv").unwrap()["Driver"], "frozen");
     assert_eq!(
-        find(list, "av").unwrap()["Mountpoint"],
+        find_volume(list, "av").unwrap()["Mountpoint"],
         alive_root.join("av").display().to_string(),
         "the live driver answered"
     );
-    let w = warnings(list);
+    let w = list_warnings(list);
     assert_eq!(w.len(), 1, "{w:?}");
     assert!(w[0].starts_with("list frozen: "), "{w:?}");
     w[0].clone()
@@ -161,7 +136,7 @@ fn a_frozen_legacy_plugin_does_not_stall_volume_ls_or_create() {
     assert!(
         eventually(Duration::from_secs(10), || {
             let list = d.volume_list("");
-            list["Warnings"].is_null() && find(&list, "fv").is_some()
+            list["Warnings"].is_null() && find_volume(&list, "fv").is_some()
         }),
         "{}",
         d.volume_list("")
@@ -189,21 +164,20 @@ fn every_list_while_a_plugin_is_frozen_warns_and_keeps_the_other_drivers() {
 }
 
 #[test]
-fn a_plugin_killed_during_a_slow_create_fails_it_cleanly() {
-    let dir = tempfile::Builder::new()
-        .prefix("bsc")
-        .tempdir_in("/tmp")
-        .unwrap();
-    let plugins = dir.path().join("plugins");
-    let root = dir.path().join("root");
-    let socket = plugins.join("slow.sock");
-    let mut plugin = host_test_plugin(&socket, &root, &[("TEST_SLOW_CALL_MS", "1500")]);
-    let d = Daemon::start_with(&[
-        "--plugin-call-timeout",
-        "10",
-        "--legacy-plugin-dir",
-        plugins.to_str().unwrap(),
-    ]);
+fn a_plugin_killed_during_a_create_fails_it_cleanly() {
+    let legacy = LegacyPlugins::new();
+    let root = legacy.path("root");
+    let socket = legacy.plugins().join("hung.sock");
+    let calls = legacy.path("calls.log");
+    let mut plugin = host_test_plugin(
+        &socket,
+        &root,
+        &[
+            ("TEST_HANG_ON", "VolumeDriver.Create"),
+            ("TEST_CALL_LOG", calls.to_str().unwrap()),
+        ],
+    );
+    let d = legacy.daemon(&["--plugin-call-timeout", "10"]);
     let socket_path = d.socket.clone();
 
     let started = Instant::now();
@@ -213,14 +187,21 @@ fn a_plugin_killed_during_a_slow_create_fails_it_cleanly() {
             "POST",
             "/v1.44/volumes/create",
             &[("Content-Type", "application/json")],
-            br#"{"Name":"doomed","Driver":"slow"}"#,
+            br#"{"Name":"doomed","Driver":"hung"}"#,
         )
         .expect("an answer");
         (r, Instant::now())
     });
-    // Activate, Get and Create each take 1.5 s: 3.5 s in, Create is under way.
-    std::thread::sleep(Duration::from_millis(3500));
-    assert!(!creating.is_finished(), "create waits for the slow plugin");
+    // The plugin logs a call before it starts on it (and never answers Create): once Create is
+    // in its log, the create is under way in the plugin.
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            std::fs::read_to_string(&calls).is_ok_and(|log| log.contains("VolumeDriver.Create "))
+        }),
+        "the plugin never received VolumeDriver.Create: {:?}",
+        std::fs::read_to_string(&calls)
+    );
+    assert!(!creating.is_finished(), "create waits for the plugin");
     let killed = Instant::now();
     plugin.kill();
     let (r, answered) = creating.join().unwrap();
@@ -239,21 +220,18 @@ fn a_plugin_killed_during_a_slow_create_fails_it_cleanly() {
 
     // Nothing recorded: not listed (the dead driver's list fails: a warning), not inspectable.
     let list = d.volume_list("");
-    assert!(find(&list, "doomed").is_none(), "{list}");
-    let w = warnings(&list);
+    assert!(find_volume(&list, "doomed").is_none(), "{list}");
+    let w = list_warnings(&list);
     assert!(
-        w.iter().all(|w| w.starts_with("list slow: ")),
+        w.iter().all(|w| w.starts_with("list hung: ")),
         "only the dead driver warns: {w:?}"
     );
     let r = d.get("/v1.44/volumes/doomed");
-    assert_eq!(
-        (r.status, r.message()),
-        (404, "get doomed: no such volume".to_string())
-    );
+    r.assert_error(404, "get doomed: no such volume");
 
     // The plugin comes back on the same socket: the name can be created after all.
     let _again = host_test_plugin(&socket, &root, &[]);
-    let r = d.create_volume("/v1.44", r#"{"Name":"doomed","Driver":"slow"}"#);
+    let r = d.create_volume("/v1.44", r#"{"Name":"doomed","Driver":"hung"}"#);
     assert_eq!(r.status, 201, "{}", r.text());
     assert!(root.join("doomed").is_dir());
     assert_eq!(d.volume_names(""), vec!["doomed"]);
@@ -271,6 +249,9 @@ fn volume_dirs(d: &Daemon) -> BTreeSet<String> {
 #[test]
 fn berth_killed_during_100_concurrent_creates_keeps_every_acknowledged_volume() {
     const N: usize = 100;
+    // The last HELD creates send half their body and stall until the kill: whenever the kill
+    // lands, some creates are still in the middle.
+    const HELD: usize = 4;
     let mut d = Daemon::start();
     let acknowledged = Arc::new(Mutex::new(BTreeSet::new()));
     let failed = Arc::new(Mutex::new(Vec::new()));
@@ -288,14 +269,21 @@ fn berth_killed_during_100_concurrent_creates_keeps_every_acknowledged_volume() 
         threads.push(std::thread::spawn(move || {
             let name = format!("crash{i:03}");
             let body = format!(r#"{{"Name":"{name}","Labels":{{"i":"{i}"}}}}"#);
-            go.wait();
-            let r = raw_request(
-                &socket,
+            let headers = [("Content-Type", "application/json")];
+            let request = (
                 "POST",
                 "/v1.44/volumes/create",
-                &[("Content-Type", "application/json")],
+                &headers[..],
                 body.as_bytes(),
             );
+            let r = if i >= N - HELD {
+                let stalled = send_request(&socket, request, body.len() / 2);
+                go.wait();
+                stalled.and_then(read_response)
+            } else {
+                go.wait();
+                send_request(&socket, request, body.len()).and_then(read_response)
+            };
             match r {
                 Ok(r) if r.status == 201 => {
                     acknowledged.lock().unwrap().insert(name);
@@ -311,10 +299,13 @@ fn berth_killed_during_100_concurrent_creates_keeps_every_acknowledged_volume() 
     }
     go.wait();
     let started = Instant::now();
-    // Kill once about a quarter has been acknowledged (or after 5 s whatever happened).
-    while answered.load(Ordering::SeqCst) < N / 4 && started.elapsed() < Duration::from_secs(5) {
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    // Kill once a quarter has been acknowledged.
+    assert!(
+        eventually(Duration::from_secs(60), || answered.load(Ordering::SeqCst)
+            >= N / 4),
+        "berth acknowledged only {} of {N} creates in 60 s",
+        answered.load(Ordering::SeqCst)
+    );
     d.kill9();
     let at_kill = answered.load(Ordering::SeqCst);
     for t in threads {

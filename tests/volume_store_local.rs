@@ -3,6 +3,9 @@
 //! mounted volume, and restore after a crash. Mount tests need root (CI runs as root) and
 //! are skipped otherwise.
 
+mod common;
+use common::opts;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -31,13 +34,6 @@ fn validate_options(opts: &BTreeMap<String, String>) -> Result<(), String> {
 
 fn driver_in(root: &Root) -> LocalDriver {
     LocalDriver::new(&root.path().join("volumes"))
-}
-
-fn opts(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
 }
 
 /// A data root under /tmp that unmounts whatever is still mounted below it before it is
@@ -80,6 +76,25 @@ impl Drop for Root {
             }
         }
     }
+}
+
+/// `-o type=<kind> -o device=<device>`, and `-o o=<o>` unless empty.
+fn local_opts(kind: &str, device: &str, o: &str) -> BTreeMap<String, String> {
+    let mut pairs = vec![("type", kind), ("device", device)];
+    if !o.is_empty() {
+        pairs.push(("o", o));
+    }
+    opts(&pairs)
+}
+
+/// A data root and a driver on it, for tests that mount: only as root (else skipped).
+fn mounting_driver() -> Option<(Root, LocalDriver)> {
+    if !is_root() {
+        return None;
+    }
+    let root = Root::new();
+    let driver = driver_in(&root);
+    Some((root, driver))
 }
 
 fn is_root() -> bool {
@@ -158,12 +173,12 @@ fn name_rules_and_messages() {
 fn option_rules_and_messages() {
     for ok in [
         opts(&[]),
-        opts(&[("type", "tmpfs"), ("device", "tmpfs")]),
-        opts(&[("type", "tmpfs"), ("device", "tmpfs"), ("o", "size=1m")]),
-        opts(&[("type", ""), ("device", "")]),
+        local_opts("tmpfs", "tmpfs", ""),
+        local_opts("tmpfs", "tmpfs", "size=1m"),
+        local_opts("", "", ""),
         opts(&[("size", "0")]),
         opts(&[("size", "0.5")]),
-        opts(&[("type", "cifs"), ("device", "//host:445/share")]),
+        local_opts("cifs", "//host:445/share", ""),
     ] {
         validate_options(&ok).unwrap_or_else(|e| panic!("{ok:?}: {e}"));
     }
@@ -265,27 +280,23 @@ fn ram_in_bytes_is_go_units() {
 
 #[test]
 fn mount_options_split_into_flags_and_data_like_moby() {
-    assert_eq!(parse_mount_options(""), (0, String::new()));
-    assert_eq!(parse_mount_options("size=1m"), (0, "size=1m".into()));
-    assert_eq!(
-        parse_mount_options("ro,nosuid,size=1m,bogus"),
-        (0x3, "size=1m,bogus".into())
-    );
-    // `defaults` has no flag and so goes to the data (as in moby/sys/mount).
-    assert_eq!(
-        parse_mount_options("defaults,size=1m"),
-        (0, "defaults,size=1m".into())
-    );
-    assert_eq!(parse_mount_options("ro,rw"), (0, String::new()));
-    assert_eq!(parse_mount_options("bind"), (0x1000, String::new()));
-    assert_eq!(
-        parse_mount_options("rbind,private,size=2m"),
-        (0x45000, "size=2m".into())
-    );
-    assert_eq!(
-        parse_mount_options("addr=1.2.3.4,ro,nfsvers=4"),
-        (0x1, "addr=1.2.3.4,nfsvers=4".into())
-    );
+    for (options, flags, data) in [
+        ("", 0, ""),
+        ("size=1m", 0, "size=1m"),
+        ("ro,nosuid,size=1m,bogus", 0x3, "size=1m,bogus"),
+        // `defaults` has no flag and so goes to the data (as in moby/sys/mount).
+        ("defaults,size=1m", 0, "defaults,size=1m"),
+        ("ro,rw", 0, ""),
+        ("bind", 0x1000, ""),
+        ("rbind,private,size=2m", 0x45000, "size=2m"),
+        ("addr=1.2.3.4,ro,nfsvers=4", 0x1, "addr=1.2.3.4,nfsvers=4"),
+    ] {
+        assert_eq!(
+            parse_mount_options(options),
+            (flags, data.to_string()),
+            "{options}"
+        );
+    }
 }
 
 #[test]
@@ -295,30 +306,42 @@ fn mount_calls_and_their_error_texts_match_dockerd() {
     let enodev = std::io::Error::from_raw_os_error(nix::libc::ENODEV);
     let target = Path::new("/tmp/dk/data/volumes/vp3/_data");
 
-    let calls = mount_calls("tmpfs", target, "tmpfs", "ro,nosuid,size=1m,bogus");
-    assert_eq!(calls.len(), 1);
-    assert_eq!(
-        calls[0].error_text(&einval),
-        "mount tmpfs:/tmp/dk/data/volumes/vp3/_data, flags: 0x3, data: size=1m,bogus: invalid argument"
-    );
-
-    let calls = mount_calls("tmpfs", target, "tmpfs", "size=1m,bogus=1");
-    assert_eq!(
-        calls[0].error_text(&einval),
-        "mount tmpfs:/tmp/dk/data/volumes/vp3/_data, data: size=1m,bogus=1: invalid argument"
-    );
-
-    let calls = mount_calls("foo", target, "nosuchfs", "");
-    assert_eq!(
-        calls[0].error_text(&enodev),
-        "mount foo:/tmp/dk/data/volumes/vp3/_data: no such device"
-    );
-
-    let calls = mount_calls("/tmp/nonexist-dir", target, "none", "bind");
-    assert_eq!(
-        calls[0].error_text(&enoent),
-        "mount /tmp/nonexist-dir:/tmp/dk/data/volumes/vp3/_data, flags: 0x1000: no such file or directory"
-    );
+    // One mount call each; its error as dockerd words it (`{target}` for the target).
+    for (source, fstype, options, errno, text) in [
+        (
+            "tmpfs",
+            "tmpfs",
+            "ro,nosuid,size=1m,bogus",
+            &einval,
+            "mount tmpfs:{target}, flags: 0x3, data: size=1m,bogus: invalid argument",
+        ),
+        (
+            "tmpfs",
+            "tmpfs",
+            "size=1m,bogus=1",
+            &einval,
+            "mount tmpfs:{target}, data: size=1m,bogus=1: invalid argument",
+        ),
+        (
+            "foo",
+            "nosuchfs",
+            "",
+            &enodev,
+            "mount foo:{target}: no such device",
+        ),
+        (
+            "/tmp/nonexist-dir",
+            "none",
+            "bind",
+            &enoent,
+            "mount /tmp/nonexist-dir:{target}, flags: 0x1000: no such file or directory",
+        ),
+    ] {
+        let calls = mount_calls(source, target, fstype, options);
+        assert_eq!(calls.len(), 1, "{options}");
+        let text = text.replace("{target}", target.to_str().unwrap());
+        assert_eq!(calls[0].error_text(errno), text);
+    }
 
     // Propagation flags are a second call and are not shown on the first.
     let calls = mount_calls("tmpfs", target, "tmpfs", "rbind,private,size=2m,bogus");
@@ -429,11 +452,7 @@ fn create_lays_out_the_volume_like_dockerd_and_is_idempotent() {
     let mp = driver
         .create(
             "withopts",
-            &opts(&[
-                ("type", "tmpfs"),
-                ("device", "tmpfs"),
-                ("o", "size=1m,uid=1000"),
-            ]),
+            &local_opts("tmpfs", "tmpfs", "size=1m,uid=1000"),
         )
         .unwrap();
     assert!(mp.is_dir());
@@ -576,7 +595,7 @@ fn restore_learns_volumes_and_sweeps_leftovers() {
         let driver = driver_in(&root);
         driver.create("one", &opts(&[])).unwrap();
         driver
-            .create("two", &opts(&[("type", "tmpfs"), ("device", "tmpfs")]))
+            .create("two", &local_opts("tmpfs", "tmpfs", ""))
             .unwrap();
     }
     // What a crash in create or remove leaves, and things that are no volumes.
@@ -614,20 +633,11 @@ fn restore_learns_volumes_and_sweeps_leftovers() {
 
 #[test]
 fn tmpfs_volume_mounts_with_its_size_and_unmounts() {
-    if !is_root() {
+    let Some((_root, driver)) = mounting_driver() else {
         return;
-    }
-    let root = Root::new();
-    let driver = driver_in(&root);
+    };
     let mp = driver
-        .create(
-            "tmp",
-            &opts(&[
-                ("type", "tmpfs"),
-                ("device", "tmpfs"),
-                ("o", "size=1m,uid=1000"),
-            ]),
-        )
+        .create("tmp", &local_opts("tmpfs", "tmpfs", "size=1m,uid=1000"))
         .unwrap();
     assert!(!driver.is_mounted("tmp"));
     assert_eq!(driver.mount("tmp").unwrap(), mp);
@@ -651,23 +661,17 @@ fn tmpfs_volume_mounts_with_its_size_and_unmounts() {
 
 #[test]
 fn bind_volume_shows_the_host_directory_and_remove_leaves_it_alone() {
-    if !is_root() {
+    let Some((root, driver)) = mounting_driver() else {
         return;
-    }
-    let root = Root::new();
+    };
     let host = Root::new();
     let host_dir = host.path().join("share");
     fs::create_dir(&host_dir).unwrap();
     fs::write(host_dir.join("precious"), b"keep me").unwrap();
-    let driver = driver_in(&root);
     let mp = driver
         .create(
             "bound",
-            &opts(&[
-                ("type", "none"),
-                ("device", host_dir.to_str().unwrap()),
-                ("o", "bind"),
-            ]),
+            &local_opts("none", host_dir.to_str().unwrap(), "bind"),
         )
         .unwrap();
     driver.mount("bound").unwrap();
@@ -686,20 +690,14 @@ fn bind_volume_shows_the_host_directory_and_remove_leaves_it_alone() {
 
 #[test]
 fn read_only_bind_gets_remounted_read_only() {
-    if !is_root() {
+    let Some((_root, driver)) = mounting_driver() else {
         return;
-    }
-    let root = Root::new();
+    };
     let host = Root::new();
-    let driver = driver_in(&root);
     let mp = driver
         .create(
             "robind",
-            &opts(&[
-                ("type", "none"),
-                ("device", host.path().to_str().unwrap()),
-                ("o", "bind,ro"),
-            ]),
+            &local_opts("none", host.path().to_str().unwrap(), "bind,ro"),
         )
         .unwrap();
     driver.mount("robind").unwrap();
@@ -712,62 +710,56 @@ fn read_only_bind_gets_remounted_read_only() {
 
 #[test]
 fn mount_failures_read_like_dockerd() {
-    if !is_root() {
+    let Some((root, driver)) = mounting_driver() else {
         return;
-    }
-    let root = Root::new();
-    let driver = driver_in(&root);
-    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
-    let cases: &[Case] = &[
+    };
+    // (volume, type, device, o, the mount error with {dir} for the volume's directory)
+    let cases = [
         (
             "badtype",
-            &[("type", "nosuchfs"), ("device", "foo")],
+            "nosuchfs",
+            "foo",
+            "",
             "mount foo:{dir}: no such device",
         ),
         (
             "baddata",
-            &[
-                ("type", "tmpfs"),
-                ("device", "tmpfs"),
-                ("o", "size=1m,bogus=1"),
-            ],
+            "tmpfs",
+            "tmpfs",
+            "size=1m,bogus=1",
             "mount tmpfs:{dir}, data: size=1m,bogus=1: invalid argument",
         ),
         (
             "badflags",
-            &[
-                ("type", "tmpfs"),
-                ("device", "tmpfs"),
-                ("o", "ro,nosuid,size=1m,bogus"),
-            ],
+            "tmpfs",
+            "tmpfs",
+            "ro,nosuid,size=1m,bogus",
             "mount tmpfs:{dir}, flags: 0x3, data: size=1m,bogus: invalid argument",
         ),
         (
             "badbind",
-            &[
-                ("type", "none"),
-                ("device", "/nonexistent-berth-dir"),
-                ("o", "bind"),
-            ],
+            "none",
+            "/nonexistent-berth-dir",
+            "bind",
             "mount /nonexistent-berth-dir:{dir}, flags: 0x1000: no such file or directory",
         ),
         (
             "notblock",
-            &[("type", "ext4"), ("device", "/etc/hostname")],
+            "ext4",
+            "/etc/hostname",
+            "",
             "mount /etc/hostname:{dir}: block device required",
         ),
         (
             "secret",
-            &[
-                ("type", "nosuchfs"),
-                ("device", "x"),
-                ("o", "user=u,password=hunter2"),
-            ],
+            "nosuchfs",
+            "x",
+            "user=u,password=hunter2",
             "mount x:{dir}, data: user=u,password=********: no such device",
         ),
     ];
-    for (name, o, expected) in cases {
-        driver.create(name, &opts(o)).unwrap();
+    for (name, kind, device, o, expected) in cases {
+        driver.create(name, &local_opts(kind, device, o)).unwrap();
         let dir = driver.mountpoint(name);
         let err = driver.mount(name).unwrap_err().to_string();
         assert_eq!(
@@ -783,7 +775,7 @@ fn mount_failures_read_like_dockerd() {
     }
     // Type without device: dockerd accepts the create and fails the mount.
     driver
-        .create("nodev", &opts(&[("type", "tmpfs"), ("device", "")]))
+        .create("nodev", &local_opts("tmpfs", "", ""))
         .unwrap();
     assert_eq!(
         driver.mount("nodev").unwrap_err().to_string(),
@@ -798,7 +790,7 @@ fn restore_after_a_crash_leaves_nothing_mounted() {
         return;
     }
     let root = Root::new();
-    let tmpfs = opts(&[("type", "tmpfs"), ("device", "tmpfs"), ("o", "size=1m")]);
+    let tmpfs = local_opts("tmpfs", "tmpfs", "size=1m");
     {
         let driver = driver_in(&root);
         driver.create("crash1", &tmpfs).unwrap();

@@ -5,11 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
-use std::time::Duration;
-
-use super::{host_test_plugin, parse_response, Daemon, HostProcess, Response};
+use super::{host_test_plugin, Daemon, HostProcess};
 
 /// A legacy AuthZ plugin `<dir>/plugins/<name>.sock` (so `--legacy-plugin-dir <dir>/plugins`
 /// finds it) logging to `<dir>/<name>.log`.
@@ -122,29 +118,6 @@ pub fn read_log(path: &Path) -> Vec<AuthzCall> {
 /// The `--legacy-plugin-dir` of plugins made with [`authz_plugin`] in `dir`.
 pub fn plugin_dir(dir: &Path) -> String {
     dir.join("plugins").display().to_string()
-}
-
-/// Sends `raw` bytes (a whole request, framed by the caller) and reads the answer until the
-/// daemon closes the connection or `wait` passes. With `half_close`, the write side is shut
-/// after sending (the body ends there).
-pub fn exchange(socket: &Path, raw: &[u8], half_close: bool, wait: Duration) -> Response {
-    let mut stream = UnixStream::connect(socket).expect("connect");
-    stream.set_read_timeout(Some(wait)).unwrap();
-    stream.write_all(raw).expect("send");
-    if half_close {
-        let _ = stream.shutdown(std::net::Shutdown::Write);
-    }
-    let mut answer = Vec::new();
-    let mut buf = [0u8; 65536];
-    loop {
-        match stream.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => answer.extend_from_slice(&buf[..n]),
-            Err(e) if answer.is_empty() => panic!("no answer: {e}"),
-            Err(_) => break,
-        }
-    }
-    parse_response(&answer).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&answer)))
 }
 
 /// berth with one legacy AuthZ plugin, `guard`, following `rules`; `extra` daemon flags.

@@ -1,10 +1,13 @@
-//! Shared test support: a real berth daemon on a temporary socket and data root, and a raw
-//! HTTP/1.1 client over its unix socket.
+//! Shared test support: a real berth daemon on a temporary socket and data root, the plugin and
+//! volume API calls the tests make of it, processes on the host (legacy plugins, rclone, a
+//! frozen plugin), plugin create contexts, and mount look-ups. HTTP by hand is in `http.rs`;
+//! loopback registries are in `registry.rs` (included by the registry tests only).
 #![allow(dead_code)]
 
 pub mod authz;
+pub mod http;
+pub use http::*;
 
-use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -20,45 +23,13 @@ pub struct Daemon {
     child: Option<Child>,
 }
 
-pub struct Response {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
-
-impl Response {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
-    }
-    /// The `message` of a Docker error body.
-    pub fn message(&self) -> String {
-        self.json()["message"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
-    }
-}
-
 impl Daemon {
     pub fn start() -> Daemon {
         Daemon::start_with(&[])
     }
 
     pub fn start_with(extra_args: &[&str]) -> Daemon {
-        let dir = tempfile::Builder::new()
-            .prefix("bt")
-            .tempdir_in("/tmp")
-            .unwrap();
+        let dir = short_tempdir("bt");
         let mut daemon = Daemon {
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             socket: dir.path().join("berth.sock"),
@@ -174,78 +145,90 @@ impl Daemon {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Plugins over the API (`/v1.41`, as the docker CLI of the compat tests speaks).
+
+impl Daemon {
+    /// `GET /plugins/<name>/json`: the plugin, or `None` when there is none (404).
+    pub fn plugin(&self, name: &str) -> Option<serde_json::Value> {
+        let r = self.get(&format!("/v1.41/plugins/{name}/json"));
+        match r.status {
+            200 => Some(r.json()),
+            404 => None,
+            s => panic!("inspect {name}: {s} {}", r.text()),
+        }
+    }
+
+    pub fn plugin_id(&self, name: &str) -> String {
+        let plugin = self
+            .plugin(name)
+            .unwrap_or_else(|| panic!("no plugin {name}"));
+        plugin["Id"].as_str().unwrap().to_string()
+    }
+
+    /// Names of `GET /plugins` with `filters` (JSON; none when empty), sorted.
+    pub fn plugin_names(&self, filters: &str) -> Vec<String> {
+        let path = match filters {
+            "" => "/v1.41/plugins".to_string(),
+            _ => format!("/v1.41/plugins?filters={}", url_escape(filters)),
+        };
+        let r = self.get(&path);
+        r.expect(200, &path);
+        let mut names: Vec<String> = r
+            .json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["Name"].as_str().unwrap().to_string())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Creates plugin `name` from `context` (asserted 204).
+    pub fn create_plugin_ok(&self, name: &str, context: &[u8]) {
+        self.create_plugin(name, context).expect(204, name);
+    }
+
+    /// `POST /plugins/<name>/enable?timeout=30`.
+    pub fn enable_plugin(&self, name: &str) -> Response {
+        self.post(&format!("/v1.41/plugins/{name}/enable?timeout=30"))
+    }
+
+    pub fn disable_plugin(&self, name: &str) -> Response {
+        self.post(&format!("/v1.41/plugins/{name}/disable"))
+    }
+
+    /// `POST /plugins/<name>/set` with `args` (`KEY=value`, `mount.source=...`).
+    pub fn set_plugin(&self, name: &str, args: &[&str]) -> Response {
+        let body = serde_json::to_string(args).unwrap();
+        self.post_json(&format!("/v1.41/plugins/{name}/set"), &body)
+    }
+
+    /// `DELETE /plugins/<name>`, with `?force=1` when `force`.
+    pub fn remove_plugin(&self, name: &str, force: bool) -> Response {
+        let query = if force { "?force=1" } else { "" };
+        self.delete(&format!("/v1.41/plugins/{name}{query}"))
+    }
+
+    /// Creates the project's test volume driver as plugin `name` (`extra_config` spliced into
+    /// its config, then `settings` set); returns its ID.
+    pub fn create_test_plugin(&self, name: &str, extra_config: &str, settings: &[&str]) -> String {
+        self.create_plugin_ok(
+            name,
+            &test_plugin_context(&test_plugin_config(extra_config)),
+        );
+        if !settings.is_empty() {
+            self.set_plugin(name, settings).expect(204, name);
+        }
+        self.plugin_id(name)
+    }
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-pub fn raw_request(
-    socket: &Path,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> std::io::Result<Response> {
-    let mut stream = UnixStream::connect(socket)?;
-    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: berth\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
-    stream.write_all(head.as_bytes())?;
-    stream.write_all(body)?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
-    parse_response(&raw)
-}
-
-fn parse_response(raw: &[u8]) -> std::io::Result<Response> {
-    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| bad("no header end"))?;
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().ok_or_else(|| bad("no status line"))?;
-    let status = status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| bad("bad status line"))?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect();
-    let mut body = raw[split + 4..].to_vec();
-    let chunked = headers
-        .iter()
-        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
-    if chunked {
-        body = dechunk(&body);
-    }
-    Ok(Response {
-        status,
-        headers,
-        body,
-    })
-}
-
-fn dechunk(mut data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(line_end) = data.windows(2).position(|w| w == b"\r\n") {
-        let size = usize::from_str_radix(String::from_utf8_lossy(&data[..line_end]).trim(), 16)
-            .unwrap_or(0);
-        if size == 0 {
-            break;
-        }
-        let start = line_end + 2;
-        out.extend_from_slice(&data[start..start + size]);
-        data = &data[start + size + 2..];
-    }
-    out
 }
 
 /// A tar header as the docker CLI writes them (owner root, fixed time).
@@ -389,6 +372,12 @@ pub fn mounts_under(dir: &Path) -> Vec<String> {
         .collect()
 }
 
+#[track_caller]
+pub fn assert_nothing_mounted_under(dir: &Path) {
+    let mounts = mounts_under(dir);
+    assert!(mounts.is_empty(), "still mounted: {mounts:?}");
+}
+
 /// PIDs of the processes of plugin `id`: the executor puts them in the devices cgroup
 /// `berth/<id>` (their `/proc/<pid>/root` and `exe` read as paths inside their own root, so
 /// they cannot be found by path from the host).
@@ -406,6 +395,18 @@ pub fn plugin_processes(id: &str) -> Vec<u32> {
         }
     }
     found
+}
+
+/// [`eventually`] for async tests: the runtime goes on meanwhile.
+pub async fn eventually_async(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    check()
 }
 
 /// Polls `check` every 20 ms until it holds or `timeout` passes.
@@ -449,6 +450,13 @@ impl Daemon {
         r.json()
     }
 
+    /// `GET /v1.44/volumes/<name>` (asserted 200).
+    pub fn inspect_volume(&self, name: &str) -> serde_json::Value {
+        let r = self.get(&format!("/v1.44/volumes/{name}"));
+        r.expect(200, name);
+        r.json()
+    }
+
     /// Names of `GET /v1.44/volumes` with `filters`, sorted.
     pub fn volume_names(&self, filters: &str) -> Vec<String> {
         let mut names: Vec<String> = self.volume_list(filters)["Volumes"]
@@ -462,17 +470,74 @@ impl Daemon {
     }
 }
 
-/// Percent-encodes everything but unreserved characters (for query values).
-pub fn url_escape(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
+/// The body of a `201 Created` answer (asserted).
+#[track_caller]
+pub fn created(r: &Response) -> serde_json::Value {
+    r.expect(201, "create").json()
+}
+
+/// The volume `name` in a `GET /volumes` answer.
+pub fn find_volume<'a>(list: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {
+    list["Volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["Name"] == name)
+}
+
+/// The `Warnings` of a `GET /volumes` answer.
+pub fn list_warnings(list: &serde_json::Value) -> Vec<String> {
+    list["Warnings"]
+        .as_array()
+        .map(|w| w.iter().map(|s| s.as_str().unwrap().to_string()).collect())
+        .unwrap_or_default()
+}
+
+/// Driver options (`-o key=value`) from pairs.
+pub fn opts(pairs: &[(&str, &str)]) -> std::collections::BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// A short temporary directory under /tmp (plugin socket paths must fit in 107 bytes).
+pub fn short_tempdir(prefix: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in("/tmp")
+        .unwrap()
+}
+
+/// A legacy plugin directory (`plugins/` in a short temp directory, for `.sock` and `.spec`
+/// files), and berth daemons that discover plugins there and nowhere else.
+pub struct LegacyPlugins {
+    pub dir: tempfile::TempDir,
+}
+
+impl LegacyPlugins {
+    pub fn new() -> LegacyPlugins {
+        let dir = short_tempdir("blg");
+        std::fs::create_dir_all(dir.path().join("plugins")).unwrap();
+        LegacyPlugins { dir }
     }
-    out
+
+    pub fn plugins(&self) -> PathBuf {
+        self.dir.path().join("plugins")
+    }
+
+    /// `p` in the temp directory, beside `plugins/` (plugin roots, logs, sockets elsewhere).
+    pub fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    /// berth with `--legacy-plugin-dir` set to `plugins/` and `extra` flags.
+    pub fn daemon(&self, extra: &[&str]) -> Daemon {
+        let plugins = self.plugins().display().to_string();
+        let mut args = vec!["--legacy-plugin-dir", plugins.as_str()];
+        args.extend_from_slice(extra);
+        Daemon::start_with(&args)
+    }
 }
 
 /// A process started by a test (a legacy plugin on the host): resumed if stopped, then killed
@@ -507,13 +572,41 @@ impl HostProcess {
             .unwrap_or_else(|e| panic!("{sig} to {}: {e}", self.name));
     }
 
-    /// SIGSTOP: the process keeps its socket but answers nothing.
+    /// SIGSTOP, and waits until every thread of the process is stopped: the process keeps
+    /// its socket but answers nothing. `kill` returns before the stop is complete: until the
+    /// thread the kernel picked has run, the others go on, and one blocked on a kept-alive
+    /// connection can still read a request and answer it.
     pub fn freeze(&self) {
         self.signal(nix::sys::signal::Signal::SIGSTOP);
+        let stopped = eventually(Duration::from_secs(15), || {
+            let states = thread_states(self.pid());
+            !states.is_empty() && states.iter().all(|s| *s == 'T')
+        });
+        assert!(
+            stopped,
+            "{} did not stop: thread states {:?}",
+            self.name,
+            thread_states(self.pid())
+        );
     }
 
     pub fn thaw(&self) {
         self.signal(nix::sys::signal::Signal::SIGCONT);
+    }
+
+    /// SIGTERM (the test plugin removes its socket and exits) and reap; SIGKILL after 5 s.
+    pub fn terminate(&mut self) {
+        if self.child.is_none() {
+            return;
+        }
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        let child = self.child.as_mut().unwrap();
+        if eventually(Duration::from_secs(5), || {
+            matches!(child.try_wait(), Ok(Some(_)))
+        }) {
+            self.child = None;
+        }
+        self.kill();
     }
 
     /// SIGCONT + SIGKILL to its process group, and reap; the socket file stays behind as
@@ -527,6 +620,23 @@ impl HostProcess {
             let _ = child.wait();
         }
     }
+}
+
+/// The state letter (`R`, `S`, `T`, ...) of every thread of `pid`, from
+/// `/proc/<pid>/task/<tid>/stat`; empty when the process is gone.
+pub fn thread_states(pid: i32) -> Vec<char> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("stat")).ok())
+        .filter_map(|stat| {
+            // The command name in parentheses may hold spaces: the state follows the last ')'.
+            let (_, after) = stat.rsplit_once(')')?;
+            after.trim_start().chars().next()
+        })
+        .collect()
 }
 
 impl Drop for HostProcess {
@@ -546,7 +656,8 @@ pub fn wait_for_socket(socket: &Path) {
 }
 
 /// berth's test plugin on the host, listening on `socket`, volumes under `root`, with extra
-/// `TEST_*` knobs; returns once the socket accepts connections.
+/// `TEST_*` knobs; returns once the socket accepts connections (at once when the knobs delay
+/// or prevent listening).
 pub fn host_test_plugin(socket: &Path, root: &Path, knobs: &[(&str, &str)]) -> HostProcess {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth-test-plugin"));
     cmd.env("TEST_SOCKET_PATH", socket)
@@ -557,8 +668,45 @@ pub fn host_test_plugin(socket: &Path, root: &Path, knobs: &[(&str, &str)]) -> H
         cmd.env(k, v);
     }
     let p = HostProcess::spawn(&format!("berth-test-plugin {}", socket.display()), &mut cmd);
-    wait_for_socket(socket);
+    let listens_at_once = !knobs
+        .iter()
+        .any(|(k, _)| ["TEST_START_DELAY_MS", "TEST_NEVER_LISTEN"].contains(k));
+    if listens_at_once {
+        wait_for_socket(socket);
+    }
     p
+}
+
+/// `rclone serve docker` on the host as a legacy plugin listening on `socket`, its state in
+/// `state` (volumes mounted below `state/mnt`, cache in `state/cache`, an empty
+/// `state/rclone.conf`); returns once the socket accepts connections.
+pub fn rclone_serve_docker(socket: &Path, state: &Path) -> HostProcess {
+    let (base, cache, config) = (
+        state.join("mnt"),
+        state.join("cache"),
+        state.join("rclone.conf"),
+    );
+    for dir in [&base, &cache, &socket.parent().unwrap().to_path_buf()] {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    std::fs::write(&config, "").unwrap();
+    let mut cmd = Command::new("rclone");
+    cmd.args(["serve", "docker", "--no-spec", "--socket-addr"])
+        .arg(socket)
+        .arg("--base-dir")
+        .arg(&base)
+        .arg("--cache-dir")
+        .arg(&cache)
+        .arg("--config")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let rclone = HostProcess::spawn(
+        "rclone serve docker (Debian package rclone; .ci/run installs it)",
+        &mut cmd,
+    );
+    wait_for_socket(socket);
+    rclone
 }
 
 /// The file-system type of the mount whose mount point is exactly `path` in this mount
@@ -584,6 +732,15 @@ pub fn mount_count(path: &Path) -> usize {
         .lines()
         .filter(|l| l.split_whitespace().nth(4) == Some(want.as_str()))
         .count()
+}
+
+/// Asserts that `text` starts with `prefix`, showing `text` otherwise.
+#[track_caller]
+pub fn assert_starts_with(text: &str, prefix: &str) {
+    assert!(
+        text.starts_with(prefix),
+        "{prefix:?} does not start {text:?}"
+    );
 }
 
 /// True for an RFC 3339 UTC time with seconds, as Go marshals `time.Time` in these answers

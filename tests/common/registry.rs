@@ -5,15 +5,16 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::common::http::{find_header, read_request, Request};
 use berth::distribution::registry::{Descriptor, MEDIA_TYPE_DOCKER_MANIFEST};
 use sha2::{Digest as _, Sha256};
 
@@ -56,6 +57,34 @@ pub fn manifest_json(config: &Descriptor, layers: &[Descriptor]) -> Vec<u8> {
         "layers": layers,
     }))
     .unwrap()
+}
+
+/// An entry of an index naming `manifest` (a schema 2 manifest), for `os/arch` when given.
+pub fn index_entry(manifest: &[u8], platform: Option<(&str, &str)>) -> serde_json::Value {
+    let mut entry = serde_json::json!({
+        "mediaType": MEDIA_TYPE_DOCKER_MANIFEST,
+        "digest": digest_of(manifest),
+        "size": manifest.len(),
+    });
+    if let Some((os, arch)) = platform {
+        entry["platform"] = serde_json::json!({"architecture": arch, "os": os});
+    }
+    entry
+}
+
+/// An index (`media_type`: a Docker manifest list or an OCI index) of `entries`.
+pub fn index_json(media_type: &str, entries: &[serde_json::Value]) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": media_type,
+        "manifests": entries,
+    }))
+    .unwrap()
+}
+
+/// A manifest `simple_registry` serves under `key` (a tag) as `media_type`.
+pub fn served(key: &str, media_type: &str, body: &[u8]) -> (String, String, Vec<u8>) {
+    (key.to_string(), media_type.to_string(), body.to_vec())
 }
 
 pub fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
@@ -154,45 +183,30 @@ impl Drop for DockerRegistry {
 }
 
 /// One request as the stand-in saw it.
-#[derive(Debug, Clone)]
-pub struct Req {
-    pub method: String,
-    pub target: String,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
+pub type Req = Request;
 
-impl Req {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-    pub fn path(&self) -> &str {
-        self.target.split('?').next().unwrap()
-    }
-    /// Decoded query (or form body) values of `key`.
-    pub fn params(&self, key: &str) -> Vec<String> {
-        let raw = if self.method == "POST" && self.path().ends_with("/token") {
-            String::from_utf8_lossy(&self.body).into_owned()
+/// Decoded values of `key` in the query of `req`, or in its body when that is a form (the
+/// token endpoint's POST).
+pub fn params(req: &Req, key: &str) -> Vec<String> {
+    let raw =
+        if find_header(&req.headers, "content-type") == Some("application/x-www-form-urlencoded") {
+            String::from_utf8_lossy(&req.body).into_owned()
         } else {
-            self.target
+            req.target
                 .split_once('?')
                 .map(|(_, q)| q)
                 .unwrap_or("")
                 .to_string()
         };
-        raw.split('&')
-            .filter_map(|kv| kv.split_once('='))
-            .filter(|(k, _)| *k == key)
-            .map(|(_, v)| {
-                percent_encoding::percent_decode_str(&v.replace('+', " "))
-                    .decode_utf8_lossy()
-                    .into_owned()
-            })
-            .collect()
-    }
+    raw.split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .filter(|(k, _)| *k == key)
+        .map(|(_, v)| {
+            percent_encoding::percent_decode_str(&v.replace('+', " "))
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .collect()
 }
 
 /// How the stand-in answers.
@@ -258,6 +272,8 @@ pub struct StandIn {
     seen: Arc<Mutex<Vec<Req>>>,
     /// Bytes written by `Endless` and `Slow` replies.
     pub written: Arc<AtomicU64>,
+    /// Connections accepted and not yet ended.
+    open: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
 }
 
@@ -268,17 +284,23 @@ impl StandIn {
         let port = listener.local_addr().unwrap().port();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let written = Arc::new(AtomicU64::new(0));
+        let open = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let handler: Arc<Handler> = Arc::new(handler);
         {
-            let (seen, written, stop) = (seen.clone(), written.clone(), stop.clone());
+            let (seen, written, open, stop) =
+                (seen.clone(), written.clone(), open.clone(), stop.clone());
             thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     match listener.accept() {
                         Ok((conn, _)) => {
-                            let (seen, written, handler) =
-                                (seen.clone(), written.clone(), handler.clone());
-                            thread::spawn(move || serve(conn, &*handler, &seen, &written));
+                            let (seen, written, open, handler) =
+                                (seen.clone(), written.clone(), open.clone(), handler.clone());
+                            open.fetch_add(1, Ordering::SeqCst);
+                            thread::spawn(move || {
+                                serve(conn, &*handler, &seen, &written);
+                                open.fetch_sub(1, Ordering::SeqCst);
+                            });
                         }
                         Err(_) => thread::sleep(Duration::from_millis(5)),
                     }
@@ -289,8 +311,15 @@ impl StandIn {
             port,
             seen,
             written,
+            open,
             stop,
         }
+    }
+
+    /// Whether every connection accepted so far has ended. An `Endless` reply ends when the
+    /// client hangs up (or at 200 MiB): once it has, `written` says how far the client read.
+    pub fn all_hung_up(&self) -> bool {
+        self.open.load(Ordering::SeqCst) == 0
     }
 
     pub fn host(&self) -> String {
@@ -321,53 +350,9 @@ pub fn serve(mut conn: TcpStream, handler: &Handler, seen: &Mutex<Vec<Req>>, wri
         let _ = conn.shutdown(Shutdown::Both);
         return;
     }
-    let mut line = String::new();
-    if reader.read_line(&mut line).is_err() {
+    let Ok(Some(req)) = read_request(&mut reader) else {
         return;
-    }
-    let mut parts = line.split_whitespace();
-    let (method, target) = (
-        parts.next().unwrap_or("").to_string(),
-        parts.next().unwrap_or("").to_string(),
-    );
-    let mut headers = Vec::new();
-    loop {
-        let mut h = String::new();
-        if reader.read_line(&mut h).is_err() || h.trim_end().is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.trim_end().split_once(':') {
-            headers.push((k.trim().to_string(), v.trim().to_string()));
-        }
-    }
-    let mut req = Req {
-        method,
-        target,
-        headers,
-        body: Vec::new(),
     };
-    if let Some(len) = req.header("content-length") {
-        let mut body = vec![0; len.parse().unwrap()];
-        if reader.read_exact(&mut body).is_err() {
-            return;
-        }
-        req.body = body;
-    } else if req
-        .header("transfer-encoding")
-        .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
-    {
-        loop {
-            let mut size = String::new();
-            reader.read_line(&mut size).unwrap();
-            let n = usize::from_str_radix(size.trim(), 16).unwrap();
-            let mut chunk = vec![0; n + 2];
-            reader.read_exact(&mut chunk).unwrap();
-            if n == 0 {
-                break;
-            }
-            req.body.extend_from_slice(&chunk[..n]);
-        }
-    }
     seen.lock().unwrap().push(req.clone());
     let head = |status: u16, headers: &[(String, String)], len: Option<u64>| {
         let mut s = format!("HTTP/1.1 {status} X\r\nConnection: close\r\n");

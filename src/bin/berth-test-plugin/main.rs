@@ -710,13 +710,14 @@ fn write_head(
 // ---------------------------------------------------------------------------------------------
 // The driver
 
-/// A JSON object field, matched case-insensitively as Go's encoding/json does.
+/// A JSON object field as Go's encoding/json finds it: the exact key, else the first key
+/// equal to it but for ASCII case.
 fn field<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
-    let obj = v.as_object()?;
-    obj.get(name).or_else(|| {
-        obj.iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
+    let fields = v.as_object()?;
+    let exact = fields.get(name);
+    exact.or_else(|| {
+        let folded = |(k, v): (&String, &'a Value)| k.eq_ignore_ascii_case(name).then_some(v);
+        fields.iter().find_map(folded)
     })
 }
 

@@ -4,25 +4,27 @@
 use super::*;
 
 impl Driver {
-    /// `VolumeDriver.<method>`.
+    /// `VolumeDriver.<method>`. A method answers `Err` early (a bad name, no such volume)
+    /// with `?`.
     pub(super) fn volume_call(&self, method: &str, args: &Value) -> Reply {
-        match method {
-            "VolumeDriver.Capabilities" if self.broken("caps-404") => Reply::not_found(),
+        let answer = match method {
+            "VolumeDriver.Capabilities" if self.broken("caps-404") => Ok(Reply::not_found()),
             "VolumeDriver.Capabilities" if self.broken("scope-bogus") => {
-                Reply::ok(json!({ "Capabilities": { "Scope": "cluster" } }))
+                Ok(Reply::ok(json!({ "Capabilities": { "Scope": "cluster" } })))
             }
-            "VolumeDriver.Capabilities" => {
-                Reply::ok(json!({ "Capabilities": { "Scope": self.cfg.scope } }))
-            }
+            "VolumeDriver.Capabilities" => Ok(Reply::ok(
+                json!({ "Capabilities": { "Scope": self.cfg.scope } }),
+            )),
             "VolumeDriver.Create" => self.create(args),
             "VolumeDriver.Remove" => self.remove(args),
             "VolumeDriver.Get" => self.get(args),
-            "VolumeDriver.List" => self.list(),
+            "VolumeDriver.List" => Ok(self.list()),
             "VolumeDriver.Path" => self.path(args),
             "VolumeDriver.Mount" => self.mount(args),
             "VolumeDriver.Unmount" => self.unmount(args),
-            _ => Reply::not_found(),
-        }
+            _ => Ok(Reply::not_found()),
+        };
+        answer.unwrap_or_else(|early| early)
     }
 
     fn volume_dir(&self, name: &str) -> PathBuf {
@@ -77,27 +79,33 @@ impl Driver {
         self.volume_dir(name).is_dir()
     }
 
-    fn create(&self, args: &Value) -> Reply {
-        let name = match self.name_of(args) {
-            Ok(n) => n,
-            Err(r) => return r,
-        };
+    /// The name of an existing volume a request names, or the error reply.
+    fn existing(&self, args: &Value) -> Result<String, Reply> {
+        let name = self.name_of(args)?;
+        match self.exists(&name) {
+            true => Ok(name),
+            false => Err(Reply::err("no such volume")),
+        }
+    }
+
+    fn create(&self, args: &Value) -> Result<Reply, Reply> {
+        let name = self.name_of(args)?;
         if self.broken("create-fails") {
-            return Reply::err("create refused (TEST_BROKEN=create-fails)");
+            return Ok(Reply::err("create refused (TEST_BROKEN=create-fails)"));
         }
         let opts = field(args, "Opts").cloned().unwrap_or(Value::Null);
         if let Some(msg) = field(&opts, "error").and_then(Value::as_str) {
-            return Reply::err(msg);
+            return Ok(Reply::err(msg));
         }
         let unknown = opts
             .as_object()
             .and_then(|o| o.keys().find(|k| *k != "error").cloned());
         if let Some(key) = unknown {
             if self.broken("strict-opts-silent") {
-                return Reply::err("");
+                return Ok(Reply::err(""));
             }
             if self.broken("strict-opts") {
-                return Reply::err(format!("unknown option {key:?}"));
+                return Ok(Reply::err(format!("unknown option {key:?}")));
             }
         }
         let _serial = if self.broken("create-serial") {
@@ -106,7 +114,7 @@ impl Driver {
                     thread::sleep(Duration::from_millis(20));
                     Some(g)
                 }
-                Err(_) => return Reply::err("another create is running"),
+                Err(_) => return Ok(Reply::err("another create is running")),
             }
         } else {
             None
@@ -114,58 +122,54 @@ impl Driver {
         let _guard = self.fs_lock.lock().unwrap_or_else(|e| e.into_inner());
         if self.exists(&name) {
             // Idempotent, as the local driver is.
-            return Reply::ok(json!({ "Err": "" }));
+            return Ok(Reply::ok(json!({ "Err": "" })));
         }
         if let Err(e) = fs::create_dir_all(self.volume_dir(&name)) {
-            return Reply::err(format!("create {name}: {e}"));
+            return Ok(Reply::err(format!("create {name}: {e}")));
         }
         let meta = json!({ "CreatedAt": now_secs(), "Opts": opts });
         let _ = fs::create_dir_all(self.cfg.root.join(META_DIR));
         let _ = fs::write(self.meta_path(&name), meta.to_string());
-        Reply::ok(json!({ "Err": "" }))
+        Ok(Reply::ok(json!({ "Err": "" })))
     }
 
-    fn remove(&self, args: &Value) -> Reply {
-        let name = match self.name_of(args) {
-            Ok(n) => n,
-            Err(r) => return r,
-        };
+    fn remove(&self, args: &Value) -> Result<Reply, Reply> {
+        let name = self.name_of(args)?;
         let _guard = self.fs_lock.lock().unwrap_or_else(|e| e.into_inner());
         if !self.exists(&name) {
             if self.broken("remove-unknown-ok") {
-                return Reply::ok(json!({ "Err": "" }));
+                return Ok(Reply::ok(json!({ "Err": "" })));
             }
-            return Reply::err("no such volume");
+            return Ok(Reply::err("no such volume"));
         }
         if self.broken("remove-fails") {
-            return Reply::err("remove refused (TEST_BROKEN=remove-fails)");
+            return Ok(Reply::err("remove refused (TEST_BROKEN=remove-fails)"));
         }
         if self.broken("remove-keeps") {
-            return Reply::ok(json!({ "Err": "" }));
+            return Ok(Reply::ok(json!({ "Err": "" })));
         }
         if self.mount_count(&name) > 0 && !self.broken("remove-mounted-ok") {
-            return Reply::err(format!("volume {name} is in use"));
+            return Ok(Reply::err(format!("volume {name} is in use")));
         }
         if let Err(e) = fs::remove_dir_all(self.volume_dir(&name)) {
-            return Reply::err(format!("remove {name}: {e}"));
+            return Ok(Reply::err(format!("remove {name}: {e}")));
         }
         let _ = fs::remove_file(self.meta_path(&name));
-        Reply::ok(json!({ "Err": "" }))
+        Ok(Reply::ok(json!({ "Err": "" })))
     }
 
-    fn get(&self, args: &Value) -> Reply {
-        let name = match self.name_of(args) {
-            Ok(n) => n,
-            Err(r) => return r,
-        };
+    fn get(&self, args: &Value) -> Result<Reply, Reply> {
+        let name = self.name_of(args)?;
         if !self.exists(&name) && self.broken("get-ghosts") {
-            return Reply::ok(json!({"Volume": {"Name": name, "Mountpoint": "/ghost"}, "Err": ""}));
+            return Ok(Reply::ok(
+                json!({"Volume": {"Name": name, "Mountpoint": "/ghost"}, "Err": ""}),
+            ));
         }
         if !self.exists(&name) {
             if self.cfg.get_null {
-                return Reply::ok(json!({ "Volume": null, "Err": "" }));
+                return Ok(Reply::ok(json!({ "Volume": null, "Err": "" })));
             }
-            return Reply::err("no such volume");
+            return Ok(Reply::err("no such volume"));
         }
         let meta: Value = fs::read(self.meta_path(&name))
             .ok()
@@ -209,7 +213,7 @@ impl Driver {
             Value::Object(status)
         };
         volume.insert("Status".into(), status);
-        Reply::ok(json!({ "Volume": volume, "Err": "" }))
+        Ok(Reply::ok(json!({ "Volume": volume, "Err": "" })))
     }
 
     fn list(&self) -> Reply {
@@ -268,38 +272,29 @@ impl Driver {
         Reply::json(200, Answer { volumes, err: "" })
     }
 
-    fn path(&self, args: &Value) -> Reply {
-        let name = match self.name_of(args) {
-            Ok(n) => n,
-            Err(r) => return r,
-        };
-        if !self.exists(&name) {
-            return Reply::err("no such volume");
-        }
+    fn path(&self, args: &Value) -> Result<Reply, Reply> {
+        let name = self.existing(args)?;
         if self.broken("path-error") {
-            return Reply::err("path refused (TEST_BROKEN=path-error)");
+            return Ok(Reply::err("path refused (TEST_BROKEN=path-error)"));
         }
         let path = if self.broken("path-empty") {
             String::new()
         } else {
             self.mountpoint(&name, false)
         };
-        Reply::ok(json!({ self.mountpoint_key(): path, "Err": "" }))
+        Ok(Reply::ok(json!({ self.mountpoint_key(): path, "Err": "" })))
     }
 
-    fn mount(&self, args: &Value) -> Reply {
-        let name = match self.name_of(args) {
-            Ok(n) => n,
-            Err(r) => return r,
-        };
+    fn mount(&self, args: &Value) -> Result<Reply, Reply> {
+        let name = self.name_of(args)?;
         if !self.exists(&name) {
             if !self.broken("mount-unknown-ok") {
-                return Reply::err("no such volume");
+                return Ok(Reply::err("no such volume"));
             }
             let _ = fs::create_dir_all(self.volume_dir(&name));
         }
         if self.broken("mount-fails") {
-            return Reply::err("mount refused (TEST_BROKEN=mount-fails)");
+            return Ok(Reply::err("mount refused (TEST_BROKEN=mount-fails)"));
         }
         let id = str_field(args, "ID");
         self.mounts
@@ -308,19 +303,15 @@ impl Driver {
             .entry(name.clone())
             .or_default()
             .insert(id);
-        Reply::ok(json!({ self.mountpoint_key(): self.mountpoint(&name, true), "Err": "" }))
+        Ok(Reply::ok(
+            json!({ self.mountpoint_key(): self.mountpoint(&name, true), "Err": "" }),
+        ))
     }
 
-    fn unmount(&self, args: &Value) -> Reply {
-        let name = match self.name_of(args) {
-            Ok(n) => n,
-            Err(r) => return r,
-        };
-        if !self.exists(&name) {
-            return Reply::err("no such volume");
-        }
+    fn unmount(&self, args: &Value) -> Result<Reply, Reply> {
+        let name = self.existing(args)?;
         if self.broken("unmount-fails") {
-            return Reply::err("unmount refused (TEST_BROKEN=unmount-fails)");
+            return Ok(Reply::err("unmount refused (TEST_BROKEN=unmount-fails)"));
         }
         if self.broken("unmount-wipes") {
             // Ignores the count: the data goes with the first unmount.
@@ -338,7 +329,7 @@ impl Driver {
                 mounts.remove(&name);
             }
         }
-        Reply::ok(json!({ "Err": "" }))
+        Ok(Reply::ok(json!({ "Err": "" })))
     }
 
     fn mount_count(&self, name: &str) -> usize {
