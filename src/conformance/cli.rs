@@ -98,7 +98,10 @@ pub fn run(flags: ConformanceFlags) -> i32 {
             return 2;
         }
     };
-    match runtime.block_on(run_async(&flags)) {
+    // A pull into a private store streams its progress from a local task, as in the daemon's
+    // API workers.
+    let local = tokio::task::LocalSet::new();
+    match local.block_on(&runtime, run_async(&flags)) {
         Ok(report) => {
             if report.failed() {
                 1
