@@ -115,10 +115,10 @@ def bench(run: Bench) -> dict:
         run_conformance(args.berth_bin, target_args)
         walls, checks = [], []
         for _ in range(args.iterations):
-            wall, report = run_conformance(args.berth_bin, target_args)
+            wall, answer = run_conformance(args.berth_bin, target_args)
             walls.append(wall)
-            checks.append(report["duration_ms"] / 1000)
-            outcome = report["summary"]
+            checks.append(answer["duration_ms"] / 1000)
+            outcome = answer["summary"]
         results["targets"][name] = {"wall_s": summary(walls), "checks_s": summary(checks),
                                     "summary": outcome, "load": loadavg()}
     report(results)
