@@ -51,14 +51,19 @@ def pytest_report_header(config):
     return f"berth compat target: {harness.selected_target(config.getoption('--target'))}"
 
 
-def run_scenario_file(daemon, path, target_name: str) -> None:
-    """Runs one scenario file against `daemon` as a pytest case (skipped on other targets)."""
+def run_scenario_file(daemon, path, target_name: str, cli: str = harness.DEFAULT_CLI) -> None:
+    """Runs one scenario file against `daemon` with docker CLI `cli` as a pytest case (skipped
+    on other targets)."""
     try:
         scenario = harness.parse_scenario(path)
     except harness.HarnessError as e:
         pytest.fail(f"scenario file error: {e}", pytrace=False)
     if not scenario.runs_on(target_name):
         pytest.skip(f"only for target(s) {', '.join(scenario.targets)}")
-    failures = harness.run_scenario(daemon() if callable(daemon) else daemon, scenario)
+    try:
+        failures = harness.run_scenario(daemon() if callable(daemon) else daemon, scenario,
+                                        cli=cli)
+    except harness.HarnessError as e:
+        pytest.fail(str(e), pytrace=False)
     if failures:
-        pytest.fail(f"{scenario.title}\n" + "\n\n".join(failures), pytrace=False)
+        pytest.fail(f"{scenario.title} (CLI {cli})\n" + "\n\n".join(failures), pytrace=False)

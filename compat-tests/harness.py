@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import base64
 import difflib
 import gzip
 import http.client
@@ -30,8 +31,11 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
+import urllib.parse
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,6 +56,18 @@ FIXTURE_DIR = HERE / "fixtures"
 TARGETS = ("berth", "dockerd")
 DEFAULT_TARGET = "berth"
 DOCKER_CLI = os.environ.get("DOCKER_CLI", "/usr/local/bin/docker")
+# Debian's docker.io CLI (20.10, API <= 1.41): it words some requests differently from 28.x (it
+# sends empty `Labels`/`DriverOpts` maps in volume create bodies, for one), so scenarios can run
+# with it too (`# cli:` header, `{cli:20.10}` placeholder).
+DOCKER_CLI_2010 = os.environ.get("DOCKER_CLI_2010", "/usr/bin/docker")
+CLIS = {"28": DOCKER_CLI, "20.10": DOCKER_CLI_2010}
+DEFAULT_CLI = "28"
+# Every scenario's CLI is pinned to this API version (DOCKER_API_VERSION) unless its `# api:`
+# header says otherwise: 1.41 is dockerd 20.10's, the daemon every expectation is proven
+# against, while berth advertises the newest version it serves (which the CLI would negotiate).
+PINNED_API_VERSION = os.environ.get("BERTH_COMPAT_API_VERSION", "1.41")
+# A `# api: negotiated` scenario leaves the CLI to negotiate (berth: the advertised version).
+NEGOTIATED = "negotiated"
 DOCKERD_BIN = os.environ.get("DOCKERD_BIN", "dockerd")
 STEP_TIMEOUT = float(os.environ.get("BERTH_COMPAT_STEP_TIMEOUT", "60"))
 KEEP_TMP = os.environ.get("BERTH_COMPAT_KEEP", "") not in ("", "0")
@@ -145,6 +161,30 @@ def _descendants(roots: set[int]) -> dict[int, int]:
     return out
 
 
+def _terminate(proc: subprocess.Popen, grace: float = 10.0, group: bool = False) -> None:
+    """SIGTERM a process we started (if it still runs), SIGKILL after `grace` seconds; reap it.
+    With `group`, its whole process group (it was started with a session of its own: a shell
+    and what it runs)."""
+    if proc.poll() is not None:
+        return
+
+    def signal_it(sig: int) -> None:
+        try:
+            if group:
+                os.killpg(proc.pid, sig)
+            else:
+                proc.send_signal(sig)
+        except ProcessLookupError:
+            pass
+
+    signal_it(signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        signal_it(signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
 def _kill_processes(procs: dict[int, int]) -> list[str]:
     """SIGKILL the processes of `procs` (pid -> starttime) that still run; describe them."""
     killed = []
@@ -182,8 +222,14 @@ class Daemon:
         self._test_plugins: dict[str, str] = {}
         # every plugin ID a state reset saw (for the session-end cleanup)
         self.seen_plugin_ids: set[str] = set()
-        # the session's loopback registry ({registry}), started on first use
+        # the session's loopback registries ({registry}, {authregistry}, {tokenregistry}),
+        # started on first use
         self._registry: testbed.DockerRegistry | None = None
+        self._auth_registry: testbed.DockerRegistry | None = None
+        self._token_registry: testbed.DockerRegistry | None = None
+        self._token_server: "TokenServer | None" = None
+        # the API version the daemon advertises (`Api-Version` of its first _ping)
+        self.api_version = ""
         # an explicit empty config file keeps /etc/docker/daemon.json (or berth's) out of it
         self.config_file = os.path.join(self.tmp, "daemon.json")
         with open(self.config_file, "w") as f:
@@ -199,19 +245,60 @@ class Daemon:
         """The session's docker-registry on 127.0.0.1 (started on first use), filesystem
         storage under the session directory, stopped at the end of the session."""
         if self._registry is None:
-            binary = shutil.which(REGISTRY_BIN)
-            if not binary:
-                raise HarnessError(f"{REGISTRY_BIN} not found (Debian package docker-registry, "
-                                   "or set REGISTRY_BIN)")
-            reg = testbed.DockerRegistry(self.tmp, os.path.join(self.tmp, "registry"), binary)
-            reg.start()
-            self._registry = reg
-            atexit.register(reg.stop)
+            self._registry = self._start_registry("registry")
         return self._registry
+
+    def auth_registry(self) -> testbed.DockerRegistry:
+        """The session's docker-registry with htpasswd authentication (started on first use)."""
+        if self._auth_registry is None:
+            htpasswd = os.path.join(self.tmp, "authregistry.htpasswd")
+            with open(htpasswd, "w") as f:
+                f.write(AUTH_REGISTRY_HTPASSWD)
+            self._auth_registry = self._start_registry("authregistry", f"""auth:
+  htpasswd:
+    realm: berth-compat
+    path: {htpasswd}
+""")
+        return self._auth_registry
+
+    def token_registry(self) -> testbed.DockerRegistry:
+        """The session's docker-registry whose auth is a token server (Bearer), started with
+        its token server on first use."""
+        if self._token_registry is None:
+            server = TokenServer(self.tmp)
+            server.start()
+            self._token_server = server
+            atexit.register(server.stop)
+            self._token_registry = self._start_registry("tokenregistry", f"""auth:
+  token:
+    realm: {server.realm}
+    service: {TokenServer.SERVICE}
+    issuer: {TokenServer.ISSUER}
+    rootcertbundle: {server.cert}
+""")
+        return self._token_registry
+
+    def _start_registry(self, name: str, auth: str = "") -> testbed.DockerRegistry:
+        binary = shutil.which(REGISTRY_BIN)
+        if not binary:
+            raise HarnessError(f"{REGISTRY_BIN} not found (Debian package docker-registry, "
+                               "or set REGISTRY_BIN)")
+        reg = testbed.DockerRegistry(self.tmp, os.path.join(self.tmp, name), binary, name, auth)
+        reg.start()
+        atexit.register(reg.stop)
+        return reg
+
+    @property
+    def token_registry_host(self) -> str | None:
+        return self._token_registry.host if self._token_registry is not None else None
 
     @property
     def registry_host(self) -> str | None:
         return self._registry.host if self._registry is not None else None
+
+    @property
+    def auth_registry_host(self) -> str | None:
+        return self._auth_registry.host if self._auth_registry is not None else None
 
     # -- to override
     def argv(self) -> list[str]:
@@ -275,6 +362,8 @@ class Daemon:
         except SetupError:
             self.stop()
             raise
+        # what the daemon advertises ({apiversion}): berth 1.50, dockerd 1.41
+        self.api_version = http_request(self.sock, "GET", "/_ping").header("Api-Version") or ""
 
     def test_plugin(self, name: str) -> str:
         """Directory of test plugin NAME, built by scripts/make-test-plugins.sh on first use."""
@@ -363,13 +452,155 @@ class Daemon:
         self.cleanup_plugin_sock_dirs()
         for plugin in self.legacy_plugins:
             plugin.stop()
-        if self._registry is not None:
-            self._registry.stop()
+        for reg in (self._registry, self._auth_registry, self._token_registry):
+            if reg is not None:
+                reg.stop()
+        if self._token_server is not None:
+            self._token_server.stop()
         testbed.unmount_below(self.tmp)
         if not KEEP_TMP:
             shutil.rmtree(self.tmp, ignore_errors=True)
 
 REGISTRY_BIN = os.environ.get("REGISTRY_BIN", "docker-registry")
+# {authregistry}'s one account (scenarios log in with it): bcrypt, as docker-registry requires
+AUTH_REGISTRY_USER = "berth"
+AUTH_REGISTRY_PASSWORD = "s3cret"
+AUTH_REGISTRY_HTPASSWD = (f"{AUTH_REGISTRY_USER}:"
+                          "$2b$05$abcdefghijklmnopqrstuuLK7U1u6pVRmL7L1BBM2aS35PSZnDXlK\n")
+
+
+class TokenServer:
+    """A Docker registry token server on 127.0.0.1:<free port>, in a thread of the harness: the
+    Bearer realm of {tokenregistry}. It knows the account of {authregistry} (berth / s3cret),
+    grants what is asked to it and nothing to anyone else, hands out a refresh token when asked
+    for offline access (`docker login`) and honours it later (the refresh-token grant).
+    Tokens are JWTs signed RS256 with a throwaway key whose self-signed certificate is the
+    registry's root (`openssl` does the key, the certificate and each signature)."""
+
+    SERVICE = "berth-compat-registry"
+    ISSUER = "berth-compat-token-server"
+
+    def __init__(self, tmp: str):
+        self.key = os.path.join(tmp, "token.key")
+        self.cert = os.path.join(tmp, "token.crt")
+        self.port = 0
+        self.httpd: ThreadingHTTPServer | None = None
+        self.refresh_tokens: dict[str, str] = {}  # refresh token -> account
+        self._lock = threading.Lock()
+
+    @property
+    def realm(self) -> str:
+        return f"http://127.0.0.1:{self.port}/token"
+
+    def start(self) -> None:
+        r = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                            "-keyout", self.key, "-out", self.cert, "-days", "2",
+                            "-subj", "/CN=berth-compat-token-server"],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            raise HarnessError(f"openssl could not make the token server's key: {r.stderr}")
+        der = subprocess.run(["openssl", "x509", "-in", self.cert, "-outform", "DER"],
+                             capture_output=True, check=True).stdout
+        self.x5c = base64.b64encode(der).decode()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # quiet
+                pass
+
+            def do_GET(self):
+                url = urllib.parse.urlsplit(self.path)
+                query = urllib.parse.parse_qs(url.query)
+                account = server.basic_account(self.headers.get("Authorization", ""))
+                if account is False:
+                    return self.answer(401, {"details": "incorrect username or password"})
+                refresh = None
+                if account and query.get("offline_token") == ["true"]:
+                    refresh = server.new_refresh_token(account)
+                self.answer(200, server.token_answer(account, query.get("scope", []), refresh))
+
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                form = urllib.parse.parse_qs(self.rfile.read(length).decode())
+                grant = form.get("grant_type", [""])[0]
+                if grant == "refresh_token":
+                    account = server.refresh_tokens.get(form.get("refresh_token", [""])[0])
+                elif grant == "password":
+                    account = server.check(form.get("username", [""])[0],
+                                           form.get("password", [""])[0])
+                else:
+                    account = None
+                if not account:
+                    return self.answer(401, {"details": "invalid grant"})
+                self.answer(200, server.token_answer(account, form.get("scope", [""])[0].split(),
+                                                     None))
+
+            def answer(self, status: int, doc: dict):
+                body = json.dumps(doc).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        if self.httpd is not None:
+            self.httpd.shutdown()
+            self.httpd.server_close()
+            self.httpd = None
+
+    @staticmethod
+    def check(user: str, password: str) -> str | None:
+        ok = user == AUTH_REGISTRY_USER and password == AUTH_REGISTRY_PASSWORD
+        return user if ok else None
+
+    def basic_account(self, header: str):
+        """The account of a Basic header; None without one; False when it is wrong."""
+        if not header.lower().startswith("basic "):
+            return None
+        try:
+            user, _, password = base64.b64decode(header[6:]).decode().partition(":")
+        except ValueError:
+            return False
+        return self.check(user, password) or False
+
+    def new_refresh_token(self, account: str) -> str:
+        token = uuid.uuid4().hex
+        with self._lock:
+            self.refresh_tokens[token] = account
+        return token
+
+    def token_answer(self, account: str | None, scopes: list[str], refresh: str | None) -> dict:
+        access = []
+        for scope in scopes if account else []:
+            kind, _, rest = scope.partition(":")
+            name, _, actions = rest.rpartition(":")
+            # `repository(plugin)` is still a repository to the registry
+            access.append({"type": kind.split("(")[0], "name": name,
+                           "actions": [a for a in actions.split(",") if a]})
+        now = int(time.time())
+        claims = {"iss": self.ISSUER, "sub": account or "", "aud": self.SERVICE,
+                  "exp": now + 600, "nbf": now - 60, "iat": now, "jti": uuid.uuid4().hex,
+                  "access": access}
+        token = self.sign(claims)
+        doc = {"token": token, "access_token": token, "expires_in": 600,
+               "issued_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))}
+        if refresh:
+            doc["refresh_token"] = refresh
+        return doc
+
+    def sign(self, claims: dict) -> str:
+        def b64(data: bytes) -> str:
+            return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+        header = {"typ": "JWT", "alg": "RS256", "x5c": [self.x5c]}
+        payload = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(claims).encode())}"
+        sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", self.key],
+                             input=payload.encode(), capture_output=True, check=True).stdout
+        return f"{payload}.{b64(sig)}"
 
 
 class BerthDaemon(Daemon):
@@ -485,7 +716,7 @@ def make_authz_chain_daemon(target: str) -> Daemon:
 # --------------------------------------------------------------------------------------------
 # Scenario files
 
-STEP_COMMANDS = ("docker", "http", "sh", "write", "mkdir")
+STEP_COMMANDS = ("docker", "http", "sh", "write", "mkdir", "bg", "stop")
 DIRECTIVES = ("exit", "stderr", "stderr-contains", "contains", "status", "header", "no-header",
               "body", "any-stdout", "any-stderr", "timeout", "min-seconds", "max-seconds")
 
@@ -521,6 +752,11 @@ class Scenario:
     targets: list[str]
     masks: list[tuple[re.Pattern, str]]
     steps: list[Step]
+    # DOCKER_API_VERSION for the CLI: PINNED_API_VERSION unless `# api:` says a version or
+    # `negotiated`
+    api: str = PINNED_API_VERSION
+    # the CLIs (keys of CLIS) the scenario runs with
+    clis: list[str] = field(default_factory=lambda: [DEFAULT_CLI])
 
     @property
     def id(self) -> str:
@@ -542,6 +778,8 @@ def parse_scenario(path: Path | str) -> Scenario:
     masks: list[tuple[re.Pattern, str]] = []
     steps: list[Step] = []
     cur: Step | None = None
+    api = PINNED_API_VERSION
+    clis: list[str] = []
 
     def err(lineno: int, msg: str) -> HarnessError:
         return HarnessError(f"{path}:{lineno}: {msg}")
@@ -549,9 +787,18 @@ def parse_scenario(path: Path | str) -> Scenario:
     for lineno, line in enumerate(text.split("\n"), start=1):
         if line.startswith("#"):
             body = line[1:].strip()
-            m = re.match(r"^(target|mask):\s*(.*)$", body)
+            m = re.match(r"^(target|mask|api|cli):\s*(.*)$", body)
             if m and cur is None:
-                if m.group(1) == "target":
+                if m.group(1) == "api":
+                    api = m.group(2).strip()
+                    if api != NEGOTIATED and not re.fullmatch(r"\d+\.\d+", api):
+                        raise err(lineno, f"api must be a version or {NEGOTIATED!r}, not {api!r}")
+                elif m.group(1) == "cli":
+                    for c in re.split(r"[,\s]+", m.group(2).strip()):
+                        if c not in CLIS:
+                            raise err(lineno, f"unknown cli {c!r} (known: {', '.join(CLIS)})")
+                        clis.append(c)
+                elif m.group(1) == "target":
                     for t in re.split(r"[,\s]+", m.group(2).strip()):
                         if t not in TARGETS:
                             raise err(lineno, f"unknown target {t!r}")
@@ -638,7 +885,8 @@ def parse_scenario(path: Path | str) -> Scenario:
             st.status = 200
     if not steps:
         raise HarnessError(f"{path}: no steps")
-    return Scenario(path=path, title=title or path.stem, targets=targets, masks=masks, steps=steps)
+    return Scenario(path=path, title=title or path.stem, targets=targets, masks=masks, steps=steps,
+                    api=api, clis=clis or [DEFAULT_CLI])
 
 
 def discover_scenarios() -> list[Path]:
@@ -651,7 +899,10 @@ def discover_scenarios() -> list[Path]:
 DEFAULT_MASKS: list[tuple[re.Pattern, str]] = [
     # the daemon's own version string, stamped into plugin configs by `plugin create` on 20.10
     (re.compile(r'("DockerVersion"\s*:\s*)"[^"]*"'), r'\1"<VERSION>"'),
-    (re.compile(r"\b\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:\d{2})"), "<TIME>"),
+    # only times that differ between runs: Go's zero time (what plugins that give no date show)
+    # stays visible
+    (re.compile(r"\b(?!0001-01-01T00:00:00Z)"
+                r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:\d{2})"), "<TIME>"),
     (re.compile(r"\b[0-9a-f]{64}\b"), "<ID>"),
     # 12 characters wide, so that `plugin ls` tables keep their column alignment
     (re.compile(r"\b[0-9a-f]{12}\b"), "<short-id12>"),
@@ -703,8 +954,8 @@ def _tar_dir(directory: str) -> bytes:
 
 
 _PLACEHOLDER_RE = re.compile(
-    r"\{(fixture|plugin|var|tmp|config|sock|goarch|pluginsockdir|dataroot|registry|target|"
-    r"daemonpid|daemonconfig)"
+    r"\{(fixture|plugin|var|tmp|config|sock|goarch|pluginsockdir|dataroot|registry|authregistry"
+    r"|tokenregistry|target|cli|daemonpid|daemonconfig|apiversion)"
     r"(?::([^{}]*))?\}")
 _GOARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386", "i386": "386",
            "ppc64le": "ppc64le", "s390x": "s390x", "riscv64": "riscv64"}
@@ -727,10 +978,17 @@ def _check_duration(step: "Step", elapsed: float, problems: list[str]) -> None:
 
 
 class ScenarioRun:
-    def __init__(self, daemon: Daemon, scenario: Scenario, print_actual: bool = False):
+    def __init__(self, daemon: Daemon, scenario: Scenario, print_actual: bool = False,
+                 cli: str = DEFAULT_CLI):
         self.daemon = daemon
         self.sc = scenario
         self.print_actual = print_actual
+        self.cli = CLIS[cli]
+        if not os.access(self.cli, os.X_OK):
+            raise HarnessError(f"docker CLI {cli} not found at {self.cli} (Debian's docker.io "
+                               f"provides 20.10 as /usr/bin/docker; set DOCKER_CLI / DOCKER_CLI_2010)")
+        # `$ bg NAME ...` processes: name -> (process, stdout path, stderr path)
+        self.background: dict[str, tuple[subprocess.Popen, str, str]] = {}
         self.tmp = tempfile.mkdtemp(prefix="bcs-")
         self.config_dir = os.path.join(self.tmp, "dockercfg")
         os.makedirs(self.config_dir)
@@ -747,20 +1005,27 @@ class ScenarioRun:
     # -- environment
     def env(self) -> dict[str, str]:
         path = os.environ.get("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
-        cli_dir = os.path.dirname(DOCKER_CLI)
-        return {
+        cli_dir = os.path.dirname(self.cli)
+        env = {
             "PATH": f"{cli_dir}:{path}",
             "HOME": self.tmp,
             "DOCKER_HOST": self.daemon.host,
             "DOCKER_CONFIG": self.config_dir,
             "NO_COLOR": "1",
         }
+        if self.sc.api != NEGOTIATED:
+            env["DOCKER_API_VERSION"] = self.sc.api
+        return env
 
     # -- masking
     def mask(self, text: str) -> str:
         text = text.replace(self.daemon.sock, "<SOCK>")
-        if self.daemon.registry_host:
-            text = text.replace(self.daemon.registry_host, "<REGISTRY>")
+        # longest first: one port may be a prefix of the other
+        hosts = [(self.daemon.registry_host, "<REGISTRY>"),
+                 (self.daemon.auth_registry_host, "<AUTHREGISTRY>"),
+                 (self.daemon.token_registry_host, "<TOKENREGISTRY>")]
+        for host, placeholder in sorted((h for h in hosts if h[0]), key=lambda h: -len(h[0])):
+            text = text.replace(host, placeholder)
         # plugin sockets: berth <exec-root>/plugins/<id>/..., dockerd /run/docker/plugins/<id>/...
         text = self._sockdir_rx.sub("<PLUGINSOCKDIR>/", text)
         text = text.replace(self.daemon.data_root, "<DATAROOT>")
@@ -818,8 +1083,18 @@ class ScenarioRun:
                 return self.daemon.data_root
             if kind == "registry":
                 return self.daemon.registry().host
+            if kind == "authregistry":
+                return self.daemon.auth_registry().host
+            if kind == "tokenregistry":
+                return self.daemon.token_registry().host
+            if kind == "cli":
+                if arg not in CLIS:
+                    raise HarnessError(f"{{cli:{arg}}}: unknown CLI (known: {', '.join(CLIS)})")
+                return CLIS[arg]
             if kind == "target":
                 return self.daemon.name
+            if kind == "apiversion":
+                return self.daemon.api_version
             if kind == "daemonpid":
                 return str(self.daemon.proc.pid if self.daemon.proc else 0)
             if kind == "daemonconfig":
@@ -876,6 +1151,8 @@ class ScenarioRun:
                                          f"harness error: {e}")
                     break
         finally:
+            for name in list(self.background):
+                self._end_background(name)
             if not KEEP_TMP:
                 shutil.rmtree(self.tmp, ignore_errors=True)
         if self.failures and self.notes:
@@ -951,7 +1228,66 @@ class ScenarioRun:
 
     def step_docker(self, step: Step) -> None:
         args = [self.expand(a) for a in shlex.split(step.rest)]
-        self._run_process(step, [DOCKER_CLI] + args, None)
+        self._run_process(step, [self.cli] + args, None)
+
+    def step_bg(self, step: Step) -> None:
+        """`$ bg NAME docker ARGS` / `$ bg NAME sh SCRIPT`: start a process that runs while the
+        next steps do (a `docker events` stream); `$ stop NAME` compares its output."""
+        name, _, rest = step.rest.partition(" ")
+        command, _, rest = rest.strip().partition(" ")
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) or command not in ("docker", "sh"):
+            raise HarnessError("usage: $ bg NAME docker ARGS...  |  $ bg NAME sh SCRIPT")
+        if name in self.background:
+            raise HarnessError(f"background process {name!r} is already running")
+        if step.expected or step.stderr:
+            raise HarnessError("a bg step expects nothing; give the output to `$ stop NAME`")
+        if command == "docker":
+            argv = [self.cli] + [self.expand(a) for a in shlex.split(rest)]
+        else:
+            argv = ["/bin/sh", "-c", self.expand(rest)]
+        out_path = os.path.join(self.tmp, f"bg-{name}.out")
+        err_path = os.path.join(self.tmp, f"bg-{name}.err")
+        with open(out_path, "wb") as out, open(err_path, "wb") as err_f:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err_f,
+                                    env=self.env(), cwd=self.tmp, start_new_session=True)
+        self.background[name] = (proc, out_path, err_path)
+        if self.print_actual:
+            print(f"$ {step.line}")
+
+    def _end_background(self, name: str) -> tuple[str, str]:
+        proc, out_path, err_path = self.background.pop(name)
+        _terminate(proc, grace=5.0, group=True)
+        with open(out_path, errors="replace") as out, open(err_path, errors="replace") as err_f:
+            return out.read(), err_f.read()
+
+    def step_stop(self, step: Step) -> None:
+        """`$ stop NAME`: wait until the background process has printed as many lines as the
+        step expects (or has exited, or the step timeout passed), stop it, and compare its
+        output. Its exit status is not compared (it is stopped with SIGTERM)."""
+        name = step.rest.strip()
+        if name not in self.background:
+            raise HarnessError(f"no background process {name!r} (start it with `$ bg {name} ...`)")
+        proc, out_path, _ = self.background[name]
+        want = len(step.expected)
+        deadline = time.monotonic() + step.timeout
+        while proc.poll() is None and time.monotonic() < deadline:
+            with open(out_path, errors="replace") as out:
+                if len(cli_lines(out.read())) >= want:
+                    break
+            time.sleep(0.05)
+        out_s, err_s = self._end_background(name)
+        if self.print_actual:
+            self._print_actual_cli(step, 0, out_s, err_s, 0.0)
+        problems: list[str] = []
+        if not step.any_stdout or step.expected:
+            self.compare_lines(problems, "stdout", [self.expand(x, False) for x in step.expected],
+                               cli_lines(out_s))
+        self.check_contains(problems, "stdout", step.contains, out_s)
+        if not step.any_stderr:
+            self.compare_lines(problems, "stderr", [self.expand(x, False) for x in step.stderr],
+                               cli_lines(err_s))
+        if problems:
+            self.fail(step, problems)
 
     def step_sh(self, step: Step) -> None:
         self._run_process(step, None, self.expand(step.rest))
@@ -1130,9 +1466,10 @@ def reset_state(daemon: Daemon) -> list[str]:
     return notes
 
 
-def run_scenario(daemon: Daemon, scenario: Scenario, print_actual: bool = False) -> list[str]:
+def run_scenario(daemon: Daemon, scenario: Scenario, print_actual: bool = False,
+                 cli: str = DEFAULT_CLI) -> list[str]:
     notes = reset_state(daemon)
-    run = ScenarioRun(daemon, scenario, print_actual=print_actual)
+    run = ScenarioRun(daemon, scenario, print_actual=print_actual, cli=cli)
     run.notes = notes
     return run.run()
 
@@ -1147,6 +1484,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="daemon to test (default: $BERTH_COMPAT_TARGET or berth)")
     ap.add_argument("--print-actual", action="store_true",
                     help="print what each step actually produced, in scenario syntax (authoring aid)")
+    ap.add_argument("--cli", choices=sorted(CLIS), default=None,
+                    help="run the scenarios with this docker CLI only (default: each with the "
+                         "CLIs its `# cli:` header names)")
     ap.add_argument("--authz-chain", action="store_true",
                     help="start the daemon with the authorization chain of authz/chain/ scenarios")
     ap.add_argument("files", nargs="*", help="scenario files (default: all)")
@@ -1160,14 +1500,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         daemon.start()
         for sc in runnable:
-            if ns.print_actual:
-                print(f"# ===== {sc.path}")
-            failures = run_scenario(daemon, sc, print_actual=ns.print_actual)
-            status = "FAIL" if failures else "ok"
-            print(f"{status:4} {sc.path.name}  ({sc.title})", file=sys.stderr)
-            for f in failures:
-                print(f, file=sys.stderr)
-            failed += bool(failures)
+            for cli in [ns.cli] if ns.cli else sc.clis:
+                if ns.print_actual:
+                    print(f"# ===== {sc.path} (CLI {cli})")
+                failures = run_scenario(daemon, sc, print_actual=ns.print_actual, cli=cli)
+                status = "FAIL" if failures else "ok"
+                print(f"{status:4} {sc.path.name} [CLI {cli}]  ({sc.title})", file=sys.stderr)
+                for f in failures:
+                    print(f, file=sys.stderr)
+                failed += bool(failures)
     finally:
         daemon.stop()
     skipped = len(scenarios) - len(runnable)

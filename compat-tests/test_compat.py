@@ -1,4 +1,6 @@
-"""One pytest case per scenario file in scenarios/ (see README.md)."""
+"""One pytest case per scenario file in scenarios/ and CLI its `# cli:` header names (see
+README.md): `volume-create` runs it with the default CLI (28.x), `volume-create@20.10` with
+Debian's 20.10."""
 
 import pytest
 
@@ -8,7 +10,18 @@ from conftest import run_scenario_file
 SCENARIOS = harness.discover_scenarios()
 
 
-@pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])
-def test_scenario(path, target_name, request):
+def _cases():
+    for path in SCENARIOS:
+        try:
+            clis = harness.parse_scenario(path).clis
+        except harness.HarnessError:
+            clis = [harness.DEFAULT_CLI]  # reported by the test itself
+        for cli in clis:
+            yield pytest.param(path, cli,
+                               id=path.stem if cli == harness.DEFAULT_CLI else f"{path.stem}@{cli}")
+
+
+@pytest.mark.parametrize("path, cli", list(_cases()))
+def test_scenario(path, cli, target_name, request):
     # the session daemon is started only for a scenario that runs on this target
-    run_scenario_file(lambda: request.getfixturevalue("daemon"), path, target_name)
+    run_scenario_file(lambda: request.getfixturevalue("daemon"), path, target_name, cli=cli)

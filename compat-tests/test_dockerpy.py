@@ -3,13 +3,16 @@
 The same `--target` as the scenarios: the `daemon` fixture of conftest.py starts one berth or
 dockerd per pytest session, and every test here starts from the scenarios' clean state
 (`harness.reset_state`: no volumes, no plugins). Expectations are dockerd 20.10's (API 1.41):
-run `python3 -m pytest -q compat-tests --target dockerd` to prove them.
+run `python3 -m pytest -q compat-tests --target dockerd` to prove them. Like the scenarios'
+CLI, the client is pinned to API 1.41 (berth advertises 1.50); `auto_client` negotiates.
 
 docker-py quirks that show here (the same on every target):
 * `remove_volume(name, force=True)` never sends `force`: it passes the parameters to `_url()`,
   which drops them, so a missing volume is a NotFound even with force.
 * list/prune filters are sent in the legacy `{"key": ["value"]}` form, booleans as "true"/"false".
 * `Plugin.enable()` sends `timeout=0`; `Plugin.disable()` sends `force=False`.
+* `events()` sends `since`/`until` in whole seconds, and its stream ends quietly on an error
+  answer (an APIError is an OSError, which `CancellableStream` takes for the end of the stream).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import time
 import uuid
 from datetime import datetime, timezone
 
@@ -37,6 +41,16 @@ LABEL_ANON = "com.docker.volume.anonymous"
 
 @pytest.fixture(scope="module")
 def client(daemon):
+    c = docker.DockerClient(base_url=daemon.host, version=harness.PINNED_API_VERSION, timeout=120)
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+@pytest.fixture(scope="module")
+def auto_client(daemon):
+    """A client that negotiates (`version="auto"`: it asks GET /version)."""
     c = docker.DockerClient(base_url=daemon.host, version="auto", timeout=120)
     try:
         yield c
@@ -104,10 +118,28 @@ def parse_created_at(value: str) -> datetime:
 # volumes
 
 
-def test_api_version_is_negotiated_to_141(client):
-    # version="auto" asks GET /version: both daemons advertise 1.41
+def test_api_version_is_the_advertised_one_unless_pinned(client, auto_client, target_name):
+    # version="auto" takes what GET /version says: dockerd 20.10 advertises 1.41, berth the
+    # newest version it serves
+    advertised = {"berth": "1.50", "dockerd": "1.41"}[target_name]
+    assert auto_client.api.api_version == advertised
+    assert auto_client.version()["ApiVersion"] == advertised
     assert client.api.api_version == "1.41"
-    assert client.version()["ApiVersion"] == "1.41"
+    assert client.version()["ApiVersion"] == advertised
+
+
+def test_negotiated_client_prunes_anonymous_volumes_only_on_berth(auto_client, target_name):
+    # API >= 1.42 (current moby): anonymous volumes are labelled and default prune takes only
+    # them; dockerd 20.10 stays at 1.41 (test_prune_on_141_...)
+    if target_name != "berth":
+        pytest.skip("dockerd 20.10 serves 1.41 at most")
+    auto_client.volumes.create("named1")
+    anon = auto_client.volumes.create()
+    assert anon.attrs["Labels"] == {LABEL_ANON: ""}
+    assert auto_client.volumes.prune() == {"VolumesDeleted": [anon.name], "SpaceReclaimed": 0}
+    assert names(auto_client.volumes.list()) == ["named1"]
+    assert auto_client.volumes.prune(filters={"all": True}) == \
+        {"VolumesDeleted": ["named1"], "SpaceReclaimed": 0}
 
 
 def test_create_named_volume_with_labels_and_options(client, daemon):
@@ -299,6 +331,67 @@ def test_prune_label_filters_and_errors(client):
         client.volumes.prune(filters={"dangling": True})
     assert api_error(ei) == (400, "Invalid filter 'dangling'")
     assert names(client.volumes.list()) == ["named1"]
+
+
+# --------------------------------------------------------------------------------------------
+# events and disk usage
+
+
+def test_events_recorded_and_live(client, daemon):
+    since = int(time.time()) - 1
+    client.volumes.create("pyev1", labels={"x": "y"})
+    client.volumes.create("pyev1")
+    client.volumes.get("pyev1").remove()
+    until = int(time.time()) + 1
+    # docker-py sends whole seconds; the filter keeps other tests' events out
+    past = list(client.events(since=since, until=until, decode=True,
+                              filters={"type": "volume", "volume": "pyev1"}))
+    assert [(e["Type"], e["Action"], e["Actor"]) for e in past] == [
+        ("volume", "create", {"ID": "pyev1", "Attributes": {"driver": "local"}}),
+        ("volume", "create", {"ID": "pyev1", "Attributes": {"driver": "local"}}),
+        ("volume", "destroy", {"ID": "pyev1", "Attributes": {"driver": "local"}}),
+    ]
+    for e in past:
+        assert list(e) == ["Type", "Action", "Actor", "scope", "time", "timeNano"]
+        assert e["scope"] == "local"
+        assert e["time"] == e["timeNano"] // 1_000_000_000
+
+    # live: each event arrives as it happens (from a second back: dockerd answers the request
+    # before it subscribes, and the recorded past covers that moment)
+    stream = client.events(since=int(time.time()) - 1, decode=True, filters={"volume": "pyev2"})
+    try:
+        client.volumes.create("pyev2")
+        first = next(stream)
+        assert (first["Action"], first["Actor"]["ID"]) == ("create", "pyev2")
+        client.volumes.get("pyev2").remove()
+        second = next(stream)
+        assert (second["Action"], second["Actor"]["ID"]) == ("destroy", "pyev2")
+    finally:
+        stream.close()
+
+    # the daemon refuses since > until (400, events-filters.scn), but docker-py's stream
+    # swallows the error: its APIError is an OSError, which CancellableStream takes for the end
+    assert list(client.events(since=10, until=5)) == []
+
+
+def test_df_reports_local_volumes_with_sizes(client, daemon):
+    client.volumes.create("dfpy1", labels={"team": "a"})
+    client.volumes.create("dfpy2", driver_opts={"type": "tmpfs", "device": "tmpfs"})
+    with open(os.path.join(local_mountpoint(daemon, "dfpy1"), "f"), "wb") as f:
+        f.write(b"x" * 1234)
+    df = client.df()
+    assert list(df) == ["LayersSize", "Images", "Containers", "Volumes", "BuildCache",
+                        "BuilderSize"]
+    assert (df["LayersSize"], df["Images"], df["Containers"], df["BuildCache"],
+            df["BuilderSize"]) == (0, [], [], None, 0)
+    # only local volumes without options are measured
+    assert [v["Name"] for v in df["Volumes"]] == ["dfpy1"]
+    v = df["Volumes"][0]
+    assert v["UsageData"] == {"RefCount": 0, "Size": 1234}
+    assert v["Labels"] == {"team": "a"}
+    assert v["Mountpoint"] == local_mountpoint(daemon, "dfpy1")
+    assert list(v) == ["CreatedAt", "Driver", "Labels", "Mountpoint", "Name", "Options",
+                       "Scope", "UsageData"]
 
 
 # --------------------------------------------------------------------------------------------

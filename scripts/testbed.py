@@ -239,11 +239,14 @@ class DockerRegistry:
     no blob descriptor cache: deleting a repository's files makes the registry answer 404 for
     its blobs again."""
 
-    def __init__(self, tmp: str, root: str, binary: str = "docker-registry"):
+    def __init__(self, tmp: str, root: str, binary: str = "docker-registry",
+                 name: str = "registry", auth: str = ""):
         self.binary = binary
         self.root = root
-        self.config = os.path.join(tmp, "registry.yml")
-        self.log_path = os.path.join(tmp, "registry.log")
+        self.config = os.path.join(tmp, f"{name}.yml")
+        self.log_path = os.path.join(tmp, f"{name}.log")
+        # the configuration's `auth:` section (htpasswd, token), if any
+        self.auth = auth
         self.port = 0
         self.proc: subprocess.Popen | None = None
         self.starttime: int | None = None
@@ -271,7 +274,7 @@ storage:
       enabled: false
 http:
   addr: 127.0.0.1:{self.port}
-""")
+{self.auth}""")
             self.proc = spawn([self.binary, "serve", self.config], self.log_path)
             self.starttime = pid_starttime(self.proc.pid)
             deadline = time.monotonic() + timeout
@@ -290,7 +293,8 @@ http:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
         try:
             conn.request("GET", "/v2/")
-            return conn.getresponse().status == 200
+            # with authentication, the challenge says it is up
+            return conn.getresponse().status in ((200, 401) if self.auth else (200,))
         except OSError:
             return False
         finally:

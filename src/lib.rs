@@ -6,21 +6,23 @@
 //! | module | owns | uses |
 //! | --- | --- | --- |
 //! | [`conformance`] | `berth conformance`: the protocol checks (one file per protocol, each check with an ID, a rule and its source), the runner, the report (table, JSON, JUnit), and the targets (a socket, a spec file, a plugin directory or reference run in a private plugin store, a managed plugin of a running berth). | plugin getter and manager (private stores), drivers, rpc |
-//! | [`api`] | HTTP surface: routing, `/vX.Y` prefixes and version negotiation, system endpoints, one file per resource, request decoding, filter parsing, the authorization middleware around every routed request. Handlers are thin: decode, make one service call, encode. | services, authz |
+//! | [`api`] | HTTP surface: routing, `/vX.Y` prefixes and version negotiation (1.50 advertised, 1.41 exactly dockerd 20.10's), system endpoints (`/events`, `/system/df`, `/auth` among them), one file per resource, request decoding, filter parsing, the authorization middleware around every routed request, noticing clients that hung up (an idle event stream, a `system df` still measuring). Handlers are thin: decode, make one service call, encode. | services, authz |
 //! | [`authz`] | the authorization chain: which plugins, in which order, asked how (fail-closed, no retries), reloaded on SIGHUP; the rules for what plugins are shown of a request and its response. | plugin getter, drivers |
 //! | [`logforward`] | `--plugin-log-driver`: managed plugins' output lines shipped to a LogDriver plugin (one FIFO and `StartLogging` per plugin, a bounded queue fed by the output readers through the [`runtime::logs::LogSink`] seam). | plugin getter, drivers, runtime logs |
-//! | [`volume`] | the volume service: metadata store (redb), the built-in `local` driver, mount references. Every driver, built-in or plugin, is a [`drivers::volume::VolumeDriver`]. | plugin getter, drivers |
-//! | [`plugin`] | the managed plugin system: config schema and its Go decoding, settable rules, privileges, the run spec built from a plugin's record, the persistent store, the manager (create, set, rm, enable, disable, restore, pull, push, upgrade; it owns the registry client), and the **plugin getter**: the one way any user of a plugin protocol reaches a plugin, managed or legacy. | distribution, runtime, rpc |
+//! | [`volume`] | the volume service: metadata store (redb), the built-in `local` driver, mount references. Every driver, built-in or plugin, is a [`drivers::volume::VolumeDriver`]. | plugin getter, drivers, events |
+//! | [`plugin`] | the managed plugin system: config schema and its Go decoding, settable rules, privileges, the run spec built from a plugin's record, the persistent store, the manager (create, set, rm, enable, disable, restore, pull, push, upgrade; it owns the registry client), and the **plugin getter**: the one way any user of a plugin protocol reaches a plugin, managed or legacy. | distribution, runtime, rpc, events |
 //! | [`drivers`] | typed protocol adapters over a plugin handle (VolumeDriver, cached per plugin activation; AuthZPlugin; LogDriver with protobuf `LogEntry` framing). | rpc |
 //! | [`runtime`] | running plugins: the run spec (types and moby's defaults; it knows nothing of plugins), the `Executor` trait, the Linux namespaces executor and `plugin-init` (one function per setup step, every kernel call behind the `Syscall` seam), supervision, plugin logs (and the `LogSink` seam they are also sent through). | kernel |
 //! | [`rpc`] | the plugin RPC client (unix, tcp, TLS) with the one deadline per call, retries, plugin handles (client, host-path mapper, identity), legacy plugin discovery. | plugin sockets |
-//! | [`distribution`] | the image-reference grammar, the registry client (endpoints, auth, manifests, transfer), content-addressed blob store, safe tar extraction (layers are unpacked while they download, into a staging rootfs discarded unless every digest matched). | disk, network |
+//! | [`events`] | the event bus: services publish (plugin manager, volume service, networks), `/events` streams subscribe; bounded history for `since`, bounded per-subscriber queues, dockerd's event filters. | distribution (the reference grammar, for the `image` filter) |
+//! | [`distribution`] | the image-reference grammar, the registry client (endpoints, auth, manifests, transfer, login), content-addressed blob store, safe tar extraction (layers are unpacked while they download, into a staging rootfs discarded unless every digest matched). | disk, network |
 //! | [`error`], [`gojson`], [`goerr`], [`fsutil`], [`mounts`], [`config`], [`tls`], [`progress`] | the one error type (mapped to Docker's status codes in one place; every area's typed error converts into it), Go's `encoding/json` (its syntax and type-error texts and the one decoder every Go-JSON body and plugin config goes through), Go's wording of OS and HTTP errors, durable file steps, the mount table and unmounting, daemon configuration, the TLS provider, JSON-message progress streams (and the spawning of streamed operations). | — |
 //!
 //! Services reach plugins only through [`plugin::getter::PluginGetter`] (`get(name, capability,
 //! mode)`, `all(capability)`); the manager knows nothing of volumes or of what its plugins are
 //! used for. A `docker volume create -d X` is api → volume service → getter (managed store or
-//! legacy discovery) → drivers adapter → rpc client → plugin.
+//! legacy discovery) → drivers adapter → rpc client → plugin. The manager and the volume
+//! service report what they change to the event bus they are given; neither knows who listens.
 //!
 //! # Invariants
 //! - Every state change on disk is atomic (temp file, fsync, rename); a plugin directory without
@@ -38,6 +40,7 @@
 //! - With an authorization chain, no handler runs unless every plugin allowed the request as
 //!   the handler will see it: the body it reads is the body the plugins were shown, and its path
 //!   is the one they were shown (undecoded).
+//! - Publishing an event never waits for a subscriber: one that falls behind is dropped.
 
 #![recursion_limit = "256"]
 
@@ -48,6 +51,7 @@ pub mod conformance;
 pub mod distribution;
 pub mod drivers;
 pub mod error;
+pub mod events;
 pub mod fsutil;
 pub mod goerr;
 pub mod gojson;

@@ -13,6 +13,7 @@ use berth::api::{self, version::DEFAULT_API_VERSION, ApiState};
 use berth::authz::Chain;
 use berth::config::{DaemonConfig, DaemonFlags};
 use berth::distribution::registry::{RegistryClient, RegistryOptions};
+use berth::events::EventBus;
 use berth::logforward::LogForwarder;
 use berth::plugin::getter::PluginGetter;
 use berth::plugin::manager::{Manager, RuntimeOptions};
@@ -116,12 +117,15 @@ fn run_daemon(flags: &DaemonFlags, config: DaemonConfig) -> anyhow::Result<()> {
         ..RegistryOptions::default()
     })
     .context("configuring the registry client")?;
+    // In memory only: events do not survive a restart (as with dockerd).
+    let events = EventBus::new();
     let manager = Manager::open(
         &config.data_root,
         &config.exec_root,
         executor,
         options,
         registry,
+        events.clone(),
     )
     .context("opening the plugin store")?;
     let manager = Arc::new(manager);
@@ -172,11 +176,12 @@ fn run_daemon(flags: &DaemonFlags, config: DaemonConfig) -> anyhow::Result<()> {
         .iter()
         .map(|path| bind_socket(path))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let volumes =
-        VolumeService::open(&config.data_root, getter).context("opening the volume store")?;
+    let volumes = VolumeService::open(&config.data_root, getter, events.clone())
+        .context("opening the volume store")?;
     let state = ApiState {
         volumes: Arc::new(volumes),
         plugins: manager.clone(),
+        events,
         authz: authz.clone(),
         daemon: api::system_identity(DEFAULT_API_VERSION, &config.data_root, &config.exec_root),
     };

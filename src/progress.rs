@@ -102,7 +102,8 @@ impl Progress {
     }
 
     fn encode(message: &JsonMessage) -> bytes::Bytes {
-        let mut line = serde_json::to_vec(message).unwrap_or_default();
+        // As Go encodes it: the bar's `>` travels as `\u003e`.
+        let mut line = crate::gojson::escape_html(serde_json::to_vec(message).unwrap_or_default());
         line.extend_from_slice(b"\r\n");
         line.into()
     }
@@ -151,13 +152,17 @@ impl Progress {
 
     /// A state change of one layer: `{"status": ..., "progressDetail": {}, "id": ...}`.
     pub async fn layer(&self, id: &str, status: impl Into<String>) -> Result<(), Cancelled> {
-        self.send(JsonMessage {
+        self.send(self.state(id, status)).await
+    }
+
+    /// The message of [`layer`](Self::layer), for [`try_send`](Self::try_send).
+    pub fn state(&self, id: &str, status: impl Into<String>) -> JsonMessage {
+        JsonMessage {
             status: Some(status.into()),
             progress_detail: Some(ProgressDetail::default()),
             id: Some(id.to_string()),
             ..Default::default()
-        })
-        .await
+        }
     }
 
     /// Transfer progress of one layer, with 20.10's rendered bar.
@@ -195,20 +200,20 @@ impl Progress {
     }
 }
 
-/// Docker's progress bar text: `[=====>      ]  1.2MB/3.4MB` (50 columns, decimal units).
+/// The bar dockerd renders into `progress` (`JSONProgress.String` at its width of 200): one `=`
+/// per 2 % done, a `>`, the rest blank, then `current/total` (current right-aligned in 8).
 pub fn render_bar(current: u64, total: u64) -> String {
-    let amount = format!("{}/{}", human_size(current), human_size(total));
     if total == 0 {
         return format!("{:>8}", human_size(current));
     }
-    let width = 50u64;
-    let filled = (current.min(total) * width / total) as usize;
-    let mut bar = "=".repeat(filled);
-    if filled < width as usize {
-        bar.push('>');
-        bar.push_str(&" ".repeat(width as usize - filled - 1));
-    }
-    format!("[{bar}] {amount:>18}")
+    let percent = ((current as f64 / total as f64 * 100.0) as usize / 2).min(50);
+    format!(
+        "[{}>{}] {:>8}/{}",
+        "=".repeat(percent),
+        " ".repeat(50 - percent),
+        human_size(current),
+        human_size(total)
+    )
 }
 
 /// go-units `HumanSize`: decimal, 4 significant digits.
@@ -220,13 +225,12 @@ pub fn human_size(bytes: u64) -> String {
         size /= 1000.0;
         unit += 1;
     }
-    let text = format!("{size:.4}");
-    let digits = significant(&text, 4);
-    format!("{digits}{}", UNITS[unit])
+    format!("{}{}", significant(size, 4), UNITS[unit])
 }
 
-fn significant(text: &str, n: usize) -> String {
-    let value: f64 = text.parse().unwrap_or(0.0);
+/// Go's `%.<n>g` for values below 1000: `n` significant digits, rounded once, trailing zeros
+/// dropped.
+fn significant(value: f64, n: usize) -> String {
     let formatted = format!("{:.*}", n.saturating_sub(integer_digits(value)), value);
     let trimmed = if formatted.contains('.') {
         formatted
@@ -277,16 +281,26 @@ mod tests {
         assert_eq!(human_size(6466), "6.466kB");
         assert_eq!(human_size(1_200_000), "1.2MB");
         assert_eq!(human_size(54_321_000), "54.32MB");
+        // Rounded once: 6.291456 is 6.291, not 6.2915 rounded again to 6.292.
+        assert_eq!(human_size(6_291_456), "6.291MB");
     }
 
     #[test]
-    fn bar_has_fifty_columns() {
-        let bar = render_bar(50, 100);
-        assert!(
-            bar.starts_with(&format!("[{}>{}]", "=".repeat(25), " ".repeat(24))),
-            "{bar}"
+    fn bars_read_as_dockerds() {
+        assert_eq!(
+            render_bar(6_291_456, 19_453_033),
+            format!("[{}>{}]  6.291MB/19.45MB", "=".repeat(16), " ".repeat(34))
         );
-        assert!(render_bar(100, 100).starts_with(&format!("[{}]", "=".repeat(50))));
+        assert_eq!(
+            render_bar(19_453_033, 19_453_033),
+            format!("[{}>]  19.45MB/19.45MB", "=".repeat(50))
+        );
+        assert_eq!(render_bar(525, 0), "    525B");
+        let (p, _rx) = Progress::channel();
+        let line = Progress::encode(&p.transfer("a", "Extracting", 1, 2));
+        assert!(std::str::from_utf8(&line)
+            .unwrap()
+            .contains(r#""progress":"[=========================\u003e"#));
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -47,7 +47,11 @@ fn every_served_route_is_documented_and_nothing_else() {
 fn every_documented_route_answers_on_a_running_daemon() {
     let d = common::Daemon::start();
     for (method, path) in documented() {
-        let concrete = path.replace("{name}", "no-such-plugin");
+        let mut concrete = path.replace("{name}", "no-such-plugin");
+        if path == "/events" {
+            // A stream that ends at once: `until` is in the past.
+            concrete.push_str("?until=1");
+        }
         for prefix in ["", "/v1.41"] {
             let r = d.request(&method, &format!("{prefix}{concrete}"), &[], &[]);
             let unrouted = r.status == 404 && r.text().contains("page not found");

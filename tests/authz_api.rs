@@ -90,7 +90,7 @@ fn the_chain_asks_every_plugin_in_order_and_the_first_deny_stops_it() {
         let (_, body) = res.body("ResponseBody").expect("a JSON response is shown");
         assert!(body.contains(r#""Name":"allowed-vol""#), "{body}");
         let shown = res.map("ResponseHeaders");
-        assert_eq!(shown["Api-Version"], "1.41");
+        assert_eq!(shown["Api-Version"], "1.50");
         assert_eq!(shown["Content-Type"], "application/json");
         assert_eq!(shown["Docker-Experimental"], "false");
         assert_eq!(shown["Ostype"], "linux");
@@ -153,7 +153,7 @@ fn the_chain_asks_every_plugin_in_order_and_the_first_deny_stops_it() {
     );
     let r = d.get("/v1.41/volumes/nosuch");
     assert_eq!(r.status, 404);
-    assert_eq!(r.header("Api-Version"), Some("1.41"));
+    assert_eq!(r.header("Api-Version"), Some("1.50"));
     let res = audit.calls_for("/v1.41/volumes/nosuch").pop().unwrap();
     assert!(!res.is_request());
     assert!(!res.fields.contains_key("ResponseStatusCode"));
@@ -395,7 +395,7 @@ fn large_and_streamed_responses_are_authorized_as_dockerd_does() {
     let r = d.get("/v1.41/volumes?deny");
     assert_eq!(r.status, 200);
     assert_eq!(r.header("Transfer-Encoding"), Some("chunked"));
-    assert_eq!(r.header("Api-Version"), Some("1.41"));
+    assert_eq!(r.header("Api-Version"), Some("1.50"));
     assert_eq!(
         r.text(),
         "{\"message\":\"authorization denied by plugin guard: too much\"}\n"

@@ -198,7 +198,9 @@ fn steps(msgs: &[Value]) -> Vec<(String, String)> {
                 m["id"].as_str().unwrap_or_default().to_string(),
             )
         })
-        .filter(|(s, _)| s != "Downloading" && s != "Pushing")
+        // Transfer progress, and `Pulling fs layer` (said only when a download outlasts the
+        // first 100 ms look), depend on timing.
+        .filter(|(s, _)| s != "Downloading" && s != "Pushing" && s != "Pulling fs layer")
         .collect()
 }
 
@@ -850,7 +852,7 @@ fn pull_names_aliases_digests_and_shared_blobs() {
         "{}",
         r.text()
     );
-    assert!(!steps(&msgs).iter().any(|(st, _)| st == "Pulling fs layer"));
+    assert!(!msgs.iter().any(|m| status_of(m) == "Pulling fs layer"));
     let p = d.plugin(&latest).unwrap();
     assert_eq!(p["Name"], latest.as_str());
     assert_eq!(p["PluginReference"], by_digest.as_str());
@@ -1647,7 +1649,10 @@ fn htpasswd_registry_needs_credentials_for_push_and_pull() {
         let r = push(&d.socket, &name, auth);
         let err = failed_stream(&r, what);
         println!("[berth] push without credentials ({what}): {err}");
-        assert_eq!(err, "unauthorized: authentication required", "{what}");
+        assert_eq!(
+            err, "error pushing plugin: unauthorized: authentication required",
+            "{what}"
+        );
     }
     let r = push(&d.socket, &name, Some(&good));
     let aux = assert_streamed_ok(&r, "push with credentials")

@@ -437,7 +437,7 @@ async fn volume_adapter_errors_and_capabilities_cache() {
         },
     );
 
-    let e = driver.create("v", &Default::default()).await.unwrap_err();
+    let e = driver.create("v", None).await.unwrap_err();
     assert_eq!(e.to_string(), "in-band failure");
     assert_eq!(e.method(), "VolumeDriver.Create");
     assert!(matches!(e.kind, DriverErrorKind::Plugin(_)));

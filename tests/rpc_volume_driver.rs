@@ -8,7 +8,6 @@
 mod common;
 use common::{host_test_plugin, opts, rclone_serve_docker, HostProcess};
 
-use std::collections::BTreeMap;
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -337,8 +336,10 @@ async fn every_volume_call_against_the_host_test_plugin() {
     let d = VolumeDriverClient::new("tdrv".into(), plugin.client.clone(), PathMapper::Identity);
     assert_eq!(d.capabilities().await.scope, "global");
 
-    d.create("v1", &opts(&[("size", "1m")])).await.unwrap();
-    d.create("v2", &BTreeMap::new()).await.unwrap();
+    d.create("v1", Some(&opts(&[("size", "1m")])))
+        .await
+        .unwrap();
+    d.create("v2", None).await.unwrap();
     let v1 = d.get("v1").await.unwrap().expect("v1 exists");
     let v1_dir = root.join("v1").display().to_string();
     assert_eq!(v1.name, "v1");
@@ -377,7 +378,7 @@ async fn every_volume_call_against_the_host_test_plugin() {
 
     // Errors as moby shows them after `create <name>: `.
     let e = d
-        .create("bad", &opts(&[("error", "no space left for bad")]))
+        .create("bad", Some(&opts(&[("error", "no space left for bad")])))
         .await
         .unwrap_err();
     assert_eq!(e.to_string(), "VolumeDriver.Create: no space left for bad");
@@ -459,7 +460,7 @@ async fn discovery_by_spec_files_unix_and_tcp() {
     // Both reach the same plugin.
     let da = VolumeDriverClient::new("viaspec".into(), a.client.clone(), PathMapper::Identity);
     let db = VolumeDriverClient::new("viatcp".into(), b.client.clone(), PathMapper::Identity);
-    da.create("shared", &BTreeMap::new()).await.unwrap();
+    da.create("shared", None).await.unwrap();
     assert_eq!(db.get("shared").await.unwrap().unwrap().name, "shared");
     db.remove("shared").await.unwrap();
     assert!(da.list().await.unwrap().is_empty());
@@ -512,7 +513,7 @@ async fn discovery_by_json_with_tls() {
 
     let p = reg.get("verified", "VolumeDriver").await.unwrap();
     let d = VolumeDriverClient::new("verified".into(), p.client.clone(), PathMapper::Identity);
-    d.create("tlsvol", &BTreeMap::new()).await.unwrap();
+    d.create("tlsvol", None).await.unwrap();
     assert_eq!(d.list().await.unwrap()[0].name, "tlsvol");
     d.remove("tlsvol").await.unwrap();
 
@@ -651,7 +652,7 @@ async fn a_hung_call_times_out_within_its_deadline() {
         "VolumeDriver.List: deadline of 500ms exceeded"
     );
     // Other calls still work.
-    d.create("after", &BTreeMap::new()).await.unwrap();
+    d.create("after", None).await.unwrap();
 }
 
 #[actix_rt::test]
@@ -791,8 +792,10 @@ async fn rclone_serve_docker_as_a_legacy_plugin() {
     assert_eq!(d.capabilities().await.scope, "local");
 
     let remote = data.display().to_string();
-    d.create("v1", &opts(&[("remote", &remote)])).await.unwrap();
-    d.create("v2", &opts(&[("type", "local"), ("path", &remote)]))
+    d.create("v1", Some(&opts(&[("remote", &remote)])))
+        .await
+        .unwrap();
+    d.create("v2", Some(&opts(&[("type", "local"), ("path", &remote)])))
         .await
         .unwrap();
     let listed = d.list().await.unwrap();
@@ -812,12 +815,15 @@ async fn rclone_serve_docker_as_a_legacy_plugin() {
     // rclone reports errors as 500 {"Err":…}.
     let e = d.get("absent").await.unwrap_err();
     assert_eq!(e.to_string(), "VolumeDriver.Get: volume not found");
-    let e = d.create("v3", &opts(&[("bogus", "x")])).await.unwrap_err();
+    let e = d
+        .create("v3", Some(&opts(&[("bogus", "x")])))
+        .await
+        .unwrap_err();
     assert_eq!(
         e.to_string(),
         "VolumeDriver.Create: unsupported backend option \"bogus\""
     );
-    let e = d.create("v4", &BTreeMap::new()).await.unwrap_err();
+    let e = d.create("v4", None).await.unwrap_err();
     assert_eq!(
         e.to_string(),
         "VolumeDriver.Create: volume must have either remote or backend type"

@@ -10,7 +10,8 @@ fn ping_answers_unversioned_with_the_headers_clients_negotiate_from() {
     let r = d.get("/_ping");
     assert_eq!(r.status, 200);
     assert_eq!(r.text(), "OK");
-    assert_eq!(r.header("Api-Version"), Some("1.41"));
+    // The newest version served, as moby advertises; clients negotiate down from it.
+    assert_eq!(r.header("Api-Version"), Some("1.50"));
     assert_eq!(r.header("Ostype"), Some("linux"));
     assert_eq!(r.header("Docker-Experimental"), Some("false"));
     assert_eq!(
@@ -76,13 +77,30 @@ fn unknown_routes_and_methods_get_page_not_found() {
 #[test]
 fn version_names_berth_and_its_api_range() {
     let d = Daemon::start();
+    // The same whatever version asks.
+    for path in ["/v1.41/version", "/version"] {
+        let v = d.get(path).json();
+        assert_eq!(v["Platform"]["Name"], "berth");
+        assert_eq!(v["ApiVersion"], "1.50");
+        assert_eq!(v["MinAPIVersion"], "1.24");
+        assert_eq!(v["Components"][0]["Name"], "Engine");
+        assert_eq!(v["Components"][0]["Details"]["ApiVersion"], "1.50");
+    }
     let v = d.get("/v1.41/version").json();
-    assert_eq!(v["ApiVersion"], "1.41");
-    assert_eq!(v["MinAPIVersion"], "1.24");
-    assert_eq!(v["Platform"]["Name"], "berth");
-    assert_eq!(v["Components"][0]["Name"], "Engine");
-    assert_eq!(v["Components"][0]["Details"]["ApiVersion"], "1.41");
     assert_eq!(v["Os"], "linux");
+}
+
+#[test]
+fn unversioned_requests_get_the_advertised_versions_behaviour() {
+    let d = Daemon::start();
+    // Current moby's lower-case filter error; 20.10's `Invalid filter` for 1.41.
+    for (prefix, word) in [("", "invalid"), ("/v1.41", "Invalid")] {
+        let r = d.get(&format!(
+            "{prefix}/volumes?filters=%7B%22foo%22%3A%7B%22x%22%3Atrue%7D%7D"
+        ));
+        assert_eq!(r.status, 400);
+        assert_eq!(r.message(), format!("{word} filter 'foo'"));
+    }
 }
 
 #[test]

@@ -1107,3 +1107,40 @@ fn legacy_plugin_capabilities_are_asked_once() {
     assert!(asked("VolumeDriver.List ") >= 3, "{log}");
     assert_eq!(asked("VolumeDriver.Capabilities "), 1, "{log}");
 }
+
+#[test]
+fn labels_and_options_are_kept_as_the_client_sent_them_across_a_restart() {
+    let mut d = Daemon::start();
+    // CLI 20.10 sends empty maps, CLI 28.x leaves them out, docker-py sends `null`.
+    for (name, maps) in [
+        ("sent-empty", r#","Labels":{},"DriverOpts":{}"#),
+        ("left-out", ""),
+        ("sent-null", r#","Labels":null,"DriverOpts":null"#),
+    ] {
+        created(&d.create_volume("/v1.41", &format!(r#"{{"Name":"{name}"{maps}}}"#)));
+    }
+    let shown = |d: &Daemon| {
+        ["sent-empty", "left-out", "sent-null"].map(|name| {
+            let v = d.get(&format!("/v1.41/volumes/{name}")).json();
+            (v["Labels"].clone(), v["Options"].clone())
+        })
+    };
+    let expected = [
+        (json!({}), json!({})),
+        (Value::Null, Value::Null),
+        (Value::Null, Value::Null),
+    ];
+    assert_eq!(shown(&d), expected);
+    d.kill9();
+    d.spawn();
+    assert_eq!(shown(&d), expected);
+    let listed = d.volume_list("");
+    assert_eq!(
+        find_volume(&listed, "sent-empty").unwrap()["Labels"],
+        json!({})
+    );
+    assert_eq!(
+        find_volume(&listed, "left-out").unwrap()["Labels"],
+        Value::Null
+    );
+}

@@ -87,6 +87,11 @@ impl Filters {
         }
     }
 
+    /// The parsed map, for matchers that live below the API (events).
+    pub fn into_fields(self) -> BTreeMap<String, BTreeMap<String, bool>> {
+        self.fields
+    }
+
     pub fn contains(&self, key: &str) -> bool {
         self.fields.contains_key(key)
     }

@@ -6,6 +6,8 @@
 
 mod authz;
 mod body;
+mod connection;
+mod events;
 mod filters;
 mod plugins;
 mod remote;
@@ -30,6 +32,7 @@ use version::{ApiVersion, Compat, DEFAULT_API_VERSION, MAX_API_VERSION, MIN_API_
 pub struct ApiState {
     pub plugins: Arc<Manager>,
     pub volumes: Arc<crate::volume::service::VolumeService>,
+    pub events: Arc<crate::events::EventBus>,
     /// The authorization plugins every routed request passes (empty: none).
     pub authz: Arc<crate::authz::Chain>,
     pub daemon: system::DaemonIdentity,
@@ -50,6 +53,18 @@ impl Call {
             .ok()
             .and_then(|q| q.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone()))
             .unwrap_or_default()
+    }
+
+    /// Every value of a query parameter, or `None` when it is absent (Go's `r.Form[key]`).
+    pub fn query_all(&self, key: &str) -> Option<Vec<String>> {
+        let pairs =
+            web::Query::<Vec<(String, String)>>::from_query(self.req.query_string()).ok()?;
+        let values: Vec<String> = pairs
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .collect();
+        (!values.is_empty()).then_some(values)
     }
 
     /// moby's `httputils.BoolValue`: false only for "", "0", "no", "false", "none".
@@ -94,10 +109,13 @@ pub async fn serve(
             .app_data(web::PayloadConfig::new(usize::MAX))
             .default_service(web::to(dispatch))
     })
-    .workers(2);
-    if peer_credentials {
-        server = server.on_connect(authz::remember_peer);
-    }
+    .workers(2)
+    .on_connect(move |connection, data| {
+        connection::remember(connection, data);
+        if peer_credentials {
+            authz::remember_peer(connection, data);
+        }
+    });
     for listener in listeners {
         server = server.listen_uds(listener)?;
     }
@@ -242,6 +260,9 @@ async fn run(id: RouteId, call: Call, payload: web::Payload) -> Result<HttpRespo
         RouteId::PingHead => system::ping(call, true).await,
         RouteId::Version => system::version(call).await,
         RouteId::Info => system::info(call).await,
+        RouteId::Events => events::events(call).await,
+        RouteId::SystemDf => system::disk_usage(call).await,
+        RouteId::Auth => system::auth(call, payload).await,
         RouteId::PluginList => plugins::list(call).await,
         RouteId::PluginCreate => plugins::create(call, payload).await,
         RouteId::PluginInspect => plugins::inspect(call).await,

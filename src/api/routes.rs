@@ -8,6 +8,9 @@ pub enum RouteId {
     PingHead,
     Version,
     Info,
+    Events,
+    SystemDf,
+    Auth,
     PluginList,
     PluginCreate,
     PluginInspect,
@@ -59,6 +62,9 @@ pub const ROUTES: &[Route] = &[
     route("HEAD", "/_ping", RouteId::PingHead),
     route("GET", "/version", RouteId::Version),
     route("GET", "/info", RouteId::Info),
+    route("GET", "/events", RouteId::Events),
+    route("GET", "/system/df", RouteId::SystemDf),
+    route("POST", "/auth", RouteId::Auth),
     route("GET", "/plugins", RouteId::PluginList),
     Route {
         opaque_body: true,
@@ -80,7 +86,8 @@ pub const ROUTES: &[Route] = &[
     route("POST", "/plugins/{name}/push", RouteId::PluginPush),
     route("GET", "/volumes", RouteId::VolumeList),
     route("POST", "/volumes/create", RouteId::VolumeCreate),
-    // Current moby requires 1.25 here; dockerd 20.10 (whose API berth advertises) does not.
+    // Current moby requires 1.25 here; dockerd 20.10 did not, and berth keeps 20.10's rule
+    // for the old versions it serves.
     route("POST", "/volumes/prune", RouteId::VolumePrune),
     route("POST", "/volumes/{name}/mount", RouteId::VolumeMount),
     route("POST", "/volumes/{name}/unmount", RouteId::VolumeUnmount),

@@ -1,12 +1,19 @@
-//! `/_ping`, `/version`, `/info`.
+//! `/_ping`, `/version`, `/info`, `/system/df`, `/auth`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use actix_web::http::StatusCode;
-use actix_web::HttpResponse;
+use actix_web::{web, HttpResponse};
 use serde::Serialize;
 
+use super::connection::{on_hang_up, ClientSocket};
 use super::version::MIN_API_VERSION;
 use super::{json_response, Call};
-use crate::error::Result;
+use crate::distribution::registry::AuthConfig;
+use crate::error::{Error, Result};
+use crate::gojson::decode::{self, go_struct};
+use crate::volume::types::Volume;
 
 /// Who this daemon says it is in `/version` and `/info`.
 #[derive(Debug, Clone)]
@@ -170,7 +177,7 @@ pub async fn info(call: Call) -> Result<HttpResponse> {
         "LoggingDriver": "",
         "CgroupDriver": "",
         "CgroupVersion": "",
-        "NEventsListener": 0,
+        "NEventsListener": call.state.events.subscribers(),
         "KernelVersion": kernel_version(),
         "OperatingSystem": "berth",
         "OSVersion": "",
@@ -221,4 +228,164 @@ fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd")
         .map(|d| d.count())
         .unwrap_or(0)
+}
+
+/// `types.DiskUsage` as berth can fill it: no images, containers or build cache exist here.
+/// Lists left out by `type` are `null`; `BuilderSize` went away after API 1.41.
+#[derive(Serialize)]
+struct DiskUsage {
+    #[serde(rename = "LayersSize")]
+    layers_size: i64,
+    #[serde(rename = "Images")]
+    images: Option<[(); 0]>,
+    #[serde(rename = "Containers")]
+    containers: Option<[(); 0]>,
+    #[serde(rename = "Volumes")]
+    volumes: Option<Vec<Volume>>,
+    #[serde(rename = "BuildCache")]
+    build_cache: Option<[(); 0]>,
+    #[serde(rename = "BuilderSize", skip_serializing_if = "Option::is_none")]
+    builder_size: Option<i64>,
+}
+
+/// How often a `system df` that is measuring looks whether its client is still there.
+const CLIENT_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// `GET /system/df`. From API 1.42 `type` (repeatable) picks what is reported.
+pub async fn disk_usage(call: Call) -> Result<HttpResponse> {
+    let legacy = call.compat.legacy();
+    let (mut images, mut containers, mut volumes) = (true, true, true);
+    if let Some(types) = call.query_all("type").filter(|_| !legacy) {
+        (images, containers, volumes) = (false, false, false);
+        for kind in types {
+            match kind.as_str() {
+                "container" => containers = true,
+                "image" => images = true,
+                "volume" => volumes = true,
+                // There is no builder: nothing to report, nothing refused.
+                "build-cache" => {}
+                other => {
+                    return Err(Error::InvalidParameter(format!(
+                        "unknown object type: {other}"
+                    )))
+                }
+            }
+        }
+    }
+    let volumes = if volumes {
+        // Measuring stops when the client goes.
+        let stop = Arc::new(AtomicBool::new(false));
+        let client = call.req.conn_data::<ClientSocket>().cloned();
+        let _watch = on_hang_up(client, CLIENT_CHECK, {
+            let stop = stop.clone();
+            move || stop.store(true, Ordering::Relaxed)
+        });
+        Some(call.state.volumes.disk_usage(stop).await?)
+    } else {
+        None
+    };
+    let reply = DiskUsage {
+        layers_size: 0,
+        images: images.then_some([]),
+        containers: containers.then_some([]),
+        volumes,
+        build_cache: None,
+        builder_size: legacy.then_some(0),
+    };
+    Ok(json_response(StatusCode::OK, &reply))
+}
+
+#[derive(Serialize)]
+struct AuthReply {
+    #[serde(rename = "IdentityToken")]
+    identity_token: String,
+    #[serde(rename = "Status")]
+    status: &'static str,
+}
+
+/// `POST /auth` (`docker login`): checks the credentials with the registry and answers; berth
+/// keeps nothing (the client stores what it sent) and never logs the password.
+pub async fn auth(call: Call, payload: web::Payload) -> Result<HttpResponse> {
+    let body = super::body::read_bounded(payload, 1 << 20).await?;
+    let credentials = decode_auth_body(&body, call.compat.legacy())?;
+    let identity_token = call.state.plugins.login(&credentials).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &AuthReply {
+            identity_token,
+            status: "Login Succeeded",
+        },
+    ))
+}
+
+go_struct!([GoAuthConfig = types.AuthConfig, GoRegistryAuthConfig = registry.AuthConfig] {
+    username: String = "username",
+    password: String = "password",
+    auth: String = "auth",
+    email: String = "email",
+    server_address: String = "serveraddress",
+    identity_token: String = "identitytoken",
+    registry_token: String = "registrytoken",
+});
+
+/// The body of `POST /auth` as moby decodes it (`json.NewDecoder(r.Body).Decode`: the first
+/// JSON value), every error untyped (500), on 20.10 (`types.AuthConfig`) as on current
+/// daemons (`registry.AuthConfig`).
+fn decode_auth_body(body: &[u8], legacy: bool) -> Result<AuthConfig> {
+    // Both Go types have the same fields; only their names (in type errors) differ.
+    macro_rules! auth_config {
+        ($go_type:ty) => {{
+            let (c, _) =
+                decode::decode_first::<$go_type>(body).map_err(|e| Error::System(e.to_string()))?;
+            AuthConfig {
+                username: c.username,
+                password: c.password,
+                auth: c.auth,
+                email: c.email,
+                server_address: c.server_address,
+                identity_token: c.identity_token,
+                registry_token: c.registry_token,
+            }
+        }};
+    }
+    Ok(if legacy {
+        auth_config!(GoAuthConfig)
+    } else {
+        auth_config!(GoRegistryAuthConfig)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auth_bodies_decode_like_go() {
+        let ok = decode_auth_body(
+            br#"{"Username":"u","password":"p","serveraddress":"127.0.0.1:5000"} trailing"#,
+            true,
+        )
+        .unwrap();
+        assert_eq!((ok.username.as_str(), ok.password.as_str()), ("u", "p"));
+        assert_eq!(ok.server_address, "127.0.0.1:5000");
+        let message = |body: &[u8]| {
+            decode_auth_body(body, true)
+                .unwrap_err()
+                .message()
+                .to_string()
+        };
+        assert_eq!(message(b""), "EOF");
+        assert_eq!(
+            message(b"nope"),
+            "invalid character 'o' in literal null (expecting 'u')"
+        );
+        assert_eq!(
+            message(b"[]"),
+            "json: cannot unmarshal array into Go value of type types.AuthConfig"
+        );
+        assert_eq!(
+            message(br#"{"username":5}"#),
+            "json: cannot unmarshal number into Go struct field AuthConfig.username of type string"
+        );
+    }
 }

@@ -58,9 +58,10 @@ impl fmt::Display for ApiVersion {
 pub const MIN_API_VERSION: &str = "1.24";
 /// Newest version served: the stock CLI 28.x negotiates at most 1.50.
 pub const MAX_API_VERSION: &str = "1.50";
-/// What `Api-Version` advertises by default: 1.41 is the version of dockerd 20.10, the daemon
-/// berth is measured against, so the CLI negotiates the behaviour the compat scenarios prove.
-pub const DEFAULT_API_VERSION: &str = "1.41";
+/// What `Api-Version` advertises, and what a request without a `/vX.Y` prefix gets: the newest
+/// version served, as moby does, so today's clients (CLI 28.x, docker-py and bollard on
+/// `auto`) negotiate current behaviour. A client that asks for 1.41 gets dockerd 20.10's.
+pub const DEFAULT_API_VERSION: &str = MAX_API_VERSION;
 
 /// Behaviour switches that depend on the version a request was made with.
 #[derive(Debug, Clone)]

@@ -87,8 +87,8 @@ pub async fn create(call: Call, payload: web::Payload) -> Result<HttpResponse> {
         .create(
             &request.name,
             &request.driver,
-            request.driver_opts.unwrap_or_default(),
-            request.labels.unwrap_or_default(),
+            request.driver_opts,
+            request.labels,
             !call.compat.legacy(),
         )
         .await?;

@@ -288,6 +288,8 @@ impl PrivateStore {
                 stop_grace: Duration::from_secs(5),
             },
             registry,
+            // Nobody subscribes to a private store's events.
+            crate::events::EventBus::new(),
         )
         .map_err(|e| ConformanceError::Target(format!("private plugin store: {}", e.message())))?;
         Ok(PrivateStore {

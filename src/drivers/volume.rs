@@ -210,10 +210,12 @@ pub trait VolumeDriver: Send + Sync {
         Ok(())
     }
 
+    /// `opts` as the client sent them: `None` when it sent none (plugins then get `null`, an
+    /// empty map they get as `{}`, as dockerd passes them).
     async fn create(
         &self,
         name: &str,
-        opts: &BTreeMap<String, String>,
+        opts: Option<&BTreeMap<String, String>>,
     ) -> Result<Created, DriverError>;
 
     async fn remove(&self, name: &str) -> Result<(), DriverError>;
@@ -309,14 +311,13 @@ impl VolumeDriverClient {
         &self.inner.paths
     }
 
-    /// `VolumeDriver.Create {"Name","Opts"}`; `Opts` is `null` when empty, as moby sends it for
-    /// a volume created without `-o`.
+    /// `VolumeDriver.Create {"Name","Opts"}`; `Opts` is `null` when the client sent none (CLI
+    /// 28.x without `-o`), `{}` when it sent an empty map (CLI 20.10), as moby passes them.
     pub async fn create(
         &self,
         name: &str,
-        opts: &BTreeMap<String, String>,
+        opts: Option<&BTreeMap<String, String>>,
     ) -> Result<(), DriverError> {
-        let opts = (!opts.is_empty()).then_some(opts);
         self.call_err_only("VolumeDriver.Create", &CreateRequest { name, opts })
             .await
     }
@@ -529,8 +530,9 @@ impl VolumeDriverClient {
                 ))
             }
         };
+        // Go drops an empty `Status` (omitempty), as it drops an absent one.
         let status = match status {
-            Some(Loose::Other(Value::Object(m))) => Some(m),
+            Some(Loose::Other(Value::Object(m))) if !m.is_empty() => Some(m),
             _ => None,
         };
         Ok(DriverVolume {
@@ -553,7 +555,7 @@ impl VolumeDriver for VolumeDriverClient {
     async fn create(
         &self,
         name: &str,
-        opts: &BTreeMap<String, String>,
+        opts: Option<&BTreeMap<String, String>>,
     ) -> Result<Created, DriverError> {
         if let Ok(Some(_)) = VolumeDriverClient::get(self, name).await {
             return Ok(Created::Existing);

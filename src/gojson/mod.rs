@@ -238,6 +238,33 @@ pub fn unquote(b: &[u8]) -> String {
     out
 }
 
+/// A JSON document serialized by serde as Go's `json.Marshal` (and an `Encoder` left at its
+/// default) writes it: `<`, `>`, `&`, U+2028 and U+2029 escaped. They can only occur inside
+/// strings, so the document's meaning is unchanged.
+pub fn escape_html(json: Vec<u8>) -> Vec<u8> {
+    let needs = |b: &[u8]| {
+        b.iter().any(|c| matches!(c, b'<' | b'>' | b'&'))
+            || b.windows(3)
+                .any(|w| w == "\u{2028}".as_bytes() || w == "\u{2029}".as_bytes())
+    };
+    if !needs(&json) {
+        return json;
+    }
+    let text = String::from_utf8_lossy(&json);
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in text.chars() {
+        match c {
+            '<' => out.push_str("\\u003c"),
+            '>' => out.push_str("\\u003e"),
+            '&' => out.push_str("\\u0026"),
+            '\u{2028}' => out.push_str("\\u2028"),
+            '\u{2029}' => out.push_str("\\u2029"),
+            c => out.push(c),
+        }
+    }
+    out.into_bytes()
+}
+
 /// The inside of Go `json.Marshal(string)` (HTML-escaping on, as `json.Marshal` does): Go
 /// 1.19 writes `\n \r \t \" \\` short, other controls and `< > &` as `\u00XX`, U+2028/U+2029
 /// as `\u2028`/`\u2029`, and each invalid UTF-8 byte as `\ufffd`.

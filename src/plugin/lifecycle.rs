@@ -10,6 +10,7 @@ use super::manager::Manager;
 use super::spec::build_spec;
 use super::store::Plugin;
 use crate::error::{Error, Result};
+use crate::events::Event;
 use crate::fsutil;
 use crate::goerr::io_error_text;
 use crate::runtime::spec::PluginPaths;
@@ -90,8 +91,12 @@ impl Manager {
             .unwrap_or_else(|p| p.into_inner())
             .insert(id.clone(), rpc_timeout);
         let saved = self.set_enabled(&id, true);
-        if saved.is_err() {
-            let _ = self.stop_plugin(&id);
+        match saved {
+            // dockerd names the plugin as the client did.
+            Ok(()) => self.events.publish(Event::plugin(&id, name, "enable")),
+            Err(_) => {
+                let _ = self.stop_plugin(&id);
+            }
         }
         saved
     }
@@ -112,7 +117,9 @@ impl Manager {
             return Err(Error::Conflict(format!("plugin {} is in use", plugin.name)));
         }
         self.stop_plugin(&id)?;
-        self.set_enabled(&id, false)
+        self.set_enabled(&id, false)?;
+        self.events.publish(Event::plugin(&id, name, "disable"));
+        Ok(())
     }
 
     /// Every enabled plugin declaring `capability` (lower-case, as in `docker.<capability>/1.0`).

@@ -18,6 +18,7 @@ use crate::distribution::extract::unpack_create_context;
 use crate::distribution::reference::Reference;
 use crate::distribution::registry::RegistryClient;
 use crate::error::{Error, Result};
+use crate::events::{Event, EventBus};
 use crate::fsutil;
 use crate::runtime::executor::Executor;
 use crate::runtime::logs::LogStore;
@@ -42,6 +43,8 @@ pub struct Manager {
     /// Users of a plugin (volumes, networks) by plugin ID: an in-use plugin is not disabled or
     /// removed unless forced.
     pub(super) refcounts: Mutex<HashMap<String, usize>>,
+    /// Where lifecycle events go (`docker events`).
+    pub(super) events: Arc<EventBus>,
 }
 
 /// How plugins are run: the executor behind its supervisor, their logs, and the timing knobs.
@@ -98,6 +101,7 @@ impl Manager {
         executor: Arc<dyn Executor>,
         options: RuntimeOptions,
         registry: RegistryClient,
+        events: Arc<EventBus>,
     ) -> Result<Manager> {
         let plugins_root = data_root.join("plugins");
         let exec_plugins = exec_root.join("plugins");
@@ -136,6 +140,7 @@ impl Manager {
             registry,
             operation_locks: Mutex::new(HashMap::new()),
             refcounts: Mutex::new(HashMap::new()),
+            events,
         })
     }
 
@@ -242,6 +247,7 @@ impl Manager {
             }
             store.remove(&id)?
         };
+        self.events.publish(Event::plugin(&id, name, "remove"));
         self.runtime.logs.forget(&id);
         if let Err(e) = fsutil::remove_all(&aside) {
             log::error!("failed to remove {}: {e}", aside.display());
@@ -278,13 +284,19 @@ impl Manager {
                     record_parts.plugin_reference = name.clone();
                     self.commit_new(&name, record_parts, &staging, &staged)
                 });
-        if result.is_err() {
-            let _ = fsutil::remove_all(&staging);
-            for blob in &staged {
-                self.blobs.discard(blob);
+        match result {
+            Ok(id) => {
+                self.events.publish(Event::plugin(&id, &name, "create"));
+                Ok(name)
+            }
+            Err(e) => {
+                let _ = fsutil::remove_all(&staging);
+                for blob in &staged {
+                    self.blobs.discard(blob);
+                }
+                Err(e)
             }
         }
-        result.map(|()| name)
     }
 
     pub(super) fn ensure_name_free(&self, store: &Store, name: &str) -> Result<()> {
@@ -321,7 +333,8 @@ impl Manager {
 
         let mut config = decode_created_config(&unpacked.config_json)
             .map_err(|e| Error::System(format!("failed to parse config: {e}")))?;
-        // dockerd 20.10 (whose API version berth advertises) stamps its version here.
+        // dockerd 20.10 stamps its own version here (current daemons leave it empty); the
+        // config is stored once, whatever API version the client spoke.
         config.docker_version = env!("CARGO_PKG_VERSION").to_string();
         config.rootfs = Some(PluginConfigRootfs {
             diff_ids: Some(vec![unpacked.layer_digest.clone()]),
@@ -352,14 +365,14 @@ impl Manager {
     }
 
     /// The commit point of create: under the lock, the name is checked again, the rootfs and
-    /// blobs move into place and the record is written last.
+    /// blobs move into place and the record is written last. Returns the new plugin's ID.
     pub(super) fn commit_new(
         &self,
         name: &str,
         parts: NewPluginParts,
         staging: &Path,
         staged: &[StagedBlob],
-    ) -> Result<()> {
+    ) -> Result<String> {
         let mut store = self.store();
         self.ensure_name_free(&store, name)?;
         let id = new_plugin_id();
@@ -392,7 +405,7 @@ impl Manager {
             let _ = fsutil::remove_all(&dir);
             let _ = self.blobs.collect_garbage(&store.referenced_blobs());
         }
-        result
+        result.map(|()| id)
     }
 
     /// The blob store, for readers such as push.

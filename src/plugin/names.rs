@@ -57,6 +57,15 @@ pub fn pull_names(remote: &str, alias: &str) -> Result<PullNames, PullNameError>
     })
 }
 
+/// The name an upgrade goes by (in its `pull` event): the plugin as the client named it, with
+/// `:latest` added when that is a bare name (moby's `getName`, which does not normalise it).
+pub fn upgrade_name(requested: &str) -> String {
+    match Reference::parse_normalized(requested) {
+        Ok(r) if r.is_name_only() => format!("{requested}:latest"),
+        _ => requested.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,6 +100,14 @@ mod tests {
         let n = pull_names(&format!("localhost:5000/foo:v2@{DIGEST}"), "").unwrap();
         assert_eq!(n.name, "localhost:5000/foo:v2");
         assert_eq!(n.remote.tag, None);
+    }
+
+    #[test]
+    fn upgrades_go_by_the_requested_name() {
+        assert_eq!(upgrade_name("myalias"), "myalias:latest");
+        assert_eq!(upgrade_name("myalias:latest"), "myalias:latest");
+        assert_eq!(upgrade_name("docker.io/a/b:1"), "docker.io/a/b:1");
+        assert_eq!(upgrade_name("ABC"), "ABC");
     }
 
     #[test]

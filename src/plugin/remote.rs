@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use super::config::{decode_config_stream, PluginConfig, PluginSettings};
 use super::manager::{Manager, NewPluginParts};
-use super::names::PullNames;
+use super::names::{upgrade_name, PullNames};
 use super::privileges::{compute_privileges, grants_match, PluginPrivilege};
 use crate::distribution::blobstore::StagedBlob;
 use crate::distribution::pipeline::{Feed, LayerPipeline, Unpacked};
@@ -21,6 +21,7 @@ use crate::distribution::registry::{
     AuthConfig, Manifest, RegistryError, Session, MEDIA_TYPE_DOCKER_MANIFEST,
 };
 use crate::error::{Error, Result};
+use crate::events::Event;
 use crate::fsutil;
 use crate::progress::{self, Progress, ProgressReceiver, StreamError};
 
@@ -129,6 +130,10 @@ impl Manager {
         let resolved = self.resolve_remote(&names.remote, &auth).await?;
         let manager = self.clone();
         let id = plugin.id.clone();
+        let names = PullNames {
+            name: upgrade_name(name),
+            ..names
+        };
         let stream = progress::spawn(move |progress| async move {
             manager
                 .upgrade_to(resolved, &id, &names, &granted, &progress)
@@ -144,6 +149,12 @@ impl Manager {
         Ok(progress::spawn(move |progress| async move {
             manager.push_stored(&id, &auth, &progress).await
         }))
+    }
+
+    /// `POST /auth` (`docker login`): checks the credentials with the registry plugins come
+    /// from; returns the identity token, if the registry's token server gave one.
+    pub async fn login(&self, auth: &AuthConfig) -> Result<String> {
+        Ok(self.registry.login(auth).await?)
     }
 
     /// Opens a registry session and fetches the manifest before anything is streamed, so a
@@ -166,9 +177,7 @@ impl Manager {
         granted: &[PluginPrivilege],
         progress: &Progress,
     ) -> std::result::Result<(), StreamError> {
-        let fetched = self
-            .fetch(resolved, &names.remote, granted, progress)
-            .await?;
+        let fetched = self.fetch(resolved, names, granted, progress).await?;
         let Fetched {
             manifest,
             config,
@@ -187,8 +196,7 @@ impl Manager {
             self.discard(&rootfs, &staged);
             return Err(StreamError::Cancelled);
         }
-        let committed = self.commit_new(&names.name, parts, &rootfs, &staged);
-        if let Err(e) = committed {
+        if let Err(e) = self.commit_new(&names.name, parts, &rootfs, &staged) {
             self.discard(&rootfs, &staged);
             return Err(StreamError::Failed(e));
         }
@@ -206,9 +214,7 @@ impl Manager {
         progress: &Progress,
     ) -> std::result::Result<(), StreamError> {
         self.check_upgradable(id)?;
-        let fetched = self
-            .fetch(resolved, &names.remote, granted, progress)
-            .await?;
+        let fetched = self.fetch(resolved, names, granted, progress).await?;
         if progress.is_cancelled() {
             self.discard(&fetched.rootfs, &fetched.staged);
             return Err(StreamError::Cancelled);
@@ -293,10 +299,14 @@ impl Manager {
 
     /// Fetches manifest, config and layers (each verified), checks the grant against the
     /// config, and unpacks the layers into a staging rootfs.
+    ///
+    /// dockerd reports a `pull` event (actor: the remote, `name`: the local name) once the
+    /// download is done, before it checks the grant; berth checks the grant before
+    /// downloading layers, so a refused grant reports the event dockerd would have sent too.
     async fn fetch(
         &self,
         resolved: Resolved,
-        remote: &Reference,
+        names: &PullNames,
         granted: &[PluginPrivilege],
         progress: &Progress,
     ) -> std::result::Result<Fetched, StreamError> {
@@ -306,15 +316,18 @@ impl Manager {
             .join("tmp")
             .join(format!(".rootfs{}", fsutil::random_hex(8)));
         let result = self
-            .fetch_into(resolved, remote, granted, progress, &rootfs, &mut staged)
+            .fetch_into(resolved, names, granted, progress, &rootfs, &mut staged)
             .await;
         match result {
-            Ok((manifest, config)) => Ok(Fetched {
-                manifest,
-                config,
-                staged,
-                rootfs,
-            }),
+            Ok((manifest, config)) => {
+                self.pulled(names);
+                Ok(Fetched {
+                    manifest,
+                    config,
+                    staged,
+                    rootfs,
+                })
+            }
             Err(e) => {
                 self.discard(&rootfs, &staged);
                 Err(e)
@@ -322,16 +335,23 @@ impl Manager {
         }
     }
 
+    fn pulled(&self, names: &PullNames) {
+        let remote = names.remote.familiar_string();
+        self.events
+            .publish(Event::plugin(&remote, &names.name, "pull"));
+    }
+
     async fn fetch_into(
         &self,
         resolved: Resolved,
-        remote: &Reference,
+        names: &PullNames,
         granted: &[PluginPrivilege],
         progress: &Progress,
         rootfs: &Path,
         staged: &mut Vec<StagedBlob>,
     ) -> std::result::Result<(Manifest, PluginConfig), StreamError> {
         let Resolved { session, manifest } = resolved;
+        let remote = &names.remote;
         let id = remote
             .tag
             .clone()
@@ -356,6 +376,7 @@ impl Manager {
         // The grant is checked as soon as the config is known: a mismatch costs no layer
         // download and leaves nothing behind.
         if !grants_match(&compute_privileges(&config), granted) {
+            self.pulled(names);
             return Err(StreamError::Failed(Error::System(
                 "incorrect privileges".into(),
             )));
@@ -453,11 +474,21 @@ impl Manager {
         path: PathBuf,
         feed: &Feed,
     ) -> std::result::Result<StagedBlob, StreamError> {
-        let mut throttle = Throttle { last: None };
+        // Progress as dockerd reports it: it looks every 100 ms, says `Pulling fs layer` the
+        // first time it sees the download under way, then `Downloading` with the bytes so
+        // far; a layer that finishes between two looks goes straight to `Download complete`.
+        let mut ticks = Throttle {
+            last: Some(Instant::now()),
+        };
+        let mut pulling = false;
         let total = layer.size;
         let mut report = |written: u64| {
             feed.advance(written);
-            if written == total || throttle.due() {
+            if written < total && ticks.due() {
+                if !pulling {
+                    pulling = true;
+                    progress.try_send(progress.state(short, "Pulling fs layer"));
+                }
                 progress.try_send(progress.transfer(short, "Downloading", written, total));
             }
         };
@@ -522,11 +553,6 @@ impl Manager {
                 format!("The push refers to repository [{}]", target.name()),
             )
             .await?;
-        let session = self
-            .registry
-            .session(&target, auth, true)
-            .await
-            .map_err(Error::from)?;
         // dockerd 20.10 announces every blob and the manifest twice, then reports each
         // `Upload complete`; the digest travels only in the aux message.
         let manifest_id = crate::distribution::registry::Descriptor {
@@ -541,7 +567,38 @@ impl Manager {
             }
             progress.layer(&manifest_id, "Preparing").await?;
         }
-        for blob in &blobs {
+        // Whatever goes wrong with the registry from here is reported as dockerd words it.
+        let digest = self
+            .upload(&target, auth, &blobs, &tag, &raw, progress)
+            .await
+            .map_err(|e| match e {
+                StreamError::Failed(e) => StreamError::Failed(e.context("error pushing plugin")),
+                cancelled => cancelled,
+            })?;
+        progress.layer(&manifest_id, "Upload complete").await?;
+        progress
+            .aux(serde_json::json!({"Tag": tag, "Digest": digest, "Size": raw.len()}))
+            .await?;
+        Ok(())
+    }
+
+    /// The registry part of a push: the blobs the registry lacks, then the manifest; returns
+    /// the manifest's digest.
+    async fn upload(
+        &self,
+        target: &Reference,
+        auth: &AuthConfig,
+        blobs: &[crate::distribution::registry::Descriptor],
+        tag: &str,
+        manifest: &[u8],
+        progress: &Progress,
+    ) -> std::result::Result<String, StreamError> {
+        let session = self
+            .registry
+            .session(target, auth, true)
+            .await
+            .map_err(Error::from)?;
+        for blob in blobs {
             let short = blob.short_id();
             if session.blob_exists(blob).await.map_err(Error::from)? {
                 progress.layer(&short, "Layer already exists").await?;
@@ -565,14 +622,9 @@ impl Manager {
             }
             progress.layer(&short, "Upload complete").await?;
         }
-        let digest = session
-            .push_manifest(&tag, MEDIA_TYPE_DOCKER_MANIFEST, &raw)
+        Ok(session
+            .push_manifest(tag, MEDIA_TYPE_DOCKER_MANIFEST, manifest)
             .await
-            .map_err(Error::from)?;
-        progress.layer(&manifest_id, "Upload complete").await?;
-        progress
-            .aux(serde_json::json!({"Tag": tag, "Digest": digest, "Size": raw.len()}))
-            .await?;
-        Ok(())
+            .map_err(Error::from)?)
     }
 }

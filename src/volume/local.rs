@@ -838,13 +838,20 @@ impl LocalDriver {
     /// prune's `SpaceReclaimed`. A volume that cannot be measured counts 0 (logged), as in
     /// dockerd.
     pub fn usage(&self, name: &str) -> u64 {
-        match dir_size(&self.mountpoint(name)) {
+        match dir_size(&self.mountpoint(name), &|| false) {
             Ok(n) => n,
             Err(e) => {
                 log::warn!("could not determine size of volume {name}: {e}");
                 0
             }
         }
+    }
+
+    /// What `docker system df` shows for a volume: its bytes (files counted once however
+    /// many links they have; directories count nothing), or an error. Stops early, with an
+    /// error, once `cancelled` says so.
+    pub fn size(&self, name: &str, cancelled: &dyn Fn() -> bool) -> io::Result<u64> {
+        dir_size(&self.mountpoint(name), cancelled)
     }
 
     // -- internals --
@@ -948,12 +955,15 @@ fn mkdir(path: &Path, mode: u32) -> io::Result<()> {
 }
 
 /// moby `directory.Size`.
-fn dir_size(root: &Path) -> io::Result<u64> {
+fn dir_size(root: &Path, cancelled: &dyn Fn() -> bool) -> io::Result<u64> {
     let mut seen = HashSet::new();
     let mut total = 0u64;
     let mut stack = vec![root.to_path_buf()];
     let mut first = true;
     while let Some(path) = stack.pop() {
+        if cancelled() {
+            return Err(io::ErrorKind::Interrupted.into());
+        }
         let meta = match fs::symlink_metadata(&path) {
             Ok(m) => m,
             // Something that vanished while we walked does not count; a missing root does.
@@ -1004,9 +1014,10 @@ impl VolumeDriver for LocalDriver {
     async fn create(
         &self,
         name: &str,
-        opts: &BTreeMap<String, String>,
+        opts: Option<&BTreeMap<String, String>>,
     ) -> Result<Created, DriverError> {
-        LocalDriver::create(self, name, opts).map_err(|e| e.for_method("create"))?;
+        let opts = opts.cloned().unwrap_or_default();
+        LocalDriver::create(self, name, &opts).map_err(|e| e.for_method("create"))?;
         Ok(Created::New)
     }
 

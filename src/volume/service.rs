@@ -13,11 +13,13 @@ use futures_util::future::join_all;
 use super::local::LocalDriver;
 use super::store::{CreateOutcome, VolumeRecord, VolumeStore};
 use super::types::{
-    format_time, Volume, VolumeListResponse, VolumePruneReport, ANONYMOUS_LABEL, ZERO_TIME,
+    format_time, UsageData, Volume, VolumeListResponse, VolumePruneReport, ANONYMOUS_LABEL,
+    ZERO_TIME,
 };
 use crate::drivers::volume::{Created, DriverVolume, VolumeDriver, VolumeDriverClient};
 use crate::drivers::AdapterCache;
 use crate::error::{Error, Result};
+use crate::events::{Audience, Event, EventBus};
 use crate::plugin::getter::{Capability, Enumerated, Mode, PluginGetter};
 use crate::rpc::client::within;
 
@@ -61,10 +63,18 @@ pub struct VolumeService {
     /// One operation per volume name at a time.
     name_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     prune_running: AtomicBool,
+    /// Where create, destroy, prune, mount and unmount are reported (`docker events`).
+    events: Arc<EventBus>,
+    /// One `system df` size walk at a time, whatever the number of clients asking.
+    size_walks: Arc<tokio::sync::Semaphore>,
 }
 
 impl VolumeService {
-    pub fn open(data_root: &Path, plugins: Arc<PluginGetter>) -> Result<VolumeService> {
+    pub fn open(
+        data_root: &Path,
+        plugins: Arc<PluginGetter>,
+        events: Arc<EventBus>,
+    ) -> Result<VolumeService> {
         let root = data_root.join("volumes");
         let store = VolumeStore::open(&root.join("metadata.db"))
             .map_err(|e| Error::System(e.to_string()))?;
@@ -81,6 +91,8 @@ impl VolumeService {
             mounts: Mutex::new(HashMap::new()),
             name_locks: Mutex::new(HashMap::new()),
             prune_running: AtomicBool::new(false),
+            events,
+            size_walks: Arc::new(tokio::sync::Semaphore::new(1)),
         };
         // Plugin reference counts follow from the volume records.
         let records = service.records();
@@ -191,8 +203,8 @@ impl VolumeService {
         &self,
         name: &str,
         driver_name: &str,
-        driver_opts: BTreeMap<String, String>,
-        mut labels: BTreeMap<String, String>,
+        driver_opts: Option<BTreeMap<String, String>>,
+        mut labels: Option<BTreeMap<String, String>>,
         label_anonymous: bool,
     ) -> Result<Volume> {
         let anonymous = name.is_empty();
@@ -202,7 +214,9 @@ impl VolumeService {
             name.to_string()
         };
         if anonymous && label_anonymous {
-            labels.insert(ANONYMOUS_LABEL.to_string(), String::new());
+            labels
+                .get_or_insert_with(BTreeMap::new)
+                .insert(ANONYMOUS_LABEL.to_string(), String::new());
         }
         let _guard = self.lock_name(&name).await;
         let wrap = |e: Error| e.context(format!("create {name}"));
@@ -224,6 +238,7 @@ impl VolumeService {
             };
             if same {
                 if recorded {
+                    self.created(&existing.name, &existing.driver, false);
                     return Ok(self.view(&existing));
                 }
                 // Seen in a plugin: adopted below through that driver (its Get finds it).
@@ -233,9 +248,24 @@ impl VolumeService {
             }
         }
         let driver_name = driver_name.unwrap_or_else(|| LOCAL.to_string());
-        self.create_with(&name, &driver_name, driver_opts, labels)
+        let (volume, new) = self
+            .create_with(&name, &driver_name, driver_opts, labels)
             .await
-            .map_err(wrap)
+            .map_err(wrap)?;
+        self.created(&volume.name, &volume.driver, new);
+        Ok(volume)
+    }
+
+    /// dockerd 20.10 reports every successful create; current daemons only those that made
+    /// the volume.
+    fn created(&self, name: &str, driver: &str, new: bool) {
+        let event = Event::volume(name, "create", [("driver", driver)]);
+        let audience = if new {
+            Audience::All
+        } else {
+            Audience::BeforeApi142
+        };
+        self.events.publish(event.for_audience(audience));
     }
 
     /// A create for another driver than the one that has the name: a conflict while that
@@ -254,22 +284,23 @@ impl VolumeService {
         }
     }
 
-    /// Creates `name` with a driver (or adopts it from a plugin that has it) and records it.
-    /// The volume holds a reference on its plugin from here on.
+    /// Creates `name` with a driver (or adopts it from a plugin that has it) and records it;
+    /// `true` when this call recorded it. The volume holds a reference on its plugin from
+    /// here on.
     async fn create_with(
         &self,
         name: &str,
         driver_name: &str,
-        driver_opts: BTreeMap<String, String>,
-        labels: BTreeMap<String, String>,
-    ) -> Result<Volume> {
+        driver_opts: Option<BTreeMap<String, String>>,
+        labels: Option<BTreeMap<String, String>>,
+    ) -> Result<(Volume, bool)> {
         let driver = self.driver(driver_name, Mode::Acquire).await?;
         let created = self.record_new(&*driver, name, driver_opts, labels).await;
         if !matches!(created, Ok((_, true))) {
             self.release(driver.name());
         }
         self.unsee(name);
-        created.map(|(volume, _)| volume)
+        created
     }
 
     /// The driver's part of a create, then the record; `true` when this call recorded it.
@@ -277,26 +308,28 @@ impl VolumeService {
         &self,
         driver: &dyn VolumeDriver,
         name: &str,
-        mut driver_opts: BTreeMap<String, String>,
-        mut labels: BTreeMap<String, String>,
+        mut driver_opts: Option<BTreeMap<String, String>>,
+        mut labels: Option<BTreeMap<String, String>>,
     ) -> Result<(Volume, bool)> {
-        driver.validate(name, &driver_opts)?;
+        driver.validate(name, driver_opts.as_ref().unwrap_or(&BTreeMap::new()))?;
         let (created, scope) = self
             .operation(driver, async {
-                let created = driver.create(name, &driver_opts).await?;
+                let created = driver.create(name, driver_opts.as_ref()).await?;
                 Ok::<_, Error>((created, driver.scope().await))
             })
             .await?;
         if created == Created::Existing {
             // moby records no labels or options for a volume the plugin already had.
-            labels.clear();
-            driver_opts.clear();
+            labels = None;
+            driver_opts = None;
         }
         let record = VolumeRecord {
             name: name.to_string(),
             driver: driver.name().to_string(),
-            labels,
-            options: driver_opts,
+            labels_sent: labels.is_some(),
+            options_sent: driver_opts.is_some(),
+            labels: labels.unwrap_or_default(),
+            options: driver_opts.unwrap_or_default(),
             created_at: chrono::Utc::now(),
             scope,
         };
@@ -398,6 +431,7 @@ impl VolumeService {
                     options: None,
                     scope: self.operation(&**driver, driver.scope()).await,
                     status: v.status,
+                    usage_data: None,
                 });
             }
         }
@@ -475,7 +509,7 @@ impl VolumeService {
         for record in snapshot.iter() {
             let driver = record.driver.as_str();
             if driver != LOCAL && asked.contains(driver) && !answered.contains(driver) {
-                volumes.push(self.recorded_view(record));
+                volumes.push(self.view(record));
             }
         }
         // Stable: of equal names the first collected stays.
@@ -513,43 +547,41 @@ impl VolumeService {
         Some(Volume {
             created_at: found.created_at.unwrap_or_else(|| ZERO_TIME.to_string()),
             driver: driver.to_string(),
-            labels: record.and_then(|r| non_empty(&r.labels)),
+            labels: record.and_then(|r| shown(&r.labels, r.labels_sent)),
             mountpoint: found.host_mountpoint,
             name: found.name,
-            options: record.and_then(|r| non_empty(&r.options)),
+            options: record.and_then(|r| shown(&r.options, r.options_sent)),
             scope: scope.to_string(),
             status: None,
+            usage_data: None,
         })
     }
 
     /// The API view of a record. Plugin volumes show no mountpoint until inspected or
     /// mounted (moby calls no `VolumeDriver.Path` for create or list of recorded volumes:
-    /// `TestExternalVolumeDriverPathCalls`); the built-in driver's are fixed paths.
+    /// `TestExternalVolumeDriverPathCalls`); the built-in driver's are fixed paths. Nor do
+    /// they have a date of their own: dockerd shows the one their driver gives (inspect,
+    /// list), else Go's zero time, also in the answer to a create.
     fn view(&self, record: &VolumeRecord) -> Volume {
-        let mountpoint = match record.driver.as_str() {
-            LOCAL => self
-                .local
-                .known_mountpoint(&record.name)
-                .unwrap_or_default(),
-            _ => String::new(),
+        let (mountpoint, created_at) = match record.driver.as_str() {
+            LOCAL => (
+                self.local
+                    .known_mountpoint(&record.name)
+                    .unwrap_or_default(),
+                format_time(&record.created_at),
+            ),
+            _ => (String::new(), ZERO_TIME.to_string()),
         };
         Volume {
-            created_at: format_time(&record.created_at),
+            created_at,
             driver: record.driver.clone(),
-            labels: non_empty(&record.labels),
+            labels: shown(&record.labels, record.labels_sent),
             mountpoint,
             name: record.name.clone(),
-            options: non_empty(&record.options),
+            options: shown(&record.options, record.options_sent),
             scope: record.scope.clone(),
             status: None,
-        }
-    }
-
-    fn recorded_view(&self, record: &VolumeRecord) -> Volume {
-        Volume {
-            created_at: ZERO_TIME.to_string(),
-            mountpoint: String::new(),
-            ..self.view(record)
+            usage_data: None,
         }
     }
 
@@ -602,7 +634,11 @@ impl VolumeService {
             })
             .await;
         match removed {
-            Ok(()) => self.forget(&record),
+            Ok(()) => {
+                self.forget(&record)?;
+                self.destroyed(&record, Audience::All);
+                Ok(())
+            }
             Err(e @ Error::NotFound(_)) => Err(e),
             Err(e) => {
                 if force {
@@ -611,6 +647,11 @@ impl VolumeService {
                 Err(e)
             }
         }
+    }
+
+    fn destroyed(&self, record: &VolumeRecord, audience: Audience) {
+        let event = Event::volume(&record.name, "destroy", [("driver", &*record.driver)]);
+        self.events.publish(event.for_audience(audience));
     }
 
     /// `POST /volumes/prune`: unused local volumes created without driver options; from API
@@ -623,7 +664,11 @@ impl VolumeService {
         }
         let result = self.prune_locked(filter).await;
         self.prune_running.store(false, Ordering::SeqCst);
-        result
+        let report = result?;
+        let reclaimed = report.space_reclaimed.to_string();
+        self.events
+            .publish(Event::volume("", "prune", [("reclaimed", reclaimed)]));
+        Ok(report)
     }
 
     async fn prune_locked(&self, filter: &PruneFilter) -> Result<VolumePruneReport> {
@@ -651,6 +696,8 @@ impl VolumeService {
             match driver.remove(&record.name).await {
                 Ok(()) => {
                     self.forget(&record)?;
+                    // 20.10 reported only the prune itself.
+                    self.destroyed(&record, Audience::FromApi142);
                     report.volumes_deleted.push(record.name.clone());
                     report.space_reclaimed += size;
                 }
@@ -658,6 +705,69 @@ impl VolumeService {
             }
         }
         Ok(report)
+    }
+
+    /// `GET /system/df`: the local volumes created without options (what dockerd measures),
+    /// by name, with their size and the number of users that have them mounted. Sizes are
+    /// measured on a blocking thread, one walk at a time; raising `stop` (the client went
+    /// away) or dropping the future stops the walk at its next file.
+    pub async fn disk_usage(&self, stop: Arc<AtomicBool>) -> Result<Vec<Volume>> {
+        let mut volumes: Vec<Volume> = self
+            .records()
+            .iter()
+            .filter(|r| r.driver == LOCAL && r.options.is_empty())
+            .map(|r| Volume {
+                mountpoint: self.local.mountpoint(&r.name).display().to_string(),
+                ..self.view(r)
+            })
+            .collect();
+        volumes.sort_by(|a, b| a.name.cmp(&b.name));
+        let names: Vec<String> = volumes.iter().map(|v| v.name.clone()).collect();
+        let permit = self
+            .size_walks
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| Error::System(e.to_string()))?;
+        let cancel = CancelOnDrop(stop);
+        let cancelled = cancel.flag();
+        let local = self.local.clone();
+        let sizes = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let started = std::time::Instant::now();
+            log::debug!("system df: measuring {} volumes", names.len());
+            let stop = || cancelled.load(Ordering::Relaxed);
+            let sizes = names
+                .iter()
+                .map(|name| match local.size(name, &stop) {
+                    Ok(size) => size as i64,
+                    Err(e) => {
+                        if !stop() {
+                            log::warn!("could not determine size of volume {name}: {e}");
+                        }
+                        -1
+                    }
+                })
+                .collect::<Vec<i64>>();
+            if stop() {
+                log::info!("system df: stopped measuring, the client went away");
+            } else {
+                log::debug!(
+                    "system df: measured {} volumes in {:?}",
+                    names.len(),
+                    started.elapsed()
+                );
+            }
+            sizes
+        })
+        .await
+        .map_err(|e| Error::System(format!("measuring volumes: {e}")))?;
+        let mounts = self.mounts.lock().unwrap_or_else(|p| p.into_inner());
+        for (volume, size) in volumes.iter_mut().zip(sizes) {
+            let ref_count = mounts.get(&volume.name).map_or(0, |ids| ids.len()) as i64;
+            volume.usage_data = Some(UsageData { ref_count, size });
+        }
+        Ok(volumes)
     }
 
     /// berth extension `POST /volumes/{name}/mount`: mounts for caller `id` and returns the
@@ -678,6 +788,19 @@ impl VolumeService {
             .entry(name.to_string())
             .or_default()
             .insert(id.to_string());
+        // What dockerd reports when a container mounts a volume; the caller stands for the
+        // container, and there is no destination inside one.
+        self.events.publish(Event::volume(
+            name,
+            "mount",
+            [
+                ("container", id),
+                ("destination", ""),
+                ("driver", &record.driver),
+                ("propagation", ""),
+                ("read/write", "true"),
+            ],
+        ));
         Ok(path)
     }
 
@@ -698,7 +821,28 @@ impl VolumeService {
         let driver = self.driver(&record.driver, Mode::Lookup).await?;
         self.operation(&*driver, driver.unmount(name, id))
             .await
-            .map_err(|e| Error::from(e).context(format!("unmount {name}")))
+            .map_err(|e| Error::from(e).context(format!("unmount {name}")))?;
+        self.events.publish(Event::volume(
+            name,
+            "unmount",
+            [("container", id), ("driver", &record.driver)],
+        ));
+        Ok(())
+    }
+}
+
+/// Raises its flag when dropped: a blocking worker watching the flag stops.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl CancelOnDrop {
+    fn flag(&self) -> Arc<AtomicBool> {
+        self.0.clone()
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
     }
 }
 
@@ -736,8 +880,10 @@ fn no_such_volume(name: &str) -> Error {
     Error::NotFound(format!("{}: no such volume", op("get", name)))
 }
 
-fn non_empty(map: &BTreeMap<String, String>) -> Option<BTreeMap<String, String>> {
-    (!map.is_empty()).then(|| map.clone())
+/// A record's labels or options as the API shows them: `null` unless the client sent some
+/// (even an empty map).
+fn shown(map: &BTreeMap<String, String>, sent: bool) -> Option<BTreeMap<String, String>> {
+    (sent || !map.is_empty()).then(|| map.clone())
 }
 
 /// `label=k` requires the key; `label=k=v` the key with that value; all must hold.

@@ -49,6 +49,13 @@ pub struct VolumeRecord {
     /// Driver options (`DriverOpts`) of the create that made the volume.
     #[serde(default)]
     pub options: BTreeMap<String, String>,
+    /// Whether the create carried `Labels` / `DriverOpts` at all: dockerd shows an empty map
+    /// the client sent as `{}` and one it left out as `null` (CLI 20.10 sends empty maps, 28.x
+    /// leaves them out). Records written before this was kept read as not sent.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub labels_sent: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub options_sent: bool,
     /// Kept with nanoseconds; the API shows it as RFC 3339 seconds.
     #[serde(with = "rfc3339")]
     pub created_at: DateTime<Utc>,
@@ -64,6 +71,8 @@ impl VolumeRecord {
             driver: driver.into(),
             labels: BTreeMap::new(),
             options: BTreeMap::new(),
+            labels_sent: false,
+            options_sent: false,
             created_at: Utc::now(),
             scope: "local".to_string(),
         }
@@ -459,6 +468,18 @@ mod tests {
 
     fn record(name: &str, driver: &str) -> VolumeRecord {
         VolumeRecord::new(name, driver)
+    }
+
+    #[test]
+    fn empty_maps_the_client_sent_are_remembered_and_old_records_read_as_not_sent() {
+        let mut r = record("foo", "local");
+        r.labels_sent = true;
+        let json = encode(&r).unwrap();
+        assert!(json.contains("\"labels_sent\":true") && !json.contains("options_sent"));
+        assert_eq!(decode("foo", &json).unwrap(), r);
+        let old = r#"{"name":"foo","driver":"local","labels":{},"options":{},"created_at":"2026-01-02T03:04:05.000000006Z","scope":"local"}"#;
+        let old = decode("foo", old).unwrap();
+        assert!(!old.labels_sent && !old.options_sent);
     }
 
     #[test]

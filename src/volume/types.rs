@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 /// `api/types/volume.Volume`. `Labels` and `Options` are always present (maybe `null`);
-/// `Status` only on inspect.
+/// `Status` only on inspect (and only when not empty), `UsageData` only in `/system/df`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Volume {
     #[serde(rename = "CreatedAt")]
@@ -24,6 +24,19 @@ pub struct Volume {
     pub scope: String,
     #[serde(rename = "Status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Only in `GET /system/df`.
+    #[serde(rename = "UsageData", default, skip_serializing_if = "Option::is_none")]
+    pub usage_data: Option<UsageData>,
+}
+
+/// `volume.UsageData`: bytes used (-1 when they could not be measured) and how many users
+/// have the volume mounted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageData {
+    #[serde(rename = "RefCount")]
+    pub ref_count: i64,
+    #[serde(rename = "Size")]
+    pub size: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

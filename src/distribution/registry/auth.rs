@@ -9,7 +9,7 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use super::error::{render_error_body, status_error};
-use super::{RegistryError, Result, Session};
+use super::{Access, RegistryError, Result, Session};
 
 /// `client_id` of refresh-token grants.
 const CLIENT_ID: &str = "berth";
@@ -182,11 +182,18 @@ impl Session {
             .ok()
             .filter(|u| matches!(u.scheme(), "http" | "https"))
             .ok_or_else(|| RegistryError::Protocol(format!("invalid token realm {realm:?}")))?;
-        let actions = if self.push { "pull,push" } else { "pull" };
-        let mut scopes = vec![format!(
-            "repository(plugin):{}:{actions}",
-            self.reference.path
-        )];
+        let mut scopes = match self.access {
+            Access::Repository { push } => {
+                let actions = if push { "pull,push" } else { "pull" };
+                vec![format!(
+                    "repository(plugin):{}:{actions}",
+                    self.reference.path
+                )]
+            }
+            Access::Login => Vec::new(),
+        };
+        // A login asks for a refresh token to hand back as the client's identity token.
+        let offline = self.access == Access::Login;
         if let Some(extra) = challenge.param("scope") {
             for s in extra.split(' ').filter(|s| !s.is_empty()) {
                 if !scopes.iter().any(|have| have == s) {
@@ -204,7 +211,12 @@ impl Session {
                 ("client_id", CLIENT_ID.to_string()),
                 ("refresh_token", self.auth.identity_token.clone()),
             ];
-            form.push(("scope", scopes.join(" ")));
+            if !scopes.is_empty() {
+                form.push(("scope", scopes.join(" ")));
+            }
+            if offline {
+                form.push(("access_type", "offline".to_string()));
+            }
             let body = form
                 .iter()
                 .map(|(k, v)| format!("{k}={}", form_encode(v)))
@@ -228,6 +240,10 @@ impl Session {
                     if !user.is_empty() {
                         q.append_pair("account", user);
                     }
+                }
+                if offline {
+                    q.append_pair("offline_token", "true");
+                    q.append_pair("client_id", CLIENT_ID);
                 }
             }
             let mut r = client.get(url.as_str());
@@ -268,6 +284,8 @@ impl Session {
             token: String,
             #[serde(default)]
             access_token: String,
+            #[serde(default)]
+            refresh_token: String,
         }
         let answer: TokenAnswer = serde_json::from_slice(&body).map_err(|e| {
             RegistryError::Protocol(format!("unable to decode token response: {e}"))
@@ -281,6 +299,9 @@ impl Session {
             return Err(RegistryError::Protocol(
                 "authorization server did not include a token in the response".into(),
             ));
+        }
+        if !answer.refresh_token.is_empty() {
+            self.state.lock().unwrap().refresh_token = Some(answer.refresh_token);
         }
         Ok(token)
     }
@@ -297,6 +318,11 @@ pub(super) struct Challenge {
 }
 
 impl Challenge {
+    /// The scheme, lower-cased (`basic`, `bearer`).
+    pub(super) fn scheme(&self) -> &str {
+        &self.scheme
+    }
+
     fn param(&self, name: &str) -> Option<&str> {
         self.params
             .iter()

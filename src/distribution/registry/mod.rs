@@ -43,6 +43,7 @@
 mod auth;
 mod endpoints;
 mod error;
+mod login;
 mod manifest;
 mod session;
 mod transfer;
@@ -59,6 +60,7 @@ use error::error_chain;
 
 pub use auth::AuthConfig;
 pub use error::{RegistryError, RegistryErrorClass};
+pub use login::LoginError;
 pub use manifest::{
     Descriptor, Manifest, MEDIA_TYPE_DOCKER_IMAGE_CONFIG, MEDIA_TYPE_DOCKER_LAYER,
     MEDIA_TYPE_DOCKER_LAYER_GZIP, MEDIA_TYPE_DOCKER_MANIFEST, MEDIA_TYPE_DOCKER_MANIFEST_LIST,
@@ -193,7 +195,7 @@ impl RegistryClient {
         let session = Session {
             shared: Arc::clone(&self.shared),
             reference: reference.clone(),
-            push,
+            access: Access::Repository { push },
             auth: auth.clone(),
             meta,
             endpoints,
@@ -221,6 +223,18 @@ struct State {
     index: usize,
     /// `Authorization` value sent with registry requests.
     authorization: Option<String>,
+    /// The refresh token a token server gave a login (what the client keeps as its
+    /// `IdentityToken`).
+    refresh_token: Option<String>,
+}
+
+/// What a session authenticates for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// A repository, for pull (or pull and push): tokens are asked for its plugin scope.
+    Repository { push: bool },
+    /// `docker login`: no scope; a token server is asked for a refresh token too.
+    Login,
 }
 
 /// A repository on one registry, authenticated for pull or push.
@@ -228,7 +242,7 @@ struct State {
 pub struct Session {
     shared: Arc<Shared>,
     reference: Reference,
-    push: bool,
+    access: Access,
     auth: AuthConfig,
     meta: HeaderMap,
     endpoints: Vec<Endpoint>,
