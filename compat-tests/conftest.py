@@ -59,7 +59,7 @@ def run_scenario_file(daemon, path, target_name: str, cli: str = harness.DEFAULT
     except harness.HarnessError as e:
         pytest.fail(f"scenario file error: {e}", pytrace=False)
     if not scenario.runs_on(target_name):
-        pytest.skip(f"only for target(s) {', '.join(scenario.targets)}")
+        pytest.skip(scenario.skip_reason(target_name))
     try:
         failures = harness.run_scenario(daemon() if callable(daemon) else daemon, scenario,
                                         cli=cli)

@@ -76,7 +76,7 @@ KEEP_TMP = os.environ.get("BERTH_COMPAT_KEEP", "") not in ("", "0")
 # ~12.5 s on its own, see plugin-runtime.md §4).
 BERTH_PLUGIN_START_TIMEOUT = os.environ.get("BERTH_COMPAT_PLUGIN_START_TIMEOUT", "5")
 MAKE_TEST_PLUGINS = REPO / "scripts" / "make-test-plugins.sh"
-TEST_PLUGIN_NAMES = ("testdriver", "testdriver-privileged", "authz", "rclone", "rclone-noprivs")
+TEST_PLUGIN_NAMES = ("testdriver", "testdriver-privileged", "netdriver", "authz", "rclone", "rclone-noprivs")
 # the test plugin binary, run on the host as a legacy plugin (cargo build makes it; set
 # BERTH_TEST_PLUGIN_BIN for another)
 TEST_PLUGIN_BIN = os.environ.get("BERTH_TEST_PLUGIN_BIN") or str(REPO / "target" / "debug" / "berth-test-plugin")
@@ -616,6 +616,11 @@ class BerthDaemon(Daemon):
         # a one-letter exec root: berth's plugin sockets are <exec-root>/plugins/<64-hex id>/<socket>,
         # and /tmp/bcXXXXXXXX/exec/plugins/<id>/testdriver.sock (109 bytes) does not fit in sun_path
         self.exec_root = os.path.join(self.tmp, "x")
+        # BERTH_COMPAT_PLUGIN_RUNTIME=runc|crun runs the scenarios' plugins under that executor
+        runtime = os.environ.get("BERTH_COMPAT_PLUGIN_RUNTIME", "")
+        if runtime:
+            with open(self.config_file, "w") as f:
+                f.write(json.dumps({"plugin-runtime": runtime}) + "\n")
 
     def argv(self) -> list[str]:
         return [self.binary, "daemon", "--host", self.host, "--data-root", self.data_root,
@@ -757,13 +762,30 @@ class Scenario:
     api: str = PINNED_API_VERSION
     # the CLIs (keys of CLIS) the scenario runs with
     clis: list[str] = field(default_factory=lambda: [DEFAULT_CLI])
+    # `# plugin-runtime: runc`: only where the daemon runs plugins with these runtimes
+    runtimes: list[str] = field(default_factory=list)
 
     @property
     def id(self) -> str:
         return self.path.stem
 
     def runs_on(self, target: str) -> bool:
-        return not self.targets or target in self.targets
+        return ((not self.targets or target in self.targets)
+                and (not self.runtimes or plugin_runtime(target) in self.runtimes))
+
+    def skip_reason(self, target: str) -> str:
+        if self.targets and target not in self.targets:
+            return f"only for target(s) {', '.join(self.targets)}"
+        return (f"only where plugins run under {', '.join(self.runtimes)} ({target} runs them "
+                f"under {plugin_runtime(target)})")
+
+
+def plugin_runtime(target: str) -> str:
+    """What runs the target's plugins: dockerd's containerd always uses runc; berth its
+    built-in executor unless BERTH_COMPAT_PLUGIN_RUNTIME names runc or crun."""
+    if target == "dockerd":
+        return "runc"
+    return os.environ.get("BERTH_COMPAT_PLUGIN_RUNTIME") or "builtin"
 
 
 _STEP_RE = re.compile(r"^(?:(?P<var>[A-Za-z_][A-Za-z0-9_]*)=)?(?P<cmd>[a-z]+)(?:\s+(?P<rest>.*))?$")
@@ -775,6 +797,7 @@ def parse_scenario(path: Path | str) -> Scenario:
     text = path.read_text()
     title = ""
     targets: list[str] = []
+    runtimes: list[str] = []
     masks: list[tuple[re.Pattern, str]] = []
     steps: list[Step] = []
     cur: Step | None = None
@@ -787,9 +810,11 @@ def parse_scenario(path: Path | str) -> Scenario:
     for lineno, line in enumerate(text.split("\n"), start=1):
         if line.startswith("#"):
             body = line[1:].strip()
-            m = re.match(r"^(target|mask|api|cli):\s*(.*)$", body)
+            m = re.match(r"^(target|mask|api|cli|plugin-runtime):\s*(.*)$", body)
             if m and cur is None:
-                if m.group(1) == "api":
+                if m.group(1) == "plugin-runtime":
+                    runtimes.extend(r for r in re.split(r"[,\s]+", m.group(2).strip()) if r)
+                elif m.group(1) == "api":
                     api = m.group(2).strip()
                     if api != NEGOTIATED and not re.fullmatch(r"\d+\.\d+", api):
                         raise err(lineno, f"api must be a version or {NEGOTIATED!r}, not {api!r}")
@@ -886,7 +911,7 @@ def parse_scenario(path: Path | str) -> Scenario:
     if not steps:
         raise HarnessError(f"{path}: no steps")
     return Scenario(path=path, title=title or path.stem, targets=targets, masks=masks, steps=steps,
-                    api=api, clis=clis or [DEFAULT_CLI])
+                    api=api, clis=clis or [DEFAULT_CLI], runtimes=runtimes)
 
 
 def discover_scenarios() -> list[Path]:
@@ -954,8 +979,8 @@ def _tar_dir(directory: str) -> bytes:
 
 
 _PLACEHOLDER_RE = re.compile(
-    r"\{(fixture|plugin|var|tmp|config|sock|goarch|pluginsockdir|dataroot|registry|authregistry"
-    r"|tokenregistry|target|cli|daemonpid|daemonconfig|apiversion)"
+    r"\{(fixture|plugin|var|tmp|config|sock|goarch|pluginsockdir|dataroot|execroot|registry"
+    r"|authregistry|tokenregistry|target|cli|daemonpid|daemonconfig|apiversion)"
     r"(?::([^{}]*))?\}")
 _GOARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386", "i386": "386",
            "ppc64le": "ppc64le", "s390x": "s390x", "riscv64": "riscv64"}
@@ -1081,6 +1106,8 @@ class ScenarioRun:
                 return self.daemon.plugin_sock_dir
             if kind == "dataroot":
                 return self.daemon.data_root
+            if kind == "execroot":
+                return self.daemon.exec_root
             if kind == "registry":
                 return self.daemon.registry().host
             if kind == "authregistry":
@@ -1422,8 +1449,9 @@ class ScenarioRun:
 
 
 def reset_state(daemon: Daemon) -> list[str]:
-    """Start each scenario clean: remove every volume (best effort; first, while their drivers
-    still run), disable every enabled plugin, then `plugin rm -f` every plugin."""
+    """Start each scenario clean: remove every volume and every user network (best effort;
+    first, while their drivers still run; networks after disconnecting what joined them),
+    disable every enabled plugin, then `plugin rm -f` every plugin."""
     notes = []
     cfg = tempfile.mkdtemp(prefix="bcr-")
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": cfg, "DOCKER_HOST": daemon.host,
@@ -1443,6 +1471,14 @@ def reset_state(daemon: Daemon) -> list[str]:
                 rm = docker("volume", "rm", "-f", name)
                 if rm.returncode != 0:
                     notes.append(f"(state reset: `docker volume rm -f {name}` failed: {rm.stderr.strip()})")
+        ls = docker("network", "ls", "-q", "--no-trunc", "--filter", "type=custom")
+        for nid in ls.stdout.split() if ls.returncode == 0 else []:
+            joined = docker("network", "inspect", "-f", "{{range .Containers}}{{.Name}} {{end}}", nid)
+            for name in joined.stdout.split() if joined.returncode == 0 else []:
+                docker("network", "disconnect", "-f", nid, name)
+            rm = docker("network", "rm", nid)
+            if rm.returncode != 0:
+                notes.append(f"(state reset: `docker network rm {nid}` failed: {rm.stderr.strip()})")
         ls = docker("plugin", "ls", "--no-trunc", "--format", "{{.ID}} {{.Enabled}}")
         if ls.returncode != 0:
             notes.append(f"(state reset: `docker plugin ls` failed: {ls.stderr.strip()})")

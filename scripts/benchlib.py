@@ -332,6 +332,15 @@ class Berth(Daemon):
     name = "berth"
     files = ("berth.sock", "bd", "bx")
 
+    def __init__(self, tmp: str, binary: str, runtime: str = "builtin"):
+        # `--plugin-runtime`: builtin (berth's own executor), runc or crun; one berth per
+        # runtime can run beside the others, each with its own files
+        self.runtime = runtime
+        if runtime != "builtin":
+            self.name = f"berth-{runtime}"
+            self.files = (f"berth-{runtime}.sock", f"bd{runtime[0]}", f"bx{runtime[0]}")
+        super().__init__(tmp, binary)
+
     @property
     def plugin_exec_root(self) -> str:
         return os.path.join(self.exec_root, "plugins")
@@ -339,13 +348,15 @@ class Berth(Daemon):
     def argv(self) -> list[str]:
         return [self.binary, "daemon", "--host", "unix://" + self.sock,
                 "--data-root", self.data_root, "--exec-root", self.exec_root,
-                "--config-file", self.config_file]
+                "--config-file", self.config_file,
+                *(["--plugin-runtime", self.runtime] if self.runtime != "builtin" else [])]
 
     def processes(self) -> dict[str, list[int]]:
         table = proc_table()
         helpers, plugins = [], []
         for pid in descendants(table, [self.pid]):
-            (helpers if "plugin-init" in table[pid][1] else plugins).append(pid)
+            helper = any(h in table[pid][1] for h in ("plugin-init", "runtime-shim"))
+            (helpers if helper else plugins).append(pid)
         return {"daemon": [self.pid], "helpers": helpers, "plugins": plugins}
 
 
@@ -887,7 +898,7 @@ def print_setting(machine: dict, versions: dict) -> None:
           f"{machine['cpu']}, {machine['memory']}; load average {machine['loadavg_at_start']}"
           f" at start, {machine.get('loadavg_at_end', '?')} at end")
     for k, v in versions.items():
-        print(f"{k:<18}{v}")
+        print(f"{k:<20}{v}")
 
 
 def run_benchmark(name: str, args: argparse.Namespace, bench: Callable[[Bench], dict],

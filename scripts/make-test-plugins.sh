@@ -9,6 +9,10 @@
 #                          (socket testdriver.sock, PropagatedMount /data, every TEST_* knob as a
 #                          settable Env entry, settable Args)
 #   testdriver-privileged  the same binary with CAP_SYS_ADMIN and device /dev/fuse
+#   netdriver              the same binary as a network and IPAM plugin (types
+#                          docker.networkdriver/1.0 and docker.ipamdriver/1.0, socket
+#                          netdriver.sock, host network and CAP_NET_ADMIN so that TEST_NET_VETH=1
+#                          makes veth pairs where the daemon finds them, PropagatedMount /data)
 #   authz                  the same binary as an authorization plugin (docker.authz/1.0, socket
 #                          authz.sock): settable TEST_AUTHZ_RULES, TEST_AUTHZ_LOG (default
 #                          /tmp/authz.log, i.e. <rootfs>/tmp/authz.log on the host),
@@ -49,7 +53,7 @@ if [ $# -lt 1 ] || [ "$1" = "-h" ] || [ "$1" = "--help" ]; then
 fi
 OUTDIR=$1
 shift
-ALL=(testdriver testdriver-privileged authz rclone rclone-noprivs)
+ALL=(testdriver testdriver-privileged netdriver authz rclone rclone-noprivs)
 if [ $# -gt 0 ]; then NAMES=("$@"); else NAMES=("${ALL[@]}"); fi
 for n in "${NAMES[@]}"; do
   case " ${ALL[*]} " in
@@ -158,10 +162,16 @@ test_plugin_bin() {
   fi
 }
 
-# testdriver_config PRIVILEGED(0|1)
+# testdriver_config PRIVILEGED(0|1|net)
 testdriver_config() {
-  local linux
-  if [ "$1" = 1 ]; then
+  local linux types='"docker.volumedriver/1.0"' socket=testdriver.sock network='' description=volume
+  if [ "$1" = net ]; then
+    linux='{"AllowAllDevices": false, "Capabilities": ["CAP_NET_ADMIN"], "Devices": null}'
+    types='"docker.networkdriver/1.0", "docker.ipamdriver/1.0"'
+    socket=netdriver.sock
+    network=host
+    description=network
+  elif [ "$1" = 1 ]; then
     linux='{
     "AllowAllDevices": false,
     "Capabilities": ["CAP_SYS_ADMIN"],
@@ -173,6 +183,8 @@ testdriver_config() {
   local env='' name value desc
   while IFS='|' read -r name value desc; do
     [ -n "$name" ] || continue
+    # The socket the plugin makes must be the one its Interface names.
+    [ "$name" = TEST_SOCKET ] && [ "$socket" != testdriver.sock ] && value="\"$socket\""
     [ -n "$env" ] && env+=$',\n'
     env+="    {\"Description\": \"$desc\", \"Name\": \"$name\", \"Settable\": [\"value\"], \"Value\": $value}"
   done <<'EOF'
@@ -193,21 +205,29 @@ TEST_IMPLEMENTS|null|Plugin.Activate Implements list (comma list, default Volume
 TEST_SCOPE|null|VolumeDriver.Capabilities scope (default local)
 TEST_GET_NULL|null|1: Get of an unknown volume answers Volume null instead of an error
 TEST_CALL_LOG|null|append one line per RPC to this file (- for stdout)
+TEST_FAIL_ON|null|network/IPAM methods answering 500 (comma list; NetworkDriver.Join or Join)
+TEST_NET_SCOPE|null|NetworkDriver.GetCapabilities scope (default local)
+TEST_NET_VETH|null|1: Join makes a veth pair and answers its name
+TEST_NET_PREFIX|null|Join DstPrefix (default eth)
+TEST_NET_ROUTES|null|Join StaticRoutes (dest>nexthop or dest, comma list)
+TEST_NET_MAC|null|CreateEndpoint answers this MacAddress
+TEST_NET_ADDRESS|null|CreateEndpoint answers this Address
+TEST_NET_NO_EXT|null|1: external connectivity calls answer 404
 EOF
   cat <<EOF
 {
   "Args": {"Description": "TEST_X=value arguments override the environment", "Name": "args", "Settable": ["value"], "Value": []},
-  "Description": "berth test volume plugin",
+  "Description": "berth test $description plugin",
   "Documentation": "src/bin/berth-test-plugin/",
   "Entrypoint": ["/berth-test-plugin"],
   "Env": [
 $env
   ],
-  "Interface": {"Socket": "testdriver.sock", "Types": ["docker.volumedriver/1.0"]},
+  "Interface": {"Socket": "$socket", "Types": [$types]},
   "IpcHost": false,
   "Linux": $linux,
   "Mounts": null,
-  "Network": {"Type": ""},
+  "Network": {"Type": "$network"},
   "PidHost": false,
   "PropagatedMount": "/data",
   "User": {},
@@ -388,6 +408,7 @@ build_rclone() {
 # --- main ------------------------------------------------------------------------------------
 want testdriver && build_testdriver testdriver 0
 want testdriver-privileged && build_testdriver testdriver-privileged 1
+want netdriver && build_testdriver netdriver net
 want authz && build_authz
 want rclone && build_rclone rclone 1
 want rclone-noprivs && build_rclone rclone-noprivs 0

@@ -33,6 +33,17 @@ pub struct DaemonFlags {
     /// Deadline in seconds of each call to a plugin that set no timeout of its own [default: 10]
     #[arg(long, value_name = "SECONDS")]
     pub plugin_call_timeout: Option<f64>,
+    /// Seconds a request body may send nothing before the request is dropped (408) [default: 30]
+    #[arg(long, value_name = "SECONDS")]
+    pub body_idle_timeout: Option<f64>,
+    /// Uploads (plugin create contexts) received at once; more are refused with 503
+    /// [default: 1024]
+    #[arg(long, value_name = "N")]
+    pub max_concurrent_uploads: Option<usize>,
+    /// Bytes a plugin create context or a pulled layer may unpack to at least; an archive may
+    /// unpack to 10 times what was read of it beyond that; 0: no limit [default: 1073741824]
+    #[arg(long, value_name = "BYTES")]
+    pub max_unpacked_size: Option<u64>,
     /// Directory searched for legacy plugins (.sock, .spec, .json); repeatable
     /// [default: /run/docker/plugins, /etc/docker/plugins, /usr/lib/docker/plugins]
     #[arg(long = "legacy-plugin-dir", value_name = "DIR")]
@@ -44,6 +55,15 @@ pub struct DaemonFlags {
     /// Mirror tried before Docker Hub for docker.io pulls; repeatable
     #[arg(long = "registry-mirror", value_name = "URL")]
     pub registry_mirrors: Vec<String>,
+    /// Default address pool of the built-in IPAM, cut into subnets for networks created
+    /// without one (base=<cidr>,size=<prefix length>); repeatable [default: dockerd's,
+    /// 172.17.0.0/16 to 172.31.0.0/16, then 192.168.0.0/16 as /20s]
+    #[arg(long = "default-address-pool", value_name = "base=CIDR,size=N")]
+    pub default_address_pools: Vec<String>,
+    /// What runs plugins: builtin (berth's own namespaces executor), runc or crun (found on
+    /// PATH) [default: builtin]
+    #[arg(long, value_name = "NAME")]
+    pub plugin_runtime: Option<String>,
     /// Authorization plugin every API request must pass, in chain order; repeatable
     /// (daemon.json `authorization-plugins`, reloaded on SIGHUP)
     #[arg(long = "authorization-plugin", value_name = "NAME")]
@@ -71,9 +91,16 @@ pub struct DaemonConfig {
     pub log_level: log::LevelFilter,
     pub plugin_start_timeout: std::time::Duration,
     pub plugin_call_timeout: std::time::Duration,
+    pub body_idle_timeout: std::time::Duration,
+    pub max_concurrent_uploads: usize,
+    /// The floor of the unpack limit in bytes (0: none).
+    pub max_unpacked_size: u64,
     pub legacy_plugin_dirs: Vec<PathBuf>,
     pub insecure_registries: Vec<String>,
     pub registry_mirrors: Vec<String>,
+    /// Empty: the built-in IPAM's defaults (dockerd's).
+    pub default_address_pools: Vec<crate::cidr::AddressPool>,
+    pub plugin_runtime: crate::runtime::PluginRuntime,
     /// The authorization chain, in order (duplicates are dropped by the chain).
     pub authorization_plugins: Vec<String>,
     pub authz_peer_credentials: bool,
@@ -87,6 +114,10 @@ pub const DEFAULT_LEGACY_PLUGIN_DIRS: &[&str] = &[
     "/usr/lib/docker/plugins",
 ];
 const DEFAULT_PLUGIN_CALL_TIMEOUT: f64 = 10.0;
+/// Long enough for a client on a slow link, short enough that stalled uploads do not pile up.
+const DEFAULT_BODY_IDLE_TIMEOUT: f64 = 30.0;
+/// Far above what a daemon sees in use; each costs a connection, a spool file and an async task.
+const DEFAULT_MAX_CONCURRENT_UPLOADS: usize = 1024;
 
 const FILE_KEYS: &[&str] = &[
     "hosts",
@@ -95,14 +126,20 @@ const FILE_KEYS: &[&str] = &[
     "log-level",
     "plugin-start-timeout",
     "plugin-call-timeout",
+    "body-idle-timeout",
+    "max-concurrent-uploads",
+    "max-unpacked-size",
     "legacy-plugin-dirs",
     "insecure-registries",
     "registry-mirrors",
     "authorization-plugins",
     "authz-peer-credentials",
     "plugin-log-driver",
+    "default-address-pools",
+    "plugin-runtime",
 ];
 const DEFAULT_PLUGIN_START_TIMEOUT: f64 = 30.0;
+const DEFAULT_MAX_UNPACKED_SIZE: u64 = crate::distribution::extract::UnpackLimit::DEFAULT_FLOOR;
 
 impl DaemonFlags {
     pub fn resolve(&self) -> anyhow::Result<DaemonConfig> {
@@ -162,6 +199,7 @@ fn resolve(
         ));
     }
     let data_root_file = file_string("data-root")?;
+    let plugin_runtime_file = file_string("plugin-runtime")?;
     let exec_root_file = file_string("exec-root")?;
     let log_level_file = file_string("log-level")?;
     let log_driver_file = file_string("plugin-log-driver")?;
@@ -182,6 +220,11 @@ fn resolve(
             flags.plugin_log_driver.clone(),
             &log_driver_file,
         ),
+        (
+            "plugin-runtime",
+            flags.plugin_runtime.clone(),
+            &plugin_runtime_file,
+        ),
     ] {
         if let (Some(flag), Some(from_file)) = (flag, from_file) {
             conflicts.push(format!(
@@ -189,30 +232,54 @@ fn resolve(
             ));
         }
     }
-    let start_timeout_file = match file.get("plugin-start-timeout") {
-        None => None,
-        Some(v) => Some(
-            v.as_f64()
-                .context("plugin-start-timeout must be a number of seconds")?,
-        ),
+    let mut number = |key: &str, flag: Option<f64>, unit: &str| -> anyhow::Result<Option<f64>> {
+        let from_file = match file.get(key) {
+            None => None,
+            Some(v) => Some(
+                v.as_f64()
+                    .with_context(|| format!("{key} must be a number of {unit}"))?,
+            ),
+        };
+        if let (Some(flag), Some(from_file)) = (flag, from_file) {
+            conflicts.push(format!(
+                "{key}: (from flag: {flag}, from file: {from_file})"
+            ));
+        }
+        Ok(from_file)
     };
-    if let (Some(flag), Some(from_file)) = (flags.plugin_start_timeout, start_timeout_file) {
-        conflicts.push(format!(
-            "plugin-start-timeout: (from flag: {flag}, from file: {from_file})"
-        ));
-    }
-    let call_timeout_file = match file.get("plugin-call-timeout") {
-        None => None,
-        Some(v) => Some(
-            v.as_f64()
-                .context("plugin-call-timeout must be a number of seconds")?,
-        ),
+    let start_timeout_file = number(
+        "plugin-start-timeout",
+        flags.plugin_start_timeout,
+        "seconds",
+    )?;
+    let call_timeout_file = number("plugin-call-timeout", flags.plugin_call_timeout, "seconds")?;
+    let max_unpacked_file = match file.get("max-unpacked-size") {
+        Some(v) if v.as_u64().is_none() => bail!("max-unpacked-size must be a number of bytes"),
+        v => v.and_then(serde_json::Value::as_u64),
     };
-    if let (Some(flag), Some(from_file)) = (flags.plugin_call_timeout, call_timeout_file) {
-        conflicts.push(format!(
-            "plugin-call-timeout: (from flag: {flag}, from file: {from_file})"
-        ));
-    }
+    number(
+        "max-unpacked-size",
+        flags.max_unpacked_size.map(|n| n as f64),
+        "bytes",
+    )?;
+    let body_idle_timeout = setting(
+        file,
+        "body-idle-timeout",
+        flags.body_idle_timeout,
+        &mut conflicts,
+        "a number of seconds",
+        serde_json::Value::as_f64,
+    )?
+    .unwrap_or(DEFAULT_BODY_IDLE_TIMEOUT);
+    let max_concurrent_uploads = setting(
+        file,
+        "max-concurrent-uploads",
+        flags.max_concurrent_uploads,
+        &mut conflicts,
+        "a whole number",
+        |v| v.as_u64().and_then(|n| usize::try_from(n).ok()),
+    )?
+    .unwrap_or(DEFAULT_MAX_CONCURRENT_UPLOADS);
     let legacy_dirs_file: Option<Vec<PathBuf>> = match file.get("legacy-plugin-dirs") {
         None => None,
         Some(v) => Some(
@@ -271,6 +338,12 @@ fn resolve(
     if !(call_timeout.is_finite() && call_timeout > 0.0) {
         bail!("plugin-call-timeout must be a positive number of seconds, not {call_timeout}");
     }
+    if !(body_idle_timeout.is_finite() && body_idle_timeout > 0.0) {
+        bail!("body-idle-timeout must be a positive number of seconds, not {body_idle_timeout}");
+    }
+    if max_concurrent_uploads == 0 {
+        bail!("max-concurrent-uploads must be at least 1");
+    }
     let legacy_plugin_dirs = if !flags.legacy_plugin_dirs.is_empty() {
         flags.legacy_plugin_dirs.clone()
     } else {
@@ -292,6 +365,29 @@ fn resolve(
             None => Ok(flag.clone()),
         }
     };
+    let default_address_pools = match file.get("default-address-pools") {
+        Some(_) if !flags.default_address_pools.is_empty() => bail!(
+            "the following directives are specified both as a flag and in the configuration file: default-address-pools"
+        ),
+        Some(serde_json::Value::Array(items)) => items
+            .iter()
+            .map(crate::cidr::address_pool_from_json)
+            .collect::<Result<Vec<_>, String>>()
+            .map_err(anyhow::Error::msg)?,
+        Some(_) => bail!("default-address-pools must be a list of {{\"base\": CIDR, \"size\": N}}"),
+        None => flags
+            .default_address_pools
+            .iter()
+            .map(|p| {
+                crate::cidr::parse_address_pool(p)
+                    .map_err(|e| anyhow::anyhow!("invalid --default-address-pool {p:?}: {e}"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?,
+    };
+    let plugin_runtime = match flags.plugin_runtime.clone().or(plugin_runtime_file) {
+        Some(name) => name.parse()?,
+        None => crate::runtime::PluginRuntime::default(),
+    };
     let insecure_registries = list(&flags.insecure_registries, "insecure-registries")?;
     let registry_mirrors = list(&flags.registry_mirrors, "registry-mirrors")?;
     let plugin_log_driver = flags
@@ -311,18 +407,47 @@ fn resolve(
     };
     Ok(DaemonConfig {
         plugin_log_driver,
+        default_address_pools,
+        plugin_runtime,
         authorization_plugins,
         authz_peer_credentials,
         insecure_registries,
         registry_mirrors,
         plugin_start_timeout: std::time::Duration::from_secs_f64(start_timeout),
         plugin_call_timeout: std::time::Duration::from_secs_f64(call_timeout),
+        body_idle_timeout: std::time::Duration::from_secs_f64(body_idle_timeout),
+        max_concurrent_uploads,
+        max_unpacked_size: flags
+            .max_unpacked_size
+            .or(max_unpacked_file)
+            .unwrap_or(DEFAULT_MAX_UNPACKED_SIZE),
         legacy_plugin_dirs,
         sockets,
         data_root: absolute(data_root)?,
         exec_root: absolute(exec_root)?,
         log_level: parse_log_level(&level)?,
     })
+}
+
+/// A setting given by flag or file (a conflict when both), the file's value read by `parse`.
+fn setting<T: std::fmt::Display>(
+    file: &BTreeMap<String, serde_json::Value>,
+    key: &str,
+    flag: Option<T>,
+    conflicts: &mut Vec<String>,
+    expected: &str,
+    parse: impl Fn(&serde_json::Value) -> Option<T>,
+) -> anyhow::Result<Option<T>> {
+    let Some(value) = file.get(key) else {
+        return Ok(flag);
+    };
+    let from_file = parse(value).with_context(|| format!("{key} must be {expected}"))?;
+    if let Some(flag) = flag {
+        conflicts.push(format!(
+            "{key}: (from flag: {flag}, from file: {from_file})"
+        ));
+    }
+    Ok(Some(from_file))
 }
 
 fn absolute(path: PathBuf) -> anyhow::Result<PathBuf> {
@@ -369,6 +494,45 @@ mod tests {
         assert_eq!(cfg.exec_root, PathBuf::from(DEFAULT_EXEC_ROOT));
         assert_eq!(cfg.log_level, log::LevelFilter::Info);
         assert_eq!(cfg.plugin_start_timeout, std::time::Duration::from_secs(30));
+    }
+
+    #[test]
+    fn body_limits_come_from_flag_or_file_but_not_both() {
+        let cfg = resolve(&DaemonFlags::default(), &BTreeMap::new()).unwrap();
+        assert_eq!(cfg.body_idle_timeout, std::time::Duration::from_secs(30));
+        assert_eq!(cfg.max_concurrent_uploads, 1024);
+        let cfg = resolve(
+            &DaemonFlags::default(),
+            &file(r#"{"body-idle-timeout": 1.5, "max-concurrent-uploads": 8}"#),
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.body_idle_timeout,
+            std::time::Duration::from_millis(1500)
+        );
+        assert_eq!(cfg.max_concurrent_uploads, 8);
+        let flags = DaemonFlags {
+            max_concurrent_uploads: Some(2),
+            ..Default::default()
+        };
+        let err = resolve(&flags, &file(r#"{"max-concurrent-uploads": 8}"#))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("max-concurrent-uploads: (from flag: 2, from file: 8)"),
+            "{err}"
+        );
+        for bad in [
+            r#"{"max-concurrent-uploads": 0}"#,
+            r#"{"max-concurrent-uploads": -1}"#,
+            r#"{"body-idle-timeout": 0}"#,
+            r#"{"body-idle-timeout": "30s"}"#,
+        ] {
+            assert!(
+                resolve(&DaemonFlags::default(), &file(bad)).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]
@@ -428,6 +592,60 @@ mod tests {
             parse_host("unix:///run/b.sock").unwrap(),
             PathBuf::from("/run/b.sock")
         );
+    }
+
+    #[test]
+    fn default_address_pools_come_from_flag_or_file() {
+        let flags = DaemonFlags {
+            default_address_pools: vec!["base=10.10.0.0/16,size=24".into()],
+            ..Default::default()
+        };
+        let cfg = resolve(&flags, &BTreeMap::new()).unwrap();
+        assert_eq!(cfg.default_address_pools[0].size, 24);
+        let cfg = resolve(
+            &DaemonFlags::default(),
+            &file(r#"{"default-address-pools":[{"base":"172.80.0.0/16","size":24}]}"#),
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.default_address_pools[0].base.to_string(),
+            "172.80.0.0/16"
+        );
+        assert!(resolve(
+            &DaemonFlags {
+                default_address_pools: vec!["base=10.10.0.0/16".into()],
+                ..Default::default()
+            },
+            &BTreeMap::new()
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn plugin_runtime_comes_from_flag_or_file_and_must_be_known() {
+        use crate::runtime::{oci::OciRuntime, PluginRuntime};
+        let cfg = resolve(&DaemonFlags::default(), &BTreeMap::new()).unwrap();
+        assert_eq!(cfg.plugin_runtime, PluginRuntime::Builtin);
+        let cfg = resolve(
+            &DaemonFlags::default(),
+            &file(r#"{"plugin-runtime":"crun"}"#),
+        )
+        .unwrap();
+        assert_eq!(cfg.plugin_runtime, PluginRuntime::Oci(OciRuntime::Crun));
+        let flags = DaemonFlags {
+            plugin_runtime: Some("runsc".into()),
+            ..Default::default()
+        };
+        let err = resolve(&flags, &BTreeMap::new()).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "unknown plugin runtime \"runsc\": expected builtin, runc or crun"
+        );
+        let flags = DaemonFlags {
+            plugin_runtime: Some("runc".into()),
+            ..Default::default()
+        };
+        assert!(resolve(&flags, &file(r#"{"plugin-runtime":"crun"}"#)).is_err());
     }
 
     #[test]

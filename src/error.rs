@@ -19,6 +19,8 @@ pub enum Error {
     Forbidden(String),
     /// 503
     Unavailable(String),
+    /// 408: the client stopped sending its request (what proxies in front of dockerd answer).
+    RequestTimeout(String),
     /// 501
     NotImplemented(String),
     /// 500: what moby returns for untyped errors; also our own I/O failures.
@@ -34,6 +36,7 @@ impl Error {
             Error::Unauthorized(_) => 401,
             Error::Forbidden(_) => 403,
             Error::Unavailable(_) => 503,
+            Error::RequestTimeout(_) => 408,
             Error::NotImplemented(_) => 501,
             Error::System(_) => 500,
         }
@@ -47,6 +50,7 @@ impl Error {
             | Error::Unauthorized(m)
             | Error::Forbidden(m)
             | Error::Unavailable(m)
+            | Error::RequestTimeout(m)
             | Error::NotImplemented(m)
             | Error::System(m) => m,
         }
@@ -62,6 +66,7 @@ impl Error {
             Error::Unauthorized(m) => Error::Unauthorized(wrap(m)),
             Error::Forbidden(m) => Error::Forbidden(wrap(m)),
             Error::Unavailable(m) => Error::Unavailable(wrap(m)),
+            Error::RequestTimeout(m) => Error::RequestTimeout(wrap(m)),
             Error::NotImplemented(m) => Error::NotImplemented(wrap(m)),
             Error::System(m) => Error::System(wrap(m)),
         }

@@ -63,6 +63,18 @@ pub fn create_dir_mode(dir: &Path, mode: u32) -> io::Result<()> {
     fs::set_permissions(dir, fs::Permissions::from_mode(mode))
 }
 
+/// A file in `dir` with no name (`O_TMPFILE`): it disappears with its last handle, even when
+/// the process is killed, so nothing is left to sweep.
+pub fn anonymous_file(dir: &Path) -> io::Result<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_TMPFILE)
+        .open(dir)
+}
+
 /// Removes a file or directory tree; a missing path is not an error.
 pub fn remove_all(path: &Path) -> io::Result<()> {
     match fs::symlink_metadata(path) {

@@ -12,11 +12,14 @@ use clap::{Parser, Subcommand};
 use berth::api::{self, version::DEFAULT_API_VERSION, ApiState};
 use berth::authz::Chain;
 use berth::config::{DaemonConfig, DaemonFlags};
+use berth::distribution::extract::UnpackLimit;
 use berth::distribution::registry::{RegistryClient, RegistryOptions};
 use berth::events::EventBus;
 use berth::logforward::LogForwarder;
+use berth::network::service::{NetworkOptions, NetworkService};
 use berth::plugin::getter::PluginGetter;
 use berth::plugin::manager::{Manager, RuntimeOptions};
+use berth::rootlock::RootLock;
 use berth::rpc::discovery::LegacyPlugins;
 use berth::volume::service::VolumeService;
 
@@ -37,10 +40,55 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    // Daemon and Conformance are boxed: their flags are far larger than `plugin`'s.
     /// Run the daemon
-    Daemon(DaemonFlags),
+    Daemon(Box<DaemonFlags>),
+    /// Debug running plugins
+    Plugin(PluginArgs),
     /// Check a plugin against the plugin protocols (exit status 1 when a check fails)
-    Conformance(berth::conformance::cli::ConformanceFlags),
+    Conformance(Box<berth::conformance::cli::ConformanceFlags>),
+}
+
+#[derive(clap::Args)]
+struct PluginArgs {
+    /// The daemon's socket [default: DOCKER_HOST when it is unix://, else unix:///run/berth/berth.sock]
+    #[arg(short = 'H', long = "host", value_name = "unix://PATH", global = true)]
+    host: Option<String>,
+    #[command(subcommand)]
+    command: PluginCommand,
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// List running plugins: ID, name, PID, status, since, runtime
+    Ps {
+        /// Full plugin IDs
+        #[arg(long)]
+        no_trunc: bool,
+        /// Only IDs
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Run a command inside a running plugin (its namespaces, root, cgroups and capabilities)
+    Exec {
+        /// Allocate a pseudo-TTY
+        #[arg(short = 't', long)]
+        tty: bool,
+        /// Accepted for docker habits: stdin is always attached
+        #[arg(short = 'i', long)]
+        interactive: bool,
+        /// Set an environment variable (K=V, or K for this shell's value of K); repeatable
+        #[arg(short = 'e', long = "env", value_name = "K=V")]
+        env: Vec<String>,
+        /// Working directory inside the plugin [default: the plugin's]
+        #[arg(short = 'w', long = "workdir", value_name = "DIR")]
+        workdir: Option<String>,
+        /// Plugin name, ID or ID prefix
+        name: String,
+        /// The command and its arguments
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
 }
 
 fn main() {
@@ -50,20 +98,56 @@ fn main() {
     if args.get(1).is_some_and(|a| a == "plugin-init") {
         berth::runtime::plugin_init(&args[2..]);
     }
+    if args.get(1).is_some_and(|a| a == "runtime-shim") {
+        berth::runtime::runtime_shim(&args[2..]);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Daemon(flags) => flags
             .resolve()
             .and_then(|config| run_daemon(&flags, config)),
+        Command::Plugin(plugin) => match run_plugin_command(plugin) {
+            Ok(code) => std::process::exit(code),
+            Err(e) => {
+                eprintln!("{e:#}");
+                std::process::exit(1);
+            }
+        },
         Command::Conformance(flags) => {
             init_logging(log::LevelFilter::Warn);
-            std::process::exit(berth::conformance::cli::run(flags))
+            std::process::exit(berth::conformance::cli::run(*flags))
         }
     };
     if let Err(e) = result {
         log::error!("{e:#}");
         eprintln!("berth: {e:#}");
         std::process::exit(1);
+    }
+}
+
+/// `berth plugin ...`: a client of the daemon; returns the exit status.
+fn run_plugin_command(args: PluginArgs) -> anyhow::Result<i32> {
+    let socket = berth::cli::daemon_socket(args.host.as_deref())?;
+    match args.command {
+        PluginCommand::Ps { no_trunc, quiet } => {
+            berth::cli::ps(&socket, no_trunc, quiet).map(|()| 0)
+        }
+        PluginCommand::Exec {
+            tty,
+            interactive: _,
+            env,
+            workdir,
+            name,
+            command,
+        } => {
+            let options = berth::runtime::exec::ExecOptions {
+                command,
+                env: berth::cli::exec_env(env, |k| std::env::var(k).ok()),
+                workdir,
+                tty,
+            };
+            berth::cli::exec(&socket, &name, &options)
+        }
     }
 }
 
@@ -106,7 +190,14 @@ fn run_daemon(flags: &DaemonFlags, config: DaemonConfig) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))?;
     }
-    let executor = berth::runtime::default_executor(&config.exec_root);
+    // Before anything below the roots is touched: start-up clean-up would harm a daemon
+    // already using them.
+    let _locks = lock_roots(&config)?;
+    let executor = berth::runtime::executor_for(config.plugin_runtime, &config.exec_root);
+    log::info!(
+        "plugins run with the {} runtime",
+        config.plugin_runtime.name()
+    );
     let options = RuntimeOptions {
         start_timeout: config.plugin_start_timeout,
         ..RuntimeOptions::default()
@@ -127,7 +218,8 @@ fn run_daemon(flags: &DaemonFlags, config: DaemonConfig) -> anyhow::Result<()> {
         registry,
         events.clone(),
     )
-    .context("opening the plugin store")?;
+    .context("opening the plugin store")?
+    .with_unpack_limit(UnpackLimit::new(config.max_unpacked_size));
     let manager = Arc::new(manager);
     let legacy = LegacyPlugins::new(
         config.legacy_plugin_dirs.clone(),
@@ -176,20 +268,44 @@ fn run_daemon(flags: &DaemonFlags, config: DaemonConfig) -> anyhow::Result<()> {
         .iter()
         .map(|path| bind_socket(path))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let volumes = VolumeService::open(&config.data_root, getter, events.clone())
+    let volumes = VolumeService::open(&config.data_root, getter.clone(), events.clone())
         .context("opening the volume store")?;
+    let mut network_options = NetworkOptions::default();
+    if !config.default_address_pools.is_empty() {
+        network_options.default_address_pools = config.default_address_pools.clone();
+    }
+    let networks = Arc::new(
+        NetworkService::open(&config.data_root, getter.clone(), network_options)
+            .context("opening the network store")?,
+    );
+    // Reference counts follow from the records; set_references replaces what was counted, so
+    // every kind of user's references go in together.
+    getter.set_references(
+        volumes
+            .plugin_references()
+            .iter()
+            .chain(networks.plugin_references().iter())
+            .map(String::as_str),
+    );
     let state = ApiState {
         volumes: Arc::new(volumes),
+        networks: networks.clone(),
         plugins: manager.clone(),
         events,
         authz: authz.clone(),
         daemon: api::system_identity(DEFAULT_API_VERSION, &config.data_root, &config.exec_root),
+        uploads: api::body::Uploads::new(api::body::BodyLimits {
+            idle_timeout: config.body_idle_timeout,
+            max_concurrent_uploads: config.max_concurrent_uploads,
+        }),
     };
     for path in &config.sockets {
         log::info!("API listen on {}", path.display());
     }
     let served = system.block_on(async {
         actix_rt::spawn(reload_on_hangup(hangups, flags.clone(), authz));
+        // What a crash interrupted is finished or undone before the API answers.
+        networks.recover().await;
         api::serve(state, listeners).await
     });
     for path in &config.sockets {
@@ -198,6 +314,19 @@ fn run_daemon(flags: &DaemonFlags, config: DaemonConfig) -> anyhow::Result<()> {
     manager.shutdown();
     log::info!("daemon stopped");
     served.context("serving the API")
+}
+
+/// Locks the data root and the exec root (once when they are the same directory).
+fn lock_roots(config: &DaemonConfig) -> anyhow::Result<Vec<RootLock>> {
+    let mut roots = vec![config.data_root.canonicalize()?];
+    let exec_root = config.exec_root.canonicalize()?;
+    if exec_root != roots[0] {
+        roots.push(exec_root);
+    }
+    roots
+        .iter()
+        .map(|root| RootLock::acquire(root, &config.sockets).map_err(anyhow::Error::from))
+        .collect()
 }
 
 /// SIGHUP reloads the configuration file, as dockerd does; what it changes is the

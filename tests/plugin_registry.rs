@@ -1407,6 +1407,28 @@ fn unsafe_layer_pull(d: &Daemon, what: &str, entries: &[E]) -> (String, String) 
 }
 
 #[test]
+fn a_layer_that_unpacks_beyond_the_limit_is_refused_with_nothing_left() {
+    let _t = Timer::start();
+    // A 64 MiB floor: the 10 MB bomb (about 10 GiB unpacked) stops after 64 MiB.
+    let d = Daemon::start_with(&["--max-unpacked-size", "67108864"]);
+    let (bomb, _) = common::archives::gzip_bomb(common::archives::RawTar::new(), "bomb", 10 << 20);
+    let started = Instant::now();
+    let (err, art) = unsafe_layers_pull(&d, "gzip bomb", vec![bomb]);
+    let short = short(&digest_of(&art.layers[0]));
+    assert_starts_with(
+        &err,
+        &format!(
+            "failed to extract layer {short}: refusing an archive that unpacks to more than 67.11MB: the limit after "
+        ),
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
 fn layers_that_escape_the_rootfs_are_refused() {
     let _t = Timer::start();
     let d = daemon();

@@ -202,6 +202,7 @@ async fn push_then_pull_round_trips_byte_identical_on_docker_registry() {
     unpack_layer(
         std::fs::File::open(store.path(&artifact.layer_desc.digest)).unwrap(),
         rootfs.path(),
+        berth::distribution::extract::UnpackLimit::default(),
     )
     .unwrap();
     assert_eq!(

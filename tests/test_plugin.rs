@@ -361,7 +361,8 @@ fn error_shapes() {
     // Unknown method: Go's ServeMux 404.
     let r = p.call("VolumeDriver.Frobnicate", "{}");
     assert_eq!((r.status, r.text().as_str()), (404, "404 page not found\n"));
-    let r = p.call("NetworkDriver.GetCapabilities", "");
+    // An interface no mode of the test plugin serves.
+    let r = p.call("Frobnicator.GetCapabilities", "");
     assert_eq!(r.status, 404);
 }
 

@@ -1,8 +1,17 @@
-//! Request bodies: bounded reads and JSON decoding with the error texts Docker clients see.
+//! Request bodies: bounded reads and JSON decoding with the error texts Docker clients see,
+//! the idle timeout every body is read under, and uploads (tar contexts) spooled to disk before
+//! any blocking work starts, so no blocking-pool thread ever waits on a client.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use actix_web::error::PayloadError;
-use actix_web::web;
-use futures_util::StreamExt;
+use actix_web::{web, FromRequest, HttpRequest};
+use futures_util::{Stream, StreamExt};
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
 use super::Call;
 use crate::error::{Error, Result};
@@ -13,11 +22,145 @@ use crate::gojson::{self, Mode};
 /// than buffered.
 const JSON_BODY_LIMIT: usize = 4 << 20;
 
+/// How request bodies may arrive: the longest silence inside a body, and how many uploads may
+/// be in progress at once (each holds a spool file and, once received, a blocking thread).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyLimits {
+    pub idle_timeout: Duration,
+    pub max_concurrent_uploads: usize,
+}
+
+/// The uploads in progress, bounded by [`BodyLimits::max_concurrent_uploads`].
+pub struct Uploads {
+    limits: BodyLimits,
+    slots: Arc<tokio::sync::Semaphore>,
+}
+
+/// One admitted upload; its slot is free again when this is dropped.
+pub struct UploadSlot(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit);
+
+impl Uploads {
+    pub fn new(limits: BodyLimits) -> Uploads {
+        Uploads {
+            limits,
+            slots: Arc::new(tokio::sync::Semaphore::new(limits.max_concurrent_uploads)),
+        }
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        self.limits.idle_timeout
+    }
+
+    /// A slot for one more upload, or 503 at once when all are taken: a client retries later
+    /// rather than queueing behind uploads that may never finish.
+    pub fn admit(&self) -> Result<UploadSlot> {
+        self.slots
+            .clone()
+            .try_acquire_owned()
+            .map(UploadSlot)
+            .map_err(|_| {
+                Error::Unavailable(format!(
+                    "too many uploads in progress (limit {}); try again later",
+                    self.limits.max_concurrent_uploads
+                ))
+            })
+    }
+}
+
+/// `payload` with an idle timeout: a body that sends nothing for `idle` fails with
+/// [`Error::RequestTimeout`] (see [`read_error`]) instead of holding its request forever.
+pub fn with_idle_timeout(req: &HttpRequest, payload: web::Payload, idle: Duration) -> web::Payload {
+    let watched = IdleTimeout {
+        inner: payload,
+        idle,
+        timer: Box::pin(tokio::time::sleep(idle)),
+        expired: false,
+    };
+    let mut payload: actix_web::dev::Payload = actix_web::dev::Payload::Stream {
+        payload: Box::pin(watched),
+    };
+    match web::Payload::from_request(req, &mut payload).into_inner() {
+        Ok(payload) => payload,
+        Err(e) => unreachable!("taking a payload cannot fail: {e}"),
+    }
+}
+
+struct IdleTimeout {
+    inner: web::Payload,
+    idle: Duration,
+    timer: Pin<Box<tokio::time::Sleep>>,
+    expired: bool,
+}
+
+/// The marker [`read_error`] recognises an idle timeout by.
+#[derive(Debug)]
+struct BodyIdle(Duration);
+
+impl std::fmt::Display for BodyIdle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "no request body data received for {}s",
+            self.0.as_secs_f64()
+        )
+    }
+}
+
+impl std::error::Error for BodyIdle {}
+
+impl Stream for IdleTimeout {
+    type Item = std::result::Result<bytes::Bytes, PayloadError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.expired {
+            return Poll::Ready(None);
+        }
+        if let Poll::Ready(item) = self.inner.poll_next_unpin(cx) {
+            let deadline = tokio::time::Instant::now() + self.idle;
+            self.timer.as_mut().reset(deadline);
+            return Poll::Ready(item);
+        }
+        if self.timer.as_mut().poll(cx).is_ready() {
+            self.expired = true;
+            let idle = std::io::Error::new(std::io::ErrorKind::TimedOut, BodyIdle(self.idle));
+            return Poll::Ready(Some(Err(PayloadError::Io(idle))));
+        }
+        Poll::Pending
+    }
+}
+
+/// A failed body read as the client's error: 408 for a body that went quiet, 400 otherwise
+/// (the client sent less than it announced, or broke its framing).
+pub fn read_error(e: PayloadError) -> Error {
+    if let PayloadError::Io(io) = &e {
+        if let Some(idle) = io.get_ref().and_then(|i| i.downcast_ref::<BodyIdle>()) {
+            return Error::RequestTimeout(idle.to_string());
+        }
+    }
+    Error::InvalidParameter(format!("error reading request body: {e}"))
+}
+
+/// Receives a whole upload into `spool` (an anonymous file) and returns it rewound. Nothing
+/// blocking waits on the client meanwhile; a client that stalls or goes away fails the read
+/// and the spool vanishes with its handle.
+pub async fn spool(
+    mut payload: web::Payload,
+    spool: std::fs::File,
+) -> Result<std::io::BufReader<std::fs::File>> {
+    let mut file = tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::from_std(spool));
+    while let Some(chunk) = payload.next().await {
+        file.write_all(&chunk.map_err(read_error)?).await?;
+    }
+    file.flush().await?;
+    let mut file = file.into_inner();
+    file.rewind().await?;
+    Ok(std::io::BufReader::new(file.into_std().await))
+}
+
 pub async fn read_bounded(mut payload: web::Payload, limit: usize) -> Result<Vec<u8>> {
     let mut body = Vec::new();
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk
-            .map_err(|e| Error::InvalidParameter(format!("error reading request body: {e}")))?;
+        let chunk = chunk.map_err(read_error)?;
         if body.len() + chunk.len() > limit {
             return Err(Error::InvalidParameter(format!(
                 "request body is larger than {limit} bytes"
@@ -146,44 +289,4 @@ fn check_json_content_type(call: &Call, empty: bool) -> Result<()> {
     Err(Error::InvalidParameter(format!(
         "unsupported Content-Type header ({content_type}): must be 'application/json'"
     )))
-}
-
-/// A blocking `Read` over chunks sent from the async side, so a request body can be streamed
-/// into synchronous unpackers running on a blocking thread.
-pub struct ChannelReader {
-    receiver: tokio::sync::mpsc::Receiver<std::result::Result<bytes::Bytes, PayloadError>>,
-    current: bytes::Bytes,
-}
-
-pub type ChunkSender = tokio::sync::mpsc::Sender<std::result::Result<bytes::Bytes, PayloadError>>;
-
-impl ChannelReader {
-    pub fn pair(depth: usize) -> (ChunkSender, ChannelReader) {
-        let (sender, receiver) = tokio::sync::mpsc::channel(depth);
-        (
-            sender,
-            ChannelReader {
-                receiver,
-                current: bytes::Bytes::new(),
-            },
-        )
-    }
-}
-
-impl std::io::Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.current.is_empty() {
-            match self.receiver.blocking_recv() {
-                None => return Ok(0),
-                Some(Ok(chunk)) => self.current = chunk,
-                Some(Err(e)) => {
-                    return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, e));
-                }
-            }
-        }
-        let n = buf.len().min(self.current.len());
-        buf[..n].copy_from_slice(&self.current[..n]);
-        let _ = self.current.split_to(n);
-        Ok(n)
-    }
 }

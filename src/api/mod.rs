@@ -5,10 +5,11 @@
 //! every route.
 
 mod authz;
-mod body;
+pub mod body;
 mod connection;
 mod events;
 mod filters;
+mod networks;
 mod plugins;
 mod remote;
 pub mod routes;
@@ -32,10 +33,13 @@ use version::{ApiVersion, Compat, DEFAULT_API_VERSION, MAX_API_VERSION, MIN_API_
 pub struct ApiState {
     pub plugins: Arc<Manager>,
     pub volumes: Arc<crate::volume::service::VolumeService>,
+    pub networks: Arc<crate::network::service::NetworkService>,
     pub events: Arc<crate::events::EventBus>,
     /// The authorization plugins every routed request passes (empty: none).
     pub authz: Arc<crate::authz::Chain>,
     pub daemon: system::DaemonIdentity,
+    /// The idle timeout of every request body and the bound on concurrent uploads.
+    pub uploads: body::Uploads,
 }
 
 /// One request after routing: the version it asked for, its `{name}`, and the raw request.
@@ -153,6 +157,7 @@ async fn dispatch(
     payload: web::Payload,
     state: web::Data<ApiState>,
 ) -> HttpResponse {
+    let payload = body::with_idle_timeout(&req, payload, state.uploads.idle_timeout());
     let routed = match route(&req) {
         Routing::To(routed) => routed,
         // Redirects and 404s reach no handler and, as in moby, no authorization plugin.
@@ -271,6 +276,8 @@ async fn run(id: RouteId, call: Call, payload: web::Payload) -> Result<HttpRespo
         RouteId::PluginEnable => plugins::enable(call).await,
         RouteId::PluginDisable => plugins::disable(call).await,
         RouteId::PluginLogs => plugins::logs(call).await,
+        RouteId::PluginPs => plugins::ps(call).await,
+        RouteId::PluginProcess => plugins::process(call).await,
         RouteId::PluginEndpoint => plugins::endpoint(call).await,
         RouteId::PluginPrivileges => remote::privileges(call).await,
         RouteId::PluginPull => remote::pull(call, payload).await,
@@ -284,6 +291,13 @@ async fn run(id: RouteId, call: Call, payload: web::Payload) -> Result<HttpRespo
         RouteId::VolumeRemove => volumes::remove(call).await,
         RouteId::VolumeMount => volumes::mount(call).await,
         RouteId::VolumeUnmount => volumes::unmount(call).await,
+        RouteId::NetworkList => networks::list(call).await,
+        RouteId::NetworkCreate => networks::create(call, payload).await,
+        RouteId::NetworkPrune => networks::prune(call).await,
+        RouteId::NetworkInspect => networks::inspect(call).await,
+        RouteId::NetworkRemove => networks::remove(call).await,
+        RouteId::NetworkConnect => networks::connect(call, payload).await,
+        RouteId::NetworkDisconnect => networks::disconnect(call, payload).await,
     }
 }
 

@@ -2,9 +2,8 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
-use futures_util::StreamExt;
 
-use super::body::{self, ChannelReader};
+use super::body;
 use super::filters::Filters;
 use super::{json_response, Call};
 use crate::error::{Error, Result};
@@ -111,6 +110,19 @@ pub async fn logs(call: Call) -> Result<HttpResponse> {
         .body(body))
 }
 
+/// berth extension: the running plugins (`berth plugin ps`).
+pub async fn ps(call: Call) -> Result<HttpResponse> {
+    Ok(json_response(StatusCode::OK, &call.state.plugins.running()))
+}
+
+/// berth extension: the process `berth plugin exec` joins; 409 when the plugin is not running.
+pub async fn process(call: Call) -> Result<HttpResponse> {
+    let manager = call.state.plugins.clone();
+    let name = call.name.clone();
+    let target = blocking(move || manager.exec_target(&name)).await?;
+    Ok(json_response(StatusCode::OK, &target))
+}
+
 /// berth extension: where the plugin's socket and files are on this host (for
 /// `berth conformance --plugin`).
 pub async fn endpoint(call: Call) -> Result<HttpResponse> {
@@ -118,25 +130,18 @@ pub async fn endpoint(call: Call) -> Result<HttpResponse> {
     Ok(json_response(StatusCode::OK, &endpoint))
 }
 
-/// The upload is streamed into the unpacker as it arrives; nothing is buffered whole.
-pub async fn create(call: Call, mut payload: web::Payload) -> Result<HttpResponse> {
+/// The upload is received whole into a spool file (memory stays flat, no blocking thread
+/// waits on the client) before the unpacker runs; an upload that fails or stalls creates
+/// nothing.
+pub async fn create(call: Call, payload: web::Payload) -> Result<HttpResponse> {
     let name = call.query("name");
     let manager = call.state.plugins.clone();
-    let (sender, reader) = ChannelReader::pair(16);
-    let job = actix_web::rt::task::spawn_blocking(move || manager.create(&name, reader));
-    let mut receiving = true;
-    while let Some(chunk) = payload.next().await {
-        if !receiving {
-            // The unpacker has stopped (it failed); drain so the client reads our answer.
-            continue;
-        }
-        let failed = chunk.is_err();
-        if sender.send(chunk).await.is_err() || failed {
-            receiving = false;
-        }
-    }
-    drop(sender);
-    job.await
-        .map_err(|e| Error::System(format!("worker failed: {e}")))??;
+    let slot = call.state.uploads.admit()?;
+    let context = body::spool(payload, manager.upload_spool()?).await?;
+    blocking(move || {
+        let _slot = slot;
+        manager.create(&name, context)
+    })
+    .await?;
     Ok(HttpResponse::NoContent().finish())
 }

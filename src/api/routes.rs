@@ -19,6 +19,8 @@ pub enum RouteId {
     PluginEnable,
     PluginDisable,
     PluginLogs,
+    PluginPs,
+    PluginProcess,
     PluginEndpoint,
     PluginPrivileges,
     PluginPull,
@@ -32,6 +34,13 @@ pub enum RouteId {
     VolumeRemove,
     VolumeMount,
     VolumeUnmount,
+    NetworkList,
+    NetworkCreate,
+    NetworkPrune,
+    NetworkInspect,
+    NetworkRemove,
+    NetworkConnect,
+    NetworkDisconnect,
 }
 
 /// One served route. `{name}` matches greedily (plugin names hold `/` and `:`).
@@ -76,6 +85,8 @@ pub const ROUTES: &[Route] = &[
     route("POST", "/plugins/{name}/enable", RouteId::PluginEnable),
     route("POST", "/plugins/{name}/disable", RouteId::PluginDisable),
     route("GET", "/plugins/{name}/logs", RouteId::PluginLogs),
+    route("GET", "/plugins/ps", RouteId::PluginPs),
+    route("GET", "/plugins/{name}/process", RouteId::PluginProcess),
     route("GET", "/plugins/{name}/endpoint", RouteId::PluginEndpoint),
     route("GET", "/plugins/privileges", RouteId::PluginPrivileges),
     route("POST", "/plugins/pull", RouteId::PluginPull),
@@ -97,6 +108,17 @@ pub const ROUTES: &[Route] = &[
         ..route("PUT", "/volumes/{name}", RouteId::VolumeUpdate)
     },
     route("DELETE", "/volumes/{name}", RouteId::VolumeRemove),
+    route("GET", "/networks", RouteId::NetworkList),
+    route("POST", "/networks/create", RouteId::NetworkCreate),
+    route("POST", "/networks/prune", RouteId::NetworkPrune),
+    route("POST", "/networks/{name}/connect", RouteId::NetworkConnect),
+    route(
+        "POST",
+        "/networks/{name}/disconnect",
+        RouteId::NetworkDisconnect,
+    ),
+    route("GET", "/networks/{name}", RouteId::NetworkInspect),
+    route("DELETE", "/networks/{name}", RouteId::NetworkRemove),
 ];
 
 /// A matched route and its `{name}` parameter, if the pattern has one.

@@ -282,7 +282,7 @@ impl PrivateStore {
         let manager = Manager::open(
             &data,
             &exec,
-            crate::runtime::default_executor(&exec),
+            crate::runtime::executor_for(crate::runtime::PluginRuntime::default(), &exec),
             RuntimeOptions {
                 start_timeout: Duration::from_secs(30),
                 stop_grace: Duration::from_secs(5),

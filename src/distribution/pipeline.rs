@@ -24,7 +24,7 @@ use std::sync::{mpsc, Arc, Condvar, Mutex};
 
 use tokio::sync::oneshot;
 
-use super::extract::{unpack_layer, ExtractError};
+use super::extract::{unpack_layer, ExtractError, UnpackLimit};
 
 /// The outcome of unpacking one layer. The sender is dropped without an answer when an earlier
 /// layer failed (the worker stops at the first failure) or the worker died.
@@ -52,12 +52,12 @@ enum Source {
 
 impl LayerPipeline {
     /// Starts the worker (on Tokio's blocking pool) for layers unpacked below `rootfs`, which
-    /// exists.
-    pub fn start(rootfs: &Path) -> LayerPipeline {
+    /// exists, each within `limit`.
+    pub fn start(rootfs: &Path, limit: UnpackLimit) -> LayerPipeline {
         let (jobs, queue) = mpsc::channel::<Job>();
         let aborted = Arc::new(AtomicBool::new(false));
         let (root, stop) = (rootfs.to_path_buf(), aborted.clone());
-        let worker = tokio::task::spawn_blocking(move || work(queue, &root, &stop));
+        let worker = tokio::task::spawn_blocking(move || work(queue, &root, &stop, limit));
         LayerPipeline {
             jobs: Some(jobs),
             worker: Some(worker),
@@ -121,7 +121,7 @@ impl Drop for LayerPipeline {
     }
 }
 
-fn work(queue: mpsc::Receiver<Job>, rootfs: &Path, aborted: &AtomicBool) {
+fn work(queue: mpsc::Receiver<Job>, rootfs: &Path, aborted: &AtomicBool, limit: UnpackLimit) {
     for job in queue {
         let result = if aborted.load(Ordering::SeqCst) {
             Err(ExtractError::Io("cancelled".into()))
@@ -129,7 +129,7 @@ fn work(queue: mpsc::Receiver<Job>, rootfs: &Path, aborted: &AtomicBool) {
             match job.source {
                 Source::Stored(path) => File::open(&path)
                     .map_err(|e| ExtractError::Io(format!("open {}: {e}", path.display())))
-                    .and_then(|file| unpack_layer(Abortable { file, aborted }, rootfs)),
+                    .and_then(|file| unpack_layer(Abortable { file, aborted }, rootfs, limit)),
                 Source::Growing(path, feed) => unpack_layer(
                     GrowingFile {
                         path,
@@ -139,6 +139,7 @@ fn work(queue: mpsc::Receiver<Job>, rootfs: &Path, aborted: &AtomicBool) {
                         aborted,
                     },
                     rootfs,
+                    limit,
                 ),
             }
         };
@@ -301,7 +302,7 @@ mod tests {
         let big: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
         let growing = layer(&[("b", b"downloaded"), ("big", &big)]);
 
-        let mut pipeline = LayerPipeline::start(&rootfs);
+        let mut pipeline = LayerPipeline::start(&rootfs, UnpackLimit::default());
         let first = pipeline.unpack_stored(stored);
         let path = dir.path().join("ingest");
         let (feed, second) = pipeline.unpack_growing(path.clone());
@@ -325,7 +326,7 @@ mod tests {
         std::fs::create_dir(&rootfs).unwrap();
         let big: Vec<u8> = (0..1_000_000u32).map(|i| (i * 13 % 241) as u8).collect();
         let bytes = layer(&[("first", b"x"), ("big", &big)]);
-        let mut pipeline = LayerPipeline::start(&rootfs);
+        let mut pipeline = LayerPipeline::start(&rootfs, UnpackLimit::default());
         let path = dir.path().join("ingest");
         let (feed, unpacked) = pipeline.unpack_growing(path.clone());
         let later = pipeline.unpack_stored(dir.path().join("never-read"));
@@ -343,7 +344,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let rootfs = dir.path().join("rootfs");
         std::fs::create_dir(&rootfs).unwrap();
-        let mut pipeline = LayerPipeline::start(&rootfs);
+        let mut pipeline = LayerPipeline::start(&rootfs, UnpackLimit::default());
         let (_feed, unpacked) = pipeline.unpack_growing(dir.path().join("ingest"));
         // Nothing was written: the worker waits on the feed until the abort.
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;

@@ -30,15 +30,11 @@ use crate::rpc::handle::PluginHandle;
 /// The `Implements` / capability name of volume plugins.
 pub const VOLUME_DRIVER: &str = "VolumeDriver";
 
+pub use super::DEFAULT_RETRY;
+
 /// The largest `VolumeDriver.List` answer accepted: room for hundreds of thousands of volumes
 /// (every other method answers one volume at most, within the RPC client's default limit).
 pub const LIST_REPLY_LIMIT: usize = 64 << 20;
-
-/// Connection refusals are retried with backoff (moby gives up after ~15 s; berth's first
-/// retries come sooner), always within the call's one deadline.
-pub const DEFAULT_RETRY: Retry = Retry::Backoff {
-    total: Duration::from_secs(15),
-};
 
 /// `local` or `global` (`Capabilities.Scope`).
 pub const LOCAL_SCOPE: &str = "local";
@@ -138,6 +134,12 @@ impl DriverError {
     /// these apart from "the plugin said no").
     pub fn is_unreachable(&self) -> bool {
         matches!(&self.kind, DriverErrorKind::Rpc(e) if e.is_unreachable())
+    }
+
+    /// The answer was larger than berth reads: what the plugin meant is unknown, so it is no
+    /// "no such volume" either.
+    pub fn is_too_large(&self) -> bool {
+        matches!(&self.kind, DriverErrorKind::Rpc(RpcError::TooLarge { .. }))
     }
 
     /// The message alone, without the `VolumeDriver.X: ` of status errors.

@@ -14,7 +14,7 @@ use super::config::{decode_created_config, PluginConfigRootfs, PluginSettings};
 use super::settable::apply_set_args;
 use super::store::{new_plugin_id, Plugin, PluginRecord, Store};
 use crate::distribution::blobstore::{BlobStore, StagedBlob};
-use crate::distribution::extract::unpack_create_context;
+use crate::distribution::extract::{unpack_create_context, UnpackLimit};
 use crate::distribution::reference::Reference;
 use crate::distribution::registry::RegistryClient;
 use crate::error::{Error, Result};
@@ -43,6 +43,8 @@ pub struct Manager {
     /// Users of a plugin (volumes, networks) by plugin ID: an in-use plugin is not disabled or
     /// removed unless forced.
     pub(super) refcounts: Mutex<HashMap<String, usize>>,
+    /// How far a create context or a pulled layer may unpack.
+    pub(super) unpack_limit: UnpackLimit,
     /// Where lifecycle events go (`docker events`).
     pub(super) events: Arc<EventBus>,
 }
@@ -140,8 +142,15 @@ impl Manager {
             registry,
             operation_locks: Mutex::new(HashMap::new()),
             refcounts: Mutex::new(HashMap::new()),
+            unpack_limit: UnpackLimit::default(),
             events,
         })
+    }
+
+    /// How far a create context or a pulled layer may unpack (`--max-unpacked-size`).
+    pub fn with_unpack_limit(mut self, limit: UnpackLimit) -> Manager {
+        self.unpack_limit = limit;
+        self
     }
 
     /// The lock serialising lifecycle operations on plugin `id`.
@@ -259,6 +268,12 @@ impl Manager {
 
     /// `docker plugin create`: `context` is the tar the CLI uploads (config.json + rootfs/).
     /// Blocking: call it from a blocking thread. Returns the plugin's name.
+    /// Where an uploaded create context waits until it is whole: an anonymous file on the
+    /// store's disk, gone with its handle.
+    pub fn upload_spool(&self) -> Result<fs::File> {
+        Ok(fsutil::anonymous_file(&self.plugins_root.join("tmp"))?)
+    }
+
     pub fn create(&self, requested_name: &str, context: impl Read) -> Result<String> {
         let reference = Reference::parse_normalized(requested_name).map_err(|e| {
             Error::System(format!("failed to parse reference {requested_name}: {e}"))
@@ -322,7 +337,7 @@ impl Manager {
             size: 0,
         });
         let mut writer = BufWriter::new(layer_file);
-        let unpacked = unpack_create_context(context, rootfs, &mut writer)?;
+        let unpacked = unpack_create_context(context, rootfs, &mut writer, self.unpack_limit)?;
         let layer_file = writer
             .into_inner()
             .map_err(|e| Error::System(e.to_string()))?;

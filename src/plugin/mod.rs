@@ -6,6 +6,7 @@ pub mod lifecycle;
 pub mod manager;
 pub mod names;
 pub mod privileges;
+pub mod processes;
 pub mod remote;
 pub mod settable;
 pub mod spec;

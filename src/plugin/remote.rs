@@ -401,7 +401,7 @@ impl Manager {
             progress.layer(&layer.short_id(), "Waiting").await?;
         }
         fs::create_dir_all(rootfs).map_err(Error::from)?;
-        let mut pipeline = LayerPipeline::start(rootfs);
+        let mut pipeline = LayerPipeline::start(rootfs, self.unpack_limit);
         let fetched = self
             .fetch_layers(&session, &layers, progress, &mut pipeline, staged)
             .await;

@@ -476,7 +476,7 @@ impl PluginClient {
         fresh: bool,
         reply_limit: usize,
     ) -> Attempt {
-        let resp = match self.send(url, payload, &[], fresh).await {
+        let resp = match self.send(url, method, payload, &[], fresh).await {
             Ok(r) => r,
             Err(failed) => return failed,
         };
@@ -502,6 +502,7 @@ impl PluginClient {
     async fn send(
         &self,
         url: reqwest::Url,
+        method: &str,
         payload: Vec<u8>,
         headers: &[(&str, &str)],
         fresh: bool,
@@ -529,7 +530,7 @@ impl PluginClient {
             Ok(r) => Ok(r),
             Err(e) if !fresh && self.wrote_into_closed_connection(&e) => Err(Attempt::Stale),
             Err(e) => {
-                let (text, retryable) = self.describe(&e);
+                let (text, retryable) = self.describe(&e, method);
                 Err(Attempt::Failed { text, retryable })
             }
         }
@@ -613,8 +614,14 @@ impl PluginClient {
         let url = reqwest::Url::parse(&format!("{}/{}", self.inner.base, method))
             .map_err(|e| RpcError::Transport(format!("{method}: {e}")))?;
         let attempt = async {
-            match self.send(url.clone(), body.to_vec(), headers, false).await {
-                Err(Attempt::Stale) => self.send(url.clone(), body.to_vec(), headers, true).await,
+            match self
+                .send(url.clone(), &method, body.to_vec(), headers, false)
+                .await
+            {
+                Err(Attempt::Stale) => {
+                    self.send(url.clone(), &method, body.to_vec(), headers, true)
+                        .await
+                }
                 outcome => outcome,
             }
         };
@@ -669,7 +676,8 @@ impl PluginClient {
                 Ok(None) => return Ok(body.freeze()),
                 Err(e) => {
                     return Err(RpcError::Transport(format!(
-                        "{method}: reading answer: {}",
+                        "{method}: reading the answer of the plugin at {}: {}",
+                        self.inner.log_addr,
                         chain(&e)
                     )))
                 }
@@ -692,7 +700,7 @@ impl PluginClient {
 
     /// Go-like text for a failed request, and whether it failed before anything was sent
     /// (connect errors other than TLS handshakes), which alone makes it safe to retry.
-    fn describe(&self, e: &reqwest::Error) -> (String, bool) {
+    fn describe(&self, e: &reqwest::Error, method: &str) -> (String, bool) {
         let cause = Cause::of(e);
         let os_error = cause.os_error_or_timeout();
         let tls_error = cause.tls;
@@ -717,7 +725,14 @@ impl PluginClient {
             }
             return (format!("dial {net} {addr}: {}", chain(e)), false);
         }
-        (chain(e), false)
+        // Connected, but what came back is not an HTTP answer (or nothing came back).
+        (
+            format!(
+                "{method}: no valid answer from the plugin at {addr}: {}",
+                chain(e)
+            ),
+            false,
+        )
     }
 }
 

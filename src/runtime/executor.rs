@@ -1,5 +1,5 @@
 //! The executor seam: the manager starts and stops plugin processes only through this trait,
-//! so another executor (an OCI runtime such as runc) can be added beside the built-in one.
+//! implemented by the built-in executor ([`super::linux`]) and the OCI one ([`super::oci`]).
 
 use std::io;
 use std::process::{ChildStderr, ChildStdout, ExitStatus};
@@ -10,6 +10,9 @@ use super::spec::PluginSpec;
 pub trait PluginProcess: Send {
     /// Host PID of the process the executor supervises (what receives signals).
     fn pid(&self) -> u32;
+    /// Host PID of the plugin's own first process (PID 1 of its PID namespace, or the
+    /// entrypoint): the namespaces, root and cgroups `berth plugin exec` joins.
+    fn plugin_pid(&self) -> u32;
     /// The plugin's stdout and stderr, for log forwarding; `None` after the first call.
     fn take_output(&mut self) -> Option<(ChildStdout, ChildStderr)>;
     /// Sends a signal (SIGTERM to stop gracefully, SIGKILL to force).
@@ -22,6 +25,9 @@ pub trait PluginProcess: Send {
 }
 
 pub trait Executor: Send + Sync {
+    /// `builtin`, `runc`, `crun`: what `--plugin-runtime` named.
+    fn name(&self) -> &'static str;
+
     /// Starts the plugin described by `spec`. Returns once the process runs (not when it is
     /// ready: readiness is the plugin socket accepting connections, the manager's concern).
     /// On error nothing stays running or mounted.

@@ -15,28 +15,28 @@
 //!    setup error `plugin-init` reported, after undoing everything.
 //!
 //! The rest happens in [`init`] (`plugin-init`), a fresh single-threaded process.
-//! [`PluginProcess::wait`] and [`Executor::cleanup`] release the devices cgroup (killing
+//! [`PluginProcess::wait`] and [`Executor::cleanup`] release (through [`super::host`]) the devices cgroup (killing
 //! whatever is left in it) and every host mount under the plugin's propagated mount.
 
 use std::ffi::OsString;
 use std::fs;
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::libc;
-use nix::mount::MsFlags;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 use super::executor::{Executor, PluginProcess};
+use super::host::{self, check_id, remove_cgroup, Release};
 use super::init::{self, InitRequest};
 use super::spec::PluginSpec;
-use crate::mounts::{self, read_mountinfo, UnmountError};
+use crate::mounts::read_mountinfo;
 
 /// Entry point of the hidden `berth plugin-init` subcommand. `main` must call it first thing,
 /// before any thread exists, with the arguments that follow `plugin-init`:
@@ -78,10 +78,7 @@ impl LinuxExecutor {
     /// plugin start logs a warning.
     pub fn new() -> LinuxExecutor {
         let mounts = read_mountinfo().unwrap_or_default();
-        let devices_hierarchy = mounts
-            .iter()
-            .find(|m| m.fstype == "cgroup" && m.super_options.split(',').any(|o| o == "devices"))
-            .map(|m| m.mount_point.clone());
+        let devices_hierarchy = host::devices_hierarchy();
         let cgroup2_only = mounts
             .iter()
             .rev()
@@ -132,18 +129,6 @@ impl LinuxExecutor {
     }
 }
 
-fn check_id(id: &str) -> io::Result<()> {
-    let ok = !id.is_empty() && id != "." && id != ".." && !id.contains('/') && !id.contains('\0');
-    if ok {
-        Ok(())
-    } else {
-        Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("invalid plugin ID {id:?}"),
-        ))
-    }
-}
-
 /// The init request file lives next to the plugin's socket directory (hidden, transient).
 fn request_path(spec: &PluginSpec) -> PathBuf {
     let dir = spec
@@ -173,20 +158,9 @@ fn clone_flags(spec: &PluginSpec) -> libc::c_int {
     flags
 }
 
-/// Host paths whose mounts belong to a running plugin: the propagated-mount directory when
-/// the spec binds it (the executor bound it onto itself on the host).
-fn propagated_sources(spec: &PluginSpec) -> Vec<PathBuf> {
-    spec.mounts
-        .iter()
-        .filter(|m| Path::new(&m.source) == spec.paths.propagated_mount)
-        .map(|_| spec.paths.propagated_mount.clone())
-        .take(1)
-        .collect()
-}
-
 /// What `plugin-init` said on the report pipe.
 #[derive(Debug, PartialEq, Eq)]
-enum Outcome {
+pub(crate) enum Outcome {
     /// `S`, then end-of-file: the entrypoint was exec'd.
     Exec,
     /// `S` then `E<message>`.
@@ -210,7 +184,7 @@ fn uninterrupted(rc: isize) -> io::Result<Option<usize>> {
     }
 }
 
-fn read_report(fd: &OwnedFd, timeout: Duration) -> io::Result<Outcome> {
+pub(crate) fn read_report(fd: &OwnedFd, timeout: Duration) -> io::Result<Outcome> {
     let deadline = Instant::now() + timeout;
     let mut buf = Vec::new();
     loop {
@@ -256,39 +230,11 @@ fn read_report(fd: &OwnedFd, timeout: Duration) -> io::Result<Outcome> {
     })
 }
 
-/// What has to be undone when a plugin process is gone.
-#[derive(Debug, Clone)]
-struct Release {
-    id: String,
-    cgroup: Option<PathBuf>,
-    host_mounts: Vec<PathBuf>,
-}
-
-impl Release {
-    fn run(&self) -> io::Result<()> {
-        let mut first_error = None;
-        if let Some(dir) = &self.cgroup {
-            if let Err(e) = remove_cgroup(dir) {
-                first_error.get_or_insert(e);
-            }
-        }
-        if !self.host_mounts.is_empty() {
-            let roots = self.host_mounts.clone();
-            if let Err(e) = unmount_all(|mp| roots.iter().any(|r| mp.starts_with(r))) {
-                first_error.get_or_insert(e);
-            }
-        }
-        match first_error {
-            None => Ok(()),
-            Some(e) => Err(io::Error::new(
-                e.kind(),
-                format!("releasing plugin {}: {e}", self.id),
-            )),
-        }
-    }
-}
-
 impl Executor for LinuxExecutor {
+    fn name(&self) -> &'static str {
+        "builtin"
+    }
+
     fn start(&self, spec: &PluginSpec) -> io::Result<Box<dyn PluginProcess>> {
         check_id(&spec.id)?;
         if spec.args.is_empty() {
@@ -308,28 +254,7 @@ impl Executor for LinuxExecutor {
         if let Some(dir) = &cgroup {
             remove_cgroup(dir)?;
         }
-        if !spec.paths.socket_dir.exists() {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&spec.paths.socket_dir)?;
-        }
-        let mut release = Release {
-            id: spec.id.clone(),
-            cgroup: cgroup.clone(),
-            host_mounts: Vec::new(),
-        };
-        for path in propagated_sources(spec) {
-            let prepared = make_rshared_mount(&path);
-            release.host_mounts.push(canonical(&path));
-            if let Err(e) = prepared {
-                let _ = release.run();
-                return Err(io::Error::new(
-                    e.kind(),
-                    format!("preparing propagated mount {}: {e}", path.display()),
-                ));
-            }
-        }
+        let release = host::prepare(spec, cgroup.clone())?;
 
         let request = InitRequest {
             spec: spec.clone(),
@@ -360,6 +285,7 @@ impl Executor for LinuxExecutor {
         let _ = fs::remove_file(&request_file);
         match result {
             Ok(child) => Ok(Box::new(LinuxProcess {
+                plugin_pid: plugin_pid(&child, spec),
                 child,
                 status: None,
                 release: Some(release),
@@ -378,21 +304,9 @@ impl Executor for LinuxExecutor {
         if let Some(dir) = self.devices_cgroup(id) {
             remove_cgroup(&dir)?;
         }
-        match spec {
-            Some(spec) => {
-                let roots = [
-                    canonical(&spec.paths.propagated_mount),
-                    canonical(&spec.paths.socket_dir),
-                    canonical(&spec.paths.rootfs),
-                ];
-                unmount_all(|mp| roots.iter().any(|r| mp.starts_with(r)))?;
-                remove_stale_sockets(&spec.paths.socket_dir)?;
-                let _ = fs::remove_file(request_path(spec));
-            }
-            None => {
-                // Without a spec: anything mounted below a `plugins/<id>` directory.
-                unmount_all(|mp| below_plugin_dir(mp, id))?;
-            }
+        host::release_leftovers(id, spec)?;
+        if let Some(spec) = spec {
+            let _ = fs::remove_file(request_path(spec));
         }
         Ok(())
     }
@@ -478,7 +392,20 @@ impl LinuxExecutor {
     }
 }
 
-fn wait_bounded(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+/// The plugin's first process: with a private PID namespace the shim's one child (forked
+/// before the entrypoint was exec'd), else the process berth spawned.
+fn plugin_pid(child: &Child, spec: &PluginSpec) -> u32 {
+    let shim = child.id();
+    if !spec.namespaces.pid {
+        return shim;
+    }
+    fs::read_to_string(format!("/proc/{shim}/task/{shim}/children"))
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(shim)
+}
+
+pub(crate) fn wait_bounded(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
     let deadline = Instant::now() + timeout;
     loop {
         match child.try_wait() {
@@ -493,6 +420,7 @@ fn wait_bounded(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
 /// when it shares the host's PID namespace).
 struct LinuxProcess {
     child: Child,
+    plugin_pid: u32,
     status: Option<ExitStatus>,
     release: Option<Release>,
 }
@@ -512,6 +440,10 @@ impl LinuxProcess {
 impl PluginProcess for LinuxProcess {
     fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    fn plugin_pid(&self) -> u32 {
+        self.plugin_pid
     }
 
     fn take_output(&mut self) -> Option<(ChildStdout, ChildStderr)> {
@@ -545,139 +477,9 @@ impl PluginProcess for LinuxProcess {
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// Host-side helpers.
-
-/// The path as mountinfo shows it (symlinks resolved) when it exists.
-fn canonical(path: &Path) -> PathBuf {
-    fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
-}
-
-/// `<...>/plugins/<id>[/...]`.
-fn below_plugin_dir(mount_point: &Path, id: &str) -> bool {
-    let parts: Vec<Component> = mount_point.components().collect();
-    parts
-        .windows(2)
-        .any(|w| w[0].as_os_str() == "plugins" && w[1].as_os_str() == id)
-}
-
-/// Lazily unmounts every mount whose mount point matches, deepest (then newest) first, until
-/// none is left.
-fn unmount_all(matches: impl Fn(&Path) -> bool) -> io::Result<()> {
-    mounts::unmount_matching(matches).map_err(|e| match e {
-        UnmountError::Failed { target, errno } => io::Error::new(
-            io::Error::from(errno).kind(),
-            format!("unmounting {}: {}", target.display(), errno.desc()),
-        ),
-        other => other.into(),
-    })
-}
-
-/// Binds `path` onto itself unless it is a mount point already, then makes it `rshared`
-/// (moby: `mount.MakeRShared(propRoot)`).
-fn make_rshared_mount(path: &Path) -> io::Result<()> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(path)?;
-    let real = fs::canonicalize(path)?;
-    let mounted = read_mountinfo()?.iter().any(|m| m.mount_point == real);
-    if !mounted {
-        nix::mount::mount(
-            Some(&real),
-            &real,
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
-        )
-        .map_err(io::Error::from)?;
-    }
-    nix::mount::mount(
-        None::<&str>,
-        &real,
-        None::<&str>,
-        MsFlags::MS_SHARED | MsFlags::MS_REC,
-        None::<&str>,
-    )
-    .map_err(io::Error::from)
-}
-
-fn cgroup_pids(dir: &Path) -> io::Result<Vec<i32>> {
-    match fs::read_to_string(dir.join("cgroup.procs")) {
-        Ok(text) => Ok(text.lines().filter_map(|l| l.trim().parse().ok()).collect()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(e),
-    }
-}
-
-/// Kills every process left in the cgroup and removes it (idempotent, bounded to 10 s).
-fn remove_cgroup(dir: &Path) -> io::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if !dir.exists() {
-            return Ok(());
-        }
-        let pids = cgroup_pids(dir)?;
-        for pid in &pids {
-            let _ = nix::sys::signal::kill(Pid::from_raw(*pid), Signal::SIGKILL);
-        }
-        if pids.is_empty() {
-            match fs::remove_dir(dir) {
-                Ok(()) => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
-                Err(e) => {
-                    return Err(io::Error::new(
-                        e.kind(),
-                        format!("removing cgroup {}: {e}", dir.display()),
-                    ))
-                }
-            }
-        }
-        if Instant::now() >= deadline {
-            return Err(io::Error::other(format!(
-                "cgroup {} still holds processes {pids:?}",
-                dir.display()
-            )));
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-fn remove_stale_sockets(dir: &Path) -> io::Result<()> {
-    let entries = match fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    for entry in entries.flatten() {
-        if entry.file_type().is_ok_and(|t| t.is_socket()) {
-            let _ = fs::remove_file(entry.path());
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn plugin_dir_matching() {
-        let id = "abcdef";
-        assert!(below_plugin_dir(
-            Path::new("/var/lib/berth/plugins/abcdef/propagated-mount/v"),
-            id
-        ));
-        assert!(below_plugin_dir(Path::new("/run/berth/plugins/abcdef"), id));
-        assert!(!below_plugin_dir(Path::new("/var/lib/abcdef/x"), id));
-        assert!(!below_plugin_dir(
-            Path::new("/var/lib/berth/plugins/abcdefg"),
-            id
-        ));
-        assert!(check_id("../x").is_err());
-        assert!(check_id("").is_err());
-    }
 
     #[test]
     fn report_protocol() {

@@ -28,19 +28,32 @@ pub const HEALTHY_RUN: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RunState {
     Running {
+        /// The process berth spawned (the executor's shim).
         pid: u32,
+        /// The plugin's own first process (what `berth plugin exec` joins).
+        plugin_pid: u32,
         restarts: u32,
+        /// When this process was started.
+        since: chrono::DateTime<chrono::Utc>,
     },
     /// Exited before it was declared ready (enable failed): not restarted.
-    Exited {
-        status: String,
-    },
+    Exited { status: String },
     /// Crashed while supervised; starts again at `at`.
     Restarting {
         restarts: u32,
         at: Instant,
         last_status: String,
     },
+}
+
+impl RunState {
+    /// The PID of the process berth spawned, 0 when none runs.
+    pub fn pid(&self) -> u32 {
+        match self {
+            RunState::Running { pid, .. } => *pid,
+            _ => 0,
+        }
+    }
 }
 
 enum Command {
@@ -176,17 +189,22 @@ fn run(
             None => states.remove(id),
         };
     };
-    let launch = |id: &str, entry: &mut Supervised| -> io::Result<u32> {
+    let launch = |id: &str, entry: &mut Supervised| -> io::Result<RunState> {
         let mut process = executor.start(&entry.spec)?;
         if let Some((stdout, stderr)) = process.take_output() {
             logs.forward(id.to_string(), "stdout", stdout);
             logs.forward(id.to_string(), "stderr", stderr);
         }
-        let pid = process.pid();
+        let running = RunState::Running {
+            pid: process.pid(),
+            plugin_pid: process.plugin_pid(),
+            restarts: entry.restarts,
+            since: chrono::Utc::now(),
+        };
         entry.process = Some(process);
         entry.started = Instant::now();
         entry.next_start = None;
-        Ok(pid)
+        Ok(running)
     };
 
     loop {
@@ -210,11 +228,16 @@ fn run(
                     stopping: None,
                 };
                 let result = launch(&id, &mut entry);
-                if let Ok(pid) = result {
-                    set_state(&id, Some(RunState::Running { pid, restarts: 0 }));
-                    plugins.insert(id, entry);
-                }
-                let _ = reply.send(result);
+                let pid = match result {
+                    Ok(running) => {
+                        let pid = running.pid();
+                        set_state(&id, Some(running));
+                        plugins.insert(id, entry);
+                        Ok(pid)
+                    }
+                    Err(e) => Err(e),
+                };
+                let _ = reply.send(pid);
             }
             Ok(Command::Supervise { id }) => {
                 if let Some(entry) = plugins.get_mut(&id) {
@@ -301,15 +324,10 @@ fn run(
             }
             if entry.next_start.is_some_and(|at| now >= at) {
                 match launch(id, entry) {
-                    Ok(pid) => {
+                    Ok(running) => {
+                        let pid = running.pid();
                         logs.append(id, "daemon", format!("plugin restarted (pid {pid})"));
-                        set_state(
-                            id,
-                            Some(RunState::Running {
-                                pid,
-                                restarts: entry.restarts,
-                            }),
-                        );
+                        set_state(id, Some(running));
                     }
                     Err(e) => {
                         let delay = backoff(entry.restarts);

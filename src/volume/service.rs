@@ -94,15 +94,18 @@ impl VolumeService {
             events,
             size_walks: Arc::new(tokio::sync::Semaphore::new(1)),
         };
-        // Plugin reference counts follow from the volume records.
-        let records = service.records();
-        service.plugins.set_references(
-            records
-                .iter()
-                .filter(|r| r.driver != LOCAL)
-                .map(|r| r.driver.as_str()),
-        );
         Ok(service)
+    }
+
+    /// The plugins volumes hold references on, each name once per volume: with the networks'
+    /// (`NetworkService::plugin_references`), what the daemon hands
+    /// [`PluginGetter::set_references`] at start-up (volume records outlive the daemon).
+    pub fn plugin_references(&self) -> Vec<String> {
+        self.records()
+            .iter()
+            .filter(|r| r.driver != LOCAL)
+            .map(|r| r.driver.clone())
+            .collect()
     }
 
     fn records(&self) -> Vec<Arc<VolumeRecord>> {
@@ -188,12 +191,13 @@ impl VolumeService {
         within(budget, work).await
     }
 
-    /// moby's `lookupVolume`: the driver's `Get`. A driver that cannot be reached is an error;
-    /// any other error (such as "no such volume") means it does not have the volume.
+    /// moby's `lookupVolume`: the driver's `Get`. A driver that cannot be reached, or whose
+    /// answer was too large to read, is an error; any other error (such as "no such volume")
+    /// means it does not have the volume.
     async fn lookup(&self, driver: &dyn VolumeDriver, name: &str) -> Result<Option<DriverVolume>> {
         match driver.get(name).await {
             Ok(found) => Ok(found),
-            Err(e) if e.is_unreachable() => Err(Error::System(e.to_string())),
+            Err(e) if e.is_unreachable() || e.is_too_large() => Err(Error::System(e.to_string())),
             Err(_) => Ok(None),
         }
     }

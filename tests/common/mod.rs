@@ -4,8 +4,10 @@
 //! loopback registries are in `registry.rs` (included by the registry tests only).
 #![allow(dead_code)]
 
+pub mod archives;
 pub mod authz;
 pub mod http;
+pub mod probes;
 pub use http::*;
 
 use std::os::unix::net::UnixStream;
@@ -16,6 +18,8 @@ use std::time::{Duration, Instant};
 pub struct Daemon {
     /// Extra `berth daemon` flags for the next spawn.
     pub extra_args: Vec<String>,
+    /// Environment variables set for the next spawn (e.g. a `PATH` without runc).
+    pub extra_env: Vec<(String, String)>,
     pub dir: tempfile::TempDir,
     pub socket: PathBuf,
     pub data_root: PathBuf,
@@ -29,9 +33,17 @@ impl Daemon {
     }
 
     pub fn start_with(extra_args: &[&str]) -> Daemon {
+        Daemon::start_with_env(extra_args, &[])
+    }
+
+    pub fn start_with_env(extra_args: &[&str], env: &[(&str, &str)]) -> Daemon {
         let dir = short_tempdir("bt");
         let mut daemon = Daemon {
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            extra_env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             socket: dir.path().join("berth.sock"),
             data_root: dir.path().join("data"),
             exec_root: dir.path().join("exec"),
@@ -56,7 +68,9 @@ impl Daemon {
             .arg(self.dir.path().join("no-daemon.json"))
             .arg("--log-level")
             .arg("debug")
+            .args(plugin_runtime_args(&self.extra_args))
             .args(&self.extra_args)
+            .envs(self.extra_env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(self.dir.path().join("berth.log")).unwrap())
             .spawn()
@@ -294,6 +308,12 @@ pub fn shared_libraries(binary: &Path) -> Vec<PathBuf> {
 /// A create context whose rootfs holds the project's test plugin (and its libraries) at
 /// `/bin/berth-test-plugin`, with `config` as config.json.
 pub fn test_plugin_context(config: &str) -> Vec<u8> {
+    test_plugin_context_with(config, &[], &[])
+}
+
+/// [`test_plugin_context`] plus host programs (`sh`, `cat`, ...) copied to `/bin` with their
+/// libraries, and extra files (`var/log/plugin.log`).
+pub fn test_plugin_context_with(config: &str, tools: &[&str], extra: &[(&str, &[u8])]) -> Vec<u8> {
     let binary = PathBuf::from(env!("CARGO_BIN_EXE_berth-test-plugin"));
     let mut builder = tar::Builder::new(Vec::new());
     let mut h = header(tar::EntryType::Regular, config.len() as u64, 0o644);
@@ -310,10 +330,26 @@ pub fn test_plugin_context(config: &str) -> Vec<u8> {
         let mut d = header(tar::EntryType::Directory, 0, 0o755);
         builder.append_data(&mut d, dir, &[][..]).unwrap();
     }
-    let mut files = vec![(binary.clone(), PathBuf::from("bin/berth-test-plugin"))];
-    for lib in shared_libraries(&binary) {
-        let inside = lib.strip_prefix("/").unwrap().to_path_buf();
-        files.push((lib, inside));
+    let mut programs = vec![(binary.clone(), PathBuf::from("bin/berth-test-plugin"))];
+    for tool in tools {
+        let host = ["/usr/bin", "/bin", "/usr/sbin", "/sbin"]
+            .iter()
+            .map(|d| Path::new(d).join(tool))
+            .find(|p| p.exists())
+            .unwrap_or_else(|| panic!("{tool} not found on the host"));
+        let host = std::fs::canonicalize(host).unwrap();
+        programs.push((host, PathBuf::from("bin").join(tool)));
+    }
+    let mut files = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (host, inside) in programs {
+        for lib in shared_libraries(&host) {
+            let lib_inside = lib.strip_prefix("/").unwrap().to_path_buf();
+            if seen.insert(lib_inside.clone()) {
+                files.push((lib, lib_inside));
+            }
+        }
+        files.push((host, inside));
     }
     let mut dirs_done = std::collections::HashSet::new();
     for (host, inside) in files {
@@ -332,6 +368,27 @@ pub fn test_plugin_context(config: &str) -> Vec<u8> {
         let mut f = header(tar::EntryType::Regular, data.len() as u64, 0o755);
         builder
             .append_data(&mut f, format!("rootfs/{}", inside.display()), &data[..])
+            .unwrap();
+    }
+    for (path, data) in extra {
+        let mut parent = PathBuf::from("rootfs");
+        for component in Path::new(path)
+            .parent()
+            .into_iter()
+            .flat_map(|p| p.components())
+        {
+            parent.push(component);
+            let name = format!("{}/", parent.display());
+            if dirs_done.insert(name.clone())
+                && !["rootfs/bin/", "rootfs/etc/"].contains(&name.as_str())
+            {
+                let mut d = header(tar::EntryType::Directory, 0, 0o755);
+                builder.append_data(&mut d, &name, &[][..]).unwrap();
+            }
+        }
+        let mut f = header(tar::EntryType::Regular, data.len() as u64, 0o644);
+        builder
+            .append_data(&mut f, format!("rootfs/{path}"), *data)
             .unwrap();
     }
     builder.into_inner().unwrap()
@@ -359,6 +416,24 @@ pub fn test_plugin_config(extra: &str) -> String {
   ]
 }}"#
     )
+}
+
+/// The executor daemons under test run plugins with: `BERTH_TEST_PLUGIN_RUNTIME` (`builtin`,
+/// `runc`, `crun`), so the runtime bar runs once per executor; unset means the default.
+pub fn test_plugin_runtime() -> Option<String> {
+    std::env::var("BERTH_TEST_PLUGIN_RUNTIME")
+        .ok()
+        .filter(|r| !r.is_empty())
+}
+
+/// `--plugin-runtime <test runtime>` unless the test chose one itself.
+fn plugin_runtime_args(extra_args: &[String]) -> Vec<String> {
+    match test_plugin_runtime() {
+        Some(runtime) if !extra_args.iter().any(|a| a == "--plugin-runtime") => {
+            vec!["--plugin-runtime".into(), runtime]
+        }
+        _ => Vec::new(),
+    }
 }
 
 /// Mount points below `dir` in this mount namespace.

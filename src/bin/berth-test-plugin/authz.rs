@@ -7,7 +7,7 @@
 //! * phase: `req`, `res` or `both`;
 //! * action: `allow`, `deny` (`{"Allow":false,"Msg":msg}`), `error` (500 `{"Err":msg}`),
 //!   `garbage` (200 with a body that is not JSON), `hang` (never answer), `slow=<ms>` (wait,
-//!   then allow);
+//!   then allow), `hostile=<mode>` (a hostile answer, see hostile.rs);
 //! * method: an HTTP method or `*`; uri: a substring of `RequestUri` (`*` for any);
 //! * body: a substring of the decoded `RequestBody`.
 //!
@@ -34,6 +34,7 @@ enum Action {
     Garbage,
     Hang,
     Slow(Duration),
+    Hostile(super::hostile::Mode),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,8 +83,11 @@ fn parse_rule(text: &str) -> Result<Rule, String> {
         "error" => Action::Error,
         "garbage" => Action::Garbage,
         "hang" => Action::Hang,
-        other => match other.strip_prefix("slow=").map(str::parse::<u64>) {
-            Some(Ok(ms)) => Action::Slow(Duration::from_millis(ms)),
+        other => match (other.strip_prefix("slow="), other.strip_prefix("hostile=")) {
+            (Some(ms), _) => Action::Slow(Duration::from_millis(
+                ms.parse().map_err(|_| format!("bad delay {ms:?}"))?,
+            )),
+            (_, Some(mode)) => Action::Hostile(mode.parse()?),
             _ => return Err(format!("unknown action {other:?}")),
         },
     };
@@ -187,25 +191,46 @@ fn log_entry(method: &str, request: &Value) -> String {
 }
 
 impl Driver {
-    /// `AuthZPlugin.AuthZReq` / `AuthZPlugin.AuthZRes`.
-    pub(super) fn authz_call(&self, method: &str, request: &Value) -> Reply {
-        let response_phase = match method {
-            "AuthZPlugin.AuthZReq" => false,
-            "AuthZPlugin.AuthZRes" => true,
-            _ => return Reply::not_found(),
-        };
+    /// The rule deciding `method` (`AuthZReq`/`AuthZRes`) for `request`, if one matches.
+    fn authz_rule(&self, method: &str, request: &Value) -> Option<&Rule> {
+        let response_phase = method == "AuthZPlugin.AuthZRes";
+        self.cfg
+            .authz_rules
+            .iter()
+            .find(|r| r.matches(response_phase, request))
+    }
+
+    /// The hostile mode a `hostile=<mode>` rule answers this call with.
+    pub(super) fn authz_hostile_mode(
+        &self,
+        method: &str,
+        request: &Value,
+    ) -> Option<super::hostile::Mode> {
+        match self.authz_rule(method, request)?.action {
+            Action::Hostile(mode) => {
+                self.log_authz(method, request);
+                Some(mode)
+            }
+            _ => None,
+        }
+    }
+
+    fn log_authz(&self, method: &str, request: &Value) {
         if let Some(path) = &self.cfg.authz_log {
             let _guard = self.fs_lock.lock().unwrap_or_else(|e| e.into_inner());
             if let Ok(mut f) = fs::OpenOptions::new().create(true).append(true).open(path) {
                 let _ = f.write_all(log_entry(method, request).as_bytes());
             }
         }
-        let Some(rule) = self
-            .cfg
-            .authz_rules
-            .iter()
-            .find(|r| r.matches(response_phase, request))
-        else {
+    }
+
+    /// `AuthZPlugin.AuthZReq` / `AuthZPlugin.AuthZRes`.
+    pub(super) fn authz_call(&self, method: &str, request: &Value) -> Reply {
+        if !matches!(method, "AuthZPlugin.AuthZReq" | "AuthZPlugin.AuthZRes") {
+            return Reply::not_found();
+        }
+        self.log_authz(method, request);
+        let Some(rule) = self.authz_rule(method, request) else {
             return Reply::ok(json!({ "Allow": true }));
         };
         match &rule.action {
@@ -225,6 +250,8 @@ impl Driver {
                 thread::sleep(*delay);
                 Reply::ok(json!({ "Allow": true }))
             }
+            // Answered before the call reaches here (`Driver::hostile_mode`).
+            Action::Hostile(_) => Reply::ok(json!({ "Allow": true })),
         }
     }
 }

@@ -4,7 +4,9 @@
 //!
 //! It speaks the plugin RPC protocol (HTTP/1.1 over a unix socket, `POST /<Interface>.<Method>`
 //! with a JSON body): `Plugin.Activate`, every `VolumeDriver.*` method (volume.rs),
-//! `AuthZPlugin.AuthZReq`/`AuthZRes` (authz.rs) and every `LogDriver.*` method (log.rs). Volumes are directories
+//! `AuthZPlugin.AuthZReq`/`AuthZRes` (authz.rs), every `LogDriver.*` method (log.rs) and, in its
+//! network and IPAM modes (network.rs, ipam.rs), every `NetworkDriver.*` and `IpamDriver.*`
+//! method. Volumes are directories
 //! `<TEST_ROOT>/<name>`; per-volume metadata (creation time, options) lives in
 //! `<TEST_ROOT>/.berth-test-plugin/<name>.json`, so volumes survive a plugin restart. Mounts are
 //! refcounted by caller ID in memory, as real plugins do.
@@ -24,7 +26,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::{json, Map, Value};
 
 mod authz;
+mod hostile;
+mod ipam;
 mod log;
+mod network;
 mod volume;
 
 const USAGE: &str = "\
@@ -51,16 +56,31 @@ Knobs (environment, or arguments TEST_X=value which override the environment):
   TEST_SCOPE=<scope>         VolumeDriver.Capabilities scope (default local)
   TEST_GET_NULL=1            Get of an unknown volume answers {\"Volume\":null,\"Err\":\"\"}
   TEST_CALL_LOG=<path>|-     append `<Method> <body>` per RPC to a file (`-`: stdout)
+  TEST_FAIL_ON=<m>[,<m>..]   NetworkDriver/IpamDriver methods (`NetworkDriver.Join` or `Join`) that
+                             answer 500 {\"Err\":\"<method> failed (TEST_FAIL_ON)\"}
+  TEST_NET_SCOPE=<scope>     NetworkDriver.GetCapabilities scope (default local)
+  TEST_NET_VETH=1            Join makes a veth pair tp<id>h/tp<id>c and answers tp<id>c as SrcName
+                             (needs CAP_NET_ADMIN in the daemon's network namespace)
+  TEST_NET_PREFIX=<p>        Join's DstPrefix (default eth)
+  TEST_NET_ROUTES=<r>[,<r>]  Join's StaticRoutes: `dest>nexthop` or `dest` (connected)
+  TEST_NET_MAC=<mac>         CreateEndpoint answers this MacAddress
+  TEST_NET_ADDRESS=<cidr>    CreateEndpoint answers this Address (a driver changing the address)
+  TEST_NET_NO_EXT=1          Program/RevokeExternalConnectivity answer 404 (not implemented)
   TEST_AUTHZ_RULES=<rules>   AuthZ decisions, `;`-separated rules
                              `<req|res|both> <allow|deny|error|garbage|hang|slow=MS> <METHOD|*>
                              <uri-substring|*> [body=<substring>] [msg=<text to the end>]`;
                              the first match decides, no match allows
   TEST_AUTHZ_LOG=<path>      append every AuthZ call, one field per line, bodies decoded
+  TEST_HOSTILE=<mode>[@<m>[,<m>..]]  answer these methods (default: all but Plugin.Activate)
+                             with a hostile reply: huge, chunked, drip, slow-headers, garbage,
+                             not-json, wrong-types, close-mid-body, never, long-error, huge-error
+                             (an AuthZ rule's action `hostile=<mode>` does the same)
+  TEST_HOSTILE_FILE=<path>   read the TEST_HOSTILE text from this file on every call
   TEST_BROKEN=<k>[,<k>..]    break the protocol on purpose, for `berth conformance` (see below)
 
-Modes: VolumeDriver (default), AuthZ (TEST_IMPLEMENTS=authz, see TEST_AUTHZ_RULES) and LogDriver
+Modes: VolumeDriver (default), AuthZ (TEST_IMPLEMENTS=authz, see TEST_AUTHZ_RULES), LogDriver
 (TEST_IMPLEMENTS=LogDriver: entries read from each FIFO are kept in memory per container;
-ReadLogs with Since/Until/Tail/Follow).
+ReadLogs with Since/Until/Tail/Follow), NetworkDriver and IpamDriver (see the TEST_NET_* knobs).
 
 Broken knobs (each makes some conformance checks fail or warn):
   transport: activate-fails activate-empty activate-no-implements activate-lowercase
@@ -130,8 +150,10 @@ struct Config {
     call_log: Option<String>,
     /// `TEST_BROKEN` knobs.
     broken: HashSet<String>,
+    net: network::NetConfig,
     authz_rules: Vec<authz::Rule>,
     authz_log: Option<String>,
+    hostile: hostile::Source,
 }
 
 struct Driver {
@@ -146,6 +168,8 @@ struct Driver {
     fs_lock: Mutex<()>,
     /// Held by a create under `create-serial`.
     create_gate: Mutex<()>,
+    /// Networks, endpoints and pools of the network and IPAM modes.
+    net: Mutex<network::NetState>,
 }
 
 fn main() {
@@ -223,8 +247,13 @@ fn main() {
         get_null: knobs.flag("TEST_GET_NULL"),
         call_log: knobs.get("TEST_CALL_LOG"),
         broken: split_list(knobs.get("TEST_BROKEN")).into_iter().collect(),
+        net: network::NetConfig::from(&knobs),
         authz_rules: authz::parse_rules(&knobs.get("TEST_AUTHZ_RULES").unwrap_or_default()),
         authz_log: knobs.get("TEST_AUTHZ_LOG"),
+        hostile: hostile::Source::from_knobs(
+            knobs.get("TEST_HOSTILE"),
+            knobs.get("TEST_HOSTILE_FILE"),
+        ),
     };
     if cfg.broken.contains("restart") {
         // Starts once: a second start (a restart) finds the marker and fails.
@@ -261,6 +290,7 @@ fn main() {
     let _ = BOUND_SOCKET.set(socket.clone());
     eprintln!("listening on {}", socket.display());
 
+    let cfg_root = cfg.root.clone();
     let driver = Arc::new(Driver {
         cfg,
         in_flight: std::sync::atomic::AtomicUsize::new(0),
@@ -268,6 +298,7 @@ fn main() {
         mounts: Mutex::new(HashMap::new()),
         fs_lock: Mutex::new(()),
         create_gate: Mutex::new(()),
+        net: Mutex::new(Driver::load_net_state(&cfg_root)),
     });
     for conn in listener.incoming() {
         match conn {
@@ -514,6 +545,11 @@ fn serve_connection(stream: UnixStream, driver: &Driver) {
                 return;
             }
         };
+        if let Some(mode) = driver.hostile_mode(&req) {
+            let method = req.path.trim_start_matches('/');
+            let _ = hostile::answer(mode, method, &mut writer);
+            return;
+        }
         let mut reply = driver.handle(&req);
         if let Some(stream) = reply.stream.take() {
             if write_head(&mut writer, &reply, None, false).is_ok() {
@@ -733,6 +769,21 @@ impl Driver {
         self.cfg.broken.contains(knob)
     }
 
+    /// The hostile mode this request is to be answered with, if any (`TEST_HOSTILE`, or an
+    /// AuthZ rule's `hostile=<mode>`).
+    fn hostile_mode(&self, req: &Request) -> Option<hostile::Mode> {
+        let method = req.path.trim_start_matches('/');
+        if let Some(mode) = self.cfg.hostile.mode_for(method) {
+            self.log_call(method, &req.body);
+            return Some(mode);
+        }
+        if !method.starts_with("AuthZPlugin.") {
+            return None;
+        }
+        let request: Value = serde_json::from_slice(&req.body).ok()?;
+        self.authz_hostile_mode(method, &request)
+    }
+
     fn handle(&self, req: &Request) -> Reply {
         use std::sync::atomic::Ordering;
         let method = req.path.trim_start_matches('/').to_string();
@@ -837,6 +888,8 @@ impl Driver {
             })),
             "Plugin.Activate" => Reply::ok(json!({ "Implements": self.cfg.implements })),
             m if m.starts_with("VolumeDriver.") => self.volume_call(m, &args),
+            m if m.starts_with("NetworkDriver.") => self.network_call(m, &args),
+            m if m.starts_with("IpamDriver.") => self.ipam_call(m, &args),
             m if m.starts_with("LogDriver.") => self.log_driver_call(m, &args),
             m if m.starts_with("AuthZPlugin.") => self.authz_call(m, &args),
             _ => Reply::not_found(),

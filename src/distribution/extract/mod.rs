@@ -13,7 +13,9 @@
 //! * nothing is ever written through a symlink: every parent directory of an entry must be a real
 //!   directory (a symlinked parent is refused), existing files and links at the entry's own path are
 //!   unlinked (never followed), files are created with `O_CREAT|O_EXCL|O_NOFOLLOW`;
-//! * character and block devices are skipped with a warning (neither created nor re-packed).
+//! * character and block devices are skipped with a warning (neither created nor re-packed);
+//! * GNU long names and PAX headers over 1 MiB are refused before the tar reader reads them into
+//!   memory (`guard`).
 //!
 //! Modes (setuid/setgid/sticky included), uid/gid (only when running as root, like GNU tar),
 //! mtimes (directories at the end), symlinks, hardlinks, FIFOs and `SCHILY.xattr.*` PAX records
@@ -24,11 +26,17 @@
 //! system calls; when the target was not empty at the start it falls back to `lstat`. The layer is
 //! gzip-compressed on worker threads (`ParallelGzip`) while the calling thread extracts.
 //!
-//! Files: `unpack` (the two tar walks and the unpacker that writes entries to disk), `paths` (the
+//! **Bounded.** What an archive unpacks to is bounded ([`UnpackLimit`]): the tar stream (headers
+//! and data, after decompression) may not grow beyond `max(floor, 10 × the compressed bytes read
+//! so far)`; past it the extraction stops with [`ExtractError::TooLarge`] and the caller removes
+//! what was written. dockerd sets no such bound.
+//!
+//! Files: `guard` (the metadata bound on the raw stream), `unpack` (the two tar walks and the unpacker that writes entries to disk), `paths` (the
 //! pure path rules above), `writer` (the re-packed layer of a create context), `gzip` (its
 //! parallel compressor). This file holds the public entry points, the error type and the entry
 //! metadata both the unpacker and the layer writer use.
 
+mod guard;
 mod gzip;
 mod paths;
 #[cfg(test)]
@@ -36,8 +44,10 @@ mod tests;
 mod unpack;
 mod writer;
 
+use std::cell::Cell;
 use std::io::{self, BufRead, BufReader, Cursor, Read, Write};
 use std::path::Path;
+use std::rc::Rc;
 use std::time::{Duration, SystemTime};
 
 use flate2::bufread::MultiGzDecoder;
@@ -75,6 +85,142 @@ pub enum ExtractError {
     /// Local I/O failure while writing.
     #[error("{0}")]
     Io(String),
+    /// The archive unpacks to more than its [`UnpackLimit`] allows.
+    #[error(
+        "refusing an archive that unpacks to more than {}: the limit after {} of it was read \
+         ({} times that, at least the daemon's max-unpacked-size of {})",
+        crate::progress::human_size(*allowed),
+        crate::progress::human_size(*compressed),
+        UnpackLimit::RATIO,
+        crate::progress::human_size(*floor)
+    )]
+    TooLarge {
+        allowed: u64,
+        compressed: u64,
+        floor: u64,
+    },
+}
+
+/// How much an archive may unpack to: `max(floor, RATIO × compressed bytes read so far)`.
+/// Real layers compress 2–5×; a 1 GiB floor leaves room for any plugin filesystem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnpackLimit {
+    /// `None`: no limit.
+    floor: Option<u64>,
+}
+
+impl UnpackLimit {
+    /// How many times its compressed size an archive may unpack to.
+    pub const RATIO: u64 = 10;
+    /// The default floor (`--max-unpacked-size`): 1 GiB.
+    pub const DEFAULT_FLOOR: u64 = 1 << 30;
+
+    /// A limit with `floor` bytes at least; 0 means no limit.
+    pub fn new(floor: u64) -> UnpackLimit {
+        UnpackLimit {
+            floor: (floor > 0).then_some(floor),
+        }
+    }
+
+    pub fn unlimited() -> UnpackLimit {
+        UnpackLimit { floor: None }
+    }
+
+    /// Wraps `compressed` (the archive as read): returns the reader to decompress from, and the
+    /// meter whose bound goes around the decompressed stream.
+    fn meter<R: Read>(self, compressed: R) -> (Counted<R>, Meter) {
+        let read = Rc::new(Cell::new(0));
+        let meter = Meter {
+            limit: self,
+            compressed: read.clone(),
+            exceeded: Rc::new(Cell::new(None)),
+        };
+        (
+            Counted {
+                inner: compressed,
+                read,
+            },
+            meter,
+        )
+    }
+}
+
+impl Default for UnpackLimit {
+    fn default() -> Self {
+        UnpackLimit::new(UnpackLimit::DEFAULT_FLOOR)
+    }
+}
+
+/// Counts the bytes read through it.
+struct Counted<R> {
+    inner: R,
+    read: Rc<Cell<u64>>,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read.set(self.read.get() + n as u64);
+        Ok(n)
+    }
+}
+
+/// The bound on one extraction: knows how much of the archive was read, and whether the bound
+/// or the metadata guard stopped it (the tar reader turns the read error into its own; this
+/// keeps the reason).
+#[derive(Clone)]
+struct Meter {
+    limit: UnpackLimit,
+    compressed: Rc<Cell<u64>>,
+    exceeded: Rc<Cell<Option<ExtractError>>>,
+}
+
+impl Meter {
+    /// The decompressed stream within the bound, its metadata entries checked
+    /// ([`guard::MetadataGuard`]).
+    fn bound<R: Read>(&self, unpacked: R) -> Bounded<guard::MetadataGuard<R>> {
+        Bounded {
+            inner: guard::MetadataGuard::new(unpacked, self.exceeded.clone()),
+            produced: 0,
+            meter: self.clone(),
+        }
+    }
+
+    /// The extraction's outcome, with the bound's (or guard's) reason in place of the read
+    /// error it caused.
+    fn outcome<T>(&self, result: Result<T, ExtractError>) -> Result<T, ExtractError> {
+        match (result, self.exceeded.take()) {
+            (Err(_), Some(too_large)) => Err(too_large),
+            (result, _) => result,
+        }
+    }
+}
+
+/// The decompressed stream, failing once it passes the bound.
+struct Bounded<R> {
+    inner: R,
+    produced: u64,
+    meter: Meter,
+}
+
+impl<R: Read> Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.produced += n as u64;
+        if let Some(floor) = self.meter.limit.floor {
+            let compressed = self.meter.compressed.get();
+            let allowed = floor.max(compressed.saturating_mul(UnpackLimit::RATIO));
+            if self.produced > allowed {
+                self.meter.exceeded.set(Some(ExtractError::TooLarge {
+                    allowed,
+                    compressed,
+                    floor,
+                }));
+                return Err(io::Error::other("unpack limit exceeded"));
+            }
+        }
+        Ok(n)
+    }
 }
 
 /// The one place an extraction failure becomes a status code. dockerd 20.10 answers all of them
@@ -88,6 +234,8 @@ impl From<ExtractError> for Error {
             | ExtractError::Unsafe(_)
             | ExtractError::Read(_)
             | ExtractError::Io(_) => Error::System(e.to_string()),
+            // What the client sent (or pulled) is refused, as an invalid parameter would be.
+            ExtractError::TooLarge { .. } => Error::InvalidParameter(e.to_string()),
         }
     }
 }
@@ -105,26 +253,31 @@ pub fn unpack_create_context<R: Read, W: Write>(
     input: R,
     rootfs_dir: &Path,
     layer_out: W,
+    limit: UnpackLimit,
 ) -> Result<CreateContext, ExtractError> {
+    let (input, meter) = limit.meter(input);
     let (gzip, src) = sniff(input)?;
-    if gzip {
-        create_context_from_tar(MultiGzDecoder::new(src), rootfs_dir, layer_out)
+    let result = if gzip {
+        create_context_from_tar(meter.bound(MultiGzDecoder::new(src)), rootfs_dir, layer_out)
     } else {
-        create_context_from_tar(src, rootfs_dir, layer_out)
-    }
+        create_context_from_tar(meter.bound(src), rootfs_dir, layer_out)
+    };
+    meter.outcome(result)
 }
 
 /// Apply one registry layer (plain or gzip tar, detected by magic bytes) below `dir` with the same
-/// safety rules as [`unpack_create_context`]. AUFS-style whiteouts are honoured: `.wh.<name>`
+/// safety rules and bound as [`unpack_create_context`]. AUFS-style whiteouts are honoured: `.wh.<name>`
 /// removes `<name>`, `.wh..wh..opq` empties its directory of everything this call did not write,
 /// other `.wh..wh.*` entries are skipped.
-pub fn unpack_layer<R: Read>(input: R, dir: &Path) -> Result<(), ExtractError> {
+pub fn unpack_layer<R: Read>(input: R, dir: &Path, limit: UnpackLimit) -> Result<(), ExtractError> {
+    let (input, meter) = limit.meter(input);
     let (gzip, src) = sniff(input)?;
-    if gzip {
-        layer_from_tar(MultiGzDecoder::new(src), dir)
+    let result = if gzip {
+        layer_from_tar(meter.bound(MultiGzDecoder::new(src)), dir)
     } else {
-        layer_from_tar(src, dir)
-    }
+        layer_from_tar(meter.bound(src), dir)
+    };
+    meter.outcome(result)
 }
 
 type Sniffed<R> = io::Chain<Cursor<Vec<u8>>, BufReader<R>>;

@@ -127,7 +127,7 @@ impl Scratch {
 
 fn run(s: &Scratch, tar: &[u8]) -> (Result<CreateContext, ExtractError>, Vec<u8>) {
     let mut layer = Vec::new();
-    let res = unpack_create_context(tar, &s.root, &mut layer);
+    let res = unpack_create_context(tar, &s.root, &mut layer, UnpackLimit::default());
     (res, layer)
 }
 
@@ -300,7 +300,7 @@ fn layer_is_deterministic_and_reapplies() {
     assert_eq!(l1, l2);
     // The re-packed layer is itself a valid, safe layer giving the same tree.
     let s3 = scratch();
-    unpack_layer(&l1[..], &s3.root).unwrap();
+    unpack_layer(&l1[..], &s3.root, UnpackLimit::default()).unwrap();
     check_happy_tree(&s3.root);
 }
 
@@ -793,7 +793,7 @@ fn unpack_layer_applies_whiteouts_and_safety() {
         .file("d/x", 0o644, b"x")
         .file("d/.wh..wh..opq", 0o644, b"")
         .bytes();
-    unpack_layer(&tar[..], &s.root).unwrap();
+    unpack_layer(&tar[..], &s.root, UnpackLimit::default()).unwrap();
     assert!(!s.root.join("a").exists());
     assert_eq!(fs::read(s.root.join("b")).unwrap(), b"b");
     assert_eq!(fs::read(s.root.join("d/x")).unwrap(), b"x");
@@ -802,7 +802,7 @@ fn unpack_layer_applies_whiteouts_and_safety() {
     for bad in [".wh.", "d/.wh..", "d/.wh..."] {
         let s = scratch();
         let tar = T::new().dir("d/", 0o755).file(bad, 0o644, b"").bytes();
-        let msg = unsafe_message(unpack_layer(&tar[..], &s.root));
+        let msg = unsafe_message(unpack_layer(&tar[..], &s.root, UnpackLimit::default()));
         assert!(msg.contains("invalid whiteout name"), "{bad}: {msg}");
         assert!(s.root.join("d").is_dir());
     }
@@ -812,10 +812,10 @@ fn unpack_layer_applies_whiteouts_and_safety() {
         .symlink("l", s.outside.to_str().unwrap())
         .file("l/passwd", 0o644, b"p")
         .bytes();
-    unsafe_message(unpack_layer(&tar[..], &s.root));
+    unsafe_message(unpack_layer(&tar[..], &s.root, UnpackLimit::default()));
     s.assert_outside_untouched();
     let tar = T::new().file("../x", 0o644, b"p").bytes();
-    unsafe_message(unpack_layer(&tar[..], &s.root));
+    unsafe_message(unpack_layer(&tar[..], &s.root, UnpackLimit::default()));
 }
 
 #[test]
@@ -824,17 +824,17 @@ fn unpack_layer_into_non_empty_dir_checks_the_disk() {
     std::os::unix::fs::symlink(&s.outside, s.root.join("pre")).unwrap();
     fs::write(s.root.join("old"), b"old").unwrap();
     let tar = T::new().file("pre/passwd", 0o644, b"pwned").bytes();
-    unsafe_message(unpack_layer(&tar[..], &s.root));
+    unsafe_message(unpack_layer(&tar[..], &s.root, UnpackLimit::default()));
     s.assert_outside_untouched();
     // A pre-existing file cannot be hardlinked (it was not extracted by us) ...
     let tar = T::new().hardlink("h", "old").bytes();
-    unsafe_message(unpack_layer(&tar[..], &s.root));
+    unsafe_message(unpack_layer(&tar[..], &s.root, UnpackLimit::default()));
     // ... but can be replaced, and replacing the pre-existing symlink leaves its target alone.
     let tar = T::new()
         .file("old", 0o644, b"new")
         .file("pre", 0o644, b"file")
         .bytes();
-    unpack_layer(&tar[..], &s.root).unwrap();
+    unpack_layer(&tar[..], &s.root, UnpackLimit::default()).unwrap();
     assert_eq!(fs::read(s.root.join("old")).unwrap(), b"new");
     assert_eq!(fs::read(s.root.join("pre")).unwrap(), b"file");
     s.assert_outside_untouched();
@@ -853,4 +853,96 @@ fn every_failure_answers_500_with_its_text() {
         let daemon = Error::from(e);
         assert_eq!((daemon.status(), daemon.message()), (500, text.as_str()));
     }
+}
+
+/// Bytes that do not compress (xorshift).
+fn incompressible(len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[test]
+fn an_archive_unpacking_beyond_the_limit_stops_there() {
+    let floor = 1 << 20;
+    let zeros = T::new()
+        .config("config.json", "{}")
+        .dir("rootfs/", 0o755)
+        .file("rootfs/zeros", 0o644, &vec![0; 4 << 20])
+        .bytes();
+    let s = scratch();
+    let mut layer = Vec::new();
+    let res = unpack_create_context(
+        &gzip(&zeros)[..],
+        &s.root,
+        &mut layer,
+        UnpackLimit::new(floor),
+    );
+    let Err(ExtractError::TooLarge {
+        allowed,
+        compressed,
+        floor: f,
+    }) = res
+    else {
+        panic!("expected TooLarge, got {res:?}");
+    };
+    assert_eq!(
+        (allowed, f),
+        (floor, floor),
+        "the floor decides for a small archive"
+    );
+    assert!(compressed < 64 << 10, "{compressed}");
+    let written = fs::metadata(s.root.join("zeros"))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    assert!(written <= floor, "stopped at the limit: {written}");
+    let e = Error::from(res.unwrap_err());
+    assert_eq!(e.status(), 400);
+    assert!(
+        e.to_string()
+            .starts_with("refusing an archive that unpacks to more than 1.049MB: the limit after "),
+        "{e}"
+    );
+    s.assert_outside_untouched();
+
+    // The same bound for a layer.
+    let s = scratch();
+    let layer_tar = T::new().file("zeros", 0o644, &vec![0; 4 << 20]).bytes();
+    let res = unpack_layer(&gzip(&layer_tar)[..], &s.root, UnpackLimit::new(floor));
+    assert!(matches!(res, Err(ExtractError::TooLarge { .. })), "{res:?}");
+    // Without a limit it unpacks.
+    let s = scratch();
+    unpack_layer(&gzip(&layer_tar)[..], &s.root, UnpackLimit::unlimited()).unwrap();
+    unpack_layer(&gzip(&layer_tar)[..], &scratch().root, UnpackLimit::new(0)).unwrap();
+}
+
+#[test]
+fn the_limit_grows_with_what_was_read() {
+    // 4 MiB that do not compress: ten times what was read is always ahead of the floor.
+    let data = incompressible(4 << 20);
+    let tar = T::new()
+        .config("config.json", "{}")
+        .dir("rootfs/", 0o755)
+        .file("rootfs/data", 0o644, &data)
+        .bytes();
+    let s = scratch();
+    let mut layer = Vec::new();
+    unpack_create_context(
+        &gzip(&tar)[..],
+        &s.root,
+        &mut layer,
+        UnpackLimit::new(1 << 20),
+    )
+    .expect("within 10× its compressed size");
+    assert_eq!(fs::read(s.root.join("data")).unwrap(), data);
+    // A plain tar is never more than what was read.
+    let s = scratch();
+    let mut layer = Vec::new();
+    unpack_create_context(&tar[..], &s.root, &mut layer, UnpackLimit::new(1)).unwrap();
 }

@@ -19,9 +19,9 @@
 
 mod devices;
 mod mounts;
-mod process;
+pub(crate) mod process;
 mod rootfs;
-mod shim;
+pub(crate) mod shim;
 
 use std::fmt;
 use std::io;
@@ -30,7 +30,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use devices::{default_devices, device_rule_line};
-pub use mounts::MountOptions;
+pub use mounts::{create_mount_targets, MountOptions};
+pub use rootfs::create_init_layer;
 pub use shim::run;
 
 use crate::goerr::io_error_text;

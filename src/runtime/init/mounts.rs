@@ -144,6 +144,39 @@ pub(super) fn mount_all(
     Ok(())
 }
 
+/// What a mount's target must be: the kind of a bind's source, else a directory.
+fn target_kind(sys: &dyn Syscall, m: &MountSpec, bind: bool) -> Result<Create, SetupError> {
+    if !bind {
+        return Ok(Create::Dir);
+    }
+    match sys.stat_kind(Path::new(&m.source)) {
+        Ok(FileKind::Dir) => Ok(Create::Dir),
+        Ok(FileKind::File) => Ok(Create::File),
+        Err(e) => Err(e).step(|| format!("mount source {} for {}", m.source, m.destination)),
+    }
+}
+
+/// The targets of the spec's mounts created in the rootfs on the host, each resolved inside
+/// it, for an OCI runtime: crun will not create a target behind a symlink that does not
+/// resolve yet (runc does). Targets under another mount of the spec (`/dev/pts` under `/dev`)
+/// are left to the runtime, since that mount hides whatever the rootfs has there.
+pub fn create_mount_targets(sys: &dyn Syscall, spec: &PluginSpec) -> Result<(), SetupError> {
+    let root = spec.paths.rootfs.as_path();
+    for (i, m) in spec.mounts.iter().enumerate() {
+        let destination = Path::new(&m.destination);
+        if spec.mounts[..i]
+            .iter()
+            .any(|earlier| destination.starts_with(&earlier.destination))
+        {
+            continue;
+        }
+        let create = target_kind(sys, m, is_bind(m))?;
+        sys.resolve_in_root(root, &m.destination, create)
+            .step(|| format!("creating mount target {}", m.destination))?;
+    }
+    Ok(())
+}
+
 fn mount_one(
     sys: &dyn Syscall,
     req: &InitRequest,
@@ -181,19 +214,8 @@ fn mount_one(
         .step(what);
     }
 
-    let create = if bind {
-        match sys.stat_kind(Path::new(&m.source)) {
-            Ok(FileKind::Dir) => Create::Dir,
-            Ok(FileKind::File) => Create::File,
-            Err(e) => {
-                return Err(e).step(|| format!("mount source {} for {}", m.source, m.destination))
-            }
-        }
-    } else {
-        Create::Dir
-    };
     let (target, _) = sys
-        .resolve_in_root(root, &m.destination, create)
+        .resolve_in_root(root, &m.destination, target_kind(sys, m, bind)?)
         .step(what)?;
     if let Some(fd) = clone {
         sys.attach_mount(fd, &target).step(what)?;

@@ -34,7 +34,7 @@ pub(super) fn enter_working_dir(sys: &dyn Syscall, spec: &PluginSpec) -> Result<
 /// Step 10c: Go's `exec.LookPath` as runc uses it: a name with a `/` is used as is, anything
 /// else is searched on the spec's `PATH` (the last `PATH=` entry wins, as the environment
 /// would).
-pub(super) fn find_executable(
+pub(crate) fn find_executable(
     sys: &dyn Syscall,
     arg0: &str,
     env: &[String],
@@ -71,7 +71,17 @@ pub(super) fn find_executable(
 /// Step 11: the bounding set limited to the spec's capabilities, the ambient set cleared,
 /// then the inheritable, effective and permitted sets.
 pub(super) fn set_capabilities(sys: &dyn Syscall, spec: &PluginSpec) -> Result<(), SetupError> {
-    let (capabilities, inheritable) = capability_sets(sys, spec);
+    apply_capabilities(sys, &spec.capabilities, &spec.inheritable_capabilities)
+}
+
+/// Bounding, effective and permitted sets exactly `capabilities`; inheritable exactly
+/// `inheritable` (within them); nothing ambient.
+pub(crate) fn apply_capabilities(
+    sys: &dyn Syscall,
+    capabilities: &[String],
+    inheritable: &[String],
+) -> Result<(), SetupError> {
+    let (capabilities, inheritable) = capability_sets(sys, capabilities, inheritable);
     sys.limit_bounding_set(&capabilities)
         .step(|| "setting the capability bounding set".into())?;
     sys.clear_ambient_caps()
@@ -84,7 +94,11 @@ pub(super) fn set_capabilities(sys: &dyn Syscall, spec: &PluginSpec) -> Result<(
         .step(|| "setting permitted capabilities".into())
 }
 
-fn capability_sets(sys: &dyn Syscall, spec: &PluginSpec) -> (CapsHashSet, CapsHashSet) {
+fn capability_sets(
+    sys: &dyn Syscall,
+    capabilities: &[String],
+    inheritable: &[String],
+) -> (CapsHashSet, CapsHashSet) {
     let parse = |names: &[String]| -> CapsHashSet {
         let mut set = CapsHashSet::new();
         for name in names {
@@ -97,9 +111,9 @@ fn capability_sets(sys: &dyn Syscall, spec: &PluginSpec) -> (CapsHashSet, CapsHa
         }
         set
     };
-    let capabilities = parse(&spec.capabilities);
+    let capabilities = parse(capabilities);
     // inheritable ⊆ bounding, or capset refuses it
-    let inheritable = parse(&spec.inheritable_capabilities)
+    let inheritable = parse(inheritable)
         .intersection(&capabilities)
         .copied()
         .collect();

@@ -43,6 +43,14 @@ pub(super) fn prepare_rootfs(sys: &dyn Syscall, spec: &PluginSpec) -> Result<(),
     let root = spec.paths.rootfs.as_path();
     sys.mount(Mount::bind(root, root, MsFlags::MS_REC))
         .step(|| format!("binding rootfs {}", root.display()))?;
+    create_init_layer(sys, spec)
+}
+
+/// moby's init layer and the working directory, created in the rootfs where missing (every
+/// path resolved inside the rootfs). An OCI runtime gets the same done on the host before
+/// `create`.
+pub fn create_init_layer(sys: &dyn Syscall, spec: &PluginSpec) -> Result<(), SetupError> {
+    let root = spec.paths.rootfs.as_path();
     for (path, create) in INIT_LAYER {
         sys.resolve_in_root(root, path, create)
             .step(|| format!("init layer: creating {path}"))?;

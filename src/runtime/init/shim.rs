@@ -15,10 +15,10 @@ use crate::goerr::io_error_text;
 use crate::runtime::syscall::{LinuxSyscall, Syscall};
 
 /// The write end of the report pipe.
-struct Report(Option<RawFd>);
+pub(crate) struct Report(pub(crate) Option<RawFd>);
 
 impl Report {
-    fn write(&self, bytes: &[u8]) {
+    pub(crate) fn write(&self, bytes: &[u8]) {
         if let Some(fd) = self.0 {
             let mut rest = bytes;
             while !rest.is_empty() {
@@ -35,7 +35,7 @@ impl Report {
         }
     }
 
-    fn fail(&self, message: &str) -> ! {
+    pub(crate) fn fail(&self, message: &str) -> ! {
         eprintln!("berth plugin-init: {message}");
         let mut bytes = b"E".to_vec();
         bytes.extend_from_slice(message.as_bytes());
@@ -43,7 +43,7 @@ impl Report {
         std::process::exit(1)
     }
 
-    fn close(&mut self) {
+    pub(crate) fn close(&mut self) {
         if let Some(fd) = self.0.take() {
             // SAFETY: closing an fd we own, once.
             unsafe { libc::close(fd) };
@@ -52,7 +52,7 @@ impl Report {
 }
 
 /// Marks every fd above stderr close-on-exec, so nothing berth leaked reaches the plugin.
-fn cloexec_from_3() {
+pub(crate) fn cloexec_from_3() {
     const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
     // SAFETY: close_range only changes fd flags.
     let rc = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC) };
@@ -82,6 +82,16 @@ const FORWARDED: [libc::c_int; 6] = [
     libc::SIGUSR1,
     libc::SIGUSR2,
 ];
+
+/// From now on SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 sent to this process go
+/// to `child` instead.
+pub(crate) fn forward_signals_to(child: libc::pid_t) {
+    CHILD.store(child, Ordering::SeqCst);
+    for s in FORWARDED {
+        // SAFETY: forward_signal only calls kill.
+        unsafe { libc::signal(s, forward_signal as *const () as libc::sighandler_t) };
+    }
+}
 
 fn signal_mask(how: libc::c_int) {
     // SAFETY: sigset manipulation on a local set.
@@ -173,11 +183,7 @@ pub fn run(args: &[OsString]) -> ! {
             drop(lifeline_r);
             // kept open (never exec'd) until the shim exits
             std::mem::forget(lifeline_w);
-            CHILD.store(child, Ordering::SeqCst);
-            for s in FORWARDED {
-                // SAFETY: forward_signal only calls kill.
-                unsafe { libc::signal(s, forward_signal as *const () as libc::sighandler_t) };
-            }
+            forward_signals_to(child);
             signal_mask(libc::SIG_UNBLOCK);
             report.close();
             shim_wait(child)
@@ -198,6 +204,11 @@ fn shim_wait(child: libc::pid_t) -> ! {
             std::process::exit(1);
         }
     }
+    exit_as(status)
+}
+
+/// Exits the way a child with wait `status` did: its exit code, or its signal re-raised.
+pub(crate) fn exit_as(status: libc::c_int) -> ! {
     if libc::WIFEXITED(status) {
         std::process::exit(libc::WEXITSTATUS(status));
     }
