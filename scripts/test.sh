@@ -61,6 +61,8 @@ fi
 python3 -m pytest --version >/dev/null 2>&1 || python3 -m pip install -q pytest
 python3 -m pip install -q -r compat-tests/requirements.txt
 rustup component list --installed 2>/dev/null | grep -q clippy || rustup component add clippy rustfmt
+# The third-party plugins `berth conformance` findings are kept true against.
+bash scripts/third-party-plugins.sh
 if [ ! -x "${DOCKER_CLI:-/usr/local/bin/docker}" ]; then
   echo "test.sh: the compat scenarios need docker CLI 28.x at /usr/local/bin/docker (or DOCKER_CLI=path);" >&2
   echo "         Debian's docker.io CLI (20.10) prints other output. See README.md, Tests." >&2

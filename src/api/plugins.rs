@@ -125,6 +125,13 @@ pub async fn process(call: Call) -> Result<HttpResponse> {
     Ok(json_response(StatusCode::OK, &target))
 }
 
+/// berth extension: where the plugin's socket and files are on this host (for
+/// `berth conformance --plugin`).
+pub async fn endpoint(call: Call) -> Result<HttpResponse> {
+    let endpoint = call.state.plugins.public_endpoint(&call.name)?;
+    Ok(json_response(StatusCode::OK, &endpoint))
+}
+
 /// The upload is received whole into a spool file (memory stays flat, no blocking thread
 /// waits on the client) before the unpacker runs; an upload that fails or stalls creates
 /// nothing.

@@ -40,10 +40,17 @@ struct PluginLog {
     path: PathBuf,
 }
 
+/// Where plugin output goes besides the daemon log and the store (`--plugin-log-driver`).
+/// Called on the output reader's thread: it must not block.
+pub trait LogSink: Send + Sync {
+    fn line(&self, plugin_id: &str, line: &LogLine);
+}
+
 /// Shared by the output readers and the API.
 #[derive(Clone, Default)]
 pub struct LogStore {
     inner: Arc<Mutex<HashMap<String, PluginLog>>>,
+    sink: Arc<std::sync::OnceLock<Arc<dyn LogSink>>>,
     /// Output readers still running, per plugin.
     readers: Arc<Mutex<HashMap<String, usize>>>,
 }
@@ -68,6 +75,11 @@ impl LogStore {
         );
     }
 
+    /// Sends every line appended from now on to `sink` too (set once, at start-up).
+    pub fn set_sink(&self, sink: Arc<dyn LogSink>) {
+        let _ = self.sink.set(sink);
+    }
+
     pub fn forget(&self, id: &str) {
         self.lock().remove(id);
     }
@@ -82,6 +94,9 @@ impl LogStore {
             stream,
             text,
         };
+        if let Some(sink) = self.sink.get() {
+            sink.line(id, &line);
+        }
         let mut logs = self.lock();
         let Some(log) = logs.get_mut(id) else {
             return;
