@@ -60,6 +60,14 @@ pub struct DaemonFlags {
     /// 172.17.0.0/16 to 172.31.0.0/16, then 192.168.0.0/16 as /20s]
     #[arg(long = "default-address-pool", value_name = "base=CIDR,size=N")]
     pub default_address_pools: Vec<String>,
+    /// Linux bridge of the predefined `bridge` network: an existing bridge (its IPv4 address
+    /// gives the network's subnet), or `none` for no such network [default: none]
+    #[arg(short = 'b', long = "bridge", value_name = "NAME")]
+    pub bridge: Option<String>,
+    /// Make the predefined `bridge` network on bridge docker0 with this gateway address and
+    /// subnet (e.g. 10.99.0.1/24); not with --bridge
+    #[arg(long = "bip", value_name = "CIDR")]
+    pub bip: Option<String>,
     /// What runs plugins: builtin (berth's own namespaces executor), runc or crun (found on
     /// PATH) [default: builtin]
     #[arg(long, value_name = "NAME")]
@@ -96,10 +104,26 @@ pub struct DaemonConfig {
     pub registry_mirrors: Vec<String>,
     /// Empty: the built-in IPAM's defaults (dockerd's).
     pub default_address_pools: Vec<crate::cidr::AddressPool>,
+    /// The predefined `bridge` network's setup (`--bridge` / `--bip`); none by default, so
+    /// berth and dockerd can share a host.
+    pub default_bridge: Option<DefaultBridge>,
     pub plugin_runtime: crate::runtime::PluginRuntime,
     /// The authorization chain, in order (duplicates are dropped by the chain).
     pub authorization_plugins: Vec<String>,
     pub authz_peer_credentials: bool,
+}
+
+/// The Linux bridge dockerd's default network uses when only `--bip` names it.
+pub const DEFAULT_BRIDGE_NAME: &str = "docker0";
+
+/// How the predefined `bridge` network is made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DefaultBridge {
+    /// The Linux bridge: docker0 (made when missing), or one that must exist.
+    pub name: String,
+    /// `--bip`: the gateway address with the subnet's length. None: the bridge's own IPv4
+    /// address, else a default pool.
+    pub address: Option<crate::cidr::Prefix>,
 }
 
 pub const DEFAULT_LEGACY_PLUGIN_DIRS: &[&str] = &[
@@ -130,6 +154,8 @@ const FILE_KEYS: &[&str] = &[
     "authz-peer-credentials",
     "default-address-pools",
     "plugin-runtime",
+    "bridge",
+    "bip",
 ];
 const DEFAULT_PLUGIN_START_TIMEOUT: f64 = 30.0;
 const DEFAULT_MAX_UNPACKED_SIZE: u64 = crate::distribution::extract::UnpackLimit::DEFAULT_FLOOR;
@@ -267,6 +293,23 @@ fn resolve(
         |v| v.as_u64().and_then(|n| usize::try_from(n).ok()),
     )?
     .unwrap_or(DEFAULT_MAX_CONCURRENT_UPLOADS);
+    let as_string = |v: &serde_json::Value| v.as_str().map(str::to_string);
+    let bridge = setting(
+        file,
+        "bridge",
+        flags.bridge.clone(),
+        &mut conflicts,
+        "a string",
+        as_string,
+    )?;
+    let bip = setting(
+        file,
+        "bip",
+        flags.bip.clone(),
+        &mut conflicts,
+        "a string",
+        as_string,
+    )?;
     let legacy_dirs_file: Option<Vec<PathBuf>> = match file.get("legacy-plugin-dirs") {
         None => None,
         Some(v) => Some(
@@ -371,6 +414,7 @@ fn resolve(
             })
             .collect::<anyhow::Result<Vec<_>>>()?,
     };
+    let default_bridge = default_bridge(bridge, bip)?;
     let plugin_runtime = match flags.plugin_runtime.clone().or(plugin_runtime_file) {
         Some(name) => name.parse()?,
         None => crate::runtime::PluginRuntime::default(),
@@ -389,6 +433,7 @@ fn resolve(
     };
     Ok(DaemonConfig {
         default_address_pools,
+        default_bridge,
         plugin_runtime,
         authorization_plugins,
         authz_peer_credentials,
@@ -408,6 +453,35 @@ fn resolve(
         exec_root: absolute(exec_root)?,
         log_level: parse_log_level(&level)?,
     })
+}
+
+/// dockerd's reading of `--bridge` and `--bip` (in its words), except that no flag means no
+/// predefined `bridge` network rather than docker0.
+fn default_bridge(
+    bridge: Option<String>,
+    bip: Option<String>,
+) -> anyhow::Result<Option<DefaultBridge>> {
+    let bridge = bridge.filter(|b| !b.is_empty());
+    let bip = bip.filter(|b| !b.is_empty());
+    match (bridge, bip) {
+        (Some(_), Some(_)) => {
+            bail!("You specified -b & --bip, mutually exclusive options. Please specify only one")
+        }
+        (Some(name), None) if name == "none" => Ok(None),
+        (Some(name), None) => Ok(Some(DefaultBridge {
+            name,
+            address: None,
+        })),
+        (None, Some(bip)) => {
+            let address = crate::cidr::Prefix::parse(&bip)
+                .with_context(|| format!("invalid CIDR address: {bip}"))?;
+            Ok(Some(DefaultBridge {
+                name: DEFAULT_BRIDGE_NAME.into(),
+                address: Some(address),
+            }))
+        }
+        (None, None) => Ok(None),
+    }
 }
 
 /// A setting given by flag or file (a conflict when both), the file's value read by `parse`.
@@ -573,6 +647,45 @@ mod tests {
             parse_host("unix:///run/b.sock").unwrap(),
             PathBuf::from("/run/b.sock")
         );
+    }
+
+    #[test]
+    fn bridge_and_bip_as_dockerd_reads_them() {
+        let with = |bridge: Option<&str>, bip: Option<&str>, f: &str| {
+            let flags = DaemonFlags {
+                bridge: bridge.map(str::to_string),
+                bip: bip.map(str::to_string),
+                ..Default::default()
+            };
+            resolve(&flags, &file(f)).map(|c| c.default_bridge)
+        };
+        assert_eq!(with(None, None, "{}").unwrap(), None);
+        assert_eq!(with(Some("none"), None, "{}").unwrap(), None);
+        assert_eq!(
+            with(None, Some("10.99.0.1/24"), "{}").unwrap(),
+            Some(DefaultBridge {
+                name: "docker0".into(),
+                address: crate::cidr::Prefix::parse("10.99.0.1/24"),
+            })
+        );
+        assert_eq!(
+            with(None, None, r#"{"bridge":"brt0"}"#).unwrap(),
+            Some(DefaultBridge {
+                name: "brt0".into(),
+                address: None,
+            })
+        );
+        let err = |b, i, f| format!("{:#}", with(b, i, f).unwrap_err());
+        assert!(
+            err(Some("brt0"), None, r#"{"bip":"10.99.0.1/24"}"#).ends_with(
+                "You specified -b & --bip, mutually exclusive options. Please specify only one"
+            )
+        );
+        assert!(err(Some("none"), Some("10.99.0.1/24"), "{}").contains("mutually exclusive"));
+        assert!(err(None, Some("10.99.0.300/24"), "{}")
+            .ends_with("invalid CIDR address: 10.99.0.300/24"));
+        assert!(err(None, Some("10.99.0.1/24"), r#"{"bip":"10.98.0.1/24"}"#)
+            .contains("bip: (from flag: 10.99.0.1/24, from file: 10.98.0.1/24)"));
     }
 
     #[test]

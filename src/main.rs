@@ -259,6 +259,7 @@ fn run_daemon(flags: &DaemonFlags, config: DaemonConfig) -> anyhow::Result<()> {
     if !config.default_address_pools.is_empty() {
         network_options.default_address_pools = config.default_address_pools.clone();
     }
+    network_options.default_bridge = config.default_bridge.clone();
     let networks = Arc::new(
         NetworkService::open(&config.data_root, getter.clone(), network_options)
             .context("opening the network store")?,
@@ -287,18 +288,28 @@ fn run_daemon(flags: &DaemonFlags, config: DaemonConfig) -> anyhow::Result<()> {
     for path in &config.sockets {
         log::info!("API listen on {}", path.display());
     }
-    let served = system.block_on(async {
-        actix_rt::spawn(reload_on_hangup(hangups, flags.clone(), authz));
-        // What a crash interrupted is finished or undone before the API answers.
+    // What a crash interrupted is finished or undone before the API answers.
+    let networks_ready = system.block_on(async {
         networks.recover().await;
-        api::serve(state, listeners).await
+        networks.ensure_default_bridge().await
     });
+    let served = match networks_ready {
+        Ok(()) => system
+            .block_on(async {
+                actix_rt::spawn(reload_on_hangup(hangups, flags.clone(), authz));
+                api::serve(state, listeners).await
+            })
+            .context("serving the API"),
+        Err(e) => Err(anyhow::Error::from(e).context(
+            "Error initializing network controller: Error creating default \"bridge\" network",
+        )),
+    };
     for path in &config.sockets {
         let _ = std::fs::remove_file(path);
     }
     manager.shutdown();
     log::info!("daemon stopped");
-    served.context("serving the API")
+    served
 }
 
 /// Locks the data root and the exec root (once when they are the same directory).
