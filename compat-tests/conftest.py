@@ -1,5 +1,6 @@
 """pytest wiring for the compatibility harness: `--target berth|dockerd` and the session daemon."""
 
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -9,6 +10,15 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import harness  # noqa: E402
+
+
+def _interrupted(signum, frame):
+    raise KeyboardInterrupt
+
+
+# SIGTERM (scripts/test.sh stopping a background run when another stage failed) ends the session
+# as Ctrl-C does, so the daemons, containerd and mounts the fixtures made are torn down.
+signal.signal(signal.SIGTERM, _interrupted)
 
 
 def pytest_addoption(parser):

@@ -8,8 +8,8 @@ in the README), berth never stops answering, no call takes longer than CALL_TIME
     python3 -m pytest -q fuzz                      # the short run CI makes
     FUZZ_MAX_EXAMPLES=2000 python3 -m pytest fuzz  # longer (scripts/fuzz.sh)
 
-The registry routes (privileges, pull, upgrade, push) are left out: a generated `remote` would
-send berth to registries on the internet.
+The registry routes (privileges, pull, upgrade, push, auth) are left out: a generated `remote` or
+`serveraddress` would send berth to registries on the internet.
 """
 
 from __future__ import annotations
@@ -36,6 +36,9 @@ import testbed  # noqa: E402
 
 MAX_EXAMPLES = int(os.environ.get("FUZZ_MAX_EXAMPLES", "25"))
 CALL_TIMEOUT = 30.0
+# CI's short run draws the same examples every time, so a red run is a finding and never a draw
+# of luck; the long run (scripts/fuzz.sh, FUZZ_RANDOM=1) explores new ones on every call.
+DERANDOMIZE = os.environ.get("FUZZ_RANDOM", "0") != "1"
 
 # (method, path pattern, message pattern) of the 5xx dockerd 20.10 answers too, checked against
 # a private dockerd 20.10 with the same requests (API 1.41 and unversioned):
@@ -50,6 +53,19 @@ KNOWN_5XX = [
     ("POST", r"^/plugins/create$", r"^failed to parse reference "),
     ("POST", r"^/plugins/create$", r"^canonical references are not permitted$"),
     ("POST", r"^/plugins/create$", r"^failed to read from tar: "),
+    # events `since`/`until` that are no timestamps (strconv's error), `filters` that is no JSON
+    # filter map (scenario http-fuzz-5xx.scn, events-filters.scn).
+    ("GET", r"^/events$", r"^(strconv\.Parse(Int|Float): |json: cannot unmarshal |invalid character |"
+     r"unexpected end of JSON)"),
+    # network create: libnetwork's untyped errors for names, IPAM configuration, options and
+    # scopes (scenarios http-fuzz-5xx.scn, network-create-http.scn, network-bridge-bad.scn).
+    ("POST", r"^/networks/create$",
+     r"^(invalid name: |Invalid subnet |invalid gateway address |failed to allocate |"
+     r"non parsable secondary ip address |invalid MTU number|This node is not a swarm manager|"
+     r"json: cannot unmarshal |invalid character |unexpected end of JSON)"),
+    # PUT /volumes/{name:.*} (API >= 1.42) is the cluster-volume update dockerd 23+ answers with
+    # 503 when swarm is off; dockerd 20.10 has no such route (scenario target-berth-volume-put.scn).
+    ("PUT", r"^/volumes/", r"^volume update only valid for cluster volumes, but swarm is unavailable$"),
 ]
 
 
@@ -77,7 +93,7 @@ schemathesis.openapi.media_type("application/x-tar", st.one_of(
 ))
 
 schema = schemathesis.openapi.from_path(os.path.join(REPO, "api-spec", "openapi.json")).exclude(
-    path_regex=r"^/plugins/(privileges|pull|[^/]+/upgrade|[^/]+/push)$")
+    path_regex=r"^(/plugins/(privileges|pull|[^/]+/upgrade|[^/]+/push)|/auth)$")
 
 
 class Bridge:
@@ -156,10 +172,13 @@ def known_5xx(method: str, path: str, message: str) -> bool:
 
 
 @schema.parametrize()
-@settings(max_examples=MAX_EXAMPLES, deadline=None, database=None,
+@settings(max_examples=MAX_EXAMPLES, deadline=None, database=None, derandomize=DERANDOMIZE,
           suppress_health_check=list(HealthCheck))
 def test_no_unexpected_server_errors(case, berth_url):
     url, proc, sock, log = berth_url
+    if case.path == "/events":
+        # without a past `until` the event stream stays open until the client hangs up
+        case.query = {**(case.query or {}), "until": "1"}
     response = case.call(base_url=url, timeout=CALL_TIMEOUT)
     if response.status_code >= 500:
         try:

@@ -9,5 +9,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export FUZZ_MAX_EXAMPLES=${1:-1000}
+export FUZZ_RANDOM=1  # new examples every run (the CI run draws the same ones each time)
 export BERTH_BIN=${BERTH_BIN:-$PWD/target/debug/berth}
 exec python3 -m pytest -q -p no:cacheprovider fuzz
