@@ -556,10 +556,7 @@ impl NetworkDriver for BridgeDriver {
     }
 
     async fn capabilities(&self) -> Result<Capabilities> {
-        Ok(Capabilities {
-            scope: "local".into(),
-            connectivity_scope: "local".into(),
-        })
+        Ok(Capabilities::local())
     }
 
     async fn create_network(
