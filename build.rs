@@ -17,6 +17,16 @@ fn main() {
     println!("cargo:rustc-env=BERTH_GIT_COMMIT={commit}");
     println!("cargo:rustc-env=BERTH_RUSTC_VERSION={rustc_version}");
     println!("cargo:rustc-env=BERTH_BUILD_TIME={build_time}");
-    println!("cargo:rerun-if-changed=.git/HEAD");
-    println!("cargo:rerun-if-changed=.git/refs");
+    // HEAD and the branch it names, where git keeps them: in a worktree `.git` is a file (a
+    // path that does not exist makes cargo rebuild the crate every time), and its refs are
+    // shared with every other worktree (watching them all rebuilds on others' commits).
+    let branch = output_of("git", &["rev-parse", "--symbolic-full-name", "HEAD"])
+        .filter(|name| name.starts_with("refs/"));
+    for name in ["HEAD", branch.as_deref().unwrap_or("HEAD"), "packed-refs"] {
+        if let Some(path) = output_of("git", &["rev-parse", "--git-path", name]) {
+            if std::path::Path::new(&path).exists() {
+                println!("cargo:rerun-if-changed={path}");
+            }
+        }
+    }
 }

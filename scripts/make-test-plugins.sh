@@ -17,6 +17,10 @@
 #                          authz.sock): settable TEST_AUTHZ_RULES, TEST_AUTHZ_LOG (default
 #                          /tmp/authz.log, i.e. <rootfs>/tmp/authz.log on the host),
 #                          TEST_SLOW_CALL_MS, TEST_HANG_ON
+#   metrics-collector      the same binary as a MetricsCollector plugin (and volume driver): after
+#                          StartMetrics it scrapes the daemon's metrics socket (bound at
+#                          /run/docker/metrics.sock inside) and keeps the last scrape in
+#                          /data/metrics.txt (the propagated mount)
 #   rclone                 Debian's rclone with rclone's published managed-plugin config.json
 #                          (cmd/serve/docker/contrib/plugin/config.json, verbatim): `rclone serve
 #                          docker`, rclone.sock, CAP_SYS_ADMIN, /dev/fuse, host network, settable
@@ -53,7 +57,7 @@ if [ $# -lt 1 ] || [ "$1" = "-h" ] || [ "$1" = "--help" ]; then
 fi
 OUTDIR=$1
 shift
-ALL=(testdriver testdriver-privileged netdriver authz rclone rclone-noprivs)
+ALL=(testdriver testdriver-privileged netdriver metrics-collector authz rclone rclone-noprivs)
 if [ $# -gt 0 ]; then NAMES=("$@"); else NAMES=("${ALL[@]}"); fi
 for n in "${NAMES[@]}"; do
   case " ${ALL[*]} " in
@@ -162,9 +166,9 @@ test_plugin_bin() {
   fi
 }
 
-# testdriver_config PRIVILEGED(0|1|net)
+# testdriver_config PRIVILEGED(0|1|net) [TYPES]
 testdriver_config() {
-  local linux types='"docker.volumedriver/1.0"' socket=testdriver.sock network='' description=volume
+  local linux types=${2:-'"docker.volumedriver/1.0"'} socket=testdriver.sock network='' description=volume
   if [ "$1" = net ]; then
     linux='{"AllowAllDevices": false, "Capabilities": ["CAP_NET_ADMIN"], "Devices": null}'
     types='"docker.networkdriver/1.0", "docker.ipamdriver/1.0"'
@@ -213,6 +217,7 @@ TEST_NET_ROUTES|null|Join StaticRoutes (dest>nexthop or dest, comma list)
 TEST_NET_MAC|null|CreateEndpoint answers this MacAddress
 TEST_NET_ADDRESS|null|CreateEndpoint answers this Address
 TEST_NET_NO_EXT|null|1: external connectivity calls answer 404
+TEST_SCRAPE_INTERVAL_MS|null|MetricsCollector mode: between scrapes of the metrics socket (default 100)
 EOF
   cat <<EOF
 {
@@ -236,13 +241,14 @@ $env
 EOF
 }
 
+# build_testdriver NAME PRIVILEGED(0|1) [TYPES]
 build_testdriver() {
-  local name=$1 privileged=$2 rootfs
+  local name=$1 privileged=$2 types=${3:-} rootfs
   test_plugin_bin
   rootfs=$(fresh "$name")
   skeleton "$rootfs"
   install_bin "$rootfs" "$TEST_BIN" /berth-test-plugin
-  testdriver_config "$privileged" >"$OUTDIR/$name/config.json"
+  testdriver_config "$privileged" "$types" >"$OUTDIR/$name/config.json"
   report "$name"
 }
 
@@ -410,6 +416,8 @@ want testdriver && build_testdriver testdriver 0
 want testdriver-privileged && build_testdriver testdriver-privileged 1
 want netdriver && build_testdriver netdriver net
 want authz && build_authz
+want metrics-collector &&
+  build_testdriver metrics-collector 0 '"docker.volumedriver/1.0", "docker.metricscollector/1.0"'
 want rclone && build_rclone rclone 1
 want rclone-noprivs && build_rclone rclone-noprivs 0
 exit 0

@@ -1,12 +1,21 @@
 #!/usr/bin/env bash
-# The one command that runs every test berth has. CI runs exactly this (see .ci/run).
+# The one command that installs what the tests need and runs every test berth has. CI runs
+# exactly this (see .ci/run). Needs root and a Rust toolchain (rustup, 1.89 or newer).
+#   0. set-up: Debian packages (dockerd 20.10 to prove expectations against, docker-registry,
+#      rclone, fuse3, openssl, podman, curl, systemd, iproute2, runc, crun, bsdutils' script),
+#      pytest and docker-py from PyPI, clippy and rustfmt, cargo-deb from crates.io; whatever is
+#      there already is left alone
 #   1. formatting and lints
 #   2. Rust unit and integration tests (integration tests start the real daemon on temp sockets),
 #      a short crash-consistency campaign (20 kill -9 trials), a short API fuzzing run, and
 #      the plugin runtime tests once more under runc and under crun
 #   3. compat scenarios: the stock docker CLI against berth, and the same scenarios against a
-#      private dockerd 20.10 when one is installed (which proves every expectation; it runs in
-#      the background from the end of the build on).
+#      private dockerd 20.10, which proves every expectation (that half runs in the background
+#      from the end of the build on: it mostly waits on dockerd)
+#   4. the Debian package: built, installed, run under systemd, purged (scripts/test-package.sh)
+#   5. the README: every shell block, in order, as a newcomer would type them
+#      (scripts/test-readme.sh)
+# Set BERTH_SKIP_DOCKERD=1 to skip step 3's dockerd half.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,14 +32,48 @@ finish() {
 }
 trap finish EXIT
 
+stage "set-up"
+
+# --- 0. set-up ---------------------------------------------------------------------------------
+export DEBIAN_FRONTEND=noninteractive
+need_apt=()
+command -v dockerd >/dev/null 2>&1 || need_apt+=(docker.io)
+command -v docker-registry >/dev/null 2>&1 || need_apt+=(docker-registry)
+command -v rclone >/dev/null 2>&1 || need_apt+=(rclone)
+command -v fusermount3 >/dev/null 2>&1 || need_apt+=(fuse3)
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+command -v podman >/dev/null 2>&1 || need_apt+=(podman)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+command -v systemd-socket-activate >/dev/null 2>&1 || need_apt+=(systemd)
+# network namespaces in the network tests and scenarios (`ip netns`)
+command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+command -v runc >/dev/null 2>&1 || need_apt+=(runc)
+command -v crun >/dev/null 2>&1 || need_apt+=(crun)
+command -v script >/dev/null 2>&1 || need_apt+=(bsdutils)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  apt-get update -qq
+  apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+python3 -m pytest --version >/dev/null 2>&1 || python3 -m pip install -q pytest
+python3 -m pip install -q -r compat-tests/requirements.txt
+rustup component list --installed 2>/dev/null | grep -q clippy || rustup component add clippy rustfmt
+command -v cargo-deb >/dev/null 2>&1 || cargo install -q cargo-deb --locked
+if [ ! -x "${DOCKER_CLI:-/usr/local/bin/docker}" ]; then
+  echo "test.sh: the compat scenarios need docker CLI 28.x at /usr/local/bin/docker (or DOCKER_CLI=path);" >&2
+  echo "         Debian's docker.io CLI (20.10) prints other output. See README.md, Tests." >&2
+  exit 1
+fi
+
+# --- 1. formatting and lints ------------------------------------------------------------------
 stage "fmt, clippy, build"
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
+
+# --- 2. Rust tests ----------------------------------------------------------------------------
 cargo build
 
 # The scenarios against a private dockerd 20.10 need only the docker CLI and the test plugin the
-# build made; they spend most of their time waiting on dockerd, so they run beside everything
-# else and report at the end.
+# build made.
 dockerd_compat_pid=
 if command -v dockerd >/dev/null 2>&1 && [ "${BERTH_SKIP_DOCKERD:-0}" != 1 ]; then
   stage "compat scenarios against dockerd 20.10 (in the background)"
@@ -38,7 +81,7 @@ if command -v dockerd >/dev/null 2>&1 && [ "${BERTH_SKIP_DOCKERD:-0}" != 1 ]; th
   python3 -m pytest -q -p no:cacheprovider compat-tests --target dockerd >"$dockerd_compat_log" 2>&1 &
   dockerd_compat_pid=$!
 else
-  echo "dockerd not installed: compat scenarios will not be cross-checked against dockerd"
+  echo "dockerd not run: compat scenarios will not be cross-checked against dockerd"
 fi
 
 stage "cargo test"
@@ -58,6 +101,7 @@ for runtime in runc crun; do
   BERTH_TEST_PLUGIN_RUNTIME=$runtime cargo test --test runtime_executor --test plugin_runtime --test plugin_debug
 done
 
+# --- 3. compat scenarios ----------------------------------------------------------------------
 export BERTH_BIN="$PWD/target/debug/berth"
 stage "compat scenarios against berth"
 python3 -m pytest -q compat-tests --target berth
@@ -73,3 +117,11 @@ if [ -n "$dockerd_compat_pid" ]; then
   rm -f "$dockerd_compat_log"
   [ "$dockerd_compat_rc" = 0 ] || { echo "compat scenarios against dockerd failed"; exit 1; }
 fi
+
+# --- 4. the Debian package ----------------------------------------------------------------------
+stage "the Debian package"
+bash scripts/test-package.sh
+
+# --- 5. the README ----------------------------------------------------------------------------
+stage "the README walkthrough"
+bash scripts/test-readme.sh

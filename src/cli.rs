@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 
-use crate::config::{parse_host, DEFAULT_HOST};
+use crate::config::{parse_host, Host, DEFAULT_HOST};
 use crate::plugin::processes::{PluginExecTarget, RunningPlugin};
 use crate::runtime::exec::{self, ExecOptions};
 
@@ -21,14 +21,23 @@ const API_PREFIX: &str = "/v1.41";
 /// The daemon's socket: `host` (a `-H` value), else a unix `DOCKER_HOST`, else the default.
 pub fn daemon_socket(host: Option<&str>) -> anyhow::Result<PathBuf> {
     if let Some(host) = host {
-        return parse_host(host);
+        return socket_path(host);
     }
     if let Ok(from_env) = std::env::var("DOCKER_HOST") {
         if from_env.starts_with("unix://") {
-            return parse_host(&from_env);
+            return socket_path(&from_env);
         }
     }
-    parse_host(DEFAULT_HOST)
+    socket_path(DEFAULT_HOST)
+}
+
+/// A host as `berth daemon` spells it, which a client can dial: a unix socket path (a client
+/// has no sockets passed by systemd).
+fn socket_path(host: &str) -> anyhow::Result<PathBuf> {
+    match parse_host(host).map_err(anyhow::Error::msg)? {
+        Host::Unix(path) => Ok(path),
+        Host::Systemd(_) => bail!("invalid host {host:?}: a client needs unix:///absolute/path"),
+    }
 }
 
 /// A failure the daemon answered with: printed as the docker CLI prints it.

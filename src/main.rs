@@ -1,35 +1,19 @@
-//! The `berth` command.
+//! The `berth` command: `berth daemon` runs the daemon (see `berth::daemon`), `berth plugin
+//! ps|exec` debug running plugins (a client of the daemon, see `berth::cli`), `berth version`
+//! prints what was built.
 
 use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::Path;
-use std::sync::Arc;
 
-use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 
-use berth::api::{self, version::DEFAULT_API_VERSION, ApiState};
-use berth::authz::Chain;
-use berth::config::{DaemonConfig, DaemonFlags};
-use berth::distribution::extract::UnpackLimit;
-use berth::distribution::registry::{RegistryClient, RegistryOptions};
-use berth::events::EventBus;
-use berth::network::service::{NetworkOptions, NetworkService};
-use berth::plugin::getter::PluginGetter;
-use berth::plugin::manager::{Manager, RuntimeOptions};
-use berth::rootlock::RootLock;
-use berth::rpc::discovery::LegacyPlugins;
-use berth::volume::service::VolumeService;
-
-/// How long a legacy plugin whose socket or spec exists may take to answer its activation
-/// (moby retries for about 15 s).
-const LEGACY_ACTIVATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+use berth::config::DaemonFlags;
+use berth::systemd::PassedSockets;
 
 #[derive(Parser)]
 #[command(
     name = "berth",
     version,
+    propagate_version = true,
     about = "Docker Engine API plugin and volume daemon"
 )]
 struct Cli {
@@ -39,11 +23,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the daemon
-    // Boxed: its flags are far larger than the other commands'.
+    /// Run the daemon (in the foreground; SIGTERM or Ctrl-C stops it, SIGHUP reloads its
+    /// configuration file)
+    // `berth daemon --version` says `berth`, not clap's `berth-daemon`.
+    #[command(display_name = "berth")]
     Daemon(Box<DaemonFlags>),
     /// Debug running plugins
     Plugin(PluginArgs),
+    /// Show the version, commit, compiler and API versions of this build
+    Version,
 }
 
 #[derive(clap::Args)]
@@ -100,9 +88,7 @@ fn main() {
     }
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Daemon(flags) => flags
-            .resolve()
-            .and_then(|config| run_daemon(&flags, config)),
+        Command::Daemon(flags) => run_daemon(*flags),
         Command::Plugin(plugin) => match run_plugin_command(plugin) {
             Ok(code) => std::process::exit(code),
             Err(e) => {
@@ -110,12 +96,33 @@ fn main() {
                 std::process::exit(1);
             }
         },
+        Command::Version => {
+            print!("{}", berth::api::build_description());
+            Ok(())
+        }
     };
     if let Err(e) = result {
         log::error!("{e:#}");
         eprintln!("berth: {e:#}");
         std::process::exit(1);
     }
+}
+
+fn run_daemon(flags: DaemonFlags) -> anyhow::Result<()> {
+    // SAFETY: no other thread exists yet (logging and the runtime start below).
+    let passed = unsafe { PassedSockets::take_from_env() }?;
+    let config = flags.resolve()?;
+    init_logging(config.log_level);
+    // dockerd refuses to start without a file its --config-file names; berth's tests and
+    // benchmarks name absent files to keep the machine's own out of their daemons, so it is
+    // only said.
+    if let Some(named) = flags.config_file.as_deref().filter(|f| !f.exists()) {
+        log::warn!(
+            "configuration file {} does not exist: flags and defaults only",
+            named.display()
+        );
+    }
+    berth::daemon::run(flags, config, passed)
 }
 
 /// `berth plugin ...`: a client of the daemon; returns the exit status.
@@ -146,7 +153,8 @@ fn run_plugin_command(args: PluginArgs) -> anyhow::Result<i32> {
 
 fn init_logging(level: log::LevelFilter) {
     env_logger::Builder::new()
-        .filter_level(level)
+        // The level is the global maximum set below, so SIGHUP can change it.
+        .filter_level(log::LevelFilter::Trace)
         // actix's own start-up chatter is not the daemon's business at info level.
         .filter_module("actix_server", log::LevelFilter::Warn)
         .format(|buf, record| {
@@ -163,6 +171,7 @@ fn init_logging(level: log::LevelFilter) {
             writeln!(fields.0)
         })
         .init();
+    log::set_max_level(level);
 }
 
 struct KeyValues<'a>(&'a mut env_logger::fmt::Formatter);
@@ -177,203 +186,81 @@ impl<'kvs> log::kv::VisitSource<'kvs> for KeyValues<'_> {
     }
 }
 
-fn run_daemon(flags: &DaemonFlags, config: DaemonConfig) -> anyhow::Result<()> {
-    init_logging(config.log_level);
-    for dir in [&config.data_root, &config.exec_root] {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))?;
-    }
-    // Before anything below the roots is touched: start-up clean-up would harm a daemon
-    // already using them.
-    let _locks = lock_roots(&config)?;
-    let executor = berth::runtime::executor_for(config.plugin_runtime, &config.exec_root);
-    log::info!(
-        "plugins run with the {} runtime",
-        config.plugin_runtime.name()
-    );
-    let options = RuntimeOptions {
-        start_timeout: config.plugin_start_timeout,
-        ..RuntimeOptions::default()
-    };
-    let registry = RegistryClient::new(RegistryOptions {
-        insecure_registries: config.insecure_registries.clone(),
-        mirrors: config.registry_mirrors.clone(),
-        ..RegistryOptions::default()
-    })
-    .context("configuring the registry client")?;
-    // In memory only: events do not survive a restart (as with dockerd).
-    let events = EventBus::new();
-    let manager = Manager::open(
-        &config.data_root,
-        &config.exec_root,
-        executor,
-        options,
-        registry,
-        events.clone(),
-    )
-    .context("opening the plugin store")?
-    .with_unpack_limit(UnpackLimit::new(config.max_unpacked_size));
-    let manager = Arc::new(manager);
-    // Plugins that were enabled run again before the API answers.
-    manager.restore();
-    let legacy = LegacyPlugins::new(
-        config.legacy_plugin_dirs.clone(),
-        LEGACY_ACTIVATION_TIMEOUT,
-        Some(config.plugin_call_timeout),
-    )
-    .with_scan_timeout(config.plugin_call_timeout);
-    let getter = Arc::new(PluginGetter::new(
-        manager.clone(),
-        legacy,
-        config.plugin_call_timeout,
-    ));
-    let system = actix_rt::System::new();
-    // SIGHUP is watched from here on (its default action would end the daemon); every
-    // authorization plugin must be there before the API answers (as dockerd checks).
-    let (hangups, authz) = system.block_on(async {
-        let hangups = actix_rt::signal::unix::signal(actix_rt::signal::unix::SignalKind::hangup());
-        let chain = Chain::resolve(
-            getter.clone(),
-            &config.authorization_plugins,
-            config.authz_peer_credentials,
-        )
-        .await;
-        (hangups, chain)
-    });
-    let authz = match authz {
-        Ok(chain) => Arc::new(chain),
-        Err(e) => {
-            manager.shutdown();
-            return Err(e.into());
-        }
-    };
-    let hangups = hangups.context("watching for SIGHUP")?;
-    let listeners = config
-        .sockets
-        .iter()
-        .map(|path| bind_socket(path))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let volumes = VolumeService::open(&config.data_root, getter.clone(), events.clone())
-        .context("opening the volume store")?;
-    let mut network_options = NetworkOptions::default();
-    if !config.default_address_pools.is_empty() {
-        network_options.default_address_pools = config.default_address_pools.clone();
-    }
-    network_options.default_bridge = config.default_bridge.clone();
-    let networks = Arc::new(
-        NetworkService::open(&config.data_root, getter.clone(), network_options)
-            .context("opening the network store")?,
-    );
-    // Reference counts follow from the records; set_references replaces what was counted, so
-    // every kind of user's references go in together.
-    getter.set_references(
-        volumes
-            .plugin_references()
-            .iter()
-            .chain(networks.plugin_references().iter())
-            .map(String::as_str),
-    );
-    let state = ApiState {
-        volumes: Arc::new(volumes),
-        networks: networks.clone(),
-        plugins: manager.clone(),
-        events,
-        authz: authz.clone(),
-        daemon: api::system_identity(DEFAULT_API_VERSION, &config.data_root, &config.exec_root),
-        uploads: api::body::Uploads::new(api::body::BodyLimits {
-            idle_timeout: config.body_idle_timeout,
-            max_concurrent_uploads: config.max_concurrent_uploads,
-        }),
-    };
-    for path in &config.sockets {
-        log::info!("API listen on {}", path.display());
-    }
-    // What a crash interrupted is finished or undone before the API answers.
-    let networks_ready = system.block_on(async {
-        networks.recover().await;
-        networks.ensure_default_bridge().await
-    });
-    let served = match networks_ready {
-        Ok(()) => system
-            .block_on(async {
-                actix_rt::spawn(reload_on_hangup(hangups, flags.clone(), authz));
-                api::serve(state, listeners).await
-            })
-            .context("serving the API"),
-        Err(e) => Err(anyhow::Error::from(e).context(
-            "Error initializing network controller: Error creating default \"bridge\" network",
-        )),
-    };
-    for path in &config.sockets {
-        let _ = std::fs::remove_file(path);
-    }
-    manager.shutdown();
-    log::info!("daemon stopped");
-    served
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
 
-/// Locks the data root and the exec root (once when they are the same directory).
-fn lock_roots(config: &DaemonConfig) -> anyhow::Result<Vec<RootLock>> {
-    let mut roots = vec![config.data_root.canonicalize()?];
-    let exec_root = config.exec_root.canonicalize()?;
-    if exec_root != roots[0] {
-        roots.push(exec_root);
-    }
-    roots
-        .iter()
-        .map(|root| RootLock::acquire(root, &config.sockets).map_err(anyhow::Error::from))
-        .collect()
-}
-
-/// SIGHUP reloads the configuration file, as dockerd does; what it changes is the
-/// authorization chain: the file's `authorization-plugins`, else the flags' list. A file that
-/// cannot be used, or a name that does not resolve, leaves the chain as it was (dockerd exits).
-async fn reload_on_hangup(
-    mut hangups: actix_rt::signal::unix::Signal,
-    flags: DaemonFlags,
-    authz: Arc<Chain>,
-) {
-    while hangups.recv().await.is_some() {
-        log::info!(
-            "Got signal to reload configuration, reloading from: {}",
-            flags.config_file.display()
+    #[test]
+    fn daemon_help_shows_every_default() {
+        let mut cli = Cli::command();
+        let help = cli
+            .find_subcommand_mut("daemon")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        let config = berth::config::DaemonFlags::default().resolve().unwrap();
+        let mut defaults = vec![
+            berth::config::DEFAULT_HOST.to_string(),
+            berth::config::DEFAULT_DATA_ROOT.to_string(),
+            berth::config::DEFAULT_EXEC_ROOT.to_string(),
+            berth::config::DEFAULT_CONFIG_FILE.to_string(),
+            format!("[default: {}]", berth::config::DEFAULT_LOG_LEVEL),
+            format!("[default: {}]", config.plugin_start_timeout.as_secs()),
+            format!("[default: {}]", config.plugin_call_timeout.as_secs()),
+            format!("[default: {}]", config.body_idle_timeout.as_secs()),
+            format!("[default: {}]", config.max_concurrent_uploads),
+            format!("[default: {}]", config.max_unpacked_size),
+            format!("[default: {}]", config.plugin_runtime.name()),
+            "[default: off]".to_string(),
+        ];
+        defaults.extend(
+            berth::config::DEFAULT_LEGACY_PLUGIN_DIRS
+                .iter()
+                .map(|d| d.to_string()),
         );
-        let config = match flags.resolve() {
-            Ok(config) => config,
-            Err(e) => {
-                log::error!("{e:#}");
-                continue;
-            }
-        };
-        match authz.reload(&config.authorization_plugins).await {
-            Ok(()) => log::info!(
-                "Reloaded configuration: authorization plugins {:?}",
-                authz.names()
-            ),
-            Err(e) => log::error!("{e}; the authorization chain stays {:?}", authz.names()),
+        let flat = help.split_whitespace().collect::<Vec<_>>().join(" ");
+        for default in defaults {
+            assert!(flat.contains(&default), "{default} missing from:\n{help}");
         }
     }
-}
 
-/// Binds a unix socket: a stale socket file left by a dead daemon is replaced, a live one is
-/// refused. Mode 0660, group `docker` when that group exists (as dockerd does).
-fn bind_socket(path: &Path) -> anyhow::Result<UnixListener> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    if path.exists() || std::fs::symlink_metadata(path).is_ok() {
-        if UnixStream::connect(path).is_ok() {
-            bail!("another daemon is already listening on {}", path.display());
+    #[test]
+    fn bad_flags_are_refused_naming_the_flag() {
+        for (args, flag) in [
+            (
+                &["berth", "daemon", "--log-level", "verbose"][..],
+                "--log-level",
+            ),
+            (
+                &["berth", "daemon", "-H", "tcp://0.0.0.0:2375"][..],
+                "--host",
+            ),
+            (
+                &["berth", "daemon", "--metrics-addr", "x:y"][..],
+                "--metrics-addr",
+            ),
+            (
+                &["berth", "daemon", "--plugin-call-timeout", "0"][..],
+                "--plugin-call-timeout",
+            ),
+            (
+                &["berth", "daemon", "--plugin-runtime", "runsc"][..],
+                "--plugin-runtime",
+            ),
+            (
+                &["berth", "daemon", "--max-concurrent-uploads", "0"][..],
+                "--max-concurrent-uploads",
+            ),
+        ] {
+            let err = Cli::try_parse_from(args)
+                .err()
+                .expect("refused")
+                .to_string();
+            assert!(err.contains(flag), "{err}");
+            assert!(!err.contains("daemon.json"), "{err}");
         }
-        std::fs::remove_file(path)
-            .with_context(|| format!("removing stale socket {}", path.display()))?;
+        assert!(Cli::try_parse_from(["berth", "daemon", "--version"])
+            .is_err_and(|e| e.kind() == clap::error::ErrorKind::DisplayVersion));
     }
-    let listener =
-        UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
-    if let Ok(Some(group)) = nix::unistd::Group::from_name("docker") {
-        nix::unistd::chown(path, None, Some(group.gid))
-            .with_context(|| format!("giving {} to group docker", path.display()))?;
-    }
-    Ok(listener)
 }

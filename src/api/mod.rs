@@ -17,6 +17,7 @@ mod system;
 pub mod version;
 mod volumes;
 
+use std::future::Future;
 use std::sync::Arc;
 
 use actix_web::http::header::{HeaderName, HeaderValue};
@@ -27,6 +28,7 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::plugin::manager::Manager;
 use routes::{recognize, split_version, RouteId};
+pub use system::build_description;
 use version::{ApiVersion, Compat, DEFAULT_API_VERSION, MAX_API_VERSION, MIN_API_VERSION};
 
 /// What handlers share: the services behind the API and the daemon's identity.
@@ -100,9 +102,12 @@ pub fn system_identity(
 }
 
 /// Binds every `--host` socket and serves until the process is told to stop.
+/// Serves the API on `listeners` until SIGTERM or SIGINT. `started` runs once the server's
+/// workers and accept loop are running, so every connection from then on is answered.
 pub async fn serve(
     state: ApiState,
     listeners: Vec<std::os::unix::net::UnixListener>,
+    started: impl FnOnce(),
 ) -> std::io::Result<()> {
     let peer_credentials = state.authz.peer_credentials();
     let state = web::Data::new(state);
@@ -123,7 +128,21 @@ pub async fn serve(
     for listener in listeners {
         server = server.listen_uds(listener)?;
     }
-    server.run().await
+    // The first poll of actix's server starts its workers and accept thread and returns only
+    // once they run (it waits for each to report); that moment is when the API answers, found
+    // without sending the API a request of its own (which plugins and metrics would see).
+    let mut server = std::pin::pin!(server.run());
+    let mut started = Some(started);
+    std::future::poll_fn(|cx| {
+        let polled = server.as_mut().poll(cx);
+        if polled.is_pending() {
+            if let Some(started) = started.take() {
+                started();
+            }
+        }
+        polled
+    })
+    .await
 }
 
 /// What a request addresses once routing has accepted it.
@@ -157,8 +176,48 @@ async fn dispatch(
     payload: web::Payload,
     state: web::Data<ApiState>,
 ) -> HttpResponse {
+    let routing = route(&req);
+    if !crate::metrics::enabled() {
+        return respond(routing, req, payload, state).await;
+    }
+    let started = std::time::Instant::now();
+    let method = metrics_method(req.method());
+    let pattern = match &routing {
+        Routing::To(routed) => routed.route.map(|r| r.pattern),
+        Routing::Answered(_) => None,
+    };
+    let response = respond(routing, req, payload, state).await;
+    crate::metrics::api_request(
+        method,
+        pattern,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
+}
+
+/// The method as a metrics label (a fixed set, so labels cannot grow without bound).
+fn metrics_method(method: &actix_web::http::Method) -> &'static str {
+    use actix_web::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+async fn respond(
+    routing: Routing,
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<ApiState>,
+) -> HttpResponse {
     let payload = body::with_idle_timeout(&req, payload, state.uploads.idle_timeout());
-    let routed = match route(&req) {
+    let routed = match routing {
         Routing::To(routed) => routed,
         // Redirects and 404s reach no handler and, as in moby, no authorization plugin.
         Routing::Answered(response) => return response,

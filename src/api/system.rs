@@ -101,6 +101,17 @@ const GIT_COMMIT: &str = env!("BERTH_GIT_COMMIT");
 const RUSTC_VERSION: &str = env!("BERTH_RUSTC_VERSION");
 const BUILD_TIME: &str = env!("BERTH_BUILD_TIME");
 
+/// What `berth version` prints: this build and the API versions it serves.
+pub fn build_description() -> String {
+    format!(
+        "berth {}\n commit:       {GIT_COMMIT}\n built:        {BUILD_TIME}\n compiler:     {RUSTC_VERSION}\n API version:  {} (minimum {MIN_API_VERSION}, maximum {})\n OS/Arch:      linux/{}\n",
+        env!("CARGO_PKG_VERSION"),
+        super::version::DEFAULT_API_VERSION,
+        super::version::MAX_API_VERSION,
+        go_arch(),
+    )
+}
+
 pub async fn version(call: Call) -> Result<HttpResponse> {
     let api_version = call.state.daemon.api_version.clone();
     let version = env!("CARGO_PKG_VERSION").to_string();

@@ -201,13 +201,7 @@ impl PluginGetter {
     /// activates within the call deadline (past it, those already activated). Plugins that
     /// cannot be asked are reported in `failed`.
     pub async fn all(&self, capability: Capability) -> Enumerated {
-        let mut found = Enumerated::default();
-        for plugin in self.manager.enabled_with_capability(capability.managed()) {
-            match self.managed_handle(&plugin) {
-                Ok(handle) => found.plugins.push(handle),
-                Err(e) => found.failed.push((plugin.name.clone(), e.to_string())),
-            }
-        }
+        let mut found = self.enabled(capability);
         let discovered = self.legacy.all_reporting(capability.implements());
         let legacy =
             match tokio::time::timeout(self.call_timeout + ENUMERATION_MARGIN, discovered).await {
@@ -232,6 +226,23 @@ impl PluginGetter {
         found
     }
 
+    /// The enabled managed plugins with `capability` (no legacy discovery).
+    pub fn enabled(&self, capability: Capability) -> Enumerated {
+        let mut found = Enumerated::default();
+        for plugin in self.manager.enabled_with_capability(capability.managed()) {
+            match self.managed_handle(&plugin) {
+                Ok(handle) => found.plugins.push(handle),
+                Err(e) => found.failed.push((plugin.name.clone(), e.to_string())),
+            }
+        }
+        found
+    }
+
+    /// Moves whenever a managed plugin is enabled, disabled or removed.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.manager.changes()
+    }
+
     /// The managed plugin `name`, if there is one. A name that is no managed plugin's (or not
     /// a valid reference at all) may still be a legacy plugin's.
     fn managed(&self, name: &str) -> Result<Option<Plugin>, GetError> {
@@ -252,7 +263,8 @@ impl PluginGetter {
             Some((run, client)) if *run == endpoint.run => client.clone(),
             _ => {
                 let timeout = endpoint.rpc_timeout.unwrap_or(self.call_timeout);
-                let client = PluginClient::new(Transport::Unix(endpoint.socket), Some(timeout))?;
+                let client = PluginClient::new(Transport::Unix(endpoint.socket), Some(timeout))?
+                    .named(&plugin.name);
                 clients.insert(plugin.id.clone(), (endpoint.run, client.clone()));
                 client
             }

@@ -7,14 +7,17 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::manager::Manager;
-use super::spec::build_spec;
+use super::spec::{build_spec, SpecError};
 use super::store::Plugin;
 use crate::error::{Error, Result};
 use crate::events::Event;
 use crate::fsutil;
 use crate::goerr::io_error_text;
-use crate::runtime::spec::PluginPaths;
+use crate::runtime::spec::{MountSpec, PluginPaths, PluginSpec};
 use crate::runtime::supervisor::RunState;
+
+/// Where MetricsCollector plugins find the daemon's metrics socket.
+pub const PLUGIN_METRICS_SOCKET: &str = "/run/docker/metrics.sock";
 
 /// Where a running managed plugin answers, for the plugin getter.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -207,6 +210,7 @@ impl Manager {
                 Err(e) => log::error!("failed to enable plugin {} again: {e}", plugin.name),
             }
         }
+        self.changed();
     }
 
     /// Daemon stop: stop every running plugin, leaving their enabled state recorded.
@@ -234,7 +238,10 @@ impl Manager {
         let mut store = self.store();
         let mut record = store.resolve(id)?.clone();
         record.plugin.enabled = enabled;
-        store.save(record)
+        store.save(record)?;
+        drop(store);
+        self.changed();
+        Ok(())
     }
 
     /// Starts the process and waits for its socket. With `Readiness::Required` a failure
@@ -242,7 +249,7 @@ impl Manager {
     fn start_plugin(&self, plugin: &Plugin, readiness: Readiness) -> Result<()> {
         let id = &plugin.id;
         let paths = self.paths(id);
-        let spec = build_spec(plugin, &paths)?;
+        let spec = self.run_spec(plugin)?;
         fsutil::create_dir_mode(&paths.socket_dir, 0o700)?;
         let socket = self.socket_path(plugin);
         let _ = std::fs::remove_file(&socket);
@@ -329,6 +336,24 @@ impl Manager {
         }
     }
 
+    /// The plugin's run spec: its own (moby's `InitSpec`) plus what the daemon adds, the
+    /// metrics socket for MetricsCollector plugins (moby's runtime option for that type).
+    fn run_spec(&self, plugin: &Plugin) -> std::result::Result<PluginSpec, SpecError> {
+        let mut spec = build_spec(plugin, &self.paths(&plugin.id))?;
+        let collects_metrics = super::manager::plugin_capabilities(plugin)
+            .iter()
+            .any(|c| c == "metricscollector");
+        if let (true, Some(socket)) = (collects_metrics, &self.runtime.options.metrics_socket) {
+            spec.mounts.push(MountSpec {
+                source: socket.to_string_lossy().into_owned(),
+                destination: PLUGIN_METRICS_SOCKET.into(),
+                kind: "bind".into(),
+                options: vec!["bind".into(), "ro".into()],
+            });
+        }
+        Ok(spec)
+    }
+
     /// Stops the plugin's process (SIGTERM, grace, SIGKILL) and releases its mounts.
     pub(super) fn stop_plugin(&self, id: &str) -> Result<()> {
         self.runtime
@@ -340,9 +365,7 @@ impl Manager {
     /// Executor cleanup plus the socket directory: idempotent.
     fn release(&self, id: &str) -> Result<()> {
         let plugin = self.store().resolve(id).ok().map(|r| r.plugin.clone());
-        let spec = plugin
-            .as_ref()
-            .and_then(|p| build_spec(p, &self.paths(id)).ok());
+        let spec = plugin.as_ref().and_then(|p| self.run_spec(p).ok());
         self.runtime.executor.cleanup(id, spec.as_ref())?;
         let socket_dir = self.paths(id).socket_dir;
         if let Err(e) = fsutil::remove_all(&socket_dir) {

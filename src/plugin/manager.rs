@@ -43,6 +43,9 @@ pub struct Manager {
     /// Users of a plugin (volumes, networks) by plugin ID: an in-use plugin is not disabled or
     /// removed unless forced.
     pub(super) refcounts: Mutex<HashMap<String, usize>>,
+    /// Bumped whenever the set of enabled plugins changes; followers (the daemon's volume
+    /// plugin sockets and metrics collectors) look again when it moves.
+    changes: tokio::sync::watch::Sender<u64>,
     /// How far a create context or a pulled layer may unpack.
     pub(super) unpack_limit: UnpackLimit,
     /// Where lifecycle events go (`docker events`).
@@ -67,6 +70,9 @@ pub struct RuntimeOptions {
     pub start_timeout: Duration,
     /// Between SIGTERM and SIGKILL when a plugin is stopped.
     pub stop_grace: Duration,
+    /// The daemon's metrics socket, bound read-only into MetricsCollector plugins (None:
+    /// metrics are off).
+    pub metrics_socket: Option<PathBuf>,
 }
 
 impl Default for RuntimeOptions {
@@ -74,6 +80,7 @@ impl Default for RuntimeOptions {
         RuntimeOptions {
             start_timeout: Duration::from_secs(30),
             stop_grace: Duration::from_secs(10),
+            metrics_socket: None,
         }
     }
 }
@@ -142,9 +149,32 @@ impl Manager {
             registry,
             operation_locks: Mutex::new(HashMap::new()),
             refcounts: Mutex::new(HashMap::new()),
+            changes: tokio::sync::watch::Sender::new(0),
             unpack_limit: UnpackLimit::default(),
             events,
         })
+    }
+
+    /// Tells followers that the set of enabled plugins changed.
+    pub(super) fn changed(&self) {
+        self.changes.send_modify(|n| *n += 1);
+    }
+
+    /// A receiver that sees every change of the set of enabled plugins.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Reports the number of enabled plugins at every metrics scrape (no-op while metrics are
+    /// off).
+    pub fn publish_metrics(self: &Arc<Self>) {
+        let manager = Arc::downgrade(self);
+        crate::metrics::gauge_source("plugins_enabled", "Enabled plugins", None, move || {
+            let enabled = manager.upgrade().map_or(0, |m| {
+                m.store().records().filter(|r| r.plugin.enabled).count()
+            });
+            vec![(String::new(), enabled as i64)]
+        });
     }
 
     /// How far a create context or a pulled layer may unpack (`--max-unpacked-size`).
@@ -258,6 +288,7 @@ impl Manager {
         };
         self.events.publish(Event::plugin(&id, name, "remove"));
         self.runtime.logs.forget(&id);
+        self.changed();
         if let Err(e) = fsutil::remove_all(&aside) {
             log::error!("failed to remove {}: {e}", aside.display());
         }

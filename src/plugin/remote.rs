@@ -508,6 +508,7 @@ impl Manager {
         };
         feed.end(fetched.is_ok());
         fetched.map_err(Error::from)?;
+        crate::metrics::install_bytes(layer.size);
         if let Err(cancelled) = progress.layer(short, "Download complete").await {
             // Not staged yet: nobody else would remove it.
             let _ = fs::remove_file(&path);

@@ -35,6 +35,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::goerr::{errno_text, go_duration, Cause};
+use crate::metrics::CallOutcome;
 
 /// The `Accept` header of every plugin call (moby `transport.VersionMimetype`).
 pub const PLUGIN_MIME_TYPE: &str = "application/vnd.docker.plugins.v1.2+json";
@@ -220,6 +221,8 @@ struct Inner {
     /// The socket to connect to; keeps the directory of a long socket path open (see
     /// `fsutil::SocketPath`).
     socket: Option<crate::fsutil::SocketPath>,
+    /// The plugin's name in metrics (its address until [`PluginClient::named`]).
+    name: String,
 }
 
 impl Inner {
@@ -289,6 +292,7 @@ impl PluginClient {
         let https = scheme == "https";
         // Building it checks the TLS material.
         let fresh = build_client(&transport, socket.as_ref(), https, false)?;
+        let name = transport.address();
         Ok(PluginClient {
             inner: Arc::new(Inner {
                 transport,
@@ -301,8 +305,18 @@ impl PluginClient {
                 timeout,
                 unreachable: AtomicBool::new(false),
                 socket,
+                name,
             }),
         })
+    }
+
+    /// Names the plugin this client calls (for metrics). Call it on a new client.
+    pub fn named(mut self, name: &str) -> PluginClient {
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => inner.name = name.to_string(),
+            None => log::debug!("client of {name} is shared already; not renamed"),
+        }
+        self
     }
 
     /// Whether `other` is this client or a clone of it (the same activation of a plugin).
@@ -375,6 +389,31 @@ impl PluginClient {
         reply_limit: usize,
     ) -> Result<bytes::Bytes, RpcError> {
         let method = method.trim_start_matches('/');
+        if !crate::metrics::enabled() {
+            return self.send(method, body, retry, reply_limit).await;
+        }
+        let started = Instant::now();
+        let result = self.send(method, body, retry, reply_limit).await;
+        let outcome = match &result {
+            Ok(_) => CallOutcome::Ok,
+            Err(RpcError::Timeout { .. }) => CallOutcome::Timeout,
+            Err(RpcError::Transport(_)) => CallOutcome::Unreachable,
+            Err(RpcError::Status { .. } | RpcError::Decode(_) | RpcError::TooLarge { .. }) => {
+                CallOutcome::Error
+            }
+        };
+        crate::metrics::plugin_call(&self.inner.name, method, outcome, started.elapsed());
+        result
+    }
+
+    /// One call, retries included: the call's deadline, connection attempts, the answer.
+    async fn send(
+        &self,
+        method: &str,
+        body: &(impl serde::Serialize + ?Sized),
+        retry: Retry,
+        reply_limit: usize,
+    ) -> Result<bytes::Bytes, RpcError> {
         let mut payload = serde_json::to_vec(body)
             .map_err(|e| RpcError::Decode(format!("{method}: encoding request: {e}")))?;
         if payload == b"null" {

@@ -344,7 +344,8 @@ impl LegacyPlugins {
             self.forget(name);
         }
         let client = PluginClient::new(transport, self.call_timeout)
-            .map_err(|e| LookupError::Unavailable(e.to_string()))?;
+            .map_err(|e| LookupError::Unavailable(e.to_string()))?
+            .named(name);
         let answer: Value = within(
             deadline,
             client.call("Plugin.Activate", &Value::Null, retry),

@@ -326,6 +326,7 @@ fn run(
                 match launch(id, entry) {
                     Ok(running) => {
                         let pid = running.pid();
+                        crate::metrics::plugin_restart(id);
                         logs.append(id, "daemon", format!("plugin restarted (pid {pid})"));
                         set_state(id, Some(running));
                     }

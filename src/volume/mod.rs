@@ -1,6 +1,8 @@
 //! The volume service behind `/volumes`: metadata store, the built-in `local` driver,
-//! driver lookup across built-in, managed and legacy plugins, reference counts.
+//! driver lookup across built-in, managed and legacy plugins, reference counts; and the
+//! gateway that serves managed volume plugins to other engines through the same service.
 
+pub mod gateway;
 pub mod local;
 pub mod service;
 pub mod store;

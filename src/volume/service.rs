@@ -49,7 +49,7 @@ pub struct PruneFilter {
 }
 
 pub struct VolumeService {
-    store: VolumeStore,
+    store: Arc<VolumeStore>,
     local: Arc<LocalDriver>,
     plugins: Arc<PluginGetter>,
     /// VolumeDriver adapters of plugins, kept per plugin activation.
@@ -76,8 +76,23 @@ impl VolumeService {
         events: Arc<EventBus>,
     ) -> Result<VolumeService> {
         let root = data_root.join("volumes");
-        let store = VolumeStore::open(&root.join("metadata.db"))
-            .map_err(|e| Error::System(e.to_string()))?;
+        let store = Arc::new(
+            VolumeStore::open(&root.join("metadata.db"))
+                .map_err(|e| Error::System(e.to_string()))?,
+        );
+        let counted = store.clone();
+        crate::metrics::gauge_source(
+            "volumes",
+            "Volumes berth records, by driver",
+            Some("driver"),
+            move || {
+                let mut by_driver: BTreeMap<String, i64> = BTreeMap::new();
+                for record in counted.snapshot() {
+                    *by_driver.entry(record.driver.clone()).or_default() += 1;
+                }
+                by_driver.into_iter().collect()
+            },
+        );
         let local = LocalDriver::new(&root);
         if let Err(e) = local.restore() {
             log::warn!("restoring local volumes: {e}");
@@ -396,12 +411,7 @@ impl VolumeService {
             // Not created through berth: a plugin may still have it (moby asks them all).
             return self.inspect_unrecorded(name).await;
         };
-        let driver = self.driver_of(&record, "get").await?;
-        let found = self
-            .operation(&*driver, self.lookup(&*driver, name))
-            .await
-            .map_err(|e| e.context(format!("get {name}")))?
-            .ok_or_else(|| no_such_volume(name))?;
+        let found = self.reported(&record).await?;
         let mut volume = self.view(&record);
         volume.mountpoint = found.mountpoint;
         volume.status = found.status;
@@ -409,6 +419,34 @@ impl VolumeService {
             volume.created_at = created;
         }
         Ok(volume)
+    }
+
+    /// A recorded volume as its driver reports it now, with the host path of its data, and the
+    /// driver's name (what the gateway shows other engines).
+    pub async fn driver_view(&self, name: &str) -> Result<(String, DriverVolume)> {
+        let Some(record) = self.record(name)? else {
+            return Err(no_such_volume(name));
+        };
+        let found = self.reported(&record).await?;
+        Ok((record.driver, found))
+    }
+
+    /// What the driver of a recorded volume reports about it now.
+    async fn reported(&self, record: &VolumeRecord) -> Result<DriverVolume> {
+        let name = &record.name;
+        let driver = self.driver_of(record, "get").await?;
+        self.operation(&*driver, self.lookup(&*driver, name))
+            .await
+            .map_err(|e| e.context(format!("get {name}")))?
+            .ok_or_else(|| no_such_volume(name))
+    }
+
+    /// Every volume the driver `driver_name` has, as it reports them, with host paths.
+    pub async fn driver_list(&self, driver_name: &str) -> Result<Vec<DriverVolume>> {
+        let driver = self.driver(driver_name, Mode::Lookup).await?;
+        self.operation(&*driver, driver.list())
+            .await
+            .map_err(|e| Error::from(e).context(format!("list {driver_name}")))
     }
 
     /// Asks every plugin driver's `Get` for a volume berth has no record of, within the list

@@ -27,6 +27,7 @@ use serde_json::{json, Map, Value};
 mod authz;
 mod hostile;
 mod ipam;
+mod metrics;
 mod network;
 mod volume;
 
@@ -35,7 +36,8 @@ berth-test-plugin: a Docker volume and authorization plugin for tests (HTTP/1.1 
 unix socket)
 
 Knobs (environment, or arguments TEST_X=value which override the environment):
-  TEST_SOCKET_PATH=<path>    listen here (wins over TEST_SOCKET)
+  TEST_SOCKET_PATH=<path>    listen here (wins over TEST_SOCKET); a socket passed by an
+                             activator (LISTEN_FDS=1) wins over both
   TEST_SOCKET=<file>         listen on /run/docker/plugins/<file> (default testdriver.sock)
   TEST_ROOT=<dir>            volume directories live here (default /data)
   TEST_START_DELAY_MS=<n>    sleep before listening
@@ -69,6 +71,10 @@ Knobs (environment, or arguments TEST_X=value which override the environment):
                              <uri-substring|*> [body=<substring>] [msg=<text to the end>]`;
                              the first match decides, no match allows
   TEST_AUTHZ_LOG=<path>      append every AuthZ call, one field per line, bodies decoded
+  TEST_METRICS_SOCKET=<path> MetricsCollector mode: the daemon's metrics socket to scrape after
+                             StartMetrics (default /run/docker/metrics.sock); each scrape
+                             replaces <TEST_ROOT>/metrics.txt
+  TEST_SCRAPE_INTERVAL_MS=<n> between scrapes (default 100)
   TEST_HOSTILE=<mode>[@<m>[,<m>..]]  answer these methods (default: all but Plugin.Activate)
                              with a hostile reply: huge, chunked, drip, slow-headers, garbage,
                              not-json, wrong-types, close-mid-body, never, long-error, huge-error
@@ -128,6 +134,8 @@ struct Config {
     net: network::NetConfig,
     authz_rules: Vec<authz::Rule>,
     authz_log: Option<String>,
+    metrics_socket: PathBuf,
+    scrape_interval: Duration,
     hostile: hostile::Source,
 }
 
@@ -218,6 +226,14 @@ fn main() {
         net: network::NetConfig::from(&knobs),
         authz_rules: authz::parse_rules(&knobs.get("TEST_AUTHZ_RULES").unwrap_or_default()),
         authz_log: knobs.get("TEST_AUTHZ_LOG"),
+        metrics_socket: PathBuf::from(
+            knobs
+                .get("TEST_METRICS_SOCKET")
+                .unwrap_or_else(|| "/run/docker/metrics.sock".into()),
+        ),
+        scrape_interval: knobs
+            .millis("TEST_SCRAPE_INTERVAL_MS")
+            .unwrap_or(Duration::from_millis(100)),
         hostile: hostile::Source::from_knobs(
             knobs.get("TEST_HOSTILE"),
             knobs.get("TEST_HOSTILE_FILE"),
@@ -238,15 +254,23 @@ fn main() {
                 .unwrap_or_else(|| "testdriver.sock".into()),
         ),
     };
-    let listener = match bind(&socket) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("berth-test-plugin: listen on {}: {e}", socket.display());
-            std::process::exit(1);
-        }
+    let listener = if let Some(passed) = socket_from_activation() {
+        // Socket activation (systemd, systemd-socket-activate): the socket is the activator's
+        // to keep; it is neither bound nor removed here.
+        eprintln!("listening on the socket passed by the activator");
+        passed
+    } else {
+        let listener = match bind(&socket) {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("berth-test-plugin: listen on {}: {e}", socket.display());
+                std::process::exit(1);
+            }
+        };
+        let _ = BOUND_SOCKET.set(socket.clone());
+        eprintln!("listening on {}", socket.display());
+        listener
     };
-    let _ = BOUND_SOCKET.set(socket.clone());
-    eprintln!("listening on {}", socket.display());
 
     let cfg_root = cfg.root.clone();
     let driver = Arc::new(Driver {
@@ -267,6 +291,18 @@ fn main() {
             }
         }
     }
+}
+
+/// The listening socket passed as descriptor 3 by a socket activator (`LISTEN_PID` is this
+/// process, `LISTEN_FDS=1`), as go-plugins-helpers' plugins take it.
+fn socket_from_activation() -> Option<UnixListener> {
+    use std::os::fd::FromRawFd;
+    let for_us = std::env::var("LISTEN_PID").ok()?.parse::<u32>().ok()? == std::process::id();
+    if !for_us || std::env::var("LISTEN_FDS").ok()?.trim() != "1" {
+        return None;
+    }
+    // SAFETY: the activator passed descriptor 3 to this process alone; it is wrapped once.
+    Some(unsafe { UnixListener::from_raw_fd(3) })
 }
 
 fn split_list(v: Option<String>) -> Vec<String> {
@@ -701,7 +737,7 @@ impl Driver {
         let needs_args = !matches!(
             method.as_str(),
             "Plugin.Activate" | "VolumeDriver.List" | "VolumeDriver.Capabilities"
-        );
+        ) && !method.starts_with("MetricsCollector.");
         let args: Value = if req.body.iter().all(u8::is_ascii_whitespace) {
             if needs_args && method.starts_with("VolumeDriver.") {
                 // json.Decoder on an empty body.
@@ -720,6 +756,7 @@ impl Driver {
             m if m.starts_with("NetworkDriver.") => self.network_call(m, &args),
             m if m.starts_with("IpamDriver.") => self.ipam_call(m, &args),
             m if m.starts_with("AuthZPlugin.") => self.authz_call(m, &args),
+            m if m.starts_with("MetricsCollector.") => self.metrics_call(m),
             _ => Reply::not_found(),
         }
     }
