@@ -47,9 +47,9 @@ sys.dont_write_bytecode = True  # no __pycache__ next to the scripts
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from benchlib import (  # noqa: E402 - the shared benchmark frame and helpers
-    API, Bench, BenchError, Berth, Daemon, Dockerd, RawClient, Table, add_common_options,
-    add_options, apply_defaults, argument_parser, check, load_options, load_round, loadavg, log,
-    machine_facts, print_setting, run_benchmark, summary,
+    API, Bench, BenchError, Berth, Daemon, Dockerd, RawClient, Table, add_options, alternating,
+    argument_parser, check, load_options, load_round, loadavg, log, machine_facts,
+    parse_options, print_setting, round_options, run_benchmark, summary,
 )
 from testbed import LegacyAuthzPlugin  # noqa: E402
 
@@ -139,17 +139,14 @@ def create_remove(d: Daemon, c: RawClient, name: str) -> float:
 def latencies(daemons: list[Daemon], clients: dict, warmup: int, iterations: int,
               chain: int) -> dict:
     """Per daemon: GET /volumes and create+remove latencies (seconds), alternating order."""
-    out = {d.name: {"list": [], "create+remove": []} for d in daemons}
-    for i in range(warmup + iterations):
-        for d in (daemons if i % 2 == 0 else daemons[::-1]):
-            c = clients[d.name]
-            status, payload, t_list = c.request("GET", f"{API}/volumes")
-            check(d, "volume ls", status, payload, (200,))
-            t_cycle = create_remove(d, c, f"c{chain}-{i}")
-            if i >= warmup:
-                out[d.name]["list"].append(t_list)
-                out[d.name]["create+remove"].append(t_cycle)
-    return out
+    def both(d: Daemon, i: int) -> tuple[float, float]:
+        c = clients[d.name]
+        status, payload, t_list = c.request("GET", f"{API}/volumes")
+        check(d, "volume ls", status, payload, (200,))
+        return t_list, create_remove(d, c, f"c{chain}-{i}")
+    rounds = alternating(daemons, warmup, iterations, both)
+    return {name: {"list": [t for t, _ in pairs], "create+remove": [t for _, t in pairs]}
+            for name, pairs in rounds.items()}
 
 
 # --------------------------------------------------------------------------------------------
@@ -159,16 +156,13 @@ def latencies(daemons: list[Daemon], clients: dict, warmup: int, iterations: int
 def main() -> int:
     ap = argument_parser(__doc__, quick="fewer iterations, shorter and fewer load rounds")
     add_options(ap, (
-        ("--iterations", int, None, "timed requests per daemon and chain"),
-        ("--warmup", int, None, "untimed requests first"),
+        *round_options("requests", "per daemon and chain"),
         ("--volumes", int, 10, "local volumes GET /volumes lists"),
         *load_options(max_requests=200000),
     ), QUICK, DEFAULTS)
     ap.add_argument("--plugin-bin", help="the test plugin binary (default: berth-test-plugin "
                     "beside --berth-bin, built with it)")
-    add_common_options(ap)
-    args = ap.parse_args()
-    apply_defaults(args, QUICK, DEFAULTS)
+    args = parse_options(ap, QUICK, DEFAULTS)
     if (args.iterations < 1 or args.warmup < 0 or args.volumes < 0 or args.threads < 1
             or args.load_rounds < 1 or args.load_seconds <= 0):
         ap.error("counts must be >= 1 (--warmup, --volumes >= 0), times > 0")
@@ -209,13 +203,10 @@ def bench(run: Bench) -> dict:
             f"each, then {args.load_rounds} x {args.load_seconds:g} s of GET /volumes from "
             f"{args.threads} threads per daemon")
         timings[chain] = latencies(daemons, clients, args.warmup, args.iterations, chain)
-        rounds: dict = {d.name: [] for d in daemons}
         plugin_pids = [p.proc.pid for p in plugins[:chain]]
-        for i in range(args.load_rounds):
-            for d in (daemons if i % 2 == 0 else daemons[::-1]):
-                rounds[d.name].append(load_round(d, f"{API}/volumes", args.threads,
-                                                 args.load_seconds, args.max_requests,
-                                                 plugin_pids))
+        rounds = alternating(daemons, 0, args.load_rounds, lambda d, _i: load_round(
+            d, f"{API}/volumes", args.threads, args.load_seconds, args.max_requests,
+            plugin_pids))
         loads[chain] = rounds
         log("  median GET /volumes " + ", ".join(
             f"{d.name} {statistics.median(timings[chain][d.name]['list']) * 1000:.3f} ms"

@@ -42,9 +42,9 @@ sys.dont_write_bytecode = True  # no __pycache__ next to the scripts
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from benchlib import (  # noqa: E402 - the shared benchmark frame and helpers
-    API, Bench, BenchError, Daemon, RawClient, Table, add_common_options, add_options,
-    apply_defaults, argument_parser, check, loadavg, log, machine_facts, print_setting,
-    run_benchmark, summary,
+    API, Bench, BenchError, Daemon, RawClient, Table, add_options, alternating,
+    argument_parser, check, loadavg, log, machine_facts, parse_options, print_setting,
+    round_options, run_benchmark, summary,
 )
 
 TARGET = 1 / 2  # berth's median / dockerd's, with subscribers and for system df
@@ -148,18 +148,15 @@ def wait_listeners(d: Daemon, want: int) -> None:
 def creates(daemons: list[Daemon], clients: dict, warmup: int, iterations: int,
             prefix: str) -> dict:
     """Per daemon: latencies (seconds) of creates of new volumes, each removed untimed."""
-    out: dict = {d.name: [] for d in daemons}
-    for i in range(warmup + iterations):
-        for d in (daemons if i % 2 == 0 else daemons[::-1]):
-            c = clients[d.name]
-            name = f"{prefix}{i}"
-            status, payload, took = c.request("POST", f"{API}/volumes/create", {"Name": name})
-            check(d, f"volume create {name}", status, payload, (201,))
-            status, payload, _ = c.request("DELETE", f"{API}/volumes/{name}")
-            check(d, f"volume rm {name}", status, payload, (204,))
-            if i >= warmup:
-                out[d.name].append(took)
-    return out
+    def create(d: Daemon, i: int) -> float:
+        c = clients[d.name]
+        name = f"{prefix}{i}"
+        status, payload, took = c.request("POST", f"{API}/volumes/create", {"Name": name})
+        check(d, f"volume create {name}", status, payload, (201,))
+        status, payload, _ = c.request("DELETE", f"{API}/volumes/{name}")
+        check(d, f"volume rm {name}", status, payload, (204,))
+        return took
+    return alternating(daemons, warmup, iterations, create)
 
 
 def fill_volumes(d: Daemon, c: RawClient, count: int) -> None:
@@ -173,17 +170,15 @@ def fill_volumes(d: Daemon, c: RawClient, count: int) -> None:
 
 
 def disk_usage(daemons: list[Daemon], clients: dict, iterations: int, volumes: int) -> dict:
-    out: dict = {d.name: [] for d in daemons}
-    for i in range(1 + iterations):
-        for d in (daemons if i % 2 == 0 else daemons[::-1]):
-            status, payload, took = clients[d.name].request("GET", f"{API}/system/df")
-            check(d, "system df", status, payload, (200,))
-            if payload.count(b'"Size":4096') != volumes:
-                raise BenchError(f"{d.name}: system df does not show {volumes} volumes of 4 KiB"
-                                 f": {payload[:300]!r}")
-            if i:  # the first round warms the page cache
-                out[d.name].append(took)
-    return out
+    def df(d: Daemon, _i: int) -> float:
+        status, payload, took = clients[d.name].request("GET", f"{API}/system/df")
+        check(d, "system df", status, payload, (200,))
+        if payload.count(b'"Size":4096') != volumes:
+            raise BenchError(f"{d.name}: system df does not show {volumes} volumes of 4 KiB"
+                             f": {payload[:300]!r}")
+        return took
+    # the untimed first round warms the page cache
+    return alternating(daemons, 1, iterations, df)
 
 
 # --------------------------------------------------------------------------------------------
@@ -193,15 +188,12 @@ def disk_usage(daemons: list[Daemon], clients: dict, iterations: int, volumes: i
 def main() -> int:
     ap = argument_parser(__doc__, quick="fewer iterations")
     add_options(ap, (
-        ("--iterations", int, None, "timed creates per daemon, with and without subscribers"),
-        ("--warmup", int, None, "untimed creates first"),
+        *round_options("creates", "per daemon, with and without subscribers"),
         ("--df-iterations", int, None, "timed system df per daemon"),
         ("--subscribers", int, 100, "connected /events readers per daemon"),
         ("--volumes", int, 1000, "local volumes system df reports"),
     ), QUICK, DEFAULTS)
-    add_common_options(ap)
-    args = ap.parse_args()
-    apply_defaults(args, QUICK, DEFAULTS)
+    args = parse_options(ap, QUICK, DEFAULTS)
     if (args.iterations < 1 or args.warmup < 0 or args.df_iterations < 1
             or args.subscribers < 1 or args.volumes < 1):
         ap.error("counts must be >= 1 (--warmup >= 0)")

@@ -33,14 +33,15 @@ import os
 import subprocess
 import sys
 import time
+from typing import Callable
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from benchlib import (  # noqa: E402 - the shared benchmark helpers
-    API, Bench, BenchError, Berth, Daemon, RawClient, add_common_options, add_options,
-    apply_defaults, argument_parser, check, fmt3, loadavg, log, machine_facts, print_setting,
-    run_benchmark, sample_rss, summary,
+    API, Bench, BenchError, Berth, Daemon, RawClient, add_options, alternating,
+    argument_parser, check, fmt3, loadavg, log, machine_facts, parse_options, print_setting,
+    round_options, run_benchmark, sample_rss, summary,
 )
 
 PLUGIN = "bench/nd:latest"
@@ -60,21 +61,17 @@ def create_body(name: str, i: int, plugin_ipam: bool) -> dict:
     return {"Name": name, "Driver": PLUGIN, "IPAM": {"Config": [{"Subnet": subnet(i)}]}}
 
 
-def create_remove(daemons, clients, args, plugin_ipam: bool) -> dict:
-    times = {d.name: [] for d in daemons}
-    for i in range(args.warmup + args.iterations):
-        order = daemons if i % 2 == 0 else daemons[::-1]
-        for d in order:
-            c = clients[d.name]
-            status, body, t_create = c.request("POST", API + "/networks/create",
-                                               create_body(f"cr{i}", 4000 + i, plugin_ipam))
-            check(d, "network create", status, body, (201,))
-            nid = json.loads(body)["Id"]
-            status, body, t_remove = c.request("DELETE", f"{API}/networks/{nid}")
-            check(d, "network rm", status, body, (204,))
-            if i >= args.warmup:
-                times[d.name].append(t_create + t_remove)
-    return times
+def create_remove(daemons, clients, args, body: Callable[[str, int], dict]) -> dict:
+    """Per daemon: the latencies of a network create (`body(name, round)`) plus its remove."""
+    def cycle(d: Daemon, i: int) -> float:
+        c = clients[d.name]
+        status, payload, t_create = c.request("POST", API + "/networks/create", body(f"cr{i}", i))
+        check(d, "network create", status, payload, (201,))
+        nid = json.loads(payload)["Id"]
+        status, payload, t_remove = c.request("DELETE", f"{API}/networks/{nid}")
+        check(d, "network rm", status, payload, (204,))
+        return t_create + t_remove
+    return alternating(daemons, args.warmup, args.iterations, cycle)
 
 
 def fill(d: Daemon, client: RawClient, start: int, end: int) -> None:
@@ -85,14 +82,11 @@ def fill(d: Daemon, client: RawClient, start: int, end: int) -> None:
 
 
 def list_latency(daemons, clients, args) -> dict:
-    times = {d.name: [] for d in daemons}
-    for i in range(args.warmup + args.iterations):
-        for d in (daemons if i % 2 == 0 else daemons[::-1]):
-            status, body, t = clients[d.name].request("GET", API + "/networks")
-            check(d, "network ls", status, body, (200,))
-            if i >= args.warmup:
-                times[d.name].append(t)
-    return times
+    def list_networks(d: Daemon, _i: int) -> float:
+        status, body, t = clients[d.name].request("GET", API + "/networks")
+        check(d, "network ls", status, body, (200,))
+        return t
+    return alternating(daemons, args.warmup, args.iterations, list_networks)
 
 
 def plugin_part(berth: Berth, ns_path: str, iterations: int) -> list[float]:
@@ -131,13 +125,14 @@ def plugin_part(berth: Berth, ns_path: str, iterations: int) -> list[float]:
     return out
 
 
-def connect_cycle(berth: Berth, client: RawClient, args) -> dict:
-    ns = f"bench{os.getpid()}"
+def connect_cycle(berth: Berth, client: RawClient, args, ns: str, create: dict,
+                  more: Callable[[str], dict] = lambda _: {}) -> dict:
+    """berth's latencies of connecting the network namespace `ns` (made here, deleted after)
+    to network "cn" (`create` its body) and disconnecting it, with what `more` (given the
+    namespace's path) measures before the network goes."""
     subprocess.run(["ip", "netns", "add", ns], check=True)
     try:
-        status, body, _ = client.request("POST", API + "/networks/create",
-                                         {"Name": "cn", "Driver": PLUGIN,
-                                          "IPAM": {"Config": [{"Subnet": "10.98.0.0/24"}]}})
+        status, body, _ = client.request("POST", API + "/networks/create", {"Name": "cn", **create})
         check(berth, "network create cn", status, body, (201,))
         connects, disconnects = [], []
         for i in range(args.warmup + args.iterations):
@@ -150,11 +145,26 @@ def connect_cycle(berth: Berth, client: RawClient, args) -> dict:
             if i >= args.warmup:
                 connects.append(t_c)
                 disconnects.append(t_d)
-        plugin = plugin_part(berth, f"/run/netns/{ns}", args.iterations)
+        out = {"connect": connects, "disconnect": disconnects, **more(f"/run/netns/{ns}")}
         client.request("DELETE", API + "/networks/cn")
-        return {"connect": connects, "disconnect": disconnects, "plugin": plugin}
+        return out
     finally:
         subprocess.run(["ip", "netns", "del", ns])
+
+
+def print_timings(args, timings: dict, target: float, width: int) -> dict:
+    """The latency figures, berth against dockerd with the ratio of medians; their JSON."""
+    print(f"\nLatency (ms): min / median / max of {args.iterations} requests, ratio of medians "
+          f"berth/dockerd (target <= {target:g})")
+    out = {}
+    for label, per in timings.items():
+        b, d = summary(per["berth"]), summary(per["dockerd"])
+        ratio = b["median"] / d["median"] if d["median"] else float("nan")
+        met = "met" if ratio <= target else "NOT met"
+        print(f"  {label:{width}} berth {fmt3(b, 1e3, 2):>22}  dockerd {fmt3(d, 1e3, 2):>22}"
+              f"  {ratio:6.3f} {met}")
+        out[label] = {"berth": b, "dockerd": d, "ratio": ratio}
+    return out
 
 
 def remove_networks(daemons: list[Daemon]) -> None:
@@ -189,7 +199,9 @@ def bench(run: Bench) -> dict:
     for label, plugin_ipam in (("create + remove, built-in IPAM", False),
                                ("create + remove, plugin IPAM", True)):
         log(f"{label}: {args.warmup} warm-up + {args.iterations} timed each")
-        timings[label] = create_remove(daemons, clients, args, plugin_ipam)
+        timings[label] = create_remove(
+            daemons, clients, args,
+            lambda name, i, plugin_ipam=plugin_ipam: create_body(name, 4000 + i, plugin_ipam))
     have = 0
     for count in (1, 100, args.networks):
         for d in daemons:
@@ -202,7 +214,10 @@ def bench(run: Bench) -> dict:
     time.sleep(1.0)
     rss = sample_rss(daemons, args.rss_samples, 0.5)
     log("connect + disconnect of a namespace (berth)")
-    connect = connect_cycle(berth, clients["berth"], args)
+    connect = connect_cycle(
+        berth, clients["berth"], args, f"bench{os.getpid()}",
+        {"Driver": PLUGIN, "IPAM": {"Config": [{"Subnet": "10.98.0.0/24"}]}},
+        lambda ns_path: {"plugin": plugin_part(berth, ns_path, args.iterations)})
     for c in clients.values():
         c.close()
     machine["loadavg_at_end"] = loadavg()
@@ -213,16 +228,7 @@ def bench(run: Bench) -> dict:
 
 
 def report(args, timings, rss, connect) -> dict:
-    print(f"\nLatency (ms): min / median / max of {args.iterations} requests, ratio of medians "
-          f"berth/dockerd (target <= {TARGET_TIME:g})")
-    out = {"timings": {}, "rss": {}, "connect": {}}
-    for label, per in timings.items():
-        b, d = summary(per["berth"]), summary(per["dockerd"])
-        ratio = b["median"] / d["median"] if d["median"] else float("nan")
-        met = "met" if ratio <= TARGET_TIME else "NOT met"
-        print(f"  {label:36} berth {fmt3(b, 1e3, 2):>22}  dockerd {fmt3(d, 1e3, 2):>22}"
-              f"  {ratio:6.3f} {met}")
-        out["timings"][label] = {"berth": b, "dockerd": d, "ratio": ratio}
+    out = {"timings": print_timings(args, timings, TARGET_TIME, 36), "rss": {}, "connect": {}}
     b_rss = summary([kb / 1024 for kb in rss["berth"]["daemon"]])
     d_rss = summary([kb / 1024 for kb in rss["dockerd"]["daemon"]])
     ratio = b_rss["median"] / d_rss["median"]
@@ -246,14 +252,11 @@ def report(args, timings, rss, connect) -> dict:
 def main() -> int:
     ap = argument_parser(__doc__, quick="fewer iterations and RSS samples")
     add_options(ap, (
-        ("--iterations", int, None, "timed requests per figure"),
-        ("--warmup", int, None, "untimed requests first"),
+        *round_options("requests", "per figure"),
         ("--rss-samples", int, None, "RSS samples, 0.5 s apart"),
         ("--networks", int, 1000, "the large network count"),
     ), QUICK, DEFAULTS)
-    add_common_options(ap)
-    args = ap.parse_args()
-    apply_defaults(args, QUICK, DEFAULTS)
+    args = parse_options(ap, QUICK, DEFAULTS)
     if args.iterations < 1 or args.warmup < 0 or args.rss_samples < 1 or args.networks < 100:
         ap.error("--iterations, --rss-samples >= 1, --warmup >= 0, --networks >= 100")
     return run_benchmark("bench-networks", args, bench, tools=(("ip", "iproute2"),))

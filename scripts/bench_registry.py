@@ -56,9 +56,9 @@ sys.dont_write_bytecode = True  # no __pycache__ next to the scripts
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from benchlib import (  # noqa: E402 - the shared benchmark frame and helpers
-    API, Bench, BenchError, Daemon, Table, UnixHTTPConnection, add_common_options, add_options,
-    apply_defaults, argument_parser, cpu_seconds, fmt3, loadavg, log, machine_facts,
-    print_setting, run_benchmark, socket_answers, summary, timed_post, wait_socket,
+    API, Bench, BenchError, Daemon, Table, UnixHTTPConnection, add_options, argument_parser,
+    cpu_seconds, fmt3, loadavg, log, machine_facts, parse_options, print_setting, round_options,
+    run_benchmark, socket_answers, summary, timed_post, wait_socket,
 )
 from testbed import DockerRegistry, task_files  # noqa: E402
 
@@ -583,17 +583,14 @@ def publish(d: Daemon, registry: Registry, ref: str, pdir: str) -> dict:
 def main() -> int:
     ap = argument_parser(__doc__, quick="fewer iterations")
     add_options(ap, (
-        ("--iterations", int, None, "timed installs and pushes of the rclone plugin per daemon"),
-        ("--warmup", int, None, "untimed installs and pushes first"),
+        *round_options("installs and pushes", "of the rclone plugin per daemon"),
         ("--big-iterations", int, None, "timed installs of the large plugin per daemon, each "
          "followed by one single-core pass"),
         ("--big-mb", int, 200, "random data in the large plugin, MB (10^6 bytes)"),
     ), QUICK, DEFAULTS)
     ap.add_argument("--registry-bin", default=REGISTRY_BIN, help="distribution registry "
                     "binary (default docker-registry, Debian's package of that name)")
-    add_common_options(ap)
-    args = ap.parse_args()
-    apply_defaults(args, QUICK, DEFAULTS)
+    args = parse_options(ap, QUICK, DEFAULTS)
     if args.iterations < 1 or args.warmup < 0 or args.big_iterations < 1 or args.big_mb < 1:
         ap.error("--iterations, --big-iterations and --big-mb must be >= 1, --warmup >= 0")
     return run_benchmark("bench-registry", args, bench,

@@ -50,9 +50,9 @@ sys.dont_write_bytecode = True  # no __pycache__ next to the scripts
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from benchlib import (  # noqa: E402 - the shared benchmark frame and helpers
-    API, Bench, BenchError, Berth, Daemon, Dockerd, RawClient, Table, add_common_options,
-    add_options, apply_defaults, argument_parser, check, fmt3, load_options, load_round,
-    loadavg, log, machine_facts, pid_starttime, print_setting, run_benchmark, sample_rss,
+    API, Bench, BenchError, Berth, Daemon, Dockerd, RawClient, Table, add_options,
+    argument_parser, check, fmt3, load_options, load_round, loadavg, log, machine_facts,
+    parse_options, pid_starttime, print_setting, round_options, run_benchmark, sample_rss,
     summary,
 )
 from testbed import thread_states  # noqa: E402
@@ -290,8 +290,7 @@ def main() -> int:
     ap = argument_parser(__doc__, quick="fewer iterations, shorter and fewer load rounds, "
                          "fewer RSS samples (volume counts unchanged)")
     add_options(ap, (
-        ("--iterations", int, None, "timed requests per daemon for each latency figure"),
-        ("--warmup", int, None, "untimed requests first"),
+        *round_options("requests", "per daemon for each latency figure"),
         ("--volumes", int, 1000, "the large volume count"),
         *load_options(max_requests=100000),
         ("--create-conns", int, 4, "parallel connections that create/remove the bulk volumes"),
@@ -301,9 +300,7 @@ def main() -> int:
         ("--idle", float, None, "idle seconds before RSS is sampled"),
         ("--rss-samples", int, None, "RSS samples, 0.5 s apart"),
     ), QUICK, DEFAULTS)
-    add_common_options(ap)
-    args = ap.parse_args()
-    apply_defaults(args, QUICK, DEFAULTS)
+    args = parse_options(ap, QUICK, DEFAULTS)
     if (args.iterations < 1 or args.warmup < 0 or args.volumes < 1 or args.threads < 1
             or args.load_rounds < 1 or args.load_seconds <= 0 or args.create_conns < 1
             or args.call_timeout <= 0 or args.frozen_cap <= 0 or args.frozen_repeats < 0

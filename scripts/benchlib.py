@@ -27,7 +27,7 @@ import tempfile
 import threading
 import time
 import urllib.parse
-from typing import Callable
+from typing import Any, Callable
 
 from testbed import (  # noqa: F401 - re-exported for the benchmarks
     SetupError, UnixHTTPConnection, PrivateContainerd, log_tail, pid_alive,
@@ -686,6 +686,20 @@ def check(d: Daemon, what: str, status: int, body: bytes, want: tuple[int, ...])
         raise BenchError(f"{d.name}: {what} -> {status}: {body[:300]!r}")
 
 
+def alternating(daemons: list[Daemon], warmup: int, iterations: int,
+                measure: Callable[[Daemon, int], Any]) -> dict[str, list]:
+    """Per daemon: what `measure(daemon, round)` returned in each of `iterations` timed rounds,
+    after `warmup` untimed ones. Every round measures each daemon once, and which goes first
+    alternates, so neither always meets a machine the other has just warmed (or loaded)."""
+    out: dict[str, list] = {d.name: [] for d in daemons}
+    for i in range(warmup + iterations):
+        for d in (daemons if i % 2 == 0 else daemons[::-1]):
+            value = measure(d, i)
+            if i >= warmup:
+                out[d.name].append(value)
+    return out
+
+
 def load_options(max_requests: int) -> tuple:
     """The option rows (see `add_options`) of a throughput figure measured with `load_round`;
     --load-seconds and --load-rounds take their defaults from the benchmark's QUICK and
@@ -695,6 +709,14 @@ def load_options(max_requests: int) -> tuple:
             ("--load-rounds", int, None, "throughput rounds per daemon, alternating"),
             ("--max-requests", int, max_requests, "bound on the requests of one throughput "
              "round"))
+
+
+def round_options(what: str, per: str) -> tuple:
+    """The option rows (see `add_options`) of timed rounds (see `alternating`): --iterations
+    timed `what` `per` ..., after --warmup untimed ones; both take their defaults from the
+    benchmark's QUICK and DEFAULTS."""
+    return (("--iterations", int, None, f"timed {what} {per}"),
+            ("--warmup", int, None, f"untimed {what} first"))
 
 
 def load_round(d: Daemon, target: str, threads: int, seconds: float, max_requests: int,
@@ -835,6 +857,15 @@ def apply_defaults(args: argparse.Namespace, quick: dict, defaults: dict) -> Non
     for k, v in (quick if args.quick else defaults).items():
         if getattr(args, k) is None:
             setattr(args, k, v)
+
+
+def parse_options(ap: argparse.ArgumentParser, quick: dict, defaults: dict) -> argparse.Namespace:
+    """The command line, once the benchmark has added its own options: the common ones added
+    last, then the unset ones given their --quick value or default (see `apply_defaults`)."""
+    add_common_options(ap)
+    args = ap.parse_args()
+    apply_defaults(args, quick, defaults)
+    return args
 
 
 class Bench:

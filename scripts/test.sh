@@ -3,8 +3,8 @@
 # exactly this (see .ci/run). Needs root and a Rust toolchain (rustup, 1.89 or newer).
 #   0. set-up: Debian packages (dockerd 20.10 to prove expectations against, docker-registry,
 #      rclone, fuse3, openssl, podman, curl, systemd, iproute2, runc, crun, bsdutils' script),
-#      pytest and docker-py from PyPI, clippy and rustfmt, cargo-deb from crates.io; whatever is
-#      there already is left alone
+#      pytest and docker-py from PyPI, clippy and rustfmt (and, beside the later stages,
+#      cargo-deb from crates.io); whatever is there already is left alone
 #   1. formatting and lints
 #   2. Rust unit and integration tests (integration tests start the real daemon on temp sockets),
 #      a short crash-consistency campaign (20 kill -9 trials), a short API fuzzing run, and
@@ -27,6 +27,10 @@ finish() {
   if [ -n "${dockerd_compat_pid:-}" ] && kill -0 "$dockerd_compat_pid" 2>/dev/null; then
     kill -TERM "$dockerd_compat_pid"  # the harness tears its daemons down on SIGTERM
     wait "$dockerd_compat_pid" || true
+  fi
+  if [ -n "${release_pid:-}" ] && kill -0 "$release_pid" 2>/dev/null; then
+    kill -TERM "$release_pid"
+    wait "$release_pid" || true
   fi
   stage "done (exit $rc)"
 }
@@ -57,7 +61,8 @@ fi
 python3 -m pytest --version >/dev/null 2>&1 || python3 -m pip install -q pytest
 python3 -m pip install -q -r compat-tests/requirements.txt
 rustup component list --installed 2>/dev/null | grep -q clippy || rustup component add clippy rustfmt
-command -v cargo-deb >/dev/null 2>&1 || cargo install -q cargo-deb --locked
+# The third-party plugins `berth conformance` findings are kept true against.
+bash scripts/third-party-plugins.sh
 if [ ! -x "${DOCKER_CLI:-/usr/local/bin/docker}" ]; then
   echo "test.sh: the compat scenarios need docker CLI 28.x at /usr/local/bin/docker (or DOCKER_CLI=path);" >&2
   echo "         Debian's docker.io CLI (20.10) prints other output. See README.md, Tests." >&2
@@ -86,6 +91,17 @@ fi
 
 stage "cargo test"
 cargo test
+
+# The release build (the README walkthrough and the package use it) and cargo-deb are CPU work;
+# the stages from here to the package mostly wait on daemons, so they run beside them, niced.
+stage "release build and cargo-deb (in the background)"
+release_log=$(mktemp /tmp/release-build.XXXXXX)
+(
+  set -e
+  command -v cargo-deb >/dev/null 2>&1 || nice -n 10 cargo install -q cargo-deb --locked
+  nice -n 10 cargo build --release
+) >"$release_log" 2>&1 &
+release_pid=$!
 # The short crash-consistency campaign and API fuzzing run (long runs: scripts/crash-campaign.sh,
 # scripts/fuzz.sh).
 stage "crash campaign"
@@ -119,6 +135,12 @@ if [ -n "$dockerd_compat_pid" ]; then
 fi
 
 # --- 4. the Debian package ----------------------------------------------------------------------
+stage "waiting for the release build and cargo-deb"
+release_rc=0
+wait "$release_pid" || release_rc=$?
+tail -5 "$release_log"
+rm -f "$release_log"
+[ "$release_rc" = 0 ] || { echo "the release build or cargo-deb's install failed"; exit 1; }
 stage "the Debian package"
 bash scripts/test-package.sh
 

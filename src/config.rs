@@ -139,6 +139,10 @@ pub struct DaemonFlags {
     /// [file: authz-peer-credentials]
     #[arg(long)]
     pub authz_peer_credentials: bool,
+    /// LogDriver plugin (managed or legacy) that every managed plugin's output is also sent
+    /// to, as a container's would be [default: none] [file: plugin-log-driver]
+    #[arg(long, value_name = "NAME")]
+    pub plugin_log_driver: Option<String>,
     /// daemon.json-style configuration file, read when present [default:
     /// /etc/berth/daemon.json]
     #[arg(long, value_name = "FILE")]
@@ -208,6 +212,8 @@ pub struct DaemonConfig {
     /// The authorization chain, in order (duplicates are dropped by the chain).
     pub authorization_plugins: Vec<String>,
     pub authz_peer_credentials: bool,
+    /// `--plugin-log-driver`: where plugin output is shipped besides the daemon log.
+    pub plugin_log_driver: Option<String>,
 }
 
 impl DaemonConfig {
@@ -238,6 +244,7 @@ struct FileConfig {
     bip: Option<serde_json::Value>,
     plugin_runtime: Option<serde_json::Value>,
     metrics_addr: Option<serde_json::Value>,
+    plugin_log_driver: Option<serde_json::Value>,
     authorization_plugins: Option<serde_json::Value>,
     authz_peer_credentials: Option<serde_json::Value>,
     /// Keys that match no option, refused as dockerd refuses them.
@@ -484,6 +491,12 @@ fn resolve(flags: &DaemonFlags, file: FileConfig) -> anyhow::Result<DaemonConfig
         file.authz_peer_credentials,
         |on: bool| Ok(on),
     )?;
+    let plugin_log_driver = merge.pick(
+        "plugin-log-driver",
+        flags.plugin_log_driver.clone(),
+        file.plugin_log_driver,
+        text,
+    )?;
     if !merge.conflicts.is_empty() {
         bail!(
             "the following directives are specified both as a flag and in the configuration file: {}",
@@ -515,6 +528,7 @@ fn resolve(flags: &DaemonFlags, file: FileConfig) -> anyhow::Result<DaemonConfig
         metrics_addr,
         authorization_plugins: authorization_plugins.unwrap_or_default(),
         authz_peer_credentials: authz_peer_credentials.unwrap_or(false),
+        plugin_log_driver,
     })
 }
 

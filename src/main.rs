@@ -1,5 +1,6 @@
 //! The `berth` command: `berth daemon` runs the daemon (see `berth::daemon`), `berth plugin
-//! ps|exec` debug running plugins (a client of the daemon, see `berth::cli`), `berth version`
+//! ps|exec` debug running plugins (a client of the daemon, see `berth::cli`), `berth
+//! conformance` checks a plugin against its protocols (see `berth::conformance`), `berth version`
 //! prints what was built.
 
 use std::io::Write;
@@ -32,6 +33,9 @@ enum Command {
     Plugin(PluginArgs),
     /// Show the version, commit, compiler and API versions of this build
     Version,
+    /// Check a plugin against the plugin protocols (exit status 1 when a check fails)
+    // Boxed as the daemon's: its flags are far larger than the other commands'.
+    Conformance(Box<berth::conformance::cli::ConformanceFlags>),
 }
 
 #[derive(clap::Args)]
@@ -99,6 +103,10 @@ fn main() {
         Command::Version => {
             print!("{}", berth::api::build_description());
             Ok(())
+        }
+        Command::Conformance(flags) => {
+            init_logging(log::LevelFilter::Warn);
+            std::process::exit(berth::conformance::cli::run(*flags))
         }
     };
     if let Err(e) = result {

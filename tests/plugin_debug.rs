@@ -35,23 +35,8 @@ fn text(bytes: &[u8]) -> String {
 
 /// Creates the test driver with a shell and a few tools in its rootfs (and the seed's
 /// `/var/log/plugin.log`), applies `settings`; returns its ID.
-pub fn create_debuggable_plugin(d: &Daemon, extra_config: &str, settings: &[&str]) -> String {
-    let context = test_plugin_context_with(
-        &test_plugin_config(extra_config),
-        &TOOLS,
-        &[("var/log/plugin.log", b"plugin log line\n")],
-    );
-    let r = d.create_plugin(PLUGIN, &context);
-    assert_eq!(r.status, 204, "{}", r.text());
-    if !settings.is_empty() {
-        let body = serde_json::to_string(settings).unwrap();
-        let r = d.post_json(&format!("/v1.41/plugins/{PLUGIN}/set"), &body);
-        assert_eq!(r.status, 204, "{}", r.text());
-    }
-    d.get(&format!("/v1.41/plugins/{PLUGIN}/json")).json()["Id"]
-        .as_str()
-        .unwrap()
-        .to_string()
+fn create_debuggable_plugin(d: &Daemon, extra_config: &str, settings: &[&str]) -> String {
+    d.create_tooled_test_plugin(PLUGIN, &TOOLS, extra_config, settings)
 }
 
 fn enable(d: &Daemon) {

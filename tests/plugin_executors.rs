@@ -12,22 +12,7 @@ use std::time::Duration;
 const PLUGIN: &str = "test/driver:latest";
 
 fn create(d: &Daemon, extra_config: &str, settings: &[&str]) -> String {
-    let context = test_plugin_context_with(
-        &test_plugin_config(extra_config),
-        &["sh", "cat"],
-        &[("var/log/plugin.log", b"plugin log line\n")],
-    );
-    let r = d.create_plugin(PLUGIN, &context);
-    assert_eq!(r.status, 204, "{}", r.text());
-    if !settings.is_empty() {
-        let body = serde_json::to_string(settings).unwrap();
-        let r = d.post_json(&format!("/v1.41/plugins/{PLUGIN}/set"), &body);
-        assert_eq!(r.status, 204, "{}", r.text());
-    }
-    d.get(&format!("/v1.41/plugins/{PLUGIN}/json")).json()["Id"]
-        .as_str()
-        .unwrap()
-        .to_string()
+    d.create_tooled_test_plugin(PLUGIN, &["sh", "cat"], extra_config, settings)
 }
 
 fn enable(d: &Daemon) -> Response {

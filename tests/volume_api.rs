@@ -553,12 +553,7 @@ fn managed_daemon() -> (Daemon, String) {
         "--legacy-plugin-dir",
         "/nonexistent/berth-test-legacy-plugins",
     ]);
-    let r = d.create_plugin(PLUGIN, &test_plugin_context(&test_plugin_config("")));
-    assert_eq!(r.status, 204, "{}", r.text());
-    let id = d.get(&format!("/v1.41/plugins/{PLUGIN}/json")).json()["Id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = d.create_test_plugin(PLUGIN, "", &[]);
     let r = d.post(&format!("/v1.41/plugins/{PLUGIN}/enable?timeout=30"));
     assert_eq!(r.status, 200, "{}", r.text());
     (d, id)

@@ -12,12 +12,7 @@ const PLUGIN: &str = "test/gw";
 
 fn daemon_with_enabled_plugin() -> (Daemon, String, PathBuf) {
     let d = Daemon::start_with(&["--plugin-start-timeout", "10"]);
-    let r = d.create_plugin(PLUGIN, &test_plugin_context(&test_plugin_config("")));
-    assert_eq!(r.status, 204, "{}", r.text());
-    let id = d.get(&format!("/plugins/{PLUGIN}/json")).json()["Id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = d.create_test_plugin(PLUGIN, "", &[]);
     assert_eq!(
         d.post(&format!("/plugins/{PLUGIN}/enable?timeout=30"))
             .status,

@@ -337,6 +337,7 @@ async fn run(id: RouteId, call: Call, payload: web::Payload) -> Result<HttpRespo
         RouteId::PluginLogs => plugins::logs(call).await,
         RouteId::PluginPs => plugins::ps(call).await,
         RouteId::PluginProcess => plugins::process(call).await,
+        RouteId::PluginEndpoint => plugins::endpoint(call).await,
         RouteId::PluginPrivileges => remote::privileges(call).await,
         RouteId::PluginPull => remote::pull(call, payload).await,
         RouteId::PluginUpgrade => remote::upgrade(call, payload).await,

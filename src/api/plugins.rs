@@ -7,13 +7,22 @@ use super::body;
 use super::filters::Filters;
 use super::{json_response, Call};
 use crate::error::{Error, Result};
-use crate::plugin::manager::{parse_capability, EnabledFilter};
+use crate::plugin::manager::{parse_capability, EnabledFilter, Manager};
 
 /// Runs blocking store work off the async workers.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     web::block(f)
         .await
         .map_err(|e| Error::System(format!("worker failed: {e}")))?
+}
+
+/// Runs `op` on the manager with the request's plugin name, off the async workers.
+async fn on_plugin<T: Send + 'static>(
+    call: &Call,
+    op: impl FnOnce(&Manager, &str) -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let (manager, name) = (call.state.plugins.clone(), call.name.clone());
+    blocking(move || op(&manager, &name)).await
 }
 
 pub async fn list(call: Call) -> Result<HttpResponse> {
@@ -45,17 +54,13 @@ pub async fn inspect(call: Call) -> Result<HttpResponse> {
 
 pub async fn set(call: Call, payload: web::Payload) -> Result<HttpResponse> {
     let args = body::read_string_list(&call, payload).await?;
-    let manager = call.state.plugins.clone();
-    let name = call.name.clone();
-    blocking(move || manager.set(&name, &args)).await?;
+    on_plugin(&call, move |manager, name| manager.set(name, &args)).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
 pub async fn remove(call: Call) -> Result<HttpResponse> {
     let force = call.query_bool("force");
-    let manager = call.state.plugins.clone();
-    let name = call.name.clone();
-    blocking(move || manager.remove(&name, force)).await?;
+    on_plugin(&call, move |manager, name| manager.remove(name, force)).await?;
     Ok(HttpResponse::Ok().finish())
 }
 
@@ -75,17 +80,16 @@ pub async fn enable(call: Call) -> Result<HttpResponse> {
         ))
     })?;
     let rpc_timeout = std::time::Duration::from_secs(seconds.max(0) as u64);
-    let manager = call.state.plugins.clone();
-    let name = call.name.clone();
-    blocking(move || manager.enable(&name, rpc_timeout)).await?;
+    on_plugin(&call, move |manager, name| {
+        manager.enable(name, rpc_timeout)
+    })
+    .await?;
     Ok(HttpResponse::Ok().finish())
 }
 
 pub async fn disable(call: Call) -> Result<HttpResponse> {
     let force = call.query_bool("force");
-    let manager = call.state.plugins.clone();
-    let name = call.name.clone();
-    blocking(move || manager.disable(&name, force)).await?;
+    on_plugin(&call, move |manager, name| manager.disable(name, force)).await?;
     Ok(HttpResponse::Ok().finish())
 }
 
@@ -117,10 +121,15 @@ pub async fn ps(call: Call) -> Result<HttpResponse> {
 
 /// berth extension: the process `berth plugin exec` joins; 409 when the plugin is not running.
 pub async fn process(call: Call) -> Result<HttpResponse> {
-    let manager = call.state.plugins.clone();
-    let name = call.name.clone();
-    let target = blocking(move || manager.exec_target(&name)).await?;
+    let target = on_plugin(&call, |manager, name| manager.exec_target(name)).await?;
     Ok(json_response(StatusCode::OK, &target))
+}
+
+/// berth extension: where the plugin's socket and files are on this host (for
+/// `berth conformance --plugin`).
+pub async fn endpoint(call: Call) -> Result<HttpResponse> {
+    let endpoint = call.state.plugins.public_endpoint(&call.name)?;
+    Ok(json_response(StatusCode::OK, &endpoint))
 }
 
 /// The upload is received whole into a spool file (memory stays flat, no blocking thread

@@ -21,6 +21,7 @@ pub enum RouteId {
     PluginLogs,
     PluginPs,
     PluginProcess,
+    PluginEndpoint,
     PluginPrivileges,
     PluginPull,
     PluginUpgrade,
@@ -86,6 +87,7 @@ pub const ROUTES: &[Route] = &[
     route("GET", "/plugins/{name}/logs", RouteId::PluginLogs),
     route("GET", "/plugins/ps", RouteId::PluginPs),
     route("GET", "/plugins/{name}/process", RouteId::PluginProcess),
+    route("GET", "/plugins/{name}/endpoint", RouteId::PluginEndpoint),
     route("GET", "/plugins/privileges", RouteId::PluginPrivileges),
     route("POST", "/plugins/pull", RouteId::PluginPull),
     Route {

@@ -30,6 +30,7 @@ use crate::config::{DaemonConfig, DaemonFlags, Host, MetricsAddr};
 use crate::distribution::extract::UnpackLimit;
 use crate::distribution::registry::{RegistryClient, RegistryOptions};
 use crate::events::EventBus;
+use crate::logforward::LogForwarder;
 use crate::network::service::{NetworkOptions, NetworkService};
 use crate::plugin::getter::PluginGetter;
 use crate::plugin::manager::{Manager, RuntimeOptions};
@@ -101,8 +102,6 @@ pub fn run(
     .with_unpack_limit(UnpackLimit::new(config.max_unpacked_size));
     let manager = Arc::new(manager);
     manager.publish_metrics();
-    // Plugins that were enabled run again before the API answers.
-    manager.restore();
     let legacy = LegacyPlugins::new(
         config.legacy_plugin_dirs.clone(),
         LEGACY_ACTIVATION_TIMEOUT,
@@ -114,6 +113,16 @@ pub fn run(
         legacy,
         config.plugin_call_timeout,
     ));
+    if let Some(driver) = &config.plugin_log_driver {
+        // Before plugins start, so that their first lines are shipped too.
+        manager.set_log_sink(LogForwarder::start(
+            getter.clone(),
+            driver.clone(),
+            config.exec_root.join("logging"),
+        ));
+    }
+    // Plugins that were enabled run again before the API answers.
+    manager.restore();
     let volumes = Arc::new(
         VolumeService::open(&config.data_root, getter.clone(), events.clone())
             .context("opening the volume store")?,

@@ -3,6 +3,7 @@
 
 pub mod authz;
 pub mod ipam;
+pub mod log;
 pub mod metrics;
 pub mod network;
 pub mod volume;

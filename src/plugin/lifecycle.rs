@@ -30,6 +30,24 @@ pub(super) struct Endpoint {
     pub(super) run: u64,
 }
 
+/// Where a managed plugin answers, as `GET /plugins/{name}/endpoint` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PublicEndpoint {
+    pub id: String,
+    pub name: String,
+    pub enabled: bool,
+    /// The host path of its socket.
+    pub socket: PathBuf,
+    pub rootfs: PathBuf,
+    /// `PropagatedMount` as the plugin sees it (empty: none).
+    pub propagated_mount: String,
+    /// Where that is on the host.
+    pub host_propagated_mount: PathBuf,
+    /// `Interface.Types`.
+    pub types: Vec<String>,
+}
+
 /// How `start_plugin` treats a plugin that is not ready in time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Readiness {
@@ -184,10 +202,32 @@ impl Manager {
             .filter(|t| !t.is_zero())
     }
 
+    /// Sends every plugin's output lines to `sink` too (`--plugin-log-driver`).
+    pub fn set_log_sink(&self, sink: std::sync::Arc<dyn crate::runtime::logs::LogSink>) {
+        self.runtime.logs.set_sink(sink);
+    }
+
     /// The plugin's recent output (`GET /plugins/{name}/logs`).
     pub fn logs(&self, name: &str, tail: Option<usize>) -> Result<Vec<String>> {
         let id = self.store().resolve(name)?.plugin.id.clone();
         Ok(self.runtime.logs.tail(&id, tail))
+    }
+
+    /// Where plugin `name` answers and keeps its files (`GET /plugins/{name}/endpoint`), for
+    /// tools on this host that talk to it directly (`berth conformance --plugin`).
+    pub fn public_endpoint(&self, name: &str) -> Result<PublicEndpoint> {
+        let plugin = self.store().resolve(name)?.plugin.clone();
+        let endpoint = self.endpoint(&plugin);
+        Ok(PublicEndpoint {
+            id: plugin.id.clone(),
+            name: plugin.name.clone(),
+            enabled: plugin.enabled,
+            socket: endpoint.socket,
+            rootfs: endpoint.paths.rootfs,
+            propagated_mount: plugin.config.propagated_mount.clone(),
+            host_propagated_mount: endpoint.paths.propagated_mount,
+            types: plugin.config.interface.types.clone().unwrap_or_default(),
+        })
     }
 
     /// Whether the supervisor is restarting a crashed plugin, for inspect-like views.

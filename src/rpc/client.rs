@@ -390,10 +390,14 @@ impl PluginClient {
     ) -> Result<bytes::Bytes, RpcError> {
         let method = method.trim_start_matches('/');
         if !crate::metrics::enabled() {
-            return self.send(method, body, retry, reply_limit).await;
+            return self
+                .call_with_retries(method, body, retry, reply_limit)
+                .await;
         }
         let started = Instant::now();
-        let result = self.send(method, body, retry, reply_limit).await;
+        let result = self
+            .call_with_retries(method, body, retry, reply_limit)
+            .await;
         let outcome = match &result {
             Ok(_) => CallOutcome::Ok,
             Err(RpcError::Timeout { .. }) => CallOutcome::Timeout,
@@ -407,20 +411,14 @@ impl PluginClient {
     }
 
     /// One call, retries included: the call's deadline, connection attempts, the answer.
-    async fn send(
+    async fn call_with_retries(
         &self,
         method: &str,
         body: &(impl serde::Serialize + ?Sized),
         retry: Retry,
         reply_limit: usize,
     ) -> Result<bytes::Bytes, RpcError> {
-        let mut payload = serde_json::to_vec(body)
-            .map_err(|e| RpcError::Decode(format!("{method}: encoding request: {e}")))?;
-        if payload == b"null" {
-            payload.clear();
-        } else {
-            payload.push(b'\n');
-        }
+        let payload = request_payload(method, body)?;
         let start = Instant::now();
         let (deadline, timeout) = match self.deadline(start) {
             Some((at, budget)) => (Some(at), Some(budget)),
@@ -521,26 +519,9 @@ impl PluginClient {
         fresh: bool,
         reply_limit: usize,
     ) -> Attempt {
-        let http = if fresh {
-            &self.inner.fresh
-        } else {
-            self.inner.pooled()
-        };
-        let mut request = http
-            .post(url)
-            .header(reqwest::header::ACCEPT, PLUGIN_MIME_TYPE);
-        if payload.is_empty() {
-            // Go writes `Content-Length: 0` on a POST without body; hyper would send none.
-            request = request.header(reqwest::header::CONTENT_LENGTH, "0");
-        }
-        let sent = request.body(payload).send().await;
-        let resp = match sent {
+        let resp = match self.send(url, method, payload, &[], fresh).await {
             Ok(r) => r,
-            Err(e) if !fresh && self.wrote_into_closed_connection(&e) => return Attempt::Stale,
-            Err(e) => {
-                let (text, retryable) = self.describe(&e, method);
-                return Attempt::Failed { text, retryable };
-            }
+            Err(failed) => return failed,
         };
         let status = resp.status().as_u16();
         if status == 200 {
@@ -557,6 +538,156 @@ impl PluginClient {
             code: status,
             message,
         }))
+    }
+
+    /// Sends one request: `Accept` as moby sends it unless `headers` name it (an empty value
+    /// leaves a header out), then `headers`.
+    async fn send(
+        &self,
+        url: reqwest::Url,
+        method: &str,
+        payload: Vec<u8>,
+        headers: &[(&str, &str)],
+        fresh: bool,
+    ) -> Result<reqwest::Response, Attempt> {
+        let http = if fresh {
+            &self.inner.fresh
+        } else {
+            self.inner.pooled()
+        };
+        let mut request = http.post(url);
+        if !headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("accept"))
+        {
+            request = request.header(reqwest::header::ACCEPT, PLUGIN_MIME_TYPE);
+        }
+        for (name, value) in headers.iter().filter(|(_, v)| !v.is_empty()) {
+            request = request.header(*name, *value);
+        }
+        if payload.is_empty() {
+            // Go writes `Content-Length: 0` on a POST without body; hyper would send none.
+            request = request.header(reqwest::header::CONTENT_LENGTH, "0");
+        }
+        match request.body(payload).send().await {
+            Ok(r) => Ok(r),
+            Err(e) if !fresh && self.wrote_into_closed_connection(&e) => Err(Attempt::Stale),
+            Err(e) => {
+                let (text, retryable) = self.describe(&e, method);
+                Err(Attempt::Failed { text, retryable })
+            }
+        }
+    }
+
+    /// One request shaped by the caller (raw `body`, extra `headers`, see [`Self::send`]),
+    /// answered with whatever status, content type and body (at most `reply_limit` bytes) came
+    /// back: for callers that judge answers themselves (`berth conformance`). One attempt, no
+    /// retry, within the call's one deadline.
+    pub async fn exchange(
+        &self,
+        method: &str,
+        body: &[u8],
+        headers: &[(&str, &str)],
+        reply_limit: usize,
+    ) -> Result<RawReply, RpcError> {
+        let deadline = self.deadline(Instant::now());
+        let (method, response) = self.open(method, body, headers, deadline).await?;
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let read = self.read_bounded(response, &method, reply_limit);
+        let body = match deadline {
+            Some((at, timeout)) => {
+                tokio::time::timeout_at(at, read)
+                    .await
+                    .map_err(|_| RpcError::Timeout {
+                        method: method.clone(),
+                        timeout,
+                    })??
+            }
+            None => read.await?,
+        };
+        Ok(RawReply {
+            status,
+            content_type,
+            body,
+        })
+    }
+
+    /// `method` with a JSON `body` (as [`call`](Self::call) sends it), whose 200 answer is read
+    /// as it streams (`LogDriver.ReadLogs`). The call's deadline bounds the wait for the answer's
+    /// head only: a followed stream stays open as long as the plugin keeps it.
+    pub async fn stream(
+        &self,
+        method: &str,
+        body: &(impl serde::Serialize + ?Sized),
+    ) -> Result<ReplyStream, RpcError> {
+        let payload = request_payload(method, body)?;
+        let deadline = self.deadline(Instant::now());
+        let (method, response) = self.open(method, &payload, &[], deadline).await?;
+        let code = response.status().as_u16();
+        if code != 200 {
+            let message = match self.read_bounded(response, &method, ERROR_BODY_LIMIT).await {
+                Ok(b) => status_message(&b),
+                Err(e) => e.to_string(),
+            };
+            return Err(RpcError::Status {
+                method,
+                code,
+                message,
+            });
+        }
+        Ok(ReplyStream { method, response })
+    }
+
+    /// Sends one request within `deadline` (a kept-alive connection the plugin had closed is
+    /// replaced once) and returns the answer's head.
+    async fn open(
+        &self,
+        method: &str,
+        body: &[u8],
+        headers: &[(&str, &str)],
+        deadline: Option<(Instant, Duration)>,
+    ) -> Result<(String, reqwest::Response), RpcError> {
+        let method = method.trim_start_matches('/').to_string();
+        // Not through the cache of `url`: callers of raw calls may name any method.
+        let url = reqwest::Url::parse(&format!("{}/{}", self.inner.base, method))
+            .map_err(|e| RpcError::Transport(format!("{method}: {e}")))?;
+        let attempt = async {
+            match self
+                .send(url.clone(), &method, body.to_vec(), headers, false)
+                .await
+            {
+                Err(Attempt::Stale) => {
+                    self.send(url.clone(), &method, body.to_vec(), headers, true)
+                        .await
+                }
+                outcome => outcome,
+            }
+        };
+        let outcome = match deadline {
+            Some((at, timeout)) => match tokio::time::timeout_at(at, attempt).await {
+                Ok(o) => o,
+                Err(_) => return Err(RpcError::Timeout { method, timeout }),
+            },
+            None => attempt.await,
+        };
+        match outcome {
+            Ok(response) => {
+                self.inner.unreachable.store(false, Ordering::Relaxed);
+                Ok((method, response))
+            }
+            Err(Attempt::Failed { text, .. }) => {
+                self.inner.unreachable.store(true, Ordering::Relaxed);
+                Err(RpcError::Transport(text))
+            }
+            Err(_) => Err(RpcError::Transport(format!(
+                "{method}: the plugin closed the connection"
+            ))),
+        }
     }
 
     /// The answer's body, refused as soon as it is known to exceed `limit` bytes (by its
@@ -645,6 +776,46 @@ impl PluginClient {
             ),
             false,
         )
+    }
+}
+
+/// A request body as moby sends it: compact JSON and a newline (Go's `json.Encoder`), or nothing
+/// for a body that serializes to `null` (moby's "no argument").
+fn request_payload(
+    method: &str,
+    body: &(impl serde::Serialize + ?Sized),
+) -> Result<Vec<u8>, RpcError> {
+    let mut payload = serde_json::to_vec(body)
+        .map_err(|e| RpcError::Decode(format!("{method}: encoding request: {e}")))?;
+    if payload == b"null" {
+        payload.clear();
+    } else {
+        payload.push(b'\n');
+    }
+    Ok(payload)
+}
+
+/// A plugin's answer as it came ([`PluginClient::exchange`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawReply {
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub body: bytes::Bytes,
+}
+
+/// A 200 answer read as it streams ([`PluginClient::stream`]).
+#[derive(Debug)]
+pub struct ReplyStream {
+    method: String,
+    response: reqwest::Response,
+}
+
+impl ReplyStream {
+    /// The next piece of the answer; `None` once the plugin ended it.
+    pub async fn chunk(&mut self) -> Result<Option<bytes::Bytes>, RpcError> {
+        self.response.chunk().await.map_err(|e| {
+            RpcError::Transport(format!("{}: reading answer: {}", self.method, chain(&e)))
+        })
     }
 }
 

@@ -412,6 +412,16 @@ fn invalid(path: &Path, reason: impl Into<String>) -> LookupError {
     }
 }
 
+/// A legacy plugin's spec file, by its extension: `.json` (address and TLS settings) or
+/// anything else as `.spec` (one URL).
+pub fn read_spec_file(path: &Path) -> Result<Transport, LookupError> {
+    if path.extension().is_some_and(|e| e == "json") {
+        read_json_spec(path)
+    } else {
+        read_spec(path)
+    }
+}
+
 /// A `.spec` file: one URL.
 fn read_spec(path: &Path) -> Result<Transport, LookupError> {
     let content = fs::read_to_string(path).map_err(|e| invalid(path, e.to_string()))?;

@@ -33,9 +33,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use nix::libc;
 use serde::{Deserialize, Serialize};
 
+use super::helper::{exit_as, wait_child};
 use super::host::cgroup_dirs;
 use super::init::process::{apply_capabilities, find_executable};
-use super::init::shim::{exit_as, forward_signals_to};
+use super::init::shim::forward_signals_to;
 use super::syscall::{LinuxSyscall, Syscall};
 
 /// What `berth plugin exec` joins, as the daemon reports it.
@@ -292,16 +293,9 @@ pub fn run(target: &ExecTarget, options: &ExecOptions) -> Result<i32, ExecError>
         drop(pty);
         drop(failure);
         forward_signals_to(command);
-        let mut status = 0;
-        loop {
-            // SAFETY: waiting for our own child.
-            let rc = unsafe { libc::waitpid(command, &mut status, 0) };
-            if rc == command {
-                exit_as(status);
-            }
-            if rc < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
-                std::process::exit(126);
-            }
+        match wait_child(command) {
+            Ok(status) => exit_as(status),
+            Err(_) => std::process::exit(126),
         }
     }
     drop(error_w);
@@ -313,17 +307,7 @@ pub fn run(target: &ExecTarget, options: &ExecOptions) -> Result<i32, ExecError>
     if let (Some(master), true) = (&master, failure.is_empty()) {
         relay_terminal(master.as_raw_fd());
     }
-    let mut status = 0;
-    loop {
-        // SAFETY: waiting for our own child.
-        let rc = unsafe { libc::waitpid(middle, &mut status, 0) };
-        if rc == middle {
-            break;
-        }
-        if rc < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
-            return Err(io::Error::last_os_error().into());
-        }
-    }
+    let status = wait_child(middle)?;
     if let Some((code, message)) = failure.split_once(' ') {
         return Err(ExecError::Start {
             message: message.to_string(),

@@ -20,20 +20,17 @@
 
 use std::ffi::OsString;
 use std::fs;
-use std::io::{self, Read};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::io;
 use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Child;
+use std::time::Duration;
 
 use nix::libc;
-use nix::sys::signal::Signal;
-use nix::unistd::Pid;
 
 use super::executor::{Executor, PluginProcess};
-use super::host::{self, check_id, remove_cgroup, Release};
+use super::helper::{Helper, HelperProcess, SELF_EXE};
+use super::host::{self, check_id, remove_cgroup};
 use super::init::{self, InitRequest};
 use super::spec::PluginSpec;
 use crate::mounts::read_mountinfo;
@@ -50,9 +47,6 @@ use crate::mounts::read_mountinfo;
 pub fn init_main(args: &[OsString]) -> ! {
     init::run(args)
 }
-
-/// Where the init program is by default: this very binary, even if it was replaced on disk.
-pub const SELF_EXE: &str = "/proc/self/exe";
 
 /// The built-in namespaces executor.
 #[derive(Debug, Clone)]
@@ -158,78 +152,6 @@ fn clone_flags(spec: &PluginSpec) -> libc::c_int {
     flags
 }
 
-/// What `plugin-init` said on the report pipe.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Outcome {
-    /// `S`, then end-of-file: the entrypoint was exec'd.
-    Exec,
-    /// `S` then `E<message>`.
-    Failed(String),
-    /// End-of-file without `S`: the init program never ran as plugin-init.
-    NotStarted,
-    TimedOut,
-}
-
-/// A libc return value: the count when it succeeded, `None` when the call was only
-/// interrupted (try again), the OS error otherwise.
-fn uninterrupted(rc: isize) -> io::Result<Option<usize>> {
-    if rc >= 0 {
-        return Ok(Some(rc as usize));
-    }
-    let e = io::Error::last_os_error();
-    if e.kind() == io::ErrorKind::Interrupted {
-        Ok(None)
-    } else {
-        Err(e)
-    }
-}
-
-pub(crate) fn read_report(fd: &OwnedFd, timeout: Duration) -> io::Result<Outcome> {
-    let deadline = Instant::now() + timeout;
-    let mut buf = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Ok(Outcome::TimedOut);
-        }
-        let mut pfd = libc::pollfd {
-            fd: fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let ms = left.as_millis().clamp(1, i32::MAX as u128) as libc::c_int;
-        // SAFETY: one valid pollfd.
-        let ready = unsafe { libc::poll(&mut pfd, 1, ms) };
-        let Some(ready) = uninterrupted(ready as isize)? else {
-            continue;
-        };
-        if ready == 0 {
-            continue;
-        }
-        let mut chunk = [0u8; 4096];
-        // SAFETY: reading into a local buffer from an fd we own.
-        let n = unsafe { libc::read(fd.as_raw_fd(), chunk.as_mut_ptr().cast(), chunk.len()) };
-        let Some(n) = uninterrupted(n)? else {
-            continue;
-        };
-        if n == 0 {
-            break;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    Ok(match buf.split_first() {
-        None => Outcome::NotStarted,
-        Some((b'S', [])) => Outcome::Exec,
-        Some((b'S', [b'E', message @ ..])) => {
-            Outcome::Failed(String::from_utf8_lossy(message).into_owned())
-        }
-        Some(_) => Outcome::Failed(format!(
-            "unexpected report from plugin-init: {:?}",
-            String::from_utf8_lossy(&buf)
-        )),
-    })
-}
-
 impl Executor for LinuxExecutor {
     fn name(&self) -> &'static str {
         "builtin"
@@ -284,12 +206,19 @@ impl Executor for LinuxExecutor {
         let result = self.spawn(spec, &request_file);
         let _ = fs::remove_file(&request_file);
         match result {
-            Ok(child) => Ok(Box::new(LinuxProcess {
-                plugin_pid: plugin_pid(&child, spec),
-                child,
-                status: None,
-                release: Some(release),
-            })),
+            Ok(child) => {
+                let plugin_pid = plugin_pid(&child, spec);
+                Ok(Box::new(HelperProcess::new(
+                    child,
+                    plugin_pid,
+                    None,
+                    move || {
+                        if let Err(e) = release.run() {
+                            log::warn!("{e}");
+                        }
+                    },
+                )))
+            }
             Err(e) => {
                 if let Err(cleanup) = release.run() {
                     log::warn!("{cleanup}");
@@ -315,80 +244,23 @@ impl Executor for LinuxExecutor {
 impl LinuxExecutor {
     /// Spawns plugin-init and waits until it exec'd the entrypoint or failed.
     fn spawn(&self, spec: &PluginSpec, request_file: &Path) -> io::Result<Child> {
-        let (read_end, write_end) =
-            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)?;
-        let write_fd = write_end.as_raw_fd();
         let flags = clone_flags(spec);
-        let mut command = Command::new(&self.init_program);
-        if self.init_program == Path::new(SELF_EXE) {
-            command.arg0("berth");
-        }
-        command
-            .arg("plugin-init")
-            .arg(request_file)
-            .arg(write_fd.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        // SAFETY: only async-signal-safe syscalls between fork and exec.
-        unsafe {
-            command.pre_exec(move || {
-                if libc::fcntl(write_fd, libc::F_SETFD, 0) < 0
-                    || libc::prctl(
-                        libc::PR_SET_PDEATHSIG,
-                        libc::SIGKILL as libc::c_ulong,
-                        0,
-                        0,
-                        0,
-                    ) < 0
-                    || libc::setsid() < 0
-                    || libc::unshare(flags) < 0
-                {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let spawned = command.spawn();
-        drop(write_end);
-        let mut child = spawned.map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!(
-                    "starting {} plugin-init: {}",
-                    self.init_program.display(),
-                    crate::goerr::io_error_text(&e)
-                ),
-            )
-        })?;
-        let outcome = read_report(&read_end, self.setup_timeout);
-        let message = match outcome {
-            Ok(Outcome::Exec) => return Ok(child),
-            Ok(Outcome::Failed(message)) => message,
-            Ok(Outcome::TimedOut) => format!(
-                "plugin-init did not finish the setup within {:?}",
-                self.setup_timeout
-            ),
-            Ok(Outcome::NotStarted) => {
-                let status = wait_bounded(&mut child, Duration::from_secs(5));
-                let mut output = String::new();
-                if let Some(mut stderr) = child.stderr.take() {
-                    let _ = stderr.read_to_string(&mut output);
-                }
-                format!(
-                    "{} plugin-init did not run ({}): {}",
-                    self.init_program.display(),
-                    status
-                        .map(|s| s.to_string())
-                        .unwrap_or_else(|| "still running".into()),
-                    output.trim()
-                )
-            }
-            Err(e) => format!("reading the plugin-init report: {e}"),
+        let helper = Helper {
+            program: &self.init_program,
+            subcommand: "plugin-init",
+            death_signal: libc::SIGKILL,
+            timeout: self.setup_timeout,
+            timed_out: "plugin-init did not finish the setup".into(),
+            stderr_if_not_run: true,
         };
-        let _ = child.kill();
-        let _ = child.wait();
-        Err(io::Error::other(message))
+        let unshare = move || {
+            // SAFETY: unshare is async-signal-safe.
+            if unsafe { libc::unshare(flags) } < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        };
+        helper.start(request_file, unshare, |message, _| message)
     }
 }
 
@@ -403,101 +275,4 @@ fn plugin_pid(child: &Child, spec: &PluginSpec) -> u32 {
         .ok()
         .and_then(|s| s.split_whitespace().next()?.parse().ok())
         .unwrap_or(shim)
-}
-
-pub(crate) fn wait_bounded(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => return Some(status),
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
-            _ => return None,
-        }
-    }
-}
-
-/// A started plugin: the process berth spawned (the PID-namespace shim, or the plugin itself
-/// when it shares the host's PID namespace).
-struct LinuxProcess {
-    child: Child,
-    plugin_pid: u32,
-    status: Option<ExitStatus>,
-    release: Option<Release>,
-}
-
-impl LinuxProcess {
-    fn exited(&mut self, status: ExitStatus) -> ExitStatus {
-        self.status = Some(status);
-        if let Some(release) = self.release.take() {
-            if let Err(e) = release.run() {
-                log::warn!("{e}");
-            }
-        }
-        status
-    }
-}
-
-impl PluginProcess for LinuxProcess {
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn plugin_pid(&self) -> u32 {
-        self.plugin_pid
-    }
-
-    fn take_output(&mut self) -> Option<(ChildStdout, ChildStderr)> {
-        match (self.child.stdout.take(), self.child.stderr.take()) {
-            (Some(out), Some(err)) => Some((out, err)),
-            _ => None,
-        }
-    }
-
-    fn signal(&self, signal: Signal) -> io::Result<()> {
-        if self.status.is_some() {
-            return Err(io::Error::from_raw_os_error(libc::ESRCH));
-        }
-        nix::sys::signal::kill(Pid::from_raw(self.child.id() as i32), signal)
-            .map_err(io::Error::from)
-    }
-
-    fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
-        if let Some(status) = self.status {
-            return Ok(Some(status));
-        }
-        Ok(self.child.try_wait()?.map(|s| self.exited(s)))
-    }
-
-    fn wait(&mut self) -> io::Result<ExitStatus> {
-        if let Some(status) = self.status {
-            return Ok(status);
-        }
-        let status = self.child.wait()?;
-        Ok(self.exited(status))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn report_protocol() {
-        use std::io::Write;
-        let outcome = |bytes: &[u8]| {
-            let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
-            let mut w = fs::File::from(w);
-            w.write_all(bytes).unwrap();
-            drop(w);
-            read_report(&r, Duration::from_secs(1)).unwrap()
-        };
-        assert_eq!(outcome(b"S"), Outcome::Exec);
-        assert_eq!(outcome(b""), Outcome::NotStarted);
-        assert_eq!(outcome(b"SEboom"), Outcome::Failed("boom".into()));
-        let (r, _w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
-        assert_eq!(
-            read_report(&r, Duration::from_millis(20)).unwrap(),
-            Outcome::TimedOut
-        );
-    }
 }

@@ -40,10 +40,17 @@ struct PluginLog {
     path: PathBuf,
 }
 
+/// Where plugin output goes besides the daemon log and the store (`--plugin-log-driver`).
+/// Called on the output reader's thread: it must not block.
+pub trait LogSink: Send + Sync {
+    fn line(&self, plugin_id: &str, line: &LogLine);
+}
+
 /// Shared by the output readers and the API.
 #[derive(Clone, Default)]
 pub struct LogStore {
     inner: Arc<Mutex<HashMap<String, PluginLog>>>,
+    sink: Arc<std::sync::OnceLock<Arc<dyn LogSink>>>,
     /// Output readers still running, per plugin.
     readers: Arc<Mutex<HashMap<String, usize>>>,
 }
@@ -68,6 +75,11 @@ impl LogStore {
         );
     }
 
+    /// Sends every line appended from now on to `sink` too (set once, at start-up).
+    pub fn set_sink(&self, sink: Arc<dyn LogSink>) {
+        let _ = self.sink.set(sink);
+    }
+
     pub fn forget(&self, id: &str) {
         self.lock().remove(id);
     }
@@ -82,6 +94,9 @@ impl LogStore {
             stream,
             text,
         };
+        if let Some(sink) = self.sink.get() {
+            sink.line(id, &line);
+        }
         let mut logs = self.lock();
         let Some(log) = logs.get_mut(id) else {
             return;
@@ -242,12 +257,18 @@ fn read_tail(path: &PathBuf, keep: usize) -> VecDeque<LogLine> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn ring_is_bounded_and_file_survives_reopen() {
+    /// A store with plugin `p` logging to `<temp dir>/<file>`.
+    fn store_logging_to(file: &str) -> (tempfile::TempDir, PathBuf, LogStore) {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("p/plugin.log");
+        let path = dir.path().join(file);
         let store = LogStore::default();
         store.open("p", path.clone());
+        (dir, path, store)
+    }
+
+    #[test]
+    fn ring_is_bounded_and_file_survives_reopen() {
+        let (_dir, path, store) = store_logging_to("p/plugin.log");
         for i in 0..(RING_LINES + 5) {
             store.append("p", "stderr", format!("line {i}"));
         }
@@ -264,10 +285,7 @@ mod tests {
 
     #[test]
     fn file_rotates_past_its_limit() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("plugin.log");
-        let store = LogStore::default();
-        store.open("p", path.clone());
+        let (_dir, path, store) = store_logging_to("plugin.log");
         let long = "x".repeat(10_000);
         for _ in 0..120 {
             store.append("p", "stdout", long.clone());

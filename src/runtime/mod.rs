@@ -3,11 +3,13 @@
 //! ([`linux`]) with its `plugin-init` process ([`init`], one function per setup step), whose
 //! kernel calls go through [`syscall::Syscall`] so the setup sequence is unit-testable without
 //! root, and the OCI executor ([`oci`]: a bundle for runc or crun, driven by `runtime-shim`).
-//! Both prepare and release the host side the same way ([`host`]), are supervised the same way
+//! Both prepare and release the host side the same way ([`host`]), start their helper process
+//! (`plugin-init`, `runtime-shim`) the same way ([`helper`]), are supervised the same way
 //! ([`supervisor`], [`logs`]), and can be entered by `berth plugin exec` ([`exec`]).
 
 pub mod exec;
 pub mod executor;
+pub mod helper;
 pub mod host;
 pub mod init;
 pub mod linux;

@@ -1096,13 +1096,7 @@ impl LocalDriver {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn opts(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::volume::string_map as opts;
 
     #[test]
     fn from_driver_opts_keeps_dockerds_fields() {

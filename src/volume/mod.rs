@@ -7,3 +7,12 @@ pub mod local;
 pub mod service;
 pub mod store;
 pub mod types;
+
+/// Test input: a map of strings (driver options, labels) from pairs.
+#[cfg(test)]
+pub(crate) fn string_map(pairs: &[(&str, &str)]) -> std::collections::BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}

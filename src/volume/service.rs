@@ -950,13 +950,7 @@ fn label_matches(labels: Option<&BTreeMap<String, String>>, wanted: &str) -> boo
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::volume::string_map as labels;
 
     #[test]
     fn label_filters_need_every_key_and_value() {

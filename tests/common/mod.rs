@@ -262,10 +262,30 @@ impl Daemon {
     /// Creates the project's test volume driver as plugin `name` (`extra_config` spliced into
     /// its config, then `settings` set); returns its ID.
     pub fn create_test_plugin(&self, name: &str, extra_config: &str, settings: &[&str]) -> String {
-        self.create_plugin_ok(
-            name,
-            &test_plugin_context(&test_plugin_config(extra_config)),
+        let context = test_plugin_context(&test_plugin_config(extra_config));
+        self.create_set_plugin(name, &context, settings)
+    }
+
+    /// [`Daemon::create_test_plugin`] with host `tools` (`sh`, `cat`, ...) in its rootfs, and
+    /// the seed's `/var/log/plugin.log`.
+    pub fn create_tooled_test_plugin(
+        &self,
+        name: &str,
+        tools: &[&str],
+        extra_config: &str,
+        settings: &[&str],
+    ) -> String {
+        let context = test_plugin_context_with(
+            &test_plugin_config(extra_config),
+            tools,
+            &[("var/log/plugin.log", b"plugin log line\n")],
         );
+        self.create_set_plugin(name, &context, settings)
+    }
+
+    /// Creates plugin `name` from `context`, sets `settings`; returns its ID.
+    fn create_set_plugin(&self, name: &str, context: &[u8], settings: &[&str]) -> String {
+        self.create_plugin_ok(name, context);
         if !settings.is_empty() {
             self.set_plugin(name, settings).expect(204, name);
         }
@@ -386,7 +406,8 @@ pub fn test_plugin_context_with(config: &str, tools: &[&str], extra: &[(&str, &[
         files.push((host, inside));
     }
     let mut dirs_done = std::collections::HashSet::new();
-    for (host, inside) in files {
+    // the parent directories of a file at `inside` (below rootfs/), once each
+    let mut parents = |builder: &mut tar::Builder<Vec<u8>>, inside: &Path| {
         let mut parent = PathBuf::from("rootfs");
         for component in inside.parent().into_iter().flat_map(|p| p.components()) {
             parent.push(component);
@@ -398,6 +419,9 @@ pub fn test_plugin_context_with(config: &str, tools: &[&str], extra: &[(&str, &[
                 builder.append_data(&mut d, &name, &[][..]).unwrap();
             }
         }
+    };
+    for (host, inside) in files {
+        parents(&mut builder, &inside);
         let data = std::fs::read(&host).unwrap();
         let mut f = header(tar::EntryType::Regular, data.len() as u64, 0o755);
         builder
@@ -405,21 +429,7 @@ pub fn test_plugin_context_with(config: &str, tools: &[&str], extra: &[(&str, &[
             .unwrap();
     }
     for (path, data) in extra {
-        let mut parent = PathBuf::from("rootfs");
-        for component in Path::new(path)
-            .parent()
-            .into_iter()
-            .flat_map(|p| p.components())
-        {
-            parent.push(component);
-            let name = format!("{}/", parent.display());
-            if dirs_done.insert(name.clone())
-                && !["rootfs/bin/", "rootfs/etc/"].contains(&name.as_str())
-            {
-                let mut d = header(tar::EntryType::Directory, 0, 0o755);
-                builder.append_data(&mut d, &name, &[][..]).unwrap();
-            }
-        }
+        parents(&mut builder, Path::new(path));
         let mut f = header(tar::EntryType::Regular, data.len() as u64, 0o644);
         builder
             .append_data(&mut f, format!("rootfs/{path}"), *data)

@@ -241,6 +241,7 @@ impl Driver {
                 status: 200,
                 content_type: CONTENT_TYPE,
                 body: b"this is not JSON\n".to_vec(),
+                stream: None,
             },
             Action::Hang => loop {
                 thread::park();

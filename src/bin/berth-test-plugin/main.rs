@@ -4,8 +4,9 @@
 //!
 //! It speaks the plugin RPC protocol (HTTP/1.1 over a unix socket, `POST /<Interface>.<Method>`
 //! with a JSON body): `Plugin.Activate`, every `VolumeDriver.*` method (volume.rs),
-//! `AuthZPlugin.AuthZReq`/`AuthZRes` (authz.rs) and, in its network and IPAM modes (network.rs,
-//! ipam.rs), every `NetworkDriver.*` and `IpamDriver.*` method. Volumes are directories
+//! `AuthZPlugin.AuthZReq`/`AuthZRes` (authz.rs), every `LogDriver.*` method (log.rs) and, in its
+//! network and IPAM modes (network.rs, ipam.rs), every `NetworkDriver.*` and `IpamDriver.*`
+//! method. Volumes are directories
 //! `<TEST_ROOT>/<name>`; per-volume metadata (creation time, options) lives in
 //! `<TEST_ROOT>/.berth-test-plugin/<name>.json`, so volumes survive a plugin restart. Mounts are
 //! refcounted by caller ID in memory, as real plugins do.
@@ -27,6 +28,7 @@ use serde_json::{json, Map, Value};
 mod authz;
 mod hostile;
 mod ipam;
+mod log;
 mod metrics;
 mod network;
 mod volume;
@@ -80,6 +82,27 @@ Knobs (environment, or arguments TEST_X=value which override the environment):
                              not-json, wrong-types, close-mid-body, never, long-error, huge-error
                              (an AuthZ rule's action `hostile=<mode>` does the same)
   TEST_HOSTILE_FILE=<path>   read the TEST_HOSTILE text from this file on every call
+  TEST_BROKEN=<k>[,<k>..]    break the protocol on purpose, for `berth conformance` (see below)
+
+Modes: VolumeDriver (default), AuthZ (TEST_IMPLEMENTS=authz, see TEST_AUTHZ_RULES), LogDriver
+(TEST_IMPLEMENTS=LogDriver: entries read from each FIFO are kept in memory per container;
+ReadLogs with Since/Until/Tail/Follow), NetworkDriver and IpamDriver (see the TEST_NET_* knobs).
+
+Broken knobs (each makes some conformance checks fail or warn):
+  transport: activate-fails activate-empty activate-no-implements activate-lowercase
+             content-type-required strict-accept
+             strict-json-ct strict-host unknown-200 empty-200 text-200 no-content-type
+             plain-errors silent-errors accept-garbage crash-on-garbage serial restart
+  volume:    scope-bogus caps-404 create-fails strict-opts strict-opts-silent bad-created-at
+             status-list mountpoint-case get-ghosts get-misnamed list-missing list-bad
+             path-empty path-error mount-fails mount-relative mount-nowhere mount-unwritable
+             mount-new-dir unmount-wipes
+             unmount-fails mount-unknown-ok remove-mounted-ok remove-fails remove-keeps
+             remove-unknown-ok create-serial
+  log:       log-caps-404 log-caps-bad log-field-case log-start-fails log-no-read
+             log-bad-file-ok log-bad-frames log-drop-first log-tail-ignored
+             log-since-ignored log-until-ignored log-follow-closes log-stop-fails
+             log-die-on-eof
 
 Volume options: `-o error=<text>` makes VolumeDriver.Create fail with that Err text.
 ";
@@ -131,6 +154,8 @@ struct Config {
     scope: String,
     get_null: bool,
     call_log: Option<String>,
+    /// `TEST_BROKEN` knobs.
+    broken: HashSet<String>,
     net: network::NetConfig,
     authz_rules: Vec<authz::Rule>,
     authz_log: Option<String>,
@@ -141,10 +166,16 @@ struct Config {
 
 struct Driver {
     cfg: Config,
+    /// Calls being answered now (`serial` refuses a second one).
+    in_flight: std::sync::atomic::AtomicUsize,
+    /// The LogDriver mode's streams and entries.
+    logs: Arc<log::Logs>,
     /// Volume name → IDs of the callers that mounted it.
     mounts: Mutex<HashMap<String, HashSet<String>>>,
     /// Serialises create/remove and call-log appends.
     fs_lock: Mutex<()>,
+    /// Held by a create under `create-serial`.
+    create_gate: Mutex<()>,
     /// Networks, endpoints and pools of the network and IPAM modes.
     net: Mutex<network::NetState>,
 }
@@ -223,6 +254,7 @@ fn main() {
         scope: knobs.get("TEST_SCOPE").unwrap_or_else(|| "local".into()),
         get_null: knobs.flag("TEST_GET_NULL"),
         call_log: knobs.get("TEST_CALL_LOG"),
+        broken: split_list(knobs.get("TEST_BROKEN")).into_iter().collect(),
         net: network::NetConfig::from(&knobs),
         authz_rules: authz::parse_rules(&knobs.get("TEST_AUTHZ_RULES").unwrap_or_default()),
         authz_log: knobs.get("TEST_AUTHZ_LOG"),
@@ -239,6 +271,16 @@ fn main() {
             knobs.get("TEST_HOSTILE_FILE"),
         ),
     };
+    if cfg.broken.contains("restart") {
+        // Starts once: a second start (a restart) finds the marker and fails.
+        let marker = cfg.root.join(".berth-test-plugin-started");
+        if marker.exists() {
+            eprintln!("berth-test-plugin: refusing to start again (TEST_BROKEN=restart)");
+            std::process::exit(1);
+        }
+        let _ = fs::create_dir_all(&cfg.root);
+        let _ = fs::write(&marker, b"");
+    }
     if let Err(e) = fs::create_dir_all(&cfg.root) {
         eprintln!(
             "berth-test-plugin: cannot create root {}: {e}",
@@ -275,8 +317,11 @@ fn main() {
     let cfg_root = cfg.root.clone();
     let driver = Arc::new(Driver {
         cfg,
+        in_flight: std::sync::atomic::AtomicUsize::new(0),
+        logs: Arc::default(),
         mounts: Mutex::new(HashMap::new()),
         fs_lock: Mutex::new(()),
+        create_gate: Mutex::new(()),
         net: Mutex::new(Driver::load_net_state(&cfg_root)),
     });
     for conn in listener.incoming() {
@@ -447,12 +492,26 @@ struct Request {
     path: String,
     body: Vec<u8>,
     keep_alive: bool,
+    /// Header names lower-cased.
+    headers: HashMap<String, String>,
 }
+
+impl Request {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
+}
+
+/// Writes a streamed answer's body until it ends (the connection is closed after it).
+type StreamBody = Box<dyn FnOnce(&mut dyn Write) + Send>;
 
 struct Reply {
     status: u16,
+    /// Empty: no Content-Type header.
     content_type: &'static str,
     body: Vec<u8>,
+    /// A body of unknown length, written as it comes (`LogDriver.ReadLogs`).
+    stream: Option<StreamBody>,
 }
 
 impl Reply {
@@ -468,10 +527,29 @@ impl Reply {
             status,
             content_type: CONTENT_TYPE,
             body,
+            stream: None,
+        }
+    }
+    /// A 200 answer whose body `write` streams.
+    fn streamed(write: impl FnOnce(&mut dyn Write) + Send + 'static) -> Reply {
+        Reply {
+            status: 200,
+            content_type: "application/x-protobuf",
+            body: Vec::new(),
+            stream: Some(Box::new(write)),
         }
     }
     fn ok(v: Value) -> Reply {
         Reply::json(200, v)
+    }
+    /// A 200 answer without a body (which dockerd reads as EOF).
+    fn ok_empty() -> Reply {
+        Reply {
+            status: 200,
+            content_type: CONTENT_TYPE,
+            body: Vec::new(),
+            stream: None,
+        }
     }
     /// go-plugins-helpers: driver errors are 500 with `{"Err":"…"}`.
     fn err(msg: impl Into<String>) -> Reply {
@@ -482,6 +560,7 @@ impl Reply {
             status,
             content_type: "text/plain; charset=utf-8",
             body: format!("{msg}\n").into_bytes(),
+            stream: None,
         }
     }
 }
@@ -507,7 +586,13 @@ fn serve_connection(stream: UnixStream, driver: &Driver) {
             let _ = hostile::answer(mode, method, &mut writer);
             return;
         }
-        let reply = driver.handle(&req);
+        let mut reply = driver.handle(&req);
+        if let Some(stream) = reply.stream.take() {
+            if write_head(&mut writer, &reply, None, false).is_ok() {
+                stream(&mut writer);
+            }
+            return;
+        }
         if write_reply(&mut writer, &reply, req.keep_alive).is_err() || !req.keep_alive {
             return;
         }
@@ -565,6 +650,7 @@ fn read_request(r: &mut impl BufRead, w: &mut impl Write) -> io::Result<Option<R
     let mut content_length: Option<usize> = None;
     let mut chunked = false;
     let mut expect_continue = false;
+    let mut headers = HashMap::new();
     loop {
         let Some(h) = read_line(r, &mut budget)? else {
             return Err(invalid("connection closed in headers"));
@@ -576,6 +662,7 @@ fn read_request(r: &mut impl BufRead, w: &mut impl Write) -> io::Result<Option<R
             return Err(invalid("malformed header"));
         };
         let value = value.trim();
+        headers.insert(name.trim().to_ascii_lowercase(), value.to_string());
         match name.trim().to_ascii_lowercase().as_str() {
             "content-length" => {
                 content_length = Some(value.parse().map_err(|_| invalid("bad Content-Length"))?)
@@ -621,6 +708,7 @@ fn read_request(r: &mut impl BufRead, w: &mut impl Write) -> io::Result<Option<R
         path,
         body,
         keep_alive,
+        headers,
     }))
 }
 
@@ -654,28 +742,40 @@ fn read_chunked(r: &mut impl BufRead) -> io::Result<Vec<u8>> {
 }
 
 fn write_reply(w: &mut impl Write, reply: &Reply, keep_alive: bool) -> io::Result<()> {
+    write_head(w, reply, Some(reply.body.len()), keep_alive)?;
+    w.write_all(&reply.body)?;
+    w.flush()
+}
+
+/// The status line and headers; without a length the body ends when the connection closes.
+fn write_head(
+    w: &mut impl Write,
+    reply: &Reply,
+    length: Option<usize>,
+    keep_alive: bool,
+) -> io::Result<()> {
     let reason = match reply.status {
         200 => "OK",
         400 => "Bad Request",
         404 => "Not Found",
+        406 => "Not Acceptable",
+        415 => "Unsupported Media Type",
         500 => "Internal Server Error",
+        503 => "Service Unavailable",
         _ => "Unknown",
     };
-    let head = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{}\r\n",
-        reply.status,
-        reason,
-        reply.content_type,
-        reply.body.len(),
-        if keep_alive {
-            ""
-        } else {
-            "Connection: close\r\n"
-        },
-    );
-    let mut out = head.into_bytes();
-    out.extend_from_slice(&reply.body);
-    w.write_all(&out)?;
+    let mut head = format!("HTTP/1.1 {} {reason}\r\n", reply.status);
+    if !reply.content_type.is_empty() {
+        head.push_str(&format!("Content-Type: {}\r\n", reply.content_type));
+    }
+    if let Some(n) = length {
+        head.push_str(&format!("Content-Length: {n}\r\n"));
+    }
+    if !keep_alive || length.is_none() {
+        head.push_str("Connection: close\r\n");
+    }
+    head.push_str("\r\n");
+    w.write_all(head.as_bytes())?;
     w.flush()
 }
 
@@ -701,6 +801,10 @@ fn str_field(v: &Value, name: &str) -> String {
 }
 
 impl Driver {
+    fn broken(&self, knob: &str) -> bool {
+        self.cfg.broken.contains(knob)
+    }
+
     /// The hostile mode this request is to be answered with, if any (`TEST_HOSTILE`, or an
     /// AuthZ rule's `hostile=<mode>`).
     fn hostile_mode(&self, req: &Request) -> Option<hostile::Mode> {
@@ -717,6 +821,7 @@ impl Driver {
     }
 
     fn handle(&self, req: &Request) -> Reply {
+        use std::sync::atomic::Ordering;
         let method = req.path.trim_start_matches('/').to_string();
         self.log_call(&method, &req.body);
         let short = method.rsplit('.').next().unwrap_or("");
@@ -731,15 +836,68 @@ impl Driver {
                 thread::park();
             }
         }
+        let others = self.in_flight.fetch_add(1, Ordering::SeqCst);
         if let Some(d) = self.cfg.slow {
             thread::sleep(d);
         }
+        let reply = if others > 0 && self.broken("serial") {
+            // Give parallel callers time to overlap, then refuse all but one.
+            Reply::err("busy: one call at a time")
+        } else {
+            if self.broken("serial") {
+                thread::sleep(Duration::from_millis(5));
+            }
+            self.answer(req, &method)
+        };
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.spoil(&method, reply)
+    }
+
+    /// The transport knobs that refuse a request for its headers.
+    fn refuse_headers(&self, req: &Request) -> Option<Reply> {
+        let media =
+            |v: Option<&str>| v.map(|v| v.split(';').next().unwrap_or("").trim().to_string());
+        if self.broken("content-type-required") && req.header("content-type").is_none() {
+            return Some(Reply::text(415, "Content-Type required"));
+        }
+        if self.broken("strict-json-ct")
+            && media(req.header("content-type")).as_deref() == Some("application/json")
+        {
+            return Some(Reply::text(415, "application/json is not accepted"));
+        }
+        if self.broken("strict-accept")
+            && req.header("accept") != Some("application/vnd.docker.plugins.v1.2+json")
+        {
+            return Some(Reply::text(
+                406,
+                "Accept must be application/vnd.docker.plugins.v1.2+json",
+            ));
+        }
+        if self.broken("strict-host") && req.header("host") != Some("plugin.moby.localhost") {
+            return Some(Reply::text(400, "unexpected Host"));
+        }
+        None
+    }
+
+    fn answer(&self, req: &Request, method: &str) -> Reply {
+        if let Some(refused) = self.refuse_headers(req) {
+            return refused;
+        }
         let needs_args = !matches!(
-            method.as_str(),
-            "Plugin.Activate" | "VolumeDriver.List" | "VolumeDriver.Capabilities"
+            method,
+            "Plugin.Activate"
+                | "VolumeDriver.List"
+                | "VolumeDriver.Capabilities"
+                | "LogDriver.Capabilities"
         ) && !method.starts_with("MetricsCollector.");
+        let known = method == "Plugin.Activate"
+            || method.starts_with("VolumeDriver.")
+            || method.starts_with("LogDriver.");
         let args: Value = if req.body.iter().all(u8::is_ascii_whitespace) {
-            if needs_args && method.starts_with("VolumeDriver.") {
+            if needs_args && known && self.broken("accept-garbage") {
+                return Reply::ok(json!({}));
+            }
+            if needs_args && known {
                 // json.Decoder on an empty body.
                 return Reply::text(400, "EOF");
             }
@@ -747,18 +905,60 @@ impl Driver {
         } else {
             match serde_json::from_slice(&req.body) {
                 Ok(v) => v,
+                Err(_) if self.broken("crash-on-garbage") => {
+                    eprintln!("berth-test-plugin: exiting on a malformed request (TEST_BROKEN=crash-on-garbage)");
+                    std::process::exit(4);
+                }
+                Err(_) if self.broken("accept-garbage") => return Reply::ok(json!({})),
                 Err(e) => return Reply::text(400, &e.to_string()),
             }
         };
-        match method.as_str() {
+        match method {
+            "Plugin.Activate" if self.broken("activate-fails") => Reply::err("not ready"),
+            "Plugin.Activate" if self.broken("activate-empty") => Reply::ok_empty(),
+            "Plugin.Activate" if self.broken("activate-no-implements") => {
+                Reply::ok(json!({ "Implements": [] }))
+            }
+            "Plugin.Activate" if self.broken("activate-lowercase") => Reply::ok(json!({
+                "Implements": self.cfg.implements.iter().map(|i| i.to_ascii_lowercase()).collect::<Vec<_>>()
+            })),
             "Plugin.Activate" => Reply::ok(json!({ "Implements": self.cfg.implements })),
             m if m.starts_with("VolumeDriver.") => self.volume_call(m, &args),
             m if m.starts_with("NetworkDriver.") => self.network_call(m, &args),
             m if m.starts_with("IpamDriver.") => self.ipam_call(m, &args),
+            m if m.starts_with("LogDriver.") => self.log_driver_call(m, &args),
             m if m.starts_with("AuthZPlugin.") => self.authz_call(m, &args),
             m if m.starts_with("MetricsCollector.") => self.metrics_call(m),
             _ => Reply::not_found(),
         }
+    }
+
+    /// The knobs that spoil answers on their way out.
+    fn spoil(&self, method: &str, mut reply: Reply) -> Reply {
+        if reply.status == 404 && self.broken("unknown-200") {
+            return Reply::ok(json!({}));
+        }
+        let probe = matches!(method, "VolumeDriver.List" | "LogDriver.Capabilities");
+        if reply.status == 200 && probe && self.broken("empty-200") {
+            return Reply::ok_empty();
+        }
+        if reply.status == 200 && probe && self.broken("text-200") {
+            reply = Reply::text(200, "OK");
+        }
+        if reply.status >= 400 && reply.status != 404 && self.broken("plain-errors") {
+            let message = serde_json::from_slice::<Value>(&reply.body)
+                .ok()
+                .map(|v| str_field(&v, "Err"))
+                .unwrap_or_else(|| String::from_utf8_lossy(&reply.body).trim().to_string());
+            reply = Reply::text(reply.status, &message);
+        }
+        if reply.status >= 400 && reply.status != 404 && self.broken("silent-errors") {
+            reply = Reply::json(reply.status, json!({"Err": ""}));
+        }
+        if self.broken("no-content-type") {
+            reply.content_type = "";
+        }
+        reply
     }
 
     fn log_call(&self, method: &str, body: &[u8]) {
@@ -784,6 +984,13 @@ impl Driver {
 
 // ---------------------------------------------------------------------------------------------
 // Time
+
+fn now_nanos() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
 
 fn now_secs() -> u64 {
     SystemTime::now()

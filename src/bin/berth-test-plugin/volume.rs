@@ -8,6 +8,10 @@ impl Driver {
     /// with `?`.
     pub(super) fn volume_call(&self, method: &str, args: &Value) -> Reply {
         let answer = match method {
+            "VolumeDriver.Capabilities" if self.broken("caps-404") => Ok(Reply::not_found()),
+            "VolumeDriver.Capabilities" if self.broken("scope-bogus") => {
+                Ok(Reply::ok(json!({ "Capabilities": { "Scope": "cluster" } })))
+            }
             "VolumeDriver.Capabilities" => Ok(Reply::ok(
                 json!({ "Capabilities": { "Scope": self.cfg.scope } }),
             )),
@@ -25,6 +29,34 @@ impl Driver {
 
     fn volume_dir(&self, name: &str) -> PathBuf {
         self.cfg.root.join(name)
+    }
+
+    /// The key of the mountpoint field (`mountpoint-case`: as dockerd reads it, not writes it).
+    fn mountpoint_key(&self) -> &'static str {
+        if self.broken("mountpoint-case") {
+            "MountPoint"
+        } else {
+            "Mountpoint"
+        }
+    }
+
+    /// The Mountpoint a Mount (or Path) answers for volume `name`.
+    fn mountpoint(&self, name: &str, fresh: bool) -> String {
+        if self.broken("mount-relative") {
+            return format!("volumes/{name}");
+        }
+        if self.broken("mount-unwritable") {
+            return "/proc/sys/kernel".into();
+        }
+        if self.broken("mount-nowhere") {
+            return format!("/nonexistent/berth-test-plugin/{name}");
+        }
+        if fresh && self.broken("mount-new-dir") {
+            let dir = self.cfg.root.join(format!(".mount-{name}-{}", now_nanos()));
+            let _ = fs::create_dir_all(&dir);
+            return dir.display().to_string();
+        }
+        self.volume_dir(name).display().to_string()
     }
 
     fn meta_path(&self, name: &str) -> PathBuf {
@@ -56,16 +88,37 @@ impl Driver {
         }
     }
 
-    fn mountpoint_reply(&self, name: &str) -> Reply {
-        Reply::ok(json!({ "Mountpoint": self.volume_dir(name).display().to_string(), "Err": "" }))
-    }
-
     fn create(&self, args: &Value) -> Result<Reply, Reply> {
         let name = self.name_of(args)?;
+        if self.broken("create-fails") {
+            return Ok(Reply::err("create refused (TEST_BROKEN=create-fails)"));
+        }
         let opts = field(args, "Opts").cloned().unwrap_or(Value::Null);
         if let Some(msg) = field(&opts, "error").and_then(Value::as_str) {
             return Ok(Reply::err(msg));
         }
+        let unknown = opts
+            .as_object()
+            .and_then(|o| o.keys().find(|k| *k != "error").cloned());
+        if let Some(key) = unknown {
+            if self.broken("strict-opts-silent") {
+                return Ok(Reply::err(""));
+            }
+            if self.broken("strict-opts") {
+                return Ok(Reply::err(format!("unknown option {key:?}")));
+            }
+        }
+        let _serial = if self.broken("create-serial") {
+            match self.create_gate.try_lock() {
+                Ok(g) => {
+                    thread::sleep(Duration::from_millis(20));
+                    Some(g)
+                }
+                Err(_) => return Ok(Reply::err("another create is running")),
+            }
+        } else {
+            None
+        };
         let _guard = self.fs_lock.lock().unwrap_or_else(|e| e.into_inner());
         if self.exists(&name) {
             // Idempotent, as the local driver is.
@@ -84,9 +137,18 @@ impl Driver {
         let name = self.name_of(args)?;
         let _guard = self.fs_lock.lock().unwrap_or_else(|e| e.into_inner());
         if !self.exists(&name) {
+            if self.broken("remove-unknown-ok") {
+                return Ok(Reply::ok(json!({ "Err": "" })));
+            }
             return Ok(Reply::err("no such volume"));
         }
-        if self.mount_count(&name) > 0 {
+        if self.broken("remove-fails") {
+            return Ok(Reply::err("remove refused (TEST_BROKEN=remove-fails)"));
+        }
+        if self.broken("remove-keeps") {
+            return Ok(Reply::ok(json!({ "Err": "" })));
+        }
+        if self.mount_count(&name) > 0 && !self.broken("remove-mounted-ok") {
             return Ok(Reply::err(format!("volume {name} is in use")));
         }
         if let Err(e) = fs::remove_dir_all(self.volume_dir(&name)) {
@@ -98,6 +160,11 @@ impl Driver {
 
     fn get(&self, args: &Value) -> Result<Reply, Reply> {
         let name = self.name_of(args)?;
+        if !self.exists(&name) && self.broken("get-ghosts") {
+            return Ok(Reply::ok(
+                json!({"Volume": {"Name": name, "Mountpoint": "/ghost"}, "Err": ""}),
+            ));
+        }
         if !self.exists(&name) {
             if self.cfg.get_null {
                 return Ok(Reply::ok(json!({ "Volume": null, "Err": "" })));
@@ -123,15 +190,30 @@ impl Driver {
         if let Some(opts) = field(&meta, "Opts").filter(|o| o.is_object()) {
             status.insert("Opts".into(), opts.clone());
         }
-        Ok(Reply::ok(json!({
-            "Volume": {
-                "Name": name,
-                "Mountpoint": self.volume_dir(&name).display().to_string(),
-                "CreatedAt": rfc3339(created),
-                "Status": status,
-            },
-            "Err": "",
-        })))
+        let mut volume = Map::new();
+        let shown_name = if self.broken("get-misnamed") {
+            format!("{name}-other")
+        } else {
+            name.clone()
+        };
+        volume.insert("Name".into(), shown_name.into());
+        volume.insert(
+            self.mountpoint_key().into(),
+            self.volume_dir(&name).display().to_string().into(),
+        );
+        let created_at = if self.broken("bad-created-at") {
+            "yesterday".to_string()
+        } else {
+            rfc3339(created)
+        };
+        volume.insert("CreatedAt".into(), created_at.into());
+        let status = if self.broken("status-list") {
+            json!(["mounted", status.len()])
+        } else {
+            Value::Object(status)
+        };
+        volume.insert("Status".into(), status);
+        Ok(Reply::ok(json!({ "Volume": volume, "Err": "" })))
     }
 
     fn list(&self) -> Reply {
@@ -150,6 +232,19 @@ impl Driver {
             Err(e) => return Reply::err(format!("list: {e}")),
         }
         names.sort();
+        if self.broken("list-missing") {
+            names.clear();
+        }
+        if self.broken("list-bad") {
+            return Reply::ok(json!({"Volumes": {"count": names.len()}, "Err": ""}));
+        }
+        if self.broken("mountpoint-case") {
+            let volumes: Vec<Value> = names
+                .iter()
+                .map(|n| json!({"Name": n, "MountPoint": self.volume_dir(n)}))
+                .collect();
+            return Reply::ok(json!({"Volumes": volumes, "Err": ""}));
+        }
         // Serialised from plain structs: a `json!` tree per volume made this plugin slower
         // than the daemons that call it.
         // Keys in the order the former `json!` trees had (sorted), so answers stay the same.
@@ -179,11 +274,28 @@ impl Driver {
 
     fn path(&self, args: &Value) -> Result<Reply, Reply> {
         let name = self.existing(args)?;
-        Ok(self.mountpoint_reply(&name))
+        if self.broken("path-error") {
+            return Ok(Reply::err("path refused (TEST_BROKEN=path-error)"));
+        }
+        let path = if self.broken("path-empty") {
+            String::new()
+        } else {
+            self.mountpoint(&name, false)
+        };
+        Ok(Reply::ok(json!({ self.mountpoint_key(): path, "Err": "" })))
     }
 
     fn mount(&self, args: &Value) -> Result<Reply, Reply> {
-        let name = self.existing(args)?;
+        let name = self.name_of(args)?;
+        if !self.exists(&name) {
+            if !self.broken("mount-unknown-ok") {
+                return Ok(Reply::err("no such volume"));
+            }
+            let _ = fs::create_dir_all(self.volume_dir(&name));
+        }
+        if self.broken("mount-fails") {
+            return Ok(Reply::err("mount refused (TEST_BROKEN=mount-fails)"));
+        }
         let id = str_field(args, "ID");
         self.mounts
             .lock()
@@ -191,11 +303,24 @@ impl Driver {
             .entry(name.clone())
             .or_default()
             .insert(id);
-        Ok(self.mountpoint_reply(&name))
+        Ok(Reply::ok(
+            json!({ self.mountpoint_key(): self.mountpoint(&name, true), "Err": "" }),
+        ))
     }
 
     fn unmount(&self, args: &Value) -> Result<Reply, Reply> {
         let name = self.existing(args)?;
+        if self.broken("unmount-fails") {
+            return Ok(Reply::err("unmount refused (TEST_BROKEN=unmount-fails)"));
+        }
+        if self.broken("unmount-wipes") {
+            // Ignores the count: the data goes with the first unmount.
+            if let Ok(entries) = fs::read_dir(self.volume_dir(&name)) {
+                for e in entries.flatten() {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
         let id = str_field(args, "ID");
         let mut mounts = self.mounts.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(ids) = mounts.get_mut(&name) {

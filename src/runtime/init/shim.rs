@@ -4,65 +4,14 @@
 
 use std::ffi::OsString;
 use std::io;
-use std::os::fd::RawFd;
-use std::path::Path;
 use std::sync::atomic::{AtomicI32, Ordering};
 
 use nix::libc;
 
 use super::{prepare, InitRequest};
 use crate::goerr::io_error_text;
+use crate::runtime::helper::{begin, exit_as, signal_set, wait_child, Report, FORWARDED};
 use crate::runtime::syscall::{LinuxSyscall, Syscall};
-
-/// The write end of the report pipe.
-pub(crate) struct Report(pub(crate) Option<RawFd>);
-
-impl Report {
-    pub(crate) fn write(&self, bytes: &[u8]) {
-        if let Some(fd) = self.0 {
-            let mut rest = bytes;
-            while !rest.is_empty() {
-                // SAFETY: writing a valid buffer to an fd we own.
-                let n = unsafe { libc::write(fd, rest.as_ptr().cast(), rest.len()) };
-                if n < 0 {
-                    if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
-                        continue;
-                    }
-                    return;
-                }
-                rest = &rest[n as usize..];
-            }
-        }
-    }
-
-    pub(crate) fn fail(&self, message: &str) -> ! {
-        eprintln!("berth plugin-init: {message}");
-        let mut bytes = b"E".to_vec();
-        bytes.extend_from_slice(message.as_bytes());
-        self.write(&bytes);
-        std::process::exit(1)
-    }
-
-    pub(crate) fn close(&mut self) {
-        if let Some(fd) = self.0.take() {
-            // SAFETY: closing an fd we own, once.
-            unsafe { libc::close(fd) };
-        }
-    }
-}
-
-/// Marks every fd above stderr close-on-exec, so nothing berth leaked reaches the plugin.
-pub(crate) fn cloexec_from_3() {
-    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
-    // SAFETY: close_range only changes fd flags.
-    let rc = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC) };
-    if rc < 0 {
-        for fd in 3..4096 {
-            // SAFETY: F_SETFD on a possibly closed fd just fails.
-            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
-        }
-    }
-}
 
 static CHILD: AtomicI32 = AtomicI32::new(0);
 
@@ -73,15 +22,6 @@ extern "C" fn forward_signal(signal: libc::c_int) {
         unsafe { libc::kill(pid, signal) };
     }
 }
-
-const FORWARDED: [libc::c_int; 6] = [
-    libc::SIGTERM,
-    libc::SIGINT,
-    libc::SIGHUP,
-    libc::SIGQUIT,
-    libc::SIGUSR1,
-    libc::SIGUSR2,
-];
 
 /// From now on SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 sent to this process go
 /// to `child` instead.
@@ -96,12 +36,7 @@ pub(crate) fn forward_signals_to(child: libc::pid_t) {
 fn signal_mask(how: libc::c_int) {
     // SAFETY: sigset manipulation on a local set.
     unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for s in FORWARDED {
-            libc::sigaddset(&mut set, s);
-        }
-        libc::sigprocmask(how, &set, std::ptr::null_mut());
+        libc::sigprocmask(how, &signal_set(&FORWARDED), std::ptr::null_mut());
     }
 }
 
@@ -120,28 +55,7 @@ fn set_pdeathsig() {
 
 /// `berth plugin-init <request.json> <report-fd>`.
 pub fn run(args: &[OsString]) -> ! {
-    let usage = || -> ! {
-        eprintln!("usage: berth plugin-init REQUEST-FILE REPORT-FD (internal to the daemon)");
-        std::process::exit(2)
-    };
-    let [request_path, fd] = args else { usage() };
-    let Some(fd) = fd.to_str().and_then(|s| s.parse::<RawFd>().ok()) else {
-        usage()
-    };
-    cloexec_from_3();
-    let mut report = Report(Some(fd));
-    report.write(b"S");
-
-    let request: InitRequest = match std::fs::read(request_path)
-        .map_err(|e| io_error_text(&e))
-        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
-    {
-        Ok(r) => r,
-        Err(e) => report.fail(&format!(
-            "reading {}: {e}",
-            Path::new(request_path).display()
-        )),
-    };
+    let (mut report, request): (_, InitRequest) = begin("plugin-init", args);
 
     if !request.spec.namespaces.pid {
         setup_and_exec(&request, &report);
@@ -193,35 +107,10 @@ pub fn run(args: &[OsString]) -> ! {
 
 /// Waits for the plugin and exits as it did (a signal death is re-raised on the shim).
 fn shim_wait(child: libc::pid_t) -> ! {
-    let mut status = 0;
-    loop {
-        // SAFETY: waitpid on our own child with a valid status pointer.
-        let rc = unsafe { libc::waitpid(child, &mut status, 0) };
-        if rc == child {
-            break;
-        }
-        if rc < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
-            std::process::exit(1);
-        }
+    match wait_child(child) {
+        Ok(status) => exit_as(status),
+        Err(_) => std::process::exit(1),
     }
-    exit_as(status)
-}
-
-/// Exits the way a child with wait `status` did: its exit code, or its signal re-raised.
-pub(crate) fn exit_as(status: libc::c_int) -> ! {
-    if libc::WIFEXITED(status) {
-        std::process::exit(libc::WEXITSTATUS(status));
-    }
-    let signal = libc::WTERMSIG(status);
-    // SAFETY: restoring the default disposition and raising it on ourselves.
-    unsafe {
-        libc::signal(signal, libc::SIG_DFL);
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-        libc::raise(signal);
-    }
-    std::process::exit(128 + signal)
 }
 
 fn setup_and_exec(request: &InitRequest, report: &Report) -> ! {

@@ -27,16 +27,15 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use nix::libc;
-use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 
 use super::executor::{Executor, PluginProcess};
-use super::host::{self, check_id, Release};
-use super::linux::{read_report, wait_bounded, Outcome, SELF_EXE};
+use super::helper::{Helper, HelperProcess, SELF_EXE};
+use super::host::{self, check_id};
 use super::spec::PluginSpec;
 use super::syscall::LinuxSyscall;
 
@@ -253,79 +252,25 @@ impl OciExecutor {
 
     /// Spawns the shim and waits until the plugin runs or its setup failed.
     fn spawn_shim(&self, request_file: &Path) -> io::Result<Child> {
-        let (read_end, write_end) =
-            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)?;
-        let write_fd = write_end.as_raw_fd();
         let parent = std::process::id() as libc::pid_t;
-        let mut command = Command::new(&self.shim_program);
-        if self.shim_program == Path::new(SELF_EXE) {
-            command.arg0("berth");
-        }
-        command
-            .arg("runtime-shim")
-            .arg(request_file)
-            .arg(write_fd.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        // SAFETY: only async-signal-safe syscalls between fork and exec.
-        unsafe {
-            command.pre_exec(move || {
-                // SIGTERM on the death of the spawning thread: the shim then kills the
-                // plugin (berth signals plugins directly, never the shim), see shim.rs.
-                if libc::fcntl(write_fd, libc::F_SETFD, 0) < 0
-                    || libc::prctl(
-                        libc::PR_SET_PDEATHSIG,
-                        libc::SIGTERM as libc::c_ulong,
-                        0,
-                        0,
-                        0,
-                    ) < 0
-                    || libc::setsid() < 0
-                {
-                    return Err(io::Error::last_os_error());
-                }
-                if libc::getppid() != parent {
-                    return Err(io::Error::from_raw_os_error(libc::ESRCH));
-                }
-                Ok(())
-            });
-        }
-        let spawned = command.spawn();
-        drop(write_end);
-        let mut child = spawned.map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!(
-                    "starting {} runtime-shim: {}",
-                    self.shim_program.display(),
-                    crate::goerr::io_error_text(&e)
-                ),
-            )
-        })?;
-        let message = match read_report(&read_end, self.setup_timeout) {
-            Ok(Outcome::Exec) => return Ok(child),
-            Ok(Outcome::Failed(message)) => message,
-            Ok(Outcome::TimedOut) => format!(
-                "{} did not start the plugin within {:?}",
-                self.runtime.name(),
-                self.setup_timeout
-            ),
-            Ok(Outcome::NotStarted) => {
-                let status = wait_bounded(&mut child, Duration::from_secs(5));
-                format!(
-                    "{} runtime-shim did not run ({})",
-                    self.shim_program.display(),
-                    status
-                        .map(|s| s.to_string())
-                        .unwrap_or_else(|| "still running".into())
-                )
-            }
-            Err(e) => format!("reading the runtime-shim report: {e}"),
+        let helper = Helper {
+            program: &self.shim_program,
+            subcommand: "runtime-shim",
+            // SIGTERM on the death of the spawning thread: the shim then kills the plugin
+            // (berth signals plugins directly, never the shim), see shim.rs.
+            death_signal: libc::SIGTERM,
+            timeout: self.setup_timeout,
+            timed_out: format!("{} did not start the plugin", self.runtime.name()),
+            stderr_if_not_run: false,
         };
-        let _ = child.kill();
-        let _ = child.wait();
-        Err(io::Error::other(with_runtime_output(message, &mut child)))
+        let same_parent = move || {
+            // SAFETY: getppid is async-signal-safe.
+            if unsafe { libc::getppid() } != parent {
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        };
+        helper.start(request_file, same_parent, with_runtime_output)
     }
 }
 
@@ -445,15 +390,22 @@ impl Executor for OciExecutor {
             .ok()
             .and_then(|s| s.trim().parse::<libc::pid_t>().ok());
         let pidfd = plugin_pid.and_then(|pid| pidfd_open(pid).ok());
-        Ok(Box::new(OciProcess {
+        let (executor, id) = (self.clone(), spec.id.clone());
+        // berth signals the plugin's init through its pidfd, never the shim (see shim.rs)
+        let plugin_pid = plugin_pid.unwrap_or(0) as u32;
+        Ok(Box::new(HelperProcess::new(
             child,
-            plugin_pid: plugin_pid.unwrap_or(0),
+            plugin_pid,
             pidfd,
-            status: None,
-            executor: self.clone(),
-            id: spec.id.clone(),
-            release: Some(release),
-        }))
+            move || {
+                if let Err(e) = executor.remove_container(&id) {
+                    log::warn!("{e}");
+                }
+                if let Err(e) = release.run() {
+                    log::warn!("{e}");
+                }
+            },
+        )))
     }
 
     fn cleanup(&self, id: &str, spec: Option<&PluginSpec>) -> io::Result<()> {
@@ -471,92 +423,4 @@ fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
     }
     // SAFETY: the kernel just gave us this fd.
     Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) })
-}
-
-/// A plugin run by an OCI runtime, as berth sees it: the shim (its child) plus the plugin's
-/// own init process, which receives the signals.
-struct OciProcess {
-    child: Child,
-    plugin_pid: libc::pid_t,
-    /// Refers to the plugin's init even after it exited (the shim reaps it): a signal then
-    /// fails instead of reaching a recycled PID.
-    pidfd: Option<OwnedFd>,
-    status: Option<ExitStatus>,
-    executor: OciExecutor,
-    id: String,
-    release: Option<Release>,
-}
-
-impl OciProcess {
-    fn exited(&mut self, status: ExitStatus) -> ExitStatus {
-        self.status = Some(status);
-        if let Some(release) = self.release.take() {
-            if let Err(e) = self.executor.remove_container(&self.id) {
-                log::warn!("{e}");
-            }
-            if let Err(e) = release.run() {
-                log::warn!("{e}");
-            }
-        }
-        status
-    }
-}
-
-impl PluginProcess for OciProcess {
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn plugin_pid(&self) -> u32 {
-        self.plugin_pid as u32
-    }
-
-    fn take_output(&mut self) -> Option<(ChildStdout, ChildStderr)> {
-        match (self.child.stdout.take(), self.child.stderr.take()) {
-            (Some(out), Some(err)) => Some((out, err)),
-            _ => None,
-        }
-    }
-
-    fn signal(&self, signal: Signal) -> io::Result<()> {
-        if self.status.is_some() {
-            return Err(io::Error::from_raw_os_error(libc::ESRCH));
-        }
-        let Some(pidfd) = &self.pidfd else {
-            return nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(self.child.id() as i32),
-                signal,
-            )
-            .map_err(io::Error::from);
-        };
-        // SAFETY: pidfd_send_signal with a pidfd we own and no siginfo.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                pidfd.as_raw_fd(),
-                signal as libc::c_int,
-                std::ptr::null::<libc::siginfo_t>(),
-                0,
-            )
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    }
-
-    fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
-        if let Some(status) = self.status {
-            return Ok(Some(status));
-        }
-        Ok(self.child.try_wait()?.map(|s| self.exited(s)))
-    }
-
-    fn wait(&mut self) -> io::Result<ExitStatus> {
-        if let Some(status) = self.status {
-            return Ok(status);
-        }
-        let status = self.child.wait()?;
-        Ok(self.exited(status))
-    }
 }

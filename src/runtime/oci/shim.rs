@@ -13,36 +13,19 @@
 //! Report protocol as `plugin-init`'s: `S` first, then `E<message>` or end-of-file (started).
 
 use std::ffi::OsString;
-use std::os::fd::RawFd;
-use std::path::Path;
 use std::process::Stdio;
 
 use nix::libc;
 
 use super::{runtime_error, ShimRequest};
 use crate::goerr::io_error_text;
-use crate::runtime::init::shim::{cloexec_from_3, exit_as, Report};
+use crate::runtime::helper::{begin, exit_as, signal_set, FORWARDED};
 
-const HANDLED: [libc::c_int; 7] = [
-    libc::SIGCHLD,
-    libc::SIGTERM,
-    libc::SIGINT,
-    libc::SIGHUP,
-    libc::SIGQUIT,
-    libc::SIGUSR1,
-    libc::SIGUSR2,
-];
-
+/// What the shim waits for: its children's exits and the signals it forwards to the plugin.
 fn handled_set() -> libc::sigset_t {
-    // SAFETY: sigset manipulation on a local set.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for s in HANDLED {
-            libc::sigaddset(&mut set, s);
-        }
-        set
-    }
+    let mut signals = vec![libc::SIGCHLD];
+    signals.extend(FORWARDED);
+    signal_set(&signals)
 }
 
 /// Runs a runtime subcommand to its end, its output captured; the runtime's error otherwise.
@@ -63,29 +46,9 @@ fn delete(request: &ShimRequest) {
 }
 
 pub fn main(args: &[OsString]) -> ! {
-    let usage = || -> ! {
-        eprintln!("usage: berth runtime-shim REQUEST-FILE REPORT-FD (internal to the daemon)");
-        std::process::exit(2)
-    };
-    let [request_path, fd] = args else { usage() };
-    let Some(fd) = fd.to_str().and_then(|s| s.parse::<RawFd>().ok()) else {
-        usage()
-    };
-    cloexec_from_3();
-    let mut report = Report(Some(fd));
-    report.write(b"S");
     // SAFETY: getppid cannot fail.
     let berth = unsafe { libc::getppid() };
-    let request: ShimRequest = match std::fs::read(request_path)
-        .map_err(|e| io_error_text(&e))
-        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
-    {
-        Ok(r) => r,
-        Err(e) => report.fail(&format!(
-            "reading {}: {e}",
-            Path::new(request_path).display()
-        )),
-    };
+    let (mut report, request): (_, ShimRequest) = begin("runtime-shim", args);
     let name = request.runtime.name();
     let set = handled_set();
     // SAFETY: prctl and sigprocmask with valid arguments; the runtime's children get an empty

@@ -1,0 +1,483 @@
+//! AuthZPlugin: the request and response phases as the daemon sends them (every optional field
+//! omitted when empty, bodies base64, `RequestUri` spelled so), and the answers it can use.
+
+use std::time::Duration;
+
+use base64::Engine;
+use serde_json::{json, Map, Value};
+
+use super::probe::{call_failed, Reply};
+use super::registry::sources::*;
+use super::registry::Check;
+use super::runner::{Context, Recorder};
+use super::{Outcome, Protocol};
+
+const A: Protocol = Protocol::Authz;
+
+pub const CHECKS: &[Check] = &[
+    Check { id: "authz.req.answers", protocol: A, rule: "AuthZPlugin.AuthZReq for GET /_ping answers 200", source: AUTHZ_DOC },
+    Check { id: "authz.req.shape", protocol: A, rule: "the answer is {\"Allow\":<bool>,\"Msg\":<string>} (Allow a JSON boolean)", source: AUTHZ_API },
+    Check { id: "authz.req.field-case", protocol: A, rule: "fields are spelled as Docker writes them (Allow, Msg, Err)", source: AUTHZ_API },
+    Check { id: "authz.req.minimal", protocol: A, rule: "a request with only RequestMethod and RequestUri (no user, headers or body: the daemon omits empty fields) is answered", source: AUTHZ_PLUGIN },
+    Check { id: "authz.req.body", protocol: A, rule: "a request with a base64 RequestBody and RequestHeaders is answered", source: AUTHZ_API },
+    Check { id: "authz.req.large-body", protocol: A, rule: "a request with a body near the daemon's 4 MiB limit is answered within the call deadline", source: AUTHZ_PLUGIN },
+    Check { id: "authz.req.tls-user", protocol: A, rule: "a request with User, UserAuthNMethod and RequestPeerCertificates is answered", source: AUTHZ_API },
+    Check { id: "authz.req.deny-message", protocol: A, rule: "a denial says why in Msg (users see \"authorization denied by plugin <name>: <Msg>\")", source: AUTHZ_PLUGIN },
+    Check { id: "authz.req.consistent", protocol: A, rule: "the same request gets the same decision twice", source: AUTHZ_DOC },
+    Check { id: "authz.res.answers", protocol: A, rule: "AuthZPlugin.AuthZRes with ResponseStatusCode, headers and a base64 body answers {\"Allow\":<bool>}", source: AUTHZ_DOC },
+    Check { id: "authz.res.no-status", protocol: A, rule: "AuthZRes without ResponseStatusCode (an implicit 200) is answered", source: AUTHZ_PLUGIN },
+    Check { id: "authz.err.not-in-200", protocol: A, rule: "errors come as non-200 answers: dockerd ignores Err in a 200 answer", source: AUTHZ_PLUGIN },
+    Check { id: "authz.deadline", protocol: A, rule: "decisions come within the p99 budget: every API request waits for them", source: AUTHZ_PLUGIN },
+];
+
+const FIELDS: &[&str] = &["Allow", "Msg", "Err"];
+
+fn b64(data: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(data)
+}
+
+fn headers() -> Value {
+    json!({"Content-Type": "application/json", "User-Agent": "Docker-Client/28.2.2 (linux)"})
+}
+
+fn request(method: &str, uri: &str) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("RequestMethod".into(), method.into());
+    m.insert("RequestUri".into(), uri.into());
+    m
+}
+
+/// Whether an answer is one the daemon can use: 200 with a boolean `Allow`.
+fn decision(r: &Reply) -> Option<bool> {
+    if r.status != 200 {
+        return None;
+    }
+    r.field("Allow").and_then(Value::as_bool)
+}
+
+pub async fn run(ctx: &Context<'_>, rec: &mut Recorder<'_>) {
+    const REQ: &str = "AuthZPlugin.AuthZReq";
+    const RES: &str = "AuthZPlugin.AuthZRes";
+    let mut ping = request("GET", "/_ping");
+    ping.insert(
+        "RequestHeaders".into(),
+        json!({"User-Agent": "Docker-Client/28.2.2 (linux)"}),
+    );
+    let ping = Value::Object(ping);
+    let first = match ctx.probe.call(REQ, &ping).await {
+        Ok(r) => r,
+        Err(e) => {
+            rec.check(
+                "authz.req.answers",
+                false,
+                "an answer",
+                call_failed(REQ, &e),
+            );
+            rec.block(call_failed(REQ, &e));
+            return;
+        }
+    };
+    if !rec.check(
+        "authz.req.answers",
+        first.status == 200,
+        "200",
+        first.summary(),
+    ) {
+        rec.block(format!("AuthZReq failed: {}", first.summary()));
+        return;
+    }
+    rec.check(
+        "authz.req.shape",
+        decision(&first).is_some()
+            && matches!(
+                first.field("Msg"),
+                None | Some(Value::Null | Value::String(_))
+            ),
+        "{\"Allow\":true|false,\"Msg\":\"…\"}",
+        first.summary(),
+    );
+    let misspelled = first.misspelled_keys(FIELDS);
+    rec.expect(
+        "authz.req.field-case",
+        misspelled.is_empty(),
+        Outcome::Warn,
+        "Docker's spelling",
+        if misspelled.is_empty() {
+            first.summary()
+        } else {
+            misspelled.join(", ")
+        },
+    );
+    let mut answers = vec![first.clone()];
+
+    let mut cases: Vec<(&str, Value)> = Vec::new();
+    cases.push((
+        "authz.req.minimal",
+        Value::Object(request("GET", "/v1.41/version")),
+    ));
+    let mut with_body = request("POST", "/v1.41/volumes/create");
+    with_body.insert(
+        "RequestBody".into(),
+        b64(b"{\"Name\":\"v1\",\"Driver\":\"local\"}\n").into(),
+    );
+    with_body.insert("RequestHeaders".into(), headers());
+    cases.push(("authz.req.body", Value::Object(with_body.clone())));
+    let mut tls = request("GET", "/v1.41/info");
+    tls.insert("User".into(), "client".into());
+    tls.insert("UserAuthNMethod".into(), "TLS".into());
+    tls.insert(
+        "RequestPeerCertificates".into(),
+        json!([b64(
+            b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+        )]),
+    );
+    cases.push(("authz.req.tls-user", Value::Object(tls)));
+    for (id, body) in cases {
+        match ctx.probe.call(REQ, &body).await {
+            Ok(r) => {
+                rec.check(
+                    id,
+                    decision(&r).is_some(),
+                    "200 with a boolean Allow",
+                    r.summary(),
+                );
+                answers.push(r);
+            }
+            Err(e) => {
+                rec.check(id, false, "an answer", call_failed(REQ, &e));
+            }
+        }
+    }
+
+    // A body near the daemon's limit: base64 of ~3 MiB of JSON.
+    let mut large = request("POST", "/v1.41/volumes/create");
+    let filler = "x".repeat(ctx.options.authz_large_body);
+    large.insert(
+        "RequestBody".into(),
+        b64(format!("{{\"Name\":\"{filler}\"}}").as_bytes()).into(),
+    );
+    large.insert("RequestHeaders".into(), headers());
+    match ctx.probe.call(REQ, &Value::Object(large)).await {
+        Ok(r) => {
+            rec.check(
+                "authz.req.large-body",
+                decision(&r).is_some(),
+                "200 with a boolean Allow",
+                format!("{} in {:.0} ms", r.summary(), r.elapsed.as_secs_f64() * 1e3),
+            );
+        }
+        Err(e) => {
+            rec.check(
+                "authz.req.large-body",
+                false,
+                "an answer",
+                call_failed(REQ, &e),
+            );
+        }
+    }
+
+    // Same request twice.
+    match ctx.probe.call(REQ, &Value::Object(with_body.clone())).await {
+        Ok(again) => {
+            let before = answers.get(2).and_then(decision);
+            rec.expect(
+                "authz.req.consistent",
+                decision(&again) == before,
+                Outcome::Warn,
+                format!("Allow {before:?} again"),
+                again.summary(),
+            );
+            answers.push(again);
+        }
+        Err(e) => {
+            rec.check(
+                "authz.req.consistent",
+                false,
+                "an answer",
+                call_failed(REQ, &e),
+            );
+        }
+    }
+
+    let denials: Vec<&Reply> = answers
+        .iter()
+        .filter(|r| decision(r) == Some(false))
+        .collect();
+    if denials.is_empty() {
+        rec.skip("authz.req.deny-message", "no request was denied");
+    } else {
+        let silent = denials.iter().find(|r| {
+            r.field("Msg")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .is_empty()
+        });
+        rec.expect(
+            "authz.req.deny-message",
+            silent.is_none(),
+            Outcome::Warn,
+            "a Msg with every denial",
+            silent
+                .map(|r| r.summary())
+                .unwrap_or_else(|| "every denial says why".into()),
+        );
+    }
+
+    let mut res = with_body.clone();
+    res.insert("ResponseStatusCode".into(), 201.into());
+    res.insert(
+        "ResponseHeaders".into(),
+        json!({"Api-Version": "1.41", "Content-Type": "application/json", "Server": "berth"}),
+    );
+    res.insert(
+        "ResponseBody".into(),
+        b64(b"{\"Name\":\"v1\",\"Driver\":\"local\"}\n").into(),
+    );
+    match ctx.probe.call(RES, &Value::Object(res)).await {
+        Ok(r) => {
+            rec.check(
+                "authz.res.answers",
+                decision(&r).is_some(),
+                "200 with a boolean Allow",
+                r.summary(),
+            );
+            answers.push(r);
+        }
+        Err(e) => {
+            rec.check(
+                "authz.res.answers",
+                false,
+                "an answer",
+                call_failed(RES, &e),
+            );
+        }
+    }
+    let mut implicit = request("GET", "/v1.41/info");
+    implicit.insert(
+        "ResponseHeaders".into(),
+        json!({"Api-Version": "1.41", "Content-Type": "application/json"}),
+    );
+    match ctx.probe.call(RES, &Value::Object(implicit)).await {
+        Ok(r) => {
+            rec.check(
+                "authz.res.no-status",
+                decision(&r).is_some(),
+                "200 with a boolean Allow",
+                r.summary(),
+            );
+            answers.push(r);
+        }
+        Err(e) => {
+            rec.check(
+                "authz.res.no-status",
+                false,
+                "an answer",
+                call_failed(RES, &e),
+            );
+        }
+    }
+
+    let err_in_200 = answers.iter().find(|r| {
+        r.status == 200
+            && r.field("Err")
+                .and_then(Value::as_str)
+                .is_some_and(|e| !e.is_empty())
+    });
+    rec.expect(
+        "authz.err.not-in-200",
+        err_in_200.is_none(),
+        Outcome::Warn,
+        "no Err in 200 answers",
+        err_in_200
+            .map(|r| r.summary())
+            .unwrap_or_else(|| "none".into()),
+    );
+
+    let slowest = answers
+        .iter()
+        .map(|r| r.elapsed)
+        .max()
+        .unwrap_or(Duration::ZERO);
+    rec.expect(
+        "authz.deadline",
+        slowest <= ctx.options.latency_p99,
+        Outcome::Warn,
+        format!(
+            "within {:.0} ms",
+            ctx.options.latency_p99.as_secs_f64() * 1e3
+        ),
+        format!("slowest decision {:.1} ms", slowest.as_secs_f64() * 1e3),
+    );
+}
+
+#[cfg(test)]
+mod model_tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::conformance::scripted::{self, arg, edit, err, ok, spoiled, Handler};
+
+    /// Allows everything but volume creation, which it denies with a reason.
+    fn plugin() -> Handler {
+        scripted::model("authz", |method, args| {
+            Some(match method {
+                "AuthZPlugin.AuthZReq" if arg(args, "RequestUri").contains("/volumes/create") => {
+                    ok(json!({"Allow": false, "Msg": "volumes are read-only here"}))
+                }
+                "AuthZPlugin.AuthZReq" | "AuthZPlugin.AuthZRes" => {
+                    ok(json!({"Allow": true, "Msg": ""}))
+                }
+                _ => return None,
+            })
+        })
+    }
+
+    fn when(field: &'static str) -> impl Fn(&Value, scripted::Answer) -> scripted::Answer {
+        move |args, a| {
+            if args.get(field).is_some() {
+                err(500, "cannot handle it")
+            } else {
+                a
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn every_authz_check_passes_against_a_good_plugin_and_fails_against_a_spoiled_one() {
+        let good = scripted::Scripted::start(plugin());
+        let report = scripted::run(&good, &["authz.*"]).await;
+        for r in &report.results {
+            assert_eq!(
+                r.outcome,
+                Outcome::Pass,
+                "{} against the good model: {}",
+                r.check.id,
+                r.got
+            );
+        }
+        assert_eq!(report.results.len(), CHECKS.len());
+
+        const REQ: &str = "AuthZPlugin.AuthZReq";
+        const RES: &str = "AuthZPlugin.AuthZRes";
+        let flips = Arc::new(AtomicUsize::new(0));
+        let cases: Vec<(&str, Outcome, Handler)> = vec![
+            (
+                "authz.req.answers",
+                Outcome::Fail,
+                spoiled(plugin(), REQ, |_, _| err(500, "down")),
+            ),
+            (
+                "authz.req.shape",
+                Outcome::Fail,
+                spoiled(plugin(), REQ, |_, a| {
+                    edit(a, |v| v["Allow"] = "true".into())
+                }),
+            ),
+            (
+                "authz.req.field-case",
+                Outcome::Warn,
+                spoiled(plugin(), REQ, |_, _| ok(json!({"allow": true}))),
+            ),
+            (
+                "authz.req.minimal",
+                Outcome::Fail,
+                spoiled(plugin(), REQ, |args, a| {
+                    if args.get("RequestHeaders").is_none() {
+                        err(500, "no headers")
+                    } else {
+                        a
+                    }
+                }),
+            ),
+            (
+                "authz.req.body",
+                Outcome::Fail,
+                spoiled(plugin(), REQ, when("RequestBody")),
+            ),
+            (
+                "authz.req.large-body",
+                Outcome::Fail,
+                spoiled(plugin(), REQ, |args, a| {
+                    if arg(args, "RequestBody").len() > 100_000 {
+                        err(500, "too large")
+                    } else {
+                        a
+                    }
+                }),
+            ),
+            (
+                "authz.req.tls-user",
+                Outcome::Fail,
+                spoiled(plugin(), REQ, when("User")),
+            ),
+            (
+                "authz.req.deny-message",
+                Outcome::Warn,
+                spoiled(plugin(), REQ, |_, a| edit(a, |v| v["Msg"] = "".into())),
+            ),
+            (
+                "authz.req.consistent",
+                Outcome::Warn,
+                spoiled(plugin(), REQ, move |args, a| {
+                    let small_post = arg(args, "RequestMethod") == "POST"
+                        && arg(args, "RequestBody").len() < 1000;
+                    if small_post && flips.fetch_add(1, Ordering::SeqCst) % 2 == 1 {
+                        ok(json!({"Allow": true}))
+                    } else {
+                        a
+                    }
+                }),
+            ),
+            (
+                "authz.res.answers",
+                Outcome::Fail,
+                spoiled(plugin(), RES, |_, _| err(500, "down")),
+            ),
+            (
+                "authz.res.no-status",
+                Outcome::Fail,
+                spoiled(plugin(), RES, |args, a| {
+                    if args.get("ResponseStatusCode").is_none() {
+                        err(500, "no status")
+                    } else {
+                        a
+                    }
+                }),
+            ),
+            (
+                "authz.err.not-in-200",
+                Outcome::Warn,
+                spoiled(plugin(), RES, |_, a| {
+                    edit(a, |v| v["Err"] = "ignored".into())
+                }),
+            ),
+            (
+                "authz.deadline",
+                Outcome::Warn,
+                spoiled(plugin(), RES, |_, a| {
+                    std::thread::sleep(std::time::Duration::from_millis(600));
+                    a
+                }),
+            ),
+        ];
+        let mut proven: Vec<&str> = Vec::new();
+        for (id, expected, handler) in cases {
+            let plugin = scripted::Scripted::start(handler);
+            let report = scripted::run(&plugin, &["authz.*"]).await;
+            let got = scripted::outcome(&report, id);
+            assert_eq!(
+                got,
+                Some(expected),
+                "{id}: {:?}",
+                report.results.iter().find(|r| r.check.id == id)
+            );
+            proven.push(id);
+        }
+        for c in CHECKS {
+            assert!(proven.contains(&c.id), "{} has no failing case", c.id);
+        }
+    }
+}
