@@ -22,6 +22,19 @@ pub const DEFAULT_DATA_ROOT: &str = "/var/lib/berth";
 pub const DEFAULT_EXEC_ROOT: &str = "/run/berth";
 pub const DEFAULT_CONFIG_FILE: &str = "/etc/berth/daemon.json";
 pub const DEFAULT_LOG_LEVEL: &str = "info";
+/// The Linux bridge dockerd's default network uses when only `--bip` names it.
+pub const DEFAULT_BRIDGE_NAME: &str = "docker0";
+
+/// How the predefined `bridge` network is made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DefaultBridge {
+    /// The Linux bridge: docker0 (made when missing), or one that must exist.
+    pub name: String,
+    /// `--bip`: the gateway address with the subnet's length. None: the bridge's own IPv4
+    /// address, else a default pool.
+    pub address: Option<crate::cidr::Prefix>,
+}
+
 pub const DEFAULT_LEGACY_PLUGIN_DIRS: &[&str] = &[
     "/run/docker/plugins",
     "/etc/docker/plugins",
@@ -99,6 +112,15 @@ pub struct DaemonFlags {
         value_parser = crate::cidr::parse_address_pool
     )]
     pub default_address_pools: Vec<AddressPool>,
+    /// Linux bridge of the predefined `bridge` network: an existing bridge (its IPv4 address
+    /// gives the network's subnet), or `none` for no such network [default: none] [file:
+    /// bridge]
+    #[arg(short = 'b', long = "bridge", value_name = "NAME")]
+    pub bridge: Option<String>,
+    /// Make the predefined `bridge` network on bridge docker0 with this gateway address and
+    /// subnet (e.g. 10.99.0.1/24); not with --bridge [default: none] [file: bip]
+    #[arg(long = "bip", value_name = "CIDR")]
+    pub bip: Option<String>,
     /// What runs plugins: builtin (berth's own namespaces executor), runc or crun (found on
     /// PATH) [default: builtin] [file: plugin-runtime]
     #[arg(long, value_name = "NAME", value_parser = parse_plugin_runtime)]
@@ -181,6 +203,9 @@ pub struct DaemonConfig {
     pub registry_mirrors: Vec<String>,
     /// Empty: the built-in IPAM's defaults (dockerd's).
     pub default_address_pools: Vec<AddressPool>,
+    /// The predefined `bridge` network's setup (`--bridge` / `--bip`); none by default, so
+    /// berth and dockerd can share a host.
+    pub default_bridge: Option<DefaultBridge>,
     pub plugin_runtime: PluginRuntime,
     /// None: metrics are off (nothing is counted, no metrics socket exists).
     pub metrics_addr: Option<MetricsAddr>,
@@ -215,6 +240,8 @@ struct FileConfig {
     insecure_registries: Option<serde_json::Value>,
     registry_mirrors: Option<serde_json::Value>,
     default_address_pools: Option<serde_json::Value>,
+    bridge: Option<serde_json::Value>,
+    bip: Option<serde_json::Value>,
     plugin_runtime: Option<serde_json::Value>,
     metrics_addr: Option<serde_json::Value>,
     plugin_log_driver: Option<serde_json::Value>,
@@ -437,6 +464,8 @@ fn resolve(flags: &DaemonFlags, file: FileConfig) -> anyhow::Result<DaemonConfig
             crate::cidr::address_pool_from_json(&pool).map_err(anyhow::Error::msg)
         },
     )?;
+    let bridge = merge.pick("bridge", flags.bridge.clone(), file.bridge, text)?;
+    let bip = merge.pick("bip", flags.bip.clone(), file.bip, text)?;
     let plugin_runtime = merge.pick(
         "plugin-runtime",
         flags.plugin_runtime,
@@ -474,6 +503,7 @@ fn resolve(flags: &DaemonFlags, file: FileConfig) -> anyhow::Result<DaemonConfig
             merge.conflicts.join(", ")
         );
     }
+    let default_bridge = default_bridge(bridge, bip)?;
     Ok(DaemonConfig {
         hosts: hosts.unwrap_or_else(|| vec![parse_host(DEFAULT_HOST).expect("default host")]),
         data_root: absolute(data_root.unwrap_or_else(|| DEFAULT_DATA_ROOT.into()))?,
@@ -493,12 +523,42 @@ fn resolve(flags: &DaemonFlags, file: FileConfig) -> anyhow::Result<DaemonConfig
         insecure_registries: insecure_registries.unwrap_or_default(),
         registry_mirrors: registry_mirrors.unwrap_or_default(),
         default_address_pools: default_address_pools.unwrap_or_default(),
+        default_bridge,
         plugin_runtime: plugin_runtime.unwrap_or_default(),
         metrics_addr,
         authorization_plugins: authorization_plugins.unwrap_or_default(),
         authz_peer_credentials: authz_peer_credentials.unwrap_or(false),
         plugin_log_driver,
     })
+}
+
+/// dockerd's reading of `--bridge` and `--bip` (in its words), except that no flag means no
+/// predefined `bridge` network rather than docker0.
+fn default_bridge(
+    bridge: Option<String>,
+    bip: Option<String>,
+) -> anyhow::Result<Option<DefaultBridge>> {
+    let bridge = bridge.filter(|b| !b.is_empty());
+    let bip = bip.filter(|b| !b.is_empty());
+    match (bridge, bip) {
+        (Some(_), Some(_)) => {
+            bail!("You specified -b & --bip, mutually exclusive options. Please specify only one")
+        }
+        (Some(name), None) if name == "none" => Ok(None),
+        (Some(name), None) => Ok(Some(DefaultBridge {
+            name,
+            address: None,
+        })),
+        (None, Some(bip)) => {
+            let address = crate::cidr::Prefix::parse(&bip)
+                .with_context(|| format!("invalid CIDR address: {bip}"))?;
+            Ok(Some(DefaultBridge {
+                name: DEFAULT_BRIDGE_NAME.into(),
+                address: Some(address),
+            }))
+        }
+        (None, None) => Ok(None),
+    }
 }
 
 fn absolute(path: PathBuf) -> anyhow::Result<PathBuf> {
@@ -652,6 +712,45 @@ mod tests {
         }
         assert!(parse_upload_bound("0").is_err());
         assert_eq!(parse_upload_bound("3"), Ok(3));
+    }
+
+    #[test]
+    fn bridge_and_bip_as_dockerd_reads_them() {
+        let with = |bridge: Option<&str>, bip: Option<&str>, f: &str| {
+            let flags = DaemonFlags {
+                bridge: bridge.map(str::to_string),
+                bip: bip.map(str::to_string),
+                ..Default::default()
+            };
+            resolve(&flags, file(f)).map(|c| c.default_bridge)
+        };
+        assert_eq!(with(None, None, "{}").unwrap(), None);
+        assert_eq!(with(Some("none"), None, "{}").unwrap(), None);
+        assert_eq!(
+            with(None, Some("10.99.0.1/24"), "{}").unwrap(),
+            Some(DefaultBridge {
+                name: "docker0".into(),
+                address: crate::cidr::Prefix::parse("10.99.0.1/24"),
+            })
+        );
+        assert_eq!(
+            with(None, None, r#"{"bridge":"brt0"}"#).unwrap(),
+            Some(DefaultBridge {
+                name: "brt0".into(),
+                address: None,
+            })
+        );
+        let err = |b, i, f| format!("{:#}", with(b, i, f).unwrap_err());
+        assert!(
+            err(Some("brt0"), None, r#"{"bip":"10.99.0.1/24"}"#).ends_with(
+                "You specified -b & --bip, mutually exclusive options. Please specify only one"
+            )
+        );
+        assert!(err(Some("none"), Some("10.99.0.1/24"), "{}").contains("mutually exclusive"));
+        assert!(err(None, Some("10.99.0.300/24"), "{}")
+            .ends_with("invalid CIDR address: 10.99.0.300/24"));
+        assert!(err(None, Some("10.99.0.1/24"), r#"{"bip":"10.98.0.1/24"}"#)
+            .contains("bip: (from flag: 10.99.0.1/24, from file: 10.98.0.1/24)"));
     }
 
     #[test]

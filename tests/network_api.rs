@@ -132,6 +132,17 @@ fn disconnect(d: &Daemon, network: &str, ns: &str, force: bool) -> common::Respo
     )
 }
 
+/// The names `GET /networks` lists (`query`: its query string, with the `?`).
+fn network_names(d: &Daemon, query: &str) -> Vec<String> {
+    d.get(&format!("/v1.41/networks{query}"))
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["Name"].as_str().unwrap().to_string())
+        .collect()
+}
+
 fn containers(d: &Daemon, network: &str) -> Value {
     let r = d.get(&format!("/v1.41/networks/{network}"));
     assert_eq!(r.status, 200, "{}", r.text());
@@ -289,15 +300,7 @@ fn failures_roll_back_and_a_hung_driver_costs_one_deadline() {
         r#"{"Name":"h2","Driver":"tnf","IPAM":{"Config":[{"Subnet":"10.122.0.0/24"}]}}"#,
     );
     assert_eq!(r.status, 201, "{}", r.text());
-    let names: Vec<String> = d
-        .get("/v1.41/networks")
-        .json()
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n["Name"].as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(names, ["f1", "h2", "host", "none"]);
+    assert_eq!(network_names(&d, ""), ["f1", "h2", "host", "none"]);
 }
 
 #[test]
@@ -665,4 +668,127 @@ fn bridges_and_veths_survive_kill9_and_nothing_leaks() {
     let bridge2 = bridges.of(&d, "bk2");
     assert_eq!(d.delete("/v1.41/networks/bk2").status, 204);
     assert!(!link_exists(&bridge2));
+}
+
+/// `ip ARGS` inside the namespace `ns`, which must succeed.
+fn ip_in(ns: &Namespace, args: &[&str]) {
+    let ok = Command::new("ip")
+        .args(["-n", &ns.0])
+        .args(args)
+        .status()
+        .unwrap();
+    assert!(ok.success(), "ip -n {} {args:?}", ns.0);
+}
+
+#[test]
+fn the_predefined_bridge_network_and_pools_clear_of_host_routes() {
+    // berth in a namespace of its own: the docker0 it makes and the routes it meets are that
+    // namespace's, never the machine's.
+    let home = Namespace::new("bh");
+    // (A veth pair carries the route: the machine may have no dummy interfaces.)
+    ip_in(
+        &home,
+        &["link", "add", "rt0", "type", "veth", "peer", "name", "rt1"],
+    );
+    ip_in(&home, &["addr", "add", "172.17.0.1/16", "dev", "rt0"]);
+    for end in ["rt0", "rt1"] {
+        ip_in(&home, &["link", "set", end, "up"]);
+    }
+    let mut d = Daemon::start_in_netns(&home.0, &[]);
+    let names =
+        |d: &Daemon| network_names(d, "?filters=%7B%22type%22%3A%7B%22builtin%22%3Atrue%7D%7D");
+    assert_eq!(names(&d), ["host", "none"], "no flag: no bridge network");
+
+    // A network without a subnet passes over the default pool a route of the host covers.
+    let r = create(&d, r#"{"Name":"bpool"}"#);
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = d.get("/v1.41/networks/bpool");
+    assert_eq!(r.json()["IPAM"]["Config"][0]["Subnet"], "172.18.0.0/16");
+    assert_eq!(d.delete("/v1.41/networks/bpool").status, 204);
+
+    // --bip: docker0 with that address, the network as dockerd 20.10 shows it.
+    d.stop();
+    d.extra_args = vec!["--bip".into(), "10.99.0.1/24".into()];
+    d.spawn();
+    assert_eq!(names(&d), ["bridge", "host", "none"]);
+    let bridge = d.get("/v1.41/networks/bridge").json();
+    let expected: Value = serde_json::from_str(
+        r#"{"Scope":"local","Driver":"bridge","EnableIPv6":false,
+        "IPAM":{"Driver":"default","Options":null,"Config":[{"Subnet":"10.99.0.0/24","Gateway":"10.99.0.1"}]},
+        "Internal":false,"Attachable":false,"Ingress":false,"ConfigFrom":{"Network":""},"ConfigOnly":false,
+        "Containers":{},"Options":{"com.docker.network.bridge.default_bridge":"true",
+        "com.docker.network.bridge.enable_icc":"true","com.docker.network.bridge.enable_ip_masquerade":"false",
+        "com.docker.network.bridge.host_binding_ipv4":"0.0.0.0","com.docker.network.bridge.name":"docker0",
+        "com.docker.network.driver.mtu":"1500"},"Labels":{}}"#,
+    )
+    .unwrap();
+    for (key, value) in expected.as_object().unwrap() {
+        assert_eq!(&bridge[key], value, "{key} in {bridge}");
+    }
+    assert!(
+        home.ipv4().contains(&"docker0 10.99.0.1/24".to_string()),
+        "{:?}",
+        home.ipv4()
+    );
+    d.delete("/v1.41/networks/bridge")
+        .assert_error(403, "bridge is a pre-defined network and cannot be removed");
+    create(
+        &d,
+        r#"{"Name":"bover","IPAM":{"Config":[{"Subnet":"10.99.0.0/16"}]}}"#,
+    )
+    .assert_error(403, "Pool overlaps with other one on this address space");
+
+    // The same setup after a restart: the same network, namespaces connected to it stay.
+    let a = Namespace::new("bda");
+    let r = connect_ns(&d, "bridge", &a, "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    d.stop();
+    d.spawn();
+    assert_eq!(d.get("/v1.41/networks/bridge").json()["Id"], bridge["Id"]);
+    assert_eq!(a.ipv4(), ["lo", "eth0 10.99.0.2/24"]);
+    assert!(
+        a.routes().contains("default via 10.99.0.1 dev eth0"),
+        "{}",
+        a.routes()
+    );
+
+    // No flag again: the network goes, its namespaces are disconnected, docker0 (berth made
+    // it) is deleted.
+    d.stop();
+    d.extra_args.clear();
+    d.spawn();
+    assert_eq!(names(&d), ["host", "none"]);
+    assert_eq!(a.addresses(), ["lo"]);
+    assert!(!home.ipv4().iter().any(|l| l.starts_with("docker0")));
+
+    // --bridge NAME: a bridge that must exist, its address giving the subnet; left in place
+    // when the network goes.
+    d.stop();
+    let refused = d.command().args(["--bridge", "brt9"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("Error creating default \"bridge\" network: bridge device with non default name brt9 must be created manually"),
+        "{stderr}"
+    );
+    ip_in(&home, &["link", "add", "brt0", "type", "bridge"]);
+    ip_in(&home, &["addr", "add", "10.98.0.1/24", "dev", "brt0"]);
+    d.extra_args = vec!["--bridge".into(), "brt0".into()];
+    d.spawn();
+    let bridge = d.get("/v1.41/networks/bridge").json();
+    assert_eq!(
+        bridge["IPAM"]["Config"],
+        serde_json::json!([{"Subnet":"10.98.0.0/24","Gateway":"10.98.0.1"}])
+    );
+    assert_eq!(bridge["Options"]["com.docker.network.bridge.name"], "brt0");
+    d.stop();
+    d.extra_args.clear();
+    d.spawn();
+    assert!(
+        home.ipv4()
+            .iter()
+            .any(|l| l.starts_with("brt0 10.98.0.1/24")),
+        "{:?}",
+        home.ipv4()
+    );
 }

@@ -131,6 +131,7 @@ pub fn run(
     if !config.default_address_pools.is_empty() {
         network_options.default_address_pools = config.default_address_pools.clone();
     }
+    network_options.default_bridge = config.default_bridge.clone();
     let networks = Arc::new(
         NetworkService::open(&config.data_root, getter.clone(), network_options)
             .context("opening the network store")?,
@@ -198,6 +199,13 @@ pub fn run(
         actix_rt::spawn(reloads.run());
         // What a crash interrupted is finished or undone before the API answers.
         networks.recover().await;
+        if let Err(e) = networks.ensure_default_bridge().await {
+            let _ = stop_following.send(());
+            let _ = followed.await;
+            return Err(anyhow::Error::from(e).context(
+                "Error initializing network controller: Error creating default \"bridge\" network",
+            ));
+        }
         let served = api::serve(state, listeners, || {
             log::info!("Daemon has completed initialization");
             notify(DaemonState::Ready, "Serving the API");

@@ -25,6 +25,17 @@ pub struct Capabilities {
     pub connectivity_scope: String,
 }
 
+impl Capabilities {
+    /// Local scope and connectivity: the built-in `bridge` driver's, and what libnetwork
+    /// assumes of a driver that cannot say.
+    pub fn local() -> Capabilities {
+        Capabilities {
+            scope: "local".into(),
+            connectivity_scope: "local".into(),
+        }
+    }
+}
+
 /// One pool as a driver sees it (`IPv4Data` / `IPv6Data`): CIDR strings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct IpamData {
@@ -282,10 +293,7 @@ impl NetworkDriver for NetworkDriverClient {
             // dockerd keeps using a driver whose GetCapabilities failed, with local scope.
             Err(e) => {
                 log::warn!("network driver {}: GetCapabilities: {e}", self.name);
-                Ok(Capabilities {
-                    scope: "local".into(),
-                    connectivity_scope: "local".into(),
-                })
+                Ok(Capabilities::local())
             }
         }
     }

@@ -355,6 +355,42 @@ async fn ensure_bridge(handle: &Handle, network: &BridgeNetwork) -> Result<bool>
     Ok(made)
 }
 
+/// The IPv4 addresses of the bridge `name` in berth's namespace, `None` when no such interface
+/// exists (what the predefined `bridge` network of `--bridge NAME` takes its subnet from).
+pub async fn bridge_addresses(name: &str) -> Result<Option<Vec<Prefix>>> {
+    use rtnetlink::packet_route::address::AddressAttribute;
+    let handle = netns::connect().map_err(kernel("netlink"))?;
+    let Some(found) = link(&handle, name)
+        .await
+        .map_err(kernel("failed to check bridge interface existence"))?
+    else {
+        return Ok(None);
+    };
+    if !is_bridge(&found) {
+        return Err(Error::System(format!(
+            "existing interface {name} is not a bridge"
+        )));
+    }
+    let mut messages = handle
+        .address()
+        .get()
+        .set_link_index_filter(found.header.index)
+        .execute();
+    let mut addresses = Vec::new();
+    while let Some(message) = messages
+        .try_next()
+        .await
+        .map_err(|e| kernel("failed to read the bridge's addresses")(netns::nl(e)))?
+    {
+        let len = message.header.prefix_len;
+        addresses.extend(message.attributes.iter().find_map(|a| match a {
+            AddressAttribute::Address(ip @ IpAddr::V4(_)) => Some(Prefix::new(*ip, len)),
+            _ => None,
+        }));
+    }
+    Ok(Some(addresses))
+}
+
 /// `fe80::1`, the link-local address dockerd gives IPv6 bridges.
 fn link_local_gateway() -> Ipv6Addr {
     Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1)
@@ -520,10 +556,7 @@ impl NetworkDriver for BridgeDriver {
     }
 
     async fn capabilities(&self) -> Result<Capabilities> {
-        Ok(Capabilities {
-            scope: "local".into(),
-            connectivity_scope: "local".into(),
-        })
+        Ok(Capabilities::local())
     }
 
     async fn create_network(

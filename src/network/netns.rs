@@ -354,6 +354,39 @@ pub(crate) fn connect() -> io::Result<Handle> {
     Ok(handle)
 }
 
+/// The IPv4 destinations of the main routing table of berth's namespace, default routes left
+/// out: libnetwork passes over a default pool that one of them overlaps.
+pub(crate) async fn host_routes_v4() -> io::Result<Vec<Prefix>> {
+    use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute};
+    const MAIN_TABLE: u32 = 254;
+    let handle = connect()?;
+    let request = RouteMessageBuilder::<Ipv4Addr>::new().build();
+    let mut routes = handle.route().get(request).execute();
+    let mut out = Vec::new();
+    while let Some(route) = routes.try_next().await.map_err(nl)? {
+        let len = route.header.destination_prefix_length;
+        // The table attribute holds ids above 255, the header only the low ones.
+        let table = route
+            .attributes
+            .iter()
+            .find_map(|a| match a {
+                RouteAttribute::Table(t) => Some(*t),
+                _ => None,
+            })
+            .unwrap_or(u32::from(route.header.table));
+        if len == 0 || table != MAIN_TABLE {
+            continue;
+        }
+        out.extend(route.attributes.iter().find_map(|a| match a {
+            RouteAttribute::Destination(RouteAddress::Inet(addr)) => {
+                Some(Prefix::new(IpAddr::V4(*addr), len))
+            }
+            _ => None,
+        }));
+    }
+    Ok(out)
+}
+
 /// [`Links`] over rtnetlink: one socket per namespace.
 pub struct RtLinks {
     host: Handle,

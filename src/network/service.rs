@@ -26,8 +26,9 @@ use super::types::{
     NetworkCreateRequest, NetworkCreateResponse, NetworkResource, NetworksPruneReport,
 };
 use crate::cidr::Prefix;
+use crate::config::DefaultBridge;
 use crate::drivers::ipam::{
-    Ipam, IpamDriverClient, PoolRequest, GATEWAY_ADDRESS, REQUEST_ADDRESS_TYPE,
+    Ipam, IpamDriverClient, Pool, PoolRequest, GATEWAY_ADDRESS, REQUEST_ADDRESS_TYPE,
 };
 use crate::drivers::network::{EndpointInterface, IpamData, NetworkDriver, NetworkDriverClient};
 use crate::drivers::AdapterCache;
@@ -35,12 +36,14 @@ use crate::error::{Error, Result};
 use crate::plugin::getter::{Capability, Mode, PluginGetter};
 use crate::rpc::client::within;
 
+mod default_bridge;
 mod endpoints;
 
 /// Names no user network may take (moby `runconfig.IsPreDefinedNetwork`).
 const PREDEFINED_NAMES: &[&str] = &["bridge", "host", "none", "default"];
 /// The CLI's (and moby's) driver when none is given: the built-in bridge driver.
 pub const DEFAULT_DRIVER: &str = bridge::DRIVER;
+
 const NOT_A_MANAGER: &str = "This node is not a swarm manager. Use \"docker swarm init\" or \"docker swarm join\" to connect this node to swarm and try again.";
 
 // libnetwork's option keys of `CreateNetwork`.
@@ -55,6 +58,8 @@ pub struct NetworkOptions {
     pub default_address_pools: Vec<AddressPool>,
     /// Where named namespaces live (`/run/netns`).
     pub netns_dir: PathBuf,
+    /// The predefined `bridge` network (`--bridge` / `--bip`); none by default.
+    pub default_bridge: Option<DefaultBridge>,
 }
 
 impl Default for NetworkOptions {
@@ -62,6 +67,7 @@ impl Default for NetworkOptions {
         NetworkOptions {
             default_address_pools: super::ipam::default_address_pools(),
             netns_dir: PathBuf::from(NETNS_DIR),
+            default_bridge: None,
         }
     }
 }
@@ -96,6 +102,7 @@ pub struct NetworkService {
     bridge: Arc<BridgeDriver>,
     ipams: AdapterCache<IpamDriverClient>,
     netns_dir: PathBuf,
+    default_bridge: Option<DefaultBridge>,
     /// One operation per network name (create) and per network (connect, disconnect, remove).
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     prune_running: AtomicBool,
@@ -118,6 +125,7 @@ impl NetworkService {
             bridge: Arc::new(BridgeDriver::new()),
             ipams: AdapterCache::default(),
             netns_dir: options.netns_dir,
+            default_bridge: options.default_bridge,
             locks: Mutex::new(HashMap::new()),
             prune_running: AtomicBool::new(false),
         };
@@ -191,7 +199,7 @@ impl NetworkService {
     /// The built-in drivers know their networks again from the records.
     fn restore_builtin_networks(&self) {
         for network in self.store.networks() {
-            if network.driver == bridge::DRIVER && !network.predefined && !network.config_only {
+            if network.driver == bridge::DRIVER && !network.config_only {
                 let (v4, v6) = ipam_data(&network.pools);
                 self.bridge
                     .restore(&network.id, &create_options(&network), &v4, &v6);
@@ -608,15 +616,24 @@ impl NetworkService {
                         config.gateway
                     )));
                 }
-                let pool = ipam
-                    .request_pool(&PoolRequest {
-                        address_space: space.to_string(),
-                        pool: config.subnet.clone(),
-                        sub_pool: config.ip_range.clone(),
-                        options: record.ipam_options.clone(),
-                        v6,
-                    })
-                    .await?;
+                let request = PoolRequest {
+                    address_space: space.to_string(),
+                    pool: config.subnet.clone(),
+                    sub_pool: config.ip_range.clone(),
+                    options: record.ipam_options.clone(),
+                    v6,
+                };
+                // libnetwork checks the host's routes only for a pool it chose, of a local
+                // network; IPv6 pools never meet the IPv4 routes it looks at.
+                let pool = if config.subnet.is_empty() && !v6 && record.scope != "global" {
+                    let routes = netns::host_routes_v4().await.unwrap_or_else(|e| {
+                        log::warn!("listing the host's routes: {e}");
+                        Vec::new()
+                    });
+                    pool_clear_of_routes(ipam.as_ref(), &request, &routes).await?
+                } else {
+                    ipam.request_pool(&request).await?
+                };
                 record.pools.push(PoolRecord {
                     address_space: space.to_string(),
                     pool_id: pool.id.clone(),
@@ -892,6 +909,37 @@ impl NetworkService {
     }
 }
 
+/// libnetwork's `requestPoolHelper`: the first pool the IPAM gives that overlaps none of
+/// `routes`. The pools passed over are held until one is found (so the IPAM does not give
+/// them again), then given back. An IPAM that answers a pool it already gave has no other:
+/// that one is taken (libnetwork would ask forever).
+async fn pool_clear_of_routes(
+    ipam: &dyn Ipam,
+    request: &PoolRequest,
+    routes: &[Prefix],
+) -> Result<Pool> {
+    let mut passed_over: Vec<String> = Vec::new();
+    let found = loop {
+        match ipam.request_pool(request).await {
+            Ok(pool) if passed_over.contains(&pool.id) => {
+                passed_over.retain(|id| *id != pool.id);
+                break Ok(pool);
+            }
+            Ok(pool) if routes.iter().any(|r| r.overlaps(&pool.pool)) => {
+                log::debug!("pool {} overlaps a route of the host", pool.pool);
+                passed_over.push(pool.id)
+            }
+            other => break other,
+        }
+    };
+    for id in passed_over {
+        if let Err(e) = ipam.release_pool(&id).await {
+            log::warn!("releasing overlapping pool {id}: {e}");
+        }
+    }
+    found
+}
+
 /// How an ambiguous name is worded (each 20.10 endpoint words it its own way).
 #[derive(Debug, Clone, Copy)]
 enum Ambiguity {
@@ -1108,6 +1156,45 @@ fn label_matches(labels: &BTreeMap<String, String>, wanted: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn default_pools_that_host_routes_overlap_are_passed_over() {
+        let ipam = DefaultIpam::new(super::super::ipam::default_address_pools());
+        let request = PoolRequest {
+            address_space: "LocalDefault".into(),
+            ..PoolRequest::default()
+        };
+        let routes: Vec<Prefix> = ["172.17.0.0/16", "172.18.5.0/24", "10.0.0.0/8"]
+            .iter()
+            .map(|r| Prefix::parse(r).unwrap())
+            .collect();
+        let pool = pool_clear_of_routes(&ipam, &request, &routes)
+            .await
+            .unwrap();
+        assert_eq!(pool.pool.to_string(), "172.19.0.0/16");
+        // The pools passed over were given back: asked for by name, they are free.
+        let named = PoolRequest {
+            pool: "172.17.0.0/16".into(),
+            ..request.clone()
+        };
+        ipam.request_pool(&named).await.unwrap();
+        // No routes: the next default pool.
+        let next = pool_clear_of_routes(&ipam, &request, &[]).await.unwrap();
+        assert_eq!(next.pool.to_string(), "172.20.0.0/16");
+        // Every default pool overlapped: the IPAM's own error, nothing held.
+        let everything = [
+            Prefix::parse("0.0.0.0/1").unwrap(),
+            Prefix::parse("128.0.0.0/1").unwrap(),
+        ];
+        let err = pool_clear_of_routes(&ipam, &request, &everything)
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().starts_with("could not find an available"),
+            "{err}"
+        );
+        assert!(pool_clear_of_routes(&ipam, &request, &[]).await.is_ok());
+    }
 
     fn record(name: &str) -> NetworkRecord {
         NetworkRecord {

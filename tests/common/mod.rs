@@ -20,6 +20,9 @@ pub struct Daemon {
     pub extra_args: Vec<String>,
     /// Environment variables set for the next spawn (e.g. a `PATH` without runc).
     pub extra_env: Vec<(String, String)>,
+    /// The network namespace (`/run/netns/NAME`) the daemon runs in (`ip netns exec`), so
+    /// what it does to links and routes stays there; `None`: the test's own.
+    pub netns: Option<String>,
     pub dir: tempfile::TempDir,
     pub socket: PathBuf,
     pub data_root: PathBuf,
@@ -37,8 +40,22 @@ impl Daemon {
     }
 
     pub fn start_with_env(extra_args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        let mut daemon = Daemon::unstarted(extra_args, env);
+        daemon.spawn();
+        daemon
+    }
+
+    /// A daemon in the network namespace `netns` (see [`Daemon::netns`]).
+    pub fn start_in_netns(netns: &str, extra_args: &[&str]) -> Daemon {
+        let mut daemon = Daemon::unstarted(extra_args, &[]);
+        daemon.netns = Some(netns.to_string());
+        daemon.spawn();
+        daemon
+    }
+
+    fn unstarted(extra_args: &[&str], env: &[(&str, &str)]) -> Daemon {
         let dir = short_tempdir("bt");
-        let mut daemon = Daemon {
+        Daemon {
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             extra_env: env
                 .iter()
@@ -47,16 +64,26 @@ impl Daemon {
             socket: dir.path().join("berth.sock"),
             data_root: dir.path().join("data"),
             exec_root: dir.path().join("exec"),
+            netns: None,
             dir,
             child: None,
-        };
-        daemon.spawn();
-        daemon
+        }
     }
 
-    /// Starts (or restarts) the process on the same socket and roots.
-    pub fn spawn(&mut self) {
-        let child = Command::new(env!("CARGO_BIN_EXE_berth"))
+    /// The command line of `berth daemon` on this daemon's socket and roots (in its network
+    /// namespace).
+    pub fn command(&self) -> Command {
+        let berth = env!("CARGO_BIN_EXE_berth");
+        let mut command = match &self.netns {
+            // `ip netns exec` execs berth: the child's PID is berth's.
+            Some(netns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", netns, berth]);
+                c
+            }
+            None => Command::new(berth),
+        };
+        command
             .arg("daemon")
             .arg("--host")
             .arg(format!("unix://{}", self.socket.display()))
@@ -65,7 +92,14 @@ impl Daemon {
             .arg("--exec-root")
             .arg(&self.exec_root)
             .arg("--config-file")
-            .arg(self.dir.path().join("no-daemon.json"))
+            .arg(self.dir.path().join("no-daemon.json"));
+        command
+    }
+
+    /// Starts (or restarts) the process on the same socket and roots.
+    pub fn spawn(&mut self) {
+        let child = self
+            .command()
             .arg("--log-level")
             .arg("debug")
             .args(plugin_runtime_args(&self.extra_args))

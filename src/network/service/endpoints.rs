@@ -19,7 +19,7 @@ impl NetworkService {
             return Err(Error::NotFound(format!("No such container: {name}")));
         };
         let record = self.find(term, Ambiguity::Other)?;
-        if record.predefined {
+        if record.predefined && record.driver != bridge::DRIVER {
             return Err(Error::InvalidParameter(if record.driver == "host" {
                 "container cannot be disconnected from host network or connected to host network"
                     .into()
