@@ -47,6 +47,21 @@ if [ -d /tmp/b ]; then
   rm -rf /tmp/b
 fi
 
+# What the walkthrough makes on the host beside /tmp/b (network namespaces, the bridges berth
+# made, alias berth:<network id>) is removed after it, also when a block failed half-way.
+netns_names() { ip netns list 2>/dev/null | awk '{print $1}' | sort; }
+berth_bridges() {
+  ip -d -o link show type bridge 2>/dev/null |
+    awk '/alias berth:/ { sub(":$", "", $2); sub("@.*", "", $2); print $2 }' | sort
+}
+netns_before=$(netns_names)
+bridges_before=$(berth_bridges)
+host_cleanup() {
+  comm -13 <(echo "$netns_before") <(netns_names) | xargs -r -n1 ip netns del 2>/dev/null || true
+  comm -13 <(echo "$bridges_before") <(berth_bridges) | xargs -r -n1 ip link del 2>/dev/null || true
+}
+trap host_cleanup EXIT
+
 echo "test-readme: running $blocks blocks of $README ($script)"
 started=$(date +%s)
 if bash "$script"; then

@@ -2,7 +2,8 @@
 # The one command that installs what the tests need and runs every test berth has. CI runs
 # exactly this (see .ci/run). Needs root and a Rust toolchain (rustup, 1.89 or newer).
 #   0. set-up: Debian packages (dockerd 20.10 to prove expectations against, docker-registry,
-#      rclone, fuse3, openssl, podman, curl, systemd, iproute2, runc, crun, bsdutils' script),
+#      rclone, fuse3, openssl, podman, curl, systemd, iproute2, runc, crun, bsdutils' script,
+#      iputils-ping),
 #      pytest and docker-py from PyPI, clippy and rustfmt (and, beside the later stages,
 #      cargo-deb from crates.io); whatever is there already is left alone
 #   1. formatting and lints
@@ -54,6 +55,8 @@ command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v runc >/dev/null 2>&1 || need_apt+=(runc)
 command -v crun >/dev/null 2>&1 || need_apt+=(crun)
 command -v script >/dev/null 2>&1 || need_apt+=(bsdutils)
+# the README's bridge walkthrough pings from one namespace to another
+command -v ping >/dev/null 2>&1 || need_apt+=(iputils-ping)
 if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq "${need_apt[@]}" >/dev/null
