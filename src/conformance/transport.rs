@@ -522,26 +522,16 @@ pub async fn after_scenarios(
             samples.len()
         )
     };
-    if samples.is_empty() {
-        rec.skip("transport.latency.p50", "no calls answered");
-        rec.skip("transport.latency.p99", "no calls answered");
-    } else {
-        let p50 = quantile(&samples, 0.5);
-        let p99 = quantile(&samples, 0.99);
-        rec.expect(
-            "transport.latency.p50",
-            p50 <= ctx.options.latency_p50,
-            Outcome::Warn,
-            budget(ctx.options.latency_p50),
-            seen(p50),
-        );
-        rec.expect(
-            "transport.latency.p99",
-            p99 <= ctx.options.latency_p99,
-            Outcome::Warn,
-            budget(ctx.options.latency_p99),
-            seen(p99),
-        );
+    for (id, q, limit) in [
+        ("transport.latency.p50", 0.5, ctx.options.latency_p50),
+        ("transport.latency.p99", 0.99, ctx.options.latency_p99),
+    ] {
+        if samples.is_empty() {
+            rec.skip(id, "no calls answered");
+        } else {
+            let at = quantile(&samples, q);
+            rec.expect(id, at <= limit, Outcome::Warn, budget(limit), seen(at));
+        }
     }
 
     let Some(restart) = &target.restart else {
