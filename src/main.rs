@@ -236,31 +236,14 @@ mod tests {
     #[test]
     fn bad_flags_are_refused_naming_the_flag() {
         for (args, flag) in [
-            (
-                &["berth", "daemon", "--log-level", "verbose"][..],
-                "--log-level",
-            ),
-            (
-                &["berth", "daemon", "-H", "tcp://0.0.0.0:2375"][..],
-                "--host",
-            ),
-            (
-                &["berth", "daemon", "--metrics-addr", "x:y"][..],
-                "--metrics-addr",
-            ),
-            (
-                &["berth", "daemon", "--plugin-call-timeout", "0"][..],
-                "--plugin-call-timeout",
-            ),
-            (
-                &["berth", "daemon", "--plugin-runtime", "runsc"][..],
-                "--plugin-runtime",
-            ),
-            (
-                &["berth", "daemon", "--max-concurrent-uploads", "0"][..],
-                "--max-concurrent-uploads",
-            ),
+            ("--log-level verbose", "--log-level"),
+            ("-H tcp://0.0.0.0:2375", "--host"),
+            ("--metrics-addr x:y", "--metrics-addr"),
+            ("--plugin-call-timeout 0", "--plugin-call-timeout"),
+            ("--plugin-runtime runsc", "--plugin-runtime"),
+            ("--max-concurrent-uploads 0", "--max-concurrent-uploads"),
         ] {
+            let args = ["berth", "daemon"].into_iter().chain(args.split(' '));
             let err = Cli::try_parse_from(args)
                 .err()
                 .expect("refused")

@@ -6,31 +6,9 @@ use std::time::Duration;
 use base64::Engine;
 use serde_json::{json, Map, Value};
 
-use super::probe::{call_failed, Reply};
-use super::registry::sources::*;
-use super::registry::Check;
-use super::runner::{Context, Recorder};
-use super::{Outcome, Protocol};
+use super::prelude::*;
 
-const A: Protocol = Protocol::Authz;
-
-pub const CHECKS: &[Check] = &[
-    Check { id: "authz.req.answers", protocol: A, rule: "AuthZPlugin.AuthZReq for GET /_ping answers 200", source: AUTHZ_DOC },
-    Check { id: "authz.req.shape", protocol: A, rule: "the answer is {\"Allow\":<bool>,\"Msg\":<string>} (Allow a JSON boolean)", source: AUTHZ_API },
-    Check { id: "authz.req.field-case", protocol: A, rule: "fields are spelled as Docker writes them (Allow, Msg, Err)", source: AUTHZ_API },
-    Check { id: "authz.req.minimal", protocol: A, rule: "a request with only RequestMethod and RequestUri (no user, headers or body: the daemon omits empty fields) is answered", source: AUTHZ_PLUGIN },
-    Check { id: "authz.req.body", protocol: A, rule: "a request with a base64 RequestBody and RequestHeaders is answered", source: AUTHZ_API },
-    Check { id: "authz.req.large-body", protocol: A, rule: "a request with a body near the daemon's 4 MiB limit is answered within the call deadline", source: AUTHZ_PLUGIN },
-    Check { id: "authz.req.tls-user", protocol: A, rule: "a request with User, UserAuthNMethod and RequestPeerCertificates is answered", source: AUTHZ_API },
-    Check { id: "authz.req.deny-message", protocol: A, rule: "a denial says why in Msg (users see \"authorization denied by plugin <name>: <Msg>\")", source: AUTHZ_PLUGIN },
-    Check { id: "authz.req.consistent", protocol: A, rule: "the same request gets the same decision twice", source: AUTHZ_DOC },
-    Check { id: "authz.res.answers", protocol: A, rule: "AuthZPlugin.AuthZRes with ResponseStatusCode, headers and a base64 body answers {\"Allow\":<bool>}", source: AUTHZ_DOC },
-    Check { id: "authz.res.no-status", protocol: A, rule: "AuthZRes without ResponseStatusCode (an implicit 200) is answered", source: AUTHZ_PLUGIN },
-    Check { id: "authz.err.not-in-200", protocol: A, rule: "errors come as non-200 answers: dockerd ignores Err in a 200 answer", source: AUTHZ_PLUGIN },
-    Check { id: "authz.deadline", protocol: A, rule: "decisions come within the p99 budget: every API request waits for them", source: AUTHZ_PLUGIN },
-];
-
-const FIELDS: &[&str] = &["Allow", "Msg", "Err"];
+const FIELDS: &str = "Allow Msg Err";
 
 fn b64(data: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(data)
@@ -96,17 +74,10 @@ pub async fn run(ctx: &Context<'_>, rec: &mut Recorder<'_>) {
         "{\"Allow\":true|false,\"Msg\":\"…\"}",
         first.summary(),
     );
-    let misspelled = first.misspelled_keys(FIELDS);
-    rec.expect(
+    rec.spelling(
         "authz.req.field-case",
-        misspelled.is_empty(),
-        Outcome::Warn,
-        "Docker's spelling",
-        if misspelled.is_empty() {
-            first.summary()
-        } else {
-            misspelled.join(", ")
-        },
+        first.misspelled_keys(FIELDS),
+        first.summary(),
     );
     let mut answers = vec![first.clone()];
 
@@ -335,9 +306,12 @@ mod model_tests {
         })
     }
 
-    fn when(field: &'static str) -> impl Fn(&Value, scripted::Answer) -> scripted::Answer {
+    /// Refuses the requests `refuse` picks; answers the rest as the good model does.
+    fn refusing(
+        refuse: fn(&Value) -> bool,
+    ) -> impl Fn(&Value, scripted::Answer) -> scripted::Answer {
         move |args, a| {
-            if args.get(field).is_some() {
+            if refuse(args) {
                 err(500, "cannot handle it")
             } else {
                 a
@@ -347,18 +321,7 @@ mod model_tests {
 
     #[tokio::test]
     async fn every_authz_check_passes_against_a_good_plugin_and_fails_against_a_spoiled_one() {
-        let good = scripted::Scripted::start(plugin());
-        let report = scripted::run(&good, &["authz.*"]).await;
-        for r in &report.results {
-            assert_eq!(
-                r.outcome,
-                Outcome::Pass,
-                "{} against the good model: {}",
-                r.check.id,
-                r.got
-            );
-        }
-        assert_eq!(report.results.len(), CHECKS.len());
+        scripted::prove_good(plugin(), Protocol::Authz).await;
 
         const REQ: &str = "AuthZPlugin.AuthZReq";
         const RES: &str = "AuthZPlugin.AuthZRes";
@@ -384,34 +347,34 @@ mod model_tests {
             (
                 "authz.req.minimal",
                 Outcome::Fail,
-                spoiled(plugin(), REQ, |args, a| {
-                    if args.get("RequestHeaders").is_none() {
-                        err(500, "no headers")
-                    } else {
-                        a
-                    }
-                }),
+                spoiled(
+                    plugin(),
+                    REQ,
+                    refusing(|args| args.get("RequestHeaders").is_none()),
+                ),
             ),
             (
                 "authz.req.body",
                 Outcome::Fail,
-                spoiled(plugin(), REQ, when("RequestBody")),
+                spoiled(
+                    plugin(),
+                    REQ,
+                    refusing(|args| args.get("RequestBody").is_some()),
+                ),
             ),
             (
                 "authz.req.large-body",
                 Outcome::Fail,
-                spoiled(plugin(), REQ, |args, a| {
-                    if arg(args, "RequestBody").len() > 100_000 {
-                        err(500, "too large")
-                    } else {
-                        a
-                    }
-                }),
+                spoiled(
+                    plugin(),
+                    REQ,
+                    refusing(|args| arg(args, "RequestBody").len() > 100_000),
+                ),
             ),
             (
                 "authz.req.tls-user",
                 Outcome::Fail,
-                spoiled(plugin(), REQ, when("User")),
+                spoiled(plugin(), REQ, refusing(|args| args.get("User").is_some())),
             ),
             (
                 "authz.req.deny-message",
@@ -439,13 +402,11 @@ mod model_tests {
             (
                 "authz.res.no-status",
                 Outcome::Fail,
-                spoiled(plugin(), RES, |args, a| {
-                    if args.get("ResponseStatusCode").is_none() {
-                        err(500, "no status")
-                    } else {
-                        a
-                    }
-                }),
+                spoiled(
+                    plugin(),
+                    RES,
+                    refusing(|args| args.get("ResponseStatusCode").is_none()),
+                ),
             ),
             (
                 "authz.err.not-in-200",
@@ -463,21 +424,6 @@ mod model_tests {
                 }),
             ),
         ];
-        let mut proven: Vec<&str> = Vec::new();
-        for (id, expected, handler) in cases {
-            let plugin = scripted::Scripted::start(handler);
-            let report = scripted::run(&plugin, &["authz.*"]).await;
-            let got = scripted::outcome(&report, id);
-            assert_eq!(
-                got,
-                Some(expected),
-                "{id}: {:?}",
-                report.results.iter().find(|r| r.check.id == id)
-            );
-            proven.push(id);
-        }
-        for c in CHECKS {
-            assert!(proven.contains(&c.id), "{} has no failing case", c.id);
-        }
+        scripted::prove_cases(cases, Protocol::Authz).await;
     }
 }

@@ -5,48 +5,9 @@ use std::net::IpAddr;
 
 use serde_json::{json, Value};
 
-use super::probe::{str_field, Reply};
-use super::registry::sources::*;
-use super::registry::Check;
-use super::runner::{Context, Recorder};
-use super::{Outcome, Protocol};
+use super::prelude::*;
 
-const I: Protocol = Protocol::Ipam;
-
-pub const CHECKS: &[Check] = &[
-    Check { id: "ipam.capabilities.answers", protocol: I, rule: "IpamDriver.GetCapabilities (empty body) answers 200 (else dockerd registers default capabilities)", source: IPAM_REMOTE },
-    Check { id: "ipam.capabilities.shape", protocol: I, rule: "RequiresMACAddress and RequiresRequestReplay, when given, are booleans", source: IPAM_DOC },
-    Check { id: "ipam.address-spaces", protocol: I, rule: "GetDefaultAddressSpaces answers non-empty LocalDefaultAddressSpace and GlobalDefaultAddressSpace", source: IPAM_DOC },
-    Check { id: "ipam.field-case", protocol: I, rule: "fields are spelled as Docker writes them (PoolID, Pool, Address, Data, Error)", source: IPAM_DOC },
-    Check { id: "ipam.pool.any", protocol: I, rule: "RequestPool without a Pool answers a PoolID and a Pool in CIDR form", source: IPAM_DOC },
-    Check { id: "ipam.pool.requested", protocol: I, rule: "RequestPool of a given Pool answers that Pool", source: IPAM_DOC },
-    Check { id: "ipam.pool.overlap", protocol: I, rule: "a second RequestPool of a Pool already given out is refused (two networks on one range would collide)", source: IPAM_DOC },
-    Check { id: "ipam.pool.v6", protocol: I, rule: "RequestPool with V6 answers an IPv6 Pool", source: IPAM_DOC },
-    Check { id: "ipam.address.any", protocol: I, rule: "RequestAddress without an Address answers one", source: IPAM_DOC },
-    Check { id: "ipam.address.cidr", protocol: I, rule: "addresses come in CIDR form (10.0.0.2/24), as dockerd parses them", source: IPAM_REMOTE },
-    Check { id: "ipam.address.in-pool", protocol: I, rule: "addresses lie inside their pool", source: IPAM_DOC },
-    Check { id: "ipam.address.distinct", protocol: I, rule: "two requests answer two different addresses", source: IPAM_DOC },
-    Check { id: "ipam.address.specific", protocol: I, rule: "RequestAddress of a given free Address answers that address", source: IPAM_DOC },
-    Check { id: "ipam.address.taken", protocol: I, rule: "RequestAddress of an address already given out is refused", source: IPAM_DOC },
-    Check { id: "ipam.address.gateway", protocol: I, rule: "RequestAddress with RequestAddressType com.docker.network.gateway answers an address in the pool", source: IPAM_DOC },
-    Check { id: "ipam.address.release", protocol: I, rule: "ReleaseAddress succeeds and the address can be requested again", source: IPAM_DOC },
-    Check { id: "ipam.address.exhaustion", protocol: I, rule: "a full pool refuses further requests with an error, never repeating or straying outside the pool", source: IPAM_DOC },
-    Check { id: "ipam.address.unknown-pool", protocol: I, rule: "RequestAddress in an unknown PoolID answers an error", source: IPAM_DOC },
-    Check { id: "ipam.error-field", protocol: I, rule: "in-band errors use Error (IPAM's field), not Err: dockerd takes a 200 with only Err set as success", source: IPAM_REMOTE },
-    Check { id: "ipam.pool.release", protocol: I, rule: "ReleasePool of a pool succeeds", source: IPAM_DOC },
-];
-
-const FIELDS: &[&str] = &[
-    "PoolID",
-    "Pool",
-    "Address",
-    "Data",
-    "Error",
-    "RequiresMACAddress",
-    "RequiresRequestReplay",
-    "LocalDefaultAddressSpace",
-    "GlobalDefaultAddressSpace",
-];
+const FIELDS: &str = "PoolID Pool Address Data Error RequiresMACAddress RequiresRequestReplay LocalDefaultAddressSpace GlobalDefaultAddressSpace";
 
 /// The most addresses `ipam.address.exhaustion` asks for.
 const EXHAUSTION_LIMIT: usize = 64;
@@ -301,20 +262,13 @@ pub async fn run(ctx: &Context<'_>, rec: &mut Recorder<'_>) {
         }
     }
 
-    let misspelled: Vec<String> = answers
-        .iter()
-        .flat_map(|r| r.misspelled_keys(FIELDS))
-        .collect();
-    rec.expect(
+    rec.spelling(
         "ipam.field-case",
-        misspelled.is_empty(),
-        Outcome::Warn,
-        "Docker's spelling",
-        if misspelled.is_empty() {
-            "as Docker writes them".to_string()
-        } else {
-            misspelled.join(", ")
-        },
+        answers
+            .iter()
+            .flat_map(|r| r.misspelled_keys(FIELDS))
+            .collect(),
+        "as Docker writes them",
     );
 }
 
@@ -678,18 +632,7 @@ mod model_tests {
 
     #[tokio::test]
     async fn every_ipam_check_passes_against_a_good_driver_and_fails_against_a_spoiled_one() {
-        let good = scripted::Scripted::start(ipam(&[]));
-        let report = scripted::run(&good, &["ipam.*"]).await;
-        for r in &report.results {
-            assert_eq!(
-                r.outcome,
-                Outcome::Pass,
-                "{} against the good model: {}",
-                r.check.id,
-                r.got
-            );
-        }
-        assert_eq!(report.results.len(), CHECKS.len());
+        scripted::prove_good(ipam(&[]), Protocol::Ipam).await;
 
         let cases: Vec<(&str, Outcome, Handler)> = vec![
             (
@@ -817,21 +760,6 @@ mod model_tests {
                 spoiled(ipam(&[]), "IpamDriver.ReleasePool", |_, _| err(500, "busy")),
             ),
         ];
-        let mut proven: Vec<&str> = Vec::new();
-        for (id, expected, handler) in cases {
-            let plugin = scripted::Scripted::start(handler);
-            let report = scripted::run(&plugin, &["ipam.*"]).await;
-            let got = scripted::outcome(&report, id);
-            assert_eq!(
-                got,
-                Some(expected),
-                "{id}: {:?}",
-                report.results.iter().find(|r| r.check.id == id)
-            );
-            proven.push(id);
-        }
-        for c in CHECKS {
-            assert!(proven.contains(&c.id), "{} has no failing case", c.id);
-        }
+        scripted::prove_cases(cases, Protocol::Ipam).await;
     }
 }

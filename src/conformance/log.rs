@@ -9,36 +9,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::probe::{call_failed, field, Reply};
-use super::registry::sources::*;
-use super::registry::Check;
-use super::runner::{Context, Recorder};
-use super::{Outcome, Protocol};
+use super::prelude::*;
 use crate::drivers::log::{
     encode_frame, open_fifo, Info, LogDriverClient, LogEntry, LogError, ReadConfig, FIFO_DIR,
 };
 
-const L: Protocol = Protocol::Log;
-
-pub const CHECKS: &[Check] = &[
-    Check { id: "log.capabilities.answers", protocol: L, rule: "LogDriver.Capabilities (empty body) answers 200 (else dockerd assumes no capabilities)", source: LOG_PLUGIN },
-    Check { id: "log.capabilities.shape", protocol: L, rule: "the answer is {\"Cap\":{\"ReadLogs\":<bool>}}", source: LOG_DOC },
-    Check { id: "log.field-case", protocol: L, rule: "fields are spelled as Docker writes them (Cap, ReadLogs, Err)", source: LOG_PLUGIN },
-    Check { id: "log.start.answers", protocol: L, rule: "StartLogging {File, Info} on a FIFO the daemon made answers success", source: LOG_DOC },
-    Check { id: "log.start.opens-fifo", protocol: L, rule: "after StartLogging the plugin holds the FIFO open for reading", source: LOG_DOC },
-    Check { id: "log.start.consumes", protocol: L, rule: "the plugin drains the FIFO: more entries than a pipe holds are all written in time", source: LOG_ADAPTER },
-    Check { id: "log.start.bad-file", protocol: L, rule: "StartLogging of a path that is no FIFO answers an error", source: LOG_DOC },
-    Check { id: "log.readlogs.round-trip", protocol: L, rule: "ReadLogs (Tail -1) answers every entry written, in order, with source and time", source: LOG_DOC },
-    Check { id: "log.readlogs.framing", protocol: L, rule: "ReadLogs answers [4-byte big-endian length][protobuf LogEntry] frames, ending at a frame boundary", source: LOG_ENTRY },
-    Check { id: "log.readlogs.tail", protocol: L, rule: "ReadLogs with Tail N answers the last N entries", source: LOG_DOC },
-    Check { id: "log.readlogs.since", protocol: L, rule: "ReadLogs with Since answers no entry before it", source: LOG_DOC },
-    Check { id: "log.readlogs.until", protocol: L, rule: "ReadLogs with Until answers no entry after it", source: LOG_DOC },
-    Check { id: "log.readlogs.follow", protocol: L, rule: "ReadLogs with Follow keeps the stream open and sends entries written later", source: LOG_DOC },
-    Check { id: "log.stop.answers", protocol: L, rule: "StopLogging {File} answers success", source: LOG_DOC },
-    Check { id: "log.fifo-close.survives", protocol: L, rule: "the plugin keeps answering, and starts new streams, after a FIFO's writer closes without StopLogging", source: LOG_PLUGIN },
-];
-
-const FIELDS: &[&str] = &["Cap", "ReadLogs", "Err"];
+const FIELDS: &str = "Cap ReadLogs Err";
 
 /// Entries written in the main stream: a few pipe buffers' worth.
 const ENTRIES: usize = 2000;
@@ -339,18 +315,7 @@ async fn capabilities(ctx: &Context<'_>, rec: &mut Recorder<'_>) -> bool {
         "{\"Cap\":{\"ReadLogs\":true|false}}",
         r.summary(),
     );
-    let misspelled = r.misspelled_keys(FIELDS);
-    rec.expect(
-        "log.field-case",
-        misspelled.is_empty(),
-        Outcome::Warn,
-        "Docker's spelling",
-        if misspelled.is_empty() {
-            r.summary()
-        } else {
-            misspelled.join(", ")
-        },
-    );
+    rec.spelling("log.field-case", r.misspelled_keys(FIELDS), r.summary());
     read.and_then(Value::as_bool).unwrap_or(false)
 }
 

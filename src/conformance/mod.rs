@@ -35,6 +35,13 @@ pub mod volume;
 #[cfg(test)]
 mod scripted;
 
+/// What every protocol's check file uses: the run's context and recorder, the reply probes.
+mod prelude {
+    pub use super::probe::{call_failed, field, str_field, Reply};
+    pub use super::runner::{Context, Recorder};
+    pub use super::{Outcome, Protocol};
+}
+
 use std::time::Duration;
 
 /// A protocol berth can check. `Transport` (the RPC rules every plugin follows) always applies.

@@ -4,55 +4,9 @@
 use serde_json::{json, Value};
 
 use super::ipam::Cidr;
-use super::probe::{field, str_field, Reply};
-use super::registry::sources::*;
-use super::registry::Check;
-use super::runner::{Context, Recorder};
-use super::{Outcome, Protocol};
+use super::prelude::*;
 
-const N: Protocol = Protocol::Network;
-
-pub const CHECKS: &[Check] = &[
-    Check { id: "network.capabilities.answers", protocol: N, rule: "NetworkDriver.GetCapabilities (empty body) answers 200 (dockerd refuses to register the driver otherwise)", source: NETWORK_DRIVER },
-    Check { id: "network.capabilities.scope", protocol: N, rule: "Scope is \"local\" or \"global\"", source: NETWORK_DRIVER },
-    Check { id: "network.capabilities.connectivity-scope", protocol: N, rule: "ConnectivityScope, when given, is \"local\" or \"global\"", source: NETWORK_DRIVER },
-    Check { id: "network.field-case", protocol: N, rule: "fields are spelled as Docker writes them (Scope, Interface, InterfaceName, SrcName, DstPrefix, Gateway, StaticRoutes, Err)", source: NETWORK_DOC },
-    Check { id: "network.create.ipv4", protocol: N, rule: "CreateNetwork with IPv4Data (Pool, Gateway, AuxAddresses in CIDR form) succeeds", source: NETWORK_DOC },
-    Check { id: "network.create.ipv6", protocol: N, rule: "CreateNetwork with IPv4Data and IPv6Data succeeds", source: NETWORK_DOC },
-    Check { id: "network.endpoint.create", protocol: N, rule: "CreateEndpoint with an Address and MacAddress given succeeds", source: NETWORK_DOC },
-    Check { id: "network.endpoint.keeps-address", protocol: N, rule: "the answer does not change a given Address or MacAddress (dockerd fails with \"driver modified interface address\")", source: NETWORK_DRIVER },
-    Check { id: "network.endpoint.no-address", protocol: N, rule: "CreateEndpoint without a MacAddress succeeds; a MacAddress the driver fills in is valid", source: NETWORK_DOC },
-    Check { id: "network.endpoint.unknown-network", protocol: N, rule: "CreateEndpoint in an unknown network answers an error", source: NETWORK_DOC },
-    Check { id: "network.endpoint.oper-info", protocol: N, rule: "EndpointOperInfo answers 200 with Value an object (or nothing)", source: NETWORK_DOC },
-    Check { id: "network.join.answers", protocol: N, rule: "Join answers InterfaceName {SrcName, DstPrefix}", source: NETWORK_DOC },
-    Check { id: "network.join.interface-exists", protocol: N, rule: "the SrcName interface exists on the host, for dockerd to move into the sandbox", source: NETWORK_DOC },
-    Check { id: "network.join.gateway", protocol: N, rule: "Gateway and GatewayIPv6, when given, are plain IP addresses", source: NETWORK_DOC },
-    Check { id: "network.join.routes", protocol: N, rule: "StaticRoutes have a CIDR Destination, RouteType 0 (with a NextHop) or 1", source: NETWORK_DOC },
-    Check { id: "network.external.program", protocol: N, rule: "ProgramExternalConnectivity answers 200, or 404 when not implemented", source: NETWORK_DRIVER },
-    Check { id: "network.external.revoke", protocol: N, rule: "RevokeExternalConnectivity answers 200, or 404 when not implemented", source: NETWORK_DRIVER },
-    Check { id: "network.leave", protocol: N, rule: "Leave succeeds", source: NETWORK_DOC },
-    Check { id: "network.endpoint.delete", protocol: N, rule: "DeleteEndpoint succeeds", source: NETWORK_DOC },
-    Check { id: "network.delete", protocol: N, rule: "DeleteNetwork succeeds", source: NETWORK_DOC },
-];
-
-const FIELDS: &[&str] = &[
-    "Scope",
-    "ConnectivityScope",
-    "Interface",
-    "Address",
-    "AddressIPv6",
-    "MacAddress",
-    "InterfaceName",
-    "SrcName",
-    "DstPrefix",
-    "Gateway",
-    "GatewayIPv6",
-    "StaticRoutes",
-    "Destination",
-    "RouteType",
-    "NextHop",
-    "Err",
-];
+const FIELDS: &str = "Scope ConnectivityScope Interface Address AddressIPv6 MacAddress InterfaceName SrcName DstPrefix Gateway GatewayIPv6 StaticRoutes Destination RouteType NextHop Err";
 
 fn id() -> String {
     crate::fsutil::random_hex(32)
@@ -246,20 +200,13 @@ pub async fn run(ctx: &Context<'_>, rec: &mut Recorder<'_>) {
             rec.check("network.delete", false, "an answer", e);
         }
     }
-    let misspelled: Vec<String> = answers
-        .iter()
-        .flat_map(|r| r.misspelled_keys(FIELDS))
-        .collect();
-    rec.expect(
+    rec.spelling(
         "network.field-case",
-        misspelled.is_empty(),
-        Outcome::Warn,
-        "Docker's spelling",
-        if misspelled.is_empty() {
-            "as Docker writes them".to_string()
-        } else {
-            misspelled.join(", ")
-        },
+        answers
+            .iter()
+            .flat_map(|r| r.misspelled_keys(FIELDS))
+            .collect(),
+        "as Docker writes them",
     );
 }
 
@@ -487,18 +434,7 @@ mod model_tests {
 
     #[tokio::test]
     async fn every_network_check_passes_against_a_good_driver_and_fails_against_a_spoiled_one() {
-        let good = scripted::Scripted::start(driver());
-        let report = scripted::run(&good, &["network.*"]).await;
-        for r in &report.results {
-            assert_eq!(
-                r.outcome,
-                Outcome::Pass,
-                "{} against the good model: {}",
-                r.check.id,
-                r.got
-            );
-        }
-        assert_eq!(report.results.len(), CHECKS.len());
+        scripted::prove_good(driver(), Protocol::Network).await;
 
         let join =
             |f: fn(&mut Value)| spoiled(driver(), "NetworkDriver.Join", move |_, a| edit(a, f));
@@ -636,21 +572,6 @@ mod model_tests {
                 spoiled(driver(), "NetworkDriver.DeleteNetwork", answer(500)),
             ),
         ];
-        let mut proven: Vec<&str> = Vec::new();
-        for (id, expected, handler) in cases {
-            let plugin = scripted::Scripted::start(handler);
-            let report = scripted::run(&plugin, &["network.*"]).await;
-            let got = scripted::outcome(&report, id);
-            assert_eq!(
-                got,
-                Some(expected),
-                "{id}: {:?}",
-                report.results.iter().find(|r| r.check.id == id)
-            );
-            proven.push(id);
-        }
-        for c in CHECKS {
-            assert!(proven.contains(&c.id), "{} has no failing case", c.id);
-        }
+        scripted::prove_cases(cases, Protocol::Network).await;
     }
 }

@@ -97,12 +97,14 @@ impl Reply {
         format!("{} {shown}", self.status)
     }
 
-    /// Object keys of the answer (recursively below `path`) not spelled as Docker writes them,
-    /// though equal to one case-insensitively: `MountPoint` for `Mountpoint`.
-    pub fn misspelled_keys(&self, expected: &[&str]) -> Vec<String> {
+    /// Object keys of the answer (recursively below `path`) not spelled as Docker writes them
+    /// (`expected`: the spellings, space-separated), though equal to one case-insensitively:
+    /// `MountPoint` for `Mountpoint`.
+    pub fn misspelled_keys(&self, expected: &str) -> Vec<String> {
+        let expected: Vec<&str> = expected.split_whitespace().collect();
         let mut found = Vec::new();
         if let Some(v) = &self.json {
-            misspelled(v, expected, &mut found);
+            misspelled(v, &expected, &mut found);
         }
         found
     }
@@ -277,7 +279,7 @@ mod tests {
             r#"{"Volume":{"MountPoint":"/x","Status":{"mountpoint":1}}}"#,
         );
         assert_eq!(
-            r.misspelled_keys(&["Volume", "Mountpoint"]),
+            r.misspelled_keys("Volume Mountpoint"),
             vec!["MountPoint (Docker writes Mountpoint)"]
         );
     }

@@ -129,6 +129,23 @@ impl<'a> Recorder<'a> {
         self.expect(id, ok, Outcome::Fail, expected, got)
     }
 
+    /// A field-case check: warns with the `misspelled` keys, passes with `spelled_right` when
+    /// there are none (a wrong case only works in dockerd through Go's case-blind decoder).
+    pub fn spelling(
+        &mut self,
+        id: &str,
+        misspelled: Vec<String>,
+        spelled_right: impl Into<String>,
+    ) {
+        let ok = misspelled.is_empty();
+        let got = if ok {
+            spelled_right.into()
+        } else {
+            misspelled.join(", ")
+        };
+        self.expect(id, ok, Outcome::Warn, "Docker's spelling", got);
+    }
+
     /// The rest of the scenario cannot run: every check not yet recorded is skipped with `why`.
     pub fn block(&mut self, why: impl Into<String>) {
         if self.blocked.is_none() {

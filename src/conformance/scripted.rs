@@ -9,9 +9,10 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
 
+use super::registry;
 use super::report::Report;
 use super::target::Target;
-use super::{Options, Outcome};
+use super::{Options, Outcome, Protocol};
 
 /// An answer: status and body.
 pub type Answer = (u16, String);
@@ -118,6 +119,44 @@ pub fn outcome(report: &Report, id: &str) -> Option<Outcome> {
         .iter()
         .find(|r| r.check.id == id)
         .map(|r| r.outcome)
+}
+
+/// Runs the checks of `protocol` against a plugin answering with `good` and asserts that all
+/// of them pass.
+pub async fn prove_good(good: Handler, protocol: Protocol) {
+    let plugin = Scripted::start(good);
+    let report = run(&plugin, &[&format!("{}.*", protocol.name())]).await;
+    for r in &report.results {
+        assert_eq!(
+            r.outcome,
+            Outcome::Pass,
+            "{} against the good model: {}",
+            r.check.id,
+            r.got
+        );
+    }
+    assert_eq!(report.results.len(), registry::of(protocol).count());
+}
+
+/// Runs each case's plugin against the checks of `protocol` and asserts that its check comes
+/// out as expected; every check of `protocol` must have a case, so none goes unproven.
+pub async fn prove_cases(cases: Vec<(&str, Outcome, Handler)>, protocol: Protocol) {
+    let pattern = format!("{}.*", protocol.name());
+    let mut proven: Vec<&str> = Vec::new();
+    for (id, expected, handler) in cases {
+        let plugin = Scripted::start(handler);
+        let report = run(&plugin, &[&pattern]).await;
+        assert_eq!(
+            outcome(&report, id),
+            Some(expected),
+            "{id}: {:?}",
+            report.results.iter().find(|r| r.check.id == id)
+        );
+        proven.push(id);
+    }
+    for c in registry::of(protocol) {
+        assert!(proven.contains(&c.id), "{} has no failing case", c.id);
+    }
 }
 
 /// Wraps `base`: answers of `method` pass through `spoil`.

@@ -4,41 +4,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::probe::{call_failed, quantile, Reply};
-use super::registry::sources::*;
-use super::registry::Check;
-use super::runner::{Context, Recorder};
+use super::prelude::*;
+use super::probe::quantile;
 use super::target::Target;
-use super::{Outcome, Protocol};
-
-const T: Protocol = Protocol::Transport;
-
-pub const CHECKS: &[Check] = &[
-    Check { id: "transport.activate.status", protocol: T, rule: "Plugin.Activate with an empty body answers 200 (managed plugins: dockerd does not call it, so only a warning)", source: PLUGIN_API },
-    Check { id: "transport.activate.json", protocol: T, rule: "the Plugin.Activate answer is a JSON object", source: PLUGIN_API },
-    Check { id: "transport.activate.implements", protocol: T, rule: "Implements is a non-empty list of strings", source: PLUGIN_API },
-    Check { id: "transport.activate.known-names", protocol: T, rule: "every Implements entry is a protocol name spelled as Docker compares it (case-sensitive: VolumeDriver, NetworkDriver, IpamDriver, authz, LogDriver, MetricsCollector)", source: PLUGIN_CLIENT },
-    Check { id: "transport.activate.matches-config", protocol: T, rule: "a managed plugin's Implements names the protocols of its config's Interface.Types", source: PLUGIN_API },
-    Check { id: "transport.accept.v1-2", protocol: T, rule: "a call with Docker's Accept: application/vnd.docker.plugins.v1.2+json is answered", source: PLUGIN_CLIENT },
-    Check { id: "transport.accept.other", protocol: T, rule: "calls without Accept or with Accept: application/json are answered too (plugins must not validate Accept)", source: PLUGIN_API },
-    Check { id: "transport.content-type.absent", protocol: T, rule: "a call without Content-Type (as dockerd sends every call) is answered", source: PLUGIN_CLIENT },
-    Check { id: "transport.content-type.json", protocol: T, rule: "a call with Content-Type: application/json is answered as without it", source: PLUGIN_API },
-    Check { id: "transport.host.any", protocol: T, rule: "the Host header is not validated (docker 20.10 sent the socket path, current moby plugin.moby.localhost)", source: PLUGIN_CLIENT },
-    Check { id: "transport.unknown-method.404", protocol: T, rule: "an unknown method of a known interface answers 404 (dockerd takes 404 as \"not implemented\" for optional network methods)", source: NETWORK_DRIVER },
-    Check { id: "transport.unknown-interface.404", protocol: T, rule: "a method of an interface the plugin does not implement answers 404", source: SDK_HANDLER },
-    Check { id: "transport.reply.nonempty", protocol: T, rule: "a 200 answer has a body (an empty one reads as EOF in dockerd: always send at least {})", source: PLUGIN_CLIENT },
-    Check { id: "transport.reply.json", protocol: T, rule: "a 200 answer is one JSON object", source: PLUGIN_CLIENT },
-    Check { id: "transport.reply.content-type", protocol: T, rule: "answers say they are JSON (Content-Type application/json or application/vnd.docker.plugins.v1.x+json)", source: SDK_HANDLER },
-    Check { id: "transport.error.message", protocol: T, rule: "an error answer carries a message (users see \"<Method>: <message>\")", source: PLUGIN_ERRORS },
-    Check { id: "transport.error.json", protocol: T, rule: "a non-200 error answer is JSON {\"Err\":\"<message>\"} (dockerd shows anything else raw)", source: PLUGIN_CLIENT },
-    Check { id: "transport.malformed.refused", protocol: T, rule: "a request body that is not JSON is refused with an error answer, not taken as success", source: SDK_HANDLER },
-    Check { id: "transport.malformed.survives", protocol: T, rule: "the plugin still answers after malformed and empty requests", source: SDK_HANDLER },
-    Check { id: "transport.empty-body", protocol: T, rule: "a method that needs arguments, sent an empty body, answers an error rather than acting on nothing", source: SDK_HANDLER },
-    Check { id: "transport.parallel", protocol: T, rule: "parallel calls are all answered (dockerd calls plugins from many goroutines at once)", source: VOLUME_STORE },
-    Check { id: "transport.latency.p50", protocol: T, rule: "the median call is answered within the p50 budget (--latency-p50)", source: VOLUME_PROXY },
-    Check { id: "transport.latency.p99", protocol: T, rule: "99% of calls are answered within the p99 budget (--latency-p99)", source: VOLUME_PROXY },
-    Check { id: "transport.restart", protocol: T, rule: "after the harness restarts the plugin, it answers again on its socket", source: PLUGIN_API },
-];
 
 /// The `Implements` names Docker knows.
 const KNOWN: &[&str] = &[
@@ -554,26 +522,16 @@ pub async fn after_scenarios(
             samples.len()
         )
     };
-    if samples.is_empty() {
-        rec.skip("transport.latency.p50", "no calls answered");
-        rec.skip("transport.latency.p99", "no calls answered");
-    } else {
-        let p50 = quantile(&samples, 0.5);
-        let p99 = quantile(&samples, 0.99);
-        rec.expect(
-            "transport.latency.p50",
-            p50 <= ctx.options.latency_p50,
-            Outcome::Warn,
-            budget(ctx.options.latency_p50),
-            seen(p50),
-        );
-        rec.expect(
-            "transport.latency.p99",
-            p99 <= ctx.options.latency_p99,
-            Outcome::Warn,
-            budget(ctx.options.latency_p99),
-            seen(p99),
-        );
+    for (id, q, limit) in [
+        ("transport.latency.p50", 0.5, ctx.options.latency_p50),
+        ("transport.latency.p99", 0.99, ctx.options.latency_p99),
+    ] {
+        if samples.is_empty() {
+            rec.skip(id, "no calls answered");
+        } else {
+            let at = quantile(&samples, q);
+            rec.expect(id, at <= limit, Outcome::Warn, budget(limit), seen(at));
+        }
     }
 
     let Some(restart) = &target.restart else {

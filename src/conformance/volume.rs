@@ -6,62 +6,12 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
-use super::probe::{field, str_field};
-use super::registry::sources::*;
-use super::registry::Check;
-use super::runner::{Context, Recorder};
-use super::{Outcome, Protocol};
+use super::prelude::*;
 use crate::drivers::volume::VolumeDriverClient;
 use crate::rpc::client::Retry;
 
-const V: Protocol = Protocol::Volume;
-
-pub const CHECKS: &[Check] = &[
-    Check { id: "volume.capabilities.answers", protocol: V, rule: "VolumeDriver.Capabilities {} answers 200 (else dockerd assumes local scope)", source: VOLUME_ADAPTER },
-    Check { id: "volume.capabilities.scope", protocol: V, rule: "Capabilities.Scope is \"local\" or \"global\"", source: VOLUME_DOC },
-    Check { id: "volume.create.basic", protocol: V, rule: "Create {Name, Opts} of a new name succeeds", source: VOLUME_DOC },
-    Check { id: "volume.create.bad-opts", protocol: V, rule: "Create with an option the driver does not know is refused with a message (dockerd's local driver refuses unknown options)", source: VOLUME_DOC },
-    Check { id: "volume.create.parallel", protocol: V, rule: "volumes created by parallel calls all exist afterwards", source: VOLUME_STORE },
-    Check { id: "volume.get.created", protocol: V, rule: "Get of a created volume answers Volume with its Name", source: VOLUME_DOC },
-    Check { id: "volume.get.created-at", protocol: V, rule: "Volume.CreatedAt, when given, is RFC 3339 (dockerd fails the call otherwise)", source: VOLUME_ADAPTER },
-    Check { id: "volume.get.status", protocol: V, rule: "Volume.Status, when given, is a JSON object", source: VOLUME_DOC },
-    Check { id: "volume.get.field-case", protocol: V, rule: "fields are spelled as Docker writes them (Volume, Name, Mountpoint, CreatedAt, Status, Err); dockerd takes MountPoint only because Go's decoder ignores case", source: VOLUME_PROXY },
-    Check { id: "volume.get.adapter", protocol: V, rule: "berth's VolumeDriver adapter (as dockerd's) reads the Get answer", source: VOLUME_ADAPTER },
-    Check { id: "volume.get.unknown", protocol: V, rule: "Get of an unknown volume answers an error or Volume: null, never a volume", source: VOLUME_STORE },
-    Check { id: "volume.list.contains", protocol: V, rule: "List includes a created volume", source: VOLUME_DOC },
-    Check { id: "volume.list.shape", protocol: V, rule: "List answers Volumes: a list of objects with a string Name", source: VOLUME_DOC },
-    Check { id: "volume.list.field-case", protocol: V, rule: "List fields are spelled as Docker writes them (Volumes, Name, Mountpoint)", source: VOLUME_PROXY },
-    Check { id: "volume.list.adapter", protocol: V, rule: "berth's VolumeDriver adapter reads the List answer", source: VOLUME_ADAPTER },
-    Check { id: "volume.path.before-mount", protocol: V, rule: "Path of an unmounted volume answers (an empty Mountpoint is fine); dockerd asks it for docker cp and inspect", source: VOLUME_DOC },
-    Check { id: "volume.mount.answers", protocol: V, rule: "Mount {Name, ID} answers a non-empty Mountpoint", source: VOLUME_DOC },
-    Check { id: "volume.mount.absolute", protocol: V, rule: "the Mountpoint is an absolute path", source: VOLUME_DOC },
-    Check { id: "volume.mount.host-visible", protocol: V, rule: "the Mountpoint is a directory on the host (managed plugins: through the rootfs or the propagated mount)", source: VOLUME_ADAPTER },
-    Check { id: "volume.mount.write-read", protocol: V, rule: "a file written in the mounted directory reads back", source: VOLUME_CERT },
-    Check { id: "volume.path.after-mount", protocol: V, rule: "Path of a mounted volume answers Mount's Mountpoint", source: VOLUME_DOC },
-    Check { id: "volume.mount.second-id", protocol: V, rule: "a second Mount with another ID answers the same Mountpoint", source: VOLUME_DOC },
-    Check { id: "volume.unmount.first-id", protocol: V, rule: "Unmount with the first ID succeeds", source: VOLUME_DOC },
-    Check { id: "volume.unmount.keeps-other", protocol: V, rule: "after one of two IDs unmounted, the data is still there for the other (mounts are counted per ID)", source: VOLUME_CERT },
-    Check { id: "volume.unmount.last-id", protocol: V, rule: "Unmount with the last ID succeeds", source: VOLUME_DOC },
-    Check { id: "volume.mount.remount-data", protocol: V, rule: "data written before the last Unmount is there after the next Mount", source: VOLUME_CERT },
-    Check { id: "volume.mount.unknown", protocol: V, rule: "Mount of an unknown volume answers an error (dockerd then does not start the container)", source: VOLUME_DOC },
-    Check { id: "volume.remove.mounted", protocol: V, rule: "Remove of a mounted volume is refused", source: VOLUME_CERT },
-    Check { id: "volume.remove.unmounted", protocol: V, rule: "Remove of an unmounted volume succeeds", source: VOLUME_DOC },
-    Check { id: "volume.remove.gone", protocol: V, rule: "a removed volume is gone: Get answers no volume and List lacks it", source: VOLUME_STORE },
-    Check { id: "volume.remove.unknown", protocol: V, rule: "Remove of an unknown volume answers an error", source: VOLUME_DOC },
-];
-
 /// Docker's spelling of VolumeDriver answer fields.
-const FIELDS: &[&str] = &[
-    "Volume",
-    "Volumes",
-    "Name",
-    "Mountpoint",
-    "CreatedAt",
-    "Status",
-    "Err",
-    "Capabilities",
-    "Scope",
-];
+const FIELDS: &str = "Volume Volumes Name Mountpoint CreatedAt Status Err Capabilities Scope";
 
 /// How many volumes `volume.create.parallel` creates at once.
 const PARALLEL_VOLUMES: usize = 4;
@@ -255,17 +205,10 @@ async fn get(ctx: &Context<'_>, rec: &mut Recorder<'_>, name: &str) {
             format!("Status {}", status.unwrap_or(&Value::Null)),
         );
     }
-    let misspelled = r.misspelled_keys(FIELDS);
-    rec.expect(
+    rec.spelling(
         "volume.get.field-case",
-        misspelled.is_empty(),
-        Outcome::Warn,
-        "Docker's spelling",
-        if misspelled.is_empty() {
-            r.summary()
-        } else {
-            misspelled.join(", ")
-        },
+        r.misspelled_keys(FIELDS),
+        r.summary(),
     );
     let read = adapter(ctx).get(name).await;
     rec.check(
@@ -307,17 +250,10 @@ async fn list(ctx: &Context<'_>, rec: &mut Recorder<'_>, name: &str) {
         format!("{name} listed"),
         r.summary(),
     );
-    let misspelled = r.misspelled_keys(FIELDS);
-    rec.expect(
+    rec.spelling(
         "volume.list.field-case",
-        misspelled.is_empty(),
-        Outcome::Warn,
-        "Docker's spelling",
-        if misspelled.is_empty() {
-            "as Docker writes them".to_string()
-        } else {
-            misspelled.join(", ")
-        },
+        r.misspelled_keys(FIELDS),
+        "as Docker writes them",
     );
     let read = adapter(ctx).list().await;
     rec.check(

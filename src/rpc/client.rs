@@ -389,36 +389,37 @@ impl PluginClient {
         reply_limit: usize,
     ) -> Result<bytes::Bytes, RpcError> {
         let method = method.trim_start_matches('/');
-        if !crate::metrics::enabled() {
-            return self
-                .call_with_retries(method, body, retry, reply_limit)
-                .await;
-        }
         let started = Instant::now();
-        let result = self
-            .call_with_retries(method, body, retry, reply_limit)
-            .await;
-        let outcome = match &result {
-            Ok(_) => CallOutcome::Ok,
-            Err(RpcError::Timeout { .. }) => CallOutcome::Timeout,
-            Err(RpcError::Transport(_)) => CallOutcome::Unreachable,
-            Err(RpcError::Status { .. } | RpcError::Decode(_) | RpcError::TooLarge { .. }) => {
-                CallOutcome::Error
+        let result = match request_payload(method, body) {
+            Ok(payload) => {
+                self.call_with_retries(method, payload, retry, reply_limit)
+                    .await
             }
+            Err(e) => Err(e),
         };
-        crate::metrics::plugin_call(&self.inner.name, method, outcome, started.elapsed());
+        if crate::metrics::enabled() {
+            let outcome = match &result {
+                Ok(_) => CallOutcome::Ok,
+                Err(RpcError::Timeout { .. }) => CallOutcome::Timeout,
+                Err(RpcError::Transport(_)) => CallOutcome::Unreachable,
+                Err(RpcError::Status { .. } | RpcError::Decode(_) | RpcError::TooLarge { .. }) => {
+                    CallOutcome::Error
+                }
+            };
+            crate::metrics::plugin_call(&self.inner.name, method, outcome, started.elapsed());
+        }
         result
     }
 
-    /// One call, retries included: the call's deadline, connection attempts, the answer.
+    /// One call, retries included: the call's deadline, connection attempts, the answer to the
+    /// encoded `payload`.
     async fn call_with_retries(
         &self,
         method: &str,
-        body: &(impl serde::Serialize + ?Sized),
+        payload: Vec<u8>,
         retry: Retry,
         reply_limit: usize,
     ) -> Result<bytes::Bytes, RpcError> {
-        let payload = request_payload(method, body)?;
         let start = Instant::now();
         let (deadline, timeout) = match self.deadline(start) {
             Some((at, budget)) => (Some(at), Some(budget)),
