@@ -33,6 +33,31 @@ fn decision(r: &Reply) -> Option<bool> {
     r.field("Allow").and_then(Value::as_bool)
 }
 
+/// Sends one phase call and checks the daemon could use what comes back; the answer, if any.
+async fn usable_answer(
+    ctx: &Context<'_>,
+    rec: &mut Recorder<'_>,
+    id: &str,
+    method: &str,
+    body: &Value,
+) -> Option<Reply> {
+    match ctx.probe.call(method, body).await {
+        Ok(r) => {
+            rec.check(
+                id,
+                decision(&r).is_some(),
+                "200 with a boolean Allow",
+                r.summary(),
+            );
+            Some(r)
+        }
+        Err(e) => {
+            rec.check(id, false, "an answer", call_failed(method, &e));
+            None
+        }
+    }
+}
+
 pub async fn run(ctx: &Context<'_>, rec: &mut Recorder<'_>) {
     const REQ: &str = "AuthZPlugin.AuthZReq";
     const RES: &str = "AuthZPlugin.AuthZRes";
@@ -104,20 +129,7 @@ pub async fn run(ctx: &Context<'_>, rec: &mut Recorder<'_>) {
     );
     cases.push(("authz.req.tls-user", Value::Object(tls)));
     for (id, body) in cases {
-        match ctx.probe.call(REQ, &body).await {
-            Ok(r) => {
-                rec.check(
-                    id,
-                    decision(&r).is_some(),
-                    "200 with a boolean Allow",
-                    r.summary(),
-                );
-                answers.push(r);
-            }
-            Err(e) => {
-                rec.check(id, false, "an answer", call_failed(REQ, &e));
-            }
-        }
+        answers.extend(usable_answer(ctx, rec, id, REQ, &body).await);
     }
 
     // A body near the daemon's limit: base64 of ~3 MiB of JSON.
@@ -177,12 +189,7 @@ pub async fn run(ctx: &Context<'_>, rec: &mut Recorder<'_>) {
     if denials.is_empty() {
         rec.skip("authz.req.deny-message", "no request was denied");
     } else {
-        let silent = denials.iter().find(|r| {
-            r.field("Msg")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .is_empty()
-        });
+        let silent = denials.iter().find(|r| r.text("Msg").is_empty());
         rec.expect(
             "authz.req.deny-message",
             silent.is_none(),
@@ -204,49 +211,15 @@ pub async fn run(ctx: &Context<'_>, rec: &mut Recorder<'_>) {
         "ResponseBody".into(),
         b64(b"{\"Name\":\"v1\",\"Driver\":\"local\"}\n").into(),
     );
-    match ctx.probe.call(RES, &Value::Object(res)).await {
-        Ok(r) => {
-            rec.check(
-                "authz.res.answers",
-                decision(&r).is_some(),
-                "200 with a boolean Allow",
-                r.summary(),
-            );
-            answers.push(r);
-        }
-        Err(e) => {
-            rec.check(
-                "authz.res.answers",
-                false,
-                "an answer",
-                call_failed(RES, &e),
-            );
-        }
-    }
+    let res = Value::Object(res);
+    answers.extend(usable_answer(ctx, rec, "authz.res.answers", RES, &res).await);
     let mut implicit = request("GET", "/v1.41/info");
     implicit.insert(
         "ResponseHeaders".into(),
         json!({"Api-Version": "1.41", "Content-Type": "application/json"}),
     );
-    match ctx.probe.call(RES, &Value::Object(implicit)).await {
-        Ok(r) => {
-            rec.check(
-                "authz.res.no-status",
-                decision(&r).is_some(),
-                "200 with a boolean Allow",
-                r.summary(),
-            );
-            answers.push(r);
-        }
-        Err(e) => {
-            rec.check(
-                "authz.res.no-status",
-                false,
-                "an answer",
-                call_failed(RES, &e),
-            );
-        }
-    }
+    let implicit = Value::Object(implicit);
+    answers.extend(usable_answer(ctx, rec, "authz.res.no-status", RES, &implicit).await);
 
     let err_in_200 = answers.iter().find(|r| {
         r.status == 200

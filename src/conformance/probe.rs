@@ -48,6 +48,11 @@ impl Reply {
         self.json.as_ref().and_then(|v| field(v, name))
     }
 
+    /// A string field of the answer (missing or not a string: empty).
+    pub fn text(&self, name: &str) -> &str {
+        self.field(name).and_then(Value::as_str).unwrap_or("")
+    }
+
     /// A non-empty in-band error (`Err`; IPAM answers use `Error`) of a 200 answer.
     pub fn in_band_error(&self) -> Option<String> {
         ["Err", "Error"]
