@@ -93,15 +93,8 @@ pub async fn run(ctx: &Context<'_>, rec: &mut Recorder<'_>) {
         .await
     {
         Ok(r) => {
-            let local = r
-                .field("LocalDefaultAddressSpace")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
-            let global = r
-                .field("GlobalDefaultAddressSpace")
-                .and_then(Value::as_str)
-                .unwrap_or("");
+            let local = r.text("LocalDefaultAddressSpace").to_string();
+            let global = r.text("GlobalDefaultAddressSpace");
             rec.check(
                 "ipam.address-spaces",
                 granted(&r) && !local.is_empty() && !global.is_empty(),
@@ -250,17 +243,13 @@ pub async fn run(ctx: &Context<'_>, rec: &mut Recorder<'_>) {
         }
     }
 
-    match ctx
-        .call("IpamDriver.ReleasePool", json!({"PoolID": pool_id}))
-        .await
-    {
-        Ok(r) => {
-            rec.check("ipam.pool.release", granted(&r), "success", r.summary());
-        }
-        Err(e) => {
-            rec.check("ipam.pool.release", false, "an answer", e);
-        }
-    }
+    rec.answered(
+        "ipam.pool.release",
+        &ctx.call("IpamDriver.ReleasePool", json!({"PoolID": pool_id}))
+            .await,
+        granted,
+        "success",
+    );
 
     rec.spelling(
         "ipam.field-case",
@@ -387,19 +376,12 @@ async fn addresses(
                 rec.check("ipam.address.specific", false, "an answer", e);
             }
         }
-        match request(addr.to_string(), json!({})).await {
-            Ok(r) => {
-                rec.check(
-                    "ipam.address.taken",
-                    ipam_error(&r),
-                    "an error: the address is taken",
-                    r.summary(),
-                );
-            }
-            Err(e) => {
-                rec.check("ipam.address.taken", false, "an answer", e);
-            }
-        }
+        rec.answered(
+            "ipam.address.taken",
+            &request(addr.to_string(), json!({})).await,
+            ipam_error,
+            "an error: the address is taken",
+        );
         let released = release(addr.to_string()).await;
         let again = request(addr.to_string(), json!({})).await;
         let ok = matches!(&released, Ok(r) if granted(r)) && matches!(&again, Ok(r) if granted(r));

@@ -40,42 +40,57 @@ fn ok_or_404(r: &Reply) -> bool {
     r.succeeded() || r.status == 404
 }
 
-pub async fn run(ctx: &Context<'_>, rec: &mut Recorder<'_>) {
-    let mut answers: Vec<Reply> = Vec::new();
-    match ctx.call("NetworkDriver.GetCapabilities", Value::Null).await {
+/// Checks a call the scenario cannot go on without: one that got no answer, or one that did
+/// not succeed, blocks the scenario (`what` failed). The answer, if any.
+fn needed<'r>(
+    rec: &mut Recorder<'_>,
+    id: &str,
+    answer: &'r Result<Reply, String>,
+    expected: &str,
+    what: &str,
+) -> Option<&'r Reply> {
+    match answer {
         Ok(r) => {
-            if rec.check(
-                "network.capabilities.answers",
-                r.succeeded(),
-                "200 with a JSON object",
-                r.summary(),
-            ) {
-                let scope = r.field("Scope").and_then(Value::as_str).unwrap_or("");
-                rec.check(
-                    "network.capabilities.scope",
-                    matches!(scope, "local" | "global"),
-                    "\"local\" or \"global\"",
-                    r.summary(),
-                );
-                let conn = r
-                    .field("ConnectivityScope")
-                    .and_then(Value::as_str)
-                    .unwrap_or("");
-                rec.check(
-                    "network.capabilities.connectivity-scope",
-                    matches!(conn, "" | "local" | "global"),
-                    "empty, \"local\" or \"global\"",
-                    r.summary(),
-                );
-            } else {
-                rec.block(format!("GetCapabilities failed: {}", r.summary()));
+            if !rec.check(id, r.succeeded(), expected, r.summary()) {
+                rec.block(format!("{what} failed: {}", r.summary()));
             }
-            answers.push(r);
+            Some(r)
         }
         Err(e) => {
-            rec.check("network.capabilities.answers", false, "an answer", &e);
+            rec.check(id, false, "an answer", e);
             rec.block(e);
+            None
         }
+    }
+}
+
+pub async fn run(ctx: &Context<'_>, rec: &mut Recorder<'_>) {
+    let mut answers: Vec<Reply> = Vec::new();
+    let capabilities = ctx.call("NetworkDriver.GetCapabilities", Value::Null).await;
+    if let Some(r) = needed(
+        rec,
+        "network.capabilities.answers",
+        &capabilities,
+        "200 with a JSON object",
+        "GetCapabilities",
+    ) {
+        if r.succeeded() {
+            let scope = r.text("Scope");
+            rec.check(
+                "network.capabilities.scope",
+                matches!(scope, "local" | "global"),
+                "\"local\" or \"global\"",
+                r.summary(),
+            );
+            let conn = r.text("ConnectivityScope");
+            rec.check(
+                "network.capabilities.connectivity-scope",
+                matches!(conn, "" | "local" | "global"),
+                "empty, \"local\" or \"global\"",
+                r.summary(),
+            );
+        }
+        answers.push(r.clone());
     }
     if rec.is_blocked() {
         return;
@@ -86,18 +101,17 @@ pub async fn run(ctx: &Context<'_>, rec: &mut Recorder<'_>) {
     let pool_text = format!("{}/{}", pool.addr, pool.prefix);
     let v4 = json!([{"AddressSpace": "LocalDefault", "Pool": pool_text, "Gateway": host(pool, 1), "AuxAddresses": {"berth-aux": host(pool, 5)}}]);
     let network = id();
-    match ctx.call("NetworkDriver.CreateNetwork", json!({"NetworkID": network, "Options": {"com.docker.network.enable_ipv6": false, "com.docker.network.generic": {}}, "IPv4Data": v4, "IPv6Data": []})).await {
-        Ok(r) => {
-            if !rec.check("network.create.ipv4", r.succeeded(), "success", r.summary()) {
-                rec.block(format!("CreateNetwork failed: {}", r.summary()));
-            }
-            answers.push(r);
-        }
-        Err(e) => {
-            rec.check("network.create.ipv4", false, "an answer", &e);
-            rec.block(e);
-        }
-    }
+    let network_created = ctx.call("NetworkDriver.CreateNetwork", json!({"NetworkID": network, "Options": {"com.docker.network.enable_ipv6": false, "com.docker.network.generic": {}}, "IPv4Data": v4, "IPv6Data": []})).await;
+    answers.extend(
+        needed(
+            rec,
+            "network.create.ipv4",
+            &network_created,
+            "success",
+            "CreateNetwork",
+        )
+        .cloned(),
+    );
     if rec.is_blocked() {
         return;
     }
@@ -131,43 +145,34 @@ pub async fn run(ctx: &Context<'_>, rec: &mut Recorder<'_>) {
     let address = host(pool, 2);
     let mac = "02:42:c6:12:4e:02";
     let created = ctx.call("NetworkDriver.CreateEndpoint", json!({"NetworkID": network, "EndpointID": endpoint, "Interface": {"Address": address, "AddressIPv6": "", "MacAddress": mac}, "Options": {}})).await;
-    match &created {
-        Ok(r) => {
-            let ok = rec.check(
-                "network.endpoint.create",
-                r.succeeded(),
-                "success",
-                r.summary(),
+    if let Some(r) = needed(
+        rec,
+        "network.endpoint.create",
+        &created,
+        "success",
+        "CreateEndpoint",
+    ) {
+        if r.succeeded() {
+            let iface = r.field("Interface").cloned().unwrap_or(Value::Null);
+            let changed: Vec<String> = [("Address", address.as_str()), ("MacAddress", mac)]
+                .iter()
+                .filter_map(|(k, given)| {
+                    let back = str_field(&iface, k);
+                    (!back.is_empty() && back != *given).then(|| format!("{k} {given} → {back}"))
+                })
+                .collect();
+            rec.check(
+                "network.endpoint.keeps-address",
+                changed.is_empty(),
+                "the given Address and MacAddress unchanged (or not echoed)",
+                if changed.is_empty() {
+                    r.summary()
+                } else {
+                    changed.join(", ")
+                },
             );
-            if ok {
-                let iface = r.field("Interface").cloned().unwrap_or(Value::Null);
-                let changed: Vec<String> = [("Address", address.as_str()), ("MacAddress", mac)]
-                    .iter()
-                    .filter_map(|(k, given)| {
-                        let back = str_field(&iface, k);
-                        (!back.is_empty() && back != *given)
-                            .then(|| format!("{k} {given} → {back}"))
-                    })
-                    .collect();
-                rec.check(
-                    "network.endpoint.keeps-address",
-                    changed.is_empty(),
-                    "the given Address and MacAddress unchanged (or not echoed)",
-                    if changed.is_empty() {
-                        r.summary()
-                    } else {
-                        changed.join(", ")
-                    },
-                );
-            } else {
-                rec.block(format!("CreateEndpoint failed: {}", r.summary()));
-            }
-            answers.push(r.clone());
         }
-        Err(e) => {
-            rec.check("network.endpoint.create", false, "an answer", e);
-            rec.block(e.clone());
-        }
+        answers.push(r.clone());
     }
 
     // An endpoint without a MAC address: the driver may fill it in.
@@ -189,17 +194,11 @@ pub async fn run(ctx: &Context<'_>, rec: &mut Recorder<'_>) {
         endpoint_life(ctx, rec, &network, &endpoint, &mut answers).await;
     }
 
-    match ctx
-        .call("NetworkDriver.DeleteNetwork", json!({"NetworkID": network}))
-        .await
-    {
-        Ok(r) => {
-            rec.check("network.delete", r.succeeded(), "success", r.summary());
-        }
-        Err(e) => {
-            rec.check("network.delete", false, "an answer", e);
-        }
-    }
+    rec.succeeded(
+        "network.delete",
+        &ctx.call("NetworkDriver.DeleteNetwork", json!({"NetworkID": network}))
+            .await,
+    );
     rec.spelling(
         "network.field-case",
         answers
@@ -251,7 +250,7 @@ fn judge_join(ctx: &Context<'_>, rec: &mut Recorder<'_>, r: &Reply) {
     }
     let gateways: Vec<String> = ["Gateway", "GatewayIPv6"]
         .iter()
-        .map(|k| r.field(k).and_then(Value::as_str).unwrap_or("").to_string())
+        .map(|k| r.text(k).to_string())
         .collect();
     let bad: Vec<&String> = gateways
         .iter()
@@ -359,30 +358,17 @@ async fn endpoint_life(
     }
 
     if matches!(&joined, Ok(r) if r.succeeded()) {
-        match ctx.call("NetworkDriver.Leave", ids.clone()).await {
-            Ok(r) => {
-                rec.check("network.leave", r.succeeded(), "success", r.summary());
-            }
-            Err(e) => {
-                rec.check("network.leave", false, "an answer", e);
-            }
-        }
+        rec.succeeded(
+            "network.leave",
+            &ctx.call("NetworkDriver.Leave", ids.clone()).await,
+        );
     } else {
         rec.skip("network.leave", "Join failed");
     }
-    match ctx.call("NetworkDriver.DeleteEndpoint", ids).await {
-        Ok(r) => {
-            rec.check(
-                "network.endpoint.delete",
-                r.succeeded(),
-                "success",
-                r.summary(),
-            );
-        }
-        Err(e) => {
-            rec.check("network.endpoint.delete", false, "an answer", e);
-        }
-    }
+    rec.succeeded(
+        "network.endpoint.delete",
+        &ctx.call("NetworkDriver.DeleteEndpoint", ids).await,
+    );
 }
 
 #[cfg(test)]

@@ -129,6 +129,27 @@ impl<'a> Recorder<'a> {
         self.expect(id, ok, Outcome::Fail, expected, got)
     }
 
+    /// Pass when the call got an answer saying it succeeded, else fail with the answer or
+    /// with why none came.
+    pub fn succeeded(&mut self, id: &str, answer: &Result<Reply, String>) -> bool {
+        self.answered(id, answer, Reply::succeeded, "success")
+    }
+
+    /// Pass when the call got an answer that is `ok`, else fail with the answer or with why
+    /// none came.
+    pub fn answered(
+        &mut self,
+        id: &str,
+        answer: &Result<Reply, String>,
+        ok: impl FnOnce(&Reply) -> bool,
+        expected: impl Into<String>,
+    ) -> bool {
+        match answer {
+            Ok(r) => self.check(id, ok(r), expected, r.summary()),
+            Err(e) => self.check(id, false, "an answer", e),
+        }
+    }
+
     /// A field-case check: warns with the `misspelled` keys, passes with `spelled_right` when
     /// there are none (a wrong case only works in dockerd through Go's case-blind decoder).
     pub fn spelling(

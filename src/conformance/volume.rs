@@ -267,6 +267,32 @@ async fn list(ctx: &Context<'_>, rec: &mut Recorder<'_>, name: &str) {
     );
 }
 
+/// Checks the file at `path` holds `content`; `found` is what a pass reports.
+fn check_holds(
+    rec: &mut Recorder<'_>,
+    id: &str,
+    path: &std::path::Path,
+    content: &str,
+    expected: &str,
+    found: String,
+) {
+    let read = std::fs::read_to_string(path);
+    rec.check(
+        id,
+        matches!(&read, Ok(c) if c == content),
+        expected,
+        match read {
+            Ok(_) => found,
+            Err(e) => format!("{}: {e}", path.display()),
+        },
+    );
+}
+
+/// Whether a Path or Mount answer succeeded with `mounted` as its mountpoint.
+fn mounted_at(r: &Reply, mounted: &str) -> bool {
+    r.succeeded() && r.text("Mountpoint") == mounted
+}
+
 /// Path, Mount twice, Unmount per ID, data through the mount.
 async fn mounts(ctx: &Context<'_>, rec: &mut Recorder<'_>, name: &str) {
     match ctx.call("VolumeDriver.Path", json!({"Name": name})).await {
@@ -291,11 +317,7 @@ async fn mounts(ctx: &Context<'_>, rec: &mut Recorder<'_>, name: &str) {
         .await
     {
         Ok(r) => {
-            let mp = r
-                .field("Mountpoint")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
+            let mp = r.text("Mountpoint").to_string();
             let ok = r.succeeded() && !mp.is_empty();
             rec.check(
                 "volume.mount.answers",
@@ -365,38 +387,20 @@ async fn mounts(ctx: &Context<'_>, rec: &mut Recorder<'_>, name: &str) {
         }
     }
 
-    match ctx.call("VolumeDriver.Path", json!({"Name": name})).await {
-        Ok(r) => {
-            let path = str_field(r.json.as_ref().unwrap_or(&Value::Null), "Mountpoint");
-            rec.check(
-                "volume.path.after-mount",
-                r.succeeded() && path == mounted,
-                format!("Mountpoint {mounted:?}"),
-                r.summary(),
-            );
-        }
-        Err(e) => {
-            rec.check("volume.path.after-mount", false, "an answer", e);
-        }
-    }
+    rec.answered(
+        "volume.path.after-mount",
+        &ctx.call("VolumeDriver.Path", json!({"Name": name})).await,
+        |r| mounted_at(r, &mounted),
+        format!("Mountpoint {mounted:?}"),
+    );
 
-    match ctx
-        .call("VolumeDriver.Mount", json!({"Name": name, "ID": second}))
-        .await
-    {
-        Ok(r) => {
-            let path = str_field(r.json.as_ref().unwrap_or(&Value::Null), "Mountpoint");
-            rec.check(
-                "volume.mount.second-id",
-                r.succeeded() && path == mounted,
-                format!("Mountpoint {mounted:?}"),
-                r.summary(),
-            );
-        }
-        Err(e) => {
-            rec.check("volume.mount.second-id", false, "an answer", e);
-        }
-    }
+    rec.answered(
+        "volume.mount.second-id",
+        &ctx.call("VolumeDriver.Mount", json!({"Name": name, "ID": second}))
+            .await,
+        |r| mounted_at(r, &mounted),
+        format!("Mountpoint {mounted:?}"),
+    );
 
     // Remove while mounted (a refusal is right). If it went through, the volume is made and
     // mounted by both IDs again so that the unmount checks judge Unmount, not this removal;
@@ -433,48 +437,22 @@ async fn mounts(ctx: &Context<'_>, rec: &mut Recorder<'_>, name: &str) {
         let body = json!({"Name": name, "ID": id});
         async move { ctx.call("VolumeDriver.Unmount", body).await }
     };
-    match unmount(first).await {
-        Ok(r) => {
-            rec.check(
-                "volume.unmount.first-id",
-                r.succeeded(),
-                "success",
-                r.summary(),
-            );
-        }
-        Err(e) => {
-            rec.check("volume.unmount.first-id", false, "an answer", e);
-        }
-    }
+    rec.succeeded("volume.unmount.first-id", &unmount(first).await);
     if let (true, Some(why)) = (ctx.host_visible, data_lost) {
         rec.skip("volume.unmount.keeps-other", why);
     } else if ctx.host_visible && data_ok {
-        let still = std::fs::read_to_string(&marker);
-        rec.check(
+        check_holds(
+            rec,
             "volume.unmount.keeps-other",
-            matches!(&still, Ok(c) if *c == content),
+            &marker,
+            &content,
             "the file is still there for the other ID",
-            match still {
-                Ok(_) => "still there".to_string(),
-                Err(e) => format!("{}: {e}", marker.display()),
-            },
+            "still there".to_string(),
         );
     } else if ctx.host_visible {
         rec.skip("volume.unmount.keeps-other", "nothing was written");
     }
-    match unmount(second).await {
-        Ok(r) => {
-            rec.check(
-                "volume.unmount.last-id",
-                r.succeeded(),
-                "success",
-                r.summary(),
-            );
-        }
-        Err(e) => {
-            rec.check("volume.unmount.last-id", false, "an answer", e);
-        }
-    }
+    rec.succeeded("volume.unmount.last-id", &unmount(second).await);
 
     // Mount again: the data is still there.
     if let (true, Some(why)) = (ctx.host_visible, data_lost) {
@@ -489,15 +467,13 @@ async fn mounts(ctx: &Context<'_>, rec: &mut Recorder<'_>, name: &str) {
                 let mp = str_field(r.json.as_ref().unwrap_or(&Value::Null), "Mountpoint");
                 let again = std::path::PathBuf::from(ctx.plugin.paths.host_path(&mp))
                     .join(marker.file_name().unwrap_or_default());
-                let read = std::fs::read_to_string(&again);
-                rec.check(
+                check_holds(
+                    rec,
                     "volume.mount.remount-data",
-                    matches!(&read, Ok(c) if *c == content),
+                    &again,
+                    &content,
                     "the file written before is there",
-                    match read {
-                        Ok(_) => format!("{} read back", again.display()),
-                        Err(e) => format!("{}: {e}", again.display()),
-                    },
+                    format!("{} read back", again.display()),
                 );
                 let _ = std::fs::remove_file(&again);
             }
@@ -574,25 +550,16 @@ async fn unknown(ctx: &Context<'_>, rec: &mut Recorder<'_>) {
             rec.check("volume.get.unknown", false, "an answer", e);
         }
     }
-    match ctx
-        .call(
+    rec.answered(
+        "volume.mount.unknown",
+        &ctx.call(
             "VolumeDriver.Mount",
             json!({"Name": ghost, "ID": mount_id()}),
         )
-        .await
-    {
-        Ok(r) => {
-            rec.check(
-                "volume.mount.unknown",
-                r.is_error(),
-                "an error",
-                r.summary(),
-            );
-        }
-        Err(e) => {
-            rec.check("volume.mount.unknown", false, "an answer", e);
-        }
-    }
+        .await,
+        Reply::is_error,
+        "an error",
+    );
     match ctx
         .call("VolumeDriver.Remove", json!({"Name": ghost}))
         .await
