@@ -427,54 +427,69 @@ async fn readlogs(
         since: rfc3339_nanos(written[cut].time_nano),
         ..ReadConfig::default()
     };
-    match read_all(client, info, &since).await {
-        Ok(got) => {
-            let early = got
-                .iter()
-                .filter(|e| e.time_nano < written[cut].time_nano)
-                .count();
-            rec.check(
-                "log.readlogs.since",
-                early == 0 && !got.is_empty(),
-                format!("{} entries from {}", written.len() - cut, since.since),
-                format!("{} entries, {early} before Since", got.len()),
-            );
-        }
-        Err(e) => {
-            rec.check(
-                "log.readlogs.since",
-                false,
-                "entries from Since",
-                e.to_string(),
-            );
-        }
-    }
+    let bounded = Bounded {
+        id: "log.readlogs.since",
+        expected: format!("{} entries from {}", written.len() - cut, since.since),
+        beyond: "before Since",
+        failed: "entries from Since",
+    };
+    let first = written[cut].time_nano;
+    check_bounded(client, info, rec, &since, |e| e.time_nano < first, bounded).await;
 
     let cut = written.len() / 4;
     let until_config = ReadConfig {
         until: rfc3339_nanos(written[cut].time_nano),
         ..ReadConfig::default()
     };
-    match read_all(client, info, &until_config).await {
+    let bounded = Bounded {
+        id: "log.readlogs.until",
+        expected: format!("{} entries up to {}", cut + 1, until_config.until),
+        beyond: "after Until",
+        failed: "entries up to Until",
+    };
+    let last = written[cut].time_nano;
+    check_bounded(
+        client,
+        info,
+        rec,
+        &until_config,
+        |e| e.time_nano > last,
+        bounded,
+    )
+    .await;
+}
+
+/// What a read bounded by Since or Until is checked against.
+struct Bounded {
+    id: &'static str,
+    expected: String,
+    /// Names the entries outside the bound in the report.
+    beyond: &'static str,
+    /// What was expected when the read failed.
+    failed: &'static str,
+}
+
+/// Reads with `config` and checks some entries come back and none is `outside` its bound.
+async fn check_bounded(
+    client: &LogDriverClient,
+    info: &Info,
+    rec: &mut Recorder<'_>,
+    config: &ReadConfig,
+    outside: impl Fn(&LogEntry) -> bool,
+    bounded: Bounded,
+) {
+    match read_all(client, info, config).await {
         Ok(got) => {
-            let late = got
-                .iter()
-                .filter(|e| e.time_nano > written[cut].time_nano)
-                .count();
+            let stray = got.iter().filter(|e| outside(e)).count();
             rec.check(
-                "log.readlogs.until",
-                late == 0 && !got.is_empty(),
-                format!("{} entries up to {}", cut + 1, until_config.until),
-                format!("{} entries, {late} after Until", got.len()),
+                bounded.id,
+                stray == 0 && !got.is_empty(),
+                bounded.expected,
+                format!("{} entries, {stray} {}", got.len(), bounded.beyond),
             );
         }
         Err(e) => {
-            rec.check(
-                "log.readlogs.until",
-                false,
-                "entries up to Until",
-                e.to_string(),
-            );
+            rec.check(bounded.id, false, bounded.failed, e.to_string());
         }
     }
 }
