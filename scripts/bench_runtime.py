@@ -52,8 +52,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from benchlib import (  # noqa: E402 - the shared benchmark frame and helpers
     Bench, BenchError, Berth, Table, add_common_options, add_options, argument_parser, fmt3,
-    loadavg, log, machine_facts, mem_kb, print_setting, proc_table, run_benchmark, sample_rss,
-    summary,
+    loadavg, log, machine_facts, mem_kb, print_setting, proc_table, rss_options, run_benchmark,
+    sample_rss, summary,
 )
 
 
@@ -104,8 +104,7 @@ def main() -> int:
         ("--iterations", int, 20, "timed enable/disable cycles per daemon"),
         ("--warmup", int, 2, "untimed cycles first"),
         ("--plugins", int, 10, "plugins enabled for the second RSS figure"),
-        ("--idle", float, 2.0, "idle seconds before RSS is sampled"),
-        ("--rss-samples", int, 5, "RSS samples, 0.5 s apart"),
+        *rss_options(idle=2.0, samples=5),
         ("--exec-iterations", int, 20, "timed exec round trips per command"),
     ))
     ap.add_argument("--runtimes", default="builtin,runc,crun", help="berth executors to time "

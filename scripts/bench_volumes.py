@@ -52,8 +52,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchlib import (  # noqa: E402 - the shared benchmark frame and helpers
     API, Bench, BenchError, Berth, Daemon, Dockerd, RawClient, Table, add_options,
     argument_parser, check, fmt3, load_options, load_round, loadavg, log, machine_facts,
-    parse_options, pid_starttime, print_setting, round_options, run_benchmark, sample_rss,
-    summary,
+    parse_options, pid_starttime, print_setting, round_options, rss_options, run_benchmark,
+    sample_rss, summary,
 )
 from testbed import thread_states  # noqa: E402
 
@@ -297,8 +297,7 @@ def main() -> int:
         ("--call-timeout", float, 2.0, "berth's --plugin-call-timeout for the whole run"),
         ("--frozen-cap", float, 40.0, "longest wait for the frozen-plugin list, seconds"),
         ("--frozen-repeats", int, 1, "frozen-plugin lists per daemon (dockerd takes ~30 s each)"),
-        ("--idle", float, None, "idle seconds before RSS is sampled"),
-        ("--rss-samples", int, None, "RSS samples, 0.5 s apart"),
+        *rss_options(),
     ), QUICK, DEFAULTS)
     args = parse_options(ap, QUICK, DEFAULTS)
     if (args.iterations < 1 or args.warmup < 0 or args.volumes < 1 or args.threads < 1

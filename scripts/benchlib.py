@@ -719,6 +719,14 @@ def round_options(what: str, per: str) -> tuple:
             ("--warmup", int, None, f"untimed {what} first"))
 
 
+def rss_options(idle: float | None = None, samples: int | None = None) -> tuple:
+    """The option rows (see `add_options`) of an RSS figure measured with `sample_rss`: --idle
+    seconds before sampling, --rss-samples 0.5 s apart; a None default is taken from the
+    benchmark's QUICK and DEFAULTS."""
+    return (("--idle", float, idle, "idle seconds before RSS is sampled"),
+            ("--rss-samples", int, samples, "RSS samples, 0.5 s apart"))
+
+
 def load_round(d: Daemon, target: str, threads: int, seconds: float, max_requests: int,
                plugin_pids: list[int]) -> dict:
     """`threads` keep-alive connections issuing `GET target` back to back for `seconds`

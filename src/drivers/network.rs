@@ -311,20 +311,12 @@ impl NetworkDriver for NetworkDriverClient {
             ipv4_data,
             ipv6_data,
         };
-        self.call("NetworkDriver.CreateNetwork", &request)
-            .await
-            .map(drop)
-            .map_err(Into::into)
+        ignore_answer(self.call("NetworkDriver.CreateNetwork", &request).await)
     }
 
     async fn delete_network(&self, network_id: &str) -> Result<()> {
-        self.call(
-            "NetworkDriver.DeleteNetwork",
-            &NetworkRequest { network_id },
-        )
-        .await
-        .map(drop)
-        .map_err(Into::into)
+        let request = NetworkRequest { network_id };
+        ignore_answer(self.call("NetworkDriver.DeleteNetwork", &request).await)
     }
 
     async fn create_endpoint(
@@ -366,10 +358,10 @@ impl NetworkDriver for NetworkDriverClient {
     }
 
     async fn delete_endpoint(&self, network_id: &str, endpoint_id: &str) -> Result<()> {
-        self.endpoint_call("NetworkDriver.DeleteEndpoint", network_id, endpoint_id)
-            .await
-            .map(drop)
-            .map_err(Into::into)
+        ignore_answer(
+            self.endpoint_call("NetworkDriver.DeleteEndpoint", network_id, endpoint_id)
+                .await,
+        )
     }
 
     async fn join(
@@ -412,10 +404,10 @@ impl NetworkDriver for NetworkDriverClient {
     }
 
     async fn leave(&self, network_id: &str, endpoint_id: &str) -> Result<()> {
-        self.endpoint_call("NetworkDriver.Leave", network_id, endpoint_id)
-            .await
-            .map(drop)
-            .map_err(Into::into)
+        ignore_answer(
+            self.endpoint_call("NetworkDriver.Leave", network_id, endpoint_id)
+                .await,
+        )
     }
 
     /// A 404 (not implemented) is fine.
@@ -453,10 +445,15 @@ impl NetworkDriver for NetworkDriverClient {
     }
 }
 
+/// For the calls whose success answer carries nothing the daemon uses.
+fn ignore_answer(result: Result<Value, CallError>) -> Result<()> {
+    result.map(drop).map_err(Into::into)
+}
+
 fn optional(result: Result<Value, CallError>) -> Result<()> {
     match result {
         Err(e) if e.not_implemented() => Ok(()),
-        other => other.map(drop).map_err(Into::into),
+        other => ignore_answer(other),
     }
 }
 

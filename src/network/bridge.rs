@@ -709,6 +709,15 @@ mod tests {
         options
     }
 
+    fn ipv4_network(
+        id: &str,
+        generic: &[(&str, &str)],
+        pool: &str,
+        gateway: &str,
+    ) -> BridgeNetwork {
+        network_config(id, &options(generic), &[data(pool, gateway)], &[]).unwrap()
+    }
+
     fn data(pool: &str, gateway: &str) -> IpamData {
         IpamData {
             address_space: "LocalDefault".into(),
@@ -739,13 +748,12 @@ mod tests {
             bad(&[(HOST_BINDING_IPV4, "x")]),
             "failed to parse com.docker.network.bridge.host_binding_ipv4 value: x (nil ip)"
         );
-        let n = network_config(
+        let n = ipv4_network(
             id,
-            &options(&[(MTU, "1400"), (ENABLE_ICC, "false")]),
-            &[data("10.30.0.0/24", "10.30.0.1/24")],
-            &[],
-        )
-        .unwrap();
+            &[(MTU, "1400"), (ENABLE_ICC, "false")],
+            "10.30.0.0/24",
+            "10.30.0.1/24",
+        );
         assert_eq!(n.bridge, "br-0123456789ab");
         assert_eq!(n.mtu, 1400);
         assert_eq!(n.gateway(false), "10.30.0.1");
@@ -754,31 +762,18 @@ mod tests {
 
     #[test]
     fn conflicts_are_named_as_dockerd_names_them() {
-        let a = network_config(
-            "a",
-            &options(&[]),
-            &[data("10.31.0.0/24", "10.31.0.1/24")],
-            &[],
-        )
-        .unwrap();
-        let b = network_config(
+        let a = ipv4_network("a", &[], "10.31.0.0/24", "10.31.0.1/24");
+        let b = ipv4_network(
             "b",
-            &options(&[(BRIDGE_NAME, "br-a")]),
-            &[data("10.32.0.0/24", "10.32.0.1/24")],
-            &[],
-        )
-        .unwrap();
+            &[(BRIDGE_NAME, "br-a")],
+            "10.32.0.0/24",
+            "10.32.0.1/24",
+        );
         assert_eq!(
             conflict(&b, &a).unwrap(),
             "cannot create network b (br-a): conflicts with network a (br-a): networks have same bridge name"
         );
-        let c = network_config(
-            "c",
-            &options(&[]),
-            &[data("10.31.0.0/16", "10.31.0.1/16")],
-            &[],
-        )
-        .unwrap();
+        let c = ipv4_network("c", &[], "10.31.0.0/16", "10.31.0.1/16");
         assert!(conflict(&c, &a)
             .unwrap()
             .ends_with("networks have overlapping IPv4"));

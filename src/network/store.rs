@@ -170,6 +170,41 @@ fn db_error(e: impl std::fmt::Display) -> Error {
     Error::System(format!("network metadata database: {e}"))
 }
 
+/// The records of one table; a record that no longer decodes is skipped (and logged) rather
+/// than keeping the daemon from starting.
+fn load_table<R: serde::de::DeserializeOwned>(
+    txn: &redb::ReadTransaction,
+    table: TableDefinition<&'static str, &'static str>,
+    kind: &str,
+) -> Result<BTreeMap<String, Arc<R>>> {
+    let mut records = BTreeMap::new();
+    for entry in txn
+        .open_table(table)
+        .map_err(db_error)?
+        .iter()
+        .map_err(db_error)?
+    {
+        let (k, v) = entry.map_err(db_error)?;
+        match serde_json::from_str::<R>(v.value()) {
+            Ok(r) => {
+                records.insert(k.value().to_string(), Arc::new(r));
+            }
+            Err(e) => log::warn!("skipping undecodable {kind} record {}: {e}", k.value()),
+        }
+    }
+    Ok(records)
+}
+
+fn put(
+    table: &mut redb::Table<&'static str, &'static str>,
+    id: &str,
+    record: &impl Serialize,
+) -> Result<()> {
+    let json = serde_json::to_string(record).map_err(db_error)?;
+    table.insert(id, json.as_str()).map_err(db_error)?;
+    Ok(())
+}
+
 impl NetworkStore {
     /// Opens (creating it and its directory) `<data_root>/network/metadata.db`.
     pub fn open_in(data_root: &Path) -> Result<NetworkStore> {
@@ -199,27 +234,10 @@ impl NetworkStore {
 
     fn load(&self) -> Result<()> {
         let txn = self.db.begin_read().map_err(db_error)?;
-        let mut records = Records::default();
-        let networks = txn.open_table(NETWORKS).map_err(db_error)?;
-        for entry in networks.iter().map_err(db_error)? {
-            let (k, v) = entry.map_err(db_error)?;
-            match serde_json::from_str::<NetworkRecord>(v.value()) {
-                Ok(r) => {
-                    records.networks.insert(k.value().to_string(), Arc::new(r));
-                }
-                Err(e) => log::warn!("skipping undecodable network record {}: {e}", k.value()),
-            }
-        }
-        let endpoints = txn.open_table(ENDPOINTS).map_err(db_error)?;
-        for entry in endpoints.iter().map_err(db_error)? {
-            let (k, v) = entry.map_err(db_error)?;
-            match serde_json::from_str::<EndpointRecord>(v.value()) {
-                Ok(r) => {
-                    records.endpoints.insert(k.value().to_string(), Arc::new(r));
-                }
-                Err(e) => log::warn!("skipping undecodable endpoint record {}: {e}", k.value()),
-            }
-        }
+        let records = Records {
+            networks: load_table(&txn, NETWORKS, "network")?,
+            endpoints: load_table(&txn, ENDPOINTS, "endpoint")?,
+        };
         *self.records.write().unwrap_or_else(|p| p.into_inner()) = records;
         Ok(())
     }
@@ -260,21 +278,11 @@ impl NetworkStore {
             let mut endpoints = txn.open_table(ENDPOINTS).map_err(db_error)?;
             for change in &changes {
                 match change {
-                    Change::PutNetwork(r) => {
-                        let json = serde_json::to_string(r).map_err(db_error)?;
-                        networks
-                            .insert(r.id.as_str(), json.as_str())
-                            .map_err(db_error)?;
-                    }
+                    Change::PutNetwork(r) => put(&mut networks, &r.id, r)?,
                     Change::DeleteNetwork(id) => {
                         networks.remove(id.as_str()).map_err(db_error)?;
                     }
-                    Change::PutEndpoint(r) => {
-                        let json = serde_json::to_string(r).map_err(db_error)?;
-                        endpoints
-                            .insert(r.id.as_str(), json.as_str())
-                            .map_err(db_error)?;
-                    }
+                    Change::PutEndpoint(r) => put(&mut endpoints, &r.id, r)?,
                     Change::DeleteEndpoint(id) => {
                         endpoints.remove(id.as_str()).map_err(db_error)?;
                     }
